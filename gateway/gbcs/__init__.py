@@ -1,0 +1,1 @@
+"""GBCS General Signing APDUs, CS06 Activate Firmware, verification and signing."""

@@ -1,0 +1,1 @@
+"""Radio backends behind the zigpy ControllerApplication interface: sim, ezsp, znp."""

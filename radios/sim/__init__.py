@@ -1,0 +1,1 @@
+"""The simulated HAN: a zigpy ControllerApplication and simulated PPMID/HCALCS devices."""
