@@ -1,0 +1,325 @@
+"""Inputs and outputs of the sans-I/O OTA server session.
+
+Inputs are facts about what a device did, named in the past tense
+(``ImageBlockRequested``). Outputs are things the driver must do, named as
+commands (``SendImageBlock``). Neither knows about zigpy, sockets or clocks: the
+codec (``gateway.ota.codec``) turns ZCL bytes into inputs and outputs into ZCL
+bytes, and the driver (``gateway.ota.driver``) carries them to and from a radio.
+
+Times given to the session are monotonic seconds (the driver's ``loop.time()``);
+absolute activation times are UTC ``datetime`` values that the codec turns into
+Zigbee UTCTime.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+
+# ZCL status codes the OTA cluster uses (ZCL 7, 11.13; zigbee-ota-notes.md).
+class Status(enum.IntEnum):
+    SUCCESS = 0x00
+    FAILURE = 0x01
+    NOT_AUTHORIZED = 0x7E
+    MALFORMED_COMMAND = 0x80
+    UNSUP_CLUSTER_COMMAND = 0x81
+    ABORT = 0x95
+    INVALID_IMAGE = 0x96
+    WAIT_FOR_DATA = 0x97
+    NO_IMAGE_AVAILABLE = 0x98
+    REQUIRE_MORE_IMAGE = 0x99
+
+
+# OTA cluster command ids, client to server (device to hub) and server to client.
+class DeviceCommand(enum.IntEnum):
+    QUERY_NEXT_IMAGE = 0x01
+    IMAGE_BLOCK = 0x03
+    IMAGE_PAGE = 0x04
+    UPGRADE_END = 0x06
+    QUERY_DEVICE_SPECIFIC_FILE = 0x08
+
+
+class ServerCommand(enum.IntEnum):
+    IMAGE_NOTIFY = 0x00
+    QUERY_NEXT_IMAGE_RESPONSE = 0x02
+    IMAGE_BLOCK_RESPONSE = 0x05
+    UPGRADE_END_RESPONSE = 0x07
+    QUERY_DEVICE_SPECIFIC_FILE_RESPONSE = 0x09
+
+
+# Client attributes of the OTA cluster that the session reads.
+class Attribute(enum.IntEnum):
+    CURRENT_FILE_VERSION = 0x0002
+    IMAGE_UPGRADE_STATUS = 0x0006
+    MINIMUM_BLOCK_PERIOD = 0x0009
+    UPGRADE_ACTIVATION_POLICY = 0x000B
+    UPGRADE_TIMEOUT_POLICY = 0x000C
+
+
+class SessionState(enum.Enum):
+    """Where a push stands. The values are the ``state`` strings of ``--json`` output."""
+
+    PENDING = "pending"  # job exists; waiting for the device's Query Next Image
+    TRANSFERRING = "transferring"
+    HELD = "held"  # device verified the image; every Upgrade End Request gets 0xFFFFFFFF
+    SCHEDULED = "scheduled"  # held, with an activation time set by the activation gate
+    ACTIVATED = "activated"  # activation sent; waiting for the device to report the version
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+END_STATES = frozenset({SessionState.CONFIRMED, SessionState.FAILED, SessionState.CANCELLED})
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class QueryNextImageRequested:
+    tsn: int
+    manufacturer_code: int
+    image_type: int
+    current_file_version: int
+    hardware_version: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageBlockRequested:
+    tsn: int
+    manufacturer_code: int
+    image_type: int
+    file_version: int
+    file_offset: int
+    maximum_data_size: int
+    #: The device's MinimumBlockPeriod in milliseconds, when it sent the field.
+    minimum_block_period_ms: int | None = None
+    request_node_addr: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ImagePageRequested:
+    tsn: int
+    manufacturer_code: int
+    image_type: int
+    file_version: int
+    file_offset: int
+    maximum_data_size: int
+    page_size: int
+    response_spacing_ms: int
+    request_node_addr: bytes | None = None
+
+
+@dataclass(frozen=True)
+class UpgradeEndRequested:
+    tsn: int
+    status: int
+    manufacturer_code: int
+    image_type: int
+    file_version: int
+
+
+@dataclass(frozen=True)
+class MalformedFrameReceived:
+    """An OTA cluster frame from the device that did not parse."""
+
+    tsn: int
+    command_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AttributesRead:
+    """Values read from (or reported by) the device's OTA client cluster.
+
+    Attributes the device does not support are simply absent.
+    """
+
+    values: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AttributeReadFailed:
+    reason: str
+
+
+@dataclass(frozen=True)
+class NotifyDelivered:
+    pass
+
+
+@dataclass(frozen=True)
+class NotifyFailed:
+    """The radio could not deliver Image Notify (sleepy device, lost frame).
+
+    Never fails the job: the device may still ask on its own.
+    """
+
+    reason: str
+
+
+Event = (
+    QueryNextImageRequested
+    | ImageBlockRequested
+    | ImagePageRequested
+    | UpgradeEndRequested
+    | MalformedFrameReceived
+    | AttributesRead
+    | AttributeReadFailed
+    | NotifyDelivered
+    | NotifyFailed
+)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class SendImageNotify:
+    """Unicast Image Notify, payload type 0x03 (jitter, manufacturer, type, version)."""
+
+    query_jitter: int
+    manufacturer_code: int
+    image_type: int
+    file_version: int
+
+
+@dataclass(frozen=True)
+class SendQueryNextImageResponse:
+    tsn: int
+    status: Status
+    #: Present only when status is SUCCESS.
+    manufacturer_code: int | None = None
+    image_type: int | None = None
+    file_version: int | None = None
+    image_size: int | None = None
+
+
+@dataclass(frozen=True)
+class SendImageBlock:
+    """An Image Block Response with status SUCCESS.
+
+    ``tsn`` is the request's for a block request and None for the unsolicited
+    responses that make up a page (the driver takes a fresh sequence number).
+    """
+
+    tsn: int | None
+    manufacturer_code: int
+    image_type: int
+    file_version: int
+    file_offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SendWaitForData:
+    """Image Block Response WAIT_FOR_DATA: ask again after ``delay_s`` seconds.
+
+    Sent with current time 0 so that request time is an offset (ZCL 11.13.8.2.3).
+    """
+
+    tsn: int
+    delay_s: int
+    minimum_block_period_ms: int
+
+
+@dataclass(frozen=True)
+class SendAbort:
+    """Image Block Response ABORT: the device must stop this download."""
+
+    tsn: int
+
+
+# Upgrade time meaning "wait for the server's word" (ZCL 11.13.9.6).
+UPGRADE_TIME_WAIT = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class SendUpgradeEndResponse:
+    """Upgrade End Response.
+
+    ``tsn`` is None when unsolicited (the activation itself). ``upgrade_at`` is
+    None for "now" (current time 0, upgrade time 0), a UTC datetime for an absolute
+    time, and ``hold=True`` means upgrade time 0xFFFFFFFF.
+    """
+
+    tsn: int | None
+    manufacturer_code: int
+    image_type: int
+    file_version: int
+    hold: bool = False
+    upgrade_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class SendDefaultResponse:
+    tsn: int
+    command_id: int
+    status: Status
+
+
+@dataclass(frozen=True)
+class ReadAttributes:
+    attribute_ids: tuple[int, ...]
+
+
+class NoteKind(enum.Enum):
+    """What a ``Note`` records; the driver logs and audits every one."""
+
+    NOTIFY = "notify"
+    QUERY = "query"
+    ATTRIBUTES = "attributes"
+    TRANSFER_START = "transfer_start"
+    FIRST_BLOCK = "first_block"
+    LAST_BLOCK = "last_block"
+    RESUME = "resume"
+    PACING = "pacing"
+    END_REQUEST = "end_request"
+    HOLD = "hold"
+    ACTIVATION = "activation"
+    CONFIRMATION = "confirmation"
+    WARNING = "warning"
+    FAILURE = "failure"
+    CANCEL = "cancel"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something worth a log line: the driver adds device and image."""
+
+    kind: NoteKind
+    message: str
+    offset: int | None = None
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Bytes the device has been sent up to (a high-water mark) out of the image size."""
+
+    offset: int
+    total: int
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    old: SessionState
+    new: SessionState
+    reason: str | None = None
+
+
+Action = (
+    SendImageNotify
+    | SendQueryNextImageResponse
+    | SendImageBlock
+    | SendWaitForData
+    | SendAbort
+    | SendUpgradeEndResponse
+    | SendDefaultResponse
+    | ReadAttributes
+    | Note
+    | Progress
+    | StateChanged
+)
