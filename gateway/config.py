@@ -1,0 +1,300 @@
+"""The one TOML configuration file, parsed once into typed values.
+
+Every refusal names the key, the value and what is allowed. Paths in the file are
+relative to the file. Simulated-device tables are kept as plain mappings here and
+turned into radio specs by the CLI (gateway/ knows no radio types).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_CONFIG_PATH = Path("/etc/han-ota/config.toml")
+RADIO_KINDS = ("sim", "ezsp", "znp")
+DEVICE_KINDS = ("ppmid", "hcalcs")
+FLOW_CONTROLS = ("none", "software", "hardware")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message says how to fix it."""
+
+    def __init__(self, key: str, value: object, allowed: str, source: str | None = None) -> None:
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key} = {value!r}: {allowed}")
+        self.key = key
+        self.value = value
+
+
+def parse_eui64(text: str, key: str = "ieee") -> bytes:
+    """16 hex digits or 8 colon-separated pairs -> 8 bytes in display order."""
+    cleaned = text.replace(":", "").replace("-", "").strip()
+    if len(cleaned) != 16:
+        raise ConfigError(key, text, "expected 16 hex digits or 8 colon-separated pairs, e.g. 00:db:12:34:56:78:90:a0")
+    try:
+        return bytes.fromhex(cleaned)
+    except ValueError:
+        raise ConfigError(key, text, "expected hexadecimal digits only") from None
+
+
+def format_eui64(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+@dataclass(frozen=True)
+class RadioConfig:
+    kind: str = "sim"
+    path: str | None = None
+    baudrate: int | None = None
+    flow_control: str | None = None
+    channel: int | None = None
+    pan_id: int | None = None
+    extended_pan_id: str | None = None
+    network_key: str | None = None
+    database: Path | None = None
+
+
+@dataclass(frozen=True)
+class OtaConfig:
+    block_cap: int = 63
+    aps_encryption: bool = False
+    stall_timeout_s: float = 120.0
+    # The coordinator-wide budget that WAIT_FOR_DATA enforces.
+    rate_bytes_per_s: float = 4000.0
+    burst_bytes: int = 1024
+    max_inflight: int = 4
+
+
+@dataclass(frozen=True)
+class SupplierConfig:
+    id: str  # entity id, 16 uppercase hex digits as in the GBCS originator field
+    certificate: Path | None = None
+    public_key: Path | None = None
+
+    @property
+    def anchor(self) -> Path:
+        path = self.certificate or self.public_key
+        assert path is not None  # parse guarantees one of them
+        return path
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    ieee: bytes
+    kind: str
+    supplier: str | None = None
+    stall_timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None = None
+    state_dir: Path = Path("/var/lib/han-ota")
+    control_socket: Path = Path("/run/han-ota/control.sock")
+    control_tcp: str | None = None
+    radio: RadioConfig = RadioConfig()
+    ota: OtaConfig = OtaConfig()
+    suppliers: tuple[SupplierConfig, ...] = ()
+    devices: tuple[DeviceConfig, ...] = ()
+    sim_devices: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+
+    def device(self, ieee: bytes) -> DeviceConfig | None:
+        return next((d for d in self.devices if d.ieee == ieee), None)
+
+    def supplier(self, entity_id: str) -> SupplierConfig | None:
+        return next((s for s in self.suppliers if s.id == entity_id.upper()), None)
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("--config", str(path), "no such file; write one (see README, 'Configuration') or pass another path") from None
+    except OSError as exc:
+        raise ConfigError("--config", str(path), f"cannot be read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("--config", str(path), f"is not valid TOML: {exc}") from None
+    return parse_config(data, base=path.parent, source=path)
+
+
+_TOP_KEYS = {"state_dir", "control_socket", "control_tcp", "radio", "ota", "supplier", "device", "sim_device"}
+
+
+def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Path | None = None) -> Config:
+    src = str(source) if source else None
+    _no_unknown(data, _TOP_KEYS, "", src)
+
+    def rel(key: str, value: object) -> Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, value, "expected a path string", src)
+        p = Path(value)
+        return p if p.is_absolute() else base / p
+
+    state_dir = rel("state_dir", data["state_dir"]) if "state_dir" in data else Config.state_dir
+    control_socket = rel("control_socket", data["control_socket"]) if "control_socket" in data else Config.control_socket
+    control_tcp = data.get("control_tcp")
+    if control_tcp is not None and (not isinstance(control_tcp, str) or ":" not in control_tcp):
+        raise ConfigError("control_tcp", control_tcp, "expected HOST:PORT, e.g. 127.0.0.1:8765 (omit to listen on the Unix socket only)", src)
+
+    radio = _parse_radio(_table(data, "radio", src), rel, src)
+    ota = _parse_ota(_table(data, "ota", src), src)
+
+    suppliers = []
+    for i, entry in enumerate(_array(data, "supplier", src)):
+        key = f"supplier[{i}]"
+        _no_unknown(entry, {"id", "certificate", "public_key"}, key + ".", src)
+        sid = _entity_id(entry.get("id"), f"{key}.id", src)
+        cert, pub = entry.get("certificate"), entry.get("public_key")
+        if (cert is None) == (pub is None):
+            raise ConfigError(f"{key}.certificate", cert, "give exactly one of certificate or public_key (a PEM file)", src)
+        suppliers.append(
+            SupplierConfig(
+                id=sid,
+                certificate=rel(f"{key}.certificate", cert) if cert is not None else None,
+                public_key=rel(f"{key}.public_key", pub) if pub is not None else None,
+            )
+        )
+    ids = [s.id for s in suppliers]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("supplier.id", sorted(i for i in ids if ids.count(i) > 1)[0], "each supplier may be listed once", src)
+
+    devices = []
+    for i, entry in enumerate(_array(data, "device", src)):
+        key = f"device[{i}]"
+        _no_unknown(entry, {"ieee", "kind", "supplier", "stall_timeout"}, key + ".", src)
+        if not isinstance(entry.get("ieee"), str):
+            raise ConfigError(f"{key}.ieee", entry.get("ieee"), "expected a string such as \"00:db:12:34:56:78:90:a0\"", src)
+        try:
+            ieee = parse_eui64(entry["ieee"], f"{key}.ieee")
+        except ConfigError as exc:
+            raise ConfigError(exc.key, exc.value, str(exc).split(": ", 1)[-1], src) from None
+        kind = entry.get("kind")
+        if kind not in DEVICE_KINDS:
+            raise ConfigError(f"{key}.kind", kind, f"expected one of {', '.join(DEVICE_KINDS)}", src)
+        supplier = entry.get("supplier")
+        if supplier is not None:
+            supplier = _entity_id(supplier, f"{key}.supplier", src)
+            if supplier not in ids:
+                raise ConfigError(f"{key}.supplier", supplier, f"no [[supplier]] with this id; known: {', '.join(ids) or 'none'}", src)
+        stall = entry.get("stall_timeout")
+        if stall is not None:
+            stall = _positive_number(stall, f"{key}.stall_timeout", src)
+        devices.append(DeviceConfig(ieee=ieee, kind=kind, supplier=supplier, stall_timeout_s=stall))
+    seen = [d.ieee for d in devices]
+    if len(set(seen)) != len(seen):
+        dup = next(d for d in seen if seen.count(d) > 1)
+        raise ConfigError("device.ieee", format_eui64(dup), "each device may be listed once", src)
+
+    sim_devices = tuple(dict(entry) for entry in _array(data, "sim_device", src))
+    return Config(
+        source=source,
+        state_dir=state_dir,
+        control_socket=control_socket,
+        control_tcp=control_tcp,
+        radio=radio,
+        ota=ota,
+        suppliers=tuple(suppliers),
+        devices=tuple(devices),
+        sim_devices=sim_devices,
+    )
+
+
+def _parse_radio(t: Mapping[str, Any], rel: Any, src: str | None) -> RadioConfig:
+    _no_unknown(t, {"kind", "path", "baudrate", "flow_control", "channel", "pan_id", "extended_pan_id", "network_key", "database"}, "radio.", src)
+    kind = t.get("kind", "sim")
+    if kind not in RADIO_KINDS:
+        raise ConfigError("radio.kind", kind, f"expected one of {', '.join(RADIO_KINDS)}", src)
+    path = t.get("path")
+    if path is not None and not isinstance(path, str):
+        raise ConfigError("radio.path", path, "expected a serial device, /dev/serial/by-id/... link or socket://host:port", src)
+    if kind != "sim" and not path:
+        raise ConfigError("radio.path", path, f"radio kind {kind!r} needs a path: a serial device, /dev/serial/by-id/... link or socket://host:port", src)
+    baud = t.get("baudrate")
+    if baud is not None and (not isinstance(baud, int) or baud not in (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)):
+        raise ConfigError("radio.baudrate", baud, "expected a standard rate such as 115200 or 460800", src)
+    flow = t.get("flow_control")
+    if flow is not None and flow not in FLOW_CONTROLS:
+        raise ConfigError("radio.flow_control", flow, f"expected one of {', '.join(FLOW_CONTROLS)}", src)
+    channel = t.get("channel")
+    if channel is not None and (not isinstance(channel, int) or not 11 <= channel <= 26):
+        raise ConfigError("radio.channel", channel, "expected an 802.15.4 channel from 11 to 26", src)
+    pan = t.get("pan_id")
+    if pan is not None and (not isinstance(pan, int) or not 0 <= pan <= 0xFFFE):
+        raise ConfigError("radio.pan_id", pan, "expected 0x0000 to 0xFFFE", src)
+    database = rel("radio.database", t["database"]) if "database" in t else None
+    return RadioConfig(
+        kind=kind,
+        path=path,
+        baudrate=baud,
+        flow_control=flow,
+        channel=channel,
+        pan_id=pan,
+        extended_pan_id=t.get("extended_pan_id"),
+        network_key=t.get("network_key"),
+        database=database,
+    )
+
+
+def _parse_ota(t: Mapping[str, Any], src: str | None) -> OtaConfig:
+    _no_unknown(t, {"block_cap", "aps_encryption", "stall_timeout", "rate_bytes_per_s", "burst_bytes", "max_inflight"}, "ota.", src)
+    d = OtaConfig()
+    cap = t.get("block_cap", d.block_cap)
+    if not isinstance(cap, int) or not 1 <= cap <= 63:
+        raise ConfigError("ota.block_cap", cap, "expected 1 to 63 bytes (63 is the largest unfragmented Image Block Response)", src)
+    aps = t.get("aps_encryption", d.aps_encryption)
+    if not isinstance(aps, bool):
+        raise ConfigError("ota.aps_encryption", aps, "expected true or false", src)
+    burst = t.get("burst_bytes", d.burst_bytes)
+    if not isinstance(burst, int) or burst < 63:
+        raise ConfigError("ota.burst_bytes", burst, "expected an integer of at least 63", src)
+    inflight = t.get("max_inflight", d.max_inflight)
+    if not isinstance(inflight, int) or inflight < 1:
+        raise ConfigError("ota.max_inflight", inflight, "expected an integer of at least 1", src)
+    return OtaConfig(
+        block_cap=cap,
+        aps_encryption=aps,
+        stall_timeout_s=_positive_number(t.get("stall_timeout", d.stall_timeout_s), "ota.stall_timeout", src),
+        rate_bytes_per_s=_positive_number(t.get("rate_bytes_per_s", d.rate_bytes_per_s), "ota.rate_bytes_per_s", src),
+        burst_bytes=burst,
+        max_inflight=inflight,
+    )
+
+
+def _table(data: Mapping[str, Any], key: str, src: str | None) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(key, value, f"expected a [{key}] table", src)
+    return value
+
+
+def _array(data: Mapping[str, Any], key: str, src: str | None) -> list[Mapping[str, Any]]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(key, value, f"expected [[{key}]] tables", src)
+    return value
+
+
+def _no_unknown(t: Mapping[str, Any], allowed: set[str], prefix: str, src: str | None) -> None:
+    for key in t:
+        if key not in allowed:
+            raise ConfigError(prefix + key, t[key], f"unknown key; allowed here: {', '.join(sorted(allowed))}", src)
+
+
+def _entity_id(value: object, key: str, src: str | None) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, value, "expected 16 hex digits, e.g. \"90B3D51F30010000\"", src)
+    cleaned = value.replace(":", "").replace("-", "").upper()
+    if len(cleaned) != 16 or any(c not in "0123456789ABCDEF" for c in cleaned):
+        raise ConfigError(key, value, "expected 16 hex digits, e.g. \"90B3D51F30010000\"", src)
+    return cleaned
+
+
+def _positive_number(value: object, key: str, src: str | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(key, value, "expected a positive number of seconds", src)
+    return float(value)
