@@ -1,0 +1,82 @@
+"""Open the radio a configuration names: sim, ezsp (bellows) or znp (zigpy-znp).
+
+Every kind comes back as a started zigpy ControllerApplication, so the OTA layer
+above never knows which one it drives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zigpy.application import ControllerApplication
+
+LOGGER = logging.getLogger(__name__)
+
+RADIO_KINDS = ("sim", "ezsp", "znp")
+
+
+@dataclass(frozen=True)
+class RadioDefaults:
+    baudrate: int
+    flow_control: str | None
+
+
+# Each dongle family's serial defaults: ZNP 115200 without flow control; EZSP 115200
+# with software flow control (XON/XOFF), unless the dongle wires RTS/CTS (ZBT-2:
+# 460800 hardware), which the lab sets in [radio].
+DEFAULTS = {
+    "znp": RadioDefaults(115200, None),
+    "ezsp": RadioDefaults(115200, "software"),
+}
+
+
+class RadioError(RuntimeError):
+    """The radio could not be opened; the message says what to check."""
+
+
+def zigpy_config(kind: str, *, path: str, baudrate: int | None, flow_control: str | None, database: Path | None, network: dict[str, Any] | None = None) -> dict[str, Any]:
+    defaults = DEFAULTS[kind]
+    flow = flow_control if flow_control is not None else defaults.flow_control
+    device: dict[str, Any] = {"path": path, "baudrate": baudrate or defaults.baudrate}
+    device["flow_control"] = None if flow in (None, "none") else flow
+    config: dict[str, Any] = {"device": device, "database_path": str(database) if database else None}
+    return config
+
+
+async def open_app(
+    kind: str,
+    *,
+    path: str | None = None,
+    baudrate: int | None = None,
+    flow_control: str | None = None,
+    database: Path | None = None,
+    sim_devices: Sequence[Any] = (),
+    link: Any = None,
+) -> ControllerApplication:
+    if kind == "sim":
+        from radios.sim.app import start_sim_app
+
+        return await start_sim_app(list(sim_devices), link=link, database_path=database)
+    if kind not in DEFAULTS:
+        raise RadioError(f"radio kind {kind!r} is not one of {', '.join(RADIO_KINDS)}")
+    if not path:
+        raise RadioError(f"radio kind {kind!r} needs --path: a serial device, /dev/serial/by-id/... link or socket://host:port")
+    cls: type[ControllerApplication]
+    if kind == "ezsp":
+        from bellows.zigbee.application import ControllerApplication as EzspApp
+
+        cls = EzspApp
+    else:
+        from zigpy_znp.zigbee.application import ControllerApplication as ZnpApp
+
+        cls = ZnpApp
+    config = zigpy_config(kind, path=path, baudrate=baudrate, flow_control=flow_control, database=database)
+    try:
+        app = await cls.new(config=config, auto_form=True, start_radio=True)
+    except Exception as exc:  # the driver's own errors vary; name the port and the cause
+        raise RadioError(f"could not start the {kind} radio at {path}: {type(exc).__name__}: {exc}") from exc
+    return app
