@@ -440,18 +440,23 @@ class StateStore:
                 )
             self._conn.execute("PRAGMA synchronous=FULL")  # see the module docstring
             self._conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.Error as e:
+        except sqlite3.DatabaseError as e:
+            if "not a database" in str(e):
+                raise self._unreadable(e) from e
             raise StoreError(f"cannot open state store {self.path}: {_describe(e)}", path=self.path) from e
+
+    def _unreadable(self, error: sqlite3.Error) -> StoreError:
+        return StoreError(
+            f"state store {self.path} is not a readable SQLite database ({error}); move it aside and "
+            "restore a backup, or start with an empty state directory",
+            path=self.path,
+        )
 
     def _check_integrity(self) -> None:
         try:
             rows = [r[0] for r in self._conn.execute("PRAGMA quick_check").fetchall()]
         except sqlite3.DatabaseError as e:
-            raise StoreError(
-                f"state store {self.path} is not a readable SQLite database ({e}); move it aside and "
-                "restore a backup, or start with an empty state directory",
-                path=self.path,
-            ) from e
+            raise self._unreadable(e) from e
         if rows != ["ok"]:
             raise StoreError(
                 f"state store {self.path} is corrupt ({rows[0]}); keep a copy for analysis and restore a "
