@@ -1,0 +1,138 @@
+"""Trust anchors: which public key speaks for which GBCS entity.
+
+A device holds its suppliers' digital-signing keys as trust anchors and checks
+signatures against them; it never looks at a certificate's validity dates (the
+reference supplier certificate expired in 2025 and must still verify). So a
+certificate is only a carrier for a P-256 public key and, in GB smart-metering
+organisation certificates, the entity id in the subject's x500UniqueIdentifier
+(a BIT STRING ``00 || EUI-64``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from .errors import GbcsUsageError
+from .ids import EntityId
+
+
+@dataclass(frozen=True)
+class TrustAnchor:
+    """A P-256 public key, with the entity id its certificate names (if any)."""
+
+    public_key: ec.EllipticCurvePublicKey
+    entity_id: EntityId | None = None
+    subject: str | None = None  # the certificate subject, for display
+
+
+def p256_public_key(key: object, what: str) -> ec.EllipticCurvePublicKey:
+    """``key`` itself if it is a P-256 public key; refused otherwise."""
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise GbcsUsageError(f"{what} is not an ECDSA P-256 public key")
+    return key
+
+
+def entity_id_of(cert: x509.Certificate) -> EntityId | None:
+    """The entity id in a GB organisation certificate's x500UniqueIdentifier, if any."""
+    for attr in cert.subject.get_attributes_for_oid(NameOID.X500_UNIQUE_IDENTIFIER):
+        value = attr.value
+        # BIT STRING contents: one "unused bits" byte (0) then the 8-byte EUI-64.
+        if isinstance(value, bytes) and len(value) == 9 and value[0] == 0:
+            return EntityId(value[1:])
+    return None
+
+
+def load_anchor(pem: bytes) -> TrustAnchor:
+    """A trust anchor from a PEM certificate or PEM public key (dates are ignored)."""
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in pem:
+            cert = x509.load_pem_x509_certificate(pem)
+            key = p256_public_key(cert.public_key(), "certificate key")
+            return TrustAnchor(key, entity_id_of(cert), cert.subject.rfc4514_string())
+        loaded = serialization.load_pem_public_key(pem)
+    except ValueError as exc:
+        raise GbcsUsageError(f"not a PEM certificate or public key: {exc}") from None
+    return TrustAnchor(p256_public_key(loaded, "public key"))
+
+
+def read_anchor(path: str | Path) -> TrustAnchor:
+    """``load_anchor`` on a file's contents (the one file read in this package)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise GbcsUsageError(f"cannot read trust anchor {path}: {exc.strerror}") from None
+    return load_anchor(data)
+
+
+class TrustStore(Mapping[EntityId, ec.EllipticCurvePublicKey]):
+    """Entity id -> the public key its commands must verify against. Immutable."""
+
+    __slots__ = ("_anchors",)
+
+    def __init__(self, anchors: Mapping[EntityId, ec.EllipticCurvePublicKey] | None = None) -> None:
+        checked: dict[EntityId, ec.EllipticCurvePublicKey] = {}
+        for entity, key in (anchors or {}).items():
+            if not isinstance(entity, EntityId):
+                raise GbcsUsageError(f"trust store keys are EntityId, got {entity!r}")
+            checked[entity] = p256_public_key(key, f"anchor for {entity}")
+        self._anchors: Mapping[EntityId, ec.EllipticCurvePublicKey] = MappingProxyType(checked)
+
+    def __repr__(self) -> str:
+        return f"TrustStore({', '.join(str(e) for e in self._anchors)})"
+
+    def __getitem__(self, entity: EntityId) -> ec.EllipticCurvePublicKey:
+        return self._anchors[entity]
+
+    def __iter__(self) -> Iterator[EntityId]:
+        return iter(self._anchors)
+
+    def __len__(self) -> int:
+        return len(self._anchors)
+
+    def with_anchor(self, entity: EntityId, key: ec.EllipticCurvePublicKey) -> TrustStore:
+        return TrustStore({**self._anchors, entity: key})
+
+    @classmethod
+    def from_pem(cls, anchors: Mapping[EntityId, bytes]) -> TrustStore:
+        """From PEM certificates or public keys keyed by entity id.
+
+        A certificate naming a different entity id than its key here is refused: that
+        is a configuration mistake that would hand one supplier another's authority.
+        """
+        keys: dict[EntityId, ec.EllipticCurvePublicKey] = {}
+        for entity, pem in anchors.items():
+            anchor = load_anchor(pem)
+            if anchor.entity_id is not None and anchor.entity_id != entity:
+                raise GbcsUsageError(f"anchor configured for {entity} names entity {anchor.entity_id}")
+            keys[entity] = anchor.public_key
+        return cls(keys)
+
+    @classmethod
+    def from_files(cls, anchors: Mapping[EntityId, str | Path]) -> TrustStore:
+        """As ``from_pem``, reading each file."""
+        pems: dict[EntityId, bytes] = {}
+        for entity, path in anchors.items():
+            try:
+                pems[entity] = Path(path).read_bytes()
+            except OSError as exc:
+                raise GbcsUsageError(f"cannot read trust anchor {path}: {exc.strerror}") from None
+        return cls.from_pem(pems)
+
+    @classmethod
+    def from_certificates(cls, pems: list[bytes]) -> TrustStore:
+        """From certificates that each name their entity id (x500UniqueIdentifier)."""
+        keys: dict[EntityId, ec.EllipticCurvePublicKey] = {}
+        for pem in pems:
+            anchor = load_anchor(pem)
+            if anchor.entity_id is None:
+                raise GbcsUsageError(f"certificate {anchor.subject or '(public key)'} names no entity id")
+            keys[anchor.entity_id] = anchor.public_key
+        return cls(keys)

@@ -1,0 +1,171 @@
+"""May this device activate new firmware on this command? A pure decision.
+
+``verify_activation`` checks, in this order, stopping at the first failure:
+
+1. signed at all (UNSIGNED), by an entity we hold an anchor for (UNKNOWN_SUPPLIER),
+   with a valid ECDSA P-256 / SHA-256 signature over the signed bytes (BAD_SIGNATURE);
+2. the originator is the supplier responsible for this device (NO_AUTHORITY);
+3. addressed to this device (WRONG_RECIPIENT);
+4. message code 0x0012, CS06 Activate Firmware (WRONG_MESSAGE_CODE);
+5. a command, not a response or alert (NOT_A_COMMAND);
+6. the CS06 counter equals the header counter (COUNTER_MISMATCH);
+7. the counter is above the last one accepted from anyone for this device
+   (REPLAYED_COUNTER; ``last_counter=None`` means none accepted yet);
+8. an image is held (NO_IMAGE_HELD) and its Manufacturer Image Hash is the one signed
+   (HASH_MISMATCH).
+
+Authentication comes first so nothing an unauthenticated sender wrote decides which
+refusal is reported. The anti-replay store is the caller's: this module only compares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from .codes import REASON_CODES, AlertCode, CraFlag, MessageCode, Reason, ResponseCode
+from .command import SignedCommand, parse_command
+from .cs06 import HASH_SIZE, ActivateFirmware, iso_utc
+from .errors import GbcsUsageError, MalformedCommand
+from .ids import EntityId
+from .trust import TrustStore
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome: a reason, a sentence for people, and the codes a device would send."""
+
+    reason: Reason
+    message: str
+    response_code: ResponseCode | None  # CS06 response code; None: no response is sent
+    alert_code: AlertCode | None
+    command: SignedCommand | None  # None only for MALFORMED
+    error: MalformedCommand | None = None  # the parse refusal, for MALFORMED
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is Reason.OK
+
+    @property
+    def activation(self) -> ActivateFirmware | None:
+        """The CS06 body of an accepted command (None unless ``ok``)."""
+        return self.command.activation if self.ok and self.command is not None else None
+
+
+def _verdict(reason: Reason, message: str, command: SignedCommand | None) -> Verdict:
+    response, alert = REASON_CODES[reason]
+    return Verdict(reason, message, response, alert, command)
+
+
+def signature_valid(key: ec.EllipticCurvePublicKey, signed_data: bytes, signature: bytes) -> bool:
+    """ECDSA P-256 / SHA-256 over ``signed_data``; ``signature`` is r||s, 32 bytes each."""
+    if len(signature) != 64:
+        return False
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), signed_data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def verify_activation(
+    cmd: SignedCommand,
+    *,
+    trust: TrustStore,
+    responsible_supplier: EntityId,
+    device_ieee: EntityId,
+    last_counter: int | None,
+    held_image_hash: bytes | None,
+) -> Verdict:
+    """Decide whether ``cmd`` lets ``device_ieee`` activate the image it holds."""
+    if held_image_hash is not None and len(held_image_hash) != HASH_SIZE:
+        raise GbcsUsageError(f"held image hash is {HASH_SIZE} bytes, got {len(held_image_hash)}")
+    if last_counter is not None and last_counter < 0:
+        raise GbcsUsageError(f"last counter {last_counter} is negative")
+    apdu = cmd.apdu
+
+    if apdu.signature is None:
+        return _verdict(Reason.UNSIGNED, "command is not signed", cmd)
+    key = trust.get(apdu.originator)
+    if key is None:
+        return _verdict(Reason.UNKNOWN_SUPPLIER, f"no trust anchor for originator {apdu.originator}", cmd)
+    if not signature_valid(key, apdu.signed_data, apdu.signature):
+        return _verdict(Reason.BAD_SIGNATURE, f"signature does not verify with the anchor for {apdu.originator}", cmd)
+
+    if apdu.originator != responsible_supplier:
+        return _verdict(
+            Reason.NO_AUTHORITY,
+            f"source does not have authority: {apdu.originator} is not the responsible supplier"
+            f" {responsible_supplier} of device {device_ieee}",
+            cmd,
+        )
+    if apdu.recipient != device_ieee:
+        return _verdict(Reason.WRONG_RECIPIENT, f"addressed to {apdu.recipient}, not to device {device_ieee}", cmd)
+    if apdu.message_code is not MessageCode.ACTIVATE_FIRMWARE:
+        return _verdict(
+            Reason.WRONG_MESSAGE_CODE,
+            f"message code 0x{apdu.message_code:04X} ({apdu.message_code.label}) is not CS06 Activate Firmware",
+            cmd,
+        )
+    if apdu.cra_flag is not CraFlag.COMMAND or cmd.activation is None:
+        return _verdict(Reason.NOT_A_COMMAND, f"CRA flag is {apdu.cra_flag.name.lower()}, not command", cmd)
+
+    body = cmd.activation
+    if body.counter != apdu.counter:
+        return _verdict(
+            Reason.COUNTER_MISMATCH, f"content counter {body.counter} differs from header counter {apdu.counter}", cmd
+        )
+    if last_counter is not None and apdu.counter <= last_counter:
+        return _verdict(
+            Reason.REPLAYED_COUNTER, f"counter {apdu.counter} is not above the last accepted {last_counter}", cmd
+        )
+
+    if held_image_hash is None:
+        return _verdict(Reason.NO_IMAGE_HELD, f"device {device_ieee} holds no image to activate", cmd)
+    if body.image_hash != held_image_hash:
+        return _verdict(
+            Reason.HASH_MISMATCH,
+            f"hash mismatch: command names {body.image_hash.hex().upper()},"
+            f" device holds {held_image_hash.hex().upper()}",
+            cmd,
+        )
+
+    if body.cancels:
+        what = "cancel the scheduled activation"
+    elif body.execution_time is not None:
+        what = f"activate at {iso_utc(body.execution_time)}"
+    else:
+        what = "activate now"
+    return _verdict(Reason.OK, f"verified: {what} (counter {apdu.counter})", cmd)
+
+
+def verify_activation_bytes(
+    data: bytes | str,
+    *,
+    trust: TrustStore,
+    responsible_supplier: EntityId,
+    device_ieee: EntityId,
+    last_counter: int | None,
+    held_image_hash: bytes | None,
+) -> Verdict:
+    """Parse (hex ``str`` or raw ``bytes``) then verify; a parse refusal is MALFORMED."""
+    try:
+        cmd = parse_command(data)
+    except MalformedCommand as exc:
+        response, alert = REASON_CODES[Reason.MALFORMED]
+        return Verdict(Reason.MALFORMED, f"malformed command: {exc}", response, alert, None, exc)
+    return verify_activation(
+        cmd,
+        trust=trust,
+        responsible_supplier=responsible_supplier,
+        device_ieee=device_ieee,
+        last_counter=last_counter,
+        held_image_hash=held_image_hash,
+    )
+
