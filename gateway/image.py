@@ -94,6 +94,9 @@ class ImageError(ValueError):
         self.offset = offset
         self.path = path
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the keyword-only path
+        return (type(self), (self.field, self.offset, str(self)), {"path": self.path})
+
 
 @dataclass(frozen=True)
 class HeaderField:

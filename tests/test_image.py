@@ -670,3 +670,11 @@ def mutated(draw: st.DrawFn) -> bytes:
 @given(mutated(), st.sampled_from([None, *ImageForm]))
 def test_mutated_images_raise_only_image_error(data: bytes, form: ImageForm | None) -> None:
     check_parse(data, form)
+
+
+def test_image_error_survives_pickling() -> None:
+    import pickle
+
+    e = ImageError("total_size", 52, "msg", path="/x.ota")
+    back = pickle.loads(pickle.dumps(e))
+    assert (type(back), back.field, back.offset, back.path, str(back)) == (ImageError, "total_size", 52, "/x.ota", "msg")
