@@ -292,6 +292,16 @@ def _read_header(data: bytes) -> OTAImageHeader:
     header, rest = OTAImageHeader.deserialize(data[:header_length])
     if rest:  # cannot happen once the layout above agrees with zigpy's
         raise ImageError("header_length", 6, f"header has {len(rest)} unread bytes")
+    if FieldControl.HARDWARE_VERSIONS_PRESENT in header.field_control:
+        low, high = int(header.minimum_hardware_version), int(header.maximum_hardware_version)
+        if low > high:  # no hardware could take it; say so rather than never offer it
+            at = header_length - 2
+            raise ImageError(
+                "max_hardware_version",
+                at,
+                f"max_hardware_version 0x{high:04X} at offset {at} is below "
+                f"min_hardware_version 0x{low:04X}",
+            )
     return header
 
 

@@ -424,6 +424,15 @@ def test_header_length_inconsistent_with_field_control(sr11_1: bytes, patch: sli
     assert "field_control" in str(e)
 
 
+def test_hardware_range_upside_down(sr11_1: bytes) -> None:
+    data = sr11_1[:56] + (0x1212).to_bytes(2, "little") + sr11_1[58:]  # min above max 0x1211
+    e = refused(data)
+    assert (e.field, e.offset) == ("max_hardware_version", 58)
+    assert "below min_hardware_version 0x1212" in str(e)
+    same = sr11_1[:56] + (0x1211).to_bytes(2, "little") + sr11_1[58:]
+    assert parse_image(same).hardware_version_ok(0x1211)
+
+
 def test_total_size_larger_than_the_file(sr11_1: bytes) -> None:
     e = refused(set_total_size(sr11_1, 362))
     assert (e.field, e.offset) == ("total_size", 52)
@@ -623,6 +632,9 @@ def check_parse(data: bytes, form: ImageForm | None) -> None:
     assert form is None or image.form is form
     assert image.total_size == len(data)
     assert image.header_length <= image.manufacturer_image_offset
+    if image.min_hardware_version is not None:
+        assert image.max_hardware_version is not None
+        assert image.min_hardware_version <= image.max_hardware_version
     end = image.manufacturer_image_offset + image.manufacturer_image_length
     assert 0 < image.manufacturer_image_length and end <= len(data)
     assert image.manufacturer_image_hash == hashlib.sha256(data[image.manufacturer_image_offset : end]).digest()
