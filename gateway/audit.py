@@ -353,7 +353,6 @@ async def follow_records(
     inode = None
     position = 0
     number = 0
-    pending = b""
     try:
         while True:
             if f is None:
@@ -362,18 +361,22 @@ async def follow_records(
                 except FileNotFoundError:
                     await asyncio.sleep(poll_interval)
                     continue
-                inode, position, number, pending = os.fstat(f.fileno()).st_ino, 0, 0, b""
-            stat = os.stat(path) if path.exists() else None
+                inode, position, number = os.fstat(f.fileno()).st_ino, 0, 0
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                stat = None
             if stat is None or stat.st_ino != inode or stat.st_size < position:
                 f.close()
                 f = None
                 continue
+            # Consume whole lines only and re-read any partial tail next time: a torn
+            # tail may be cut by the writer's recovery and replaced by a new record.
             f.seek(position)
             chunk = f.read()
-            position += len(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
+            whole = chunk[: chunk.rfind(b"\n") + 1]
+            position += len(whole)
+            for line in whole.split(b"\n")[:-1]:
                 number += 1
                 record = _parse(path, number, line)
                 if record.seq <= last_seq:
