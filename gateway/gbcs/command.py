@@ -115,7 +115,8 @@ def parse_command(data: bytes | str) -> SignedCommand:
     raw = decode_hex_text(data) if isinstance(data, str) else bytes(data)
     command, rest = decode_command(raw)
     if rest:
-        raise TrailingBytes(len(raw) - len(rest), "end of message", f"{len(rest)} trailing bytes")
+        n = len(rest)
+        raise TrailingBytes(len(raw) - n, "end of message", f"{n} trailing byte{'' if n == 1 else 's'}")
     return command
 
 
