@@ -283,6 +283,9 @@ class NoteKind(enum.Enum):
     FAILURE = "failure"
     CANCEL = "cancel"
     IGNORED = "ignored"
+    # Added with the session (item 3):
+    PAGE = "page"  # an Image Page Request accepted: range, block size, spacing
+    SCHEDULE = "schedule"  # activation scheduled or the schedule withdrawn
 
 
 @dataclass(frozen=True)

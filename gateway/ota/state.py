@@ -1,0 +1,267 @@
+"""The OTA server session's states, transition table and errors.
+
+Theory of operation
+-------------------
+One ``OtaSession`` pushes one image to one device. Its life::
+
+    PENDING ── Query Next Image ok, or a block/page request ──▶ TRANSFERRING
+    PENDING, TRANSFERRING ── Upgrade End Request (SUCCESS) ──▶ HELD
+    HELD ── schedule ──▶ SCHEDULED ── unschedule ──▶ HELD
+    HELD, SCHEDULED ── block/page request (the device lost its image) ──▶ TRANSFERRING
+    HELD, SCHEDULED ── activate ──▶ ACTIVATED ── new version reported ──▶ CONFIRMED
+    any live state ── mismatch, stall, failure status, old version ──▶ FAILED
+    any live state ── cancel ──▶ CANCELLED
+
+CONFIRMED, FAILED and CANCELLED are the end states (``END_STATES``); the session
+still answers every request in them.
+
+The device drives everything but the four calls the caller makes: ``start`` (Image
+Notify), ``activate`` and ``schedule``/``unschedule`` (the activation gate), and
+``cancel``. Time only passes through ``handle_timer``.
+
+Every rule lives in ``TRANSITIONS`` below: for each state, each trigger (an event
+type or a ``Call``) maps to a ``Cell``, naming the session method that handles it
+and the states it may lead to. The session refuses to move anywhere a cell does
+not list (a bug in the session, not in the device), so the table is the whole
+truth about where a push can go, and the tests check every cell.
+
+A lookup miss is deliberate, never an exception out of ``handle``:
+
+* an event with no cell is ignored with ``Note(IGNORED)``. Only events that need
+  no answer are ever missing (attribute results, notify outcomes, in states where
+  they no longer matter): every request from the device has a cell in every state,
+  because a device left unanswered may act on its own (Silicon Labs' client applies
+  a held image after ten unanswered Upgrade End Requests when its
+  UpgradeTimeoutPolicy is 0);
+* a call with no cell raises ``LocalProtocolError`` naming the call and the state,
+  and changes nothing (h11 moves to ERROR on any refusal; we do not, because the
+  caller is the activation gate and a mistimed call must not lose a held device);
+* a timer with no cell does nothing: no timer is armed in those states.
+
+Errors follow h11: ``OtaProtocolError`` is the base, ``LocalProtocolError`` is the
+caller's mistake, ``RemoteProtocolError`` the device's. Each carries a class-level
+ZCL ``status``, the status the session answers with when it refuses a request. The
+session raises remote errors only inside itself, from its checks, and turns them
+into answers in one place per request type; ``handle`` never raises.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar
+
+from gateway.ota.events import (
+    AttributeReadFailed,
+    AttributesRead,
+    ImageBlockRequested,
+    ImagePageRequested,
+    MalformedFrameReceived,
+    NotifyDelivered,
+    NotifyFailed,
+    QueryNextImageRequested,
+    SessionState,
+    Status,
+    UpgradeEndRequested,
+)
+
+# --------------------------------------------------------------------------- errors
+
+
+class OtaProtocolError(Exception):
+    """Base of every OTA session error. ``status`` is the ZCL status it maps to."""
+
+    status: ClassVar[Status] = Status.FAILURE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class LocalProtocolError(OtaProtocolError):
+    """The caller asked for something the session cannot do in its state."""
+
+
+class RemoteProtocolError(OtaProtocolError):
+    """The device asked for something it should not have."""
+
+
+class ImageMismatch(RemoteProtocolError):
+    """Query Next Image from a device the image is not for (ZCL OTA, Query Next Image Response)."""
+
+    status = Status.NO_IMAGE_AVAILABLE
+
+
+class NotAuthorized(RemoteProtocolError):
+    """A device-specific image queried by another device (ZCL OTA, Query Next Image Response)."""
+
+    status = Status.NOT_AUTHORIZED
+
+
+class WrongImageRequested(RemoteProtocolError):
+    """A block or page request naming another image: the download is aborted."""
+
+    status = Status.ABORT
+
+
+class MalformedRequest(RemoteProtocolError):
+    """A request whose fields cannot be served (offset past the end, zero sizes)."""
+
+    status = Status.MALFORMED_COMMAND
+
+
+# --------------------------------------------------------------------------- table
+
+
+class Call(enum.Enum):
+    """Triggers that come from the caller rather than the device."""
+
+    START = "start"
+    ACTIVATE = "activate"
+    SCHEDULE = "schedule"
+    UNSCHEDULE = "unschedule"
+    CANCEL = "cancel"
+    TIMER = "timer"
+
+
+Trigger = type | Call
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the table: the session method that handles the trigger in this
+    state, and the states that handling may lead to (staying put is always allowed)."""
+
+    handler: str
+    next_states: frozenset[SessionState] = frozenset()
+
+
+P = SessionState.PENDING
+T = SessionState.TRANSFERRING
+H = SessionState.HELD
+S = SessionState.SCHEDULED
+A = SessionState.ACTIVATED
+C = SessionState.CONFIRMED
+F = SessionState.FAILED
+X = SessionState.CANCELLED
+
+
+def _cell(handler: str, *next_states: SessionState) -> Cell:
+    return Cell(handler, frozenset(next_states))
+
+
+# The device's requests, answered in every state.
+_QUERY: dict[SessionState, Cell] = {
+    # ZCL OTA, Query Next Image Request, effect on receipt: check the image fits,
+    # answer SUCCESS with the size, or
+    # NO_IMAGE_AVAILABLE / NOT_AUTHORIZED and fail the push.
+    P: _cell("_offer_image", T, F),
+    T: _cell("_offer_image", F),
+    # A held device that queries lost its image (reboot) or polls out of habit: offer
+    # it again but stay held. One reporting the image version activated by itself.
+    H: _cell("_offer_image_while_held", F),
+    S: _cell("_offer_image_while_held", F),
+    # After activation, the query's current version is the confirmation.
+    A: _cell("_confirm_by_query", C, F),
+    C: _cell("_refuse_query"),
+    F: _cell("_refuse_query"),
+    X: _cell("_refuse_query"),
+}
+
+# Devices resume at any offset (power cycle, gateway restart), even without a new
+# query: serve blocks from PENDING and from HELD/SCHEDULED (the device lost its image).
+_BLOCK: dict[SessionState, Cell] = {
+    P: _cell("_serve_block", T),
+    T: _cell("_serve_block"),
+    H: _cell("_serve_block", T),
+    S: _cell("_serve_block", T),
+    A: _cell("_abort_block"),
+    C: _cell("_abort_block"),
+    F: _cell("_abort_block"),
+    X: _cell("_abort_block"),
+}
+_PAGE: dict[SessionState, Cell] = {
+    P: _cell("_serve_page", T),
+    T: _cell("_serve_page"),
+    H: _cell("_serve_page", T),
+    S: _cell("_serve_page", T),
+    A: _cell("_abort_block"),
+    C: _cell("_abort_block"),
+    F: _cell("_abort_block"),
+    X: _cell("_abort_block"),
+}
+
+# ZCL OTA, Upgrade End Request, effect on receipt: a SUCCESS end request gets an
+# Upgrade End Response (here: hold, until the gate activates); a failure status gets
+# a Default Response.
+_END: dict[SessionState, Cell] = {
+    P: _cell("_end_transfer", H, F),
+    T: _cell("_end_transfer", H, F),
+    H: _cell("_end_while_held", F),
+    S: _cell("_end_while_held", F),
+    A: _cell("_end_after_activation", F),
+    C: _cell("_end_after_activation"),
+    F: _cell("_end_after_close"),
+    X: _cell("_end_after_close"),
+}
+
+_ALL_STATES = (P, T, H, S, A, C, F, X)
+
+TRANSITIONS: dict[SessionState, dict[Trigger, Cell]] = {state: {} for state in _ALL_STATES}
+for _state in _ALL_STATES:
+    TRANSITIONS[_state][QueryNextImageRequested] = _QUERY[_state]
+    TRANSITIONS[_state][ImageBlockRequested] = _BLOCK[_state]
+    TRANSITIONS[_state][ImagePageRequested] = _PAGE[_state]
+    TRANSITIONS[_state][UpgradeEndRequested] = _END[_state]
+    TRANSITIONS[_state][MalformedFrameReceived] = _cell("_answer_malformed")
+
+for _state in (P, T, H, S, A):
+    TRANSITIONS[_state][AttributeReadFailed] = _cell("_note_read_failed")
+    TRANSITIONS[_state][Call.CANCEL] = _cell("_cancel", X)
+TRANSITIONS[P][AttributesRead] = _cell("_record_attributes")
+TRANSITIONS[T][AttributesRead] = _cell("_record_attributes")
+TRANSITIONS[H][AttributesRead] = _cell("_record_attributes", F)
+TRANSITIONS[S][AttributesRead] = _cell("_record_attributes", F)
+TRANSITIONS[A][AttributesRead] = _cell("_confirm_by_attributes", C, F)
+# Attribute results and notify outcomes in CONFIRMED/FAILED/CANCELLED, and notify
+# outcomes after PENDING, are deliberately missing: late news, ignored with a Note.
+TRANSITIONS[P][NotifyDelivered] = _cell("_note_notify_delivered")
+TRANSITIONS[P][NotifyFailed] = _cell("_note_notify_failed")
+
+TRANSITIONS[P][Call.START] = _cell("_start")
+TRANSITIONS[H][Call.ACTIVATE] = _cell("_activate", A)
+TRANSITIONS[S][Call.ACTIVATE] = _cell("_activate", A)
+TRANSITIONS[H][Call.SCHEDULE] = _cell("_schedule", S)
+TRANSITIONS[S][Call.SCHEDULE] = _cell("_schedule")
+TRANSITIONS[S][Call.UNSCHEDULE] = _cell("_unschedule", H)
+# Timers: re-notify while PENDING; page blocks and the stall timeout while
+# TRANSFERRING; version reads and the confirm timeout while ACTIVATED. HELD and
+# SCHEDULED never time out: the device waits for the gate, however long it takes.
+TRANSITIONS[P][Call.TIMER] = _cell("_timer_pending")
+TRANSITIONS[T][Call.TIMER] = _cell("_timer_transferring", F)
+TRANSITIONS[A][Call.TIMER] = _cell("_timer_activated", F)
+
+EVENT_TYPES: tuple[type, ...] = (
+    QueryNextImageRequested,
+    ImageBlockRequested,
+    ImagePageRequested,
+    UpgradeEndRequested,
+    MalformedFrameReceived,
+    AttributesRead,
+    AttributeReadFailed,
+    NotifyDelivered,
+    NotifyFailed,
+)
+
+
+def event_cell(state: SessionState, event_type: type) -> Cell | None:
+    """The cell for a device event, or None: the event is ignored with a Note."""
+    return TRANSITIONS[state].get(event_type)
+
+
+def call_cell(state: SessionState, call: Call) -> Cell:
+    """The cell for a caller's request; a miss is the caller's mistake."""
+    cell = TRANSITIONS[state].get(call)
+    if cell is None:
+        raise LocalProtocolError(f"cannot {call.value} a push that is {state.value}")
+    return cell
