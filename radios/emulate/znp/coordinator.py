@@ -1,0 +1,1162 @@
+"""The emulated Z-Stack coordinator firmware: MT command handlers in front of a SimHan.
+
+Variant: Z-Stack 3.30 ("Z-Stack 3.x.0") on a CC26x2, as the common CC2652 dongles ship
+it (Koenkk's coordinator builds; we report build 20230507).  This is the variant
+zigpy-znp 1.1.1 treats as first-class:
+
+* ``SYS.NVLength`` on ``ExNvIds.TCLK_TABLE`` is recognised -> version 3.30 (the NVOCMP
+  extended NV tables are used for keys, address manager and frame counters);
+* a 36-byte ``UTIL.AssocFindDevice`` record -> aligned structs (32-bit ARM);
+* build id >= 20210708 -> endpoint-1 sending, routers may permit joins without the
+  coordinator, ``UTIL.AssocRemove`` exists, 16 concurrent requests.
+
+Z-Stack 1.2/3.0 (CC2531) would push zigpy-znp into legacy OSAL-table paths that no one
+should build a new bench on.
+
+What the firmware does, and we do, for the host (zigpy-znp):
+
+* start-up: SYS.Ping/Version, UTIL.AssocFindDevice, NV reads/writes (OSAL and
+  extended), SYS.ResetReq -> SYS.ResetInd (RAM state lost, STARTUP_OPTION honoured),
+  AppConfig.BDBSetChannel and BDBStartCommissioning(NwkFormation) -> ZDO.StateChangeInd
+  and AppConfig.BDBCommissioningNotification (Success when forming, FormationFailure
+  when an existing network is resumed from NV, exactly as real firmware reports it);
+* AF.Register, AF.DataRequest/DataRequestExt/DataRequestSrcRtg -> SRSP, then (unicast,
+  non-ZDO) AF.DataConfirm with SUCCESS or the delivery failure;
+* incoming traffic: AF.IncomingMsg; ZDO frames as ZDO.MsgCbIncoming (after the host's
+  ZDO.MsgCallbackRegister), plus ZDO.EndDeviceAnnceInd and ZDO.MgmtPermitJoinRsp;
+* joins: ZDO.TCDevInd, the device's own Device_annce, NV address-manager and hashed
+  TC link key entries;
+* ZDO requests addressed to the coordinator itself (Node/Simple/Active EP descriptors,
+  address requests, Mgmt_Lqi/Rtg/Bind, Mgmt_NWK_Update energy scans and channel change,
+  Mgmt_Permit_Joining) are answered by "our" ZDO, as Z-Stack's ZDO does.
+
+Anything else gets an RPC error SRSP (or a ZDO NOT_SUPPORTED) and an ERROR log line, and
+is recorded in ``ZnpCoordinator.unimplemented`` so tests can assert there were no gaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import zigpy.types as t
+import zigpy.zdo.types as zdo_t
+import zigpy_znp.commands as c  # command schemas (see mt.py)
+import zigpy_znp.types as zt
+from zigpy_znp.types.nvids import ExNvIds, NvSysIds, OsalNvIds
+
+from . import mt
+from .faults import Faults
+from .nvram import NvStore, legacy
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_IEEE = t.EUI64.convert("00:12:4b:00:2a:5e:c0:01")  # TI OUI
+
+#: SYS.Version of a CC2652 running Z-Stack 3.30 (product 1 = "Z-Stack 3.x.0")
+VERSION = dict(
+    TransportRev=2,
+    ProductId=1,
+    MajorRel=2,
+    MinorRel=7,
+    MaintRel=1,
+    CodeRevision=20230507,
+    BootloaderBuildType=c.sys.BootloaderBuildType.NON_BOOTLOADER_BUILD,
+    BootloaderRevision=0xFFFFFFFF,
+)
+
+CAPABILITIES = (
+    zt.MTCapabilities.SYS
+    | zt.MTCapabilities.MAC
+    | zt.MTCapabilities.AF
+    | zt.MTCapabilities.ZDO
+    | zt.MTCapabilities.SAPI
+    | zt.MTCapabilities.UTIL
+    | zt.MTCapabilities.APP
+    | zt.MTCapabilities.GP
+    | zt.MTCapabilities.APP_CNF
+)
+
+ZDO_STATUS_NOT_SUPPORTED = 0x84
+ZDO_STATUS_INVALID_EP = 0x82
+ZDO_STATUS_NOT_ACTIVE = 0x83
+ZDO_STATUS_DEVICE_NOT_FOUND = 0x81
+
+#: Largest APS payload that fits one AF.IncomingMsg (250 minus 20 bytes of fields).
+MAX_INCOMING_MSG_DATA = 230
+
+#: Delay between the firmware's startup callbacks, to keep them asynchronous
+CALLBACK_GAP = 0.005
+#: How long a soft reset takes before SYS.ResetInd
+RESET_TIME = 0.02
+
+COORDINATOR_NODE_DESC = zdo_t.NodeDescriptor(
+    logical_type=zdo_t.LogicalType.Coordinator,
+    complex_descriptor_available=0,
+    user_descriptor_available=0,
+    reserved=0,
+    aps_flags=0,
+    frequency_band=zdo_t.NodeDescriptor.FrequencyBand.Freq2400MHz,
+    mac_capability_flags=zdo_t.NodeDescriptor.MACCapabilityFlags(0x8F),
+    manufacturer_code=0x0000,
+    maximum_buffer_size=0x50,
+    maximum_incoming_transfer_size=160,
+    server_mask=0x2C41,
+    maximum_outgoing_transfer_size=160,
+    descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability.NONE,
+)
+
+
+@dataclasses.dataclass
+class Endpoint:
+    endpoint: int
+    profile: int
+    device_type: int
+    device_version: int
+    in_clusters: list[int]
+    out_clusters: list[int]
+
+
+@dataclasses.dataclass
+class Child:
+    ieee: t.EUI64
+    nwk: t.NWK
+    relation: c.util.NodeRelation = c.util.NodeRelation.CHILD_FFD_RX_IDLE
+
+
+class ZnpCoordinator:
+    """Z-Stack 3.30 coordinator state and MT handlers; transport-agnostic.
+
+    ``connection_made(write)`` / ``connection_lost()`` bind it to a host link;
+    ``frame_received(frame)`` handles one MT frame from the host.
+    """
+
+    def __init__(
+        self,
+        han: Any = None,
+        *,
+        ieee: t.EUI64 = DEFAULT_IEEE,
+        faults: Faults | None = None,
+        start_han: bool = True,
+    ) -> None:
+        self.nv = NvStore(ieee)
+        self.faults = faults if faults is not None else Faults()
+        self.han = han
+        self._start_han = start_han
+        self._han_task: asyncio.Task | None = None
+        self._han_started_by_us = False
+
+        self._write: Callable[[bytes], None] | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._deferred: list[Any] = []
+
+        #: "Subsystem.Command" names the firmware had to refuse (gaps, for tests)
+        self.unimplemented: list[str] = []
+        #: every decoded host request, in order (for tests)
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.resets = 0
+        self.host_frames = 0
+        self.nwk_frame_counter = 0
+
+        self._power_on()
+
+        if han is not None:
+            han.attach(uplink=self._on_uplink, on_join=self._on_join)
+
+    # ================================================================ RAM state ====
+    def _power_on(self) -> None:
+        """Everything the firmware keeps in RAM, as after a (re)boot."""
+        self.endpoints: dict[int, Endpoint] = {}
+        self.network_up = False
+        self.zdo_callbacks: set[int] = set()
+        self.permit_until = 0.0
+        self.bdb_primary = zt.Channels.ALL_CHANNELS & zt.Channels.from_channel_list(range(11, 27))
+        self.bdb_secondary = zt.Channels.NO_CHANNELS
+        self.install_codes: dict[t.EUI64, bytes] = {}
+        self.join_uses_install_code = False
+        self.children: dict[t.EUI64, Child] = {}
+        self._deferred = []
+        for task in list(self._tasks):
+            if task is not self._han_task:
+                task.cancel()
+
+    @property
+    def ieee(self) -> t.EUI64:
+        return self.nv.get(OsalNvIds.EXTADDR, t.EUI64)
+
+    @property
+    def nib(self) -> zt.NIB:
+        return self.nv.get(OsalNvIds.NIB, zt.NIB)
+
+    @property
+    def formed(self) -> bool:
+        try:
+            nib = self.nib
+            on_nwk = self.nv.get(OsalNvIds.BDBNODEISONANETWORK, zt.uint8_t)
+        except (KeyError, ValueError):  # deleted by the host until the next zgInit
+            return False
+        return bool(nib.nwkLogicalChannel != 0 and nib.nwkKeyLoaded and on_nwk == 1)
+
+    # ================================================================ host link ====
+    def connection_made(self, write: Callable[[bytes], None]) -> None:
+        if self._write is not None:
+            LOGGER.warning("ZNP emulator: a new host connection replaces the old one")
+        self._write = write
+
+    def connection_lost(self) -> None:
+        self._write = None
+
+    @property
+    def host_connected(self) -> bool:
+        return self._write is not None
+
+    def _send_frame(self, frame: mt.MtFrame) -> None:
+        if self._write is None:
+            LOGGER.debug("ZNP emulator: no host connected, dropping %r", frame)
+            return
+        LOGGER.debug("ZNP emulator -> host: %r", frame)
+        self._write(frame.encode())
+
+    def send(self, command) -> None:
+        """Send an SRSP or AREQ (a zigpy-znp command object) to the host now."""
+        LOGGER.debug("ZNP emulator sends %s", command)
+        self._send_frame(mt.encode(command))
+
+    def _defer(self, command) -> None:
+        """An AREQ to send right after the SRSP being built."""
+        self._deferred.append(command)
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            LOGGER.error("ZNP emulator task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _gap(self, what: str) -> None:
+        LOGGER.error("ZNP emulator: UNIMPLEMENTED %s", what)
+        self.unimplemented.append(what)
+
+    # ================================================================= dispatch ====
+    def frame_received(self, frame: mt.MtFrame) -> None:
+        self.host_frames += 1
+        LOGGER.debug("ZNP emulator <- host: %r", frame)
+
+        if frame.type not in (mt.CmdType.SREQ, mt.CmdType.AREQ):
+            LOGGER.error("ZNP emulator: host sent a frame of type %d, ignoring: %r", frame.type, frame)
+            return
+
+        cls = mt.lookup_command(frame)
+        if cls is None or cls.Req is not cls:
+            name = f"unknown command cmd0=0x{frame.cmd0:02X} cmd1=0x{frame.cmd1:02X}"
+            self._refuse(frame, name, mt.RpcErrorCode.INVALID_COMMAND_ID)
+            return
+
+        try:
+            request = mt.decode(frame)
+        except (ValueError, KeyError) as e:
+            LOGGER.error("ZNP emulator: cannot parse %s: %s", cls.__qualname__, e)
+            if frame.type == mt.CmdType.SREQ:
+                self._send_frame(mt.rpc_error(frame, mt.RpcErrorCode.INVALID_PARAMETER))
+            return
+
+        name = cls.__qualname__.rsplit(".", 1)[0]
+        self.requests[name] += 1
+        handler = self._handlers().get(cls)
+        if handler is None:
+            self._refuse(frame, name, mt.RpcErrorCode.INVALID_COMMAND_ID)
+            return
+
+        self._deferred = []
+        try:
+            response = handler(request)
+        except Exception:
+            LOGGER.exception("ZNP emulator: BUG handling %s", request)
+            self._gap(f"MT {name} (emulator error)")
+            if frame.type == mt.CmdType.SREQ:
+                self._send_frame(mt.rpc_error(frame, mt.RpcErrorCode.INVALID_PARAMETER))
+            return
+
+        if frame.type == mt.CmdType.SREQ:
+            if response is None:
+                LOGGER.error("ZNP emulator: handler for %s returned no SRSP", name)
+                self._send_frame(mt.rpc_error(frame, mt.RpcErrorCode.INVALID_PARAMETER))
+            else:
+                self.send(response)
+        deferred, self._deferred = self._deferred, []
+        for command in deferred:
+            self.send(command)
+
+    def _refuse(self, frame: mt.MtFrame, name: str, code: mt.RpcErrorCode) -> None:
+        self._gap(f"MT {name} ({frame!r})")
+        if frame.type == mt.CmdType.SREQ:
+            self._send_frame(mt.rpc_error(frame, code))
+
+    def _handlers(self) -> dict[type, Callable]:
+        h = getattr(self, "_handler_table", None)
+        if h is None:
+            h = self._handler_table = {
+                # SYS
+                c.SYS.Ping.Req: self._sys_ping,
+                c.SYS.Version.Req: self._sys_version,
+                c.SYS.ResetReq.Req: self._sys_reset_req,
+                c.SYS.GetExtAddr.Req: lambda r: c.SYS.GetExtAddr.Rsp(ExtAddr=self.ieee),
+                c.SYS.SetExtAddr.Req: self._sys_set_ext_addr,
+                c.SYS.Random.Req: lambda r: c.SYS.Random.Rsp(Value=random.getrandbits(16)),
+                c.SYS.SetTxPower.Req: lambda r: c.SYS.SetTxPower.Rsp(StatusOrPower=zt.Status.SUCCESS),
+                c.SYS.OSALNVItemInit.Req: self._osal_item_init,
+                c.SYS.OSALNVRead.Req: self._osal_read,
+                c.SYS.OSALNVReadExt.Req: self._osal_read,
+                c.SYS.OSALNVWrite.Req: self._osal_write,
+                c.SYS.OSALNVWriteExt.Req: self._osal_write,
+                c.SYS.OSALNVDelete.Req: self._osal_delete,
+                c.SYS.OSALNVLength.Req: self._osal_length,
+                c.SYS.NVCreate.Req: self._nv_create,
+                c.SYS.NVDelete.Req: self._nv_delete,
+                c.SYS.NVLength.Req: self._nv_length,
+                c.SYS.NVRead.Req: self._nv_read,
+                c.SYS.NVWrite.Req: self._nv_write,
+                c.SYS.NVUpdate.Req: self._nv_update,
+                c.SYS.NVCompact.Req: lambda r: c.SYS.NVCompact.Rsp(Status=zt.Status.SUCCESS),
+                # UTIL
+                c.UTIL.AssocFindDevice.Req: self._util_assoc_find_device,
+                c.UTIL.AssocGetWithAddress.Req: self._util_assoc_get_with_address,
+                c.UTIL.AssocRemove.Req: self._util_assoc_remove,
+                c.UTIL.AssocAdd.Req: self._util_assoc_add,
+                c.UTIL.AssocCount.Req: self._util_assoc_count,
+                c.UTIL.LEDControl.Req: lambda r: c.UTIL.LEDControl.Rsp(Status=zt.Status.SUCCESS),
+                c.UTIL.GetDeviceInfo.Req: self._util_get_device_info,
+                c.UTIL.TimeAlive.Req: self._util_time_alive,
+                c.UTIL.AddrMgrExtAddrLookup.Req: self._util_ext_addr_lookup,
+                c.UTIL.AddrMgwNwkAddrLookUp.Req: self._util_nwk_addr_lookup,
+                # AppConfig (BDB)
+                c.AppConfig.BDBSetChannel.Req: self._bdb_set_channel,
+                c.AppConfig.BDBStartCommissioning.Req: self._bdb_start_commissioning,
+                c.AppConfig.BDBAddInstallCode.Req: self._bdb_add_install_code,
+                c.AppConfig.BDBSetJoinUsesInstallCodeKey.Req: self._bdb_join_uses_ic,
+                c.AppConfig.BDBSetTcRequireKeyExchange.Req: lambda r: c.AppConfig.BDBSetTcRequireKeyExchange.Rsp(
+                    Status=zt.Status.SUCCESS
+                ),
+                c.AppConfig.SetAllowRejoinTCPolicy.Req: lambda r: c.AppConfig.SetAllowRejoinTCPolicy.Rsp(
+                    Status=zt.Status.SUCCESS
+                ),
+                c.AppConfig.SetNwkFrameCounter.Req: self._set_nwk_frame_counter,
+                # AF
+                c.AF.Register.Req: self._af_register,
+                c.AF.Delete.Req: self._af_delete,
+                c.AF.DataRequest.Req: self._af_data_request,
+                c.AF.DataRequestExt.Req: self._af_data_request,
+                c.AF.DataRequestSrcRtg.Req: self._af_data_request,
+                # ZDO
+                c.ZDO.MsgCallbackRegister.Req: self._zdo_msg_cb_register,
+                c.ZDO.MsgCallbackRemove.Req: self._zdo_msg_cb_remove,
+                c.ZDO.MgmtPermitJoinReq.Req: self._zdo_mgmt_permit_join,
+                c.ZDO.ExtRouteChk.Req: self._zdo_ext_route_chk,
+                c.ZDO.ExtRouteDisc.Req: lambda r: c.ZDO.ExtRouteDisc.Rsp(Status=zt.Status.SUCCESS),
+                c.ZDO.MgmtNWKUpdateReq.Req: self._zdo_mgmt_nwk_update,
+                c.ZDO.ExtNwkInfo.Req: self._zdo_ext_nwk_info,
+                c.ZDO.StartupFromApp.Req: self._zdo_startup_from_app,
+            }
+        return h
+
+    # ====================================================================== SYS ====
+    def _sys_ping(self, req):
+        return c.SYS.Ping.Rsp(Capabilities=CAPABILITIES)
+
+    def _sys_version(self, req):
+        return c.SYS.Version.Rsp(**VERSION)
+
+    def _sys_set_ext_addr(self, req):
+        self.nv.put(OsalNvIds.EXTADDR, req.ExtAddr)
+        return c.SYS.SetExtAddr.Rsp(Status=zt.Status.SUCCESS)
+
+    def _sys_reset_req(self, req) -> None:
+        LOGGER.info("ZNP emulator: host requested a %s reset", req.Type.name)
+        self._reset(zt.ResetReason.PowerUp)
+        return None
+
+    def _reset(self, reason: zt.ResetReason) -> None:
+        """Reboot the firmware: RAM state lost, zgInit, then SYS.ResetInd."""
+        self.resets += 1
+        self._persist_frame_counter()
+        self._power_on()
+        self.nv.boot()
+
+        async def indicate():
+            await asyncio.sleep(RESET_TIME)
+            self.send(
+                c.SYS.ResetInd.Callback(
+                    Reason=reason,
+                    TransportRev=VERSION["TransportRev"],
+                    ProductId=VERSION["ProductId"],
+                    MajorRel=VERSION["MajorRel"],
+                    MinorRel=VERSION["MinorRel"],
+                    MaintRel=VERSION["MaintRel"],
+                )
+            )
+
+        self._spawn(indicate(), "reset-indication")
+
+    def inject_reset(self) -> None:
+        """Fault: the firmware crashed and the watchdog rebooted it."""
+        LOGGER.warning("ZNP emulator: FAULT coordinator reset (watchdog)")
+        self._reset(zt.ResetReason.Watchdog)
+
+    # ------------------------------------------------------------------- NVRAM ----
+    def _osal_length(self, req):
+        return c.SYS.OSALNVLength.Rsp(ItemLen=self.nv.length(legacy(req.Id)))
+
+    def _osal_item_init(self, req):
+        status = self.nv.item_init(legacy(req.Id), req.ItemLen, bytes(req.Value))
+        return c.SYS.OSALNVItemInit.Rsp(Status=status)
+
+    def _osal_read(self, req):
+        status, value = self.nv.read(legacy(req.Id), req.Offset)
+        return type(req).Rsp(Status=status, Value=zt.ShortBytes(value))
+
+    def _osal_write(self, req):
+        status = self.nv.write(legacy(req.Id), req.Offset, bytes(req.Value))
+        return type(req).Rsp(Status=status)
+
+    def _osal_delete(self, req):
+        return c.SYS.OSALNVDelete.Rsp(Status=self.nv.delete(legacy(req.Id), req.ItemLen))
+
+    def _nv_key(self, req) -> tuple[int, int, int]:
+        return (int(req.SysId), int(req.ItemId), int(req.SubId))
+
+    def _nv_length(self, req):
+        return c.SYS.NVLength.Rsp(Length=self.nv.length(self._nv_key(req)))
+
+    def _nv_create(self, req):
+        return c.SYS.NVCreate.Rsp(Status=self.nv.create(self._nv_key(req), req.Length))
+
+    def _nv_delete(self, req):
+        return c.SYS.NVDelete.Rsp(Status=self.nv.delete(self._nv_key(req)))
+
+    def _nv_read(self, req):
+        status, value = self.nv.read(self._nv_key(req), req.Offset, req.Length)
+        return c.SYS.NVRead.Rsp(Status=status, Value=zt.ShortBytes(value))
+
+    def _nv_write(self, req):
+        return c.SYS.NVWrite.Rsp(Status=self.nv.write(self._nv_key(req), req.Offset, bytes(req.Value)))
+
+    def _nv_update(self, req):
+        return c.SYS.NVUpdate.Rsp(Status=self.nv.update(self._nv_key(req), bytes(req.Value)))
+
+    def _set_nwk_frame_counter(self, req):
+        self.nwk_frame_counter = int(req.FrameCounterValue)
+        self._persist_frame_counter()
+        return c.AppConfig.SetNwkFrameCounter.Rsp(Status=zt.Status.SUCCESS)
+
+    def _persist_frame_counter(self) -> None:
+        if not self.formed:
+            return
+        epid = self.nib.extendedPANID
+        key = (NvSysIds.ZSTACK, ExNvIds.NWK_SEC_MATERIAL_TABLE, 0)
+        for sub, raw in enumerate(self.nv.table(ExNvIds.NWK_SEC_MATERIAL_TABLE)):
+            entry, _ = zt.NwkSecMaterialDesc.deserialize(bytes(raw), align=mt.ALIGN_STRUCTS)
+            if entry.ExtendedPanID == epid:
+                key = (NvSysIds.ZSTACK, ExNvIds.NWK_SEC_MATERIAL_TABLE, sub)
+                break
+        self.nv.put(0, zt.NwkSecMaterialDesc(FrameCounter=self.nwk_frame_counter, ExtendedPanID=epid), key=key)
+
+    def _load_frame_counter(self) -> None:
+        epid = self.nib.extendedPANID
+        for raw in self.nv.table(ExNvIds.NWK_SEC_MATERIAL_TABLE):
+            entry, _ = zt.NwkSecMaterialDesc.deserialize(bytes(raw), align=mt.ALIGN_STRUCTS)
+            if entry.ExtendedPanID == epid:
+                # The firmware skips ahead on boot so a lost write never reuses counters
+                self.nwk_frame_counter = max(self.nwk_frame_counter, int(entry.FrameCounter))
+                return
+
+    # ===================================================================== UTIL ====
+    def _assoc_record(self, child: Child | None, index: int = 0) -> zt.AssociatedDeviceZStack3:
+        return zt.AssociatedDeviceZStack3(
+            shortAddr=child.nwk if child else 0xFFFF,
+            addrIdx=index if child else 0xFFFF,
+            nodeRelation=child.relation if child else c.util.NodeRelation.NOTUSED,
+            devStatus=0,
+            assocCnt=0,
+            age=0,
+            linkInfo=zt.LinkInfo(txCounter=0, txCost=1 if child else 0, rxLqi=200 if child else 0,
+                                 inKeySeqNum=0, inFrmCntr=0, txFailure=0),
+            endDev=zt.AgingEndDevice(endDevCfg=0, deviceTimeout=0),
+            timeoutCounter=0,
+            keepaliveRcv=False,
+            ctrl=0,
+        )
+
+    def _util_assoc_find_device(self, req):
+        children = list(self.children.values())
+        child = children[req.Index] if req.Index < len(children) else None
+        record = self._assoc_record(child, req.Index)
+        return c.UTIL.AssocFindDevice.Rsp(Device=zt.Bytes(record.serialize(align=mt.ALIGN_STRUCTS)))
+
+    def _util_assoc_get_with_address(self, req):
+        child = self.children.get(req.IEEE)
+        if child is None and req.IEEE == t.EUI64(bytes(8)):
+            child = next((ch for ch in self.children.values() if ch.nwk == req.NWK), None)
+        index = list(self.children).index(child.ieee) if child else 0
+        record = self._assoc_record(child, index)
+        device = c.util.Device(**record.as_dict())
+        return c.UTIL.AssocGetWithAddress.Rsp(Device=device)
+
+    def _util_assoc_remove(self, req):
+        child = self.children.pop(req.IEEE, None)
+        return c.UTIL.AssocRemove.Rsp(Status=zt.Status.SUCCESS if child else zt.Status.FAILURE)
+
+    def _util_assoc_add(self, req):
+        self.children[req.IEEE] = Child(ieee=req.IEEE, nwk=req.NWK, relation=req.NodeRelation)
+        return c.UTIL.AssocAdd.Rsp(Status=zt.Status.SUCCESS)
+
+    def _util_assoc_count(self, req):
+        lo, hi = int(req.StartRelation), int(req.EndRelation)
+        n = sum(1 for ch in self.children.values() if lo <= int(ch.relation) <= hi)
+        return c.UTIL.AssocCount.Rsp(Count=n)
+
+    def _util_get_device_info(self, req):
+        nib = self.nib
+        return c.UTIL.GetDeviceInfo.Rsp(
+            Status=zt.Status.SUCCESS,
+            IEEE=self.ieee,
+            NWK=nib.nwkDevAddress,
+            DeviceType=zt.DeviceTypeCapabilities(0x07),
+            DeviceState=(zt.DeviceState.StartedAsCoordinator if self.network_up else zt.DeviceState.InitializedNotStarted),
+            AssociatedDevices=zt.NWKList([ch.nwk for ch in self.children.values()]),
+        )
+
+    def _util_time_alive(self, req):
+        return c.UTIL.TimeAlive.Rsp(Seconds=int(asyncio.get_running_loop().time()) & 0xFFFFFFFF)
+
+    def _util_ext_addr_lookup(self, req):
+        child = self.children.get(req.IEEE)
+        nwk = child.nwk if child else (0x0000 if req.IEEE == self.ieee else 0xFFFE)
+        return c.UTIL.AddrMgrExtAddrLookup.Rsp(NWK=nwk)
+
+    def _util_nwk_addr_lookup(self, req):
+        ieee = self._ieee_of(req.NWK) or t.EUI64(bytes(8))
+        return c.UTIL.AddrMgwNwkAddrLookUp.Rsp(IEEE=ieee)
+
+    # ====================================================================== BDB ====
+    def _bdb_set_channel(self, req):
+        if req.IsPrimary:
+            self.bdb_primary = req.Channel
+        else:
+            self.bdb_secondary = req.Channel
+        return c.AppConfig.BDBSetChannel.Rsp(Status=zt.Status.SUCCESS)
+
+    def _bdb_add_install_code(self, req):
+        self.install_codes[req.IEEE] = bytes(req.InstallCode)
+        LOGGER.info("ZNP emulator: install code/key stored for %s (format %s)", req.IEEE, req.InstallCodeFormat)
+        return c.AppConfig.BDBAddInstallCode.Rsp(Status=zt.Status.SUCCESS)
+
+    def _bdb_join_uses_ic(self, req):
+        self.join_uses_install_code = bool(req.BdbJoinUsesInstallCodeKey)
+        return c.AppConfig.BDBSetJoinUsesInstallCodeKey.Rsp(Status=zt.Status.SUCCESS)
+
+    def _bdb_start_commissioning(self, req):
+        mode = req.Mode
+        if not mode & c.app_config.BDBCommissioningMode.NwkFormation:
+            self._gap(f"BDBStartCommissioning mode {mode!r} (only NwkFormation)")
+            return c.AppConfig.BDBStartCommissioning.Rsp(Status=zt.Status.FAILURE)
+        self._spawn(self._commission_formation(), "bdb-formation")
+        return c.AppConfig.BDBStartCommissioning.Rsp(Status=zt.Status.SUCCESS)
+
+    async def _commission_formation(self) -> None:
+        BDB = c.app_config.BDBCommissioningMode
+        Status = c.app_config.BDBCommissioningStatus
+        resuming = self.formed
+
+        await asyncio.sleep(CALLBACK_GAP)
+        self.send(c.ZDO.StateChangeInd.Callback(State=zt.DeviceState.StartingAsCoordinator))
+        await asyncio.sleep(CALLBACK_GAP)
+        self.send(
+            c.AppConfig.BDBCommissioningNotification.Callback(
+                Status=Status.InProgress, Mode=BDB.NwkFormation, RemainingModes=BDB.NwkFormation
+            )
+        )
+        await asyncio.sleep(CALLBACK_GAP)
+
+        if resuming:
+            LOGGER.info("ZNP emulator: resuming network from NV (channel %d, PAN 0x%04X)",
+                        self.nib.nwkLogicalChannel, self.nib.nwkPanId)
+        else:
+            self._form_network()
+
+        nib = self.nib.replace(nwkState=zt.NwkState.NWK_ROUTER, nwkDevAddress=0x0000, nwkCoordAddress=0x0000)
+        self.nv.put(OsalNvIds.NIB, nib)
+        self._load_frame_counter()
+        self._restore_children()
+        self.network_up = True
+
+        self.send(c.ZDO.StateChangeInd.Callback(State=zt.DeviceState.StartedAsCoordinator))
+        await asyncio.sleep(CALLBACK_GAP)
+        self.send(
+            c.AppConfig.BDBCommissioningNotification.Callback(
+                Status=Status.FormationFailure if resuming else Status.Success,
+                Mode=BDB.NwkFormation,
+                RemainingModes=BDB.NONE,
+            )
+        )
+        self._maybe_start_han()
+
+    def _form_network(self) -> None:
+        """Form a new network from the configuration items, as BDB formation does."""
+        channels = [ch for ch in range(11, 27) if self.bdb_primary & zt.Channels.from_channel_list([ch])]
+        if not channels:
+            chanlist = self.nv.get(OsalNvIds.CHANLIST, zt.Channels)
+            channels = [ch for ch in range(11, 27) if chanlist & zt.Channels.from_channel_list([ch])] or [11]
+        channel = channels[0]  # our "energy scan" finds every channel equally quiet
+
+        pan_id = int(self.nv.get(OsalNvIds.PANID, zt.uint16_t))
+        if pan_id in (0xFFFF, 0xFFFE):
+            pan_id = random.randint(0x0001, 0xFFF7)
+
+        epid = self.nv.get(OsalNvIds.APS_USE_EXT_PANID, t.EUI64)
+        if epid == t.EUI64(bytes(8)):
+            epid = self.ieee
+
+        key = bytes(self.nv.items[legacy(OsalNvIds.PRECFGKEY)])
+        LOGGER.info("ZNP emulator: forming network channel %d PAN 0x%04X EPID %s", channel, pan_id, epid)
+
+        nib = self.nib.replace(
+            nwkLogicalChannel=channel,
+            nwkPanId=pan_id,
+            extendedPANID=epid,
+            channelList=zt.Channels.from_channel_list([channel]),
+            nwkKeyLoaded=True,
+            SecurityLevel=5,
+            nwkUpdateId=0,
+            nwkManagerAddr=0x0000,
+        )
+        self.nv.put(OsalNvIds.NIB, nib)
+        self.nv.put(OsalNvIds.EXTENDED_PAN_ID, epid)
+        key_desc = zt.NwkKeyDesc(KeySeqNum=0, Key=zt.KeyData(key))
+        self.nv.put(OsalNvIds.NWK_ACTIVE_KEY_INFO, key_desc)
+        self.nv.put(OsalNvIds.NWK_ALTERN_KEY_INFO, key_desc)
+        self.nv.put(OsalNvIds.BDBNODEISONANETWORK, zt.uint8_t(1))
+        self.nwk_frame_counter = 0
+        self._persist_frame_counter()
+
+    # ====================================================================== AF ====
+    def _af_register(self, req):
+        if req.Endpoint in self.endpoints or req.Endpoint in (0, 0xFF):
+            return c.AF.Register.Rsp(Status=zt.Status.APS_DUPLICATE_ENTRY)
+        self.endpoints[req.Endpoint] = Endpoint(
+            endpoint=req.Endpoint,
+            profile=req.ProfileId,
+            device_type=req.DeviceId,
+            device_version=req.DeviceVersion,
+            in_clusters=list(req.InputClusters),
+            out_clusters=list(req.OutputClusters),
+        )
+        return c.AF.Register.Rsp(Status=zt.Status.SUCCESS)
+
+    def _af_delete(self, req):
+        found = self.endpoints.pop(req.Endpoint, None)
+        return c.AF.Delete.Rsp(Status=zt.Status.SUCCESS if found else zt.Status.INVALID_PARAMETER)
+
+    def _af_data_request(self, req):
+        Rsp = type(req).Rsp
+        if isinstance(req, c.AF.DataRequestExt.Req):
+            dst = req.DstAddrModeAddress.as_zigpy_type()
+        else:
+            dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=req.DstAddr)
+
+        if req.SrcEndpoint != 0 and req.SrcEndpoint not in self.endpoints:
+            LOGGER.warning("ZNP emulator: AF data request from unregistered endpoint %d", req.SrcEndpoint)
+            return Rsp(Status=zt.Status.INVALID_PARAMETER)
+        if not self.network_up:
+            LOGGER.warning("ZNP emulator: AF data request while the network is down")
+            return Rsp(Status=zt.Status.NWK_INVALID_REQUEST)
+
+        if dst.addr_mode == t.AddrMode.IEEE:
+            if dst.address == self.ieee:
+                nwk = 0x0000
+            else:
+                child = self.children.get(dst.address)
+                if child is None:
+                    return Rsp(Status=zt.Status.NWK_UNKNOWN_DEVICE)
+                nwk = child.nwk
+            dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(nwk))
+
+        profile = 0x0000 if req.SrcEndpoint == 0 else self.endpoints[req.SrcEndpoint].profile
+        tx_options = t.TransmitOptions.NONE
+        if req.Options & c.af.TransmitOptions.ACK_REQUEST:
+            tx_options |= t.TransmitOptions.ACK
+        if req.Options & c.af.TransmitOptions.ENABLE_SECURITY:
+            tx_options |= t.TransmitOptions.APS_Encryption
+
+        packet = t.ZigbeePacket(
+            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(0x0000)),
+            src_ep=req.SrcEndpoint,
+            dst=dst,
+            dst_ep=req.DstEndpoint,
+            source_route=list(req.SourceRoute) if isinstance(req, c.AF.DataRequestSrcRtg.Req) else None,
+            tsn=req.TSN,
+            profile_id=profile,
+            cluster_id=req.ClusterId,
+            data=t.SerializableBytes(bytes(req.Data)),
+            tx_options=tx_options,
+            radius=req.Radius,
+        )
+        self.nwk_frame_counter += 1
+
+        to_self = dst.addr_mode == t.AddrMode.NWK and dst.address == 0x0000
+        is_zdo = req.DstEndpoint == 0 and req.SrcEndpoint == 0
+
+        if is_zdo:
+            # ZDO frames are confirmed to Z-Stack's own ZDO task, never with AF.DataConfirm
+            if to_self:
+                self._spawn(self._zdo_local(packet), "zdo-local")
+            else:
+                if dst.addr_mode == t.AddrMode.Broadcast:
+                    self._spawn(self._zdo_local(packet, broadcast=True), "zdo-local-bcast")
+                self._spawn(self._deliver(packet, confirm=False), "zdo-deliver")
+        elif to_self:
+            self._spawn(self._loopback(packet), "af-loopback")
+        elif dst.addr_mode == t.AddrMode.NWK:
+            failure = self.faults.take_delivery_failure()
+            if failure is not None:
+                LOGGER.warning("ZNP emulator: FAULT failing delivery TSN %d to 0x%04X with %s",
+                               req.TSN, dst.address, failure.name)
+                self._spawn(self._confirm_later(req.SrcEndpoint, req.TSN, failure), "af-fail")
+            else:
+                self._spawn(self._deliver(packet, confirm=True), "af-deliver")
+        else:
+            self._spawn(self._deliver(packet, confirm=True, multicast=True), "af-deliver-bcast")
+
+        return Rsp(Status=zt.Status.SUCCESS)
+
+    async def _confirm_later(self, endpoint: int, tsn: int, status: zt.Status) -> None:
+        await asyncio.sleep(CALLBACK_GAP)
+        self.send(c.AF.DataConfirm.Callback(Status=status, Endpoint=endpoint, TSN=tsn))
+
+    async def _deliver(self, packet: t.ZigbeePacket, *, confirm: bool, multicast: bool = False) -> None:
+        if self.han is None:
+            status = zt.Status.MAC_NO_ACK if not multicast else zt.Status.SUCCESS
+            LOGGER.warning("ZNP emulator: no HAN attached; %s to %s goes nowhere", packet.cluster_id, packet.dst)
+        else:
+            try:
+                result = await self.han.send(packet)
+            except Exception:
+                LOGGER.exception("ZNP emulator: SimHan.send raised for %r", packet)
+                status = zt.Status.MAC_NO_ACK
+            else:
+                status = zt.Status.SUCCESS if (multicast or result.ok) else self._failure_status(result)
+                if status != zt.Status.SUCCESS:
+                    LOGGER.info("ZNP emulator: delivery TSN %d to %s failed: %s -> %s",
+                                packet.tsn, packet.dst, getattr(result, "reason", None), status.name)
+        if confirm:
+            self.send(c.AF.DataConfirm.Callback(Status=status, Endpoint=packet.src_ep, TSN=packet.tsn))
+
+    @staticmethod
+    def _failure_status(result) -> zt.Status:
+        code = getattr(result, "status", None)
+        if isinstance(code, int) and not isinstance(code, bool):
+            try:
+                return zt.Status(code)
+            except ValueError:
+                pass
+        reason = str(getattr(result, "reason", "") or "").lower()
+        if "aps" in reason:
+            return zt.Status.APS_NO_ACK
+        if "route" in reason or "unknown" in reason or "no such" in reason:
+            return zt.Status.NWK_NO_ROUTE
+        if "expired" in reason or "asleep" in reason or "poll" in reason:
+            return zt.Status.MAC_TRANSACTION_EXPIRED
+        return zt.Status.MAC_NO_ACK
+
+    async def _loopback(self, packet: t.ZigbeePacket) -> None:
+        """A unicast to ourselves: Z-Stack hands it to our own endpoint, i.e. the host."""
+        await asyncio.sleep(CALLBACK_GAP)
+        self.send(c.AF.DataConfirm.Callback(Status=zt.Status.SUCCESS, Endpoint=packet.src_ep, TSN=packet.tsn))
+        if packet.dst_ep in self.endpoints:
+            self._incoming_af(packet.replace(src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=0x0000)),
+                              src_nwk=0x0000)
+
+    # ================================================================= ZDO (host) ====
+    def _zdo_msg_cb_register(self, req):
+        self.zdo_callbacks.add(int(req.ClusterId))
+        self._maybe_start_han()
+        return c.ZDO.MsgCallbackRegister.Rsp(Status=zt.Status.SUCCESS)
+
+    def _zdo_msg_cb_remove(self, req):
+        self.zdo_callbacks.discard(int(req.ClusterId))
+        return c.ZDO.MsgCallbackRemove.Rsp(Status=zt.Status.SUCCESS)
+
+    def _zdo_mgmt_permit_join(self, req):
+        if not self.network_up:
+            return c.ZDO.MgmtPermitJoinReq.Rsp(Status=zt.Status.NWK_INVALID_REQUEST)
+
+        local = req.AddrMode == zt.AddrMode.Broadcast or req.Dst == 0x0000
+        if local:
+            self._set_permit(req.Duration)
+            self._defer(c.ZDO.MgmtPermitJoinRsp.Callback(Src=0x0000, Status=zdo_t.Status.SUCCESS))
+        if req.AddrMode == zt.AddrMode.Broadcast or req.Dst != 0x0000:
+            # The request goes over the air too; a unicast target answers for itself
+            dst = (t.AddrModeAddress(addr_mode=t.AddrMode.Broadcast, address=req.Dst)
+                   if req.AddrMode == zt.AddrMode.Broadcast
+                   else t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=req.Dst))
+            self._tsn = (getattr(self, "_tsn", 0) + 1) & 0xFF
+            data = bytes([self._tsn, req.Duration, req.TCSignificance])
+            packet = t.ZigbeePacket(
+                src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=0x0000), src_ep=0, dst=dst, dst_ep=0,
+                tsn=self._tsn, profile_id=0, cluster_id=zdo_t.ZDOCmd.Mgmt_Permit_Joining_req,
+                data=t.SerializableBytes(data),
+            )
+            self._spawn(self._deliver(packet, confirm=False), "permit-deliver")
+        return c.ZDO.MgmtPermitJoinReq.Rsp(Status=zt.Status.SUCCESS)
+
+    def _set_permit(self, duration: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.permit_until = loop.time() + duration if duration else 0.0
+        LOGGER.info("ZNP emulator: permit joining %s", f"for {duration} s" if duration else "off")
+
+    @property
+    def permitting(self) -> bool:
+        return asyncio.get_running_loop().time() < self.permit_until
+
+    def _zdo_ext_route_chk(self, req):
+        known = req.Dst == 0x0000 or any(ch.nwk == req.Dst for ch in self.children.values())
+        status = c.zdo.RoutingStatus.SUCCESS if known and self.network_up else c.zdo.RoutingStatus.FAIL
+        return c.ZDO.ExtRouteChk.Rsp(Status=status)
+
+    def _zdo_mgmt_nwk_update(self, req):
+        if req.ScanDuration == zdo_t.NwkUpdate.CHANNEL_CHANGE_REQ:
+            channels = [ch for ch in range(11, 27) if req.Channels & zt.Channels.from_channel_list([ch])]
+            if len(channels) == 1:
+                self._change_channel(channels[0])
+        return c.ZDO.MgmtNWKUpdateReq.Rsp(Status=zt.Status.SUCCESS)
+
+    def _change_channel(self, channel: int) -> None:
+        nib = self.nib
+        nib = nib.replace(nwkLogicalChannel=channel, nwkUpdateId=(nib.nwkUpdateId + 1) & 0xFF,
+                          channelList=zt.Channels.from_channel_list([channel]))
+        self.nv.put(OsalNvIds.NIB, nib)
+        LOGGER.info("ZNP emulator: moved network to channel %d (update id %d)", channel, nib.nwkUpdateId)
+
+    def _zdo_ext_nwk_info(self, req):
+        nib = self.nib
+        return c.ZDO.ExtNwkInfo.Rsp(
+            Dst=nib.nwkDevAddress, PanId=nib.nwkPanId, ParentNWK=0xFFFE, ExtendedPanId=nib.extendedPANID,
+            ParentIEEE=t.EUI64(bytes(8)), Channel=zt.Channels.from_channel_list([nib.nwkLogicalChannel])
+            if nib.nwkLogicalChannel else zt.Channels.NO_CHANNELS,
+        )
+
+    def _zdo_startup_from_app(self, req):
+        resuming = self.formed
+        self._spawn(self._commission_formation(), "startup-from-app")
+        state = c.zdo.StartupState.RestoredNetworkState if resuming else c.zdo.StartupState.NewNetworkState
+        return c.ZDO.StartupFromApp.Rsp(State=state)
+
+    # ============================================================ ZDO (our own) ====
+    async def _zdo_local(self, packet: t.ZigbeePacket, *, broadcast: bool = False) -> None:
+        """Z-Stack's ZDO answering a request addressed to the coordinator."""
+        await asyncio.sleep(CALLBACK_GAP)
+        data = bytes(packet.data.serialize())
+        cluster = int(packet.cluster_id)
+        if cluster & 0x8000:
+            LOGGER.debug("ZNP emulator: ZDO response 0x%04X addressed to us, consumed", cluster)
+            return
+        if not data:
+            return
+        tsn, payload = data[0], data[1:]
+        try:
+            cmd = zdo_t.ZDOCmd(cluster)
+            names, types = zdo_t.CLUSTERS[cmd]
+            args, _ = t.deserialize(payload, types)
+        except (KeyError, ValueError) as e:
+            if not broadcast:
+                self._gap(f"ZDO request 0x{cluster:04X} to coordinator (unparsable: {e})")
+                self._zdo_reply(cluster | 0x8000, tsn, bytes([ZDO_STATUS_NOT_SUPPORTED]))
+            return
+
+        rsp = self._zdo_answer(cmd, args, broadcast)
+        if rsp is None:
+            return
+        rsp_cmd, values = rsp
+        if isinstance(values, bytes):
+            body = values
+        else:
+            _, rsp_types = zdo_t.CLUSTERS[rsp_cmd]
+            body = t.serialize(values, rsp_types[: len(values)])
+        self._zdo_reply(rsp_cmd, tsn, body)
+
+    def _zdo_answer(self, cmd: zdo_t.ZDOCmd, args: list, broadcast: bool):
+        Z = zdo_t.ZDOCmd
+        ok = zdo_t.Status.SUCCESS
+        me = t.NWK(0x0000)
+
+        if cmd == Z.NWK_addr_req:
+            if args[0] != self.ieee:
+                return None
+            return Z.NWK_addr_rsp, [ok, self.ieee, me, 0, 0, []]
+        if cmd == Z.IEEE_addr_req:
+            if args[0] not in (me, 0xFFFF, 0xFFFD, 0xFFFC):
+                return None
+            return Z.IEEE_addr_rsp, [ok, self.ieee, me, 0, 0, []]
+        if broadcast:
+            if cmd == Z.Mgmt_Permit_Joining_req:
+                self._set_permit(args[0])
+            elif cmd == Z.Mgmt_NWK_Update_req and args[0].ScanDuration == zdo_t.NwkUpdate.CHANNEL_CHANGE_REQ:
+                channels = list(args[0].ScanChannels)
+                if len(channels) == 1:
+                    self._change_channel(channels[0])
+            return None
+        if cmd == Z.Node_Desc_req:
+            return Z.Node_Desc_rsp, [ok, me, COORDINATOR_NODE_DESC]
+        if cmd == Z.Active_EP_req:
+            return Z.Active_EP_rsp, [ok, me, sorted(self.endpoints)]
+        if cmd == Z.Simple_Desc_req:
+            ep = self.endpoints.get(args[1])
+            if ep is None:
+                return Z.Simple_Desc_rsp, bytes([ZDO_STATUS_NOT_ACTIVE]) + me.serialize() + b"\x00"
+            desc = zdo_t.SizePrefixedSimpleDescriptor(
+                endpoint=ep.endpoint, profile=ep.profile, device_type=ep.device_type,
+                device_version=ep.device_version, input_clusters=ep.in_clusters, output_clusters=ep.out_clusters,
+            )
+            return Z.Simple_Desc_rsp, [ok, me, desc]
+        if cmd == Z.Match_Desc_req:
+            _, profile, in_clusters, out_clusters = args
+            matches = [
+                ep.endpoint for ep in self.endpoints.values()
+                if ep.profile == profile and (set(in_clusters) & set(ep.in_clusters) or set(out_clusters) & set(ep.out_clusters))
+            ]
+            return Z.Match_Desc_rsp, [ok, me, matches]
+        if cmd == Z.Mgmt_Lqi_req:
+            start = args[0]
+            nib = self.nib
+            neighbors = [
+                zdo_t.Neighbor(
+                    extended_pan_id=nib.extendedPANID, ieee=ch.ieee, nwk=ch.nwk,
+                    device_type=zdo_t.Neighbor.DeviceType.Router, rx_on_when_idle=zdo_t.Neighbor.RxOnWhenIdle.On,
+                    relationship=zdo_t.Neighbor.Relationship.Child, reserved1=0,
+                    permit_joining=zdo_t.Neighbor.PermitJoins.Unknown, reserved2=0, depth=1, lqi=200,
+                )
+                for ch in self.children.values()
+            ]
+            page = neighbors[start : start + 3]
+            return Z.Mgmt_Lqi_rsp, [ok, zdo_t.Neighbors(Entries=len(neighbors), StartIndex=start, NeighborTableList=page)]
+        if cmd == Z.Mgmt_Rtg_req:
+            return Z.Mgmt_Rtg_rsp, [ok, zdo_t.Routes(Entries=0, StartIndex=args[0], RoutingTableList=[])]
+        if cmd == Z.Mgmt_Bind_req:
+            return Z.Mgmt_Bind_rsp, [ok, 0, args[0], []]
+        if cmd == Z.Mgmt_Permit_Joining_req:
+            self._set_permit(args[0])
+            return Z.Mgmt_Permit_Joining_rsp, [ok]
+        if cmd == Z.Mgmt_NWK_Update_req:
+            update = args[0]
+            if update.ScanDuration == zdo_t.NwkUpdate.CHANNEL_CHANGE_REQ:
+                channels = list(update.ScanChannels)
+                if len(channels) == 1:
+                    self._change_channel(channels[0])
+                return None
+            if update.ScanDuration == zdo_t.NwkUpdate.CHANNEL_MASK_MANAGER_ADDR_CHANGE_REQ:
+                return None
+            channels = list(update.ScanChannels)
+            # A quiet lab: every channel reads low energy, with small fixed differences
+            energies = [(ch * 37) % 23 + 5 for ch in channels]
+            return Z.Mgmt_NWK_Update_rsp, [ok, update.ScanChannels, self.nwk_frame_counter & 0xFFFF, 0, energies]
+
+        self._gap(f"ZDO {cmd.name} to coordinator")
+        return cmd | 0x8000, bytes([ZDO_STATUS_NOT_SUPPORTED])
+
+    def _zdo_reply(self, cluster: int, tsn: int, body: bytes, *, src: int = 0x0000, broadcast: bool = False) -> None:
+        if 0xFFFF not in self.zdo_callbacks and cluster not in self.zdo_callbacks:
+            LOGGER.debug("ZNP emulator: no ZDO callback registered for 0x%04X, not forwarded", cluster)
+            return
+        self.send(
+            c.ZDO.MsgCbIncoming.Callback(
+                Src=src, IsBroadcast=broadcast, ClusterId=cluster, SecurityUse=0, TSN=tsn,
+                MacDst=0xFFFF if broadcast else 0x0000, Data=zt.Bytes(body),
+            )
+        )
+
+    # ====================================================================== HAN ====
+    def _maybe_start_han(self) -> None:
+        """Power the simulated HAN up once the host can hear joins (network + ZDO cbs)."""
+        if (
+            self.han is None
+            or not self._start_han
+            or self._han_task is not None
+            or not self.network_up
+            or not self.zdo_callbacks
+        ):
+            return
+        LOGGER.info("ZNP emulator: network up and host listening; powering up the simulated HAN")
+        self._han_started_by_us = True
+        self._han_task = self._spawn(self.han.start(), "han-start")
+
+    def _ieee_of(self, nwk: int) -> t.EUI64 | None:
+        if nwk == 0x0000:
+            return self.ieee
+        for child in self.children.values():
+            if child.nwk == nwk:
+                return child.ieee
+        return None
+
+    def _on_join(self, ieee: t.EUI64, nwk: t.NWK) -> None:
+        if not self.network_up:
+            LOGGER.warning("ZNP emulator: %s (0x%04X) tried to join while the network is down; ignored", ieee, nwk)
+            return
+        if ieee not in self.children and not self.permitting:
+            LOGGER.info("ZNP emulator: %s joins while permit-join is off (pre-commissioned bench device)", ieee)
+        self._add_child(ieee, nwk)
+        self.send(c.ZDO.TCDevInd.Callback(SrcNwk=nwk, SrcIEEE=ieee, ParentNwk=0x0000))
+
+    def _add_child(self, ieee: t.EUI64, nwk: t.NWK) -> None:
+        # A moved device loses its old short address
+        for other in [ch for ch in self.children.values() if ch.nwk == nwk and ch.ieee != ieee]:
+            del self.children[other.ieee]
+        self.children[ieee] = Child(ieee=ieee, nwk=t.NWK(nwk))
+        self._store_device(ieee, nwk)
+
+    def _store_device(self, ieee: t.EUI64, nwk: int) -> None:
+        """Address manager entry + hashed TC link key, as the trust center persists them."""
+        entries = self.nv.table(ExNvIds.ADDRMGR)
+        target = None
+        for sub, raw in enumerate(entries):
+            entry, _ = zt.AddrMgrEntry.deserialize(bytes(raw), align=mt.ALIGN_STRUCTS)
+            if entry.extAddr == ieee:
+                target = sub
+                break
+            if target is None and entry.extAddr == t.EUI64.convert("FF:FF:FF:FF:FF:FF:FF:FF"):
+                target = sub
+        if target is None:
+            LOGGER.error("ZNP emulator: address manager table full, %s not persisted", ieee)
+            return
+        entry = zt.AddrMgrEntry(type=zt.AddrMgrUserType.Assoc | zt.AddrMgrUserType.Security, nwkAddr=nwk, extAddr=ieee)
+        self.nv.put(0, entry, key=(NvSysIds.ZSTACK, ExNvIds.ADDRMGR, target))
+
+        tclk = self.nv.table(ExNvIds.TCLK_TABLE)
+        slot = None
+        for sub, raw in enumerate(tclk):
+            dev, _ = zt.TCLKDevEntry.deserialize(bytes(raw), align=mt.ALIGN_STRUCTS)
+            if dev.extAddr == ieee:
+                slot = sub
+                break
+            if slot is None and dev.extAddr == t.EUI64(bytes(8)):
+                slot = sub
+        if slot is None:
+            LOGGER.error("ZNP emulator: TC link key table full, no key stored for %s", ieee)
+            return
+        dev = zt.TCLKDevEntry(txFrmCntr=0, rxFrmCntr=0, extAddr=ieee, keyAttributes=zt.KeyAttributes.VERIFIED_KEY,
+                              keyType=zt.KeyType.NONE, SeedShift_IcIndex=0)
+        self.nv.put(0, dev, key=(NvSysIds.ZSTACK, ExNvIds.TCLK_TABLE, slot))
+
+    def _restore_children(self) -> None:
+        """On network start the firmware rebuilds its association table from NV."""
+        self.children = {}
+        for raw in self.nv.table(ExNvIds.ADDRMGR):
+            entry, _ = zt.AddrMgrEntry.deserialize(bytes(raw), align=mt.ALIGN_STRUCTS)
+            if entry.type & zt.AddrMgrUserType.Assoc and entry.extAddr not in (
+                t.EUI64.convert("FF:FF:FF:FF:FF:FF:FF:FF"), t.EUI64(bytes(8))
+            ):
+                self.children[entry.extAddr] = Child(ieee=entry.extAddr, nwk=entry.nwkAddr)
+
+    def _on_uplink(self, packet: t.ZigbeePacket) -> None:
+        if not self.network_up:
+            LOGGER.info("ZNP emulator: radio down, frame from %s lost", packet.src)
+            return
+        src = packet.src
+        if src is not None and src.addr_mode == t.AddrMode.IEEE:
+            child = self.children.get(src.address)
+            src_nwk = child.nwk if child else 0xFFFE
+        else:
+            src_nwk = int(src.address) if src is not None else 0xFFFE
+
+        if (packet.dst_ep == 0 or packet.src_ep == 0) and packet.profile_id == 0x0000:
+            self._incoming_zdo(packet, src_nwk)
+        else:
+            self._incoming_af(packet, src_nwk)
+
+    def _incoming_zdo(self, packet: t.ZigbeePacket, src_nwk: int) -> None:
+        data = bytes(packet.data.serialize())
+        if not data:
+            LOGGER.warning("ZNP emulator: empty ZDO frame from 0x%04X dropped", src_nwk)
+            return
+        tsn, body = data[0], data[1:]
+        cluster = int(packet.cluster_id)
+        broadcast = packet.dst is not None and packet.dst.addr_mode == t.AddrMode.Broadcast
+
+        if cluster == zdo_t.ZDOCmd.Device_annce:
+            try:
+                (nwk, ieee, capability), _ = t.deserialize(body, zdo_t.CLUSTERS[zdo_t.ZDOCmd.Device_annce][1])
+            except ValueError:
+                LOGGER.warning("ZNP emulator: malformed Device_annce from 0x%04X", src_nwk)
+            else:
+                if self.children.get(ieee) is None or self.children[ieee].nwk != nwk:
+                    self._add_child(ieee, nwk)
+                self.send(c.ZDO.EndDeviceAnnceInd.Callback(
+                    Src=src_nwk, NWK=nwk, IEEE=ieee, Capabilities=c.zdo.MACCapabilities(capability)))
+        elif cluster == zdo_t.ZDOCmd.Mgmt_Permit_Joining_rsp and body:
+            self.send(c.ZDO.MgmtPermitJoinRsp.Callback(Src=src_nwk, Status=zdo_t.Status(body[0])))
+        elif not cluster & 0x8000 and not broadcast and packet.dst is not None and packet.dst.address == 0x0000:
+            # A device asking our ZDO something (e.g. IEEE_addr_req, Match_Desc_req)
+            self._spawn(self._zdo_local(packet), "zdo-local-from-device")
+
+        self._zdo_reply(cluster, tsn, body, src=src_nwk, broadcast=broadcast)
+
+    def _incoming_af(self, packet: t.ZigbeePacket, src_nwk: int) -> None:
+        dst = packet.dst
+        group = 0
+        broadcast = False
+        if dst is not None and dst.addr_mode == t.AddrMode.Group:
+            group = int(dst.address)
+        elif dst is not None and dst.addr_mode == t.AddrMode.Broadcast:
+            broadcast = True
+
+        if packet.dst_ep not in self.endpoints and packet.dst_ep != 0xFF:
+            LOGGER.warning("ZNP emulator: frame for unregistered endpoint %s from 0x%04X dropped (as Z-Stack does)",
+                           packet.dst_ep, src_nwk)
+            return
+
+        data = bytes(packet.data.serialize())
+        if len(data) > MAX_INCOMING_MSG_DATA:
+            self._gap(f"AF.IncomingMsgExt for a {len(data)}-byte frame from 0x{src_nwk:04X} (dropped)")
+            return
+
+        tsn = packet.tsn if packet.tsn is not None else 0
+        self.send(
+            c.AF.IncomingMsg.Callback(
+                GroupId=group,
+                ClusterId=packet.cluster_id,
+                SrcAddr=src_nwk,
+                SrcEndpoint=packet.src_ep,
+                DstEndpoint=packet.dst_ep,
+                WasBroadcast=broadcast,
+                LQI=packet.lqi if packet.lqi is not None else 200,
+                SecurityUse=False,
+                TimeStamp=int(asyncio.get_running_loop().time() * 1000) & 0xFFFFFFFF,
+                TSN=tsn,
+                Data=zt.ShortBytes(data),
+                MacSrcAddr=src_nwk,
+                MsgResultRadius=packet.radius or 0,
+            )
+        )
+
+    # ================================================================ lifecycle ====
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        if self.han is not None and self._han_started_by_us:
+            try:
+                await self.han.stop()
+            except Exception:
+                LOGGER.exception("ZNP emulator: SimHan.stop failed")
