@@ -98,7 +98,8 @@ def test_response_date_time() -> None:
     ("raw", "expected"),
     [
         ("07DF0101FF000000008000FF", dt.datetime(2015, 1, 1, tzinfo=dt.timezone.utc)),
-        ("07E6061503" "0C1E2D32" "003C" "00", dt.datetime(2022, 6, 21, 11, 30, 45, 500000, tzinfo=dt.timezone.utc)),  # +60 min
+        ("07E6061503" "0C1E2D32" "0000" "00", dt.datetime(2022, 6, 21, 12, 30, 45, 500000, tzinfo=dt.timezone.utc)),
+        ("07E6061503" "0C1E2D32" "003C" "00", None),  # a local-time deviation: not interpreted
         ("07DF01FFFF000000008000FF", None),  # day not specified
         ("07DF0231FF000000008000FF", None),  # 31 February
     ],

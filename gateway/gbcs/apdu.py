@@ -68,28 +68,29 @@ class CosemDateTime:
             raise GbcsUsageError(f"a COSEM date-time is 12 bytes, got {len(self.raw)}")
 
     def as_datetime(self) -> dt.datetime | None:
-        """The UTC instant, or None when a field is 'not specified' or out of range.
+        """The UTC instant, or None when it cannot be read as one.
 
-        GBCS sends UTC with deviation 0x8000 (unspecified); any other deviation is
-        minutes ahead of UTC, as COSEM defines it (negative = local time behind UTC).
+        GBCS sends UTC with the deviation "not specified" (0x8000); that and a zero
+        deviation are read as UTC. Any other deviation, or a field "not specified"
+        (0xFF) or out of range, gives None: the raw bytes are still carried, and we
+        do not guess at the sign convention of local-time deviations.
         """
         r = self.raw
         year = int.from_bytes(r[0:2], "big")
         month, day, hour, minute, second, hundredths = r[2], r[3], r[5], r[6], r[7], r[8]
-        deviation = int.from_bytes(r[9:11], "big", signed=True)
+        deviation = int.from_bytes(r[9:11], "big")
+        if deviation not in (0x0000, 0x8000):
+            return None
         if 0xFF in (month, day, hour, minute, second) or year == 0xFFFF:
             return None
         try:
-            when = dt.datetime(
+            return dt.datetime(
                 year, month, day, hour, minute, second,
                 0 if hundredths == 0xFF else hundredths * 10_000,
                 tzinfo=dt.timezone.utc,
             )
         except ValueError:
             return None
-        if deviation != -0x8000:
-            when -= dt.timedelta(minutes=deviation)
-        return when
 
 
 @dataclass(frozen=True)

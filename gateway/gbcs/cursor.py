@@ -65,11 +65,6 @@ class Cursor:
     def u8(self, field: str) -> int:
         return self.take(1, field)[0]
 
-    def peek_u8(self, field: str) -> int:
-        if self.remaining < 1:
-            raise ShortRead(self.offset, field, 1, 0)
-        return self._data[self._pos]
-
     def uint(self, n: int, field: str) -> int:
         """An ``n``-byte big-endian unsigned integer."""
         return int.from_bytes(self.take(n, field), "big")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 
 from .cursor import Cursor
-from .errors import MalformedCommand
+from .errors import GbcsUsageError, MalformedCommand
 
 TAG_INTEGER = 0x02
 TAG_OCTET_STRING = 0x04
@@ -48,7 +48,7 @@ def read_length(cur: Cursor, field: str) -> int:
 
 def encode_length(n: int) -> bytes:
     if n < 0 or n > 0xFFFF:
-        raise ValueError(f"DER length {n} out of range")  # internal callers only
+        raise GbcsUsageError(f"DER length {n} is outside 0..65535")
     if n < 0x80:
         return bytes([n])
     if n < 0x100:
@@ -100,7 +100,7 @@ def read_unsigned(cur: Cursor, field: str) -> int:
 
 def encode_unsigned(n: int) -> bytes:
     if n < 0:
-        raise ValueError("negative INTEGER")  # internal callers validate first
+        raise GbcsUsageError(f"{n} is negative; only unsigned INTEGERs are written")
     body = n.to_bytes(n.bit_length() // 8 + 1, "big")  # one spare bit keeps it positive
     if len(body) > 1 and body[0] == 0 and body[1] < 0x80:
         body = body[1:]

@@ -64,7 +64,7 @@ def load_anchor(pem: bytes) -> TrustAnchor:
 
 
 def read_anchor(path: str | Path) -> TrustAnchor:
-    """``load_anchor`` on a file's contents (the one file read in this package)."""
+    """``load_anchor`` on a file's contents."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
