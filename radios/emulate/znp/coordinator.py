@@ -160,6 +160,7 @@ class ZnpCoordinator:
         #: every decoded host request, in order (for tests)
         self.requests: collections.Counter[str] = collections.Counter()
         self.resets = 0
+        self.formations = 0
         self.host_frames = 0
         self.nwk_frame_counter = 0
 
@@ -626,6 +627,7 @@ class ZnpCoordinator:
             epid = self.ieee
 
         key = bytes(self.nv.items[legacy(OsalNvIds.PRECFGKEY)])
+        self.formations += 1
         LOGGER.info("ZNP emulator: forming network channel %d PAN 0x%04X EPID %s", channel, pan_id, epid)
 
         nib = self.nib.replace(
@@ -767,13 +769,15 @@ class ZnpCoordinator:
                 return zt.Status(code)
             except ValueError:
                 pass
+        # SimHan reasons (radios/sim/link.py): "no ack" (MAC retries exhausted, or the
+        # APS ack lost), "indirect timeout" (a sleepy device did not poll in time).
         reason = str(getattr(result, "reason", "") or "").lower()
+        if "indirect" in reason or "expired" in reason or "poll" in reason:
+            return zt.Status.MAC_TRANSACTION_EXPIRED
         if "aps" in reason:
             return zt.Status.APS_NO_ACK
         if "route" in reason or "unknown" in reason or "no such" in reason:
             return zt.Status.NWK_NO_ROUTE
-        if "expired" in reason or "asleep" in reason or "poll" in reason:
-            return zt.Status.MAC_TRANSACTION_EXPIRED
         return zt.Status.MAC_NO_ACK
 
     async def _loopback(self, packet: t.ZigbeePacket) -> None:
