@@ -256,3 +256,24 @@ async def test_coordinator_reset_fault(emulator):
         assert status == 0
     finally:
         await app.shutdown()
+
+
+async def test_permit_join_and_install_code_key(emulator):
+    coord = emulator.coordinator
+    app = await start_app(emulator.url)
+    try:
+        assert not coord.permitting  # zigpy closes joins on startup
+        await app.permit(60)
+        assert coord.permitting
+        await app.permit(0)
+        assert not coord.permitting
+
+        ieee = t.EUI64.convert("00:0d:6f:00:0a:bc:de:f0")
+        key = t.KeyData(bytes(range(16)))
+        await app.permit_with_link_key(ieee, key, time_s=1)
+        assert coord.install_codes[ieee] == key.serialize()
+        assert coord.join_uses_install_code is False  # zigpy-znp reverted it afterwards
+        assert coord.requests["AppConfig.BDBSetJoinUsesInstallCodeKey"] == 2
+        assert coord.unimplemented == []
+    finally:
+        await app.shutdown()
