@@ -1,0 +1,966 @@
+"""A simulated PPMID or HCALCS: ZDO, Basic, Identify and the OTA client, in real bytes.
+
+A `SimDevice` lives inside a `SimHan` (han.py), which carries its frames over the
+simulated air. Everything it hears and says is a `zigpy.types.ZigbeePacket` with the
+APS payload as bytes, built and parsed with zigpy's ZDO and ZCL types; nothing here
+knows the gateway.
+
+Endpoint 1 (profile from the spec, 0x0104 by default, see spec.py): server clusters
+Basic 0x0000 and Identify 0x0003; client clusters Time 0x000A and OTA Upgrade 0x0019.
+The device answers the ZDO requests zigpy's interview sends (Node_Desc_req,
+Active_EP_req, Simple_Desc_req), address lookups (NWK_addr_req, IEEE_addr_req),
+Power_Desc_req, Match_Desc_req, Mgmt_Lqi_req / Mgmt_Rtg_req (routers), Bind/Unbind,
+Mgmt_Permit_Joining_req and Mgmt_Leave_req; other unicast requests get
+NOT_SUPPORTED. ZCL: Read Attributes, Write Attributes (all read-only), Discover
+Attributes; anything else gets the Default Response the ZCL asks for
+(UNSUP_GENERAL_COMMAND, UNSUP_CLUSTER_COMMAND, UNSUPPORTED_CLUSTER, MALFORMED_COMMAND,
+never to a broadcast, never to a Default Response).
+
+Observability: ``device.history`` (a list of `SimEvent`: loop time, kind, details),
+``device.counters`` (OTA client counters plus radio ones), ``device.state``,
+``device.current_file_version``, and `wait_for` / `wait_for_event` for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+import contextlib
+from dataclasses import dataclass, field
+import logging
+import random
+from typing import TYPE_CHECKING, Any, Final
+
+import zigpy.types as t
+from zigpy.zcl import foundation
+from zigpy.zcl.clusters.general import ImageUpgradeStatus
+import zigpy.zdo.types as zdo_t
+
+from .ota_client import (
+    Activate,
+    ClientConfig,
+    ClientState,
+    Counters,
+    Flash,
+    OtaClient,
+    Refuse,
+    SendCommand,
+)
+from .spec import SimDeviceSpec
+
+if TYPE_CHECKING:
+    from .han import SimHan
+
+__all__ = ["SimDevice", "SimEvent"]
+
+LOGGER = logging.getLogger(__name__)
+
+ENDPOINT: Final = 1
+ZDO_ENDPOINT: Final = 0
+COORDINATOR_NWK: Final = t.NWK(0x0000)
+CLUSTER_BASIC: Final = 0x0000
+CLUSTER_IDENTIFY: Final = 0x0003
+CLUSTER_TIME: Final = 0x000A
+CLUSTER_OTA: Final = 0x0019
+SERVER_CLUSTERS: Final = (CLUSTER_BASIC, CLUSTER_IDENTIFY)
+CLIENT_CLUSTERS: Final = (CLUSTER_TIME, CLUSTER_OTA)
+# Smart Energy device ids: Prepayment Terminal (PPMID), Load Control Device (HCALCS)
+DEVICE_TYPE: Final = {"ppmid": 0x0507, "hcalcs": 0x0505}
+STACK_COMPLIANCE_R22: Final = 22 << 9  # server mask bits 9..15: stack compliance revision
+
+Status = foundation.Status
+GC = foundation.GeneralCommand
+Dir = foundation.Direction
+
+
+@dataclass(frozen=True)
+class SimEvent:
+    time: float
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"SimEvent({self.time:.3f}, {self.kind!r}, {self.detail!r})"
+
+
+@dataclass
+class RadioCounters:
+    boots: int = 0
+    joins: int = 0
+    power_cycles: int = 0
+    polls: int = 0
+    frames_received: int = 0
+    frames_sent: int = 0
+    uplink_lost: int = 0
+    default_responses_sent: int = 0
+    zdo_requests: int = 0
+    attribute_reads: int = 0
+
+
+def _zdo_rsp_payload(*fields: Any) -> bytes:
+    return b"".join(f.serialize() for f in fields)
+
+
+class SimDevice:
+    """One simulated device. Created by `SimHan`; powered by ``han.start()``."""
+
+    def __init__(self, spec: SimDeviceSpec, han: SimHan, nwk: t.NWK) -> None:
+        self.spec = spec
+        self.ieee: t.EUI64 = spec.ieee
+        self.nwk: t.NWK = nwk
+        self._han = han
+        seed = spec.seed if spec.seed is not None else int.from_bytes(spec.ieee.serialize(), "little")
+        self.rng = random.Random(seed)  # device behaviour (jitter)
+        self.link_rng = random.Random(seed ^ 0x5EED_5EED)  # its radio link (loss, backoff)
+        self.flash = Flash(current_file_version=spec.file_version)
+        self.counters = Counters()
+        self.radio = RadioCounters()
+        self.history: list[SimEvent] = []
+        self.client: OtaClient | None = None
+        self.powered = False
+        self.joined = False
+        self._tsn = seed & 0xFF
+        self._server_ep = ENDPOINT
+        self._report_version_on_boot = False
+        self._inbox: asyncio.Queue[tuple[t.ZigbeePacket, bool]] | None = None
+        self._outbox: asyncio.Queue[t.ZigbeePacket] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lifecycle: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._fast_until = 0.0
+        self._poll_wakeup: asyncio.Event | None = None
+        self._waiters: list[tuple[Callable[[SimDevice], bool], asyncio.Future[None]]] = []
+
+    # -- facts -----------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"<SimDevice {self.spec.kind} {self.ieee} nwk=0x{self.nwk:04X} v=0x{self.current_file_version:08X} {self.state}>"
+
+    @property
+    def current_file_version(self) -> int:
+        return self.flash.current_file_version
+
+    @property
+    def image_upgrade_status(self) -> ImageUpgradeStatus:
+        return ImageUpgradeStatus(self.flash.status)
+
+    @property
+    def file_offset(self) -> int:
+        return self.flash.offset
+
+    @property
+    def state(self) -> str:
+        if not self.powered:
+            return "off"
+        if not self.joined:
+            return "left"
+        return self.client.state.value if self.client is not None else "booting"
+
+    @property
+    def rx_on_when_idle(self) -> bool:
+        return not self.spec.is_sleepy
+
+    @property
+    def online(self) -> bool:
+        return self.powered and self.joined
+
+    def events(self, kind: str) -> list[SimEvent]:
+        return [e for e in self.history if e.kind == kind]
+
+    # -- recording and waiting -------------------------------------------------------
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def record(self, kind: str, **detail: Any) -> None:
+        try:
+            now = self._now()
+        except RuntimeError:
+            now = 0.0
+        self.history.append(SimEvent(now, kind, detail))
+        LOGGER.debug("%s 0x%04X %s %s", self.spec.kind, self.nwk, kind, detail)
+        self._check_waiters()
+
+    def _check_waiters(self) -> None:
+        for pred, fut in list(self._waiters):
+            if fut.done():
+                self._waiters.remove((pred, fut))
+                continue
+            try:
+                ok = pred(self)
+            except Exception as exc:  # a test's predicate failing is the test's error
+                fut.set_exception(exc)
+                continue
+            if ok:
+                fut.set_result(None)
+
+    async def wait_for(self, predicate: Callable[[SimDevice], bool], timeout: float) -> None:
+        """Until ``predicate(device)`` holds (checked at every recorded event)."""
+        if predicate(self):
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (predicate, fut)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            raise TimeoutError(
+                f"{self!r}: condition not reached in {timeout} s; last events: {self.history[-8:]}"
+            ) from None
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    async def wait_for_event(self, kind: str, timeout: float, *, since: int = 0) -> SimEvent:
+        """The first event of ``kind`` at history index >= ``since``."""
+        await self.wait_for(lambda d: any(e.kind == kind for e in d.history[since:]), timeout)
+        return next(e for e in self.history[since:] if e.kind == kind)
+
+    # -- power -----------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, *, lifecycle: bool = False) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        bucket = self._lifecycle if lifecycle else self._tasks
+        bucket.add(task)
+        task.add_done_callback(bucket.discard)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            LOGGER.error("%r: task failed", self, exc_info=exc)
+            self.record("crash", error=repr(exc))
+
+    async def power_on(self) -> None:
+        """Boot: join the network, announce, start the OTA client (resuming from flash)."""
+        if self.powered:
+            return
+        loop = asyncio.get_running_loop()
+        self.powered = True
+        self.radio.boots += 1
+        self._inbox = asyncio.Queue()
+        self._outbox = asyncio.Queue()
+        self._poll_wakeup = asyncio.Event()
+        self.client = OtaClient(self._client_config(), self.flash, self.rng, self.counters, self.record)
+        self.record(
+            "boot",
+            boot=self.radio.boots,
+            file_version=self.flash.current_file_version,
+            status=ImageUpgradeStatus(self.flash.status).name,
+            offset=self.flash.offset,
+        )
+        self._spawn(self._inbox_worker())
+        self._spawn(self._outbox_worker())
+        self._join(rejoin=self.radio.boots > 1)
+        if self._report_version_on_boot:
+            self._report_version_on_boot = False
+            self._send_report_version()
+        self._apply(self.client.boot(loop.time()))
+        if self.spec.is_sleepy:
+            self._spawn(self._poll_loop())
+
+    def _join(self, *, rejoin: bool) -> None:
+        self.joined = True
+        self.radio.joins += 1
+        self._fast_until = self._now() + self.spec.join_fast_poll
+        self.record("join", nwk=self.nwk, rejoin=rejoin)
+        self._han._device_joined(self)
+        capability = self._mac_capability()
+        payload = _zdo_rsp_payload(self.nwk, self.ieee, t.uint8_t(capability))
+        self._send_zdo(zdo_t.ZDOCmd.Device_annce, self._next_tsn(), payload)
+
+    def power_off(self, reason: str = "power off") -> None:
+        """Lose power: RAM (the OTA client, queues, timers) is gone; flash stays."""
+        if not self.powered:
+            return
+        self.record("power_off", reason=reason)
+        self.powered = False
+        self.joined = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        self._tasks.clear()
+        self.client = None
+        self._inbox = None
+        self._outbox = None
+
+    def power_cycle(self, off_time: float | None = None) -> None:
+        """Reboot (power off now, on after ``off_time`` or the spec's reboot_time)."""
+        self.radio.power_cycles += 1
+        self.power_off("power cycle")
+        delay = self.spec.reboot_time if off_time is None else off_time
+        self._spawn(self._boot_after(delay), lifecycle=True)
+
+    async def _boot_after(self, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self.power_on()
+
+    async def shutdown(self) -> None:
+        """Stop everything (the simulation ends)."""
+        self.power_off("stop")
+        for task in list(self._lifecycle):
+            task.cancel()
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.cancel()
+
+    # -- activation ------------------------------------------------------------------
+
+    def _activate(self, action: Activate) -> None:
+        target = self.flash.target
+        self.power_off("activate")
+        if self.spec.activation_fails:
+            self.record("activation_failed", kept=self.flash.current_file_version, image=action.file_version)
+        else:
+            self.flash.current_file_version = action.file_version
+        self.flash.erase()
+        self._report_version_on_boot = True
+        self.record(
+            "rebooting_into",
+            file_version=self.flash.current_file_version,
+            image=None if target is None else target.file_version,
+        )
+        self._spawn(self._boot_after(self.spec.reboot_time), lifecycle=True)
+
+    # -- OTA client plumbing ---------------------------------------------------------
+
+    def _client_config(self) -> ClientConfig:
+        s = self.spec
+        assert s.manufacturer_code is not None and s.image_type is not None  # filled by the spec
+        assert s.hardware_version is not None and s.max_data_size is not None
+        return ClientConfig(
+            ieee=self.ieee,
+            manufacturer_code=s.manufacturer_code,
+            image_type=s.image_type,
+            hardware_version=s.hardware_version,
+            max_data_size=s.max_data_size,
+            page_requests=s.page_requests,
+            page_size=s.page_size,
+            response_spacing_ms=s.response_spacing_ms,
+            min_block_period_ms=s.min_block_period_ms,
+            query_delay=s.query_delay,
+            query_interval=s.query_interval,
+            notify_delay=s.notify_delay,
+            response_timeout=s.response_timeout,
+            max_retries=s.max_retries,
+            wait_interval=s.wait_interval,
+            self_activate_after=s.self_activate_after,
+            timeout_policy=s.timeout_policy,
+            activation_policy=s.activation_policy,
+            corrupt=s.corrupt,
+            flash_time=self._han.link.flash_time,
+        )
+
+    def _apply(self, actions: list[Any], *, request: tuple[t.ZigbeePacket, foundation.ZCLHeader, bool] | None = None) -> None:
+        for action in actions:
+            if isinstance(action, SendCommand):
+                self._send_ota(action)
+            elif isinstance(action, Activate):
+                # Out of the current task: activation powers off (cancelling workers).
+                asyncio.get_running_loop().call_soon(self._activate_if_powered, action)
+            elif isinstance(action, Refuse) and request is not None:
+                packet, hdr, broadcast = request
+                self._default_response(packet, hdr, action.status, broadcast)
+        self._rearm()
+
+    def _activate_if_powered(self, action: Activate) -> None:
+        if self.powered:
+            self._activate(action)
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.client is None or not self.powered:
+            return
+        deadline = self.client.get_timer()
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        if self._poll_wakeup is not None and self.client.busy:
+            self._poll_wakeup.set()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.client is None or not self.powered:
+            return
+        self._apply(self.client.handle_timer(self._now()))
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _next_tsn(self) -> int:
+        self._tsn = (self._tsn + 1) & 0xFF
+        return self._tsn
+
+    def _mac_capability(self) -> zdo_t.MACCapabilityFlags:
+        flags = zdo_t.MACCapabilityFlags.AllocateAddress
+        if self.spec.is_router:
+            flags |= zdo_t.MACCapabilityFlags.FullFunctionDevice
+        if not self.spec.is_sleepy:
+            flags |= zdo_t.MACCapabilityFlags.MainsPowered | zdo_t.MACCapabilityFlags.RxOnWhenIdle
+        return flags
+
+    def _uplink(self, *, profile: int, cluster: int, src_ep: int, dst_ep: int, tsn: int, data: bytes) -> None:
+        if self._outbox is None or not self.online:
+            return
+        loss = self.spec.loss
+        packet = t.ZigbeePacket(
+            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self.nwk),
+            src_ep=t.uint8_t(src_ep),
+            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=COORDINATOR_NWK),
+            dst_ep=t.uint8_t(dst_ep),
+            tsn=t.uint8_t(tsn),
+            profile_id=t.uint16_t(profile),
+            cluster_id=t.uint16_t(cluster),
+            data=t.SerializableBytes(data),
+            lqi=max(20, round(255 * (1 - loss))),
+            rssi=round(-40 - 50 * loss),
+        )
+        self._outbox.put_nowait(packet)
+        if self.spec.is_sleepy:
+            # An SE sleepy device polls fast after sending, to pick up the answer.
+            self._fast_until = max(self._fast_until, self._now() + self.spec.response_timeout)
+            if self._poll_wakeup is not None:
+                self._poll_wakeup.set()
+
+    async def _outbox_worker(self) -> None:
+        assert self._outbox is not None
+        outbox = self._outbox
+        while True:
+            packet = await outbox.get()
+            ok = await self._han._transmit_uplink(self, packet)
+            self.radio.frames_sent += 1
+            if not ok:
+                self.radio.uplink_lost += 1
+                self.record("uplink_lost", cluster=packet.cluster_id, data=packet.data.serialize().hex())
+
+    def _send_zdo(self, command: int, tsn: int, payload: bytes) -> None:
+        self._uplink(
+            profile=0x0000,
+            cluster=command,
+            src_ep=ZDO_ENDPOINT,
+            dst_ep=ZDO_ENDPOINT,
+            tsn=tsn,
+            data=t.uint8_t(tsn).serialize() + payload,
+        )
+
+    def _send_zcl(
+        self,
+        cluster: int,
+        *,
+        general: bool,
+        command_id: int,
+        direction: foundation.Direction,
+        payload: bytes,
+        tsn: int | None = None,
+        disable_default_response: bool = True,
+        dst_ep: int | None = None,
+    ) -> None:
+        hdr = foundation.ZCLHeader(
+            frame_control=foundation.FrameControl(
+                frame_type=foundation.FrameType.GLOBAL_COMMAND if general else foundation.FrameType.CLUSTER_COMMAND,
+                is_manufacturer_specific=False,
+                direction=direction,
+                disable_default_response=disable_default_response,
+                reserved=0,
+            ),
+            tsn=self._next_tsn() if tsn is None else tsn,
+            command_id=command_id,
+        )
+        self._uplink(
+            profile=self.spec.profile,
+            cluster=cluster,
+            src_ep=ENDPOINT,
+            dst_ep=self._server_ep if dst_ep is None else dst_ep,
+            tsn=hdr.tsn,
+            data=hdr.serialize() + payload,
+        )
+
+    def _send_ota(self, action: SendCommand) -> None:
+        self._send_zcl(
+            CLUSTER_OTA,
+            general=False,
+            command_id=action.command_id,
+            direction=Dir.Client_to_Server,
+            payload=action.payload,
+            disable_default_response=action.disable_default_response,
+        )
+
+    def _send_report_version(self) -> None:
+        record = foundation.Attribute(
+            attrid=0x0002,
+            value=foundation.TypeValue(type=foundation.DataTypeId.uint32, value=t.uint32_t(self.current_file_version)),
+        )
+        self.record("report_attributes", attrid=0x0002, value=self.current_file_version)
+        self._send_zcl(
+            CLUSTER_OTA,
+            general=True,
+            command_id=GC.Report_Attributes,
+            direction=Dir.Client_to_Server,
+            payload=t.List[foundation.Attribute]([record]).serialize(),
+        )
+
+    def _default_response(self, packet: t.ZigbeePacket, hdr: foundation.ZCLHeader, status: Status, broadcast: bool) -> None:
+        # ZCL 2.5.12.2: never to a broadcast, never to a Default Response.
+        if broadcast or (hdr.frame_control.is_general and hdr.command_id == GC.Default_Response):
+            return
+        self.radio.default_responses_sent += 1
+        self.record("default_response", cluster=packet.cluster_id, command_id=hdr.command_id, status=status.name)
+        self._send_zcl(
+            packet.cluster_id,
+            general=True,
+            command_id=GC.Default_Response,
+            direction=hdr.direction.flip(),
+            payload=t.uint8_t(hdr.command_id).serialize() + status.serialize(),
+            tsn=hdr.tsn,
+            dst_ep=packet.src_ep,
+        )
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def deliver(self, packet: t.ZigbeePacket, *, broadcast: bool = False) -> None:
+        """The radio hands a received frame to the device (called by the han)."""
+        if not self.online or self._inbox is None:
+            return
+        self._inbox.put_nowait((packet, broadcast))
+
+    async def _inbox_worker(self) -> None:
+        assert self._inbox is not None
+        inbox = self._inbox
+        while True:
+            packet, broadcast = await inbox.get()
+            self.radio.frames_received += 1
+            try:
+                self._handle(packet, broadcast)
+            except Exception as exc:  # a device never crashes on a frame: log it instead
+                LOGGER.exception("%r: failed to handle %r", self, packet)
+                self.record("handler_error", error=repr(exc), data=packet.data.serialize().hex())
+
+    def _handle(self, packet: t.ZigbeePacket, broadcast: bool) -> None:
+        data = packet.data.serialize()
+        if packet.dst_ep == ZDO_ENDPOINT and packet.profile_id == 0x0000:
+            self._handle_zdo(packet, data, broadcast)
+        elif packet.dst_ep in (ENDPOINT, 0xFF):
+            self._handle_zcl(packet, data, broadcast)
+        else:
+            self.record("ignored", reason=f"endpoint {packet.dst_ep}", cluster=packet.cluster_id)
+
+    # ZDO ------------------------------------------------------------------------------
+
+    def _node_descriptor(self) -> zdo_t.NodeDescriptor:
+        return zdo_t.NodeDescriptor(
+            logical_type=zdo_t.LogicalType.Router if self.spec.is_router else zdo_t.LogicalType.EndDevice,
+            complex_descriptor_available=0,
+            user_descriptor_available=0,
+            reserved=0,
+            aps_flags=0,
+            frequency_band=zdo_t.NodeDescriptor.FrequencyBand.Freq2400MHz,
+            mac_capability_flags=self._mac_capability(),
+            manufacturer_code=self.spec.manufacturer_code,
+            maximum_buffer_size=82,
+            maximum_incoming_transfer_size=82,
+            server_mask=STACK_COMPLIANCE_R22,
+            maximum_outgoing_transfer_size=82,
+            descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability.NONE,
+        )
+
+    def simple_descriptor(self) -> zdo_t.SimpleDescriptor:
+        return zdo_t.SizePrefixedSimpleDescriptor(
+            endpoint=ENDPOINT,
+            profile=self.spec.profile,
+            device_type=DEVICE_TYPE[self.spec.kind],
+            device_version=0,
+            input_clusters=list(SERVER_CLUSTERS),
+            output_clusters=list(CLIENT_CLUSTERS),
+        )
+
+    def _power_descriptor(self) -> zdo_t.PowerDescriptor:
+        pd = zdo_t.PowerDescriptor
+        if self.spec.is_sleepy:
+            return pd(
+                current_power_mode=zdo_t.CurrentPowerMode.RxOnPeriodically,
+                available_power_sources=zdo_t.PowerSources.RechargeableBattery,
+                current_power_source=zdo_t.PowerSources.RechargeableBattery,
+                current_power_source_level=zdo_t.PowerSourceLevel.Percent100,
+            )
+        sources = zdo_t.PowerSources.MainsPower
+        if self.spec.kind == "ppmid":
+            sources |= zdo_t.PowerSources.RechargeableBattery
+        return pd(
+            current_power_mode=zdo_t.CurrentPowerMode.RxOnSyncedWithNodeDesc,
+            available_power_sources=sources,
+            current_power_source=zdo_t.PowerSources.MainsPower,
+            current_power_source_level=zdo_t.PowerSourceLevel.Percent100,
+        )
+
+    def _handle_zdo(self, packet: t.ZigbeePacket, data: bytes, broadcast: bool) -> None:
+        cluster = packet.cluster_id
+        try:
+            command = zdo_t.ZDOCmd(cluster)
+            _, param_types = zdo_t.CLUSTERS[command]
+            hdr, rest = zdo_t.ZDOHeader.deserialize(cluster, data)
+            args, _ = t.deserialize(rest, param_types)
+        except (KeyError, ValueError) as exc:
+            self.record("zdo_malformed", cluster=cluster, error=str(exc), data=data.hex())
+            return
+        if command & 0x8000:
+            self.record("zdo_ignored", command=command.name)
+            return
+        self.radio.zdo_requests += 1
+        self.record("zdo", command=command.name, broadcast=broadcast)
+        tsn = hdr.tsn
+        rsp = zdo_t.ZDOCmd(command | 0x8000) if (command | 0x8000) in zdo_t.ZDOCmd._value2member_map_ else None
+        ok = zdo_t.Status.SUCCESS
+        C = zdo_t.ZDOCmd
+
+        def reply(*fields: Any) -> None:
+            assert rsp is not None
+            self._send_zdo(rsp, tsn, _zdo_rsp_payload(*fields))
+
+        if command in (C.NWK_addr_req, C.IEEE_addr_req):
+            if command == C.NWK_addr_req:
+                mine = args[0] == self.ieee
+            else:
+                mine = args[0] == self.nwk or (args[0] >= 0xFFFC)
+            if not mine:
+                if not broadcast:
+                    reply(zdo_t.Status.DEVICE_NOT_FOUND, args[0] if command == C.NWK_addr_req else self.ieee, self.nwk)
+                return
+            fields: list[Any] = [ok, self.ieee, self.nwk]
+            if args[1] == zdo_t.AddrRequestType.Extended:
+                fields += [t.uint8_t(0), t.uint8_t(0)]
+            reply(*fields)
+        elif command == C.Node_Desc_req:
+            if args[0] == self.nwk:
+                reply(ok, self.nwk, self._node_descriptor())
+            elif not broadcast:
+                reply(zdo_t.Status.DEVICE_NOT_FOUND, args[0])
+        elif command == C.Power_Desc_req:
+            if args[0] == self.nwk:
+                reply(ok, self.nwk, self._power_descriptor())
+            elif not broadcast:
+                reply(zdo_t.Status.DEVICE_NOT_FOUND, args[0])
+        elif command == C.Active_EP_req:
+            if args[0] == self.nwk:
+                reply(ok, self.nwk, t.LVList[t.uint8_t, t.uint8_t]([ENDPOINT]))
+            elif not broadcast:
+                reply(zdo_t.Status.DEVICE_NOT_FOUND, args[0], t.LVList[t.uint8_t, t.uint8_t]([]))
+        elif command == C.Simple_Desc_req:
+            nwk, ep = args
+            if nwk != self.nwk:
+                if not broadcast:
+                    reply(zdo_t.Status.DEVICE_NOT_FOUND, nwk, t.uint8_t(0))
+            elif ep == ENDPOINT:
+                reply(ok, self.nwk, self.simple_descriptor())
+            else:
+                status = zdo_t.Status.NOT_ACTIVE if 1 <= ep <= 240 else zdo_t.Status.INVALID_EP
+                reply(status, self.nwk, t.uint8_t(0))
+        elif command == C.Match_Desc_req:
+            nwk, profile, in_clusters, out_clusters = args
+            # Our server clusters match the requester's client list and vice versa.
+            profile_ok = profile in (self.spec.profile, 0xFFFF)
+            hit = profile_ok and (
+                bool(set(in_clusters) & set(SERVER_CLUSTERS)) or bool(set(out_clusters) & set(CLIENT_CLUSTERS))
+            )
+            if nwk not in (self.nwk,) and nwk < 0xFFFC:
+                return
+            if hit or not broadcast:
+                reply(ok, self.nwk, t.LVList[t.uint8_t, t.uint8_t]([ENDPOINT] if hit else []))
+        elif command == C.Mgmt_Lqi_req:
+            if not self.spec.is_router:
+                if not broadcast:
+                    reply(zdo_t.Status.NOT_SUPPORTED)
+                return
+            parent = zdo_t.Neighbor(
+                extended_pan_id=self._han.extended_pan_id,
+                ieee=self._han.coordinator_ieee,
+                nwk=COORDINATOR_NWK,
+                device_type=zdo_t.Neighbor.DeviceType.Coordinator,
+                rx_on_when_idle=zdo_t.Neighbor.RxOnWhenIdle.On,
+                relationship=zdo_t.Neighbor.Relationship.Parent,
+                reserved1=0,
+                permit_joining=zdo_t.Neighbor.PermitJoins.NotAccepting,
+                reserved2=0,
+                depth=0,
+                lqi=max(20, round(255 * (1 - self.spec.loss))),
+            )
+            table = [parent] if args[0] == 0 else []
+            reply(ok, zdo_t.Neighbors(Entries=1, StartIndex=args[0], NeighborTableList=table))
+        elif command == C.Mgmt_Rtg_req:
+            if not self.spec.is_router:
+                if not broadcast:
+                    reply(zdo_t.Status.NOT_SUPPORTED)
+                return
+            reply(ok, zdo_t.Routes(Entries=0, StartIndex=args[0], RoutingTableList=[]))
+        elif command in (C.Bind_req, C.Unbind_req):
+            if not broadcast:
+                reply(ok)
+        elif command == C.Mgmt_Permit_Joining_req:
+            if not broadcast:
+                reply(ok)
+        elif command == C.Mgmt_Leave_req:
+            target, options = args
+            if target not in (self.ieee, t.EUI64.convert("00:00:00:00:00:00:00:00")):
+                if not broadcast:
+                    reply(zdo_t.Status.NOT_SUPPORTED)
+                return
+            if not broadcast:
+                reply(ok)
+            rejoin = bool(options & 0x80)
+            asyncio.get_running_loop().call_soon(self._leave, rejoin)
+        elif command == C.Device_annce:
+            return
+        elif not broadcast and rsp is not None:
+            reply(zdo_t.Status.NOT_SUPPORTED)
+
+    def _leave(self, rejoin: bool) -> None:
+        """Mgmt_Leave_req: leave the network; with the rejoin flag, come back after a reboot."""
+        if not self.powered:
+            return
+        self.record("leave", rejoin=rejoin)
+
+        async def _later() -> None:
+            await asyncio.sleep(0)  # let the Mgmt_Leave_rsp go out first
+            self.power_off("leave")
+            if rejoin:
+                await self._boot_after(self.spec.reboot_time)
+
+        self._spawn(_later(), lifecycle=True)
+
+    # ZCL ------------------------------------------------------------------------------
+
+    def _basic_attributes(self) -> dict[int, foundation.TypeValue]:
+        D = foundation.DataTypeId
+        s = self.spec
+        assert s.model is not None and s.hardware_version is not None
+        if s.kind == "hcalcs":
+            power_source = 0x01  # mains (single phase)
+        elif s.is_sleepy:
+            power_source = 0x03  # battery
+        else:
+            power_source = 0x81  # mains, with battery backup (bit 7)
+        v = self.current_file_version
+
+        def tv(type_id: foundation.DataTypeId, value: Any) -> foundation.TypeValue:
+            return foundation.TypeValue(type=type_id, value=value)
+
+        return {
+            0x0000: tv(D.uint8, t.uint8_t(8)),  # ZCLVersion
+            0x0001: tv(D.uint8, t.uint8_t(v & 0xFF)),  # ApplicationVersion
+            0x0002: tv(D.uint8, t.uint8_t(0x02)),  # StackVersion
+            0x0003: tv(D.uint8, t.uint8_t(s.hardware_version & 0xFF)),  # HWVersion
+            0x0004: tv(D.string, t.CharacterString(s.manufacturer_name)),
+            0x0005: tv(D.string, t.CharacterString(s.model)),
+            0x0006: tv(D.string, t.CharacterString("20240101")),  # DateCode
+            0x0007: tv(D.enum8, t.enum8(power_source)),
+            0x4000: tv(D.string, t.CharacterString(f"{v:08X}")),  # SWBuildID
+            0xFFFD: tv(D.uint16, t.uint16_t(3)),
+        }
+
+    def _attributes(self, cluster: int) -> dict[int, foundation.TypeValue]:
+        D = foundation.DataTypeId
+        if cluster == CLUSTER_BASIC:
+            return self._basic_attributes()
+        if cluster == CLUSTER_IDENTIFY:
+            return {
+                0x0000: foundation.TypeValue(type=D.uint16, value=t.uint16_t(0)),
+                0xFFFD: foundation.TypeValue(type=D.uint16, value=t.uint16_t(2)),
+            }
+        if cluster == CLUSTER_TIME:
+            return {0xFFFD: foundation.TypeValue(type=D.uint16, value=t.uint16_t(2))}
+        if cluster == CLUSTER_OTA and self.client is not None:
+            out = {}
+            for attrid in self.client.SUPPORTED_ATTRIBUTES:
+                value = self.client.read_attribute(attrid)
+                if value is not None:
+                    out[attrid] = value
+            return out
+        return {}
+
+    def _handle_zcl(self, packet: t.ZigbeePacket, data: bytes, broadcast: bool) -> None:
+        cluster = packet.cluster_id
+        try:
+            hdr, payload = foundation.ZCLHeader.deserialize(data)
+        except ValueError as exc:
+            self.record("zcl_malformed", cluster=cluster, error=str(exc), data=data.hex())
+            return  # no header, no TSN: nothing can be answered
+        self._server_ep = packet.src_ep if packet.src_ep is not None else self._server_ep
+        fc = hdr.frame_control
+        self.record(
+            "zcl",
+            cluster=cluster,
+            command_id=hdr.command_id,
+            general=fc.is_general,
+            direction=hdr.direction.name,
+            broadcast=broadcast,
+        )
+        if fc.frame_type not in (foundation.FrameType.GLOBAL_COMMAND, foundation.FrameType.CLUSTER_COMMAND):
+            self._default_response(packet, hdr, Status.MALFORMED_COMMAND, broadcast)
+            return
+        ours = (cluster in SERVER_CLUSTERS and hdr.direction == Dir.Client_to_Server) or (
+            cluster in CLIENT_CLUSTERS and hdr.direction == Dir.Server_to_Client
+        )
+        if not ours:
+            if not (fc.is_general and hdr.command_id == GC.Default_Response):
+                self._default_response(packet, hdr, Status.UNSUPPORTED_CLUSTER, broadcast)
+            return
+        if fc.is_manufacturer_specific:
+            status = Status.UNSUP_MANUF_GENERAL_COMMAND if fc.is_general else Status.UNSUP_MANUF_CLUSTER_COMMAND
+            self._default_response(packet, hdr, status, broadcast)
+            return
+        if fc.is_general:
+            self._handle_general(packet, hdr, payload, broadcast)
+        else:
+            self._handle_cluster_command(packet, hdr, payload, broadcast)
+
+    def _handle_general(self, packet: t.ZigbeePacket, hdr: foundation.ZCLHeader, payload: bytes, broadcast: bool) -> None:
+        cluster = packet.cluster_id
+        command = hdr.command_id
+        reply_dir = hdr.direction.flip()
+        if command == GC.Read_Attributes:
+            try:
+                ids, rest = t.List[t.uint16_t].deserialize(payload)
+                if rest or not ids:
+                    raise ValueError(f"{len(rest)} trailing bytes" if rest else "no attribute ids")
+            except ValueError as exc:
+                self.counters.malformed += 1
+                self.record("malformed", cluster=cluster, command_id=command, error=str(exc))
+                self._default_response(packet, hdr, Status.MALFORMED_COMMAND, broadcast)
+                return
+            attrs = self._attributes(cluster)
+            records = []
+            for attrid in ids:
+                self.radio.attribute_reads += 1
+                if attrid in attrs:
+                    records.append(foundation.ReadAttributeRecord(attrid, Status.SUCCESS, attrs[attrid]))
+                else:
+                    records.append(foundation.ReadAttributeRecord(attrid, Status.UNSUPPORTED_ATTRIBUTE))
+            self.record("read_attributes", cluster=cluster, ids=[int(i) for i in ids])
+            self._send_zcl(
+                cluster,
+                general=True,
+                command_id=GC.Read_Attributes_rsp,
+                direction=reply_dir,
+                payload=b"".join(r.serialize() for r in records),
+                tsn=hdr.tsn,
+                dst_ep=packet.src_ep,
+            )
+        elif command in (GC.Write_Attributes, GC.Write_Attributes_Undivided, GC.Write_Attributes_No_Response):
+            try:
+                writes, _ = t.List[foundation.Attribute].deserialize(payload)
+            except (ValueError, KeyError) as exc:
+                self.record("malformed", cluster=cluster, command_id=command, error=str(exc))
+                self._default_response(packet, hdr, Status.MALFORMED_COMMAND, broadcast)
+                return
+            attrs = self._attributes(cluster)
+            self.record("write_attributes_refused", cluster=cluster, ids=[int(w.attrid) for w in writes])
+            if command == GC.Write_Attributes_No_Response:
+                return
+            out = b"".join(
+                foundation.WriteAttributesStatusRecord(
+                    status=Status.READ_ONLY if w.attrid in attrs else Status.UNSUPPORTED_ATTRIBUTE, attrid=w.attrid
+                ).serialize()
+                for w in writes
+            )
+            self._send_zcl(
+                cluster,
+                general=True,
+                command_id=GC.Write_Attributes_rsp,
+                direction=reply_dir,
+                payload=out,
+                tsn=hdr.tsn,
+                dst_ep=packet.src_ep,
+            )
+        elif command in (GC.Discover_Attributes, GC.Discover_Attribute_Extended):
+            try:
+                start, rest = t.uint16_t.deserialize(payload)
+                maximum, _ = t.uint8_t.deserialize(rest)
+            except ValueError:
+                self._default_response(packet, hdr, Status.MALFORMED_COMMAND, broadcast)
+                return
+            attrs = self._attributes(cluster)
+            ids = sorted(a for a in attrs if a >= start)
+            chosen = ids[:maximum]
+            out = t.Bool(len(chosen) == len(ids)).serialize()
+            for attrid in chosen:
+                out += t.uint16_t(attrid).serialize() + t.uint8_t(attrs[attrid].type).serialize()
+                if command == GC.Discover_Attribute_Extended:
+                    out += t.uint8_t(0b001).serialize()  # readable
+            self._send_zcl(
+                cluster,
+                general=True,
+                command_id=command + 1,
+                direction=reply_dir,
+                payload=out,
+                tsn=hdr.tsn,
+                dst_ep=packet.src_ep,
+            )
+        elif command == GC.Default_Response:
+            try:
+                rsp, _ = foundation.DefaultResponse.deserialize(payload)
+                self.record("default_response_received", cluster=cluster, command_id=rsp.command_id, status=rsp.status.name)
+            except ValueError:
+                self.record("malformed", cluster=cluster, command_id=command)
+        elif command in (
+            GC.Read_Attributes_rsp,
+            GC.Write_Attributes_rsp,
+            GC.Report_Attributes,
+            GC.Configure_Reporting_rsp,
+            GC.Discover_Attributes_rsp,
+        ):
+            self.record("ignored", cluster=cluster, command_id=command)
+        else:
+            self._default_response(packet, hdr, Status.UNSUP_GENERAL_COMMAND, broadcast)
+
+    def _handle_cluster_command(
+        self, packet: t.ZigbeePacket, hdr: foundation.ZCLHeader, payload: bytes, broadcast: bool
+    ) -> None:
+        cluster = packet.cluster_id
+        if cluster == CLUSTER_OTA and self.client is not None:
+            self.client.note_server(self._han.coordinator_ieee)
+            actions = self.client.handle_command(hdr.command_id, payload, broadcast=broadcast, now=self._now())
+            refused = any(isinstance(a, Refuse) for a in actions)
+            self._apply(actions, request=(packet, hdr, broadcast))
+            # Image Notify and Upgrade End Response get no specific response: answer
+            # SUCCESS if asked to (disable-default-response clear). Responses don't.
+            if not refused and not hdr.frame_control.disable_default_response and hdr.command_id in (0x00, 0x07):
+                self._default_response(packet, hdr, Status.SUCCESS, broadcast)
+            return
+        if cluster == CLUSTER_BASIC and hdr.command_id == 0x00:  # Reset to Factory Defaults: no-op
+            self.record("basic_reset_to_factory_defaults")
+            status = Status.SUCCESS
+        elif cluster == CLUSTER_IDENTIFY and hdr.command_id in (0x00, 0x01):
+            self.record("identify", command_id=hdr.command_id, payload=payload.hex())
+            status = Status.SUCCESS
+        else:
+            status = Status.UNSUP_CLUSTER_COMMAND
+        if status != Status.SUCCESS or not hdr.frame_control.disable_default_response:
+            self._default_response(packet, hdr, status, broadcast)
+
+    # -- sleepy polling ----------------------------------------------------------------
+
+    def poll_interval(self) -> float:
+        now = self._now()
+        fast = now < self._fast_until or (self.client is not None and self.client.busy)
+        return self.spec.fast_poll if fast else self.spec.sleepy_poll
+
+    async def _poll_loop(self) -> None:
+        assert self._poll_wakeup is not None
+        wake = self._poll_wakeup
+        while True:
+            interval = self.poll_interval()
+            wake.clear()
+            if interval > self.spec.fast_poll:
+                # Sleep slowly, but wake early if we start expecting an answer.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await wake.wait()
+                        await asyncio.sleep(self.spec.fast_poll)
+            else:
+                await asyncio.sleep(interval)
+            self.radio.polls += 1
+            await self._han._poll(self)

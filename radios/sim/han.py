@@ -1,0 +1,336 @@
+"""`SimHan`: the simulated air and the simulated devices behind one coordinator.
+
+Shared contract (ARCHITECTURE.md, "The simulated HAN contract"): the sim zigpy radio
+(app.py), the EZSP emulator and the ZNP emulator all put one `SimHan` behind their
+coordinator::
+
+    han = SimHan(specs, link=None)             # default LinkModel.instant()
+    han.attach(uplink, on_join=None)           # uplink(packet), on_join(ieee, nwk)
+    await han.start()                          # devices power up, join, announce
+    result = await han.send(packet)            # coordinator -> device: DeliveryResult
+    await han.stop()
+    han.devices[ieee], han.device_by_nwk(nwk)  # SimDevice (or None for an unknown NWK)
+    han.power_cycle(ieee)                      # reboot; flash (partial download) kept
+
+Uplink packets come from the device's NWK address (AddrMode.NWK) to the coordinator
+(NWK 0x0000), with real endpoints, profile, cluster, APS payload bytes, lqi and rssi.
+`send` takes packets as zigpy's ``send_packet`` gets them: NWK or IEEE unicast,
+broadcast (0xFFFF all, 0xFFFD receivers-on-when-idle, 0xFFFC routers; sleepy devices
+get 0xFFFF broadcasts at their next poll), groups (no member: ignored, ok).
+
+Timing, loss, the shared channel, the UART and the indirect queue are link.py's; this
+module only applies them: every exchange is booked on the one `Channel` (so devices
+contend), and the task sleeps until the booked end (no sleeping at all when instant).
+All devices are children of the coordinator (one hop).
+
+Optional extras beyond the contract: ``han.coordinator_ieee`` and
+``han.extended_pan_id`` (set them once the network is formed: devices report them as
+their parent and as UpgradeServerID), ``han.link``, ``han.channel`` (busy totals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+import logging
+import types
+from typing import Any
+
+import zigpy.types as t
+
+from .device import SimDevice
+from .link import Channel, LinkModel
+from .spec import SimDeviceSpec
+
+__all__ = ["DeliveryResult", "SimHan"]
+
+LOGGER = logging.getLogger(__name__)
+
+UplinkCallback = Callable[[t.ZigbeePacket], None]
+JoinCallback = Callable[[t.EUI64, t.NWK], None]
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What the coordinator learns about one downlink."""
+
+    ok: bool
+    reason: str = ""  # "" when ok; else "no ack", "indirect timeout", "unknown destination", ...
+
+
+@dataclass
+class _Indirect:
+    packet: t.ZigbeePacket
+    future: asyncio.Future[DeliveryResult]
+    enqueued_at: float
+    broadcast: bool
+    in_flight: bool = False
+
+
+def _nwk_for(ieee: t.EUI64, taken: set[int]) -> t.NWK:
+    """A stable NWK address from the IEEE (same device, same address, every run)."""
+    value = int.from_bytes(ieee.serialize(), "little")
+    nwk = (value ^ (value >> 16) ^ (value >> 32) ^ (value >> 48)) & 0xFFFF
+    for _ in range(0xFFF7):
+        if 0x0001 <= nwk <= 0xFFF7 and nwk not in taken:
+            return t.NWK(nwk)
+        nwk = (nwk * 0x9E37 + 0x79B9) & 0xFFFF
+    raise ValueError("no free NWK address")  # pragma: no cover
+
+
+class SimHan:
+    """The air and the devices. See the module docstring for the contract."""
+
+    def __init__(self, specs: Sequence[SimDeviceSpec], link: LinkModel | None = None) -> None:
+        self.link: LinkModel = link if link is not None else LinkModel.instant()
+        self.channel = Channel()
+        self.uart_tx = Channel()  # host -> coordinator
+        self.uart_rx = Channel()  # coordinator -> host
+        self.coordinator_ieee: t.EUI64 = t.EUI64.convert("00:00:00:00:00:00:00:00")
+        self.extended_pan_id: t.ExtendedPanId = t.ExtendedPanId.convert("00:00:00:00:00:00:00:00")
+        self._devices: dict[t.EUI64, SimDevice] = {}
+        self._by_nwk: dict[int, SimDevice] = {}
+        self._uplink: UplinkCallback | None = None
+        self._on_join: JoinCallback | None = None
+        self._indirect: dict[t.EUI64, deque[_Indirect]] = {}
+        self._started = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.frames_down = 0
+        self.frames_up = 0
+        taken = {s.nwk for s in specs if s.nwk is not None}
+        for spec in specs:
+            if spec.ieee in self._devices:
+                raise ValueError(f"SimHan: two devices with IEEE {spec.ieee}")
+            if spec.nwk is not None:
+                if spec.nwk in self._by_nwk:
+                    raise ValueError(f"SimHan: two devices with NWK 0x{spec.nwk:04X}")
+                nwk = t.NWK(spec.nwk)
+            else:
+                nwk = _nwk_for(spec.ieee, taken)
+                taken.add(nwk)
+            device = SimDevice(spec, self, nwk)
+            self._devices[spec.ieee] = device
+            self._by_nwk[nwk] = device
+            self._indirect[spec.ieee] = deque()
+
+    # -- the contract ------------------------------------------------------------------
+
+    @property
+    def devices(self) -> Mapping[t.EUI64, SimDevice]:
+        return types.MappingProxyType(self._devices)
+
+    def device_by_nwk(self, nwk: int) -> SimDevice | None:
+        return self._by_nwk.get(nwk)
+
+    def attach(self, uplink: UplinkCallback, on_join: JoinCallback | None = None) -> None:
+        self._uplink = uplink
+        self._on_join = on_join
+
+    async def start(self) -> None:
+        """Power every device up (each joins and sends Device_annce)."""
+        if self._started:
+            return
+        self._started = True
+        for device in self._devices.values():
+            await device.power_on()
+
+    async def stop(self) -> None:
+        self._started = False
+        for device in self._devices.values():
+            await device.shutdown()
+        for queue in self._indirect.values():
+            while queue:
+                item = queue.popleft()
+                if not item.future.done():
+                    item.future.set_result(DeliveryResult(False, "stopped"))
+        for task in list(self._tasks):
+            task.cancel()
+
+    def power_cycle(self, ieee: t.EUI64, off_time: float | None = None) -> None:
+        """Reboot a device: RAM state is lost, its flash (partial download) is kept."""
+        self._devices[ieee].power_cycle(off_time)
+
+    async def send(self, packet: t.ZigbeePacket) -> DeliveryResult:
+        """Coordinator -> device(s). Returns when the link delivered or gave up."""
+        dst = packet.dst
+        if dst is None:
+            return DeliveryResult(False, "no destination")
+        loop = asyncio.get_running_loop()
+        payload_len = len(packet.data.serialize())
+        self.frames_down += 1
+        ready = self._uart(self.uart_tx, loop.time(), payload_len)
+
+        if dst.addr_mode == t.AddrMode.Broadcast:
+            return await self._broadcast(packet, int(dst.address), ready)
+        if dst.addr_mode == t.AddrMode.Group:
+            await self._sleep_until(ready)
+            return DeliveryResult(True)
+        if dst.addr_mode == t.AddrMode.IEEE:
+            device = self._devices.get(dst.address)
+        elif dst.addr_mode == t.AddrMode.NWK:
+            device = self._by_nwk.get(int(dst.address))
+        else:  # pragma: no cover - zigpy has no other modes
+            device = None
+        if device is None:
+            await self._sleep_until(ready)
+            return DeliveryResult(False, "unknown destination")
+        if device.spec.is_sleepy:
+            return await self._send_indirect(device, packet, ready)
+        result = await self._unicast(device, packet, ready)
+        await self._sleep_until(self._uart(self.uart_rx, loop.time(), 0))  # the confirmation
+        return result
+
+    # -- the air -----------------------------------------------------------------------
+
+    def _uart(self, direction: Channel, now: float, payload_len: int) -> float:
+        duration = self.link.uart_time(payload_len)
+        if duration <= 0:
+            return now
+        return direction.reserve(now, duration) + duration
+
+    @staticmethod
+    async def _sleep_until(when: float) -> None:
+        delay = when - asyncio.get_running_loop().time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _frames(self, payload_len: int) -> list[int]:
+        return self.link.data_psdus(payload_len)
+
+    async def _unicast(self, device: SimDevice, packet: t.ZigbeePacket, start: float) -> DeliveryResult:
+        """Direct transmission: data frame(s) with MAC retries, delivery, APS ack back."""
+        loop = asyncio.get_running_loop()
+        when = start
+        for psdu in self._frames(len(packet.data.serialize())):
+            if not device.online:
+                # Nobody acks: all MAC attempts are spent.
+                attempt = self.link.mac_transmit(self.channel, when, psdu, 1.0, device.link_rng)
+                await self._sleep_until(attempt.end)
+                return DeliveryResult(False, "no ack")
+            attempt = self.link.mac_transmit(self.channel, when, psdu, device.spec.loss, device.link_rng)
+            when = attempt.end
+            if not attempt.delivered:
+                device.record("downlink_lost", cluster=packet.cluster_id, attempts=attempt.attempts)
+                await self._sleep_until(when)
+                return DeliveryResult(False, "no ack")
+        loop.call_at(when, self._deliver, device, packet, False)
+        ack = self.link.mac_transmit(self.channel, when, self.link.aps_ack_psdu, device.spec.loss, device.link_rng)
+        await self._sleep_until(ack.end)
+        if not ack.delivered:
+            device.record("aps_ack_lost", cluster=packet.cluster_id)
+            return DeliveryResult(False, "no ack")
+        return DeliveryResult(True)
+
+    @staticmethod
+    def _deliver(device: SimDevice, packet: t.ZigbeePacket, broadcast: bool) -> None:
+        device.deliver(packet, broadcast=broadcast)
+
+    async def _broadcast(self, packet: t.ZigbeePacket, address: int, ready: float) -> DeliveryResult:
+        loop = asyncio.get_running_loop()
+        when = ready
+        for psdu in self._frames(len(packet.data.serialize())):
+            duration = self.link.frame_air_time(psdu)
+            when = self.channel.reserve(when + self.link.average_backoff, duration) + duration
+        for device in self._devices.values():
+            if address == t.BroadcastAddress.ALL_ROUTERS_AND_COORDINATOR and not device.spec.is_router:
+                continue
+            if device.spec.is_sleepy:
+                if address == t.BroadcastAddress.ALL_DEVICES:
+                    item = _Indirect(packet, loop.create_future(), loop.time(), broadcast=True)
+                    self._indirect[device.ieee].append(item)
+                continue
+            if device.spec.loss > 0 and device.link_rng.random() < device.spec.loss:
+                continue  # broadcasts are not acked: a lost one is just lost
+            loop.call_at(when, self._deliver, device, packet, True)
+        await self._sleep_until(when)
+        return DeliveryResult(True)
+
+    async def _send_indirect(self, device: SimDevice, packet: t.ZigbeePacket, ready: float) -> DeliveryResult:
+        """Queue at the parent until the device polls, or drop after the persistence time."""
+        loop = asyncio.get_running_loop()
+        await self._sleep_until(ready)
+        item = _Indirect(packet, loop.create_future(), loop.time(), broadcast=False)
+        queue = self._indirect[device.ieee]
+        queue.append(item)
+        try:
+            async with asyncio.timeout(self.link.persistence):
+                return await asyncio.shield(item.future)
+        except TimeoutError:
+            if not item.in_flight:
+                if item in queue:
+                    queue.remove(item)
+                device.record("indirect_timeout", cluster=packet.cluster_id)
+                return DeliveryResult(False, "indirect timeout")
+            return await item.future
+
+    async def _poll(self, device: SimDevice) -> None:
+        """A sleepy device's MAC Data Request; the parent answers with queued frames."""
+        loop = asyncio.get_running_loop()
+        request = self.link.mac_transmit(
+            self.channel, loop.time(), self.link.data_request_psdu, device.spec.loss, device.link_rng
+        )
+        await self._sleep_until(request.end)
+        if not request.delivered:
+            return
+        queue = self._indirect[device.ieee]
+        now = loop.time()
+        while queue and device.online:
+            item = queue.popleft()
+            if item.future.done():
+                continue
+            if now - item.enqueued_at > self.link.persistence:
+                item.future.set_result(DeliveryResult(False, "indirect timeout"))
+                continue
+            item.in_flight = True
+            device.record("poll_delivered", cluster=item.packet.cluster_id, waited=now - item.enqueued_at)
+            if item.broadcast:
+                loop.call_soon(self._deliver, device, item.packet, True)
+                result = DeliveryResult(True)
+            else:
+                result = await self._unicast(device, item.packet, loop.time())
+            if not item.future.done():
+                item.future.set_result(result)
+            now = loop.time()
+
+    async def _transmit_uplink(self, device: SimDevice, packet: t.ZigbeePacket) -> bool:
+        """Device -> coordinator (called by the device's single transmit queue)."""
+        loop = asyncio.get_running_loop()
+        payload_len = len(packet.data.serialize())
+        when = loop.time()
+        for psdu in self._frames(payload_len):
+            attempt = self.link.mac_transmit(self.channel, when, psdu, device.spec.loss, device.link_rng)
+            when = attempt.end
+            if not attempt.delivered:
+                await self._sleep_until(when)
+                return False
+        host_at = self._uart(self.uart_rx, when, payload_len)
+        loop.call_at(host_at, self._to_host, packet)
+        # The coordinator's APS ack back to the device (its loss is not the device's concern
+        # here: no APS retries are modelled).
+        ack = self.link.mac_transmit(self.channel, when, self.link.aps_ack_psdu, device.spec.loss, device.link_rng)
+        await self._sleep_until(ack.end)
+        return True
+
+    def _to_host(self, packet: t.ZigbeePacket) -> None:
+        self.frames_up += 1
+        if self._uplink is None:
+            LOGGER.debug("SimHan: no coordinator attached, dropping %r", packet)
+            return
+        try:
+            self._uplink(packet)
+        except Exception:  # the coordinator's bug must not kill the air
+            LOGGER.exception("SimHan: uplink callback failed for %r", packet)
+
+    def _device_joined(self, device: SimDevice) -> None:
+        if self._on_join is not None:
+            try:
+                self._on_join(device.ieee, device.nwk)
+            except Exception:
+                LOGGER.exception("SimHan: on_join callback failed for %s", device.ieee)
+
+    # -- conveniences ------------------------------------------------------------------
+
+    def specs(self) -> list[SimDeviceSpec]:
+        return [d.spec for d in self._devices.values()]

@@ -1,0 +1,460 @@
+"""What a simulated HAN device is: `SimDeviceSpec`, and its CLI/TOML forms.
+
+One frozen dataclass describes a simulated PPMID or HCALCS. It comes from the CLI
+option ``--sim-device KIND:IEEE[:key=value...]`` (`parse_sim_device`) or from a TOML
+table (`SimDeviceSpec.from_dict`); `to_dict` gives the table back. Every value goes
+through one validator table (`_KEYS`), so the three forms accept and refuse the same
+things, and every refusal is a `SimSpecError` naming the key, the value and what is
+allowed.
+
+Kind defaults (checked against the GBCS sample images in tests/data/gbcs/):
+
+- ``ppmid``: manufacturer 0x121D, image type 0x0084, hardware version 0x1111 (the
+  sr11.4 PPMID image allows 0x1111..0x1211), file version 0x00000001 (below the
+  sample's 0xACDCACDC, so the sample is an upgrade). A Prepayment Meter Interface
+  Device is a display: a ZigBee *end device*, mains powered with battery backup.
+  With ``sleepy_poll=0`` (the default) it keeps its receiver on; with
+  ``sleepy_poll>0`` it is a sleepy end device that only hears its parent when it
+  polls.
+- ``hcalcs``: manufacturer 0x121D, image type 0x0000 (as the sr11.1 image), hardware
+  0x1111, file version 0x00000001. A HAN Connected Auxiliary Load Control Switch is
+  mains powered and a ZigBee *router*; ``sleepy_poll`` must stay 0.
+
+Timers given here (``query_interval``, ``wait_interval``, ``response_timeout``, ...)
+are the device's own, in seconds, and are *not* scaled by the link model's ``scale``:
+a demo that wants a fast device says so in the spec.
+
+Profile: GBCS HAN devices talk the Smart Energy profile (0x0109). zigpy 2.4 only
+parses ZCL frames whose profile is Home Automation (0x0104) or ZLL
+(zigpy/device.py, ``ZigbeeDevice._parse_packet_header``) and drops the rest, so with
+0x0109 zigpy's own interview (Basic reads) and ``update_firmware`` cannot work. The
+default is therefore ``profile=ha``; ``profile=se`` gives the faithful SE endpoint
+for servers that read frames below zigpy's device layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+import dataclasses
+from dataclasses import dataclass
+import math
+import re
+from typing import Any, Final
+
+import zigpy.types as t
+
+__all__ = [
+    "KINDS",
+    "PROFILE_HA",
+    "PROFILE_SE",
+    "SimDeviceSpec",
+    "SimSpecError",
+    "parse_sim_device",
+]
+
+KINDS: Final = ("ppmid", "hcalcs")
+PROFILE_HA: Final = 0x0104
+PROFILE_SE: Final = 0x0109
+
+
+class SimSpecError(ValueError):
+    """A simulated device description was refused: names key, value and what is allowed."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"sim device: {key}={value!r} is not valid: {allowed}")
+
+
+# --------------------------------------------------------------------------------------
+# Value parsers: each takes the raw value (a CLI string or a TOML value) and returns the
+# typed value or raises SimSpecError(key, raw, allowed).
+
+
+def _int_text(text: str) -> int:
+    s = text.strip().replace("_", "")
+    if re.fullmatch(r"[+-]?0[xX][0-9a-fA-F]+", s):
+        return int(s, 16)
+    if re.fullmatch(r"[+-]?[0-9]+", s):
+        return int(s, 10)
+    raise ValueError(text)
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str, object], int]:
+    allowed = f"an integer {lo}..{hi} (0x{lo:X}..0x{hi:X}); decimal or 0x hex"
+
+    def parse(key: str, raw: object) -> int:
+        if isinstance(raw, bool):
+            raise SimSpecError(key, raw, allowed)
+        try:
+            value = raw if isinstance(raw, int) else _int_text(str(raw))
+        except ValueError:
+            raise SimSpecError(key, raw, allowed) from None
+        if not lo <= value <= hi:
+            raise SimSpecError(key, raw, allowed)
+        return value
+
+    parse.allowed = allowed  # type: ignore[attr-defined]
+    return parse
+
+
+def _opt_int_range(lo: int, hi: int) -> Callable[[str, object], int | None]:
+    inner = _int_range(lo, hi)
+    allowed = f"{inner.allowed}, or 'auto'"  # type: ignore[attr-defined]
+
+    def parse(key: str, raw: object) -> int | None:
+        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "auto", "none")):
+            return None
+        try:
+            return inner(key, raw)
+        except SimSpecError:
+            raise SimSpecError(key, raw, allowed) from None
+
+    parse.allowed = allowed  # type: ignore[attr-defined]
+    return parse
+
+
+def _float_range(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[str, object], float]:
+    lo_text = f"> {lo:g}" if lo_open else f">= {lo:g}"
+    allowed = f"a number {lo_text} and <= {hi:g}" if math.isfinite(hi) else f"a number {lo_text}"
+
+    def parse(key: str, raw: object) -> float:
+        if isinstance(raw, bool):
+            raise SimSpecError(key, raw, allowed)
+        try:
+            value = float(raw) if isinstance(raw, int | float) else float(str(raw).strip())
+        except ValueError:
+            raise SimSpecError(key, raw, allowed) from None
+        if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
+            raise SimSpecError(key, raw, allowed)
+        return value
+
+    parse.allowed = allowed  # type: ignore[attr-defined]
+    return parse
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _parse_bool(key: str, raw: object) -> bool:
+    allowed = "0, 1, true or false"
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise SimSpecError(key, raw, allowed)
+
+
+_parse_bool.allowed = "0, 1, true or false"  # type: ignore[attr-defined]
+
+
+def _choice(*choices: str) -> Callable[[str, object], str]:
+    allowed = "one of " + ", ".join(choices)
+
+    def parse(key: str, raw: object) -> str:
+        text = str(raw).strip().lower()
+        if text not in choices:
+            raise SimSpecError(key, raw, allowed)
+        return text
+
+    parse.allowed = allowed  # type: ignore[attr-defined]
+    return parse
+
+
+def _policy(key: str, raw: object) -> int:
+    allowed = "0 or 1"
+    if isinstance(raw, bool):
+        return int(raw)
+    try:
+        value = raw if isinstance(raw, int) else _int_text(str(raw))
+    except ValueError:
+        raise SimSpecError(key, raw, allowed) from None
+    if value not in (0, 1):
+        raise SimSpecError(key, raw, allowed)
+    return value
+
+
+_policy.allowed = "0 or 1"  # type: ignore[attr-defined]
+
+
+def _parse_profile(key: str, raw: object) -> int:
+    allowed = "ha (0x0104) or se (0x0109)"
+    if isinstance(raw, str) and raw.strip().lower() in ("ha", "se"):
+        return PROFILE_HA if raw.strip().lower() == "ha" else PROFILE_SE
+    try:
+        value = raw if isinstance(raw, int) and not isinstance(raw, bool) else _int_text(str(raw))
+    except ValueError:
+        raise SimSpecError(key, raw, allowed) from None
+    if value not in (PROFILE_HA, PROFILE_SE):
+        raise SimSpecError(key, raw, allowed)
+    return value
+
+
+_parse_profile.allowed = "ha (0x0104) or se (0x0109)"  # type: ignore[attr-defined]
+
+
+def _parse_text(key: str, raw: object) -> str:
+    allowed = "1..32 printable ASCII characters without ':'"
+    text = str(raw)
+    if not 1 <= len(text) <= 32 or ":" in text or not text.isascii() or not text.isprintable():
+        raise SimSpecError(key, raw, allowed)
+    return text
+
+
+_parse_text.allowed = "1..32 printable ASCII characters without ':'"  # type: ignore[attr-defined]
+
+
+def _opt_text(key: str, raw: object) -> str | None:
+    if raw is None:
+        return None
+    return _parse_text(key, raw)
+
+
+_opt_text.allowed = _parse_text.allowed  # type: ignore[attr-defined]
+
+_HEX2 = re.compile(r"[0-9a-fA-F]{2}")
+_HEX16 = re.compile(r"[0-9a-fA-F]{16}")
+_IEEE_ALLOWED = "16 hex digits (0011223344556677) or 8 colon-separated hex pairs (00:11:22:33:44:55:66:77)"
+
+
+def parse_ieee(raw: object) -> t.EUI64:
+    """An IEEE address from ``0011223344556677``, ``00:11:...:77`` or an EUI64."""
+    if isinstance(raw, t.EUI64):
+        return raw
+    text = str(raw).strip()
+    if _HEX16.fullmatch(text):
+        pairs = [text[i : i + 2] for i in range(0, 16, 2)]
+    else:
+        pairs = text.split(":")
+        if len(pairs) != 8 or not all(_HEX2.fullmatch(p) for p in pairs):
+            raise SimSpecError("ieee", raw, _IEEE_ALLOWED)
+    ieee = t.EUI64.convert(":".join(pairs))
+    if ieee in (t.EUI64.convert("00:00:00:00:00:00:00:00"), t.EUI64.convert("ff:ff:ff:ff:ff:ff:ff:ff")):
+        raise SimSpecError("ieee", raw, _IEEE_ALLOWED + ", not all zeros or all ones")
+    return ieee
+
+
+# --------------------------------------------------------------------------------------
+# The spec itself.
+
+_KIND_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = {
+    "ppmid": {
+        "manufacturer_code": 0x121D,
+        "image_type": 0x0084,
+        "file_version": 0x00000001,
+        "hardware_version": 0x1111,
+        "max_data_size": 48,
+        "model": "PPMID",
+    },
+    "hcalcs": {
+        "manufacturer_code": 0x121D,
+        "image_type": 0x0000,
+        "file_version": 0x00000001,
+        "hardware_version": 0x1111,
+        "max_data_size": 64,
+        "model": "HCALCS",
+    },
+}
+
+
+@dataclass(frozen=True)
+class SimDeviceSpec:
+    """One simulated HAN device. Fields left ``None`` take the kind's default."""
+
+    kind: str
+    ieee: t.EUI64
+
+    # Identity (kind defaults when None; see module docstring)
+    manufacturer_code: int | None = None
+    image_type: int | None = None
+    file_version: int | None = None
+    hardware_version: int | None = None
+    model: str | None = None
+    manufacturer_name: str = "GFI"
+    profile: int = PROFILE_HA
+
+    # OTA client download behaviour
+    max_data_size: int | None = None
+    page_requests: bool = False
+    page_size: int = 256
+    response_spacing_ms: int = 20
+    min_block_period_ms: int = 0
+    corrupt: bool = False
+
+    # OTA client timers (seconds, device's own, unscaled)
+    query_delay: float = 2.0
+    query_interval: float = 300.0
+    notify_delay: float = 0.5
+    response_timeout: float = 5.0
+    max_retries: int = 5
+    wait_interval: float = 60.0
+    reboot_time: float = 2.0
+
+    # Activation behaviour
+    self_activate_after: int = 0
+    timeout_policy: int = 0
+    activation_policy: int = 0
+    activation_fails: bool = False
+
+    # Radio behaviour
+    sleepy_poll: float = 0.0
+    fast_poll: float = 0.25
+    join_fast_poll: float = 30.0
+    loss: float = 0.0
+    link: str = "instant"
+    nwk: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        kind = _choice(*KINDS)("kind", self.kind)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "ieee", parse_ieee(self.ieee))
+        for name, default in _KIND_DEFAULTS[kind].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        for f in dataclasses.fields(self):
+            if f.name in ("kind", "ieee"):
+                continue
+            object.__setattr__(self, f.name, _KEYS[f.name](f.name, getattr(self, f.name)))
+        if kind == "hcalcs" and self.sleepy_poll > 0:
+            raise SimSpecError("sleepy_poll", self.sleepy_poll, "0 for hcalcs (a mains-powered router never sleeps)")
+
+    # -- derived facts ---------------------------------------------------------------
+
+    @property
+    def is_router(self) -> bool:
+        return self.kind == "hcalcs"
+
+    @property
+    def is_sleepy(self) -> bool:
+        return self.sleepy_poll > 0
+
+    # -- TOML / dict form ------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (str, int, float, bool) for a TOML table; omits None."""
+        out: dict[str, Any] = {"kind": self.kind, "ieee": str(self.ieee)}
+        for f in dataclasses.fields(self):
+            if f.name in out:
+                continue
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SimDeviceSpec:
+        """The inverse of `to_dict`; values may also be strings as on the CLI."""
+        if "kind" not in data:
+            raise SimSpecError("kind", None, "required: one of " + ", ".join(KINDS))
+        if "ieee" not in data:
+            raise SimSpecError("ieee", None, "required: " + _IEEE_ALLOWED)
+        kwargs: dict[str, Any] = {}
+        for key, raw in data.items():
+            if key in ("kind", "ieee"):
+                continue
+            if key not in _KEYS:
+                raise SimSpecError(key, raw, "a known key: " + ", ".join(sorted(_KEYS)))
+            kwargs[key] = _KEYS[key](key, raw)
+        return cls(kind=data["kind"], ieee=parse_ieee(data["ieee"]), **kwargs)
+
+    def replace(self, **changes: Any) -> SimDeviceSpec:
+        return dataclasses.replace(self, **changes)
+
+
+# One validator per key. The dataclass re-validates through this table too.
+_KEYS: Final[dict[str, Callable[[str, object], Any]]] = {
+    "manufacturer_code": _int_range(0, 0xFFFF),
+    "image_type": _int_range(0, 0xFFFF),
+    "file_version": _int_range(0, 0xFFFFFFFF),
+    "hardware_version": _int_range(0, 0xFFFF),
+    "model": _parse_text,
+    "manufacturer_name": _parse_text,
+    "profile": _parse_profile,
+    "max_data_size": _int_range(1, 255),
+    "page_requests": _parse_bool,
+    "page_size": _int_range(1, 0xFFFF),
+    "response_spacing_ms": _int_range(0, 0xFFFF),
+    "min_block_period_ms": _int_range(0, 0xFFFF),
+    "corrupt": _parse_bool,
+    "query_delay": _float_range(0, math.inf),
+    "query_interval": _float_range(0, math.inf, lo_open=True),
+    "notify_delay": _float_range(0, math.inf),
+    "response_timeout": _float_range(0, math.inf, lo_open=True),
+    "max_retries": _int_range(0, 1000),
+    "wait_interval": _float_range(0, math.inf, lo_open=True),
+    "reboot_time": _float_range(0, math.inf),
+    "self_activate_after": _int_range(0, 1000),
+    "timeout_policy": _policy,
+    "activation_policy": _policy,
+    "activation_fails": _parse_bool,
+    "sleepy_poll": _float_range(0, math.inf),
+    "fast_poll": _float_range(0, math.inf, lo_open=True),
+    "join_fast_poll": _float_range(0, math.inf),
+    "loss": _float_range(0.0, 1.0),
+    "link": _choice("instant", "realistic"),
+    "nwk": _opt_int_range(0x0001, 0xFFF7),
+    "seed": _opt_int_range(0, 2**63 - 1),
+}
+
+# Fields whose kind default is filled in __post_init__ must accept None before that.
+for _name in ("manufacturer_code", "image_type", "file_version", "hardware_version", "max_data_size", "model"):
+    _inner = _KEYS[_name]
+
+    def _none_ok(key: str, raw: object, _inner: Callable[[str, object], Any] = _inner) -> Any:
+        if raw is None:
+            raise SimSpecError(key, raw, _inner.allowed)  # type: ignore[attr-defined]
+        return _inner(key, raw)
+
+    _none_ok.allowed = _inner.allowed  # type: ignore[attr-defined]
+    _KEYS[_name] = _none_ok
+
+if set(_KEYS) != {f.name for f in dataclasses.fields(SimDeviceSpec)} - {"kind", "ieee"}:  # pragma: no cover
+    raise RuntimeError("spec.py: _KEYS and SimDeviceSpec fields disagree")
+
+
+def allowed_keys() -> dict[str, str]:
+    """Each key and what it allows, for ``--help`` texts."""
+    return {key: parse.allowed for key, parse in _KEYS.items()}  # type: ignore[attr-defined]
+
+
+def parse_sim_device(text: str) -> SimDeviceSpec:
+    """Parse ``KIND:IEEE[:key=value...]`` (the CLI's ``--sim-device``).
+
+    IEEE is 16 hex digits or 8 colon-separated hex pairs. The colon form collides with
+    the separator, so it is read as the 8 tokens after KIND.
+    """
+    tokens = text.strip().split(":")
+    kind = _choice(*KINDS)("kind", tokens[0])
+    rest = tokens[1:]
+    if not rest or rest == [""]:
+        raise SimSpecError("ieee", "", "required after KIND: " + _IEEE_ALLOWED)
+    if _HEX16.fullmatch(rest[0]):
+        ieee = parse_ieee(rest[0])
+        rest = rest[1:]
+    else:
+        pairs = rest[:8]
+        if len(pairs) < 8 or not all(_HEX2.fullmatch(p) for p in pairs):
+            raise SimSpecError("ieee", ":".join(pairs), _IEEE_ALLOWED)
+        ieee = parse_ieee(":".join(pairs))
+        rest = rest[8:]
+    kwargs: dict[str, Any] = {}
+    for token in rest:
+        key, sep, raw = token.partition("=")
+        key = key.strip().lower().replace("-", "_")
+        if not sep:
+            raise SimSpecError(token, None, "key=value with a known key: " + ", ".join(sorted(_KEYS)))
+        if key in ("kind", "ieee") or key not in _KEYS:
+            raise SimSpecError(key, raw, "a known key: " + ", ".join(sorted(_KEYS)))
+        if key in kwargs:
+            raise SimSpecError(key, raw, "given once")
+        kwargs[key] = _KEYS[key](key, raw)
+    return SimDeviceSpec(kind=kind, ieee=ieee, **kwargs)
+
