@@ -295,6 +295,16 @@ def test_counters_only_increase(store: StateStore) -> None:
     assert store.last_counter(SUPPLIER) == 11
 
 
+def test_counters_accept_the_gbcs_entity_id_type(store: StateStore) -> None:
+    from gateway.gbcs.ids import EntityId
+
+    originator = EntityId.parse(SUPPLIER)
+    store.advance_counter(originator, 5)  # the activation layer passes EntityId or str(EntityId)
+    assert store.last_counter(str(originator)) == 5 == store.last_counter(originator)
+    with pytest.raises(CounterNotIncreasing):
+        store.advance_counter(str(originator), 5)
+
+
 def test_counters_cover_the_full_unsigned_64_bit_range(store: StateStore) -> None:
     store.advance_counter(SUPPLIER, 2**63 - 1)
     store.advance_counter(SUPPLIER, 2**63)  # would wrap negative in a signed INTEGER column
