@@ -1,0 +1,134 @@
+"""Fault injection for the emulated NCP.
+
+One :class:`Faults` object per emulator. Tests call its methods; the CLI passes option
+strings such as ``"fail-deliveries=3"``, ``"reset-after-frames=200"``,
+``"drop-after-frames=300"`` (see :meth:`Faults.parse`).
+
+* ``fail-deliveries=N``: the next N unicasts get ``messageSentHandler`` with a delivery
+  failure (``ZIGBEE_DELIVERY_FAILED``) and never reach the device.
+* ``reset-after-frames=N``: after N more EZSP command frames from the host, the NCP
+  resets as if its watchdog fired: volatile stack state is lost, it sends RSTACK.
+* ``drop-after-frames=N``: after N more command frames the connection is cut (TCP
+  socket closed / pty hung up), as when a USB dongle is pulled.
+* ``error-after-frames=N``: after N more command frames the NCP's ASH layer enters the
+  FAILED state and sends an ERROR frame.
+
+Immediate versions of the last three are :meth:`reset_now`, :meth:`drop_now` and
+:meth:`error_now`; they act through the server the object is bound to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable
+
+LOGGER = logging.getLogger(__name__)
+
+_FRAME_FAULTS = ("reset", "drop", "error")
+
+
+@dataclasses.dataclass
+class Faults:
+    fail_deliveries: int = 0
+    frames_seen: int = 0
+    _armed: dict[str, int] = dataclasses.field(default_factory=dict)
+    _actions: dict[str, Callable[[], None]] = dataclasses.field(default_factory=dict)
+    history: list[str] = dataclasses.field(default_factory=list)
+
+    # -- configuration ------------------------------------------------------------
+    @classmethod
+    def parse(cls, options: str | Iterable[str] | None) -> Faults:
+        """Build from ``"fail-deliveries=3,reset-after-frames=200"`` or a list of such."""
+        faults = cls()
+        if options is None:
+            return faults
+        if isinstance(options, str):
+            options = [options]
+        for chunk in options:
+            for item in chunk.split(","):
+                item = item.strip()
+                if item:
+                    faults.apply(item)
+        return faults
+
+    def apply(self, option: str) -> None:
+        name, sep, value = option.partition("=")
+        name = name.strip().lower()
+        if not sep:
+            raise ValueError(f"fault option {option!r}: expected NAME=N")
+        try:
+            count = int(value, 0)
+        except ValueError:
+            raise ValueError(f"fault option {option!r}: {value!r} is not a number") from None
+        if count < 0:
+            raise ValueError(f"fault option {option!r}: N must be >= 0")
+        if name == "fail-deliveries":
+            self.fail_next_deliveries(count)
+        elif name.endswith("-after-frames") and name[: -len("-after-frames")] in _FRAME_FAULTS:
+            self._armed[name[: -len("-after-frames")]] = self.frames_seen + count
+        else:
+            raise ValueError(
+                f"unknown fault {name!r}: expected fail-deliveries, reset-after-frames,"
+                " drop-after-frames or error-after-frames"
+            )
+
+    def fail_next_deliveries(self, count: int) -> None:
+        self.fail_deliveries = count
+
+    def reset_after_frames(self, count: int) -> None:
+        self._armed["reset"] = self.frames_seen + count
+
+    def drop_after_frames(self, count: int) -> None:
+        self._armed["drop"] = self.frames_seen + count
+
+    def error_after_frames(self, count: int) -> None:
+        self._armed["error"] = self.frames_seen + count
+
+    def clear(self) -> None:
+        self.fail_deliveries = 0
+        self._armed.clear()
+
+    # -- immediate faults (need a bound server) -------------------------------------
+    def reset_now(self) -> None:
+        self._fire("reset")
+
+    def drop_now(self) -> None:
+        self._fire("drop")
+
+    def error_now(self) -> None:
+        self._fire("error")
+
+    # -- used by the emulator -------------------------------------------------------
+    def bind(self, name: str, action: Callable[[], None]) -> None:
+        self._actions[name] = action
+
+    def take_delivery_failure(self) -> bool:
+        if self.fail_deliveries <= 0:
+            return False
+        self.fail_deliveries -= 1
+        self.history.append("delivery-failed")
+        return True
+
+    def frame_received(self) -> None:
+        """Count one host command frame and fire any fault that is now due."""
+        self.frames_seen += 1
+        for name, due in list(self._armed.items()):
+            if self.frames_seen >= due:
+                del self._armed[name]
+                self._fire(name)
+
+    def _fire(self, name: str) -> None:
+        action = self._actions.get(name)
+        if action is None:
+            raise RuntimeError(f"fault {name!r}: no emulator bound to act on it")
+        LOGGER.warning("EZSP emulator fault injected: %s (after %d frames)", name, self.frames_seen)
+        self.history.append(name)
+        action()
+
+    def __repr__(self) -> str:
+        armed = ", ".join(f"{k}-at-frame={v}" for k, v in self._armed.items())
+        return (
+            f"Faults(fail_deliveries={self.fail_deliveries}, frames_seen={self.frames_seen}"
+            f"{', ' + armed if armed else ''})"
+        )
