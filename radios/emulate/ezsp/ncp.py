@@ -431,6 +431,7 @@ class EmberNcp:
     def _after_network_up(self) -> None:
         if not self.network_up:
             return
+        self._tell_han_about_network()
         self._stack_status(t.sl_Status.NETWORK_UP)
         self._maybe_start_han(HanStart.NETWORK_UP)
 
@@ -1229,17 +1230,23 @@ class EmberNcp:
                           childEui64=ieee, childType=node_type)
 
     def _han_node_type(self, ieee: zt.EUI64) -> t.EmberNodeType:
-        """Ask the HAN whether a device is an end device, if it can tell."""
-        lookup = getattr(self.han, "node_type", None)
-        if callable(lookup):
-            try:
-                value = lookup(ieee)
-            except Exception:  # noqa: BLE001
-                value = None
-            if value is not None:
-                name = getattr(value, "name", str(value)).lower()
-                if "sleepy" in name:
-                    return t.EmberNodeType.SLEEPY_END_DEVICE
-                if "end" in name:
-                    return t.EmberNodeType.END_DEVICE
+        """The device's node type, from the HAN's device spec when it has one."""
+        devices = getattr(self.han, "devices", None)
+        device = devices.get(ieee) if devices is not None else None
+        spec = getattr(device, "spec", None)
+        if spec is not None:
+            if getattr(spec, "is_sleepy", False):
+                return t.EmberNodeType.SLEEPY_END_DEVICE
+            if not getattr(spec, "is_router", True):
+                return t.EmberNodeType.END_DEVICE
         return t.EmberNodeType.ROUTER
+
+    def _tell_han_about_network(self) -> None:
+        """SimHan's optional extras: devices report these as their parent / OTA server."""
+        net = self.nvram.network
+        if self.han is None or net is None:
+            return
+        if hasattr(self.han, "coordinator_ieee"):
+            self.han.coordinator_ieee = self.nvram.eui64
+        if hasattr(self.han, "extended_pan_id"):
+            self.han.extended_pan_id = zt.ExtendedPanId(net.extended_pan_id)
