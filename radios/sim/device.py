@@ -711,13 +711,13 @@ class SimDevice:
             if not broadcast:
                 reply(ok)
             rejoin = bool(options & 0x80)
-            asyncio.get_running_loop().call_soon(self._leave, rejoin)
+            asyncio.get_running_loop().call_soon(self.leave, rejoin)
         elif command == C.Device_annce:
             return
         elif not broadcast and rsp is not None:
             reply(zdo_t.Status.NOT_SUPPORTED)
 
-    def _leave(self, rejoin: bool) -> None:
+    def leave(self, rejoin: bool = False) -> None:
         """Mgmt_Leave_req: leave the network; with the rejoin flag, come back after a reboot."""
         if not self.powered:
             return

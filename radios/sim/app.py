@@ -1,0 +1,491 @@
+"""`SimControllerApplication`: a zigpy radio whose "NCP" is a `SimHan`.
+
+Two ways to make one:
+
+1. In code (tests, benchmarks)::
+
+       app = SimControllerApplication.new_sim(specs, link=LinkModel.instant())
+       await app.startup(auto_form=True)          # or: app = await start_sim_app(specs)
+
+   ``new_sim`` also takes ``han=`` (an existing `SimHan`: then the app does not own it,
+   so stopping the app leaves the devices running, as a restarted hub would find
+   them), ``database_path=`` and ``config=`` (zigpy config merged over the defaults).
+
+2. From a zigpy config (the daemon's TOML), with the devices in a ``sim`` table::
+
+       {"device": {"path": "sim://"},
+        "sim": {"devices": [{"kind": "hcalcs", "ieee": "00:11:...", ...}, ...],
+                "link": "instant" | "realistic" | {"mode": "realistic", "scale": 0.1,
+                                                   "uart_baud": 115200},
+                "coordinator_ieee": "00:0d:6f:ff:fe:00:5e:1d"}}
+
+   ``SimControllerApplication(config)`` builds the `SimHan` from it on ``connect()``
+   (so zigpy's own ``ControllerApplication.new(config)`` works too).
+
+The radio keeps its "NVRAM" (network and node info) in a `SimNvram`; pass the same
+one to a second app to restart on the same network. ``send_packet`` hands packets to
+``SimHan.send`` and raises `zigpy.exceptions.DeliveryError` when the link reports a
+failure; the devices' frames come back through ``packet_received``; joins through
+``handle_join``. ZDO requests addressed to the coordinator itself are answered here
+(as an NCP answers its own ZDO): Node/Active_EP/Simple descriptors, address
+requests, Mgmt_Lqi (the joined devices), Mgmt_NWK_Update (energy scan).
+
+Defaults applied by ``new_sim`` (overridable with ``config=``): channel 15 (so forming
+needs no energy scan), zigpy's OTA providers off (no network fetches when a device
+queries), topology scans and periodic backups off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+import copy
+from dataclasses import dataclass
+import logging
+import os
+import random
+from typing import Any, Final
+
+import zigpy.application
+import zigpy.config as conf
+import zigpy.device
+import zigpy.exceptions
+import zigpy.state
+import zigpy.types as t
+import zigpy.zdo.types as zdo_t
+
+from .han import DeliveryResult, SimHan
+from .link import LinkModel
+from .spec import SimDeviceSpec, parse_ieee
+
+__all__ = [
+    "SimControllerApplication",
+    "SimCoordinator",
+    "SimNvram",
+    "SimStartError",
+    "link_from_config",
+    "start_sim_app",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+SIM_PATH_PREFIX: Final = "sim://"
+CONF_SIM: Final = "sim"
+DEFAULT_COORDINATOR_IEEE: Final = "00:0d:6f:ff:fe:00:5e:1d"
+DEFAULT_CHANNEL: Final = 15
+
+_FAILURE_STATUS: Final = {
+    "no ack": t.MACStatus.MAC_NO_ACK,
+    "indirect timeout": t.MACStatus.MAC_TRANSACTION_EXPIRED,
+    "unknown destination": t.NWKStatus.NWK_UNKNOWN_DEVICE,
+    "stopped": t.MACStatus.MAC_CHANNEL_ACCESS_FAILURE,
+}
+
+
+class SimStartError(RuntimeError):
+    """The simulated network did not come up: names the devices that did not initialise."""
+
+
+@dataclass
+class SimNvram:
+    """The simulated coordinator's non-volatile network settings."""
+
+    network_info: zigpy.state.NetworkInfo | None = None
+    node_info: zigpy.state.NodeInfo | None = None
+
+
+def link_from_config(value: Any) -> LinkModel:
+    """``"instant"``, ``"realistic"`` or ``{"mode": ..., "scale": ..., "uart_baud": ...}``."""
+    if value is None or isinstance(value, LinkModel):
+        return value if value is not None else LinkModel.instant()
+    if isinstance(value, str):
+        value = {"mode": value}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"sim.link={value!r}: expected 'instant', 'realistic' or a table with mode/scale/uart_baud")
+    params = dict(value)
+    mode = str(params.pop("mode", "instant")).lower()
+    if mode == "instant":
+        return LinkModel.instant(**params)
+    if mode == "realistic":
+        return LinkModel.realistic(**params)
+    raise ValueError(f"sim.link.mode={mode!r}: expected 'instant' or 'realistic'")
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class SimCoordinator(zigpy.device.ZigbeeDevice):
+    """The coordinator as a zigpy device (its descriptors come from the app's loopback)."""
+
+    @property
+    def manufacturer(self) -> str:
+        return "han-ota-gateway"
+
+    @manufacturer.setter
+    def manufacturer(self, value: str) -> None:  # fixed by the "hardware"
+        pass
+
+    @property
+    def model(self) -> str:
+        return "SimCoordinator"
+
+    @model.setter
+    def model(self, value: str) -> None:
+        pass
+
+
+class SimControllerApplication(zigpy.application.ControllerApplication):
+    """A zigpy radio backed by a `SimHan` (see the module docstring)."""
+
+    def __init__(self, config: dict[str, Any], *, han: SimHan | None = None, nvram: SimNvram | None = None) -> None:
+        super().__init__(config)
+        self._han = han
+        self._owns_han = han is None
+        self.nvram = nvram if nvram is not None else SimNvram()
+        self._connected = False
+        self._endpoints: dict[int, zdo_t.SimpleDescriptor] = {}
+        self._permit_until = 0.0
+        self._link_keys: dict[t.EUI64, t.KeyData] = {}
+        sim = self._config.get(CONF_SIM) or {}
+        self._radio_ieee = parse_ieee(sim.get("coordinator_ieee", DEFAULT_COORDINATOR_IEEE))
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def new_sim(
+        cls,
+        specs: Sequence[SimDeviceSpec],
+        link: LinkModel | None = None,
+        database_path: str | None = None,
+        *,
+        han: SimHan | None = None,
+        nvram: SimNvram | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> SimControllerApplication:
+        """An app (not started) over a new `SimHan(specs, link)`, or over ``han``."""
+        base: dict[str, Any] = {
+            conf.CONF_DEVICE: {conf.CONF_DEVICE_PATH: SIM_PATH_PREFIX},
+            conf.CONF_DATABASE: database_path,
+            conf.CONF_NWK: {conf.CONF_NWK_CHANNEL: DEFAULT_CHANNEL},
+            conf.CONF_OTA: {conf.CONF_OTA_ENABLED: False},
+            conf.CONF_TOPO_SCAN_ENABLED: False,
+            conf.CONF_NWK_BACKUP_ENABLED: False,
+        }
+        if config:
+            base = _merge(base, config)
+        owned = han is None
+        if han is None:
+            han = SimHan(specs, link)
+        elif specs and list(specs) != han.specs():
+            raise ValueError("new_sim: give either specs or a han built from them, not different ones")
+        app = cls(base, han=han, nvram=nvram)
+        app._owns_han = owned
+        return app
+
+    @property
+    def han(self) -> SimHan:
+        if self._han is None:
+            raise zigpy.exceptions.ControllerException("sim radio not connected: no SimHan yet")
+        return self._han
+
+    # -- radio lifecycle ---------------------------------------------------------------
+
+    async def connect(self) -> None:
+        path = str(self._config[conf.CONF_DEVICE][conf.CONF_DEVICE_PATH])
+        if not path.startswith(SIM_PATH_PREFIX):
+            raise zigpy.exceptions.TransientConnectionError(f"not a sim radio path: {path!r} (expected sim://)")
+        if self._han is None:
+            sim = self._config.get(CONF_SIM) or {}
+            specs = [SimDeviceSpec.from_dict(d) for d in sim.get("devices", [])]
+            self._han = SimHan(specs, link_from_config(sim.get("link")))
+            self._owns_han = True
+        self._han.attach(self._on_uplink, self._on_join)
+        self._connected = True
+
+    async def disconnect(self) -> None:
+        self._connected = False
+        if self._han is None:
+            return
+        self._han.attach(lambda packet: None, None)
+        if self._owns_han:
+            await self._han.stop()
+
+    async def _watchdog_feed(self) -> None:
+        if not self._connected:
+            raise zigpy.exceptions.ControllerException("sim radio disconnected")
+
+    async def start_network(self) -> None:
+        await self.load_network_info(load_devices=False)
+        han = self.han
+        han.coordinator_ieee = self.state.node_info.ieee
+        han.extended_pan_id = self.state.network_info.extended_pan_id
+        await self.register_endpoints()
+        ieee, nwk = self.state.node_info.ieee, self.state.node_info.nwk
+        if not isinstance(self.devices.get(ieee), SimCoordinator):
+            self.devices[ieee] = SimCoordinator(self, ieee, nwk)
+        task = self._device.schedule_initialize()
+        if task is not None:
+            await task
+        await han.start()
+
+    async def load_network_info(self, *, load_devices: bool = False) -> None:
+        if self.nvram.network_info is None or self.nvram.node_info is None:
+            raise zigpy.exceptions.NetworkNotFormed("sim radio has no network settings")
+        network_info = self.nvram.network_info
+        if load_devices and self._han is not None:
+            joined = [d for d in self._han.devices.values() if d.online]
+            network_info = network_info.replace(
+                nwk_addresses={d.ieee: d.nwk for d in joined},
+                children=[d.ieee for d in joined if not d.spec.is_router],
+            )
+        self.state.network_info = network_info
+        self.state.node_info = self.nvram.node_info
+
+    async def write_network_info(
+        self, *, network_info: zigpy.state.NetworkInfo, node_info: zigpy.state.NodeInfo
+    ) -> None:
+        if not 11 <= network_info.channel <= 26:
+            raise zigpy.exceptions.CannotWriteNetworkSettings(
+                f"channel {network_info.channel} outside 11..26 (2.4 GHz)"
+            )
+        ieee = self._radio_ieee if node_info.ieee == t.EUI64.UNKNOWN else node_info.ieee
+        node = node_info.replace(
+            ieee=ieee,
+            nwk=t.NWK(0x0000),
+            logical_type=zdo_t.LogicalType.Coordinator,
+            model="SimCoordinator",
+            manufacturer="han-ota-gateway",
+            version="sim",
+        )
+        tc_key = network_info.tc_link_key
+        if tc_key.partner_ieee == t.EUI64.UNKNOWN:
+            tc_key = tc_key.replace(partner_ieee=ieee)
+        self.nvram.network_info = network_info.replace(
+            tc_link_key=tc_key,
+            children=[],
+            nwk_addresses={},
+            source=f"han-ota-gateway sim radio ({os.path.basename(__file__)})",
+            metadata={"sim": {"coordinator_ieee": str(ieee)}},
+        )
+        self.nvram.node_info = node
+        self._radio_ieee = ieee
+
+    async def reset_network_info(self) -> None:
+        self.nvram.network_info = None
+        self.nvram.node_info = None
+
+    async def energy_scan(self, channels: t.Channels, duration_exp: int, count: int) -> dict[int, float]:
+        # A quiet bench: low, deterministic energy on every channel.
+        rng = random.Random(int.from_bytes(self._radio_ieee.serialize(), "little"))
+        return {channel: float(rng.randint(5, 40)) for channel in channels}
+
+    async def force_remove(self, dev: zigpy.device.ZigbeeDevice) -> None:
+        device = self.han.devices.get(dev.ieee)
+        if device is not None:
+            device.leave(rejoin=False)
+
+    async def add_endpoint(self, descriptor: zdo_t.SimpleDescriptor) -> None:
+        self._endpoints[int(descriptor.endpoint)] = descriptor
+
+    async def permit_ncp(self, time_s: int = 60) -> None:
+        self._permit_until = asyncio.get_running_loop().time() + time_s
+
+    async def permit_with_link_key(self, node: t.EUI64, link_key: t.KeyData, time_s: int = 60) -> None:
+        self._link_keys[node] = link_key
+        await self.permit_ncp(time_s)
+
+    # -- packets -----------------------------------------------------------------------
+
+    def _is_local(self, dst: t.AddrModeAddress | None) -> bool:
+        if dst is None:
+            return False
+        if dst.addr_mode == t.AddrMode.NWK:
+            return dst.address == self.state.node_info.nwk
+        if dst.addr_mode == t.AddrMode.IEEE:
+            return dst.address == self.state.node_info.ieee
+        return False
+
+    async def send_packet(self, packet: t.ZigbeePacket) -> None:
+        if not self._connected or self._han is None:
+            raise zigpy.exceptions.DeliveryError("sim radio is not connected")
+        if self._is_local(packet.dst):
+            self._loopback(packet)
+            return
+        async with self._limit_concurrency(priority=packet.priority):
+            result: DeliveryResult = await self._han.send(packet)
+        if not result.ok:
+            raise zigpy.exceptions.DeliveryError(
+                f"Failed to deliver packet to {packet.dst}: {result.reason}",
+                status=_FAILURE_STATUS.get(result.reason),
+            )
+
+    def _on_uplink(self, packet: t.ZigbeePacket) -> None:
+        self.packet_received(packet)
+
+    def _on_join(self, ieee: t.EUI64, nwk: t.NWK) -> None:
+        # As an NCP's trust-centre join indication; the Device_annce that follows is
+        # parsed by zigpy too (zigpy copes with both, as with real radios).
+        self.handle_join(nwk=nwk, ieee=ieee, parent_nwk=t.NWK(0x0000))
+
+    # -- the coordinator's own ZDO -----------------------------------------------------
+
+    def _loopback(self, packet: t.ZigbeePacket) -> None:
+        if packet.dst_ep != 0 or packet.profile_id != 0:
+            return  # ZCL to ourselves: nothing listens
+        data = packet.data.serialize()
+        try:
+            command = zdo_t.ZDOCmd(packet.cluster_id)
+            hdr, rest = zdo_t.ZDOHeader.deserialize(packet.cluster_id, data)
+            args, _ = t.deserialize(rest, zdo_t.CLUSTERS[command][1])
+        except (KeyError, ValueError):
+            LOGGER.debug("sim coordinator: unparsable ZDO to itself: %r", packet)
+            return
+        if command & 0x8000:
+            return
+        node = self.state.node_info
+        ok = zdo_t.Status.SUCCESS
+        C = zdo_t.ZDOCmd
+        fields: list[Any] | None
+        if command == C.Node_Desc_req:
+            fields = [ok, node.nwk, self._node_descriptor()]
+        elif command == C.Active_EP_req:
+            fields = [ok, node.nwk, t.LVList[t.uint8_t, t.uint8_t](sorted(self._endpoints))]
+        elif command == C.Simple_Desc_req:
+            desc = self._endpoints.get(int(args[1]))
+            if desc is None:
+                fields = [zdo_t.Status.NOT_ACTIVE, node.nwk, t.uint8_t(0)]
+            else:
+                fields = [ok, node.nwk, zdo_t.SizePrefixedSimpleDescriptor(*desc.as_tuple())]
+        elif command in (C.NWK_addr_req, C.IEEE_addr_req):
+            fields = [ok, node.ieee, node.nwk]
+        elif command == C.Mgmt_Lqi_req:
+            fields = [ok, self._neighbors(int(args[0]))]
+        elif command == C.Mgmt_NWK_Update_req:
+            fields = None  # energy scans go through energy_scan() above
+        elif command in (C.Mgmt_Permit_Joining_req, C.Bind_req, C.Unbind_req):
+            fields = [ok]
+        else:
+            fields = [zdo_t.Status.NOT_SUPPORTED]
+        if fields is None:
+            return
+        rsp_id = command | 0x8000
+        reply = t.ZigbeePacket(
+            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=node.nwk),
+            src_ep=t.uint8_t(0),
+            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=node.nwk),
+            dst_ep=t.uint8_t(0),
+            tsn=hdr.tsn,
+            profile_id=t.uint16_t(0),
+            cluster_id=t.uint16_t(rsp_id),
+            data=t.SerializableBytes(t.uint8_t(hdr.tsn).serialize() + b"".join(f.serialize() for f in fields)),
+            lqi=255,
+            rssi=0,
+        )
+        asyncio.get_running_loop().call_soon(self.packet_received, reply)
+
+    def _node_descriptor(self) -> zdo_t.NodeDescriptor:
+        F = zdo_t.MACCapabilityFlags
+        return zdo_t.NodeDescriptor(
+            logical_type=zdo_t.LogicalType.Coordinator,
+            complex_descriptor_available=0,
+            user_descriptor_available=0,
+            reserved=0,
+            aps_flags=0,
+            frequency_band=zdo_t.NodeDescriptor.FrequencyBand.Freq2400MHz,
+            mac_capability_flags=F.AlternatePanCoordinator | F.FullFunctionDevice | F.MainsPowered | F.RxOnWhenIdle | F.AllocateAddress,
+            manufacturer_code=0x0000,
+            maximum_buffer_size=82,
+            maximum_incoming_transfer_size=255,
+            server_mask=(22 << 9) | 0x0001,  # primary trust centre, stack revision 22
+            maximum_outgoing_transfer_size=255,
+            descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability.NONE,
+        )
+
+    def _neighbors(self, start: int) -> zdo_t.Neighbors:
+        joined = [d for d in self.han.devices.values() if d.online]
+        N = zdo_t.Neighbor
+        table = [
+            N(
+                extended_pan_id=self.state.network_info.extended_pan_id,
+                ieee=d.ieee,
+                nwk=d.nwk,
+                device_type=N.DeviceType.Router if d.spec.is_router else N.DeviceType.EndDevice,
+                rx_on_when_idle=N.RxOnWhenIdle.On if d.rx_on_when_idle else N.RxOnWhenIdle.Off,
+                relationship=N.Relationship.Child,
+                reserved1=0,
+                permit_joining=N.PermitJoins.NotAccepting,
+                reserved2=0,
+                depth=1,
+                lqi=max(20, round(255 * (1 - d.spec.loss))),
+            )
+            for d in joined
+        ]
+        page = table[start : start + 2]  # two per frame, as small NCPs do
+        return zdo_t.Neighbors(Entries=len(table), StartIndex=start, NeighborTableList=page)
+
+    # -- waiting for the devices -------------------------------------------------------
+
+    async def wait_initialized(self, ieees: Sequence[t.EUI64] | None = None, *, timeout: float = 30.0) -> None:
+        """Until every (given) simulated device has joined and zigpy initialised it."""
+        wanted = list(ieees) if ieees is not None else list(self.han.devices)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+
+        def missing() -> list[t.EUI64]:
+            return [i for i in wanted if i not in self.devices or not self.devices[i].is_initialized]
+
+        while missing():
+            if loop.time() >= deadline:
+                details = []
+                for ieee in missing():
+                    sim = self.han.devices.get(ieee)
+                    dev = self.devices.get(ieee)
+                    what = (
+                        "never joined"
+                        if dev is None
+                        else f"node_desc={'yes' if dev.node_desc is not None else 'no'},"
+                        f" endpoints={sorted(dev.endpoints)}"
+                    )
+                    kind = sim.spec.kind if sim is not None else "?"
+                    nwk = f"0x{sim.nwk:04X}" if sim is not None else "?"
+                    details.append(f"{kind} {ieee} (nwk {nwk}): {what}")
+                raise SimStartError(
+                    f"{len(details)} simulated device(s) did not initialise within {timeout} s: " + "; ".join(details)
+                )
+            await asyncio.sleep(0.01)
+
+
+async def start_sim_app(
+    specs: Sequence[SimDeviceSpec],
+    link: LinkModel | None = None,
+    *,
+    database_path: str | None = None,
+    auto_form: bool = True,
+    timeout: float = 30.0,
+    han: SimHan | None = None,
+    nvram: SimNvram | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> SimControllerApplication:
+    """A started sim app with every device joined and initialised by zigpy.
+
+    Raises `SimStartError` naming the devices that did not initialise in ``timeout``
+    seconds (the app is shut down first).
+    """
+    app = SimControllerApplication.new_sim(
+        specs, link, database_path, han=han, nvram=nvram, config=config
+    )
+    await app._load_db()
+    await app.startup(auto_form=auto_form)
+    try:
+        await app.wait_initialized(timeout=timeout)
+    except BaseException:
+        await app.shutdown()
+        raise
+    return app
