@@ -1,0 +1,572 @@
+"""The daemon's control API: HTTP/1.1 + JSON over a Unix socket (and optionally TCP).
+
+Two halves:
+
+* sans-I/O: ``parse_head`` turns the bytes of a request head into a ``Request`` or
+  raises ``HttpError`` naming what is wrong; ``route`` maps method and path to a
+  handler name and path arguments; ``render`` makes the response bytes. No sockets,
+  no asyncio, so every refusal is testable with plain bytes.
+* ``ControlServer``: the asyncio listener. One request per connection
+  (``Connection: close``): the clients are the ``han-ota`` commands, which make one
+  call each, and it keeps the parser free of pipelining and keep-alive state.
+
+The server never trusts the peer: the head is capped at ``MAX_HEAD_BYTES`` (431),
+the body at ``MAX_BODY_BYTES`` (413) and must come with Content-Length (411/501),
+reads time out (408), at most ``MAX_CONNECTIONS`` are served at once (503), and a
+handler's exception becomes a 500 with its message -- garbage on the socket costs a
+4xx or a closed connection, never the daemon and never a job.
+
+Routes and their bodies are documented in docs/control-api.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import json
+import logging
+import os
+import re
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, unquote
+
+LOGGER = logging.getLogger("han_ota.control")
+
+API_PREFIX = "/v1"
+MAX_HEAD_BYTES = 16 * 1024
+MAX_HEADERS = 64
+MAX_BODY_BYTES = 256 * 1024  # a push or a CS06 command is a few hundred bytes
+READ_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 32
+SOCKET_MODE = 0o660  # owner and group (han-ota): `han-ota` commands run by group members
+SOCKET_DIR_MODE = 0o750
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(rb"/[\x21-\x7e]*")
+_HEADER_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_REASONS = {
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    411: "Length Required",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+    507: "Insufficient Storage",
+}
+
+
+class HttpError(Exception):
+    """A request refused with ``status``; the message goes to the client as {"error": ...}."""
+
+    def __init__(self, status: int, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+# Handlers raise ApiError for refusals the client caused (bad device, busy, ...).
+ApiError = HttpError
+
+
+# --------------------------------------------------------------------------- sans-I/O
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    content_length: int = 0
+    body: bytes = b""
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object ({} when empty)."""
+        if not self.body:
+            return {}
+        ctype = self.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":
+            raise HttpError(415, f"Content-Type {ctype!r} is not supported; send application/json")
+        try:
+            value = json.loads(self.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise HttpError(400, f"the body is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise HttpError(400, f"the body must be a JSON object, not {type(value).__name__}")
+        return value
+
+
+def parse_head(head: bytes) -> Request:
+    """Parse a request line and headers (``head`` ends with CRLF CRLF, or is the whole head).
+
+    Strict on purpose: CRLF line ends, one space between the three parts of the
+    request line, token header names, no line folding, no Transfer-Encoding.
+    """
+    if len(head) > MAX_HEAD_BYTES:
+        raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes")
+    if head.endswith(b"\r\n\r\n"):
+        head = head[:-4]
+    lines = head.split(b"\r\n")
+    request_line = lines[0]
+    parts = request_line.split(b" ")
+    if len(parts) != 3:
+        raise HttpError(400, "malformed request line; expected 'METHOD /path HTTP/1.1'")
+    method_b, target_b, version = parts
+    if not _TOKEN.fullmatch(method_b):
+        raise HttpError(400, "malformed method in the request line")
+    if not version.startswith(b"HTTP/"):
+        raise HttpError(400, "malformed request line; expected 'METHOD /path HTTP/1.1'")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise HttpError(505, f"{version.decode('ascii', 'replace')} is not supported; use HTTP/1.1")
+    if not _TARGET.fullmatch(target_b):
+        raise HttpError(400, "the request target must be an absolute path such as /v1/status")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise HttpError(431, f"more than {MAX_HEADERS} header fields")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            raise HttpError(400, "empty header line inside the head")
+        if line[:1] in (b" ", b"\t"):
+            raise HttpError(400, "obsolete header line folding is not accepted")
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name):
+            raise HttpError(400, f"malformed header line {line[:40]!r}")
+        value = value.strip(b" \t")
+        if not _HEADER_VALUE.fullmatch(value):
+            raise HttpError(400, f"control characters in header {name.decode('ascii')!r}")
+        key = name.decode("ascii").lower()
+        text = value.decode("latin-1")
+        if key in headers:
+            if key in ("content-length", "host", "content-type"):
+                if headers[key] != text:
+                    raise HttpError(400, f"conflicting {key} headers")
+                continue
+            headers[key] = headers[key] + ", " + text
+        else:
+            headers[key] = text
+    if "transfer-encoding" in headers:
+        raise HttpError(501, "Transfer-Encoding is not supported; send the body with Content-Length")
+    length = 0
+    if "content-length" in headers:
+        raw = headers["content-length"]
+        if not raw.isdigit() or len(raw) > 12:
+            raise HttpError(400, f"Content-Length {raw!r} is not a decimal byte count")
+        length = int(raw)
+        if length > MAX_BODY_BYTES:
+            raise HttpError(413, f"the body is {length} bytes; at most {MAX_BODY_BYTES} are accepted")
+    target = target_b.decode("ascii")
+    raw_path, _, raw_query = target.partition("?")
+    try:
+        path = unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
+    except UnicodeDecodeError:
+        raise HttpError(400, "the path is not valid percent-encoded UTF-8") from None
+    try:
+        pairs = parse_qsl(raw_query, keep_blank_values=True, strict_parsing=bool(raw_query), max_num_fields=20, errors="strict")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HttpError(400, f"malformed query string: {exc}") from None
+    query: dict[str, str] = {}
+    for key, value in pairs:
+        if key in query:
+            raise HttpError(400, f"query parameter {key!r} given twice")
+        query[key] = value
+    return Request(method_b.decode("ascii"), target, path, query, headers, length)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: str
+    template: str
+
+
+def _route(method: str, path: str, handler: str) -> Route:
+    regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[A-Za-z0-9_.:-]{1,64})", path) + "$"
+    return Route(method, re.compile(regex), handler, path)
+
+
+ROUTES: tuple[Route, ...] = (
+    _route("GET", "/v1/status", "status"),
+    _route("GET", "/v1/devices", "devices"),
+    _route("POST", "/v1/push", "push"),
+    _route("POST", "/v1/activate", "activate"),
+    _route("GET", "/v1/jobs/{job_id}", "job"),
+    _route("POST", "/v1/jobs/{job_id}/cancel", "cancel"),
+    _route("GET", "/v1/log", "log"),
+    _route("GET", "/v1/log/verify", "log_verify"),
+)
+
+# Query parameters each route accepts (anything else is refused, naming these).
+QUERY_PARAMS: dict[str, frozenset[str]] = {"log": frozenset({"device", "since", "limit"})}
+
+
+def route(method: str, path: str) -> tuple[str, dict[str, str]]:
+    """(handler name, path arguments), or HttpError 404 / 405 (with Allow)."""
+    allowed = []
+    for r in ROUTES:
+        m = r.pattern.match(path)
+        if m is None:
+            continue
+        if r.method == method:
+            return r.handler, m.groupdict()
+        allowed.append(r.method)
+    if allowed:
+        allow = ", ".join(sorted(set(allowed)))
+        raise HttpError(405, f"{method} is not allowed on {path}; use {allow}", headers={"Allow": allow})
+    known = ", ".join(f"{r.method} {r.template}" for r in ROUTES)
+    raise HttpError(404, f"no route {path}; known routes: {known}")
+
+
+def render(status: int, body: Any, headers: Mapping[str, str] | None = None) -> bytes:
+    """A complete HTTP/1.1 response with a JSON body and Connection: close."""
+    payload = (json.dumps(body, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+    lines = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        "Connection: close",
+        "Cache-Control: no-store",
+    ]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+# --------------------------------------------------------------------------- body checks
+
+
+def require_str(body: Mapping[str, Any], key: str, *, optional: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if optional:
+            return None
+        raise HttpError(400, f"{key!r} is required (a string)")
+    if not isinstance(value, str) or not value:
+        raise HttpError(400, f"{key!r} must be a non-empty string, not {value!r}")
+    return value
+
+
+def require_bool(body: Mapping[str, Any], key: str, default: bool = False) -> bool:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise HttpError(400, f"{key!r} must be true or false, not {value!r}")
+    return value
+
+
+def require_seconds(body: Mapping[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e7:
+        raise HttpError(400, f"{key!r} must be a positive number of seconds or null, not {value!r}")
+    return float(value)
+
+
+def no_unknown_keys(body: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise HttpError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+# --------------------------------------------------------------------------- the API
+
+
+class ControlApi(Protocol):
+    """What the server calls; the daemon implements it. Each returns (status, JSON body)
+    and raises HttpError for refusals."""
+
+    async def status(self) -> tuple[int, Any]: ...
+    async def devices(self) -> tuple[int, Any]: ...
+    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None) -> tuple[int, Any]: ...
+    async def activate(self, command: str, device: str | None) -> tuple[int, Any]: ...
+    async def job(self, job_id: str) -> tuple[int, Any]: ...
+    async def cancel(self, job_id: str) -> tuple[int, Any]: ...
+    async def log(self, device: str | None, since: int | None, limit: int) -> tuple[int, Any]: ...
+    async def log_verify(self) -> tuple[int, Any]: ...
+
+
+LOG_LIMIT_DEFAULT = 1000
+LOG_LIMIT_MAX = 10000
+
+
+async def dispatch(api: ControlApi, request: Request) -> tuple[int, Any]:
+    """Check the request against its route and call the API."""
+    handler, args = route(request.method, request.path)
+    allowed_query = QUERY_PARAMS.get(handler, frozenset())
+    unknown = sorted(set(request.query) - allowed_query)
+    if unknown:
+        allowed = ", ".join(sorted(allowed_query)) or "none"
+        raise HttpError(400, f"unknown query parameter(s) {', '.join(unknown)}; allowed here: {allowed}")
+    if request.method == "GET" and request.body:
+        raise HttpError(400, "a GET request takes no body")
+    if handler == "status":
+        return await api.status()
+    if handler == "devices":
+        return await api.devices()
+    if handler == "job":
+        return await api.job(args["job_id"])
+    if handler == "cancel":
+        body = request.json()
+        no_unknown_keys(body, set())
+        return await api.cancel(args["job_id"])
+    if handler == "log_verify":
+        return await api.log_verify()
+    if handler == "log":
+        since = _query_int(request.query, "since", 0, None)
+        limit = _query_int(request.query, "limit", 1, LOG_LIMIT_MAX)
+        device = request.query.get("device") or None
+        return await api.log(device, since, LOG_LIMIT_DEFAULT if limit is None else limit)
+    body = request.json()
+    if handler == "push":
+        no_unknown_keys(body, {"image", "device", "activation", "activate_now", "stall_timeout"})
+        image = require_str(body, "image")
+        device = require_str(body, "device")
+        activation = require_str(body, "activation", optional=True)
+        activate_now = require_bool(body, "activate_now")
+        if activation is not None and activate_now:
+            raise HttpError(400, "give either 'activation' (a signed CS06 command) or 'activate_now', not both")
+        assert image is not None and device is not None
+        return await api.push(image, device, activation, activate_now, require_seconds(body, "stall_timeout"))
+    if handler == "activate":
+        no_unknown_keys(body, {"command", "device"})
+        command = require_str(body, "command")
+        assert command is not None
+        return await api.activate(command, require_str(body, "device", optional=True))
+    raise HttpError(404, f"no handler for {request.path}")  # pragma: no cover - ROUTES and this agree
+
+
+def _query_int(query: Mapping[str, str], key: str, lo: int, hi: int | None) -> int | None:
+    raw = query.get(key)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 19:
+        raise HttpError(400, f"query parameter {key}={raw!r} must be a non-negative integer")
+    value = int(raw)
+    if value < lo or (hi is not None and value > hi):
+        raise HttpError(400, f"query parameter {key}={value} must be between {lo} and {hi if hi is not None else 'any'}")
+    return value
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class ControlSocketError(RuntimeError):
+    """The control socket cannot be set up; the message names the path and the fix."""
+
+
+@dataclass
+class ControlServer:
+    api: ControlApi
+    socket_path: Path
+    tcp: str | None = None
+    read_timeout_s: float = READ_TIMEOUT_S
+    max_connections: int = MAX_CONNECTIONS
+    _servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    _active: int = 0
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _accepting: bool = True
+    requests_served: int = 0
+    requests_refused: int = 0
+
+    async def start(self) -> None:
+        """Listen on the Unix socket (and the TCP address, if configured)."""
+        _prepare_socket_path(self.socket_path)
+        old_umask = os.umask(0o117)  # the socket is born 0660: no window with wider access
+        try:
+            server = await asyncio.start_unix_server(self._serve, path=str(self.socket_path), limit=MAX_HEAD_BYTES + 1024)
+        except OSError as exc:
+            raise ControlSocketError(f"cannot listen on control socket {self.socket_path}: {exc.strerror}; check the directory's owner and mode") from None
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.socket_path, SOCKET_MODE)
+        self._servers.append(server)
+        if self.tcp:
+            host, port = parse_host_port(self.tcp)
+            try:
+                if not ipaddress.ip_address(host).is_loopback:
+                    LOGGER.warning("control_tcp %s is not a loopback address: anyone who can reach it controls the gateway", self.tcp)
+            except ValueError:
+                LOGGER.warning("control_tcp host %r is a name, not a loopback address; make sure it resolves to 127.0.0.1", host)
+            try:
+                self._servers.append(await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD_BYTES + 1024))
+            except OSError as exc:
+                await self.close()
+                raise ControlSocketError(f"cannot listen on control_tcp {self.tcp}: {exc.strerror}") from None
+        LOGGER.info("control API listening on %s%s", self.socket_path, f" and tcp {self.tcp}" if self.tcp else "")
+
+    def stop_accepting(self) -> None:
+        """Refuse new connections (graceful stop); requests in progress finish."""
+        self._accepting = False
+        for server in self._servers:
+            server.close()
+
+    async def close(self) -> None:
+        self.stop_accepting()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._servers.clear()
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
+                os.unlink(self.socket_path)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._active += 1
+        try:
+            if not self._accepting:
+                await self._reply(writer, 503, {"error": "the daemon is stopping"})
+            elif self._active > self.max_connections:
+                await self._reply(writer, 503, {"error": f"more than {self.max_connections} connections at once; retry shortly"})
+            else:
+                await self._one_request(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # the last line of defence: log, never crash the daemon
+            LOGGER.exception("control connection failed")
+        finally:
+            self._active -= 1
+            with contextlib.suppress(Exception):
+                writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.read_timeout_s)
+            except asyncio.LimitOverrunError:
+                raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes") from None
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial.strip():
+                    raise HttpError(400, "the connection closed before the end of the request head") from None
+                return  # a connect-and-close probe (find_daemon): nothing to answer
+            except asyncio.TimeoutError:
+                raise HttpError(408, f"no complete request head within {self.read_timeout_s:g} s") from None
+            request = parse_head(head)
+            if request.content_length:
+                try:
+                    body = await asyncio.wait_for(reader.readexactly(request.content_length), self.read_timeout_s)
+                except asyncio.TimeoutError:
+                    raise HttpError(408, f"the body did not arrive within {self.read_timeout_s:g} s") from None
+                except asyncio.IncompleteReadError:
+                    raise HttpError(400, f"the connection closed before the {request.content_length}-byte body") from None
+                request = Request(request.method, request.target, request.path, request.query, request.headers, request.content_length, body)
+            try:
+                status, body_out = await dispatch(self.api, request)
+                headers: Mapping[str, str] = {}
+            except HttpError:
+                raise
+            except Exception as exc:
+                LOGGER.exception("control API %s %s failed", request.method, request.path)
+                raise HttpError(500, f"internal error in {request.method} {request.path}: {type(exc).__name__}: {exc}") from None
+            self.requests_served += 1
+            await self._reply(writer, status, body_out, headers)
+        except HttpError as exc:
+            self.requests_refused += 1
+            LOGGER.info("control API refused a request: %d %s", exc.status, exc.message)
+            await self._reply(writer, exc.status, {"error": exc.message}, exc.headers)
+
+    async def _reply(self, writer: asyncio.StreamWriter, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        writer.write(render(status, body, headers))
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(writer.drain(), self.read_timeout_s)
+            if writer.can_write_eof():
+                writer.write_eof()
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ControlSocketError(f"control_tcp = {text!r}: expected HOST:PORT such as 127.0.0.1:8765")
+    return host, int(port)
+
+
+def _prepare_socket_path(path: Path) -> None:
+    """Create the socket's directory if we may; remove a stale socket, never a live one."""
+    parent = path.parent
+    if not parent.is_dir():
+        try:
+            parent.mkdir(mode=SOCKET_DIR_MODE, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ControlSocketError(
+                f"control socket directory {parent} does not exist and cannot be created ({exc.strerror}); create it "
+                "(mkdir -p, owned by the service user) or run under systemd with RuntimeDirectory=han-ota"
+            ) from None
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ControlSocketError(f"{path} exists and is not a socket; move it away or set another control_socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        LOGGER.info("removing stale control socket %s (nothing answers on it)", path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        raise ControlSocketError(f"cannot probe control socket {path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise ControlSocketError(
+        f"another han-ota daemon is already listening on {path}; stop it first (systemctl stop han-ota) "
+        "or give this one another control_socket"
+    )
+
+
+HandlerResult = Awaitable[tuple[int, Any]]
+Handler = Callable[..., HandlerResult]
+
+__all__ = [
+    "API_PREFIX",
+    "ApiError",
+    "ControlApi",
+    "ControlServer",
+    "ControlSocketError",
+    "HttpError",
+    "MAX_BODY_BYTES",
+    "MAX_HEAD_BYTES",
+    "Request",
+    "ROUTES",
+    "dispatch",
+    "parse_head",
+    "parse_host_port",
+    "render",
+    "route",
+]

@@ -1,0 +1,1179 @@
+"""``han-ota run``: the long-running gateway. Wiring only; the protocol lives in gateway/.
+
+One process holds one radio, ONE ``gateway.engine.Engine`` (the same engine the
+one-shot push uses), the activation service, the state store and the audit log,
+and answers the control API (``han_ota.control``) on a Unix socket.
+
+Start-up order, and why:
+
+1. state directory, store, audit log, trust anchors: refuse to start (exit 1, with
+   the path and the fix) rather than run without durable state;
+2. the control socket, then ``READY=1``: ``han-ota status`` works (and says "radio
+   down") even while a dongle takes tens of seconds to come up, or is unplugged;
+3. the radio, in the background, retried with backoff 1, 2, 4 ... 60 s; on the
+   first success the engine is made and every active job in the store is resumed.
+
+Durability: every state change is written to the store (one fsynced transaction)
+as it happens; progress and the session snapshot at most every ``progress_bytes``
+or ``progress_seconds``, and on stop. A restart therefore resumes each transfer at
+or before the device's offset (the device asks for the block it needs; the session
+serves any offset). Every note, state change and interesting frame goes to the
+hash-chained audit log. A failing write (a full disk) is logged, shown in
+``status``, retried on the next tick, and never drops a job already accepted; a
+push whose job cannot be written is refused, so nothing is acknowledged that is
+not on disk.
+
+Radio loss: zigpy reports ``connection_lost``; the sessions are snapshotted and
+detached (so no stall timer runs out while the dongle is away), the radio is
+reopened with backoff, the engine is rebound to the new application object and the
+sessions are restored and re-attached without a new Image Notify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import importlib.metadata
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zigpy.types as zt
+from zigpy.application import ControllerApplication
+
+from gateway import audit as audit_mod
+from gateway.activation import ActivationService, SubmitResult, load_trust
+from gateway.audit import AuditError, AuditLog
+from gateway.config import Config, format_eui64, parse_eui64, ConfigError
+from gateway.engine import Engine, EngineError, Job, image_info
+from gateway.gbcs.command import decode_hex_text
+from gateway.gbcs.errors import GbcsError
+from gateway.image import FirmwareImage, ImageError, parse_image
+from gateway.ota import events as ev
+from gateway.ota.driver import OtaDriver
+from gateway.ota.session import OtaSession
+from gateway.store import (
+    ActivationMode,
+    ActivationRequest,
+    DeviceBusy,
+    JobKind,
+    JobRecord,
+    StateStore,
+    StoreError,
+    Verdict,
+)
+from han_ota import sdnotify
+from han_ota.control import ControlServer, ControlSocketError, HttpError
+from radios.sim.spec import SimDeviceSpec, SimSpecError, parse_sim_device
+
+LOGGER = logging.getLogger("han_ota.daemon")
+
+BACKOFF_S: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 60)
+PROGRESS_BYTES = 4096
+PROGRESS_SECONDS = 2.0
+TICK_S = 1.0
+PPMID_IMAGE_TYPES = frozenset({0x0084})
+IMAGES_DIR = "images"
+# Session snapshots carry this extra key: what the daemon needs to rebuild the session's config.
+SNAPSHOT_DAEMON_KEY = "daemon"
+LIVE_HOLD = (ev.SessionState.HELD, ev.SessionState.SCHEDULED)
+SENT_OF_INTEREST = (
+    ev.SendImageNotify,
+    ev.SendQueryNextImageResponse,
+    ev.SendWaitForData,
+    ev.SendAbort,
+    ev.SendUpgradeEndResponse,
+)
+
+OpenRadio = Callable[[], Awaitable[ControllerApplication]]
+
+
+class DaemonStartError(RuntimeError):
+    """The daemon cannot start; the message names the path or key and the fix."""
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("han-ota-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def sim_specs(config: Config, sim_devices: Sequence[str | SimDeviceSpec] = ()) -> list[SimDeviceSpec]:
+    """--sim-device texts (or specs) and the config's [[sim_device]] tables; raises DaemonStartError."""
+    specs: list[SimDeviceSpec] = []
+    try:
+        for item in sim_devices:
+            specs.append(item if isinstance(item, SimDeviceSpec) else parse_sim_device(item))
+        for i, table in enumerate(config.sim_devices):
+            try:
+                specs.append(SimDeviceSpec.from_dict(table))
+            except SimSpecError as exc:
+                raise DaemonStartError(f"{config.source or 'config'}: [[sim_device]] #{i + 1}: {exc}") from None
+    except SimSpecError as exc:
+        raise DaemonStartError(f"--sim-device: {exc}") from None
+    seen: set[zt.EUI64] = set()
+    for spec in specs:
+        if spec.ieee in seen:
+            raise DaemonStartError(f"simulated device {spec.ieee} is given twice (--sim-device and [[sim_device]] together?); keep one")
+        seen.add(spec.ieee)
+    return specs
+
+
+# --------------------------------------------------------------------------- engine helpers
+# Engine has no public way to adopt a restored job or to move to a new radio object;
+# these use its documented pieces plus two private members (reported upstream as
+# requests for Engine.restore_job and Engine.rebind).
+
+
+def restore_job(engine: Engine, job: Job, *, start: bool = False) -> Job:
+    """Register ``job`` (with its restored session) in the engine and attach it to the
+    driver WITHOUT an Image Notify unless ``start``."""
+    current = engine.job_for_device(job.ieee)
+    if current is not None and not current.done:
+        raise EngineError(f"{job.ieee} already has job {current.id} in state {current.state.value}")
+    engine._jobs[job.id] = job  # noqa: SLF001 - see the note above
+    engine._by_device[job.ieee] = job  # noqa: SLF001
+    engine.driver.attach(job.ieee, job.session, start=start)
+    return job
+
+
+async def rebind_engine(engine: Engine, app: ControllerApplication) -> None:
+    """Point the engine at a new application object (after the radio was reopened)."""
+    with contextlib.suppress(Exception):
+        await engine.driver.close()
+    engine.app = app
+    engine.driver = OtaDriver(app, observer=engine._observe, pacer=engine.pacer, aps_encryption=engine.ota.aps_encryption)  # noqa: SLF001
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class RadioState:
+    kind: str
+    up: bool = False
+    since: float | None = None  # wall time of the last up/down
+    reconnects: int = 0
+    last_error: str | None = None
+    next_attempt_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "up": self.up,
+            "since": None if self.since is None else _iso(self.since),
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass
+class _Track:
+    """Persistence bookkeeping of one job."""
+
+    kind: str
+    persisted_offset: int = -1
+    persisted_at: float = 0.0
+    decile: int = -1
+    dirty: bool = False
+
+
+@dataclass
+class _Listener:
+    """zigpy application listener: only connection_lost matters here."""
+
+    on_lost: Callable[[Exception | None], None]
+
+    def connection_lost(self, exc: Exception | None = None) -> None:
+        self.on_lost(exc)
+
+
+def _iso(wall: float) -> str:
+    return dt.datetime.fromtimestamp(wall, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _store_id(job: Job) -> int:
+    return int(job.id)
+
+
+# --------------------------------------------------------------------------- activation
+
+
+class _DaemonActivation(ActivationService):
+    """The activation service, with every verdict stored and audited (armed one-step
+    submits included, since they also go through ``submit``)."""
+
+    daemon: Daemon
+
+    def submit(self, command: bytes | str, *, device: zt.EUI64 | None = None) -> SubmitResult:
+        raw = command if isinstance(command, bytes) else command.encode("ascii", "replace")
+        self.daemon._audit(
+            "gbcs.command",
+            device,
+            job=self.daemon._job_number_for(device),
+            length=len(raw),
+            sha256=hashlib.sha256(raw).hexdigest(),
+        )
+        result = super().submit(command, device=device)
+        self.daemon._record_verdict(result)
+        return result
+
+    def _fire(self, ieee: zt.EUI64) -> None:
+        # A future-dated activation due while the radio is away waits for it: the
+        # driver has no session attached then, and the moment has passed either way.
+        if not self.daemon.radio.up:
+            LOGGER.warning("%s: scheduled activation is due but the radio is down; it runs when the radio is back", ieee)
+            self.daemon._due_while_down.add(ieee)
+            return
+        super()._fire(ieee)
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        sim_devices: Sequence[str | SimDeviceSpec] = (),
+        *,
+        link: Any = None,
+        open_radio: OpenRadio | None = None,
+        backoff: Sequence[float] = BACKOFF_S,
+        notifier: sdnotify.Notifier | None = None,
+        session_overrides: dict[str, Any] | None = None,
+        progress_bytes: int = PROGRESS_BYTES,
+        progress_seconds: float = PROGRESS_SECONDS,
+        tick_s: float = TICK_S,
+    ) -> None:
+        self.config = config
+        self.specs = sim_specs(config, sim_devices) if config.radio.kind == "sim" else []
+        self.link = link
+        self._open_radio_override = open_radio
+        self.backoff = tuple(backoff)
+        self.notifier = notifier or sdnotify.Notifier()
+        self.session_overrides = dict(session_overrides or {})
+        self.progress_bytes = progress_bytes
+        self.progress_seconds = progress_seconds
+        self.tick_s = tick_s
+
+        self.radio = RadioState(config.radio.kind)
+        self.store: StateStore | None = None
+        self.audit: AuditLog | None = None
+        self.app: ControllerApplication | None = None
+        self.engine: Engine | None = None
+        self.activation: _DaemonActivation | None = None
+        self.control: ControlServer | None = None
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        self.store_error: str | None = None
+        self.audit_error: str | None = None
+
+        self._trust: Any = None
+        self._tracks: dict[str, _Track] = {}
+        self._parked: dict[str, dict[str, Any]] = {}  # job id -> snapshot while the radio is away
+        self._due_while_down: set[zt.EUI64] = set()
+        self._lost = asyncio.Event()
+        self._lost_reason: str | None = None
+        self._radio_ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._stopped = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._status_line = ""
+        self._resumed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open state, listen, notify READY, and start bringing the radio up."""
+        self._open_state()
+        try:
+            self._trust = load_trust(self.config)
+        except Exception as exc:  # TrustError, OSError: a supplier file named in the config
+            raise DaemonStartError(f"{self.config.source or 'config'}: [[supplier]] trust anchors cannot be loaded: {exc}") from None
+        self._audit("daemon.start", version=version(), pid=os.getpid(), config=str(self.config.source) if self.config.source else None, radio=self.radio.kind, state_dir=str(self.config.state_dir))
+        self.control = ControlServer(self, self.config.control_socket, self.config.control_tcp)
+        try:
+            await self.control.start()
+        except ControlSocketError as exc:
+            raise DaemonStartError(str(exc)) from None
+        self.notifier.ready(self._summary())
+        self._tasks.append(asyncio.create_task(self._radio_loop(), name="han-ota-radio"))
+        self._tasks.append(asyncio.create_task(self._ticker(), name="han-ota-tick"))
+        interval = sdnotify.watchdog_interval()
+        if interval:
+            self._tasks.append(asyncio.create_task(self._watchdog(interval), name="han-ota-watchdog"))
+        LOGGER.info("han-ota %s running: state %s, control %s, radio %s", version(), self.config.state_dir, self.config.control_socket, self.radio.kind)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def wait_radio(self, timeout: float | None = None) -> None:
+        async with asyncio.timeout(timeout):
+            await self._radio_ready.wait()
+
+    async def stop(self, reason: str = "stopped") -> None:
+        """Graceful stop: refuse new requests, persist every job, close the radio."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        self.notifier.stopping(f"stopping: {reason}")
+        if self.control is not None:
+            self.control.stop_accepting()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._persist_all(force=True)
+        if self.engine is not None:
+            with contextlib.suppress(Exception):
+                await self.engine.close()
+        await self._close_app()
+        self._audit("daemon.stop", reason=reason)
+        if self.control is not None:
+            await self.control.close()
+        if self.store is not None:
+            self.store.close()
+        if self.audit is not None:
+            self.audit.close()
+
+    def _open_state(self) -> None:
+        state_dir = self.config.state_dir
+        if not state_dir.is_dir():
+            if self.config.source is None:
+                # Built-in per-user defaults (no config file): ours to create.
+                state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            else:
+                raise DaemonStartError(
+                    f"state directory {state_dir} (state_dir in {self.config.source}) does not exist: create it "
+                    f"(install -d -m 0750 -o han-ota -g han-ota {state_dir}) or run under systemd with "
+                    "StateDirectory=han-ota, which creates /var/lib/han-ota"
+                )
+        try:
+            self.store = StateStore.in_state_dir(state_dir)
+        except StoreError as exc:
+            raise DaemonStartError(str(exc)) from None
+        try:
+            self.audit = AuditLog.in_state_dir(state_dir)
+        except AuditError as exc:
+            self.store.close()
+            raise DaemonStartError(str(exc)) from None
+
+    # ------------------------------------------------------------------ radio
+
+    async def _open_radio(self) -> ControllerApplication:
+        if self._open_radio_override is not None:
+            return await self._open_radio_override()
+        from radios.select import open_app
+
+        r = self.config.radio
+        return await open_app(
+            r.kind,
+            path=r.path,
+            baudrate=r.baudrate,
+            flow_control=r.flow_control,
+            database=r.database,
+            sim_devices=self.specs,
+            link=self.link,
+        )
+
+    async def _radio_loop(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                app = await self._open_radio()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = self.backoff[min(attempt, len(self.backoff) - 1)]
+                attempt += 1
+                self.radio.last_error = f"{type(exc).__name__}: {exc}"
+                LOGGER.warning("radio %s could not be opened (%s); retrying in %g s", self.radio.kind, self.radio.last_error, delay)
+                self._audit("radio.open_failed", error=self.radio.last_error, retry_in_s=delay, attempt=attempt)
+                self._refresh_status()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                continue
+            attempt = 0
+            await self._radio_up(app)
+            await self._lost.wait()
+            if self._stop.is_set():
+                return
+            await self._radio_down(self._lost_reason or "connection lost")
+
+    def _on_connection_lost(self, exc: Exception | None) -> None:
+        if self.app is None or self._lost.is_set():
+            return
+        self._lost_reason = f"connection lost: {type(exc).__name__}: {exc}" if exc else "connection lost"
+        LOGGER.warning("radio %s: %s", self.radio.kind, self._lost_reason)
+        self._lost.set()
+
+    async def _radio_up(self, app: ControllerApplication) -> None:
+        self.app = app
+        self._lost.clear()
+        self._lost_reason = None
+        app.add_listener(_Listener(self._on_connection_lost))
+        first = self.engine is None
+        if self.engine is None:
+            self.engine = Engine(app, self.config.ota, session_overrides=self.session_overrides)
+            self.engine.add_observer(self._on_job_action)
+            self.activation = _DaemonActivation(
+                self.engine,
+                self.config,
+                self.store,  # type: ignore[arg-type]
+                trust=self._trust,
+                on_outcome=self._on_outcome,
+                on_schedule=self._on_schedule,
+            )
+            self.activation.daemon = self
+        else:
+            await rebind_engine(self.engine, app)
+            self.radio.reconnects += 1
+        self.radio.up = True
+        self.radio.since = time.time()
+        self.radio.last_error = None
+        self._audit("radio.up", kind=self.radio.kind, reconnects=self.radio.reconnects)
+        if first:
+            self._resume_jobs()
+        else:
+            self._unpark()
+        self._after_radio_up()
+        self._radio_ready.set()
+        self._refresh_status()
+
+    async def _radio_down(self, reason: str) -> None:
+        self.radio.up = False
+        self.radio.since = time.time()
+        self.radio.last_error = reason
+        self._radio_ready.clear()
+        self._audit("radio.down", reason=reason)
+        self._park()
+        self._persist_all(force=True)
+        await self._close_app()
+        self._refresh_status()
+
+    async def _close_app(self) -> None:
+        app, self.app = self.app, None
+        if app is None:
+            return
+        try:
+            await asyncio.wait_for(app.shutdown(), 10.0)
+        except Exception as exc:  # a dead radio may fail to say goodbye
+            LOGGER.info("radio shutdown: %s: %s", type(exc).__name__, exc)
+
+    def _park(self) -> None:
+        """Snapshot and detach every bound session: no timer runs while the radio is away."""
+        if self.engine is None:
+            return
+        for job in list(self.engine.jobs()):
+            if self.engine.driver.session(job.ieee) is job.session:
+                self._parked[job.id] = self._snapshot(job)
+                self.engine.driver.detach(job.ieee)
+
+    def _unpark(self) -> None:
+        assert self.engine is not None
+        loop = asyncio.get_running_loop()
+        for job_id, snap in list(self._parked.items()):
+            job = self.engine.job(job_id)
+            try:
+                session = OtaSession.restore(snap, image_info(job.image), job.session.config, self.engine.pacer, now=loop.time())
+            except Exception as exc:  # cannot happen for our own snapshot; keep the old session
+                LOGGER.error("job %s: snapshot did not restore (%s); re-attaching the session as it was", job.id, exc)
+                session = job.session
+            job.session = session
+            self.engine.driver.attach(job.ieee, session, start=False)
+            self._audit("job.reattached", job.ieee, job=_store_id(job), state=job.state.value, offset=session.offset)
+        self._parked.clear()
+
+    def _after_radio_up(self) -> None:
+        """Work that waited for the radio: lab activations and schedules that fell due."""
+        assert self.engine is not None and self.activation is not None
+        for job in list(self.engine.jobs()):
+            if job.activation == "now" and job.state is ev.SessionState.HELD:
+                self._activate_now(job)
+        due, self._due_while_down = self._due_while_down, set()
+        for ieee in due:
+            self.activation._fire(ieee)
+
+    # ------------------------------------------------------------------ resume
+
+    def _resume_jobs(self) -> None:
+        """Bring back every active job in the store (after the first radio start)."""
+        assert self.store is not None and self.engine is not None and self.activation is not None
+        try:
+            records = self.store.list_jobs(active_only=True)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return
+        for rec in records:
+            try:
+                job = self._resume_one(rec)
+            except Exception as exc:
+                reason = f"cannot resume after restart: {exc}"
+                LOGGER.error("job %s (%s): %s", rec.job_id, rec.record.device, reason)
+                self._fail_stored(rec.job_id, rec.record.device, reason)
+                continue
+            if job is None:
+                continue
+        try:
+            schedules = self.store.list_schedules()
+        except StoreError as exc:
+            self._store_failed(exc)
+            schedules = []
+        for sched in schedules:
+            try:
+                job = self.engine.job(str(sched.job_id))
+            except EngineError:
+                continue
+            if job.done:
+                continue
+            self.activation.restore_schedule(job, sched.at_utc, sched.command_hex)
+            self._audit("job.schedule_restored", job.ieee, job=sched.job_id, at=sched.at_utc.isoformat())
+        self._resumed = True
+
+    def _resume_one(self, rec: Any) -> Job | None:
+        assert self.engine is not None and self.activation is not None and self.store is not None
+        record: JobRecord = rec.record
+        path = Path(record.image_path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise RuntimeError(f"image {path} cannot be read ({exc.strerror}); push the image again") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != record.image_sha256:
+            raise RuntimeError(f"image {path} has changed since the job was accepted (sha256 {digest[:16]}..., expected {record.image_sha256[:16]}...); push the image again")
+        image = parse_image(data)
+        ieee = zt.EUI64.convert(record.device)
+        snap = rec.session_snapshot
+        stall = None
+        if isinstance(snap, dict) and isinstance(snap.get(SNAPSHOT_DAEMON_KEY), dict):
+            stall = snap[SNAPSHOT_DAEMON_KEY].get("stall_timeout_s")
+        config = self.engine.session_config(stall)
+        loop = asyncio.get_running_loop()
+        start = snap is None
+        if snap is None:
+            # Accepted but never snapshotted (stopped within moments): nothing was sent
+            # that matters, so start over with an Image Notify.
+            session = OtaSession(str(ieee), image_info(image), config, self.engine.pacer)
+        else:
+            session = OtaSession.restore(snap, image_info(image), config, self.engine.pacer, now=loop.time())
+        mode = record.activation.mode.value
+        job = Job(id=str(rec.job_id), ieee=ieee, image=image, session=session, image_path=path, activation=mode)
+        self._tracks[job.id] = _Track(kind=record.kind.value, persisted_offset=rec.offset, persisted_at=time.monotonic())
+        restore_job(self.engine, job, start=start)
+        self._audit("job.restored", ieee, job=rec.job_id, state=job.state.value, offset=session.offset, size=image.size, notify=start)
+        LOGGER.info("job %s (%s): resumed %s at offset %d of %d", job.id, ieee, job.state.value, session.offset, image.size)
+        if job.state in ev.END_STATES:
+            self._persist(job)  # the snapshot knew before the row did
+        elif mode == ActivationMode.COMMAND.value and record.activation.command_hex and job.state is not ev.SessionState.ACTIVATED:
+            if not self._verdict_recorded(rec.job_id, record.device):
+                self.activation.arm(job, record.activation.command_hex)
+        return job
+
+    def _verdict_recorded(self, job_id: int, device: str) -> bool:
+        assert self.store is not None
+        try:
+            return any(v.job_id == job_id for v in self.store.list_verdicts(device))
+        except StoreError:
+            return True  # cannot tell: do not risk a second submit
+
+    def _fail_stored(self, job_id: int, device: str, reason: str) -> None:
+        assert self.store is not None
+        try:
+            self.store.update_job(job_id, state=ev.SessionState.FAILED, reason=reason)
+        except StoreError as exc:
+            self._store_failed(exc)
+        self._audit("job.resume_failed", device, job=job_id, reason=reason)
+
+    # ------------------------------------------------------------------ observation
+
+    def _on_job_action(self, job: Job, action: ev.Action) -> None:
+        number = _store_id(job)
+        track = self._tracks.setdefault(job.id, _Track(kind="hcalcs"))
+        if isinstance(action, ev.StateChanged):
+            self._audit("job.state", job.ieee, job=number, old=action.old.value, new=action.new.value, reason=action.reason, offset=job.session.offset)
+            self._persist(job)
+            if action.new is ev.SessionState.HELD and job.activation == "now":
+                asyncio.get_running_loop().call_soon(self._activate_now, job)
+            self._refresh_status()
+        elif isinstance(action, ev.Progress):
+            now = time.monotonic()
+            if action.offset - track.persisted_offset >= self.progress_bytes or now - track.persisted_at >= self.progress_seconds:
+                self._persist(job)
+            else:
+                track.dirty = True
+            decile = min(10, action.offset * 10 // max(action.total, 1))
+            if decile != track.decile:
+                track.decile = decile
+                self._audit("job.progress", job.ieee, job=number, offset=action.offset, size=action.total, percent=decile * 10)
+        elif isinstance(action, ev.Note):
+            self._audit(f"ota.{action.kind.value}", job.ieee, job=number, message=action.message, offset=action.offset, warning=action.warning)
+        elif isinstance(action, SENT_OF_INTEREST):
+            fields = {k: v for k, v in dataclasses.asdict(action).items() if k != "tsn"}
+            self._audit("ota.sent", job.ieee, job=number, command=type(action).__name__, **fields)
+
+    def _activate_now(self, job: Job) -> None:
+        if self.engine is None or job.state is not ev.SessionState.HELD or not self.radio.up:
+            return  # the radio coming back runs this again (_after_radio_up)
+        why = "activate_now with the push: lab image, released without supplier authority"
+        self._audit("job.activate_now", job.ieee, job=_store_id(job), warning=True, message=why)
+        self.engine.activate(job.ieee, why=why)
+
+    def _on_outcome(self, job: Job | None, step: str, message: str, response: int | None, alert: int | None) -> None:
+        self._audit(
+            f"gbcs.{step}",
+            None if job is None else job.ieee,
+            job=None if job is None else _store_id(job),
+            message=message,
+            response_code=response,
+            alert_code=None if alert is None else f"0x{alert:04X}",
+        )
+
+    def _on_schedule(self, job: Job, at: dt.datetime | None, command_hex: str | None) -> None:
+        assert self.store is not None
+        try:
+            if at is None:
+                self.store.cancel_schedule(_store_id(job))
+            else:
+                self.store.schedule_activation(_store_id(job), at, (command_hex or "").lower())
+        except StoreError as exc:
+            self._store_failed(exc)
+        self._audit("gbcs.schedule" if at is not None else "gbcs.unschedule", job.ieee, job=_store_id(job), at=None if at is None else at.isoformat())
+
+    def _record_verdict(self, result: SubmitResult) -> None:
+        assert self.store is not None
+        job_number = int(result.job) if result.job and result.job.isdigit() else None
+        self._audit("gbcs.verdict", result.device, job=job_number, **{k: v for k, v in result.to_dict().items() if k not in ("device", "job")})
+        if result.device is None:
+            return
+        try:
+            self.store.record_verdict(
+                Verdict(
+                    device=result.device,
+                    accepted=result.accepted,
+                    reason=result.reason,
+                    at_utc=dt.datetime.now(dt.timezone.utc),
+                    job_id=job_number,
+                    response_code=result.response_code,
+                    alert_code=result.alert_code,
+                    counter=result.counter,
+                    originator=result.originator,
+                    details=result.to_dict(),
+                )
+            )
+        except (StoreError, ValueError) as exc:
+            self._store_failed(exc)
+
+    def _job_number_for(self, device: zt.EUI64 | None) -> int | None:
+        if device is None or self.engine is None:
+            return None
+        job = self.engine.job_for_device(device)
+        return None if job is None else _store_id(job)
+
+    # ------------------------------------------------------------------ persistence
+
+    def _snapshot(self, job: Job) -> dict[str, Any]:
+        snap = job.session.snapshot()
+        snap[SNAPSHOT_DAEMON_KEY] = {"stall_timeout_s": job.session.config.stall_timeout_s}
+        return snap
+
+    def _persist(self, job: Job) -> bool:
+        assert self.store is not None
+        track = self._tracks.setdefault(job.id, _Track(kind="hcalcs"))
+        snap = self._parked.get(job.id) or self._snapshot(job)
+        try:
+            self.store.update_job(
+                _store_id(job),
+                state=ev.SessionState(snap["state"]),
+                reason=snap.get("reason"),
+                offset=int(snap["offset"]),
+                session_snapshot=snap,
+            )
+        except StoreError as exc:
+            track.dirty = True
+            self._store_failed(exc)
+            return False
+        track.dirty = False
+        track.persisted_offset = int(snap["offset"])
+        track.persisted_at = time.monotonic()
+        if self.store_error is not None and not any(t.dirty for t in self._tracks.values()):
+            LOGGER.info("state store writes work again")
+            self.store_error = None
+        return True
+
+    def _persist_all(self, *, force: bool = False) -> None:
+        if self.engine is None or self.store is None:
+            return
+        now = time.monotonic()
+        for job in list(self.engine.jobs()):
+            track = self._tracks.get(job.id)
+            if track is None:
+                continue
+            due = track.dirty and (now - track.persisted_at >= self.progress_seconds or self.store_error is not None)
+            if force or due:
+                self._persist(job)
+
+    def _store_failed(self, exc: Exception) -> None:
+        message = str(exc)
+        if message != self.store_error:
+            LOGGER.error("state store write failed: %s", message)
+        self.store_error = message
+        self._refresh_status()
+
+    def _audit(self, event: str, device: object | None = None, *, job: int | None = None, **fields: Any) -> None:
+        if self.audit is None:
+            return
+        try:
+            self.audit.append(event, device=None if device is None else str(device), job=job, **fields)
+        except (AuditError, ValueError, OSError) as exc:
+            message = str(exc)
+            if message != self.audit_error:
+                LOGGER.error("audit log write failed (%s): %s", event, message)
+            self.audit_error = message
+            return
+        if self.audit_error is not None:
+            LOGGER.info("audit log writes work again")
+            self.audit_error = None
+
+    # ------------------------------------------------------------------ status
+
+    def _counts(self) -> dict[str, int]:
+        counts = {"transferring": 0, "pending": 0, "held": 0, "scheduled": 0, "activated": 0}
+        jobs = list(self.engine.jobs()) if self.engine is not None else []
+        for job in jobs:
+            if job.state.value in counts:
+                counts[job.state.value] += 1
+        return counts
+
+    def _summary(self) -> str:
+        c = self._counts()
+        radio = f"radio {self.radio.kind} {'up' if self.radio.up else 'down'}"
+        text = f"{radio}; {c['transferring']} transferring, {c['pending']} pending, {c['held']} held, {c['scheduled']} scheduled"
+        if c["activated"]:
+            text += f", {c['activated']} activating"
+        if self.store_error:
+            text += "; STORE WRITE FAILING"
+        if self.audit_error:
+            text += "; AUDIT WRITE FAILING"
+        return text
+
+    def _refresh_status(self) -> None:
+        line = self._summary()
+        if line != self._status_line:
+            self._status_line = line
+            self.notifier.status(line)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            self._persist_all()
+            self._refresh_status()
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------ views
+
+    def _kind_of(self, ieee: zt.EUI64, image: FirmwareImage | None = None) -> str:
+        raw = parse_eui64(str(ieee))
+        configured = self.config.device(raw)
+        if configured is not None:
+            return configured.kind
+        for spec in self.specs:
+            if spec.ieee == ieee:
+                return spec.kind
+        if image is not None and image.image_type in PPMID_IMAGE_TYPES:
+            return "ppmid"
+        return "hcalcs"
+
+    def job_view(self, job: Job) -> dict[str, Any]:
+        view = job.to_dict()
+        track = self._tracks.get(job.id)
+        view["kind"] = track.kind if track else self._kind_of(job.ieee, job.image)
+        if self.activation is not None:
+            at = self.activation.scheduled_at(job.ieee)
+            view["scheduled_at"] = None if at is None else at.isoformat()
+        view["parked"] = job.id in self._parked
+        return view
+
+    def _stored_view(self, rec: Any) -> dict[str, Any]:
+        r: JobRecord = rec.record
+        return {
+            "job": str(rec.job_id),
+            "device": r.device,
+            "kind": r.kind.value,
+            "state": rec.state.value,
+            "reason": rec.reason,
+            "manufacturer_code": r.manufacturer_code,
+            "image_type": r.image_type,
+            "file_version": r.file_version,
+            "bytes": rec.offset,
+            "size": r.size,
+            "rate_bytes_per_s": None,
+            "eta_seconds": None,
+            "activation": r.activation.mode.value,
+            "image": r.image_path,
+            "image_sha256": r.image_sha256,
+            "created": r.created_utc.isoformat(),
+            "updated": rec.updated_utc.isoformat(),
+        }
+
+    # ------------------------------------------------------------------ control API (han_ota.control.ControlApi)
+
+    async def status(self) -> tuple[int, Any]:
+        if self.engine is not None:
+            jobs = [self.job_view(j) for j in self.engine.jobs()]
+        else:
+            jobs = [self._stored_view(r) for r in self._store_read(lambda s: s.list_jobs(active_only=True))]
+        holds = [
+            {
+                "job": j["job"],
+                "device": j["device"],
+                "state": j["state"],
+                "file_version": j["file_version"],
+                "held_requests": j.get("held_requests"),
+                "scheduled_at": j.get("scheduled_at"),
+            }
+            for j in jobs
+            if j["state"] in ("held", "scheduled")
+        ]
+        schedules = []
+        for s in self._store_read(lambda st: st.list_schedules()):
+            device = None
+            if self.engine is not None:
+                with contextlib.suppress(EngineError):
+                    device = str(self.engine.job(str(s.job_id)).ieee)
+            schedules.append({"job": str(s.job_id), "device": device, "at": s.at_utc.isoformat(), "created": s.created_utc.isoformat()})
+        head = self.audit.head() if self.audit is not None else (0, "")
+        body = {
+            "daemon": {
+                "version": version(),
+                "pid": os.getpid(),
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "started": _iso(self.started_wall),
+                "state_dir": str(self.config.state_dir),
+                "control_socket": str(self.config.control_socket),
+                "radio": self.radio.to_dict(),
+                "summary": self._summary(),
+                "store": {"ok": self.store_error is None, "error": self.store_error},
+                "audit": {"ok": self.audit_error is None, "error": self.audit_error, "head_seq": head[0]},
+            },
+            "jobs": jobs,
+            "holds": holds,
+            "schedules": schedules,
+        }
+        return 200, body
+
+    async def devices(self) -> tuple[int, Any]:
+        out = []
+        app = self.app
+        if app is not None:
+            own = app.state.node_info.ieee
+            for ieee, device in app.devices.items():
+                if ieee == own:
+                    continue
+                job = self.engine.job_for_device(ieee) if self.engine is not None else None
+                out.append(
+                    {
+                        "ieee": str(ieee),
+                        "nwk": f"0x{int(device.nwk):04X}",
+                        "model": device.model,
+                        "manufacturer": device.manufacturer,
+                        "kind": self._kind_of(ieee),
+                        "job": None if job is None else job.id,
+                        "state": None if job is None else job.state.value,
+                    }
+                )
+        return 200, {"radio": self.radio.to_dict(), "devices": out}
+
+    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None) -> tuple[int, Any]:
+        if self._stopped:
+            raise HttpError(503, "the daemon is stopping")
+        ieee = _parse_device(device)
+        source = Path(image)
+        if not source.is_absolute():
+            raise HttpError(400, f"image path {image!r} is relative; send an absolute path (the daemon does not share your working directory)")
+        try:
+            data = await asyncio.to_thread(_read_limited, source)
+        except OSError as exc:
+            raise HttpError(400, f"the daemon cannot read image {source}: {exc.strerror or exc}; it must be readable by the service user (under systemd, not in /home or /tmp)") from None
+        try:
+            firmware = parse_image(data)
+        except ImageError as exc:
+            raise HttpError(422, f"{source}: {exc}") from None
+        if not self.radio.up or self.engine is None or self.app is None or self.activation is None:
+            raise HttpError(503, f"the radio ({self.radio.kind}) is not up{f': {self.radio.last_error}' if self.radio.last_error else ''}; try again when `han-ota status` shows it up")
+        current = self.engine.job_for_device(ieee)
+        if current is not None and not current.done:
+            raise HttpError(409, f"{ieee} already has job {current.id} ({current.state.value}); cancel it first (han-ota cancel {current.id})")
+        if ieee not in self.app.devices:
+            known = ", ".join(str(d) for d in self.app.devices if d != self.app.state.node_info.ieee) or "none"
+            raise HttpError(404, f"{ieee} is not on this network (known devices: {known}); check the address, or let it join first")
+        command_hex: str | None = None
+        if activation is not None:
+            try:
+                command_hex = decode_hex_text(activation).hex()
+            except GbcsError as exc:
+                raise HttpError(400, f"activation is not hex text: {exc}") from None
+            check = self.activation.precheck(command_hex, firmware, ieee)
+            if not check.accepted:
+                self._audit("gbcs.precheck_refused", ieee, reason=check.reason, message=check.message, response_code=check.response_code)
+                raise HttpError(422, f"the activation command was refused before any block was sent: {check.message}")
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            stored_path = await asyncio.to_thread(self._keep_image, data, digest)
+        except OSError as exc:
+            raise HttpError(507, f"cannot keep a copy of the image in {self.config.state_dir / IMAGES_DIR}: {exc.strerror or exc}; free space on the state filesystem") from None
+        kind = self._kind_of(ieee, firmware)
+        if activate_now:
+            request = ActivationRequest.now()
+        elif command_hex is not None:
+            request = ActivationRequest.command(command_hex)
+        else:
+            request = ActivationRequest.none()
+        record = JobRecord(
+            device=str(ieee),
+            image_path=str(stored_path),
+            image_sha256=digest,
+            manufacturer_code=firmware.manufacturer_code,
+            image_type=firmware.image_type,
+            file_version=firmware.file_version,
+            size=firmware.size,
+            kind=JobKind(kind),
+            activation=request,
+            created_utc=dt.datetime.now(dt.timezone.utc),
+        )
+        assert self.store is not None
+        try:
+            job_number = self.store.create_job(record)
+        except DeviceBusy as exc:
+            raise HttpError(409, str(exc)) from None
+        except StoreError as exc:
+            self._store_failed(exc)
+            status = 507 if "full" in str(exc) else 500
+            raise HttpError(status, f"the job was NOT accepted: {exc}") from None
+        self._audit(
+            "job.accepted",
+            ieee,
+            job=job_number,
+            image=str(stored_path),
+            source=str(source),
+            sha256=digest,
+            size=firmware.size,
+            manufacturer_code=firmware.manufacturer_code,
+            image_type=firmware.image_type,
+            file_version=firmware.file_version,
+            kind=kind,
+            activation=request.mode.value,
+        )
+        device_cfg = self.config.device(parse_eui64(str(ieee)))
+        stall = stall_timeout or (device_cfg.stall_timeout_s if device_cfg else None)
+        self._tracks[str(job_number)] = _Track(kind=kind)
+        try:
+            job = self.engine.push(firmware, ieee, image_path=stored_path, stall_timeout_s=stall, activation=request.mode.value, job_id=str(job_number))
+        except EngineError as exc:
+            self._fail_stored(job_number, str(ieee), f"not started: {exc}")
+            raise HttpError(409, str(exc)) from None
+        if command_hex is not None:
+            self.activation.arm(job, command_hex)
+        self._persist(job)
+        self._refresh_status()
+        return 202, {"job": self.job_view(job)}
+
+    async def activate(self, command: str, device: str | None) -> tuple[int, Any]:
+        ieee = None if device is None else _parse_device(device)
+        if self.activation is None or not self.radio.up:
+            # Refuse before verifying: an accepted command advances its counter, and a
+            # release that cannot reach the device would waste it.
+            raise HttpError(503, f"the radio ({self.radio.kind}) is not up; submit the command when `han-ota status` shows it up")
+        result = self.activation.submit(command, device=ieee)
+        self._refresh_status()
+        return 200, result.to_dict()
+
+    async def job(self, job_id: str) -> tuple[int, Any]:
+        number = _parse_job_id(job_id)
+        if self.engine is not None:
+            with contextlib.suppress(EngineError):
+                return 200, {"job": self.job_view(self.engine.job(str(number)))}
+        assert self.store is not None
+        try:
+            rec = self.store.get_job(number)
+        except StoreError as exc:
+            raise HttpError(404, str(exc)) from None
+        return 200, {"job": self._stored_view(rec)}
+
+    async def cancel(self, job_id: str) -> tuple[int, Any]:
+        number = _parse_job_id(job_id)
+        if self.engine is None:
+            raise HttpError(503, "the radio has not come up yet, so no job is running; try again shortly")
+        try:
+            job = self.engine.job(str(number))
+        except EngineError:
+            _status, body = await self.job(job_id)  # 404, or a job that ended in an earlier run
+            raise HttpError(409, f"job {number} has already ended ({body['job']['state']})") from None
+        if job.done:
+            raise HttpError(409, f"job {number} has already ended ({job.state.value})")
+        self._audit("job.cancel_requested", job.ieee, job=number)
+        if job.id in self._parked:
+            # Radio away: cancel the detached session and keep its snapshot for re-attach.
+            job.session.cancel(asyncio.get_running_loop().time(), "cancelled by the user")
+            self._parked[job.id] = self._snapshot(job)
+            self._persist(job)
+            self._audit("job.state", job.ieee, job=number, old="parked", new=job.state.value, reason=job.session.reason)
+        else:
+            self.engine.cancel(job.id)
+        return 200, {"job": self.job_view(job)}
+
+    async def log(self, device: str | None, since: int | None, limit: int) -> tuple[int, Any]:
+        assert self.audit is not None
+        dev = None if device is None else str(_parse_device(device))
+        path = self.audit.path
+
+        def read() -> list[dict[str, Any]]:
+            out = []
+            for record in audit_mod.read_records(path, device=dev, since_seq=since):
+                out.append(record.as_dict())
+                if len(out) >= limit:
+                    break
+            return out
+
+        try:
+            records = await asyncio.to_thread(read)
+        except AuditError as exc:
+            raise HttpError(500, str(exc)) from None
+        return 200, {"records": records, "head": self.audit.head()[0], "limit": limit}
+
+    async def log_verify(self) -> tuple[int, Any]:
+        assert self.audit is not None
+        head = self.audit.head()
+        result = await asyncio.to_thread(self.audit.verify, head)
+        return 200, dataclasses.asdict(result) | {"path": str(self.audit.path)}
+
+    def _store_read(self, body: Callable[[StateStore], list[Any]]) -> list[Any]:
+        if self.store is None:
+            return []
+        try:
+            return body(self.store)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return []
+
+    def _keep_image(self, data: bytes, digest: str) -> Path:
+        """A copy of the image in the state directory, so the job survives the
+        original being moved or deleted (and ProtectHome hiding it after a restart)."""
+        directory = self.config.state_dir / IMAGES_DIR
+        directory.mkdir(mode=0o750, exist_ok=True)
+        target = directory / f"{digest}.ota"
+        if target.exists():
+            with contextlib.suppress(OSError):
+                if hashlib.sha256(target.read_bytes()).hexdigest() == digest:
+                    return target
+        tmp = directory / f".{digest}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, target)
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return target
+
+
+def _read_limited(path: Path) -> bytes:
+    from gateway.image import DEFAULT_MAX_SIZE
+
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > DEFAULT_MAX_SIZE:
+            raise OSError(f"{path} is {size} bytes, over the {DEFAULT_MAX_SIZE}-byte image limit")
+        return f.read(DEFAULT_MAX_SIZE + 1)
+
+
+def _parse_device(text: str) -> zt.EUI64:
+    try:
+        return zt.EUI64.convert(format_eui64(parse_eui64(text, "device")))
+    except ConfigError as exc:
+        raise HttpError(400, str(exc)) from None
+
+
+def _parse_job_id(text: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise HttpError(404, f"no job {text!r}: job ids are numbers, as `han-ota status` lists them")
+    return int(text)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+async def run_daemon(
+    config: Config,
+    sim_devices: Sequence[str | SimDeviceSpec] = (),
+    *,
+    ready_cb: Callable[[Daemon], Any] | None = None,
+    **options: Any,
+) -> int:
+    """Run until SIGTERM/SIGINT (or ``daemon.request_stop()``); returns the exit status.
+
+    Raises DaemonStartError when it cannot start (missing state directory, socket
+    in use, bad simulated device, unreadable trust anchor).
+    """
+    daemon = Daemon(config, sim_devices, **options)
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def on_signal(name: str) -> None:
+        received.append(name)
+        daemon.request_stop()
+
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+    try:
+        try:
+            await daemon.start()
+        except BaseException:
+            await daemon.stop("start-up failed")
+            raise
+        if ready_cb is not None:
+            result = ready_cb(daemon)
+            if asyncio.iscoroutine(result):
+                await result
+        await daemon.wait_stopped()
+        await daemon.stop(f"signal {received[0]}" if received else "stop requested")
+    finally:
+        for sig in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+    return 0
+
+
+__all__ = ["BACKOFF_S", "Daemon", "DaemonStartError", "RadioState", "rebind_engine", "restore_job", "run_daemon", "sim_specs", "version"]
