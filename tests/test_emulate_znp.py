@@ -17,10 +17,24 @@ import zigpy.types as t
 import zigpy_znp.commands as c
 import zigpy_znp.types as zt
 from zigpy_znp.types.nvids import OsalNvIds
+from zigpy.zcl import ClusterType
 from zigpy_znp.zigbee.application import ControllerApplication
 
-from radios.emulate.znp import DEFAULT_IEEE, Faults, FaultSpecError, serve_znp, serve_znp_pty
+from radios.emulate.znp import (
+    DEFAULT_IEEE,
+    Faults,
+    FaultSpecError,
+    running_znp_emulator,
+    serve_znp,
+    serve_znp_pty,
+)
 from radios.emulate.znp import mt
+from radios.sim.link import LinkModel
+from radios.sim.spec import parse_sim_device
+
+HCALCS_IEEE = t.EUI64.convert("00:0d:6f:00:0b:12:34:56")
+HCALCS_VERSION = 0x00000123
+OTA_CURRENT_FILE_VERSION = 0x0002
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,6 +61,55 @@ async def emulator():
         yield server
     finally:
         await server.close()
+
+
+@pytest.fixture
+async def han_emulator():
+    """One simulated HCALCS behind the emulator (instant link).
+
+    Its OTA client is kept quiet (no query after boot or Image Notify for an hour) so
+    that the only unicasts are the ones a test makes: fault counts stay exact.
+    """
+    spec = parse_sim_device(
+        f"hcalcs:{HCALCS_IEEE}:file_version=0x{HCALCS_VERSION:08X}:query_delay=3600:notify_delay=3600"
+    )
+    async with running_znp_emulator([spec], LinkModel.instant()) as (path, server):
+        yield path, server
+
+
+class InitWatcher:
+    """zigpy listener: resolves when a device finished its interview."""
+
+    def __init__(self) -> None:
+        self.initialized: dict[t.EUI64, asyncio.Event] = {}
+
+    def _event(self, ieee: t.EUI64) -> asyncio.Event:
+        return self.initialized.setdefault(ieee, asyncio.Event())
+
+    def device_initialized(self, device) -> None:
+        self._event(device.ieee).set()
+
+    async def wait(self, ieee: t.EUI64, timeout: float = 15.0) -> None:
+        async with asyncio.timeout(timeout):
+            await self._event(ieee).wait()
+
+
+async def start_app_with_hcalcs(path: str) -> ControllerApplication:
+    app = ControllerApplication(app_config(path))
+    watcher = InitWatcher()
+    app.add_listener(watcher)
+    async with asyncio.timeout(30):
+        await app.startup(auto_form=True)
+    await watcher.wait(HCALCS_IEEE)
+    return app
+
+
+async def read_ota_version(app: ControllerApplication, **kwargs) -> int:
+    device = app.get_device(ieee=HCALCS_IEEE)
+    ota = device.find_cluster(0x0019, ClusterType.Client)
+    success, failure = await ota.read_attributes([OTA_CURRENT_FILE_VERSION], **kwargs)
+    assert failure == {}
+    return success[OTA_CURRENT_FILE_VERSION]
 
 
 class ConnectionWatcher:
@@ -196,14 +259,15 @@ async def test_pty_transport_form_restart_and_drop():
 # -------------------------------------------------------------------- faults ----
 
 
-async def test_dropped_connection_reported_and_reconnect(emulator):
-    app = await start_app(emulator.url)
+async def test_dropped_connection_reported_and_reconnect(han_emulator):
+    path, server = han_emulator
+    app = await start_app_with_hcalcs(path)
     try:
         epid = app.state.network_info.extended_pan_id
         watcher = ConnectionWatcher()
         app.add_listener(watcher)
 
-        emulator.faults.drop_after_frames = 1
+        server.faults.drop_after_frames = 1
         # The link goes away right after the emulator handled this frame; whether its
         # SRSP made it out first is as undefined as with a real yanked cable.
         with contextlib.suppress(ConnectionError, TimeoutError, RuntimeError, AttributeError):
@@ -211,21 +275,24 @@ async def test_dropped_connection_reported_and_reconnect(emulator):
                 await app._znp.request(c.SYS.Ping.Req())
         async with asyncio.timeout(5):
             await watcher.lost.wait()
-        assert emulator.faults.drops_injected == 1
-        assert not emulator.connected
+        assert server.faults.drops_injected == 1
+        assert not server.connected
 
         await reconnect(app)
-        assert emulator.connections_made == 2
+        assert server.connections_made == 2
         assert app.state.network_info.extended_pan_id == epid
-        assert emulator.coordinator.network_up
-        status, _, node_desc = await app._device.zdo.Node_Desc_req(0x0000)
-        assert status == 0 and node_desc.is_coordinator
+        assert server.coordinator.network_up
+        # the device is still on the network and reachable through the new link
+        assert await read_ota_version(app) == HCALCS_VERSION
+        assert server.coordinator.unimplemented == []
     finally:
         await app.shutdown()
 
 
-async def test_coordinator_reset_fault(emulator):
-    app = await start_app(emulator.url)
+async def test_coordinator_reset_fault(han_emulator):
+    path, server = han_emulator
+    coord = server.coordinator
+    app = await start_app_with_hcalcs(path)
     try:
         epid = app.state.network_info.extended_pan_id
         resets = []
@@ -234,26 +301,97 @@ async def test_coordinator_reset_fault(emulator):
         # API on its ZNP object, not a patch.
         app._znp.callback_for_response(c.SYS.ResetInd.Callback(partial=True), resets.append)
 
-        emulator.faults.reset_after_frames = 1
+        server.faults.reset_after_frames = 1
         await app._znp.request(c.SYS.Ping.Req())  # the frame that trips the fault
         async with asyncio.timeout(2):
             while not resets:
                 await asyncio.sleep(0.01)
         assert resets[0].Reason == zt.ResetReason.Watchdog
-        assert emulator.faults.resets_injected == 1
+        assert server.faults.resets_injected == 1
 
         # The firmware rebooted: endpoints and the running network are gone until the
-        # host starts them again, so traffic fails instead of vanishing.
-        assert not emulator.coordinator.network_up and not emulator.coordinator.endpoints
-        with pytest.raises(zigpy.exceptions.DeliveryError):
-            await app._device.zdo.Node_Desc_req(0x0000)
+        # host starts them again, so traffic fails (AF SRSP error) instead of vanishing.
+        assert not coord.network_up and not coord.endpoints
+        with pytest.raises(zigpy.exceptions.DeliveryError) as info:
+            await read_ota_version(app)
+        assert info.value.status == zt.Status.INVALID_PARAMETER  # AF: no such source endpoint
 
         await reconnect(app)
         assert app.state.network_info.extended_pan_id == epid
-        assert emulator.coordinator.network_up
-        assert emulator.coordinator.formations == 2  # resumed, not re-formed
-        status, _, _ = await app._device.zdo.Node_Desc_req(0x0000)
-        assert status == 0
+        assert coord.network_up
+        assert coord.formations == 2  # resumed from NVRAM, not re-formed
+        assert HCALCS_IEEE in coord.children  # association rebuilt from NV address manager
+        assert await read_ota_version(app) == HCALCS_VERSION
+        assert coord.unimplemented == []
+    finally:
+        await app.shutdown()
+
+
+# ------------------------------------------------------------------- devices ----
+
+
+async def test_hcalcs_joins_is_interviewed_and_reports_ota_version(han_emulator):
+    path, server = han_emulator
+    coord = server.coordinator
+    han = coord.han
+    app = await start_app_with_hcalcs(path)
+    try:
+        sim = han.devices[HCALCS_IEEE]
+        device = app.get_device(ieee=HCALCS_IEEE)
+        # joined through ZDO.TCDevInd + Device_annce, interviewed over ZDO and ZCL
+        assert device.nwk == sim.nwk
+        assert device.is_initialized
+        assert device.model == "HCALCS" and device.manufacturer == "GFI"
+        assert device.node_desc.is_router
+        assert 0x0019 in device.endpoints[1].out_clusters  # OTA client
+        assert coord.requests["ZDO.ExtRouteChk"] >= 1  # zigpy-znp checked routes for ZDO
+        # the trust center persisted the device: address manager + hashed TC link key
+        assert coord.children[HCALCS_IEEE].nwk == sim.nwk
+        # devices report the coordinator as their parent/upgrade server
+        assert han.coordinator_ieee == DEFAULT_IEEE
+
+        assert await read_ota_version(app) == HCALCS_VERSION == sim.current_file_version
+
+        # zigpy-znp can back the network up, reading the device tables from NVRAM
+        await app.load_network_info(load_devices=True)
+        info = app.state.network_info
+        assert info.nwk_addresses[HCALCS_IEEE] == sim.nwk
+        assert HCALCS_IEEE in info.children
+        assert [k.partner_ieee for k in info.key_table] == [HCALCS_IEEE]
+        assert coord.unimplemented == []
+    finally:
+        await app.shutdown()
+
+
+async def test_delivery_failures(han_emulator):
+    path, server = han_emulator
+    han = server.coordinator.han
+    app = await start_app_with_hcalcs(path)
+    try:
+        sim = han.devices[HCALCS_IEEE]
+        frames_before = han.frames_down
+
+        # zigpy tries a request 3 times (DEFAULT_REQUEST_RETRIES=2): fail all three
+        server.faults.fail_next_deliveries(3, "MAC_NO_ACK")
+        with pytest.raises(zigpy.exceptions.DeliveryError) as info:
+            await read_ota_version(app)
+        assert info.value.status == zt.Status.MAC_NO_ACK
+        assert server.faults.deliveries_failed == 3
+        assert han.frames_down == frames_before  # the failed frames never reached the air
+
+        assert await read_ota_version(app) == HCALCS_VERSION  # the fourth gets through
+
+        server.faults.fail_next_deliveries(3, "APS_NO_ACK")
+        with pytest.raises(zigpy.exceptions.DeliveryError) as info:
+            await read_ota_version(app)
+        assert info.value.status == zt.Status.APS_NO_ACK
+
+        # A real failure from the simulated air: the device is off, nobody acks
+        sim.power_off()
+        with pytest.raises(zigpy.exceptions.DeliveryError) as info:
+            await read_ota_version(app)
+        assert info.value.status == zt.Status.MAC_NO_ACK
+        assert server.coordinator.unimplemented == []
     finally:
         await app.shutdown()
 

@@ -82,6 +82,15 @@ CAPABILITIES = (
     | zt.MTCapabilities.APP_CNF
 )
 
+#: When the emulator powers the SimHan up:
+#: "ready"  - once the host has started the network and issued its first permit-join
+#:            request (zigpy's start-up ends with permit(0)); bench devices behave as
+#:            already commissioned and join/announce right away;
+#: "permit" - at the first permit-join with a non-zero duration (devices join when the
+#:            host opens the network, as new devices would);
+#: "manual" - never; the caller starts the HAN.
+HAN_START_MODES = ("ready", "permit", "manual")
+
 ZDO_STATUS_NOT_SUPPORTED = 0x84
 ZDO_STATUS_INVALID_EP = 0x82
 ZDO_STATUS_NOT_ACTIVE = 0x83
@@ -142,12 +151,14 @@ class ZnpCoordinator:
         *,
         ieee: t.EUI64 = DEFAULT_IEEE,
         faults: Faults | None = None,
-        start_han: bool = True,
+        han_start: str = "ready",
     ) -> None:
+        if han_start not in HAN_START_MODES:
+            raise ValueError(f"han_start must be one of {HAN_START_MODES}, not {han_start!r}")
         self.nv = NvStore(ieee)
         self.faults = faults if faults is not None else Faults()
         self.han = han
-        self._start_han = start_han
+        self.han_start = han_start
         self._han_task: asyncio.Task | None = None
         self._han_started_by_us = False
 
@@ -598,6 +609,12 @@ class ZnpCoordinator:
         self._load_frame_counter()
         self._restore_children()
         self.network_up = True
+        if self.han is not None:
+            # SimHan extras: devices report these as their parent and UpgradeServerID
+            if hasattr(self.han, "coordinator_ieee"):
+                self.han.coordinator_ieee = self.ieee
+            if hasattr(self.han, "extended_pan_id"):
+                self.han.extended_pan_id = t.ExtendedPanId(nib.extendedPANID)
 
         self.send(c.ZDO.StateChangeInd.Callback(State=zt.DeviceState.StartedAsCoordinator))
         await asyncio.sleep(CALLBACK_GAP)
@@ -608,7 +625,6 @@ class ZnpCoordinator:
                 RemainingModes=BDB.NONE,
             )
         )
-        self._maybe_start_han()
 
     def _form_network(self) -> None:
         """Form a new network from the configuration items, as BDB formation does."""
@@ -746,7 +762,9 @@ class ZnpCoordinator:
     async def _deliver(self, packet: t.ZigbeePacket, *, confirm: bool, multicast: bool = False) -> None:
         if self.han is None:
             status = zt.Status.MAC_NO_ACK if not multicast else zt.Status.SUCCESS
-            LOGGER.warning("ZNP emulator: no HAN attached; %s to %s goes nowhere", packet.cluster_id, packet.dst)
+            unicast = packet.dst.addr_mode in (t.AddrMode.NWK, t.AddrMode.IEEE)
+            LOGGER.log(logging.WARNING if unicast else logging.DEBUG,
+                       "ZNP emulator: no HAN attached; cluster 0x%04X to %s goes nowhere", packet.cluster_id, packet.dst)
         else:
             try:
                 result = await self.han.send(packet)
@@ -791,7 +809,6 @@ class ZnpCoordinator:
     # ================================================================= ZDO (host) ====
     def _zdo_msg_cb_register(self, req):
         self.zdo_callbacks.add(int(req.ClusterId))
-        self._maybe_start_han()
         return c.ZDO.MsgCallbackRegister.Rsp(Status=zt.Status.SUCCESS)
 
     def _zdo_msg_cb_remove(self, req):
@@ -805,6 +822,7 @@ class ZnpCoordinator:
         local = req.AddrMode == zt.AddrMode.Broadcast or req.Dst == 0x0000
         if local:
             self._set_permit(req.Duration)
+            self._maybe_start_han(req.Duration)
             self._defer(c.ZDO.MgmtPermitJoinRsp.Callback(Src=0x0000, Status=zdo_t.Status.SUCCESS))
         if req.AddrMode == zt.AddrMode.Broadcast or req.Dst != 0x0000:
             # The request goes over the air too; a unicast target answers for itself
@@ -987,17 +1005,25 @@ class ZnpCoordinator:
         )
 
     # ====================================================================== HAN ====
-    def _maybe_start_han(self) -> None:
-        """Power the simulated HAN up once the host can hear joins (network + ZDO cbs)."""
+    def _maybe_start_han(self, permit_duration: int) -> None:
+        """Power the simulated HAN up when the host is ready for it (see HAN_START_MODES).
+
+        The marker is the host's ZDO.MgmtPermitJoinReq: zigpy sends ``permit(0)`` as the
+        last step of its start-up, after any temporary formation (zigpy forms a
+        throw-away network for its energy scan and then wipes it, so devices powered up
+        earlier would be stranded on a network that no longer exists).
+        """
         if (
             self.han is None
-            or not self._start_han
+            or self.han_start == "manual"
             or self._han_task is not None
             or not self.network_up
             or not self.zdo_callbacks
         ):
             return
-        LOGGER.info("ZNP emulator: network up and host listening; powering up the simulated HAN")
+        if self.han_start == "permit" and not permit_duration:
+            return
+        LOGGER.info("ZNP emulator: network up and host ready; powering up the simulated HAN")
         self._han_started_by_us = True
         self._han_task = self._spawn(self.han.start(), "han-start")
 

@@ -306,9 +306,9 @@ async def serve_znp(
     """Serve an emulated Z-Stack 3.30 coordinator on TCP; ``port=0`` picks a free port.
 
     ``han`` is a SimHan (or None for a coordinator with no devices).  The emulator attaches
-    to it and starts it once the host has started the network and registered for ZDO
-    callbacks (pass ``start_han=False`` if you start it yourself).  ``server.url`` is the
-    ``socket://`` path for zigpy-znp.
+    to it and powers it up per ``han_start`` ("ready": once the host has started the
+    network; "permit": when the host first permits joining; "manual": never, you call
+    ``han.start()``).  ``server.url`` is the ``socket://`` path for zigpy-znp.
     """
     server = TcpZnpServer(_coordinator(han, faults, **kwargs))
     await server._start(host, port)
@@ -343,6 +343,9 @@ async def running_znp_emulator(
 
     ``specs`` are the simulated devices (see radios.sim.han); ``link`` a LinkModel
     (default: instant).  ``transport`` is "tcp" (path ``socket://...``) or "pty".
+    Neither transport limits the byte rate, so a timed LinkModel's own UART model
+    (``uart_baud``) is the only serial-speed model in the path; keep it for realistic
+    timings.  Other keyword arguments go to ZnpCoordinator (``han_start``, ``ieee``).
     """
     from radios.sim.han import SimHan  # the simulated HAN (another module's contract)
 
