@@ -327,9 +327,9 @@ class OtaClient:
         return self._deadline
 
     def _set_state(self, state: ClientState, now: float, **detail: Any) -> None:
-        if state is not self.state:
-            self._record("state", old=self.state.value, new=state.value, **detail)
-        self.state = state
+        old, self.state = self.state, state
+        if state is not old:
+            self._record("state", old=old.value, new=state.value, **detail)
 
     def _idle(self, now: float, delay: float | None = None) -> None:
         self._set_state(ClientState.IDLE, now)
