@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 import pytest
 import zigpy.config as zconf
 import zigpy.exceptions
 import zigpy.types as t
 import zigpy_znp.commands as c
+import zigpy_znp.exceptions
 import zigpy_znp.types as zt
 from zigpy_znp.types.nvids import OsalNvIds
 from zigpy.zcl import ClusterType
@@ -36,7 +36,6 @@ HCALCS_IEEE = t.EUI64.convert("00:0d:6f:00:0b:12:34:56")
 HCALCS_VERSION = 0x00000123
 OTA_CURRENT_FILE_VERSION = 0x0002
 
-LOGGER = logging.getLogger(__name__)
 
 
 def app_config(path: str) -> dict:
@@ -214,7 +213,7 @@ async def test_unknown_command_gets_rpc_error(emulator):
     app = await start_app(emulator.url)
     try:
         # UTIL.SrcMatchEnable is a real MT command this emulator does not implement
-        with pytest.raises(zigpy_znp_exceptions().CommandNotRecognized):
+        with pytest.raises(zigpy_znp.exceptions.CommandNotRecognized):
             await app._znp.request(c.UTIL.SrcMatchEnable.Req())
         assert any("UTIL.SrcMatchEnable" in gap for gap in emulator.coordinator.unimplemented)
         # the link is still fine afterwards
@@ -222,12 +221,6 @@ async def test_unknown_command_gets_rpc_error(emulator):
         assert rsp.Capabilities & zt.MTCapabilities.APP_CNF
     finally:
         await app.shutdown()
-
-
-def zigpy_znp_exceptions():
-    import zigpy_znp.exceptions
-
-    return zigpy_znp.exceptions
 
 
 async def test_pty_transport_form_restart_and_drop():
@@ -351,6 +344,13 @@ async def test_hcalcs_joins_is_interviewed_and_reports_ota_version(han_emulator)
         assert han.coordinator_ieee == DEFAULT_IEEE
 
         assert await read_ota_version(app) == HCALCS_VERSION == sim.current_file_version
+
+        # permit joining through the router: ZDO.MgmtPermitJoinReq to it, answered by
+        # the device itself (ZDO.MgmtPermitJoinRsp + MsgCbIncoming)
+        async with asyncio.timeout(10):
+            (status,) = await device.zdo.permit(30)
+        assert status == 0
+        assert any(e.detail.get("command") == "Mgmt_Permit_Joining_req" for e in sim.events("zdo"))
 
         # zigpy-znp can back the network up, reading the device tables from NVRAM
         await app.load_network_info(load_devices=True)

@@ -168,7 +168,7 @@ class ZnpCoordinator:
 
         #: "Subsystem.Command" names the firmware had to refuse (gaps, for tests)
         self.unimplemented: list[str] = []
-        #: every decoded host request, in order (for tests)
+        #: how often the host sent each request, by "Subsystem.Command" (for tests)
         self.requests: collections.Counter[str] = collections.Counter()
         self.resets = 0
         self.formations = 0
@@ -187,7 +187,7 @@ class ZnpCoordinator:
         self.network_up = False
         self.zdo_callbacks: set[int] = set()
         self.permit_until = 0.0
-        self.bdb_primary = zt.Channels.ALL_CHANNELS & zt.Channels.from_channel_list(range(11, 27))
+        self.bdb_primary = zt.Channels.ALL_CHANNELS
         self.bdb_secondary = zt.Channels.NO_CHANNELS
         self.install_codes: dict[t.EUI64, bytes] = {}
         self.join_uses_install_code = False
@@ -199,7 +199,10 @@ class ZnpCoordinator:
 
     @property
     def ieee(self) -> t.EUI64:
-        return self.nv.get(OsalNvIds.EXTADDR, t.EUI64)
+        try:
+            return self.nv.get(OsalNvIds.EXTADDR, t.EUI64)
+        except KeyError:  # the host deleted EXTADDR; zgInit restores the chip's own
+            return self.nv.hw_ieee
 
     @property
     def nib(self) -> zt.NIB:
