@@ -1,0 +1,366 @@
+"""The activation service: the asyncio side of the gate (``gateway.gate``).
+
+It parses and verifies submitted CS06 commands against the configuration (trust
+anchors, each device's responsible supplier), persists the accepted counter
+*before* acting, and then releases, schedules or unschedules the held device through
+the engine. It also turns job progress into GBCS outcomes (transfer, device
+verification, activation) so every step is recorded with its response and alert code.
+
+Flows:
+- HCALCS (two steps): push leaves the device held; ``submit`` releases it.
+- PPMID (one step): ``precheck`` verifies the command before any block is sent;
+  ``arm`` submits it by itself when the device reaches the hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import zigpy.types as zt
+
+from gateway import gate
+from gateway.config import Config, format_eui64
+from gateway.engine import Engine, Job
+from gateway.gbcs.codes import Reason
+from gateway.gbcs.command import SignedCommand, decode_hex_text, parse_command
+from gateway.gbcs.errors import GbcsError
+from gateway.gbcs.ids import EntityId
+from gateway.gbcs.trust import TrustStore
+from gateway.gbcs.verify import Verdict, verify_activation
+from gateway.image import FirmwareImage
+from gateway.ota import events as ev
+
+LOGGER = logging.getLogger("han_ota.activation")
+
+
+class CounterStore(Protocol):
+    def last_counter(self, originator: object) -> int | None: ...
+    def advance_counter(self, originator: object, counter: int) -> None: ...
+
+
+class MemoryCounters:
+    """Counters for a process that keeps no state directory (tests, throwaway runs)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def last_counter(self, originator: object) -> int | None:
+        return self._last.get(str(originator))
+
+    def advance_counter(self, originator: object, counter: int) -> None:
+        last = self._last.get(str(originator))
+        if last is not None and counter <= last:
+            raise ValueError(f"counter {counter} is not above {last}")
+        self._last[str(originator)] = counter
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What became of one submitted command; ``to_dict`` is the ``--json`` object."""
+
+    accepted: bool
+    decision: str
+    reason: str
+    message: str
+    device: str | None
+    job: str | None
+    response_code: int | None
+    alert_code: int | None
+    originator: str | None = None
+    recipient: str | None = None
+    counter: int | None = None
+    hash: str | None = None
+    execution_time: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "valid": self.accepted,
+            "accepted": self.accepted,
+            "decision": self.decision,
+            "reason": self.reason,
+            "message": self.message,
+            "device": self.device,
+            "job": self.job,
+            "response_code": self.response_code,
+            "alert_code": None if self.alert_code is None else f"0x{self.alert_code:04X}",
+            "originator": self.originator,
+            "recipient": self.recipient,
+            "counter": self.counter,
+            "hash": self.hash,
+            "execution_time": self.execution_time,
+        }
+
+
+# (job or None, step, message, response code, alert code): one GBCS-terms record.
+OutcomeHook = Callable[[Job | None, str, str, int | None, int | None], None]
+
+
+@dataclass
+class _Schedule:
+    at: dt.datetime
+    handle: asyncio.TimerHandle
+    command_hex: str
+
+
+@dataclass
+class _Armed:
+    command: bytes
+    submitted: bool = False
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+class ActivationService:
+    def __init__(
+        self,
+        engine: Engine,
+        config: Config,
+        counters: CounterStore,
+        *,
+        trust: TrustStore | None = None,
+        clock: Callable[[], dt.datetime] = utc_now,
+        on_outcome: OutcomeHook | None = None,
+        on_schedule: Callable[[Job, dt.datetime | None, str | None], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.counters = counters
+        self.trust = trust if trust is not None else load_trust(config)
+        self._clock = clock
+        self._on_outcome = on_outcome
+        self._on_schedule = on_schedule
+        self._schedules: dict[zt.EUI64, _Schedule] = {}
+        self._armed: dict[str, _Armed] = {}
+        self._activated_by: dict[str, str] = {}  # job id -> "now" | "future"
+        self._last_state: dict[str, ev.SessionState] = {}
+        engine.add_observer(self._watch)
+
+    # ------------------------------------------------------------------ commands
+
+    def precheck(self, command: bytes | str, image: FirmwareImage, ieee: zt.EUI64) -> SubmitResult:
+        """Verify a command against an image about to be distributed; persists nothing.
+
+        The PPMID flow calls this before any block is sent, so refused commands cost
+        no airtime.
+        """
+        try:
+            cmd = parse_command(_as_bytes(command))
+        except GbcsError as exc:
+            return self._malformed(exc, ieee)
+        verdict = self._verify(cmd, ieee, image.manufacturer_image_hash)
+        decision = gate.decide(verdict, now=self._clock(), scheduled_at=None)
+        return self._result(decision, verdict, ieee, None)
+
+    def arm(self, job: Job, command: bytes | str) -> None:
+        """Submit ``command`` by itself once ``job``'s device is held (PPMID one step)."""
+        self._armed[job.id] = _Armed(_as_bytes(command))
+        if job.state is ev.SessionState.HELD:
+            self._submit_armed(job)
+
+    def submit(self, command: bytes | str, *, device: zt.EUI64 | None = None) -> SubmitResult:
+        """Verify a command for a held device and act on it."""
+        try:
+            cmd = parse_command(_as_bytes(command))
+        except GbcsError as exc:
+            result = self._malformed(exc, device)
+            self._record(None, "command", result)
+            return result
+        ieee = device if device is not None else _eui64_of(cmd.recipient)
+        job = self.engine.job_for_device(ieee)
+        held = job.image.manufacturer_image_hash if job is not None and job.state in (ev.SessionState.HELD, ev.SessionState.SCHEDULED) else None
+        verdict = self._verify(cmd, ieee, held)
+        scheduled = self._schedules.get(ieee)
+        decision = gate.decide(verdict, now=self._clock(), scheduled_at=scheduled.at if scheduled else None)
+        if decision.accepted and decision.counter is not None:
+            originator, counter = decision.counter
+            try:
+                # Durable before acting: a crash after this line never allows reuse.
+                self.counters.advance_counter(originator, counter)
+            except Exception as exc:  # CounterNotIncreasing from a racing submit, or the disk
+                refused = _verdict_like(verdict, Reason.REPLAYED_COUNTER, f"counter {counter} could not be recorded: {exc}")
+                decision = gate.Decision(gate.DecisionKind.REFUSE, refused, f"refused: {refused.message}")
+        result = self._result(decision, decision.verdict, ieee, job)
+        self._record(job, "command", result)
+        if decision.accepted and job is not None:
+            self._act(job, decision, _as_bytes(command).hex().upper())
+        return result
+
+    def _act(self, job: Job, decision: gate.Decision, command_hex: str) -> None:
+        why = f"CS06 from {decision.counter[0] if decision.counter else '?'} counter {decision.counter[1] if decision.counter else '?'} verified"
+        if decision.kind is gate.DecisionKind.ACTIVATE_NOW:
+            self._drop_schedule(job)
+            self._activated_by[job.id] = "now"
+            self.engine.activate(job.ieee, why=why)
+        elif decision.kind is gate.DecisionKind.SCHEDULE and decision.at is not None:
+            self._set_schedule(job, decision.at, command_hex, why)
+        elif decision.kind is gate.DecisionKind.UNSCHEDULE:
+            self._drop_schedule(job)
+            self.engine.unschedule(job.ieee, why=why)
+
+    # ------------------------------------------------------------------ schedules
+
+    def _set_schedule(self, job: Job, at: dt.datetime, command_hex: str, why: str) -> None:
+        self._drop_schedule(job, persist=False)
+        loop = asyncio.get_running_loop()
+        delay = max((at - self._clock()).total_seconds(), 0.0)
+        handle = loop.call_later(delay, self._fire, job.ieee)
+        self._schedules[job.ieee] = _Schedule(at, handle, command_hex)
+        if job.state is ev.SessionState.HELD:
+            self.engine.schedule(job.ieee, at, why=why)
+        if self._on_schedule is not None:
+            self._on_schedule(job, at, command_hex)
+
+    def restore_schedule(self, job: Job, at: dt.datetime, command_hex: str) -> None:
+        """After a restart: keep a future-dated activation's time (the daemon calls this)."""
+        self._set_schedule(job, at, command_hex, "restored after restart")
+
+    def _drop_schedule(self, job: Job, *, persist: bool = True) -> None:
+        sched = self._schedules.pop(job.ieee, None)
+        if sched is not None:
+            sched.handle.cancel()
+            if persist and self._on_schedule is not None:
+                self._on_schedule(job, None, None)
+
+    def scheduled_at(self, ieee: zt.EUI64) -> dt.datetime | None:
+        sched = self._schedules.get(ieee)
+        return None if sched is None else sched.at
+
+    def _fire(self, ieee: zt.EUI64) -> None:
+        sched = self._schedules.pop(ieee, None)
+        job = self.engine.job_for_device(ieee)
+        if sched is None or job is None:
+            return
+        if self._on_schedule is not None:
+            self._on_schedule(job, None, None)
+        if job.state not in (ev.SessionState.HELD, ev.SessionState.SCHEDULED):
+            self._outcome(job, *gate_outcome(gate.activation_outcome(False, f"future-dated activation due at {sched.at.isoformat()} not actioned: device is {job.state.value}", future_dated=True)))
+            return
+        self._activated_by[job.id] = "future"
+        self.engine.activate(job.ieee, why=f"future-dated CS06 reached its time {sched.at.isoformat()}")
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _watch(self, job: Job, action: ev.Action) -> None:
+        if not isinstance(action, ev.StateChanged):
+            return
+        new = action.new
+        if new is ev.SessionState.HELD and action.old is ev.SessionState.TRANSFERRING:
+            self._outcome(job, *gate_outcome(gate.transfer_outcome(True, f"{job.image.size} bytes transferred")))
+            self._outcome(job, *gate_outcome(gate.device_verification_outcome(True, "device verified the image and is held")))
+            sched = self._schedules.get(job.ieee)
+            if sched is not None:
+                self.engine.schedule(job.ieee, sched.at, why="future-dated CS06 verified before the hold")
+            if job.id in self._armed:
+                asyncio.get_running_loop().call_soon(self._submit_armed, job)
+        elif new is ev.SessionState.FAILED and action.old in (ev.SessionState.PENDING, ev.SessionState.TRANSFERRING):
+            reason = action.reason or "transfer failed"
+            if "INVALID_IMAGE" in reason:
+                self._outcome(job, *gate_outcome(gate.device_verification_outcome(False, reason)))
+            self._outcome(job, *gate_outcome(gate.transfer_outcome(False, reason)))
+        elif action.old is ev.SessionState.ACTIVATED and new in (ev.SessionState.CONFIRMED, ev.SessionState.FAILED):
+            future = self._activated_by.pop(job.id, "now") == "future"
+            confirmed = new is ev.SessionState.CONFIRMED
+            why = f"device reports version 0x{job.session.device_file_version or 0:08X}" if confirmed else (action.reason or "activation failed")
+            self._outcome(job, *gate_outcome(gate.activation_outcome(confirmed, why, future_dated=future)))
+
+    def _submit_armed(self, job: Job) -> None:
+        armed = self._armed.get(job.id)
+        if armed is None or armed.submitted or job.state is not ev.SessionState.HELD:
+            return
+        armed.submitted = True
+        result = self.submit(armed.command, device=job.ieee)
+        LOGGER.info("%s job=%s one-step activation: %s", job.ieee, job.id, result.message)
+
+    def _outcome(self, job: Job | None, step: str, message: str, response: int | None, alert: int | None) -> None:
+        codes = " ".join(p for p in (f"response={response}" if response is not None else "", f"alert=0x{alert:04X}" if alert is not None else "") if p)
+        LOGGER.info("%s job=%s %s: %s %s", job.ieee if job else "-", job.id if job else "-", step, message, codes)
+        if self._on_outcome is not None:
+            self._on_outcome(job, step, message, response, alert)
+
+    def _record(self, job: Job | None, step: str, result: SubmitResult) -> None:
+        self._outcome(job, step, f"{result.decision}: {result.message}", result.response_code, result.alert_code)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _verify(self, cmd: SignedCommand, ieee: zt.EUI64, held_hash: bytes | None) -> Verdict:
+        device_cfg = self.config.device(bytes(reversed(bytes(ieee))))
+        device_id = EntityId.parse(str(ieee))
+        if device_cfg is None or device_cfg.supplier is None:
+            return _verdict_for(cmd, Reason.NO_AUTHORITY, f"source does not have authority: no responsible supplier is configured for device {ieee} (add a [[device]] table with supplier = ...)")
+        return verify_activation(
+            cmd,
+            trust=self.trust,
+            responsible_supplier=EntityId.parse(device_cfg.supplier),
+            device_ieee=device_id,
+            last_counter=self.counters.last_counter(str(cmd.originator)),
+            held_image_hash=held_hash,
+        )
+
+    def _malformed(self, exc: GbcsError, ieee: zt.EUI64 | None) -> SubmitResult:
+        verdict = _verdict_for(None, Reason.MALFORMED, str(exc))
+        return SubmitResult(False, gate.DecisionKind.REFUSE.value, Reason.MALFORMED.value, f"refused: {exc}", str(ieee) if ieee else None, None, verdict.response_code, verdict.alert_code)
+
+    def _result(self, decision: gate.Decision, verdict: Verdict, ieee: zt.EUI64, job: Job | None) -> SubmitResult:
+        cmd = verdict.command
+        body = cmd.activation if cmd is not None else None
+        execution = None
+        if body is not None and body.execution_time is not None:
+            execution = body.execution_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return SubmitResult(
+            accepted=decision.accepted,
+            decision=decision.kind.value,
+            reason=verdict.reason.value,
+            message=decision.message,
+            device=str(ieee),
+            job=job.id if job else None,
+            response_code=None if verdict.response_code is None else int(verdict.response_code),
+            alert_code=None if verdict.alert_code is None else int(verdict.alert_code),
+            originator=str(cmd.originator) if cmd else None,
+            recipient=str(cmd.recipient) if cmd else None,
+            counter=cmd.counter if cmd else None,
+            hash=body.image_hash.hex().upper() if body else None,
+            execution_time=execution,
+        )
+
+
+def gate_outcome(o: gate.Outcome) -> tuple[str, str, int | None, int | None]:
+    return o.step, o.message, None if o.response_code is None else int(o.response_code), None if o.alert_code is None else int(o.alert_code)
+
+
+def _verdict_for(cmd: SignedCommand | None, reason: Reason, message: str) -> Verdict:
+    from gateway.gbcs.codes import REASON_CODES
+
+    response, alert = REASON_CODES[reason]
+    return Verdict(reason, message, response, alert, cmd)
+
+
+def _verdict_like(verdict: Verdict, reason: Reason, message: str) -> Verdict:
+    return _verdict_for(verdict.command, reason, message)
+
+
+def _as_bytes(command: bytes | str) -> bytes:
+    """Raw APDU bytes from hex text or raw bytes (a raw APDU starts DD or DF)."""
+    if isinstance(command, bytes) and command[:1] in (b"\xdd", b"\xdf"):
+        return command
+    return decode_hex_text(command)
+
+
+def _eui64_of(entity: EntityId) -> zt.EUI64:
+    return zt.EUI64.convert(entity.colon())
+
+
+def load_trust(config: Config) -> TrustStore:
+    """Trust anchors from the [[supplier]] tables, keyed by entity id."""
+    if not config.suppliers:
+        return TrustStore()
+    return TrustStore.from_files({EntityId.parse(s.id): s.anchor for s in config.suppliers})
+
+
+__all__ = ["ActivationService", "CounterStore", "MemoryCounters", "SubmitResult", "load_trust", "utc_now", "format_eui64"]

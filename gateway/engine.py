@@ -1,0 +1,270 @@
+"""Jobs: one push of one image to one device, on top of an OTA session.
+
+The engine is the same for the one-shot ``han-ota push`` and for the daemon: it owns
+the OTA driver and the coordinator-wide pacer, creates a session per job, logs every
+step the session takes with device, image and offset, and lets callers wait for a
+job to reach a state. Activation goes through ``activate`` only: the CLI's
+``--activate-now`` (lab images, logged as such) and the activation gate call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zigpy.types as zt
+from zigpy.application import ControllerApplication
+
+from gateway.config import OtaConfig
+from gateway.image import FirmwareImage
+from gateway.ota import events as ev
+from gateway.ota.driver import OtaDriver
+from gateway.ota.pacing import Pacer
+from gateway.ota.session import ImageInfo, OtaSession, SessionConfig
+
+LOGGER = logging.getLogger("han_ota.ota")
+
+# (job, action) for every note, progress and state change; the daemon audits these.
+JobObserver = Callable[["Job", ev.Action], None]
+
+
+class EngineError(RuntimeError):
+    """A request the engine cannot carry out; the message says why and what to do."""
+
+
+@dataclass
+class Job:
+    id: str
+    ieee: zt.EUI64
+    image: FirmwareImage
+    session: OtaSession
+    image_path: Path | None = None
+    activation: str = "none"  # none | now | command
+    created_wall: float = field(default_factory=time.time)
+    created: float = field(default_factory=time.monotonic)
+    transfer_started: float | None = None
+    finished: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def state(self) -> ev.SessionState:
+        return self.session.state
+
+    @property
+    def done(self) -> bool:
+        return self.state in ev.END_STATES
+
+    def rate_and_eta(self, now: float | None = None) -> tuple[float | None, float | None]:
+        """Bytes per second since the first block, and seconds left at that rate."""
+        now = time.monotonic() if now is None else now
+        if self.transfer_started is None or self.session.offset <= 0:
+            return None, None
+        elapsed = max(now - self.transfer_started, 1e-6)
+        rate = self.session.offset / elapsed
+        left = max(self.image.size - self.session.offset, 0)
+        return rate, (left / rate if rate > 0 else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        end = self.finished if self.finished is not None else time.monotonic()
+        rate, eta = self.rate_and_eta()
+        return {
+            "job": self.id,
+            "device": _ieee_text(self.ieee),
+            "state": self.state.value,
+            "reason": self.session.reason if self.state in (ev.SessionState.FAILED, ev.SessionState.CANCELLED) else None,
+            "detail": self.session.reason,
+            "manufacturer_code": self.image.manufacturer_code,
+            "image_type": self.image.image_type,
+            "file_version": self.image.file_version,
+            "device_file_version": self.session.device_file_version,
+            "bytes": self.session.offset,
+            "size": self.image.size,
+            "seconds": round(end - self.created, 3),
+            "rate_bytes_per_s": None if rate is None else round(rate, 1),
+            "eta_seconds": None if eta is None else round(eta, 1),
+            "held_requests": self.session.held_requests,
+            "activation": self.activation,
+            "manufacturer_image_hash": self.image.manufacturer_image_hash.hex(),
+            "image": str(self.image_path) if self.image_path else None,
+            "warnings": list(self.warnings),
+        }
+
+
+def _ieee_text(ieee: zt.EUI64) -> str:
+    return str(ieee)
+
+
+def image_info(image: FirmwareImage) -> ImageInfo:
+    return ImageInfo(
+        manufacturer_code=image.manufacturer_code,
+        image_type=image.image_type,
+        file_version=image.file_version,
+        data=image.data,
+        min_hardware_version=image.min_hardware_version,
+        max_hardware_version=image.max_hardware_version,
+        # FirmwareImage shows the EUI-64 most significant byte first; the session compares
+        # against the little-endian bytes zigpy puts on the air.
+        destination=None if image.destination is None else image.destination[::-1],
+    )
+
+
+class Engine:
+    def __init__(
+        self,
+        app: ControllerApplication,
+        ota: OtaConfig = OtaConfig(),
+        *,
+        observer: JobObserver | None = None,
+        session_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.ota = ota
+        self.pacer = Pacer(bytes_per_s=ota.rate_bytes_per_s, burst_bytes=ota.burst_bytes, max_inflight=ota.max_inflight)
+        self.driver = OtaDriver(app, observer=self._observe, pacer=self.pacer, aps_encryption=ota.aps_encryption)
+        self._observers: list[JobObserver] = [observer] if observer is not None else []
+        self._session_overrides = dict(session_overrides or {})
+        self._jobs: dict[str, Job] = {}
+        self._by_device: dict[zt.EUI64, Job] = {}
+        self._ids = itertools.count(1)
+
+    def add_observer(self, observer: JobObserver) -> None:
+        self._observers.append(observer)
+
+    # ------------------------------------------------------------------ jobs
+
+    def session_config(self, stall_timeout_s: float | None = None) -> SessionConfig:
+        kwargs: dict[str, Any] = dict(
+            block_cap=self.ota.block_cap,
+            aps_encryption=self.ota.aps_encryption,
+            stall_timeout_s=stall_timeout_s or self.ota.stall_timeout_s,
+        )
+        kwargs.update(self._session_overrides)
+        return SessionConfig(**kwargs)
+
+    def push(
+        self,
+        image: FirmwareImage,
+        ieee: zt.EUI64,
+        *,
+        image_path: Path | None = None,
+        stall_timeout_s: float | None = None,
+        activation: str = "none",
+        job_id: str | None = None,
+    ) -> Job:
+        current = self._by_device.get(ieee)
+        if current is not None and not current.done:
+            raise EngineError(f"{ieee} already has job {current.id} in state {current.state.value}; cancel it first (han-ota cancel {current.id})")
+        if ieee not in self.app.devices:
+            known = ", ".join(str(d) for d in self.app.devices if d != self.app.state.node_info.ieee) or "none"
+            raise EngineError(f"{ieee} is not on this network (known devices: {known}); check --device, or let it join first")
+        session = OtaSession(str(ieee), image_info(image), self.session_config(stall_timeout_s), self.pacer)
+        job = Job(id=job_id or f"J{next(self._ids):04d}", ieee=ieee, image=image, session=session, image_path=image_path, activation=activation)
+        self._jobs[job.id] = job
+        self._by_device[ieee] = job
+        self._log(job, logging.INFO, "job accepted: %s bytes, activation=%s", image.size, activation)
+        self.driver.attach(ieee, session)
+        return job
+
+    def job(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise EngineError(f"no job {job_id!r}; han-ota status lists them") from None
+
+    def job_for_device(self, ieee: zt.EUI64) -> Job | None:
+        return self._by_device.get(ieee)
+
+    def jobs(self) -> Iterable[Job]:
+        return self._jobs.values()
+
+    def activate(self, ieee: zt.EUI64, *, at: dt.datetime | None = None, why: str) -> Job:
+        """Release a held device, now or at ``at`` (UTC). ``why`` goes in the log."""
+        job = self._held_job(ieee)
+        self._log(job, logging.WARNING if "without supplier authority" in why else logging.INFO, "activation requested (%s)", why)
+        self.driver.run(ieee, lambda now: job.session.activate(now, at))
+        return job
+
+    def schedule(self, ieee: zt.EUI64, at: dt.datetime, *, why: str) -> Job:
+        job = self._held_job(ieee)
+        self._log(job, logging.INFO, "activation scheduled for %s (%s)", at.isoformat(), why)
+        self.driver.run(ieee, lambda now: job.session.schedule(now, at))
+        return job
+
+    def unschedule(self, ieee: zt.EUI64, *, why: str) -> Job:
+        job = self._held_job(ieee)
+        self._log(job, logging.INFO, "scheduled activation removed (%s)", why)
+        self.driver.run(ieee, lambda now: job.session.unschedule(now))
+        return job
+
+    def cancel(self, job_id: str, reason: str = "cancelled by the user") -> Job:
+        job = self.job(job_id)
+        if job.done:
+            raise EngineError(f"job {job_id} has already ended ({job.state.value})")
+        self.driver.run(job.ieee, lambda now: job.session.cancel(now, reason))
+        return job
+
+    def _held_job(self, ieee: zt.EUI64) -> Job:
+        job = self._by_device.get(ieee)
+        if job is None:
+            raise EngineError(f"no firmware has been pushed to {ieee}: push an image first")
+        if job.state not in (ev.SessionState.HELD, ev.SessionState.SCHEDULED):
+            raise EngineError(f"{ieee} is not held (job {job.id} is {job.state.value}); only a held device can be activated")
+        return job
+
+    async def wait(self, job: Job, states: Iterable[ev.SessionState], timeout: float | None = None) -> ev.SessionState:
+        """Wait until the job is in one of ``states`` or has ended."""
+        wanted = set(states) | set(ev.END_STATES)
+        async with asyncio.timeout(timeout):
+            while job.state not in wanted:
+                job.changed.clear()
+                await job.changed.wait()
+        return job.state
+
+    async def close(self) -> None:
+        await self.driver.close()
+
+    # ------------------------------------------------------------------ observation
+
+    def _observe(self, ieee: zt.EUI64, action: ev.Action) -> None:
+        job = self._by_device.get(ieee)
+        if job is None:
+            return
+        if isinstance(action, ev.Note):
+            if action.kind in (ev.NoteKind.FIRST_BLOCK, ev.NoteKind.RESUME, ev.NoteKind.TRANSFER_START) and job.transfer_started is None:
+                job.transfer_started = time.monotonic()
+            if action.warning:
+                job.warnings.append(action.message)
+            self._log(job, logging.WARNING if action.warning or action.kind is ev.NoteKind.FAILURE else logging.INFO, "%s: %s", action.kind.value, action.message, offset=action.offset)
+        elif isinstance(action, ev.StateChanged):
+            if action.new in ev.END_STATES:
+                job.finished = time.monotonic()
+            self._log(job, logging.INFO, "state %s -> %s%s", action.old.value, action.new.value, f" ({action.reason})" if action.reason else "")
+        for watcher in self._observers:
+            try:
+                watcher(job, action)
+            except Exception:  # an observer's bug must not stop the OTA session
+                LOGGER.exception("job observer failed on %r", action)
+        job.changed.set()
+
+    def _log(self, job: Job, level: int, msg: str, *args: Any, offset: int | None = None) -> None:
+        img = job.image
+        where = f" offset={offset}" if offset is not None else ""
+        LOGGER.log(
+            level,
+            "%s job=%s image=%04X:%04X:v%08X%s " + msg,
+            job.ieee,
+            job.id,
+            img.manufacturer_code,
+            img.image_type,
+            img.file_version,
+            where,
+            *args,
+        )

@@ -1,0 +1,190 @@
+"""One push, in process: open the radio, run one job to the state asked for, report.
+
+``run_push`` is what ``han-ota push`` calls when no daemon is running; tests call it
+directly. It returns the job's JSON-ready summary and whether the asked-for state
+was reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import zigpy.types as zt
+
+from gateway.activation import ActivationService, MemoryCounters
+from gateway.config import Config, format_eui64, parse_eui64
+from gateway.engine import Engine, EngineError, Job
+from gateway.image import FirmwareImage, load_image
+from gateway.ota.events import SessionState
+from han_ota.progress import ProgressLine
+from radios.select import open_app
+from radios.sim.spec import SimDeviceSpec, parse_sim_device
+
+LOGGER = logging.getLogger("han_ota.push")
+
+PPMID_IMAGE_TYPES = {0x0084}
+
+
+@dataclass
+class PushRequest:
+    image: Path
+    device: str
+    radio: str = "sim"
+    path: str | None = None
+    baudrate: int | None = None
+    flow_control: str | None = None
+    sim_devices: Sequence[str] = ()
+    activate_now: bool = False
+    #: A CS06 (hex text or raw bytes) to verify before any block and act on at the hold.
+    activation: bytes | None = None
+    #: Where accepted counters are kept (a StateStore); None keeps them in memory.
+    counters: Any = None
+    stall_timeout_s: float | None = None
+    timeout_s: float | None = None
+    config: Config = field(default_factory=Config)
+    link: Any = None
+    progress: bool = True
+    session_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PushOutcome:
+    summary: dict[str, Any]
+    reached: bool
+    wanted: SessionState
+
+
+def eui64(text: str) -> zt.EUI64:
+    return zt.EUI64.convert(format_eui64(parse_eui64(text, "--device")))
+
+
+def sim_specs_for(req: PushRequest, image: FirmwareImage, ieee: zt.EUI64, notes: Callable[[str], None]) -> list[SimDeviceSpec]:
+    """The simulated network: --sim-device options, [[sim_device]] tables, and, when
+    neither names the target, one device that the image fits (a convenience for
+    quick trials, announced on stderr)."""
+    specs = [parse_sim_device(text) for text in req.sim_devices]
+    specs += [SimDeviceSpec.from_dict(entry) for entry in req.config.sim_devices]
+    if not any(zt.EUI64(s.ieee) == ieee if not isinstance(s.ieee, zt.EUI64) else s.ieee == ieee for s in specs):
+        kind = "ppmid" if image.image_type in PPMID_IMAGE_TYPES else "hcalcs"
+        configured = req.config.device(parse_eui64(req.device))
+        if configured is not None:
+            kind = configured.kind
+        hw = image.min_hardware_version if image.min_hardware_version is not None else 1
+        text = f"{kind}:{format_eui64(parse_eui64(req.device))}:manufacturer_code={image.manufacturer_code}:image_type={image.image_type}:file_version={max(image.file_version - 1, 0)}:hardware_version={hw}"
+        specs.append(parse_sim_device(text))
+        notes(f"simulated network: no --sim-device for {ieee}; added {text}")
+    return specs
+
+
+def wanted_state(req: PushRequest) -> SessionState:
+    return SessionState.CONFIRMED if req.activate_now or req.activation is not None else SessionState.HELD
+
+
+async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
+    stream = stream or sys.stderr
+    image = load_image(req.image)
+    ieee = eui64(req.device)
+    specs: list[SimDeviceSpec] = []
+    if req.radio == "sim":
+        specs = sim_specs_for(req, image, ieee, lambda m: print(m, file=stream))
+    app = await open_app(
+        req.radio,
+        path=req.path,
+        baudrate=req.baudrate,
+        flow_control=req.flow_control,
+        database=req.config.radio.database,
+        sim_devices=specs,
+        link=req.link,
+    )
+    engine = Engine(app, req.config.ota, session_overrides=req.session_overrides)
+    wanted = wanted_state(req)
+    try:
+        service = None
+        if req.activation is not None:
+            service = ActivationService(engine, req.config, req.counters if req.counters is not None else MemoryCounters())
+            pre = service.precheck(req.activation, image, ieee)
+            print(f"activation command: {pre.message}", file=stream)
+            if not pre.accepted:
+                # Refused commands cost no airtime: nothing is sent to the device.
+                return PushOutcome(refused_summary(req, image, pre.to_dict()), False, wanted)
+        device_cfg = req.config.device(parse_eui64(req.device))
+        stall = req.stall_timeout_s or (device_cfg.stall_timeout_s if device_cfg else None)
+        mode = "command" if req.activation is not None else "now" if req.activate_now else "none"
+        job = engine.push(image, ieee, image_path=req.image, stall_timeout_s=stall, activation=mode)
+        if service is not None and req.activation is not None:
+            service.arm(job, req.activation)
+        bar = ProgressLine(str(ieee), image.size, stream) if req.progress else None
+        try:
+            await asyncio.wait_for(_drive(engine, job, req, bar), req.timeout_s)
+        except asyncio.TimeoutError:
+            engine.cancel(job.id, f"push timed out after {req.timeout_s:g} s")
+        finally:
+            if bar is not None:
+                bar.close()
+        return PushOutcome(job.to_dict(), job.state is wanted, wanted)
+    finally:
+        await engine.close()
+        await app.shutdown()
+
+
+async def _drive(engine: Engine, job: Job, req: PushRequest, bar: ProgressLine | None) -> None:
+    async def show() -> None:
+        while True:
+            if bar is not None:
+                rate, eta = job.rate_and_eta()
+                bar.update(job.session.offset, job.state.value, rate, eta)
+            await asyncio.sleep(0.2)
+
+    painter = asyncio.create_task(show())
+    try:
+        await engine.wait(job, {SessionState.HELD})
+        if job.state is SessionState.HELD and req.activation is not None:
+            await engine.wait(job, {SessionState.CONFIRMED})
+        elif job.state is SessionState.HELD and req.activate_now:
+            engine.activate(job.ieee, why="--activate-now: lab image, released without supplier authority")
+            await engine.wait(job, {SessionState.CONFIRMED})
+    finally:
+        painter.cancel()
+        if bar is not None:
+            rate, eta = job.rate_and_eta()
+            bar.update(job.session.offset, job.state.value, rate, eta, force=True)
+
+
+def refused_summary(req: PushRequest, image: FirmwareImage, verdict: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "job": None,
+        "device": str(eui64(req.device)),
+        "state": "failed",
+        "reason": f"activation command refused before transfer: {verdict['message']}",
+        "manufacturer_code": image.manufacturer_code,
+        "image_type": image.image_type,
+        "file_version": image.file_version,
+        "device_file_version": None,
+        "bytes": 0,
+        "size": image.size,
+        "seconds": 0.0,
+        "activation": "command",
+        "verdict": verdict,
+    }
+
+
+def final_line(summary: dict[str, Any]) -> str:
+    state = summary["state"]
+    dev = summary["device"]
+    version = f"0x{summary['file_version']:08X}"
+    if state == "held":
+        return f"{dev}: held — image {version} verified by the device and waiting for activation ({summary['held_requests']} Upgrade End Request(s) answered with 0xFFFFFFFF)"
+    if state == "confirmed":
+        return f"{dev}: activated and confirmed — the device reports version 0x{summary['device_file_version']:08X}"
+    if state == "failed":
+        return f"{dev}: failed: {summary['reason']}"
+    return f"{dev}: {state}" + (f" ({summary['reason']})" if summary.get("reason") else "")
+
+
+__all__ = ["PushOutcome", "PushRequest", "EngineError", "final_line", "run_push"]
