@@ -24,10 +24,11 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from han_ota import cli_gbcs, cli_image
+    from han_ota import cli_daemon, cli_gbcs, cli_image
 
     app.add_typer(cli_image.app, name="image", help="Inspect and build firmware images.")
     app.add_typer(cli_gbcs.app, name="gbcs", help="Verify, sign and make keys for GBCS activation commands.")
+    cli_daemon.register(app)
 
 
 SIM_DEVICE_HELP = (
@@ -44,12 +45,30 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def read_config(path: Optional[Path]) -> Config:
-    if path is None:
-        return Config()
+    """--config PATH, else /etc/han-ota/config.toml if it exists, else per-user defaults."""
+    from han_ota.client import resolve_config
+
     try:
-        return load_config(path)
+        return resolve_config(path)
     except ConfigError as exc:
         raise fail(str(exc)) from None
+
+
+def read_command(path: Path) -> bytes:
+    """A CS06 file as raw APDU bytes (files hold hex text, like the reference data, or raw)."""
+    from gateway.gbcs.command import decode_hex_text
+    from gateway.gbcs.errors import GbcsError
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read command file {path}: {exc.strerror}") from None
+    if data[:1] in (b"\xdd", b"\xdf"):
+        return data
+    try:
+        return decode_hex_text(data)
+    except GbcsError as exc:
+        raise fail(f"{path}: not a GBCS command (hex text or raw bytes): {exc}") from None
 
 
 def setup_logging(verbose: int, json_mode: bool = False, quiet: bool = False) -> None:
@@ -73,19 +92,40 @@ def push(
     flow_control: Optional[str] = typer.Option(None, "--flow-control", help="none, software or hardware."),
     sim_device: list[str] = typer.Option([], "--sim-device", help=SIM_DEVICE_HELP),
     activate_now: bool = typer.Option(False, "--activate-now", help="Release the hold at once, without supplier authority (lab images only; logged as such)."),
+    activation: Optional[Path] = typer.Option(None, "--activation", help="A CS06 Activate Firmware command (file, hex or raw): verified before any block is sent, acted on when the device is held (PPMID one-step flow)."),
+    wait: bool = typer.Option(False, "--wait", help="With a running daemon: wait for the job with a progress bar instead of returning its id at once."),
+    in_process: bool = typer.Option(False, "--in-process", help="Run the push in this process even when a daemon is running."),
     stall_timeout: Optional[float] = typer.Option(None, "--stall-timeout", help="Seconds without a request from the device before the transfer fails (sleepy devices are slow)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Give up (cancel) after this many seconds."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML configuration file."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv includes the radio libraries)."),
 ) -> None:
-    """Push IMAGE to one device and leave it held (or activated with --activate-now)."""
+    """Push IMAGE to one device and leave it held (or activated with --activate-now / --activation).
+
+    With a running daemon (found through --config's control_socket) the job is handed
+    to it; otherwise the push runs in this process on the radio named by --radio or the
+    config (the simulated one by default).
+    """
     from han_ota.push import PushRequest, final_line, run_push
     from gateway.engine import EngineError
     from radios.select import RadioError
 
     setup_logging(verbose, json_out)
+    if activate_now and activation is not None:
+        raise fail("give --activate-now or --activation, not both")
     cfg = read_config(config)
+    command = read_command(activation) if activation is not None else None
+    if not (in_process or radio or path or sim_device):
+        from han_ota.client import find_daemon
+
+        client = find_daemon(cfg)
+        if client is not None:
+            _push_via_daemon(client, image, device, command, activate_now, stall_timeout, wait, timeout, json_out)
+            return
+    counters = None
+    if command is not None:
+        counters = _counter_store(cfg)
     req = PushRequest(
         image=image,
         device=device,
@@ -95,6 +135,8 @@ def push(
         flow_control=flow_control or cfg.radio.flow_control,
         sim_devices=sim_device,
         activate_now=activate_now,
+        activation=command,
+        counters=counters,
         stall_timeout_s=stall_timeout,
         timeout_s=timeout,
         config=cfg,
@@ -115,6 +157,79 @@ def push(
         for warning in outcome.summary.get("warnings", []):
             typer.echo(f"warning: {warning}", err=True)
     raise typer.Exit(0 if outcome.reached else 1)
+
+
+def _counter_store(cfg: Config):  # type: ignore[no-untyped-def]
+    """Accepted counters must outlive this process: they live in the state directory."""
+    from gateway.store import StateStore, StoreError
+
+    try:
+        if cfg.source is None:
+            cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        return StateStore.in_state_dir(cfg.state_dir)
+    except (StoreError, OSError) as exc:
+        raise fail(f"cannot open the state directory {cfg.state_dir} for anti-replay counters: {exc}") from None
+
+
+def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes], activate_now: bool, stall_timeout: Optional[float], wait: bool, timeout: Optional[float], json_out: bool) -> None:  # type: ignore[no-untyped-def]
+    from han_ota.client import DaemonError
+    from han_ota.progress import ProgressLine
+    from han_ota.push import final_line
+
+    try:
+        job = client.push(image, device, activation=command.hex().upper() if command else None, activate_now=activate_now, stall_timeout=stall_timeout)
+    except DaemonError as exc:
+        if json_out:
+            typer.echo(json.dumps({"device": device, "state": "failed", "reason": str(exc)}))
+        raise fail(str(exc), 1) from None
+    if not wait:
+        typer.echo(json.dumps(job) if json_out else f"job {job['job']} accepted for {job['device']} ({job['state']}); follow it with: han-ota status, or push --wait")
+        return
+    wanted = "confirmed" if (activate_now or command) else "held"
+    bar = None if json_out else ProgressLine(job["device"], int(job.get("size") or 1))
+
+    def update(j: dict) -> None:  # type: ignore[type-arg]
+        if bar is not None:
+            bar.update(int(j.get("bytes") or 0), j["state"], j.get("rate_bytes_per_s"), j.get("eta_seconds"))
+
+    try:
+        job = client.wait_job(job["job"], until=(wanted,), timeout=timeout, on_update=update)
+    except DaemonError as exc:
+        raise fail(str(exc), 1) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    typer.echo(json.dumps(job) if json_out else final_line(job))
+    raise typer.Exit(0 if job["state"] == wanted else 1)
+
+
+@app.command()
+def activate(
+    command: Path = typer.Argument(..., help="CS06 Activate Firmware command file (hex text, like the GBCS reference data, or raw bytes)."),
+    device: Optional[str] = typer.Option(None, "--device", help="The held device (default: the command's recipient)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML configuration file (finds the daemon's control socket)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Submit a supplier-signed CS06 for a device the gateway holds (HCALCS second step)."""
+    from han_ota.client import DaemonError, find_daemon
+
+    cfg = read_config(config)
+    raw = read_command(command)
+    client = find_daemon(cfg)
+    if client is None:
+        raise fail(
+            f"no han-ota daemon is listening on {cfg.control_socket}: activation goes to the gateway that holds the device. "
+            "Start it with 'han-ota run --config PATH' (or 'systemctl start han-ota'), and push through it."
+        )
+    try:
+        result = client.activate(raw.hex().upper(), device)
+    except DaemonError as exc:
+        raise fail(str(exc), 1) from None
+    if json_out:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"{result.get('device')}: {result.get('message')}")
+    raise typer.Exit(0 if result.get("accepted") else 1)
 
 
 @app.command()
