@@ -447,6 +447,8 @@ def parse_sim_device(text: str) -> SimDeviceSpec:
         rest = rest[8:]
     kwargs: dict[str, Any] = {}
     for token in rest:
+        if not token.strip():
+            continue  # tolerate "KIND:IEEE:" and "::"
         key, sep, raw = token.partition("=")
         key = key.strip().lower().replace("-", "_")
         if not sep:
