@@ -438,8 +438,14 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
 
+        def done(ieee: t.EUI64) -> bool:
+            # zigpy's is_initialized turns True once the endpoints are known, before the
+            # interview has read Basic and the OTA client: wait for the interview too.
+            dev = self.devices.get(ieee)
+            return dev is not None and dev.is_initialized and not getattr(dev, "initializing", False)
+
         def missing() -> list[t.EUI64]:
-            return [i for i in wanted if i not in self.devices or not self.devices[i].is_initialized]
+            return [i for i in wanted if not done(i)]
 
         while missing():
             if loop.time() >= deadline:
@@ -447,12 +453,14 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
                 for ieee in missing():
                     sim = self.han.devices.get(ieee)
                     dev = self.devices.get(ieee)
-                    what = (
-                        "never joined"
-                        if dev is None
-                        else f"node_desc={'yes' if dev.node_desc is not None else 'no'},"
-                        f" endpoints={sorted(dev.endpoints)}"
-                    )
+                    if dev is None:
+                        what = "never joined (zigpy never heard of it)"
+                    else:
+                        interview = "still running" if getattr(dev, "initializing", False) else "not running (failed)"
+                        what = (
+                            f"node_desc={'yes' if dev.node_desc is not None else 'no'},"
+                            f" endpoints={sorted(dev.endpoints)}, model={dev.model!r}, interview {interview}"
+                        )
                     kind = sim.spec.kind if sim is not None else "?"
                     nwk = f"0x{sim.nwk:04X}" if sim is not None else "?"
                     details.append(f"{kind} {ieee} (nwk {nwk}): {what}")
