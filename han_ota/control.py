@@ -45,9 +45,11 @@ MAX_HEADERS = 64
 MAX_BODY_BYTES = 256 * 1024  # a push or a CS06 command is a few hundred bytes
 READ_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 32
+LINGER_S = 0.5
 SOCKET_MODE = 0o660  # owner and group (han-ota): `han-ota` commands run by group members
 SOCKET_DIR_MODE = 0o750
 
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() accepts '¹' and friends
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 _HEADER_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
@@ -136,7 +138,8 @@ def parse_head(head: bytes) -> Request:
     if not version.startswith(b"HTTP/"):
         raise HttpError(400, "malformed request line; expected 'METHOD /path HTTP/1.1'")
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        raise HttpError(505, f"{version.decode('ascii', 'replace')} is not supported; use HTTP/1.1")
+        # 400 rather than 505: a garbage request earns a 4xx, whatever part of it is garbage.
+        raise HttpError(400, f"{version.decode('ascii', 'replace')} is not supported; use HTTP/1.1")
     if not _TARGET.fullmatch(target_b):
         raise HttpError(400, "the request target must be an absolute path such as /v1/status")
     if len(lines) - 1 > MAX_HEADERS:
@@ -164,11 +167,11 @@ def parse_head(head: bytes) -> Request:
         else:
             headers[key] = text
     if "transfer-encoding" in headers:
-        raise HttpError(501, "Transfer-Encoding is not supported; send the body with Content-Length")
+        raise HttpError(411, "Transfer-Encoding is not supported; send the body with Content-Length")
     length = 0
     if "content-length" in headers:
         raw = headers["content-length"]
-        if not raw.isdigit() or len(raw) > 12:
+        if not _DIGITS.fullmatch(raw) or len(raw) > 12:
             raise HttpError(400, f"Content-Length {raw!r} is not a decimal byte count")
         length = int(raw)
         if length > MAX_BODY_BYTES:
@@ -360,7 +363,7 @@ def _query_int(query: Mapping[str, str], key: str, lo: int, hi: int | None) -> i
     raw = query.get(key)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 19:
+    if not _DIGITS.fullmatch(raw) or len(raw) > 19:
         raise HttpError(400, f"query parameter {key}={raw!r} must be a non-negative integer")
     value = int(raw)
     if value < lo or (hi is not None and value > hi):
@@ -388,6 +391,7 @@ class ControlServer:
     _accepting: bool = True
     requests_served: int = 0
     requests_refused: int = 0
+    _inode: int | None = None
 
     async def start(self) -> None:
         """Listen on the Unix socket (and the TCP address, if configured)."""
@@ -400,6 +404,7 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.socket_path, SOCKET_MODE)
+        self._inode = os.lstat(self.socket_path).st_ino
         self._servers.append(server)
         if self.tcp:
             host, port = parse_host_port(self.tcp)
@@ -431,9 +436,13 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
+        # Only our own socket: a server that never bound (another daemon owns the
+        # path) or whose file was replaced must leave the path alone.
         with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
+            st = os.lstat(self.socket_path)
+            if self._inode is not None and stat.S_ISSOCK(st.st_mode) and st.st_ino == self._inode:
                 os.unlink(self.socket_path)
+        self._inode = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -453,10 +462,24 @@ class ControlServer:
             LOGGER.exception("control connection failed")
         finally:
             self._active -= 1
+            await self._linger(reader)
             with contextlib.suppress(Exception):
                 writer.close()
             if task is not None:
                 self._tasks.discard(task)
+
+    async def _linger(self, reader: asyncio.StreamReader) -> None:
+        """Read (and drop) what the peer still sends, briefly, before closing: closing
+        with unread bytes makes the kernel send RST, and the peer would lose our answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_S
+        dropped = 0
+        with contextlib.suppress(Exception):
+            while dropped < MAX_BODY_BYTES and (left := deadline - loop.time()) > 0:
+                chunk = await asyncio.wait_for(reader.read(65536), left)
+                if not chunk:
+                    break
+                dropped += len(chunk)
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -381,12 +381,17 @@ class Daemon:
         from radios.select import open_app
 
         r = self.config.radio
+        database = r.database
+        if database is None and r.kind != "sim":
+            # zigpy must remember the devices across restarts and reconnects, or a
+            # resumed job's device stays unknown until it rejoins.
+            database = self.config.state_dir / "zigbee.db"
         return await open_app(
             r.kind,
             path=r.path,
             baudrate=r.baudrate,
             flow_control=r.flow_control,
-            database=r.database,
+            database=database,
             sim_devices=self.specs,
             link=self.link,
         )
@@ -483,6 +488,12 @@ class Daemon:
             if self.engine.driver.session(job.ieee) is job.session:
                 self._parked[job.id] = self._snapshot(job)
                 self.engine.driver.detach(job.ieee)
+                # detach hands the device back to zigpy's own OTA handler, which would
+                # answer ABORT / NO_IMAGE_AVAILABLE (and erase a partial download) if the
+                # dying radio still delivered a request: keep zigpy out.
+                device = self.app.devices.get(job.ieee) if self.app is not None else None
+                if device is not None:
+                    device.ota_in_progress = True
 
     def _unpark(self) -> None:
         assert self.engine is not None
@@ -657,7 +668,8 @@ class Daemon:
     def _record_verdict(self, result: SubmitResult) -> None:
         assert self.store is not None
         job_number = int(result.job) if result.job and result.job.isdigit() else None
-        self._audit("gbcs.verdict", result.device, job=job_number, **{k: v for k, v in result.to_dict().items() if k not in ("device", "job")})
+        fields = {("image_hash" if k == "hash" else k): v for k, v in result.to_dict().items() if k not in ("device", "job")}
+        self._audit("gbcs.verdict", result.device, job=job_number, **fields)
         if result.device is None:
             return
         try:

@@ -1,0 +1,438 @@
+"""``han-ota run | status | devices | cancel | log | config check``: the daemon's commands.
+
+Wiring only. ``register(app)`` adds them to the main ``han-ota`` app; running this
+module (``python -m han_ota.cli_daemon ...``) gives the same commands on their own.
+
+Every command takes ``--config PATH`` and resolves it with
+``han_ota.client.resolve_config`` (the one rule: explicit path, else
+/etc/han-ota/config.toml if it exists, else per-user built-in defaults).
+
+Exit codes: 0 ok; 1 refused or failed (the daemon's message is printed); 2 bad
+configuration or usage; 3 (status, devices, cancel) no daemon is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+
+from gateway.config import Config, ConfigError, format_eui64, load_config
+from han_ota.client import Client, DaemonError, find_daemon, resolve_config
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_NOT_RUNNING = 3
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="TOML configuration file [default: /etc/han-ota/config.toml, or per-user built-in defaults when it does not exist]", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _fail(message: str, code: int = EXIT_FAILED, *, as_json: bool = False) -> NoReturn:
+    if as_json:
+        typer.echo(json.dumps({"error": message}))
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _config(path: Path | None, *, as_json: bool = False) -> Config:
+    try:
+        return resolve_config(path)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG, as_json=as_json)
+
+
+def _client(cfg: Config, *, as_json: bool = False) -> Client:
+    try:
+        client = find_daemon(cfg)
+    except DaemonError as exc:
+        _fail(str(exc), EXIT_FAILED, as_json=as_json)
+    if client is None:
+        _fail(
+            f"no han-ota daemon is running (nothing answers on {cfg.control_socket}); start it with "
+            "`systemctl start han-ota` or `han-ota run`",
+            EXIT_NOT_RUNNING,
+            as_json=as_json,
+        )
+    return client
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(
+    config: ConfigOption = None,
+    sim_device: Annotated[list[str], typer.Option("--sim-device", help="A simulated device KIND:IEEE[:key=value...] (repeatable; added to the config's [[sim_device]] tables). See `han-ota push --help` for the keys.")] = [],  # noqa: B006 - typer reads the default
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv includes the radio libraries).")] = 0,
+) -> None:
+    """Run the gateway daemon: radio, jobs, activation gate and the control socket."""
+    from han_ota.daemon import DaemonStartError, run_daemon
+
+    cfg = _config(config)
+    _setup_logging(verbose)
+    try:
+        code = asyncio.run(run_daemon(cfg, sim_device))
+    except DaemonStartError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+def _setup_logging(verbose: int) -> None:
+    # Under systemd the journal stamps each line; elsewhere the time helps.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr, format=stamp + "%(levelname)s %(name)s: %(message)s")
+    for noisy in ("zigpy", "bellows", "zigpy_znp", "aiosqlite", "radios"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Jobs, holds and schedules of the running daemon, and its radio."""
+    cfg = _config(config, as_json=as_json)
+    client = _client(cfg, as_json=as_json)
+    try:
+        body = client.status()
+    except DaemonError as exc:
+        _fail(str(exc), as_json=as_json)
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    for line in format_status(body):
+        typer.echo(line)
+
+
+def format_status(body: dict[str, Any]) -> list[str]:
+    from han_ota.progress import human_bytes, human_seconds
+
+    d = body["daemon"]
+    radio = d["radio"]
+    lines = [
+        f"han-ota {d['version']} (pid {d['pid']}), up {human_seconds(d['uptime_s'])}; radio {radio['kind']} "
+        f"{'up' if radio['up'] else 'DOWN'}" + (f" ({radio['last_error']})" if not radio["up"] and radio.get("last_error") else ""),
+    ]
+    if not d["store"]["ok"]:
+        lines.append(f"STATE STORE WRITES FAILING: {d['store']['error']}")
+    if not d["audit"]["ok"]:
+        lines.append(f"AUDIT LOG WRITES FAILING: {d['audit']['error']}")
+    jobs = body["jobs"]
+    if not jobs:
+        lines.append("no jobs")
+        return lines
+    rows = [("JOB", "DEVICE", "KIND", "STATE", "PROGRESS", "RATE", "ETA", "REASON")]
+    for j in jobs:
+        size = j.get("size") or 0
+        done = j.get("bytes") or 0
+        pct = f"{100 * done / size:5.1f}%" if size else "-"
+        rate = j.get("rate_bytes_per_s")
+        rate_s = f"{human_bytes(rate)}/s" if rate and j["state"] == "transferring" else "-"
+        eta = j.get("eta_seconds")
+        eta_s = human_seconds(eta) if eta is not None and j["state"] == "transferring" else "-"
+        reason = j.get("reason") or ""
+        if j["state"] == "scheduled" and j.get("scheduled_at"):
+            reason = f"activation at {j['scheduled_at']}" + (f"; {reason}" if reason else "")
+        rows.append((str(j["job"]), j["device"], j.get("kind") or "-", j["state"], pct, rate_s, eta_s, reason))
+    lines += _table(rows)
+    if body.get("schedules"):
+        lines.append("")
+        lines.append("scheduled activations:")
+        for s in body["schedules"]:
+            lines.append(f"  job {s['job']} {s.get('device') or ''} at {s['at']}")
+    return lines
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r[:-1], widths[:-1])] + [r[-1]]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def devices(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Devices on the daemon's network, with their job state."""
+    cfg = _config(config, as_json=as_json)
+    client = _client(cfg, as_json=as_json)
+    try:
+        listing = client.devices()
+    except DaemonError as exc:
+        _fail(str(exc), as_json=as_json)
+    if as_json:
+        typer.echo(json.dumps(listing, indent=2))
+        return
+    if not listing:
+        typer.echo("no devices on the network (is the radio up? see han-ota status)")
+        return
+    rows = [("IEEE", "NWK", "KIND", "MODEL", "MANUFACTURER", "JOB", "STATE")]
+    for d in listing:
+        rows.append((d["ieee"], d["nwk"], d.get("kind") or "-", d.get("model") or "-", d.get("manufacturer") or "-", d.get("job") or "-", d.get("state") or "-"))
+    for line in _table(rows):
+        typer.echo(line)
+
+
+# --------------------------------------------------------------------------- cancel
+
+
+def cancel(
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="The job number `han-ota status` shows.")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a job. A held device stays held: cancelling never activates an image."""
+    cfg = _config(config, as_json=as_json)
+    client = _client(cfg, as_json=as_json)
+    try:
+        job = client.cancel(job_id)
+    except DaemonError as exc:
+        _fail(str(exc), as_json=as_json)
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+    else:
+        typer.echo(f"job {job['job']} ({job['device']}): {job['state']}" + (f" ({job['reason']})" if job.get("reason") else ""))
+
+
+# --------------------------------------------------------------------------- log
+
+
+def log(
+    device: Annotated[Optional[str], typer.Option("--device", help="Only this device's records (IEEE address).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records as they are written.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check the hash chain instead of printing records; exit 1 if it is broken.")] = False,
+    since: Annotated[Optional[int], typer.Option("--since", help="Only records after this sequence number.", min=0)] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The audit log: through the daemon when it runs, else straight from the state directory."""
+    from gateway.store import normalize_ieee
+
+    cfg = _config(config, as_json=as_json)
+    if device is not None:
+        try:
+            device = normalize_ieee(device)
+        except ValueError as exc:
+            _fail(str(exc), EXIT_CONFIG, as_json=as_json)
+    try:
+        client = find_daemon(cfg)
+    except DaemonError:
+        client = None  # not allowed on the socket: the file may still be readable
+    source: _LogSource = _DaemonLog(client) if client is not None else _FileLog(cfg.state_dir / "audit.jsonl")
+    try:
+        if verify:
+            result = source.verify()
+            if as_json:
+                typer.echo(json.dumps(result, indent=2))
+            elif result["ok"]:
+                typer.echo(f"audit log OK: {result['records']} records, chain intact, head {result['head_hash']}")
+            else:
+                typer.echo(f"audit log BROKEN: {result['reason']} ({result['records']} records before it verify)")
+            raise typer.Exit(0 if result["ok"] else EXIT_FAILED)
+        last = since
+        for record in source.read(device, since):
+            _print_record(record, as_json)
+            last = record["seq"]
+        if follow:
+            try:
+                source.follow(device, last, lambda r: _print_record(r, as_json))
+            except KeyboardInterrupt:
+                pass
+    except (DaemonError, OSError) as exc:
+        _fail(str(exc), as_json=as_json)
+    except Exception as exc:  # AuditError, AuditCorrupt: the message names the file and the fix
+        from gateway.audit import AuditError
+
+        if isinstance(exc, AuditError):
+            _fail(str(exc), as_json=as_json)
+        raise
+
+
+def _print_record(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(record, sort_keys=True, separators=(",", ":")))
+        return
+    reserved = {"seq", "ts", "event", "device", "job", "prev", "hash"}
+    parts = [f"{record['seq']:>6}", record["ts"], record["event"]]
+    if record.get("device"):
+        parts.append(record["device"])
+    if record.get("job") is not None:
+        parts.append(f"job={record['job']}")
+    for key in sorted(k for k in record if k not in reserved):
+        value = record[key]
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        if isinstance(value, str) and (not value or any(c.isspace() for c in value)):
+            text = json.dumps(value, ensure_ascii=False)
+        parts.append(f"{key}={text}")
+    typer.echo(" ".join(parts))
+
+
+class _LogSource:
+    def verify(self) -> dict[str, Any]: ...
+    def read(self, device: str | None, since: int | None) -> Any: ...
+    def follow(self, device: str | None, since: int | None, emit: Any) -> None: ...
+
+
+class _DaemonLog(_LogSource):
+    PAGE = 1000
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def verify(self) -> dict[str, Any]:
+        return self.client.log_verify()
+
+    def read(self, device: str | None, since: int | None) -> Any:
+        cursor = since
+        while True:
+            page = self.client.log(device=device, since=cursor, limit=self.PAGE)
+            for record in page["records"]:
+                yield record
+                cursor = record["seq"]
+            if len(page["records"]) < self.PAGE:
+                return
+
+    def follow(self, device: str | None, since: int | None, emit: Any) -> None:
+        cursor = since
+        while True:
+            page = self.client.log(device=device, since=cursor, limit=self.PAGE)
+            for record in page["records"]:
+                emit(record)
+                cursor = record["seq"]
+            if len(page["records"]) < self.PAGE:
+                time.sleep(0.5)
+
+
+class _FileLog(_LogSource):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def verify(self) -> dict[str, Any]:
+        import dataclasses
+
+        from gateway.audit import verify_log
+
+        return dataclasses.asdict(verify_log(self.path)) | {"path": str(self.path)}
+
+    def read(self, device: str | None, since: int | None) -> Any:
+        from gateway.audit import read_records
+
+        for record in read_records(self.path, device=device, since_seq=since):
+            yield record.as_dict()
+
+    def follow(self, device: str | None, since: int | None, emit: Any) -> None:
+        from gateway.audit import follow_records
+
+        async def go() -> None:
+            async for record in follow_records(self.path, device=device, since_seq=since):
+                emit(record.as_dict())
+
+        asyncio.run(go())
+
+
+# --------------------------------------------------------------------------- config check
+
+config_app = typer.Typer(help="Check the configuration file.", no_args_is_help=True, add_completion=False)
+
+
+@config_app.command("check")
+def config_check(
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="The TOML configuration file to check.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Validate PATH as `han-ota run` would read it; print a summary, or the first error (exit 1)."""
+    from han_ota.daemon import DaemonStartError, sim_specs
+
+    try:
+        cfg = load_config(path)
+        specs = sim_specs(cfg) if cfg.radio.kind == "sim" else []
+        from gateway.activation import load_trust
+
+        try:
+            load_trust(cfg)
+        except Exception as exc:  # the trust store's own error names the file
+            raise DaemonStartError(f"{path}: [[supplier]] trust anchors cannot be loaded: {exc}") from None
+    except (ConfigError, DaemonStartError) as exc:
+        if as_json:
+            typer.echo(json.dumps({"valid": False, "error": str(exc), "key": getattr(exc, "key", None)}))
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    warnings = []
+    if not cfg.state_dir.is_dir():
+        warnings.append(f"state_dir {cfg.state_dir} does not exist yet: create it, or let systemd's StateDirectory= do it")
+    if cfg.radio.kind != "sim" and cfg.sim_devices:
+        warnings.append(f"[[sim_device]] tables are ignored with radio.kind = {cfg.radio.kind!r}")
+    summary = {
+        "valid": True,
+        "path": str(path),
+        "state_dir": str(cfg.state_dir),
+        "control_socket": str(cfg.control_socket),
+        "control_tcp": cfg.control_tcp,
+        "radio": {"kind": cfg.radio.kind, "path": cfg.radio.path, "baudrate": cfg.radio.baudrate, "flow_control": cfg.radio.flow_control},
+        "ota": {
+            "block_cap": cfg.ota.block_cap,
+            "aps_encryption": cfg.ota.aps_encryption,
+            "stall_timeout_s": cfg.ota.stall_timeout_s,
+            "rate_bytes_per_s": cfg.ota.rate_bytes_per_s,
+            "burst_bytes": cfg.ota.burst_bytes,
+            "max_inflight": cfg.ota.max_inflight,
+        },
+        "suppliers": [{"id": s.id, "anchor": str(s.anchor)} for s in cfg.suppliers],
+        "devices": [{"ieee": format_eui64(d.ieee), "kind": d.kind, "supplier": d.supplier} for d in cfg.devices],
+        "sim_devices": [{"ieee": str(s.ieee), "kind": s.kind} for s in specs],
+        "warnings": warnings,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"{path}: OK")
+    typer.echo(f"  state_dir       {cfg.state_dir}")
+    typer.echo(f"  control_socket  {cfg.control_socket}" + (f" and tcp {cfg.control_tcp}" if cfg.control_tcp else ""))
+    radio = cfg.radio.kind + (f" at {cfg.radio.path}" if cfg.radio.path else "") + (f", {cfg.radio.baudrate} baud" if cfg.radio.baudrate else "")
+    typer.echo(f"  radio           {radio}")
+    o = cfg.ota
+    typer.echo(f"  ota             blocks <= {o.block_cap} B, {o.rate_bytes_per_s:g} B/s budget, stall timeout {o.stall_timeout_s:g} s, APS encryption {'on' if o.aps_encryption else 'off'}")
+    typer.echo(f"  suppliers       {', '.join(s.id for s in cfg.suppliers) or 'none (no activation command can be verified)'}")
+    typer.echo(f"  devices         {len(cfg.devices)} configured" + "".join(f"\n                  {format_eui64(d.ieee)} {d.kind} supplier {d.supplier or '-'}" for d in cfg.devices))
+    if cfg.radio.kind == "sim":
+        typer.echo(f"  sim devices     {', '.join(f'{s.kind}:{s.ieee}' for s in specs) or 'none'}")
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+# --------------------------------------------------------------------------- mounting
+
+
+def register(app: typer.Typer) -> None:
+    """Add run, status, devices, cancel, log and `config check` to the han-ota app."""
+    app.command("run")(run)
+    app.command("status")(status)
+    app.command("devices")(devices)
+    app.command("cancel")(cancel)
+    app.command("log")(log)
+    app.add_typer(config_app, name="config", help="Check the configuration file.")
+
+
+standalone = typer.Typer(name="han-ota", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+register(standalone)
+
+__all__ = ["config_app", "format_status", "register", "standalone"]
+
+if __name__ == "__main__":
+    standalone()

@@ -1,0 +1,364 @@
+"""The control API: the strict request parser, routing, and the server under garbage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from han_ota import control
+from han_ota.client import Client, DaemonError, find_daemon
+from han_ota.control import ControlServer, ControlSocketError, HttpError, parse_head, route
+from gateway.config import Config
+
+# --------------------------------------------------------------------------- parser
+
+
+def test_parse_head_reads_method_path_query_and_headers() -> None:
+    req = parse_head(b"GET /v1/log?device=00:11:22:33:44:55:66:77&since=5 HTTP/1.1\r\nHost: x\r\nX-A:  b \r\n\r\n")
+    assert req.method == "GET" and req.path == "/v1/log"
+    assert req.query == {"device": "00:11:22:33:44:55:66:77", "since": "5"}
+    assert req.headers == {"host": "x", "x-a": "b"}
+    assert req.content_length == 0
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "words"),
+    [
+        (b"GARBAGE\r\n\r\n", 400, "request line"),
+        (b"GET /v1/status\r\n\r\n", 400, "request line"),
+        (b"GET  /v1/status HTTP/1.1\r\n\r\n", 400, "request line"),
+        (b"GET /v1/status HTTP/2.0\r\n\r\n", 400, "HTTP/1.1"),
+        (b"GET /v1/status SPDY/1\r\n\r\n", 400, "request line"),
+        (b"GET v1/status HTTP/1.1\r\n\r\n", 400, "absolute path"),
+        (b"G@T /v1/status HTTP/1.1\r\n\r\n", 400, "method"),
+        (b"GET /v1/status HTTP/1.1\r\nNo colon here\r\n\r\n", 400, "malformed header"),
+        (b"GET /v1/status HTTP/1.1\r\n folded: x\r\n\r\n", 400, "folding"),
+        (b"GET /v1/status HTTP/1.1\r\nA: \x01\r\n\r\n", 400, "control characters"),
+        (b"POST /v1/push HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411, "Content-Length"),
+        (b"POST /v1/push HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "Content-Length"),
+        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400, "conflicting"),
+        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413, "at most"),
+        ("POST /v1/push HTTP/1.1\r\nContent-Length: \u00b97\r\n\r\n".encode("latin-1"), 400, "decimal byte count"),
+        (b"GET /v1/log?since=1&since=2 HTTP/1.1\r\n\r\n", 400, "twice"),
+        (b"GET /v1/%ff HTTP/1.1\r\n\r\n", 400, "UTF-8"),
+        (b"GET /v1/status HTTP/1.1\r\n" + b"A: b\r\n" * (control.MAX_HEADERS + 1) + b"\r\n", 431, "header fields"),
+        (b"GET /" + b"a" * control.MAX_HEAD_BYTES + b" HTTP/1.1\r\n\r\n", 431, "larger than"),
+    ],
+)
+def test_parse_head_refuses_with_status_and_reason(head: bytes, status: int, words: str) -> None:
+    with pytest.raises(HttpError) as err:
+        parse_head(head)
+    assert err.value.status == status
+    assert words in err.value.message
+
+
+def test_route_names_allowed_methods_and_known_routes() -> None:
+    assert route("GET", "/v1/jobs/12") == ("job", {"job_id": "12"})
+    assert route("POST", "/v1/jobs/12/cancel") == ("cancel", {"job_id": "12"})
+    with pytest.raises(HttpError) as err:
+        route("DELETE", "/v1/status")
+    assert err.value.status == 405 and err.value.headers == {"Allow": "GET"}
+    with pytest.raises(HttpError) as err:
+        route("GET", "/v2/status")
+    assert err.value.status == 404 and "GET /v1/status" in err.value.message
+
+
+def test_render_is_a_complete_json_response() -> None:
+    raw = control.render(404, {"error": "nope"})
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert b"Connection: close" in head
+    assert f"Content-Length: {len(body)}".encode() in head
+    assert json.loads(body) == {"error": "nope"}
+
+
+# --------------------------------------------------------------------------- a server over a fake API
+
+
+def post(body: bytes, path: str = "/v1/push") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def status(self) -> tuple[int, Any]:
+        self.calls.append(("status", None))
+        return 200, {"daemon": {"version": "test"}, "jobs": [], "holds": [], "schedules": []}
+
+    async def devices(self) -> tuple[int, Any]:
+        return 200, {"devices": [{"ieee": "00:11:22:33:44:55:66:77"}]}
+
+    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None) -> tuple[int, Any]:
+        self.calls.append(("push", (image, device, activation, activate_now, stall_timeout)))
+        if device == "busy":
+            raise HttpError(409, "device busy: cancel job 3 first")
+        if device == "boom":
+            raise RuntimeError("handler bug")
+        return 202, {"job": {"job": "1", "device": device, "state": "pending"}}
+
+    async def activate(self, command: str, device: str | None) -> tuple[int, Any]:
+        return 200, {"accepted": False, "command": command, "device": device}
+
+    async def job(self, job_id: str) -> tuple[int, Any]:
+        if job_id != "1":
+            raise HttpError(404, f"no job {job_id}")
+        return 200, {"job": {"job": "1", "state": "held"}}
+
+    async def cancel(self, job_id: str) -> tuple[int, Any]:
+        return 200, {"job": {"job": job_id, "state": "cancelled"}}
+
+    async def log(self, device: str | None, since: int | None, limit: int) -> tuple[int, Any]:
+        self.calls.append(("log", (device, since, limit)))
+        return 200, {"records": [], "head": 0, "limit": limit}
+
+    async def log_verify(self) -> tuple[int, Any]:
+        return 200, {"ok": True, "records": 0}
+
+
+@pytest.fixture
+async def server(tmp_path: Path):
+    api = FakeApi()
+    srv = ControlServer(api, tmp_path / "run" / "control.sock", read_timeout_s=1.0)
+    await srv.start()
+    try:
+        yield srv, api
+    finally:
+        await srv.close()
+
+
+def raw_exchange(path: Path, data: bytes, *, half_close: bool = True, timeout: float = 5.0) -> bytes:
+    """Send bytes, then read until the server closes. Resets count as a closed connection."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(str(path))
+    out = b""
+    try:
+        s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        s.close()
+    return out
+
+
+async def test_socket_is_0660_and_its_directory_is_created(server: tuple[ControlServer, FakeApi]) -> None:
+    srv, _ = server
+    mode = os.stat(srv.socket_path).st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o660
+    assert srv.socket_path.parent.is_dir()
+
+
+async def test_client_calls_every_route(server: tuple[ControlServer, FakeApi]) -> None:
+    srv, api = server
+    client = Client(srv.socket_path, timeout=5)
+    assert (await asyncio.to_thread(client.status))["daemon"]["version"] == "test"
+    assert (await asyncio.to_thread(client.devices))[0]["ieee"] == "00:11:22:33:44:55:66:77"
+    job = await asyncio.to_thread(lambda: client.push("fw.ota", "00:11:22:33:44:55:66:77", stall_timeout=30))
+    assert job["state"] == "pending"
+    image, _device, activation, now, stall = api.calls[-1][1]
+    assert Path(image).is_absolute() and activation is None and now is False and stall == 30.0
+    assert (await asyncio.to_thread(client.job, 1))["state"] == "held"
+    assert (await asyncio.to_thread(client.cancel, 1))["state"] == "cancelled"
+    assert (await asyncio.to_thread(lambda: client.log(device="0011223344556677", since=3, limit=10)))["limit"] == 10
+    assert api.calls[-1] == ("log", ("0011223344556677", 3, 10))
+    assert (await asyncio.to_thread(client.log_verify))["ok"] is True
+    assert (await asyncio.to_thread(client.activate, "DD00"))["command"] == "DD00"
+
+
+async def test_client_raises_the_daemons_message(server: tuple[ControlServer, FakeApi]) -> None:
+    srv, _ = server
+    client = Client(srv.socket_path, timeout=5)
+    with pytest.raises(DaemonError, match="device busy: cancel job 3 first") as err:
+        await asyncio.to_thread(client.push, "/x", "busy")
+    assert err.value.status == 409
+    with pytest.raises(DaemonError, match="no job 7"):
+        await asyncio.to_thread(client.job, 7)
+    # A handler's bug is a 500 that names it, and the server keeps serving.
+    with pytest.raises(DaemonError, match="internal error.*RuntimeError: handler bug") as err:
+        await asyncio.to_thread(client.push, "/x", "boom")
+    assert err.value.status == 500
+    assert (await asyncio.to_thread(client.status))["jobs"] == []
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "words"),
+    [
+        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 5\r\n\r\n{bad}", 400, "not valid JSON"),
+        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]", 400, "JSON object"),
+        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\n{}", 415, "application/json"),
+        (b'POST /v1/push HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}', 400, "'image' is required"),
+        (post(b'{"image": "/a", "device": "b", "x": 1}'), 400, "unknown field"),
+        (post(b'{"image": "/a", "device": "b", "activate_now": 1}'), 400, "true or false"),
+        (post(b'{"image": "/a", "device": "b", "activation": "DD", "activate_now": true}'), 400, "not both"),
+        (post(b'{"image": "/a", "device": "b", "stall_timeout": -5}'), 400, "positive number"),
+        (post(b'{"command": 5}', "/v1/activate"), 400, "non-empty string"),
+        (post(b'{"x": 1}', "/v1/jobs/1/cancel"), 400, "unknown field"),
+        (b"GET /v1/nothing HTTP/1.1\r\n\r\n", 404, "no route"),
+        (b"PUT /v1/status HTTP/1.1\r\n\r\n", 405, "not allowed"),
+        (b"GET /v1/status?x=1 HTTP/1.1\r\n\r\n", 400, "unknown query parameter"),
+        (b"GET /v1/log?since=abc HTTP/1.1\r\n\r\n", 400, "non-negative integer"),
+        (b"GET /v1/log?limit=0 HTTP/1.1\r\n\r\n", 400, "between"),
+        (b"GET /v1/status HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400, "takes no body"),
+        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 10\r\n\r\n{}", 400, "closed before"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, "closed before the end"),  # a TLS hello
+    ],
+)
+async def test_bad_requests_get_a_json_4xx(server: tuple[ControlServer, FakeApi], request_bytes: bytes, status: int, words: str) -> None:
+    srv, _ = server
+    reply = await asyncio.to_thread(raw_exchange, srv.socket_path, request_bytes)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == str(status).encode(), reply
+    assert words in json.loads(body)["error"]
+
+
+async def test_oversized_head_is_refused_or_closed(server: tuple[ControlServer, FakeApi]) -> None:
+    srv, api = server
+    data = b"GET /v1/status HTTP/1.1\r\n" + b"X-Pad: " + b"a" * (control.MAX_HEAD_BYTES * 2) + b"\r\n\r\n"
+    reply = await asyncio.to_thread(raw_exchange, srv.socket_path, data)
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 431 ")
+    assert ("status", None) not in api.calls
+
+
+async def test_a_silent_client_times_out_with_408(server: tuple[ControlServer, FakeApi]) -> None:
+    srv, _ = server
+    reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/sta", half_close=False)
+    assert reply.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_random_garbage_never_kills_the_server(server: tuple[ControlServer, FakeApi]) -> None:
+    srv, _ = server
+    rng = random.Random(20240617)
+    valid = post(b'{"image":"/fw.ota","device":"0011223344556677"}')
+    payloads = [b"", b"\r\n\r\n", b"\x00" * 10, b"GET / HTTP/1.1\r\n\r\n" * 3]
+    for _ in range(150):
+        shape = rng.randrange(4)
+        if shape == 0:
+            payloads.append(rng.randbytes(rng.randrange(1, 3000)))
+        elif shape == 1:
+            payloads.append(valid[: rng.randrange(len(valid))])
+        elif shape == 2:
+            mutated = bytearray(valid)
+            for _ in range(rng.randrange(1, 6)):
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+            payloads.append(bytes(mutated))
+        else:
+            payloads.append(rng.randbytes(rng.randrange(1, 200)) + b"\r\n\r\n" + rng.randbytes(rng.randrange(0, 200)))
+
+    async def one(data: bytes) -> bytes:
+        return await asyncio.to_thread(raw_exchange, srv.socket_path, data)
+
+    replies = []
+    for i in range(0, len(payloads), 16):  # some at once, as a fuzzer would
+        replies += await asyncio.gather(*(one(p) for p in payloads[i : i + 16]))
+    for data, reply in zip(payloads, replies):
+        if reply:
+            status = int(reply.split(b" ", 2)[1])
+            assert 200 <= status < 300 or 400 <= status < 500, (data, reply)
+            assert json.loads(reply.partition(b"\r\n\r\n")[2]) is not None
+    client = Client(srv.socket_path, timeout=5)
+    assert (await asyncio.to_thread(client.status))["daemon"]["version"] == "test"
+
+
+async def test_too_many_connections_get_503(tmp_path: Path) -> None:
+    srv = ControlServer(FakeApi(), tmp_path / "c.sock", read_timeout_s=2.0, max_connections=2)
+    await srv.start()
+    try:
+        idle = []
+        for _ in range(2):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(srv.socket_path))
+            idle.append(s)
+        await asyncio.sleep(0.1)
+        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 503 ")
+        for s in idle:
+            s.close()
+    finally:
+        await srv.close()
+
+
+# --------------------------------------------------------------------------- socket ownership
+
+
+async def test_stale_socket_is_replaced_but_a_live_one_is_not(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nothing listens: what a SIGKILL leaves
+    first = ControlServer(FakeApi(), path)
+    await first.start()
+    try:
+        second = ControlServer(FakeApi(), path)
+        with pytest.raises(ControlSocketError, match="another han-ota daemon is already listening"):
+            await second.start()
+        assert (await asyncio.to_thread(Client(path).status))["daemon"]["version"] == "test"
+    finally:
+        await first.close()
+    assert not path.exists()
+
+
+async def test_a_regular_file_in_the_way_is_never_removed(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    path.write_text("precious")
+    with pytest.raises(ControlSocketError, match="not a socket"):
+        await ControlServer(FakeApi(), path).start()
+    assert path.read_text() == "precious"
+
+
+async def test_tcp_listener_only_when_configured(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    srv = ControlServer(FakeApi(), tmp_path / "c.sock", tcp=f"127.0.0.1:{port}")
+    await srv.start()
+    try:
+        assert len(srv._servers) == 2
+        client = Client(tcp=("127.0.0.1", port), timeout=5)
+        assert (await asyncio.to_thread(client.status))["daemon"]["version"] == "test"
+    finally:
+        await srv.close()
+    plain = ControlServer(FakeApi(), tmp_path / "d.sock")
+    await plain.start()
+    try:
+        assert len(plain._servers) == 1
+    finally:
+        await plain.close()
+
+
+def test_parse_host_port() -> None:
+    assert control.parse_host_port("127.0.0.1:8765") == ("127.0.0.1", 8765)
+    assert control.parse_host_port("[::1]:80") == ("::1", 80)
+    with pytest.raises(ControlSocketError, match="HOST:PORT"):
+        control.parse_host_port("localhost")
+
+
+async def test_find_daemon_none_when_nothing_listens(tmp_path: Path) -> None:
+    cfg = Config(control_socket=tmp_path / "nothing.sock")
+    assert await asyncio.to_thread(find_daemon, cfg) is None
+    srv = ControlServer(FakeApi(), tmp_path / "c.sock")
+    await srv.start()
+    try:
+        found = await asyncio.to_thread(find_daemon, Config(control_socket=srv.socket_path))
+        assert found is not None and found.socket_path == srv.socket_path
+    finally:
+        await srv.close()
+    # The server closed and removed its socket: nothing answers again.
+    assert await asyncio.to_thread(find_daemon, Config(control_socket=srv.socket_path)) is None

@@ -1,0 +1,497 @@
+"""The daemon in process, on the simulated radio: start, push, hold, resume, radio loss, full disk.
+
+Most tests own the `SimHan` (the air and the devices) and hand the daemon an
+``open_radio`` that builds a fresh zigpy app over it, so a daemon restart or a
+radio reconnect finds the devices as a real hub would: still running, with their
+flash (and partial downloads) intact. The subprocess SIGKILL test is in
+test_daemon_restart.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+import shutil
+import socket
+import sqlite3
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zigpy.types as zt
+
+from gateway.audit import read_records, verify_log
+from gateway.config import Config
+from gateway.store import StateStore, StoreError
+from han_ota import sdnotify
+from han_ota.client import Client, DaemonError
+from han_ota.daemon import Daemon, DaemonStartError, run_daemon
+from radios.sim.app import SimControllerApplication, SimNvram
+from radios.sim.han import SimHan
+from radios.sim.spec import parse_sim_device
+from radios.sim.testing import build_ota_image
+
+HCALCS = "00:11:22:33:44:55:66:77"
+HCALCS2 = "00:11:22:33:44:55:66:88"
+FAST = "query_delay=0.05:wait_interval=0.2:reboot_time=0.05:response_timeout=0.5"
+
+
+@pytest.fixture
+def short_dir() -> Any:
+    # Unix socket paths are limited to 108 bytes; pytest's tmp_path can be longer.
+    path = Path(tempfile.mkdtemp(prefix="hod", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def make_config(root: Path, **changes: Any) -> Config:
+    state = root / "state"
+    state.mkdir(exist_ok=True)
+    cfg = dataclasses.replace(Config(), source=root / "config.toml", state_dir=state, control_socket=root / "run" / "control.sock")
+    return dataclasses.replace(cfg, **changes)
+
+
+def image(root: Path, size: int = 4000, version: int = 2, name: str = "fw.ota") -> Path:
+    path = root / name
+    path.write_bytes(build_ota_image(0x121D, 0x0000, version, bytes(i % 251 for i in range(size)), min_hw=0x1111, max_hw=0x1111))
+    return path
+
+
+class Bench:
+    """A SimHan that outlives daemons and radio reconnects, and an opener over it."""
+
+    def __init__(self, *specs: str) -> None:
+        self.han = SimHan([parse_sim_device(s) for s in specs])
+        self.nvram = SimNvram()
+        self.opens = 0
+        self.fail_opens: set[int] = set()
+
+    async def open(self) -> SimControllerApplication:
+        self.opens += 1
+        if self.opens in self.fail_opens:
+            raise RuntimeError(f"dongle unplugged (open #{self.opens})")
+        app = SimControllerApplication.new_sim([], han=self.han, nvram=self.nvram)
+        await app.startup(auto_form=True)
+        if self.opens > 1:
+            # A new zigpy app knows no devices: reboot them so they rejoin (flash kept).
+            for device in self.han.devices.values():
+                device.power_cycle()
+        await app.wait_initialized(timeout=10)
+        return app
+
+    def device(self, ieee: str) -> Any:
+        return self.han.devices[zt.EUI64.convert(ieee)]
+
+    async def close(self) -> None:
+        await self.han.stop()
+
+
+@pytest.fixture
+async def bench() -> AsyncIterator[Bench]:
+    b = Bench(f"hcalcs:{HCALCS}:{FAST}:min_block_period_ms=2", f"hcalcs:{HCALCS2}:{FAST}")
+    yield b
+    await b.close()
+
+
+async def started(cfg: Config, bench: Bench | None = None, **kwargs: Any) -> Daemon:
+    if bench is not None:
+        kwargs.setdefault("open_radio", bench.open)
+    daemon = Daemon(cfg, **kwargs)
+    await daemon.start()
+    await daemon.wait_radio(10)
+    return daemon
+
+
+async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def events(cfg: Config, since: int = 0) -> list[Any]:
+    return list(read_records(cfg.state_dir / "audit.jsonl", since_seq=since))
+
+
+# --------------------------------------------------------------------------- start, push, hold
+
+
+async def test_starts_with_the_sim_radio_and_answers_status_within_2s(short_dir: Path) -> None:
+    cfg = make_config(short_dir)
+    notify = short_dir / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify))
+    listener.setblocking(False)
+    t0 = time.monotonic()
+    daemon = Daemon(cfg, [f"hcalcs:{HCALCS}"], notifier=sdnotify.Notifier({"NOTIFY_SOCKET": str(notify)}))
+    await daemon.start()
+    try:
+        body = await call(Client(cfg.control_socket, timeout=5).status)
+        assert time.monotonic() - t0 < 2.0
+        assert body["daemon"]["radio"]["kind"] == "sim"
+        assert body["jobs"] == [] and body["holds"] == [] and body["schedules"] == []
+        await daemon.wait_radio(5)
+        body = await call(Client(cfg.control_socket).status)
+        assert body["daemon"]["radio"]["up"] is True
+        devices = await call(Client(cfg.control_socket).devices)
+        assert [(d["ieee"], d["kind"], d["model"]) for d in devices] == [(HCALCS, "hcalcs", "HCALCS")]
+    finally:
+        await daemon.stop("test")
+        messages = []
+        while True:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except BlockingIOError:
+                break
+        listener.close()
+    assert messages[0].startswith("READY=1\nSTATUS=radio sim down")
+    assert any(m == "STATUS=radio sim up; 0 transferring, 0 pending, 0 held, 0 scheduled" for m in messages)
+    assert messages[-1].startswith("STOPPING=1")
+    assert not cfg.control_socket.exists()
+
+
+async def test_push_through_the_client_reaches_held_and_status_shows_it(short_dir: Path, bench: Bench) -> None:
+    cfg = make_config(short_dir)
+    fw = image(short_dir)
+    daemon = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    try:
+        job = await call(client.push, fw, HCALCS)
+        assert job["job"] == "1" and job["state"] in ("pending", "transferring") and job["kind"] == "hcalcs"
+        held = await call(client.wait_job, "1", ("held",), timeout=20)
+        assert held["state"] == "held" and held["bytes"] == held["size"] == fw.stat().st_size
+        await wait_for(lambda: bench.device(HCALCS).counters.holds >= 2, what="a second hold answer")
+        body = await call(client.status)
+        assert [(j["job"], j["device"], j["state"]) for j in body["jobs"]] == [("1", HCALCS, "held")]
+        assert body["holds"][0]["job"] == "1" and body["holds"][0]["held_requests"] >= 2
+        assert bench.device(HCALCS).current_file_version == 1  # held: never activated
+        assert (await call(client.devices))[0]["state"] == "held"
+        # A second push to the same device is refused while the first is active.
+        with pytest.raises(DaemonError, match="already has job 1") as err:
+            await call(client.push, fw, HCALCS)
+        assert err.value.status == 409
+        with pytest.raises(DaemonError, match="not on this network"):
+            await call(client.push, fw, "00:00:00:00:00:00:00:99")
+        with pytest.raises(DaemonError, match="relative"):
+            await call(client._call, "POST", "/v1/push", {"image": "fw.ota", "device": HCALCS})
+    finally:
+        await daemon.stop("test")
+    stored = StateStore.in_state_dir(cfg.state_dir).get_job(1)
+    assert stored.state.value == "held" and stored.offset == fw.stat().st_size
+    assert stored.session_snapshot is not None and stored.session_snapshot["state"] == "held"
+    assert Path(stored.record.image_path).parent == cfg.state_dir / "images"  # a copy the job owns
+    kinds = [r.event for r in events(cfg)]
+    for wanted in ("daemon.start", "radio.up", "job.accepted", "ota.notify", "ota.query", "ota.transfer_start", "job.progress", "ota.end_request", "ota.hold", "gbcs.transfer", "daemon.stop"):
+        assert wanted in kinds, wanted
+    assert verify_log(cfg.state_dir / "audit.jsonl").ok
+
+
+async def test_cancel_and_job_lookup(short_dir: Path, bench: Bench) -> None:
+    cfg = make_config(short_dir)
+    daemon = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    try:
+        await call(client.push, image(short_dir, 60_000), HCALCS)
+        cancelled = await call(client.cancel, "1")
+        assert cancelled["state"] == "cancelled"
+        with pytest.raises(DaemonError, match="already ended") as err:
+            await call(client.cancel, "1")
+        assert err.value.status == 409
+        with pytest.raises(DaemonError, match="no job 99"):
+            await call(client.job, "99")
+        with pytest.raises(DaemonError, match="job ids are numbers"):
+            await call(client.job, "J0001")
+    finally:
+        await daemon.stop("test")
+    assert StateStore.in_state_dir(cfg.state_dir).get_job(1).state.value == "cancelled"
+
+
+async def test_activate_now_confirms_and_a_bad_command_is_refused_and_recorded(short_dir: Path, bench: Bench) -> None:
+    cfg = make_config(short_dir)
+    daemon = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    try:
+        await call(lambda: client.push(image(short_dir), HCALCS2, activate_now=True))
+        done = await call(client.wait_job, "1", ("confirmed",), timeout=20)
+        assert done["state"] == "confirmed" and done["activation"] == "now"
+        assert bench.device(HCALCS2).current_file_version == 2
+        result = await call(client.activate, "DD00FF", HCALCS)
+        assert result["accepted"] is False and result["reason"].startswith("malformed")
+    finally:
+        await daemon.stop("test")
+    records = events(cfg)
+    assert any(r.event == "job.activate_now" and r.fields["warning"] for r in records)
+    assert any(r.event == "gbcs.verdict" and r.fields["accepted"] is False for r in records)
+    assert StateStore.in_state_dir(cfg.state_dir).list_verdicts(HCALCS)[0].accepted is False
+
+
+async def test_garbage_on_the_socket_during_a_transfer_loses_nothing(short_dir: Path, bench: Bench) -> None:
+    cfg = make_config(short_dir)
+    daemon = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    try:
+        await call(client.push, image(short_dir, 30_000), HCALCS)
+        rng = __import__("random").Random(7)
+
+        def garbage(data: bytes) -> bytes:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(str(cfg.control_socket))
+            try:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                return s.recv(65536)
+            except OSError:
+                return b""
+            finally:
+                s.close()
+
+        replies = [await call(garbage, rng.randbytes(rng.randrange(1, 4000))) for _ in range(40)]
+        replies.append(await call(garbage, b"POST /v1/push HTTP/1.1\r\nContent-Length: 9\r\n\r\n{\"image\":"))
+        replies.append(await call(garbage, b"GET /v1/jobs/1/../../etc HTTP/1.1\r\n\r\n"))
+        for reply in replies:
+            assert reply == b"" or reply.startswith(b"HTTP/1.1 4"), reply[:80]
+        assert (await call(client.job, "1"))["state"] in ("pending", "transferring", "held")
+        held = await call(client.wait_job, "1", ("held",), timeout=30)
+        assert held["state"] == "held"
+    finally:
+        await daemon.stop("test")
+    assert verify_log(cfg.state_dir / "audit.jsonl").ok
+
+
+# --------------------------------------------------------------------------- refusing to start
+
+
+async def test_missing_state_directory_is_a_clear_error(short_dir: Path) -> None:
+    missing = short_dir / "nope" / "state"
+    cfg = dataclasses.replace(Config(), source=short_dir / "config.toml", state_dir=missing, control_socket=short_dir / "c.sock")
+    with pytest.raises(DaemonStartError) as err:
+        await run_daemon(cfg, [f"hcalcs:{HCALCS}"])
+    message = str(err.value)
+    assert str(missing) in message and "state_dir" in message and "install -d" in message and "StateDirectory=" in message
+    assert not missing.exists() and not (short_dir / "c.sock").exists()
+
+
+async def test_built_in_defaults_create_their_per_user_state_dir(short_dir: Path) -> None:
+    cfg = dataclasses.replace(Config(), source=None, state_dir=short_dir / "user" / "state", control_socket=short_dir / "u.sock")
+    daemon = await started(cfg, sim_devices=[f"hcalcs:{HCALCS}"])
+    await daemon.stop("test")
+    assert (short_dir / "user" / "state" / "audit.jsonl").exists()
+
+
+async def test_a_second_daemon_on_the_same_socket_refuses_to_start(short_dir: Path) -> None:
+    cfg = make_config(short_dir)
+    first = await started(cfg, sim_devices=[f"hcalcs:{HCALCS}"])
+    try:
+        with pytest.raises(DaemonStartError, match="already listening"):
+            await run_daemon(cfg, [f"hcalcs:{HCALCS}"])
+        assert (await call(Client(cfg.control_socket).status))["daemon"]["pid"] == os.getpid()
+    finally:
+        await first.stop("test")
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+T0 = "2020-01-01T00:00:00.000000Z"
+
+
+def fill_store(store: StateStore) -> int:
+    """Make the database as full as a full disk makes it (SQLite reports SQLITE_FULL).
+
+    max_page_count caps the file; filler rows (ended jobs of made-up devices, which
+    nothing resumes) then take the last free bytes of the jobs table's pages."""
+    conn = store._conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    fillers = 0
+    for size in (2000, 200, 20, 1):
+        while True:
+            try:
+                conn.execute(
+                    "INSERT INTO jobs (device, image_path, image_sha256, manufacturer_code, image_type, file_version, size, kind, "
+                    "activation, created_utc, state, updated_utc) VALUES (?, ?, ?, 0, 0, 0, 0, 'hcalcs', ?, ?, 'failed', ?)",
+                    (f"ff:ff:ff:ff:ff:ff:{fillers >> 8 & 0xFF:02x}:{fillers & 0xFF:02x}", "x" * size, "0" * 64, '{"mode": "none"}', T0, T0),
+                )
+            except sqlite3.OperationalError as exc:
+                assert "full" in str(exc)
+                break
+            fillers += 1
+    return fillers
+
+
+async def test_full_disk_refuses_new_jobs_clearly_and_keeps_acknowledged_ones(short_dir: Path, bench: Bench) -> None:
+    cfg = make_config(short_dir)
+    daemon = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    try:
+        await call(client.push, image(short_dir), HCALCS)
+        await call(client.wait_job, "1", ("held",), timeout=20)
+        assert daemon.store is not None
+        fill_store(daemon.store)
+        with pytest.raises(DaemonError) as err:
+            await call(client.push, image(short_dir, version=3, name="fw3.ota"), HCALCS2)
+        assert err.value.status == 507
+        assert "NOT accepted" in str(err.value) and "disk is full" in str(err.value) and "free space" in str(err.value)
+        body = await call(client.status)
+        assert [(j["job"], j["state"]) for j in body["jobs"]] == [("1", "held")]
+        assert body["daemon"]["store"]["ok"] is False and "disk is full" in body["daemon"]["store"]["error"]
+        assert [j.job_id for j in daemon.store.list_jobs() if not j.record.device.startswith("ff:")] == [1]
+        # Space comes back: the same push is accepted.
+        daemon.store._conn.execute("PRAGMA max_page_count = 1073741823")
+        job = await call(client.push, image(short_dir, version=3, name="fw3.ota"), HCALCS2)
+        await call(client.wait_job, job["job"], ("held",), timeout=20)
+    finally:
+        await daemon.stop("test")
+    store = StateStore.in_state_dir(cfg.state_dir)
+    ours = [(j.record.device, j.state.value) for j in store.list_jobs() if not j.record.device.startswith("ff:")]
+    assert ours == [(HCALCS, "held"), (HCALCS2, "held")]
+
+
+async def test_failing_progress_writes_are_retried_and_nothing_is_lost(short_dir: Path, bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = make_config(short_dir)
+    daemon = await started(cfg, bench, tick_s=0.05, progress_seconds=0.1)
+    client = Client(cfg.control_socket, timeout=5)
+    assert daemon.store is not None
+    real_update = daemon.store.update_job
+    failing = {"on": True, "refused": 0}
+
+    def update_job(*args: Any, **kwargs: Any) -> Any:
+        if failing["on"]:
+            failing["refused"] += 1
+            raise StoreError(f"state store {daemon.store.path}: database or disk is full (free space on the filesystem holding the state directory; nothing of this call was written)")
+        return real_update(*args, **kwargs)
+
+    try:
+        await call(client.push, image(short_dir, 20_000), HCALCS)
+        monkeypatch.setattr(daemon.store, "update_job", update_job)
+        held = await call(client.wait_job, "1", ("held",), timeout=30)
+        assert held["state"] == "held"  # the transfer does not stop for a full disk
+        body = await call(client.status)
+        assert body["daemon"]["store"]["ok"] is False and "STORE WRITE FAILING" in body["daemon"]["summary"]
+        assert failing["refused"] > 0
+        assert StateStore.in_state_dir(cfg.state_dir).get_job(1).state.value != "held"
+        failing["on"] = False
+        await wait_for(lambda: daemon.store_error is None, what="the store to recover")
+        assert StateStore.in_state_dir(cfg.state_dir).get_job(1).state.value == "held"
+    finally:
+        await daemon.stop("test")
+
+
+# --------------------------------------------------------------------------- restarts and the radio going away
+
+
+async def test_restart_resumes_a_transfer_from_the_devices_offset(short_dir: Path, bench: Bench) -> None:
+    cfg = make_config(short_dir)
+    fw = image(short_dir, 24_000)
+    first = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    await call(client.push, fw, HCALCS)
+    await wait_for(lambda: bench.device(HCALCS).file_offset > 6_000, what="a quarter of the image")
+    await first.stop("test restart")
+    kept = StateStore.in_state_dir(cfg.state_dir).get_job(1)
+    assert kept.state.value == "transferring" and kept.offset > 6_000
+    mark = events(cfg)[-1].seq
+
+    second = await started(cfg, bench)
+    try:
+        held = await call(client.wait_job, "1", ("held",), timeout=30)
+        assert held["state"] == "held" and held["bytes"] == fw.stat().st_size
+    finally:
+        await second.stop("test")
+    later = events(cfg, mark)
+    restored = next(r for r in later if r.event == "job.restored")
+    assert restored.fields["state"] == "transferring" and restored.fields["offset"] > 6_000
+    resume = next(r for r in later if r.event == "ota.resume")
+    assert resume.fields["offset"] >= 6_000  # the device asked from where its flash ended
+    assert not any(r.event == "ota.first_block" for r in later)
+    assert bench.device(HCALCS).counters.resumed >= 1
+
+
+async def test_restart_keeps_a_held_device_held_without_a_new_image_notify(short_dir: Path, bench: Bench) -> None:
+    cfg = make_config(short_dir)
+    first = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    await call(client.push, image(short_dir), HCALCS)
+    await call(client.wait_job, "1", ("held",), timeout=20)
+    await first.stop("test restart")
+    mark = events(cfg)[-1].seq
+    holds_before = bench.device(HCALCS).counters.holds
+
+    second = await started(cfg, bench)
+    try:
+        await wait_for(lambda: bench.device(HCALCS).counters.holds >= holds_before + 2, what="hold answers after restart")
+        job = await call(client.job, "1")
+        assert job["state"] == "held"
+    finally:
+        await second.stop("test")
+    later = events(cfg, mark)
+    assert next(r for r in later if r.event == "job.restored").fields["notify"] is False
+    assert not any(r.event == "ota.notify" or (r.event == "ota.sent" and r.fields["command"] == "SendImageNotify") for r in later)
+    assert any(r.event == "ota.hold" for r in later)
+    assert bench.device(HCALCS).current_file_version == 1
+
+
+async def test_an_image_changed_on_disk_fails_its_job_on_restart(short_dir: Path, bench: Bench) -> None:
+    cfg = make_config(short_dir)
+    first = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    await call(client.push, image(short_dir), HCALCS)
+    await call(client.wait_job, "1", ("held",), timeout=20)
+    await first.stop("test restart")
+    kept = Path(StateStore.in_state_dir(cfg.state_dir).get_job(1).record.image_path)
+    kept.write_bytes(kept.read_bytes()[:-1] + b"\x00")
+
+    second = await started(cfg, bench)
+    try:
+        job = await call(client.job, "1")
+        assert job["state"] == "failed"
+        assert "has changed since the job was accepted" in job["reason"] and "push the image again" in job["reason"]
+        # The device is free for a new job.
+        await call(client.push, image(short_dir, version=3, name="fw3.ota"), HCALCS)
+    finally:
+        await second.stop("test")
+    assert any(r.event == "job.resume_failed" for r in events(cfg))
+
+
+async def test_radio_lost_mid_transfer_reconnects_with_backoff_and_completes(short_dir: Path, bench: Bench) -> None:
+    cfg = make_config(short_dir)
+    fw = image(short_dir, 24_000)
+    bench.fail_opens = {2, 3}  # the first two reopen attempts fail
+    daemon = await started(cfg, bench, backoff=(0.05, 0.1, 0.2))
+    client = Client(cfg.control_socket, timeout=5)
+    try:
+        await call(client.push, fw, HCALCS)
+        await wait_for(lambda: bench.device(HCALCS).file_offset > 6_000, what="a quarter of the image")
+        assert daemon.app is not None
+        daemon.app.connection_lost(RuntimeError("USB device disconnected"))
+        await wait_for(lambda: not daemon.radio.up, what="radio down")
+        body = await call(client.status)
+        assert body["daemon"]["radio"]["up"] is False and body["daemon"]["radio"]["last_error"]
+        assert body["jobs"][0]["parked"] is True
+        with pytest.raises(DaemonError, match="not up") as err:
+            await call(client.push, fw, HCALCS2)
+        assert err.value.status == 503
+        held = await call(client.wait_job, "1", ("held",), timeout=30)
+        assert held["state"] == "held" and held["bytes"] == fw.stat().st_size
+        assert daemon.radio.up and daemon.radio.reconnects == 1 and bench.opens == 4
+    finally:
+        await daemon.stop("test")
+    records = events(cfg)
+    kinds = [r.event for r in records]
+    assert "USB device disconnected" in next(r for r in records if r.event == "radio.down").fields["reason"]
+    assert kinds.count("radio.open_failed") == 2
+    assert [r.fields["retry_in_s"] for r in records if r.event == "radio.open_failed"] == [0.05, 0.1]
+    assert kinds.index("radio.down") < kinds.index("job.reattached") < kinds.index("ota.resume")
+    assert not any(r.event == "ota.notify" for r in records[kinds.index("radio.down") :])
+    assert verify_log(cfg.state_dir / "audit.jsonl").ok
