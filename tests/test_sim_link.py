@@ -158,3 +158,11 @@ async def test_devices_contend_for_one_channel() -> None:
     assert elapsed >= 20 * one
     assert han.channel.busy_total - busy_before >= 20 * one
     await han.stop()
+
+
+def test_spec_link_key_picks_the_model_unless_one_is_given() -> None:
+    a = SimDeviceSpec(kind="hcalcs", ieee=t.EUI64.convert("00:00:00:00:00:00:00:01"))
+    b = SimDeviceSpec(kind="ppmid", ieee=t.EUI64.convert("00:00:00:00:00:00:00:02"), link="realistic")
+    assert SimHan([a]).link.is_instant
+    assert SimHan([a, b]).link.timed and SimHan([a, b]).link.scale == 1.0
+    assert SimHan([a, b], LinkModel.instant()).link.is_instant

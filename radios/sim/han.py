@@ -4,7 +4,8 @@ Shared contract (ARCHITECTURE.md, "The simulated HAN contract"): the sim zigpy r
 (app.py), the EZSP emulator and the ZNP emulator all put one `SimHan` behind their
 coordinator::
 
-    han = SimHan(specs, link=None)             # default LinkModel.instant()
+    han = SimHan(specs, link=None)             # default LinkModel.instant() (or
+                                               # realistic() if a spec says link=realistic)
     han.attach(uplink, on_join=None)           # uplink(packet), on_join(ieee, nwk)
     await han.start()                          # devices power up, join, announce
     result = await han.send(packet)            # coordinator -> device: DeliveryResult
@@ -84,7 +85,12 @@ class SimHan:
     """The air and the devices. See the module docstring for the contract."""
 
     def __init__(self, specs: Sequence[SimDeviceSpec], link: LinkModel | None = None) -> None:
-        self.link: LinkModel = link if link is not None else LinkModel.instant()
+        if link is None:
+            # The specs' ``link`` key picks the model when none is given: one channel has
+            # one timing, so any device asking for "realistic" makes the air realistic.
+            realistic = any(s.link == "realistic" for s in specs)
+            link = LinkModel.realistic() if realistic else LinkModel.instant()
+        self.link: LinkModel = link
         self.channel = Channel()
         self.uart_tx = Channel()  # host -> coordinator
         self.uart_rx = Channel()  # coordinator -> host

@@ -20,6 +20,10 @@ Kind defaults (checked against the GBCS sample images in tests/data/gbcs/):
   0x1111, file version 0x00000001. A HAN Connected Auxiliary Load Control Switch is
   mains powered and a ZigBee *router*; ``sleepy_poll`` must stay 0.
 
+``link`` (instant|realistic) picks the timing of the air when `SimHan` is built
+without an explicit `LinkModel`: all devices share one channel, so if any device says
+``realistic`` the whole han is `LinkModel.realistic()`; an explicit model wins.
+
 Timers given here (``query_interval``, ``wait_interval``, ``response_timeout``, ...)
 are the device's own, in seconds, and are *not* scaled by the link model's ``scale``:
 a demo that wants a fast device says so in the spec.
