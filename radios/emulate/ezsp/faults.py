@@ -6,6 +6,9 @@ strings such as ``"fail-deliveries=3"``, ``"reset-after-frames=200"``,
 
 * ``fail-deliveries=N``: the next N unicasts get ``messageSentHandler`` with a delivery
   failure (``ZIGBEE_DELIVERY_FAILED``) and never reach the device.
+  :meth:`Faults.fail_next_deliveries` can narrow this to one destination and/or cluster,
+  so background traffic (a device's own OTA queries, zigpy's replies) does not use up
+  the failures meant for the exchange under test.
 * ``reset-after-frames=N``: after N more EZSP command frames from the host, the NCP
   resets as if its watchdog fired: volatile stack state is lost, it sends RSTACK.
 * ``drop-after-frames=N``: after N more command frames the connection is cut (TCP
@@ -31,6 +34,9 @@ _FRAME_FAULTS = ("reset", "drop", "error")
 @dataclasses.dataclass
 class Faults:
     fail_deliveries: int = 0
+    # Only unicasts matching these fail (None: any); set by fail_next_deliveries()
+    fail_nwk: int | None = None
+    fail_cluster: int | None = None
     frames_seen: int = 0
     _armed: dict[str, int] = dataclasses.field(default_factory=dict)
     _actions: dict[str, Callable[[], None]] = dataclasses.field(default_factory=dict)
@@ -73,8 +79,12 @@ class Faults:
                 " drop-after-frames or error-after-frames"
             )
 
-    def fail_next_deliveries(self, count: int) -> None:
+    def fail_next_deliveries(self, count: int, *, nwk: int | None = None,
+                             cluster: int | None = None) -> None:
+        """The next ``count`` unicasts (to ``nwk`` / of ``cluster``, if given) fail."""
         self.fail_deliveries = count
+        self.fail_nwk = nwk
+        self.fail_cluster = cluster
 
     def reset_after_frames(self, count: int) -> None:
         self._armed["reset"] = self.frames_seen + count
@@ -87,6 +97,7 @@ class Faults:
 
     def clear(self) -> None:
         self.fail_deliveries = 0
+        self.fail_nwk = self.fail_cluster = None
         self._armed.clear()
 
     # -- immediate faults (need a bound server) -------------------------------------
@@ -103,8 +114,12 @@ class Faults:
     def bind(self, name: str, action: Callable[[], None]) -> None:
         self._actions[name] = action
 
-    def take_delivery_failure(self) -> bool:
+    def take_delivery_failure(self, nwk: int | None = None, cluster: int | None = None) -> bool:
         if self.fail_deliveries <= 0:
+            return False
+        if self.fail_nwk is not None and nwk != self.fail_nwk:
+            return False
+        if self.fail_cluster is not None and cluster != self.fail_cluster:
             return False
         self.fail_deliveries -= 1
         self.history.append("delivery-failed")

@@ -217,7 +217,10 @@ class EmberNcp:
         self.han_started = False
         self.stack_zdo = stack_zdo
         self.delivery_delay = delivery_delay
-        self.unhandled: list[str] = []  # names of commands answered with invalidCommand
+        # Commands answered with invalidCommand: not emulated (gaps) / refused by the
+        # protocol state (e.g. a command before the version was negotiated)
+        self.unhandled: list[str] = []
+        self.rejected: list[str] = []
         self.command_log: list[str] = []
         self._sink: Callable[[bytes], None] | None = None
         self._tasks: set[asyncio.Task] = set()  # in-flight sends: lost on reset
@@ -335,7 +338,7 @@ class EmberNcp:
 
         cmd = self.commands.by_id.get(frame.frame_id)
         if cmd is None:
-            self._invalid_command(frame, f"unknown frame ID 0x{frame.frame_id:04x}")
+            self._invalid_command(frame, f"unknown frame ID 0x{frame.frame_id:04x}", gap=True)
             return
         if cmd.name == "version":
             self._version_request(frame)
@@ -346,13 +349,13 @@ class EmberNcp:
             return
         handler = getattr(self, f"_cmd_{cmd.name}", None)
         if handler is None:
-            self._invalid_command(frame, f"{cmd.name} is not emulated")
+            self._invalid_command(frame, f"{cmd.name} is not emulated", gap=True)
             return
         try:
             params = decode_params(cmd, frame.params)
         except Exception as exc:  # noqa: BLE001 - a malformed command must not kill the NCP
             LOGGER.warning("EZSP NCP: %s: bad parameters %s: %s", cmd.name, frame.params.hex(), exc)
-            self._invalid_command(frame, f"{cmd.name}: bad parameters", status=t.sl_Status.INVALID_PARAMETER)
+            self._invalid_command(frame, f"{cmd.name}: bad parameters", status=t.sl_Status.INVALID_PARAMETER, gap=True)
             return
         self.command_log.append(cmd.name)
         LOGGER.debug("EZSP NCP: <- %s %s", cmd.name, params)
@@ -364,9 +367,14 @@ class EmberNcp:
         if self._sink is not None:
             self._sink(data)
 
-    def _invalid_command(self, frame: HostFrame, why: str, *, status: t.sl_Status | None = None) -> None:
-        LOGGER.warning("EZSP NCP: invalidCommand: %s", why)
-        self.unhandled.append(why)
+    def _invalid_command(self, frame: HostFrame, why: str, *, status: t.sl_Status | None = None,
+                         gap: bool = False) -> None:
+        if gap:
+            LOGGER.warning("EZSP NCP: NOT EMULATED, answering invalidCommand: %s", why)
+            self.unhandled.append(why)
+        else:
+            LOGGER.info("EZSP NCP: invalidCommand: %s", why)
+            self.rejected.append(why)
         cmd = self.commands["invalidCommand"]
         status = t.sl_Status.ZIGBEE_EZSP_ERROR if status is None else status
         self._send(build_ncp_frame(frame.seq, FrameFormat.EXTENDED, cmd.frame_id,
@@ -1014,7 +1022,7 @@ class EmberNcp:
         if self.delivery_delay:
             await asyncio.sleep(self.delivery_delay)
         status = t.sl_Status.OK
-        if self.faults.take_delivery_failure():
+        if self.faults.take_delivery_failure(destination, int(aps.clusterId)):
             LOGGER.info("EZSP NCP: injected delivery failure to 0x%04x", destination)
             status = t.sl_Status.ZIGBEE_DELIVERY_FAILED
         elif destination == COORDINATOR_NWK:

@@ -325,11 +325,23 @@ class PtyEzspServer(EzspServer):
         self._out.clear()
 
     def _hang_up(self) -> None:
-        """Dropping the connection: close this pty (host sees a hang-up), make a new one."""
+        """Dropping the connection: close this pty (host sees a hang-up), make a new one.
+
+        The new pair is opened before the old one is closed, so it gets a new name, as a
+        re-enumerated USB dongle would.
+        """
         self._pty_session = None
-        self._close_pty()
+        old_master, old_poll = self._master, self._poll
+        self._master, self._poll = None, None
         if not self._closing:
             self.start()
+        loop = asyncio.get_running_loop()
+        if old_poll is not None:
+            old_poll.cancel()
+        if old_master is not None:
+            loop.remove_reader(old_master)
+            loop.remove_writer(old_master)
+            os.close(old_master)
 
     async def close(self) -> None:
         self._closing = True

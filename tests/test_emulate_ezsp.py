@@ -1,0 +1,456 @@
+"""The EZSP NCP emulator, checked first on its own and then against unmodified bellows.
+
+The bellows tests run the real driver (``bellows.zigbee.application.ControllerApplication``)
+over TCP (``socket://127.0.0.1:PORT``) or a pty to the emulator, with the simulated HAN
+(``radios.sim.han.SimHan``) behind it. Nothing in bellows is patched. bellows waits 2 s
+for a reset on ``socket://`` paths after every (re)connect and internal reset (its
+``NETWORK_COORDINATOR_STARTUP_RESET_WAIT``), which is most of these tests' run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import bellows.ash
+import bellows.types as bt
+from bellows.exception import InvalidCommandError
+from bellows.zigbee.application import ControllerApplication
+import pytest
+import zigpy.config as zc
+import zigpy.exceptions
+import zigpy.types as zt
+
+from radios.emulate.ezsp import (
+    RESET_WATCHDOG,
+    Faults,
+    NetworkSettings,
+    running_ezsp_emulator,
+    serve_ezsp,
+    serve_ezsp_pty,
+)
+from radios.emulate.ezsp import ash
+from radios.sim.spec import SimDeviceSpec
+
+HCALCS_IEEE = zt.EUI64.convert("00:0d:6f:00:0a:bc:de:01")
+OTA_CLUSTER = 0x0019
+ATTR_CURRENT_FILE_VERSION = 0x0002
+
+
+# ============================================================== ASH on its own
+def test_ash_frames_match_ug101_examples() -> None:
+    # Worked examples from Silicon Labs UG101 (ASH protocol)
+    assert ash.rst_frame() == bytes.fromhex("c038bc7e")
+    assert ash.rstack_frame(ash.RESET_POWER_ON) == bytes.fromhex("c102029b7b7e")
+    assert ash.error_frame(0x51) == bytes.fromhex("c20251a8bd7e")
+    assert ash.ack_frame(1) == bytes.fromhex("8160597e")
+    assert ash.ack_frame(6, not_ready=True) == bytes.fromhex("8e91b67e")
+    assert ash.nak_frame(6) == bytes.fromhex("a634dc7e")
+    assert ash.nak_frame(5, not_ready=True) == bytes.fromhex("ad85b77e")
+    assert ash.data_frame(2, 5, bytes.fromhex("00000002")) == bytes.fromhex("254221a856a6097e")
+    assert ash.randomise(bytes(5)) == bytes.fromhex("4221a8542a")
+
+
+def test_ash_frames_agree_with_bellows_parser() -> None:
+    """Every frame we emit is one bellows' parser reads back to the same fields."""
+    payload = bytes(range(0x70, 0x90)) + bytes([0x7E, 0x7D, 0x11, 0x13, 0x18, 0x1A])
+    raw = ash.data_frame(3, 6, payload, re_tx=True)
+    unstuffed = bellows.ash.AshProtocol._unstuff_bytes(raw[:-1])
+    frame = bellows.ash.parse_frame(unstuffed)
+    assert isinstance(frame, bellows.ash.DataFrame)
+    assert (frame.frm_num, frame.re_tx, frame.ack_num, frame.ezsp_frame) == (3, True, 6, payload)
+    assert not any(b in ash.RESERVED for b in raw[:-1] if b != ash.ESCAPE)
+    rstack = bellows.ash.parse_frame(bellows.ash.AshProtocol._unstuff_bytes(ash.rstack_frame(0x0B)[:-1]))
+    assert rstack.reset_code == bt.NcpResetCode.RESET_SOFTWARE
+
+
+def test_ash_decoder_cancel_substitute_and_flow_control() -> None:
+    dec = ash.AshDecoder()
+    # Cancel drops the partial frame before it; XON/XOFF vanish
+    out = dec.feed(b"\x12\x34" + bytes([ash.CANCEL]) + b"\xc0\x11\x38\x13\xbc\x7e")
+    assert out == [bytes.fromhex("c038bc")]
+    # Substitute corrupts the frame in progress: reported as an error, not a frame
+    out = dec.feed(b"\x25\x42" + bytes([ash.SUBSTITUTE]) + b"\x21\x7e")
+    assert len(out) == 1 and isinstance(out[0], ash.FrameError)
+    # Empty frames between flags are ignored; escapes are undone
+    assert dec.feed(b"\x7e\x7e\x7d\x5e\x01\x7e") == [b"\x7e\x01"]
+
+
+class _FakeHost:
+    """Drives an AshNcp from the host side and records what the NCP writes."""
+
+    def __init__(self, tx_window: int = 1) -> None:
+        self.written = bytearray()
+        self.ezsp: list[bytes] = []
+        self.resets = 0
+        self.ncp = ash.AshNcp(self.written.extend, self._on_ezsp, self._on_rst, tx_window=tx_window)
+        self.echo = True
+
+    def _on_ezsp(self, data: bytes) -> None:
+        self.ezsp.append(data)
+        if self.echo:
+            self.ncp.send(b"\x00\x80\x01" + data[3:])
+
+    def _on_rst(self) -> None:
+        self.resets += 1
+
+    def frames(self) -> list[ash.Frame]:
+        items = ash.AshDecoder().feed(bytes(self.written))
+        self.written.clear()
+        return [ash.parse_frame(item) for item in items]
+
+
+async def test_ash_ncp_acks_naks_and_rejects() -> None:
+    host = _FakeHost()
+    host.ncp.data_received(ash.rst_frame())
+    assert host.resets == 1
+    (rstack,) = host.frames()
+    assert rstack.kind is ash.FrameKind.RSTACK and rstack.data == bytes([2, ash.RESET_SOFTWARE])
+
+    # In-sequence DATA: delivered, and the response piggy-backs the acknowledgement
+    host.ncp.data_received(ash.data_frame(0, 0, b"\x00\x00\x01\x05\x00"))
+    (response,) = host.frames()
+    assert response.kind is ash.FrameKind.DATA
+    assert (response.frm_num, response.ack_num) == (0, 1)
+    assert host.ezsp == [b"\x00\x00\x01\x05\x00"]
+
+    # A frame with a bad CRC is NAKed once (reject condition), then ignored
+    bad = bytearray(ash.data_frame(1, 1, b"\x01\x00\x01\x05\x00"))
+    bad[-2] ^= 0xFF
+    host.ncp.data_received(bytes(bad) + bytes(bad))
+    naks = host.frames()
+    assert [f.kind for f in naks] == [ash.FrameKind.NAK] and naks[0].ack_num == 1
+
+    # An out-of-sequence frame (not a retransmission) is rejected too, without a NAK
+    # while the reject condition holds; the in-sequence frame clears it
+    host.ncp.data_received(ash.data_frame(2, 1, b"\x02\x00\x01\x05\x00"))
+    assert host.frames() == []
+    host.ncp.data_received(ash.data_frame(1, 1, b"\x01\x00\x01\x05\x00"))
+    (response,) = host.frames()
+    assert (response.kind, response.frm_num, response.ack_num) == (ash.FrameKind.DATA, 1, 2)
+
+    # A retransmitted duplicate is acknowledged but not delivered again
+    host.ncp.data_received(ash.data_frame(1, 2, b"\x01\x00\x01\x05\x00", re_tx=True))
+    (ack,) = host.frames()
+    assert (ack.kind, ack.ack_num) == (ash.FrameKind.ACK, 2)
+    assert len(host.ezsp) == 2
+
+
+async def test_ash_ncp_retransmits_then_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Our own timing constants, shortened so the test is quick
+    monkeypatch.setattr(ash, "T_RX_ACK_INIT", 0.02)
+    monkeypatch.setattr(ash, "T_RX_ACK_MIN", 0.02)
+    monkeypatch.setattr(ash, "T_RX_ACK_MAX", 0.04)
+    host = _FakeHost()
+    host.ncp.data_received(ash.rst_frame())
+    host.frames()
+    host.echo = False
+    host.ncp.send(b"\x07\x90\x01\x19\x00\x15\x00\x00\x00")  # a callback the host never ACKs
+    (first,) = host.frames()
+    assert first.kind is ash.FrameKind.DATA and not first.re_tx
+    await asyncio.sleep(0.5)
+    frames = host.frames()
+    retransmissions = [f for f in frames if f.kind is ash.FrameKind.DATA]
+    assert len(retransmissions) == ash.ACK_TIMEOUTS
+    assert all(f.re_tx and f.frm_num == first.frm_num for f in retransmissions)
+    assert frames[-1].kind is ash.FrameKind.ERROR
+    assert frames[-1].data == bytes([2, ash.ERROR_EXCEEDED_MAXIMUM_ACK_TIMEOUT_COUNT])
+    assert host.ncp.state is ash.AshState.FAILED
+    # Only RST gets it out of the FAILED state
+    host.ncp.data_received(ash.data_frame(0, 0, b"\x00\x00\x01\x05\x00"))
+    assert host.frames() == []
+    host.ncp.data_received(ash.rst_frame())
+    assert host.frames()[0].kind is ash.FrameKind.RSTACK
+    assert host.ncp.state is ash.AshState.CONNECTED
+
+
+def test_fault_options_parse() -> None:
+    faults = Faults.parse("fail-deliveries=3, reset-after-frames=200")
+    assert faults.fail_deliveries == 3
+    faults.apply("drop-after-frames=0x10")
+    assert "reset-at-frame=200" in repr(faults) and "drop-at-frame=16" in repr(faults)
+    with pytest.raises(ValueError, match="unknown fault"):
+        Faults.parse("explode=1")
+    with pytest.raises(ValueError, match="NAME=N"):
+        Faults.parse("fail-deliveries")
+    fired = []
+    faults.bind("drop", lambda: fired.append("drop"))
+    faults.bind("reset", lambda: fired.append("reset"))
+    for _ in range(16):
+        faults.frame_received()
+    assert fired == ["drop"]
+    assert [faults.take_delivery_failure() for _ in range(4)] == [True, True, True, False]
+    faults.fail_next_deliveries(1, nwk=0x1234, cluster=0x0019)
+    assert not faults.take_delivery_failure(0x1234, 0x0000)
+    assert not faults.take_delivery_failure(0x4321, 0x0019)
+    assert faults.take_delivery_failure(0x1234, 0x0019)
+
+
+# ============================================================== unmodified bellows
+def _config(path: str, database: Path | None = None, **nwk) -> dict:
+    return {
+        zc.CONF_DEVICE: {zc.CONF_DEVICE_PATH: path},
+        zc.CONF_DATABASE: str(database) if database is not None else None,
+        zc.CONF_NWK: nwk,
+        zc.CONF_TOPO_SCAN_ENABLED: False,
+    }
+
+
+async def _start(path: str, database: Path | None = None, *, auto_form: bool = False, **nwk) -> ControllerApplication:
+    return await ControllerApplication.new(_config(path, database, **nwk), auto_form=auto_form, start_radio=True)
+
+
+class _InitListener:
+    def __init__(self, ieee: zt.EUI64) -> None:
+        self.ieee = ieee
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def device_initialized(self, device) -> None:
+        if device.ieee == self.ieee and not self.done.done():
+            self.done.set_result(device)
+
+
+async def _join(app: ControllerApplication, ieee: zt.EUI64, timeout: float = 10.0):
+    """Open the network and wait until zigpy has interviewed the device."""
+    listener = _InitListener(ieee)
+    app.add_listener(listener)
+    await app.permit(60)
+    async with asyncio.timeout(timeout):
+        return await listener.done
+
+
+def _ota_client(device):
+    (endpoint,) = [ep for ep_id, ep in device.endpoints.items() if ep_id != 0]
+    return endpoint.out_clusters[OTA_CLUSTER]
+
+
+class _LostListener:
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.exc: BaseException | None = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.exc = exc
+        self.event.set()
+
+
+def _preformed() -> NetworkSettings:
+    return NetworkSettings(
+        channel=20,
+        pan_id=0x4D2A,
+        extended_pan_id=zt.ExtendedPanId.convert("dd:dd:dd:dd:dd:dd:dd:01"),
+        network_key=bt.KeyData(bytes.fromhex("00112233445566778899aabbccddeeff")),
+    )
+
+
+async def test_bellows_forms_a_network_and_finds_it_again_after_reconnecting() -> None:
+    server = await serve_ezsp("127.0.0.1", 0, None)
+    try:
+        assert server.path.startswith("socket://127.0.0.1:")
+        app = await _start(server.path, auto_form=True, channel=25, pan_id=0x1234)
+        try:
+            net = server.ncp.nvram.network
+            assert net is not None and server.ncp.network_up
+            info = app.state.network_info
+            assert (info.channel, info.pan_id) == (25, 0x1234) == (net.channel, net.pan_id)
+            assert info.extended_pan_id == net.extended_pan_id
+            assert info.network_key.key == net.network_key
+            assert app.state.node_info.ieee == server.ncp.nvram.eui64
+            assert app.state.node_info.nwk == 0x0000
+            assert info.metadata["ezsp"]["stack_version"] == 14
+            assert app.state.node_info.version == "8.0.2.0 build 401"
+            # bellows forms with a hashed TC link key; it must read back what it wrote
+            assert net.hashed_tclk
+            assert info.stack_specific["ezsp"]["hashed_tclk"] == net.tc_link_key.serialize().hex()
+            for name in ("formNetwork", "setInitialSecurityState", "networkInit", "addEndpoint",
+                         "setPolicy", "exportKey", "getNetworkParameters", "permitJoining",
+                         "readCounters"):
+                assert name in server.ncp.command_log, name
+        finally:
+            await app.shutdown()
+        assert server.ncp.unhandled == []
+
+        # A new host session on the same NCP: the network is in NVRAM, nothing is formed
+        formed = list(server.ncp.command_log).count("formNetwork")
+        app = await _start(server.path, auto_form=False)
+        try:
+            assert app.state.network_info.pan_id == 0x1234
+            assert app.state.network_info.extended_pan_id == info.extended_pan_id
+            assert server.ncp.command_log.count("formNetwork") == formed
+            assert server.connections == 2
+        finally:
+            await app.shutdown()
+    finally:
+        await server.close()
+
+
+async def test_bellows_without_a_network_refuses_to_start_unless_forming() -> None:
+    async with running_ezsp_emulator() as (path, server):
+        with pytest.raises(zigpy.exceptions.NetworkNotFormed):
+            await _start(path, auto_form=False)
+        assert server.ncp.nvram.network is None
+
+
+@pytest.mark.parametrize("version", [14, 19])
+async def test_hcalcs_joins_is_interviewed_and_its_ota_attribute_reads(version: int) -> None:
+    spec = SimDeviceSpec(kind="hcalcs", ieee=HCALCS_IEEE, file_version=0x00000105)
+    async with running_ezsp_emulator([spec], network=_preformed(), protocol_version=version) as (path, server):
+        app = await _start(path)
+        try:
+            assert app._ezsp.ezsp_version == version
+            assert app.state.network_info.pan_id == 0x4D2A
+            assert not server.ncp.han_started  # devices wait for permit-joining
+            device = await _join(app, HCALCS_IEEE)
+            assert device.model == "HCALCS" and device.manufacturer == "GFI"
+            assert device.nwk == server.han.devices[HCALCS_IEEE].nwk
+            assert device.node_desc.is_router
+            result, failures = await _ota_client(device).read_attributes([ATTR_CURRENT_FILE_VERSION])
+            assert failures == {}
+            assert result[ATTR_CURRENT_FILE_VERSION] == 0x00000105
+            # The join went through the NCP's callbacks, the read through sendUnicast
+            assert "sendUnicast" in server.ncp.command_log
+            assert server.ncp.nvram.devices[HCALCS_IEEE].nwk == device.nwk
+            assert server.ncp.unhandled == []
+        finally:
+            await app.shutdown()
+
+
+async def test_delivery_failures_surface_as_zigpy_delivery_errors() -> None:
+    spec = SimDeviceSpec(kind="hcalcs", ieee=HCALCS_IEEE)
+    async with running_ezsp_emulator([spec], network=_preformed()) as (path, server):
+        app = await _start(path)
+        try:
+            device = await _join(app, HCALCS_IEEE)
+            ota = _ota_client(device)
+
+            # One failed delivery: zigpy's own retry gets through. (The failures are aimed
+            # at the OTA cluster of this device: the device's own periodic OTA queries
+            # and zigpy's replies to them must not use them up.)
+            server.faults.fail_next_deliveries(1, nwk=device.nwk, cluster=OTA_CLUSTER)
+            result, _ = await ota.read_attributes([ATTR_CURRENT_FILE_VERSION])
+            assert ATTR_CURRENT_FILE_VERSION in result
+            assert server.faults.history.count("delivery-failed") == 1
+
+            # More failures than zigpy retries (2 retries, 3 attempts): DeliveryError
+            server.faults.fail_next_deliveries(3, nwk=device.nwk, cluster=OTA_CLUSTER)
+            with pytest.raises(zigpy.exceptions.DeliveryError) as err:
+                await ota.read_attributes([ATTR_CURRENT_FILE_VERSION])
+            assert err.value.status == bt.sl_Status.ZIGBEE_DELIVERY_FAILED
+            assert server.faults.history.count("delivery-failed") == 4
+            assert server.faults.fail_deliveries == 0
+
+            # And afterwards the device answers again
+            result, _ = await ota.read_attributes([ATTR_CURRENT_FILE_VERSION])
+            assert ATTR_CURRENT_FILE_VERSION in result
+        finally:
+            await app.shutdown()
+
+
+async def test_a_command_the_ncp_lacks_gets_invalid_command_not_a_hang() -> None:
+    async with running_ezsp_emulator(network=_preformed()) as (path, server):
+        app = await _start(path)
+        try:
+            async with asyncio.timeout(2):  # bellows itself would wait 10 s
+                with pytest.raises(InvalidCommandError):
+                    await app._ezsp.getXncpInfo()
+            assert server.ncp.unhandled == ["getXncpInfo is not emulated"]
+            # The NCP carries on
+            (state,) = await app._ezsp.networkState()
+            assert state == bt.EmberNetworkStatus.JOINED_NETWORK
+        finally:
+            await app.shutdown()
+
+
+@pytest.mark.parametrize("fault", ["reset", "error", "drop"])
+async def test_ncp_fault_makes_bellows_lose_the_connection_and_a_reconnect_recovers(
+    fault: str, tmp_path: Path
+) -> None:
+    spec = SimDeviceSpec(kind="hcalcs", ieee=HCALCS_IEEE)
+    database = tmp_path / "zigbee.db"
+    async with running_ezsp_emulator([spec], network=_preformed()) as (path, server):
+        app = await _start(path, database)
+        lost = _LostListener()
+        app.add_listener(lost)
+        try:
+            device = await _join(app, HCALCS_IEEE)
+            if fault == "reset":
+                # As the CLI gives it: after the next two command frames from bellows
+                server.faults.apply("reset-after-frames=2")
+                with pytest.raises(Exception):
+                    await _ota_client(device).read_attributes([ATTR_CURRENT_FILE_VERSION])
+            elif fault == "error":
+                server.faults.error_now()
+            else:
+                server.faults.drop_now()
+            async with asyncio.timeout(5):
+                await lost.event.wait()
+            assert fault in server.faults.history
+            if fault == "reset":
+                assert lost.exc == bellows.ash.NcpFailure(code=bt.NcpResetCode(RESET_WATCHDOG))
+                assert not server.ncp.network_up  # the reset took the stack down
+            elif fault == "error":
+                assert lost.exc == bellows.ash.NcpFailure(
+                    code=bt.NcpResetCode.ERROR_EXCEEDED_MAXIMUM_ACK_TIMEOUT_COUNT)
+        finally:
+            await app.shutdown()
+
+        # Reconnect the way ZHA does after connection_lost: a new application on the same
+        # radio and database. The NCP kept its network; zigpy kept the device.
+        app = await _start(path, database)
+        try:
+            assert server.connections == 2
+            assert server.ncp.network_up
+            assert app.state.network_info.pan_id == 0x4D2A
+            device = app.get_device(ieee=HCALCS_IEEE)
+            result, _ = await _ota_client(device).read_attributes([ATTR_CURRENT_FILE_VERSION])
+            assert result[ATTR_CURRENT_FILE_VERSION] == server.han.devices[HCALCS_IEEE].current_file_version
+            assert server.ncp.unhandled == []
+        finally:
+            await app.shutdown()
+
+
+async def test_pty_transport_forms_drops_and_reconnects() -> None:
+    path, server = await serve_ezsp_pty(None)
+    try:
+        assert path.startswith("/dev/pts/") and os.path.exists(path)
+        app = await _start(path, auto_form=True, channel=15)
+        lost = _LostListener()
+        app.add_listener(lost)
+        try:
+            assert server.ncp.network_up and app.state.network_info.channel == 15
+            server.drop_connection()  # the "dongle" is pulled: the pty hangs up
+            async with asyncio.timeout(5):
+                await lost.event.wait()
+        finally:
+            await app.shutdown()
+        assert server.path != path  # a new pty, as when a dongle re-enumerates
+        app = await _start(server.path)
+        try:
+            assert app.state.network_info.channel == 15
+            assert server.connections == 2
+        finally:
+            await app.shutdown()
+    finally:
+        await server.close()
+
+
+async def test_running_emulator_on_a_pty_keeps_a_stable_path_across_drops() -> None:
+    async with running_ezsp_emulator(transport="pty", network=_preformed()) as (path, server):
+        assert os.path.islink(path)
+        app = await _start(path)
+        lost = _LostListener()
+        app.add_listener(lost)
+        try:
+            server.faults.drop_now()
+            async with asyncio.timeout(5):
+                await lost.event.wait()
+        finally:
+            await app.shutdown()
+        assert server.path == path and os.path.islink(path)
+        app = await _start(path)
+        try:
+            assert app.state.network_info.pan_id == 0x4D2A
+        finally:
+            await app.shutdown()
+    assert not os.path.exists(path)
