@@ -57,7 +57,8 @@ def builtin_config(env: dict[str, str] | None = None) -> Config:
 def resolve_config(path: Path | None, *, default_path: Path = DEFAULT_CONFIG_PATH, env: dict[str, str] | None = None) -> Config:
     """The configuration every command uses; raises gateway.config.ConfigError."""
     if path is not None:
-        return load_config(path)
+        # Absolute, so that paths in the file (relative to it) come out absolute too.
+        return load_config(Path(path).expanduser().absolute())
     if default_path.exists():
         return load_config(default_path)
     return builtin_config(env)

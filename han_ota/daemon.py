@@ -255,6 +255,9 @@ class Daemon:
         progress_seconds: float = PROGRESS_SECONDS,
         tick_s: float = TICK_S,
     ) -> None:
+        # Absolute paths: job records keep image paths, and a relative state_dir
+        # (from a relative --config) would tie them to today's working directory.
+        config = dataclasses.replace(config, state_dir=config.state_dir.absolute(), control_socket=config.control_socket.absolute())
         self.config = config
         self.specs = sim_specs(config, sim_devices) if config.radio.kind == "sim" else []
         self.link = link
