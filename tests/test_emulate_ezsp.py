@@ -316,6 +316,39 @@ async def test_hcalcs_joins_is_interviewed_and_its_ota_attribute_reads(version: 
             await app.shutdown()
 
 
+async def test_end_devices_join_as_children_over_a_realistic_link() -> None:
+    ppmid = zt.EUI64.convert("00:0d:6f:00:0a:bc:de:02")
+    sleepy = zt.EUI64.convert("00:0d:6f:00:0a:bc:de:03")
+    specs = [
+        SimDeviceSpec(kind="hcalcs", ieee=HCALCS_IEEE, link="realistic"),
+        SimDeviceSpec(kind="ppmid", ieee=ppmid, link="realistic"),
+        SimDeviceSpec(kind="ppmid", ieee=sleepy, sleepy_poll=1.0, link="realistic"),
+    ]
+    async with running_ezsp_emulator(specs, network=_preformed()) as (path, server):
+        app = await _start(path)
+        try:
+            devices = await asyncio.gather(*(_join(app, ieee) for ieee in (HCALCS_IEEE, ppmid, sleepy)))
+            assert [d.model for d in devices] == ["HCALCS", "PPMID", "PPMID"]
+            kinds = {ieee: d.node_type for ieee, d in server.ncp.nvram.devices.items()}
+            assert kinds == {
+                HCALCS_IEEE: bt.EmberNodeType.ROUTER,
+                ppmid: bt.EmberNodeType.END_DEVICE,
+                sleepy: bt.EmberNodeType.SLEEPY_END_DEVICE,
+            }
+            assert server.ncp.callback_log.count("trustCenterJoinHandler") == 3
+            assert server.ncp.callback_log.count("childJoinHandler") == 2
+            # The sleepy one is reached through its parent's indirect queue
+            result, _ = await _ota_client(devices[2]).read_attributes([ATTR_CURRENT_FILE_VERSION])
+            assert ATTR_CURRENT_FILE_VERSION in result
+            # bellows reads the child table (getChildData) into its backup
+            backup = await app.backups.create_backup(load_devices=True)
+            assert sorted(backup.network_info.children) == sorted([ppmid, sleepy])
+            assert backup.network_info.nwk_addresses[sleepy] == devices[2].nwk
+            assert server.ncp.unhandled == []
+        finally:
+            await app.shutdown()
+
+
 async def test_delivery_failures_surface_as_zigpy_delivery_errors() -> None:
     spec = SimDeviceSpec(kind="hcalcs", ieee=HCALCS_IEEE)
     async with running_ezsp_emulator([spec], network=_preformed()) as (path, server):

@@ -23,6 +23,7 @@ packets the HAN hands us become ``incomingMessageHandler``; joins become
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import enum
 import logging
@@ -221,7 +222,9 @@ class EmberNcp:
         # protocol state (e.g. a command before the version was negotiated)
         self.unhandled: list[str] = []
         self.rejected: list[str] = []
-        self.command_log: list[str] = []
+        # Recent command and callback names, for tests and post-mortems
+        self.command_log: collections.deque[str] = collections.deque(maxlen=10_000)
+        self.callback_log: collections.deque[str] = collections.deque(maxlen=10_000)
         self._sink: Callable[[bytes], None] | None = None
         self._tasks: set[asyncio.Task] = set()  # in-flight sends: lost on reset
         self._background: set[asyncio.Task] = set()  # e.g. starting the HAN: survives resets
@@ -387,6 +390,7 @@ class EmberNcp:
             return False
         cmd = self.commands[name]
         LOGGER.debug("EZSP NCP: => %s %s", name, fields)
+        self.callback_log.append(name)
         self._send(build_ncp_frame(self._last_seq, FrameFormat.EXTENDED, cmd.frame_id,
                                    encode_fields(cmd, fields), callback=True))
         return True

@@ -419,9 +419,10 @@ async def running_ezsp_emulator(
     """
     own_han = False
     if han is None and specs is not None:
-        from radios.sim.han import LinkModel, SimHan  # the HAN engineer's module
+        from radios.sim.han import SimHan  # the HAN engineer's module
 
-        han = SimHan(list(specs), link if link is not None else LinkModel.instant())
+        # link=None: SimHan picks the model from the specs' link key (instant by default)
+        han = SimHan(list(specs), link)
         own_han = True
     if transport == "tcp":
         server: EzspServer = await serve_ezsp(host, port, han, faults=faults, **ncp_options)
