@@ -549,3 +549,34 @@ async def download_after_query(hc: HandCoordinator, dev: object, query: Heard, i
     await answer_query(hc, dev.nwk, query, image)
     idx = await serve_blocks(hc, dev.nwk, image, hc.heard.index(query) + 1)
     return hc.heard[idx]
+
+
+async def test_random_frames_never_crash_the_device(make_han) -> None:
+    import random
+
+    spec = hcalcs(response_timeout=5)
+    han, hc = await make_han(spec)
+    dev = han.devices[spec.ieee]
+    image = image_for(spec)
+    query = await hc.expect(cluster=OTA, command_id=QNI, src=dev.nwk)
+    await answer_query(hc, dev.nwk, query, image)  # downloading: the busiest state
+    rng = random.Random(1234)
+    for _ in range(400):
+        cluster = rng.choice([0x0000, 0x0003, 0x000A, 0x0019, 0x0019, 0x0019, 0x0006, 0x0002, 0x0005, 0x0031])
+        zdo = rng.random() < 0.25
+        head = bytes([rng.choice([0x00, 0x01, 0x08, 0x09, 0x19, 0x1D, 0x04, 0xFF]), rng.randrange(256), rng.randrange(16)])
+        data = (b"" if zdo else head) + rng.randbytes(rng.randrange(0, 40))
+        await hc.send(
+            dev.nwk, cluster, data,
+            profile=0 if zdo else rng.choice([0x0104, 0x0109, 0xC05E]),
+            src_ep=0 if zdo else 1, dst_ep=0 if zdo else rng.choice([1, 1, 2, 0xFF]),
+        )
+    await asyncio.sleep(0.05)
+    assert not dev.events("crash") and not dev.events("handler_error")
+    assert dev.powered and dev.online
+    # Still a working device: it answers a read.
+    mark = len(hc.heard)
+    h = foundation.ZCLHeader.general(tsn=0x99, command_id=0x00)
+    await hc.send(dev.nwk, 0x0000, h.serialize() + t.List[t.uint16_t]([5]).serialize())
+    rsp = await hc.expect(cluster=0x0000, command_id=0x01, general=True, src=dev.nwk, since=mark)
+    assert rsp.command.status_records[0].value.value == "HCALCS"

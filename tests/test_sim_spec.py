@@ -189,3 +189,59 @@ def test_dataclass_validates_direct_construction() -> None:
     with pytest.raises(SimSpecError):
         spec.replace(loss=-0.5)
     assert hash(spec) == hash(SimDeviceSpec(kind="hcalcs", ieee=IEEE, max_data_size=50))
+
+
+# -- property: the CLI text and the TOML dict describe the same spec ----------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_values = {
+    "manufacturer_code": st.integers(0, 0xFFFF),
+    "image_type": st.integers(0, 0xFFFF),
+    "file_version": st.integers(0, 0xFFFFFFFF),
+    "hardware_version": st.integers(0, 0xFFFF),
+    "max_data_size": st.integers(1, 255),
+    "page_requests": st.booleans(),
+    "page_size": st.integers(1, 0xFFFF),
+    "min_block_period_ms": st.integers(0, 0xFFFF),
+    "self_activate_after": st.integers(0, 1000),
+    "timeout_policy": st.integers(0, 1),
+    "activation_policy": st.integers(0, 1),
+    "activation_fails": st.booleans(),
+    "corrupt": st.booleans(),
+    "sleepy_poll": st.floats(0, 1e6, allow_nan=False),
+    "loss": st.floats(0, 1),
+    "link": st.sampled_from(["instant", "realistic"]),
+    "nwk": st.integers(1, 0xFFF7),
+    "seed": st.integers(0, 2**63 - 1),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kind=st.sampled_from(["ppmid", "hcalcs"]),
+    ieee=st.binary(min_size=8, max_size=8).filter(lambda b: b not in (b"\x00" * 8, b"\xff" * 8)),
+    colon=st.booleans(),
+    hex_ints=st.booleans(),
+    chosen=st.fixed_dictionaries({}, optional=_values),
+)
+def test_cli_text_and_dict_agree(kind: str, ieee: bytes, colon: bool, hex_ints: bool, chosen: dict[str, object]) -> None:
+    if kind == "hcalcs":
+        chosen.pop("sleepy_poll", None)
+    ieee_text = ":".join(f"{b:02x}" for b in ieee) if colon else ieee.hex().upper()
+
+    def text(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "0"
+        if isinstance(v, int) and hex_ints:
+            return hex(v)
+        return repr(v) if isinstance(v, float) else str(v)
+
+    cli = f"{kind}:{ieee_text}" + "".join(f":{k}={text(v)}" for k, v in chosen.items())
+    spec = parse_sim_device(cli)
+    assert spec.ieee == t.EUI64.convert(":".join(f"{b:02x}" for b in ieee))
+    for key, value in chosen.items():
+        assert getattr(spec, key) == value, key
+    assert SimDeviceSpec.from_dict(spec.to_dict()) == spec
+    assert SimDeviceSpec.from_dict({"kind": kind, "ieee": ieee_text, **chosen}) == spec
