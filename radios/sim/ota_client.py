@@ -104,6 +104,8 @@ OTA_HEADER_MIN_LEN: Final = 56
 CLUSTER_REVISION: Final = 3
 ZIGBEE_PRO_STACK: Final = 0x0002
 
+_ALL_ZEROS: Final = t.EUI64.convert("00:00:00:00:00:00:00:00")
+_ALL_ONES: Final = t.EUI64.convert("ff:ff:ff:ff:ff:ff:ff:ff")
 _S = Ota.ServerCommandDefs  # client -> server (what we send)
 _C = Ota.ClientCommandDefs  # server -> client (what we receive)
 
@@ -312,7 +314,7 @@ class OtaClient:
         self.counters = counters
         self._record = record
         self.state = ClientState.IDLE
-        self.upgrade_server_id: t.EUI64 = t.EUI64.convert("ff:ff:ff:ff:ff:ff:ff:ff")
+        self.upgrade_server_id: t.EUI64 = _ALL_ONES
         self.minimum_block_period_ms = cfg.min_block_period_ms
         self._deadline: float | None = None
         self._awaiting = False  # a request is outstanding (deadline = its timeout)
@@ -765,5 +767,6 @@ class OtaClient:
         )
 
     def note_server(self, ieee: t.EUI64 | None) -> None:
-        if ieee is not None:
+        """The server's IEEE (attribute 0x0000), once the han knows the coordinator's."""
+        if ieee is not None and ieee not in (_ALL_ZEROS, _ALL_ONES):
             self.upgrade_server_id = ieee
