@@ -187,6 +187,24 @@ def test_fault_options_parse() -> None:
     assert faults.take_delivery_failure(0x1234, 0x0019)
 
 
+async def test_nvram_file_keeps_network_and_devices_across_emulator_restarts(tmp_path: Path) -> None:
+    from radios.emulate.ezsp import EmberNcp
+
+    path = tmp_path / "ncp.json"
+    first = EmberNcp(eui64="00:0b:57:ff:fe:00:00:42", network=_preformed(), nvram_path=path)
+    first._on_join(HCALCS_IEEE, 0x1234, bt.EmberNodeType.ROUTER)
+    await first.close()
+    # A restarted emulator: eui64/network arguments only seed a new file
+    second = EmberNcp(eui64="00:0b:57:ff:fe:00:00:99", network=None, nvram_path=path)
+    assert second.nvram.eui64 == zt.EUI64.convert("00:0b:57:ff:fe:00:00:42")
+    net = second.nvram.network
+    assert net is not None and (net.pan_id, net.channel) == (0x4D2A, 20)
+    assert net.network_key == _preformed().network_key
+    assert net.extended_pan_id == _preformed().extended_pan_id
+    assert second.nvram.devices[HCALCS_IEEE].nwk == 0x1234
+    await second.close()
+
+
 # ============================================================== unmodified bellows
 def _config(path: str, database: Path | None = None, **nwk) -> dict:
     return {

@@ -26,10 +26,12 @@ import asyncio
 import collections
 import dataclasses
 import enum
+import json
 import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import bellows.types as t
@@ -135,7 +137,10 @@ class HanLike(Protocol):
 class HanStart(enum.Enum):
     """When the emulator powers up the HAN's devices (``await han.start()``)."""
 
-    PERMIT = "permit"  # the first time the host opens permit-joining on an up network
+    # The first time the host opens permit-joining on an up network; or when the network
+    # comes up if NVRAM says HAN devices joined it before (an emulator restarted on the
+    # same nvram_path: those devices are commissioned and just power up)
+    PERMIT = "permit"
     NETWORK_UP = "network-up"  # the first time the network comes up
     MANUAL = "manual"  # never by itself: call EmberNcp.start_han()
 
@@ -185,6 +190,66 @@ class Nvram:
     mfg_board_name: bytes = b"EZSP emulator"
     boot_counter: int = 0
 
+    def to_json(self) -> dict[str, Any]:
+        net = self.network
+        return {
+            "eui64": str(self.eui64),
+            "boot_counter": self.boot_counter,
+            "network": None if net is None else {
+                "channel": net.channel,
+                "pan_id": net.pan_id,
+                "extended_pan_id": str(zt.ExtendedPanId(net.extended_pan_id)),
+                "network_key": bytes(net.network_key).hex(),
+                "network_key_seq": net.network_key_seq,
+                "tc_link_key": bytes(net.tc_link_key).hex(),
+                "hashed_tclk": net.hashed_tclk,
+                "tc_eui64": None if net.tc_eui64 is None else str(net.tc_eui64),
+                "tx_power": net.tx_power,
+                "nwk_update_id": net.nwk_update_id,
+                "nwk_manager_id": net.nwk_manager_id,
+                "channel_mask": net.channel_mask,
+                "nwk_frame_counter": net.nwk_frame_counter,
+                "aps_frame_counter": net.aps_frame_counter,
+            },
+            "devices": [
+                {"ieee": str(d.ieee), "nwk": d.nwk, "node_type": d.node_type.name}
+                for d in self.devices.values()
+            ],
+            "key_table": [
+                {"index": i, "eui64": str(eui64), "key": bytes(key).hex()}
+                for i, (eui64, key) in sorted(self.key_table.items())
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Nvram:
+        nvram = cls(eui64=zt.EUI64.convert(data["eui64"]), boot_counter=data.get("boot_counter", 0))
+        net = data.get("network")
+        if net is not None:
+            nvram.network = NetworkSettings(
+                channel=net["channel"],
+                pan_id=net["pan_id"],
+                extended_pan_id=zt.ExtendedPanId.convert(net["extended_pan_id"]),
+                network_key=t.KeyData(bytes.fromhex(net["network_key"])),
+                network_key_seq=net["network_key_seq"],
+                tc_link_key=t.KeyData(bytes.fromhex(net["tc_link_key"])),
+                hashed_tclk=net["hashed_tclk"],
+                tc_eui64=None if net["tc_eui64"] is None else zt.EUI64.convert(net["tc_eui64"]),
+                tx_power=net["tx_power"],
+                nwk_update_id=net["nwk_update_id"],
+                nwk_manager_id=net["nwk_manager_id"],
+                channel_mask=net["channel_mask"],
+                nwk_frame_counter=net["nwk_frame_counter"],
+                aps_frame_counter=net["aps_frame_counter"],
+            )
+        for dev in data.get("devices", []):
+            ieee = zt.EUI64.convert(dev["ieee"])
+            nvram.devices[ieee] = JoinedDevice(ieee, dev["nwk"], t.EmberNodeType[dev["node_type"]])
+        for entry in data.get("key_table", []):
+            nvram.key_table[entry["index"]] = (
+                zt.EUI64.convert(entry["eui64"]), t.KeyData(bytes.fromhex(entry["key"])))
+        return nvram
+
 
 class EmberNcp:
     """One emulated NCP; the server attaches at most one host connection at a time."""
@@ -200,6 +265,7 @@ class EmberNcp:
         han_start: HanStart | str = HanStart.PERMIT,
         stack_zdo: bool = True,
         delivery_delay: float = 0.0,
+        nvram_path: str | os.PathLike | None = None,
     ) -> None:
         if protocol_version not in SUPPORTED_VERSIONS:
             raise ValueError(
@@ -208,10 +274,19 @@ class EmberNcp:
             )
         self.version = protocol_version
         self.commands = command_table(protocol_version)
-        self.nvram = Nvram()
-        if eui64 is not None:
-            self.nvram.eui64 = zt.EUI64.convert(eui64) if isinstance(eui64, str) else eui64
-        self.nvram.network = network
+        # NVRAM: from nvram_path if that file exists (eui64/network then only apply to a
+        # new file), else fresh; written back to nvram_path whenever it changes
+        self.nvram_path = Path(nvram_path) if nvram_path is not None else None
+        if self.nvram_path is not None and self.nvram_path.exists():
+            self.nvram = Nvram.from_json(json.loads(self.nvram_path.read_text()))
+            LOGGER.info("EZSP NCP: NVRAM loaded from %s", self.nvram_path)
+        else:
+            self.nvram = Nvram()
+            if eui64 is not None:
+                self.nvram.eui64 = zt.EUI64.convert(eui64) if isinstance(eui64, str) else eui64
+            self.nvram.network = network
+        self._nvram_written: str | None = None
+        self._persist()
         self.faults = faults if faults is not None else Faults()
         self.han = han
         self.han_start = HanStart(han_start)
@@ -269,6 +344,19 @@ class EmberNcp:
         LOGGER.info("EZSP NCP: reset (network %s)", "up -> down" if self.network_up else "down")
         self.nvram.boot_counter += 1
         self._boot()
+        self._persist()
+
+    def _persist(self) -> None:
+        """Write the NVRAM file if it changed (no-op without ``nvram_path``)."""
+        if self.nvram_path is None:
+            return
+        text = json.dumps(self.nvram.to_json(), indent=1, sort_keys=True)
+        if text == self._nvram_written:
+            return
+        tmp = self.nvram_path.with_name(self.nvram_path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.nvram_path)
+        self._nvram_written = text
 
     def attach(self, sink: Callable[[bytes], None]) -> None:
         """A host connected: EZSP frames for it go to ``sink``."""
@@ -291,7 +379,12 @@ class EmberNcp:
         await self.han.start()
 
     def _maybe_start_han(self, trigger: HanStart) -> None:
-        if self.han is None or self.han_started or self.han_start is not trigger:
+        if self.han is None or self.han_started:
+            return
+        commissioned = trigger is HanStart.NETWORK_UP and self.han_start is HanStart.PERMIT and any(
+            ieee in self.nvram.devices for ieee in getattr(self.han, "devices", {})
+        )
+        if self.han_start is not trigger and not commissioned:
             return
         self._han_task = self._spawn(self.start_han(), "start HAN", volatile=False)
 
@@ -363,6 +456,7 @@ class EmberNcp:
         self.command_log.append(cmd.name)
         LOGGER.debug("EZSP NCP: <- %s %s", cmd.name, params)
         fields = handler(**params)
+        self._persist()
         LOGGER.debug("EZSP NCP: -> %s %s", cmd.name, fields)
         self._send(build_ncp_frame(frame.seq, frame.fmt, cmd.frame_id, encode_fields(cmd, fields)))
 
@@ -1219,6 +1313,7 @@ class EmberNcp:
         if node_type is None:
             node_type = previous.node_type if previous else self._han_node_type(ieee)
         self.nvram.devices[ieee] = JoinedDevice(ieee, int(nwk), node_type)
+        self._persist()
         self._count(t.EmberCounterType.COUNTER_JOIN_INDICATION)
         if not self.network_up:
             LOGGER.warning("EZSP NCP: %s joined while the network is down (recorded only)", ieee)
