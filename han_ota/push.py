@@ -70,7 +70,7 @@ def sim_specs_for(req: PushRequest, image: FirmwareImage, ieee: zt.EUI64, notes:
     quick trials, announced on stderr)."""
     specs = [parse_sim_device(text) for text in req.sim_devices]
     specs += [SimDeviceSpec.from_dict(entry) for entry in req.config.sim_devices]
-    if not any(zt.EUI64(s.ieee) == ieee if not isinstance(s.ieee, zt.EUI64) else s.ieee == ieee for s in specs):
+    if not any(s.ieee == ieee for s in specs):
         kind = "ppmid" if image.image_type in PPMID_IMAGE_TYPES else "hcalcs"
         configured = req.config.device(parse_eui64(req.device))
         if configured is not None:
@@ -93,12 +93,18 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     specs: list[SimDeviceSpec] = []
     if req.radio == "sim":
         specs = sim_specs_for(req, image, ieee, lambda m: print(m, file=stream))
+    database = req.config.radio.database
+    if database is None and req.radio != "sim":
+        # A real network outlives this process: keep zigpy's device table in the state
+        # directory so devices that joined in an earlier run are known in this one.
+        database = req.config.state_dir / "zigbee.db"
+        database.parent.mkdir(parents=True, exist_ok=True)
     app = await open_app(
         req.radio,
         path=req.path,
         baudrate=req.baudrate,
         flow_control=req.flow_control,
-        database=req.config.radio.database,
+        database=database,
         sim_devices=specs,
         link=req.link,
     )
