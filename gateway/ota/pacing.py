@@ -4,41 +4,54 @@ Theory of operation
 -------------------
 One radio serves every device on the bench, so one ``Pacer`` is shared by all the
 sessions of a coordinator. Before a session sends an Image Block Response it asks
-``grant(device_key, nbytes, now)``: 0.0 means "send it now" (the budget has been
-spent), anything else is the number of seconds until it would be allowed, which the
-session turns into WAIT_FOR_DATA (for a block request) or a deferred page block.
+``grant(device_key, nbytes, now)``: 0.0 means "send it now" (the bytes are spent),
+anything else is the number of seconds until it would be allowed, which the session
+turns into WAIT_FOR_DATA (for a block request) or a deferred page block.
 
 The budget is a token bucket of ``bytes_per_s`` holding at most ``burst_bytes``.
 The driver also reports ``sent_started(now)`` / ``sent_finished(now)`` around each
 frame it hands to the radio; while ``max_inflight`` frames are waiting for the
 radio, nothing new is granted, however many tokens there are.
 
-Fairness: reservations in arrival order
-~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-A plain bucket hands the budget to whoever asks first once tokens are back, and a
-device that polls quickly (or ignores WAIT_FOR_DATA) would starve the others. So a
-refusal is also a *reservation*: the refused bytes are charged at once (the bucket
-may go negative, a debt), and the device is told to come back when the debt ahead
-of it and its own share have been paid off. When it comes back at or after that
-time it is granted without a second charge; if it comes back early it is only told
-the remaining wait, without being charged again or losing its place. Because every
-refused device is charged on arrival, each later device queues behind all earlier
-ones: the budget is served first come, first served, and a greedy device cannot
-jump the queue. This is the virtual-scheduling form of GCRA (ITU-T I.371).
+Fairness
+~~~~~~~~
+Two failure modes of a plain bucket: whoever asks first after a refill wins, and a
+device that polls fast (or ignores WAIT_FOR_DATA, whose delays are whole seconds)
+takes nearly everything while polite devices sleep. Two rules prevent both:
 
-A reservation not claimed within ``reservation_grace_s`` of its time is dropped
-(the device gave up or went elsewhere); its bytes stay spent, which only costs
-the others a little airtime and never lets the budget be exceeded.
+1. **Equal shares.** Each device that asked within ``active_window_s`` has a share
+   of ``bytes_per_s / active devices``, kept as a small bucket of its own (at most
+   ``burst_bytes``). A device within its share is served from the budget as usual.
+   A device over its share may only take surplus: it is granted only while the
+   budget holds ``headroom`` bytes more than it asks for (``burst_bytes // 2``), so
+   there is always a block's worth left for a device within its share, and it never
+   queues. Alone on the radio, a device is always within its share (all of it).
 
-Frames waiting on the radio are not queued in order: a device refused only because
-``max_inflight`` frames are in flight is told to retry after ``inflight_retry_s``
-(its reservation, if any, is kept). The radio drains in milliseconds, so this only
-matters under bursts.
+2. **Reservations in arrival order.** When a device within its share is refused, the
+   refusal is also a reservation: its bytes are charged at once (the budget may go
+   negative, a debt) and it is told to come back when the debt ahead of it and its
+   own bytes have been paid off. Coming back at or after that time it is granted
+   without a second charge; coming back early it is told the rest, keeping its
+   place. Every refused device is charged on arrival, so later ones queue behind
+   earlier ones: first come, first served (the virtual scheduling form of GCRA,
+   ITU-T I.371). Over-share devices take surplus only, so they never delay a
+   reservation.
+
+So with N devices saturating, each gets about 1/N; a greedy device gets its share
+plus whatever the others leave; and a device within its share is never starved: it
+is at most N reservations from its turn. The session also suggests each refused
+device a MinimumBlockPeriod a little slower than its fair share
+(``suggested_period_ms``, ``SHARE_SLACK``), which clients that honour it (Silicon
+Labs' ota-client does) follow, and so rarely meet a refusal at all.
+
+A reservation not claimed within ``reservation_grace_s`` of its time is dropped (the
+device gave up or went elsewhere); its bytes stay spent, which costs the others a
+little airtime and never lets the budget be exceeded. Frames waiting on the radio
+are not queued in order: a device refused only because ``max_inflight`` frames are
+in flight is told to retry after ``inflight_retry_s`` (keeping any reservation).
 
 Invariant (tested): the bytes granted up to any time t never exceed
-``burst_bytes + bytes_per_s * (t - t0)``, t0 being the pacer's first use. A
-reservation becomes due exactly when the budget has paid for every byte charged up
-to and including it, and reservations fall due in the order they were made.
+``burst_bytes + bytes_per_s * (t - t0)``, t0 being the pacer's first use.
 """
 
 from __future__ import annotations
@@ -47,14 +60,27 @@ import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-# Waits shorter than this are float rounding, not pacing.
+# Waits and byte counts smaller than these are float rounding, not pacing (a bucket
+# refilled to 62.99999999999999 holds a 63-byte block).
 _EPSILON_S = 1e-9
+_EPSILON_BYTES = 1e-6
+
+# The suggested MinimumBlockPeriod asks for 1/1.25 = 80 % of a fair share. Run at
+# exactly the budget, jitter makes refusals frequent, and each costs the device at
+# least a whole second (WAIT_FOR_DATA's unit); in simulation (tests/test_ota_pacing.py)
+# 1.25 gave six saturating devices more throughput than 1.0 or 1.5.
+SHARE_SLACK = 1.25
 
 
 @dataclass
-class _Reservation:
-    ready_at: float
-    expires_at: float
+class _Device:
+    """One device's share: its own small bucket, and its reservation if it has one."""
+
+    allowance: float
+    refilled_at: float
+    last_seen: float
+    ready_at: float | None = None  # a reservation: granted at or after this time
+    expires_at: float = 0.0
 
 
 class Pacer:
@@ -89,11 +115,12 @@ class Pacer:
         self.reservation_grace_s = float(reservation_grace_s)
         self.inflight_retry_s = float(inflight_retry_s)
         self.active_window_s = float(active_window_s)
+        #: Bytes an over-share device must leave in the budget for the others.
+        self.headroom = burst_bytes // 2
         self._tokens = float(burst_bytes)
         self._refilled_at: float | None = None
         self._inflight = 0
-        self._reservations: dict[Hashable, _Reservation] = {}
-        self._last_seen: dict[Hashable, float] = {}
+        self._devices: dict[Hashable, _Device] = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -107,58 +134,71 @@ class Pacer:
         return self._tokens
 
     def reserved(self, device_key: Hashable) -> bool:
-        return device_key in self._reservations
+        device = self._devices.get(device_key)
+        return device is not None and device.ready_at is not None
 
     def active_devices(self, now: float) -> int:
         """Devices that asked for budget within the last ``active_window_s``."""
         self._prune(now)
-        return len(self._last_seen)
+        return len(self._devices)
+
+    def share(self, now: float, *, joining: bool = False) -> float:
+        """Each active device's share of the budget, in bytes per second."""
+        return self.bytes_per_s / max(1, self.active_devices(now) + (1 if joining else 0))
 
     # ------------------------------------------------------------------ the budget
 
     def grant(self, device_key: Hashable, nbytes: int, now: float) -> float:
         """0.0 (and the bytes are spent) when ``device_key`` may send ``nbytes`` now,
-        else the seconds until it may (its place is reserved; see the module doc)."""
+        else the seconds until it may (see the module doc for who waits how long)."""
         if nbytes < 0:
             raise ValueError(f"nbytes must not be negative, not {nbytes}")
         self._refill(now)
         self._prune(now)
-        self._last_seen[device_key] = now
+        device = self._devices.get(device_key)
+        if device is None:
+            device = self._devices[device_key] = _Device(float(self.burst_bytes), now, now)
+        device.last_seen = now
+        share = self.bytes_per_s / len(self._devices)
+        device.allowance = min(float(self.burst_bytes), device.allowance + max(0.0, now - device.refilled_at) * share)
+        device.refilled_at = now
         saturated = self._inflight >= self.max_inflight
 
-        reservation = self._reservations.get(device_key)
-        if reservation is not None:
-            if reservation.ready_at - now > _EPSILON_S:
-                return reservation.ready_at - now
+        if device.ready_at is not None:  # a reservation: already charged
+            if device.ready_at - now > _EPSILON_S:
+                return device.ready_at - now
             if saturated:
-                reservation.expires_at = now + self.inflight_retry_s + self.reservation_grace_s
+                device.expires_at = now + self.inflight_retry_s + self.reservation_grace_s
                 return self.inflight_retry_s
-            del self._reservations[device_key]
+            device.ready_at = None
             return 0.0
 
-        if not saturated and self._tokens >= nbytes:
-            self._tokens -= nbytes
-            return 0.0
+        if device.allowance + _EPSILON_BYTES >= nbytes:
+            # Within its share: served, or queued in arrival order.
+            self._spend(device, nbytes)
+            wait = max(0.0, -self._tokens - _EPSILON_BYTES) / self.bytes_per_s
+            if saturated:
+                wait = max(wait, self.inflight_retry_s)
+            if wait <= _EPSILON_S:
+                return 0.0
+            device.ready_at = now + wait
+            device.expires_at = device.ready_at + self.reservation_grace_s
+            return wait
 
-        # Refused: charge now, and reserve the time at which the debt is paid off.
-        self._tokens -= nbytes
-        wait = max(0.0, -self._tokens) / self.bytes_per_s
-        if saturated:
-            wait = max(wait, self.inflight_retry_s)
-        if wait <= _EPSILON_S:
+        # Over its share: surplus only, and no place in the queue.
+        need = nbytes + self.headroom
+        if not saturated and self._tokens + _EPSILON_BYTES >= need:
+            self._spend(device, nbytes)
             return 0.0
-        ready_at = now + wait
-        self._reservations[device_key] = _Reservation(ready_at, ready_at + self.reservation_grace_s)
-        return wait
+        # Back within its share, or surplus enough: whichever comes first.
+        wait = min((nbytes - device.allowance) / share, (need - self._tokens) / self.bytes_per_s)
+        return max(wait, self.inflight_retry_s) if saturated else wait
 
     def suggested_period_ms(self, device_key: Hashable, nbytes: int, now: float) -> int:
-        """A MinimumBlockPeriod (ms) at which every active device's blocks of
-        ``nbytes`` fit the budget: the period of a fair share, as a u16."""
-        devices = max(1, self.active_devices(now))
-        if device_key not in self._last_seen:
-            devices += 1
-        period = 1000.0 * nbytes * devices / self.bytes_per_s
-        return min(0xFFFF, max(0, math.ceil(period)))
+        """A MinimumBlockPeriod (ms) at which blocks of ``nbytes`` stay within the
+        device's fair share with ``SHARE_SLACK`` to spare, as a u16."""
+        share = self.share(now, joining=device_key not in self._devices)
+        return min(0xFFFF, max(0, math.ceil(SHARE_SLACK * 1000.0 * nbytes / share)))
 
     def sent_started(self, now: float) -> None:
         """The driver handed a frame to the radio."""
@@ -175,13 +215,16 @@ class Pacer:
         self._inflight = max(0, self._inflight - 1)
 
     def forget(self, device_key: Hashable) -> None:
-        """Drop a device's reservation and activity (its session ended).
-
-        The bytes of a dropped reservation stay spent."""
-        self._reservations.pop(device_key, None)
-        self._last_seen.pop(device_key, None)
+        """Drop a device's share and reservation (its session ended). The bytes of a
+        dropped reservation stay spent."""
+        self._devices.pop(device_key, None)
 
     # ------------------------------------------------------------------ internals
+
+    def _spend(self, device: _Device, nbytes: int) -> None:
+        self._tokens -= nbytes
+        # Floored so that a device once over its share is not punished for ever.
+        device.allowance = max(-float(self.burst_bytes), device.allowance - nbytes)
 
     def _refill(self, now: float) -> None:
         if self._refilled_at is None:
@@ -194,8 +237,9 @@ class Pacer:
         # A clock that steps back is ignored rather than refunded or charged.
 
     def _prune(self, now: float) -> None:
-        for key in [k for k, r in self._reservations.items() if r.expires_at < now]:
-            del self._reservations[key]
         horizon = now - self.active_window_s
-        for key in [k for k, seen in self._last_seen.items() if seen < horizon and k not in self._reservations]:
-            del self._last_seen[key]
+        for key in [k for k, d in self._devices.items() if d.last_seen < horizon and (d.ready_at is None or d.expires_at < now)]:
+            del self._devices[key]
+        for device in self._devices.values():
+            if device.ready_at is not None and device.expires_at < now:
+                device.ready_at = None
