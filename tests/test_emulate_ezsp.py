@@ -205,6 +205,63 @@ async def test_nvram_file_keeps_network_and_devices_across_emulator_restarts(tmp
     await second.close()
 
 
+class _FakeHan:
+    """Records what the NCP puts on the air."""
+
+    def __init__(self) -> None:
+        self.sent: list[zt.ZigbeePacket] = []
+        self.uplink = self.on_join = None
+
+    def attach(self, uplink, on_join=None) -> None:
+        self.uplink, self.on_join = uplink, on_join
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+    async def send(self, packet: zt.ZigbeePacket):
+        self.sent.append(packet)
+        return type("Result", (), {"ok": True, "reason": ""})()
+
+
+async def test_stack_answers_a_devices_match_desc_and_passes_it_on() -> None:
+    from radios.emulate.ezsp import EmberNcp
+
+    han = _FakeHan()
+    ncp = EmberNcp(han, network=_preformed())
+    frames: list[bytes] = []
+    ncp.attach(frames.append)
+    ncp.negotiated = 14
+    ncp._cmd_setConfigurationValue(bt.EzspConfigId.CONFIG_APPLICATION_ZDO_FLAGS, 0x03)
+    ncp._cmd_addEndpoint(1, 0x0104, 0x0400, 0, 2, 1, [0x0000, OTA_CLUSTER], [0x0001])
+    assert ncp._cmd_networkInit(0) == {"status": bt.sl_Status.OK}
+    await asyncio.sleep(0)
+    assert ncp.callback_log[-1] == "stackStatusHandler"
+    # An OTA client looks for an OTA server: Match_Desc_req broadcast, Ota as input cluster
+    request = zt.ZigbeePacket(
+        src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=0x1234), src_ep=0,
+        dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.Broadcast, address=0xFFFD), dst_ep=0,
+        tsn=0x42, profile_id=0x0000, cluster_id=0x0006,
+        data=zt.SerializableBytes(bytes.fromhex("42fdff0401") + bytes([1]) + OTA_CLUSTER.to_bytes(2, "little") + b"\x00"),
+    )
+    han.uplink(request)
+    await asyncio.sleep(0.01)
+    (reply,) = han.sent
+    assert reply.cluster_id == 0x8006 and reply.dst.address == 0x1234
+    assert bytes(reply.data.serialize()) == bytes.fromhex("4200000001" + "01")  # tsn, SUCCESS, 0x0000, [1]
+    assert ncp.callback_log[-1] == "incomingMessageHandler"  # and the host gets a copy
+    # A unicast longer than one APS frame is refused, as emberSendUnicast does
+    aps = bt.EmberApsFrame(profileId=0x0104, clusterId=OTA_CLUSTER, sourceEndpoint=1,
+                           destinationEndpoint=1, options=bt.EmberApsOption.APS_OPTION_RETRY,
+                           groupId=0, sequence=0)
+    too_long = ncp._cmd_sendUnicast(bt.EmberOutgoingMessageType.OUTGOING_DIRECT, 0x1234, aps, 1, bytes(83))
+    assert too_long["status"] == bt.sl_Status.MESSAGE_TOO_LONG
+    fits = ncp._cmd_sendUnicast(bt.EmberOutgoingMessageType.OUTGOING_DIRECT, 0x1234, aps, 2, bytes(82))
+    assert fits["status"] == bt.sl_Status.OK
+    await asyncio.sleep(0.01)
+    assert len(han.sent) == 2 and ncp.callback_log[-1] == "messageSentHandler"
+    await ncp.close()
+
+
 # ============================================================== unmodified bellows
 def _config(path: str, database: Path | None = None, **nwk) -> dict:
     return {
