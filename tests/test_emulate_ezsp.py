@@ -262,6 +262,84 @@ async def test_stack_answers_a_devices_match_desc_and_passes_it_on() -> None:
     await ncp.close()
 
 
+@pytest.mark.parametrize("version", [14, 16, 17, 18, 19])
+async def test_every_handler_answers_in_the_layout_bellows_defines(
+    version: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each emulated command's response serialises with bellows' schema for the version."""
+    from radios.emulate.ezsp import EmberNcp
+    from radios.emulate.ezsp.frames import encode_fields
+
+    ieee = zt.EUI64.convert("00:0d:6f:00:0a:bc:de:09")
+    aps = bt.EmberApsFrame(profileId=0x0104, clusterId=6, sourceEndpoint=1, destinationEndpoint=1,
+                           options=bt.EmberApsOption.APS_OPTION_NONE, groupId=0x1234, sequence=0)
+    ctx = bt.SecurityManagerContextV13(
+        core_key_type=bt.SecurityManagerKeyType.NETWORK, key_index=0,
+        derived_type=bt.SecurityManagerDerivedKeyTypeV13.NONE, eui64=ieee, multi_network_index=0,
+        flags=bt.SecurityManagerContextFlags.NONE, psa_key_alg_permission=0)
+    entry = bt.EmberMulticastTableEntry(multicastId=0x1234, endpoint=1, networkIndex=0)
+    child = bt.EmberChildDataV10(eui64=ieee, type=bt.EmberNodeType.END_DEVICE, id=0x2222, phy=0,
+                                 power=0, timeout=0, timeout_remaining=0)
+    calls = [
+        ("nop", ()), ("echo", (b"hi",)), ("callback", ()), ("getLibraryStatus", (1,)),
+        ("getValue", (bt.EzspValueId.VALUE_VERSION_INFO,)), ("getValue", (bt.EzspValueId.VALUE_MAC_FILTER_LIST,)),
+        ("setValue", (bt.EzspValueId.VALUE_FORCE_TX_AFTER_FAILED_CCA_ATTEMPTS, b"\x01")),
+        ("getConfigurationValue", (bt.EzspConfigId.CONFIG_KEY_TABLE_SIZE,)),
+        ("setConfigurationValue", (bt.EzspConfigId.CONFIG_KEY_TABLE_SIZE, 4)),
+        ("addEndpoint", (1, 0x0104, 5, 0, 1, 0, [0], [])),
+        ("setPolicy", (bt.EzspPolicyId.TC_KEY_REQUEST_POLICY, 0x51)), ("getPolicy", (bt.EzspPolicyId.TC_KEY_REQUEST_POLICY,)),
+        ("customFrame", (b"\x00",)), ("getMfgToken", (bt.EzspMfgTokenId.MFG_STRING,)),
+        ("getEui64", ()), ("getNodeId", ()), ("networkState", ()), ("networkInit", (0,)),
+        ("getNetworkParameters", ()), ("getCurrentSecurityState", ()), ("exportKey", (ctx,)),
+        ("getNetworkKeyInfo", ()), ("setManufacturerCode", (0x1049,)), ("setRadioPower", (5,)),
+        ("readCounters", ()), ("readAndClearCounters", ()), ("maximumPayloadLength", ()),
+        ("setConcentrator", (True, 0xFFF9, 10, 60, 3, 1, 0)), ("setSourceRouteDiscoveryMode", (1,)),
+        ("getMulticastTableEntry", (0,)), ("setMulticastTableEntry", (0, entry)),
+        ("permitJoining", (60,)), ("importTransientKey", (ieee, bt.KeyData(bytes(16)), 0)),
+        ("importLinkKey", (0, ieee, bt.KeyData(bytes(16)))), ("exportLinkKeyByIndex", (0,)),
+        ("exportLinkKeyByIndex", (1,)), ("findKeyTableEntry", (ieee, True)), ("eraseKeyTableEntry", (0,)),
+        ("getTokenData", (bt.NV3KeyId.NVM3KEY_STACK_NODE_DATA, 0)),
+        ("getTokenData", (bt.NV3KeyId.CREATOR_STACK_RESTORED_EUI64, 0)),
+        ("setChildData", (0, child)), ("getChildData", (0,)), ("getChildData", (5,)),
+        ("lookupNodeIdByEui64", (ieee,)), ("lookupEui64ByNodeId", (0x2222,)),
+        ("lookupEui64ByNodeId", (0x3333,)), ("getExtendedTimeout", (ieee,)),
+        ("setExtendedTimeout", (ieee, True)), ("replaceAddressTableEntry", (0, ieee, 0x2222, False)),
+        ("getAddressTableInfo", (0,)), ("getAddressTableInfo", (1,)),
+        ("sendUnicast", (bt.EmberOutgoingMessageType.OUTGOING_DIRECT, 0x2222, aps, 1, b"\x00")),
+        ("sendBroadcast", (0xFFFF, 0xFFFC, 0, aps, 0, 2, b"\x00")),
+        ("sendMulticast", (aps, 0, 0xFFFD, 0xFFFF, 0, 3, b"\x00")),
+        ("startScan", (bt.EzspNetworkScanType.ENERGY_SCAN, 1 << 15, 1)),
+        ("removeDevice", (0x2222, ieee, ieee)), ("gpSinkTableClearAll", ()),
+        ("leaveNetwork", (0,)), ("clearKeyTable", ()), ("tokenFactoryReset", (False, False)),
+        ("setInitialSecurityState", (bt.EmberInitialSecurityState(
+            bitmask=bt.EmberInitialSecurityBitmask.HAVE_NETWORK_KEY, preconfiguredKey=bt.KeyData(bytes(16)),
+            networkKey=bt.KeyData(bytes(16)), networkKeySequenceNumber=0,
+            preconfiguredTrustCenterEui64=ieee),)),
+        ("formNetwork", (bt.EmberNetworkParameters(
+            extendedPanId=zt.ExtendedPanId(bytes(8)), panId=0x1111, radioTxPower=8, radioChannel=11,
+            joinMethod=0, nwkManagerId=0, nwkUpdateId=0, channels=bt.Channels.from_channel_list([11])),)),
+        ("getTokenData", (bt.NV3KeyId.NVM3KEY_STACK_NODE_DATA, 0)),
+        ("setTokenData", (bt.NV3KeyId.NVM3KEY_STACK_TRUST_CENTER, 0, None)),  # value read below
+    ]
+    ncp = EmberNcp(_FakeHan(), network=_preformed(), protocol_version=version)
+    ncp.attach(lambda frame: None)
+    ncp.negotiated = version
+    for name, args in calls:
+        if name == "setTokenData":
+            token = ncp._cmd_getTokenData(bt.NV3KeyId.NVM3KEY_STACK_TRUST_CENTER, 0)["value"]
+            args = (args[0], args[1], token)
+        fields = getattr(ncp, f"_cmd_{name}")(*args)
+        encode_fields(ncp.commands[name], fields)  # raises on a missing or mistyped field
+        await asyncio.sleep(0)
+    assert ncp.nvram.network is not None and ncp.nvram.network.pan_id == 0x1111
+    await asyncio.sleep(0.01)  # the callbacks the sends and the scan produce
+    for name in ("messageSentHandler", "energyScanResultHandler", "scanCompleteHandler",
+                 "stackStatusHandler"):
+        assert name in ncp.callback_log
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    await ncp.close()
+
+
 # ============================================================== unmodified bellows
 def _config(path: str, database: Path | None = None, **nwk) -> dict:
     return {
