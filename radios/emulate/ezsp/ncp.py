@@ -455,7 +455,12 @@ class EmberNcp:
             return
         self.command_log.append(cmd.name)
         LOGGER.debug("EZSP NCP: <- %s %s", cmd.name, params)
-        fields = handler(**params)
+        try:
+            fields = handler(**params)
+        except Exception:  # noqa: BLE001 - an emulator bug must not leave the host hanging
+            LOGGER.exception("EZSP NCP: %s handler failed on %s", cmd.name, params)
+            self._invalid_command(frame, f"{cmd.name}: emulator error", gap=True)
+            return
         self._persist()
         LOGGER.debug("EZSP NCP: -> %s %s", cmd.name, fields)
         self._send(build_ncp_frame(frame.seq, frame.fmt, cmd.frame_id, encode_fields(cmd, fields)))
@@ -558,7 +563,8 @@ class EmberNcp:
             major, minor, patch, special, build = STACK_RELEASES[self.version]
             value = build.to_bytes(2, "little") + bytes((major, minor, patch, special, 0x00))
         elif vid == t.EzspValueId.VALUE_FREE_BUFFERS:
-            value = bytes((min(255, self.config["CONFIG_PACKET_BUFFER_COUNT"] - len(self._tasks)),))
+            free = self.config["CONFIG_PACKET_BUFFER_COUNT"] - len(self._tasks)
+            value = bytes((max(0, min(255, free)),))
         elif vid == t.EzspValueId.VALUE_NODE_SHORT_ID:
             value = t.uint16_t(self.node_id).serialize()
         elif vid == t.EzspValueId.VALUE_NWK_FRAME_COUNTER:
