@@ -1,0 +1,274 @@
+"""The gateway through the REAL zigpy-znp 1.1.1 driver, against the Z-Stack emulator.
+
+Every test opens the radio the way the gateway does (``radios.select.open_app("znp",
+path="socket://127.0.0.1:PORT")``), with a fresh emulator (random free port) and a
+simulated HCALCS behind it. Nothing in zigpy or zigpy-znp is patched.
+
+Covered: start-up, the HCALCS joining and being interviewed; a full push with the
+hold and a gated activation (Engine + ActivationService + a CS06 signed with a test
+supplier key) ending in the device reporting the new version; the CLI path
+(``han-ota emulate znp`` and ``han-ota push`` as subprocesses); and recovery from each
+injected fault with the transfer finishing: lost deliveries (the device retries),
+a coordinator reset and a dropped connection mid-transfer (``radios.supervisor``
+reconnects, ``han_ota.cli_radio.follow_radio`` rebinds the engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import zigpy.types as zt
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from gateway.activation import ActivationService, MemoryCounters
+from gateway.config import Config, DeviceConfig, OtaConfig, SupplierConfig, parse_eui64
+from gateway.engine import Engine, Job
+from gateway.gbcs.ids import EntityId
+from gateway.gbcs.sign import generate_supplier_identity, sign_activation
+from gateway.image import build_image, parse_image
+from gateway.ota.events import SessionState
+from han_ota.cli_radio import follow_radio
+from radios.emulate.znp import running_znp_emulator
+from radios.select import open_app
+from radios.sim.spec import parse_sim_device
+from radios.supervisor import RadioSupervisor
+
+HCALCS = "00:db:12:34:56:78:90:a0"
+HCALCS_IEEE = zt.EUI64.convert(HCALCS)
+SUPPLIER = "90B3D51F30010000"
+MANUFACTURER = 0x121D
+ROOT = Path(__file__).resolve().parents[1]
+# The device's own timers, shortened so that a lost frame costs half a second, not five.
+FAST_DEVICE = "response_timeout=0.5:max_retries=20:wait_interval=1:query_delay=3600"
+
+
+def hcalcs_spec(extra: str = ""):
+    return parse_sim_device(f"hcalcs:{HCALCS}:manufacturer_code={MANUFACTURER}:image_type=0:file_version=1:hardware_version=0x1111{':' + extra if extra else ''}")
+
+
+async def wait_known(app, ieee: zt.EUI64 = HCALCS_IEEE, timeout: float = 15.0):
+    """The device joined and zigpy finished interviewing it."""
+    async with asyncio.timeout(timeout):
+        while True:
+            device = app.devices.get(ieee)
+            if device is not None and device.is_initialized:
+                return device
+            await asyncio.sleep(0.05)
+
+
+async def wait_offset(job: Job, at_least: int, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while job.session.offset < at_least and not job.done:
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def supplier(tmp_path_factory):
+    """A lab supplier: P-256 key and self-signed certificate, and a config naming it."""
+    work = tmp_path_factory.mktemp("supplier")
+    key_pem, cert_pem = generate_supplier_identity(EntityId.parse(SUPPLIER), common_name="TEST LAB SUPPLIER")
+    (work / "supplier.pem").write_bytes(cert_pem)
+    key = load_pem_private_key(key_pem, password=None)
+    config = Config(
+        state_dir=work,
+        suppliers=(SupplierConfig(id=SUPPLIER, certificate=work / "supplier.pem"),),
+        devices=(DeviceConfig(ieee=parse_eui64(HCALCS), kind="hcalcs", supplier=SUPPLIER),),
+        ota=OtaConfig(stall_timeout_s=30),
+    )
+    return key, config
+
+
+def make_image(key=None, size: int = 8192, version: int = 2):
+    payload = bytes((i * 7) & 0xFF for i in range(size))
+    return parse_image(build_image(payload, manufacturer_code=MANUFACTURER, image_type=0x0000, file_version=version,
+                                   header_string="HCALCS test image", min_hw=0x1111, max_hw=0x1211, gbcs_key=key))
+
+
+# ----------------------------------------------------------------------------- start-up
+
+
+async def test_startup_hcalcs_joins_and_is_interviewed():
+    async with running_znp_emulator([hcalcs_spec()]) as (path, server):
+        assert path.startswith("socket://127.0.0.1:")
+        app = await open_app("znp", path=path)
+        try:
+            device = await wait_known(app)
+            sim = server.coordinator.han.devices[HCALCS_IEEE]
+            assert app.state.node_info.model == "CC2652"  # zigpy-znp saw a Z-Stack 3.30 coordinator
+            assert device.nwk == sim.nwk
+            assert (device.manufacturer, device.model) == ("GFI", "HCALCS")
+            assert device.node_desc.is_router  # an HCALCS is mains powered: a router
+            assert 0x0019 in device.endpoints[1].out_clusters  # its OTA client
+            assert server.coordinator.unimplemented == []
+        finally:
+            await app.shutdown()
+
+
+# ----------------------------------------------------------------------------- full push
+
+
+async def test_full_push_hold_then_verified_cs06_activates(supplier):
+    key, config = supplier
+    fw = make_image(key)
+    async with running_znp_emulator([hcalcs_spec(FAST_DEVICE)]) as (path, server):
+        app = await open_app("znp", path=path)
+        engine = Engine(app, config.ota)
+        outcomes: list[tuple[str, int | None, int | None]] = []
+        service = ActivationService(engine, config, MemoryCounters(), on_outcome=lambda job, step, msg, rc, alert: outcomes.append((step, rc, alert)))
+        try:
+            await wait_known(app)
+            sim = server.coordinator.han.devices[HCALCS_IEEE]
+            job = engine.push(fw, HCALCS_IEEE, activation="command")
+            assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
+            # Held: the device verified the whole image and waits for the server's word.
+            assert job.session.offset == fw.size
+            await sim.wait_for(lambda d: d.state == "holding", timeout=5)
+            assert sim.current_file_version == 1 and sim.counters.holds >= 1
+
+            # The hold answers repeated Upgrade End Requests (wait_interval=1 s) and never releases.
+            await sim.wait_for(lambda d: d.counters.upgrade_end_answered >= 3, timeout=10)
+            assert job.session.held_requests >= 3 and sim.counters.upgrade_end_unanswered == 0
+            assert sim.current_file_version == 1 and sim.counters.activations == 0
+            assert job.state is SessionState.HELD
+
+            # A CS06 naming another image's hash is refused; the device stays held.
+            wrong = service.submit(sign_activation(key, originator=EntityId.parse(SUPPLIER), device=EntityId.parse(HCALCS), image_hash=bytes(32), counter=10))
+            assert not wrong.accepted and wrong.response_code == 2  # hash mismatch
+            assert job.state is SessionState.HELD and sim.current_file_version == 1
+
+            cmd = sign_activation(key, originator=EntityId.parse(SUPPLIER), device=EntityId.parse(HCALCS), image_hash=fw.manufacturer_image_hash, counter=11)
+            good = service.submit(cmd)
+            assert good.accepted, good.message
+            assert await engine.wait(job, {SessionState.CONFIRMED}, timeout=30) is SessionState.CONFIRMED
+            assert sim.current_file_version == 2 == job.session.device_file_version
+            assert [rc for step, rc, _ in outcomes if step == "activation"] == [0]
+            # The replayed command is refused (its counter was used).
+            assert not service.submit(cmd).accepted
+            assert server.coordinator.unimplemented == []
+        finally:
+            await engine.close()
+            await app.shutdown()
+
+
+# ----------------------------------------------------------------------------- CLI path
+
+
+async def _read_json_line(stream: asyncio.StreamReader, timeout: float = 20.0) -> dict:
+    async with asyncio.timeout(timeout):
+        while True:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError("the emulator exited before printing where it listens")
+            text = line.decode().strip()
+            if text.startswith("{"):
+                return json.loads(text)
+
+
+async def test_cli_emulate_then_push_leaves_device_held(tmp_path):
+    """`han-ota emulate znp` and `han-ota push ... --radio znp --path socket://...`, both as
+    subprocesses: the way a lab dry-runs a script against a virtual dongle."""
+    image = tmp_path / "hcalcs-v2.ota"
+    image.write_bytes(build_image(bytes(range(256)) * 12, manufacturer_code=MANUFACTURER, image_type=0, file_version=2, min_hw=0x1111, max_hw=0x1211))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "control.sock"}"\n')
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    emulator = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "han_ota.cli_radio", "emulate", "znp", "--listen", "127.0.0.1:0", "--json",
+        "--sim-device", f"hcalcs:{HCALCS}:file_version=1:hardware_version=0x1111",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT, env=env,
+    )
+    try:
+        ready = await _read_json_line(emulator.stdout)
+        assert ready["radio"] == "znp" and ready["path"].startswith("socket://127.0.0.1:")
+        assert ready["devices"] == [{"kind": "hcalcs", "ieee": HCALCS}]
+        han_ota = str(Path(sys.executable).with_name("han-ota"))
+        push = await asyncio.create_subprocess_exec(
+            han_ota, "push", str(image), "--device", HCALCS, "--radio", "znp", "--path", ready["path"],
+            "--config", str(cfg), "--timeout", "60", "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env=env,
+        )
+        async with asyncio.timeout(90):
+            out, err = await push.communicate()
+        assert push.returncode == 0, err.decode()[-2000:]
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        assert result["state"] == "held"
+        assert result["device"] == HCALCS and result["bytes"] == result["size"] == image.stat().st_size
+        assert result["held_requests"] >= 1 and result["file_version"] == 2
+    finally:
+        if emulator.returncode is None:
+            emulator.send_signal(2)  # Ctrl-C: the emulator closes and exits 0
+            async with asyncio.timeout(10):
+                assert await emulator.wait() == 0
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+async def test_lost_deliveries_mid_transfer_device_retries_and_transfer_finishes(supplier):
+    _, config = supplier
+    fw = make_image(size=12000)
+    async with running_znp_emulator([hcalcs_spec(FAST_DEVICE)]) as (path, server):
+        app = await open_app("znp", path=path)
+        engine = Engine(app, config.ota)
+        try:
+            await wait_known(app)
+            sim = server.coordinator.han.devices[HCALCS_IEEE]
+            job = engine.push(fw, HCALCS_IEEE)
+            await wait_offset(job, 3000)
+            # zigpy tries each frame 3 times: 7 failures lose at least two block
+            # responses outright (their AF.DataConfirm says MAC_NO_ACK and nothing is on the air).
+            server.faults.fail_next_deliveries(7, "MAC_NO_ACK")
+            assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
+            assert server.faults.deliveries_failed == 7
+            assert sim.counters.retries >= 1  # the device asked again for what it missed
+            assert job.session.offset == fw.size
+            await sim.wait_for(lambda d: d.state == "holding", timeout=5)
+        finally:
+            await engine.close()
+            await app.shutdown()
+
+
+@pytest.mark.parametrize("fault", ["reset", "drop"])
+async def test_coordinator_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(supplier, tmp_path, fault):
+    """A watchdog reset (SYS.ResetInd, which zigpy-znp ignores) or a dropped link mid-transfer:
+    the supervisor reopens the radio, the engine follows, the device resumes."""
+    _, config = supplier
+    fw = make_image(size=16000)
+    async with running_znp_emulator([hcalcs_spec(FAST_DEVICE)]) as (path, server):
+        database = tmp_path / "zigbee.db"  # the new application object must know the device
+        supervisor = RadioSupervisor(lambda: open_app("znp", path=path, database=database), name="znp", backoff=(0.2, 0.5, 1.0))
+        app = await supervisor.start()
+        engine = Engine(app, config.ota)
+        follower = follow_radio(engine, supervisor)
+        try:
+            await wait_known(app)
+            sim = server.coordinator.han.devices[HCALCS_IEEE]
+            job = engine.push(fw, HCALCS_IEEE)
+            await wait_offset(job, 4000)
+            before = job.session.offset
+            assert not job.done
+            if fault == "reset":
+                server.inject_reset()
+            else:
+                server.drop_connection()
+            new_app = await supervisor.reconnected(1, timeout=30)
+            assert new_app is not app and engine.app is new_app and follower.rebinds == 1
+            assert HCALCS_IEEE in new_app.devices  # from the zigpy database
+            assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
+            assert job.session.offset == fw.size > before
+            await sim.wait_for(lambda d: d.state == "holding", timeout=5)
+            assert sim.current_file_version == 1
+            kinds = [e.kind for e in supervisor.events]
+            assert kinds[:3] == ["up", "lost", "reconnected"]
+            lost = next(e for e in supervisor.events if e.kind == "lost")
+            assert ("SYS.ResetInd" in lost.detail) if fault == "reset" else ("connection lost" in lost.detail)
+            assert server.connections_made == 2
+            assert server.coordinator.unimplemented == []
+        finally:
+            await engine.close()
+            await supervisor.close()
