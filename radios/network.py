@@ -68,11 +68,11 @@ def _fingerprint(key: t.KeyData) -> str:
 @contextlib.asynccontextmanager
 async def connected(target: RadioTarget, *, network: dict[str, Any] | None = None, timeout: float = CONNECT_TIMEOUT_S) -> AsyncIterator[Any]:
     """A driver connected to the coordinator, network not started (no devices join)."""
+    config = target.config(network=network)  # refuses a kind that is not ezsp or znp
     problem = check_port(target.path)
     if problem is not None:
         raise RadioError(problem.message)
-    cls = driver_class(target.kind)
-    app = cls(target.config(network=network))
+    app = driver_class(target.kind)(config)
     try:
         async with asyncio.timeout(timeout):
             await app.connect()
@@ -108,8 +108,8 @@ def describe(app: Any, target: RadioTarget, formed: bool) -> dict[str, Any]:
         "radio": target.kind,
         "path": target.path,
         "coordinator": {
-            "ieee": str(node.ieee),
-            "nwk": f"0x{int(node.nwk):04X}",
+            "ieee": None if node.ieee == t.EUI64.UNKNOWN else str(node.ieee),
+            "nwk": None if int(node.nwk) == 0xFFFE else f"0x{int(node.nwk):04X}",
             "logical_type": node.logical_type.name.lower() if hasattr(node.logical_type, "name") else str(node.logical_type),
             "model": node.model,
             "manufacturer": node.manufacturer,
