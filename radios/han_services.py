@@ -239,7 +239,11 @@ def link_key_from_install_code(code: bytes | str) -> t.KeyData:
 
 
 async def permit_with_install_code(app: Any, ieee: t.EUI64, code: bytes | str, time_s: int = 60) -> t.KeyData:
-    """Let one device join with its install code; returns the derived link key."""
+    """Let one device join with its install code; returns the derived link key.
+
+    zigpy-znp returns when the window (``time_s``) has closed: it allows install-code
+    joins only for that long and then reverts; bellows returns at once.
+    """
     key = link_key_from_install_code(code)
     await app.permit_with_link_key(ieee, key, time_s=time_s)
     LOGGER.info("permitting %s to join for %d s with its install-code key", ieee, time_s)
