@@ -126,14 +126,30 @@ def events(cfg: Config, since: int = 0) -> list[Any]:
 # --------------------------------------------------------------------------- start, push, hold
 
 
+class NotifyListener:
+    """systemd's end of NOTIFY_SOCKET, read as datagrams arrive (a full queue would block the sender)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages: list[str] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), lambda: self.messages.append(self.sock.recv(4096).decode()))
+
+    def notifier(self) -> sdnotify.Notifier:
+        return sdnotify.Notifier({"NOTIFY_SOCKET": str(self.path)})
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
 async def test_starts_with_the_sim_radio_and_answers_status_within_2s(short_dir: Path) -> None:
     cfg = make_config(short_dir)
-    notify = short_dir / "notify.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify))
-    listener.setblocking(False)
+    listener = NotifyListener(short_dir / "notify.sock")
     t0 = time.monotonic()
-    daemon = Daemon(cfg, [f"hcalcs:{HCALCS}"], notifier=sdnotify.Notifier({"NOTIFY_SOCKET": str(notify)}))
+    daemon = Daemon(cfg, [f"hcalcs:{HCALCS}"], notifier=listener.notifier())
     await daemon.start()
     try:
         body = await call(Client(cfg.control_socket, timeout=5).status)
@@ -147,15 +163,11 @@ async def test_starts_with_the_sim_radio_and_answers_status_within_2s(short_dir:
         assert [(d["ieee"], d["kind"], d["model"]) for d in devices] == [(HCALCS, "hcalcs", "HCALCS")]
     finally:
         await daemon.stop("test")
-        messages = []
-        while True:
-            try:
-                messages.append(listener.recv(4096).decode())
-            except BlockingIOError:
-                break
+        await asyncio.sleep(0.05)
         listener.close()
+    messages = listener.messages
     assert messages[0].startswith("READY=1\nSTATUS=radio sim down")
-    assert any(m == "STATUS=radio sim up; 0 transferring, 0 pending, 0 held, 0 scheduled" for m in messages)
+    assert "STATUS=radio sim up; 0 transferring, 0 pending, 0 held, 0 scheduled" in messages
     assert messages[-1].startswith("STOPPING=1")
     assert not cfg.control_socket.exists()
 
@@ -495,3 +507,80 @@ async def test_radio_lost_mid_transfer_reconnects_with_backoff_and_completes(sho
     assert kinds.index("radio.down") < kinds.index("job.reattached") < kinds.index("ota.resume")
     assert not any(r.event == "ota.notify" for r in records[kinds.index("radio.down") :])
     assert verify_log(cfg.state_dir / "audit.jsonl").ok
+
+
+# --------------------------------------------------------------------------- future-dated activation across a restart
+
+
+async def test_a_future_dated_activation_keeps_its_time_across_a_restart(short_dir: Path, bench: Bench) -> None:
+    import datetime as dt
+
+    from gateway.config import DeviceConfig, SupplierConfig, parse_eui64
+    from gateway.gbcs.ids import EntityId
+    from gateway.gbcs.sign import generate_supplier_identity, sign_activation
+    from gateway.image import parse_image
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    supplier = "90B3D51F30010000"
+    key_pem, cert_pem = generate_supplier_identity(EntityId.parse(supplier))
+    (short_dir / "supplier.pem").write_bytes(cert_pem)
+    cfg = make_config(
+        short_dir,
+        suppliers=(SupplierConfig(id=supplier, certificate=short_dir / "supplier.pem"),),
+        devices=(DeviceConfig(ieee=parse_eui64(HCALCS), kind="hcalcs", supplier=supplier),),
+    )
+    fw = image(short_dir)
+    first = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    await call(client.push, fw, HCALCS)
+    await call(client.wait_job, "1", ("held",), timeout=20)
+    at = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3)).replace(microsecond=0)
+    command = sign_activation(
+        load_pem_private_key(key_pem, None),  # type: ignore[arg-type]
+        originator=EntityId.parse(supplier),
+        device=EntityId.parse(HCALCS),
+        image_hash=parse_image(fw.read_bytes()).manufacturer_image_hash,
+        counter=1000,
+        execution_time=at,
+    )
+    result = await call(client.activate, command.hex(), HCALCS)
+    assert result["accepted"] is True and result["decision"] == "schedule", result
+    assert (await call(client.job, "1"))["state"] == "scheduled"
+    await first.stop("test restart")
+    stored = StateStore.in_state_dir(cfg.state_dir)
+    assert [(s.job_id, s.at_utc) for s in stored.list_schedules()] == [(1, at)]
+    assert stored.last_counter(supplier) == 1000
+
+    second = await started(cfg, bench)
+    try:
+        status = await call(client.status)
+        assert status["jobs"][0]["state"] == "scheduled"
+        assert status["schedules"] == [{"job": "1", "device": HCALCS, "at": at.isoformat(), "created": status["schedules"][0]["created"]}]
+        assert bench.device(HCALCS).current_file_version == 1  # not before its time
+        done = await call(client.wait_job, "1", ("confirmed",), timeout=20)
+        assert done["state"] == "confirmed"
+        assert dt.datetime.now(dt.timezone.utc) >= at
+        # The same command again is a replay: the counter survived the restart.
+        again = await call(client.activate, command.hex(), HCALCS)
+        assert again["accepted"] is False
+    finally:
+        await second.stop("test")
+    assert bench.device(HCALCS).current_file_version == 2
+    kinds = [r.event for r in events(cfg)]
+    assert "job.schedule_restored" in kinds and kinds.count("gbcs.verdict") == 2
+
+
+async def test_watchdog_pings_at_the_interval_systemd_asks_for(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    listener = NotifyListener(short_dir / "notify.sock")
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # 0.1 s: ping every 0.05 s
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    try:
+        daemon = await started(make_config(short_dir), sim_devices=[f"hcalcs:{HCALCS}"], notifier=listener.notifier())
+        await asyncio.sleep(0.4)
+        await daemon.stop("test")
+        await asyncio.sleep(0.05)
+    finally:
+        listener.close()
+    pings = listener.messages.count("WATCHDOG=1")
+    assert 4 <= pings <= 12, listener.messages
+    assert listener.messages[0].startswith("READY=1") and listener.messages[-1].startswith("STOPPING=1")
