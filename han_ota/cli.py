@@ -24,11 +24,12 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from han_ota import cli_daemon, cli_gbcs, cli_image
+    from han_ota import cli_daemon, cli_gbcs, cli_image, cli_radio
 
     app.add_typer(cli_image.app, name="image", help="Inspect and build firmware images.")
     app.add_typer(cli_gbcs.app, name="gbcs", help="Verify, sign and make keys for GBCS activation commands.")
     cli_daemon.register(app)
+    cli_radio.register(app)
 
 
 SIM_DEVICE_HELP = (
