@@ -205,6 +205,7 @@ class OtaSession:
         # Remaining seconds per timer of a restored session not yet given a `now`.
         self._rebase: dict[str, float] | None = None
 
+        self._image_sha256 = hashlib.sha256(image.data).hexdigest()  # for snapshots
         self._now = 0.0
         self._cell: Cell | None = None
         self._out: list[Action] = []
@@ -260,8 +261,8 @@ class OtaSession:
         """
         cell = call_cell(self.state, Call.ACTIVATE)
         for name, value in (("at", at), ("utc_now", utc_now)):
-            if value is not None and value.utcoffset() is None:
-                raise LocalProtocolError(f"{name} must be a timezone-aware UTC datetime, not naive {value!r}")
+            if value is not None and (not isinstance(value, dt.datetime) or value.utcoffset() is None):
+                raise LocalProtocolError(f"{name} must be a timezone-aware UTC datetime, not {value!r}")
         return self._call(Call.ACTIVATE, now, at, utc_now, cell=cell)
 
     def schedule(self, now: float, at: dt.datetime) -> list[Action]:
@@ -313,7 +314,7 @@ class OtaSession:
                 "image_type": self.image.image_type,
                 "file_version": self.image.file_version,
                 "size": self.image.size,
-                "sha256": hashlib.sha256(self.image.data).hexdigest(),
+                "sha256": self._image_sha256,
             },
             "state": self.state.value,
             "reason": self.reason,
