@@ -568,7 +568,7 @@ def test_block_for_another_image_aborts_without_state_change() -> None:
         assert s.state is T
 
 
-@pytest.mark.parametrize("request_", [block(1000), block(5000), block(0, size=0), page(1000), page(0, page_size=0)])
+@pytest.mark.parametrize("request_", [block(1000), block(5000), block(-1), block(0, size=0), page(1000), page(0, page_size=0)])
 def test_unservable_request_gets_default_response_malformed(request_: Any) -> None:
     # zigpy answers these with an Image Block Response carrying MALFORMED_COMMAND and
     # ends its session; we answer a Default Response and keep the push.

@@ -509,12 +509,12 @@ class OtaSession:
         # and ends its whole session; we answer a Default Response MALFORMED_COMMAND
         # (the general ZCL answer to a command whose fields are out of range) and keep
         # the push, since the device can still query, resume or end.
-        if ev.file_offset >= self.image.size:
-            raise MalformedRequest(f"offset {ev.file_offset} is at or past the end of the {self.image.size}-byte image")
-        if ev.maximum_data_size == 0:
-            raise MalformedRequest("maximum data size 0")
-        if isinstance(ev, ImagePageRequested) and ev.page_size == 0:
-            raise MalformedRequest("page size 0")
+        if not 0 <= ev.file_offset < self.image.size:
+            raise MalformedRequest(f"offset {ev.file_offset} is outside the {self.image.size}-byte image")
+        if ev.maximum_data_size <= 0:
+            raise MalformedRequest(f"maximum data size {ev.maximum_data_size}")
+        if isinstance(ev, ImagePageRequested) and ev.page_size <= 0:
+            raise MalformedRequest(f"page size {ev.page_size}")
 
     def _is_our_image(self, ev: UpgradeEndRequested) -> bool:
         return (ev.manufacturer_code, ev.image_type, ev.file_version) == self._image_ids()
