@@ -342,10 +342,13 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._persist_all(force=True)
+        # Radio off first: detaching the sessions would hand the devices to zigpy's own
+        # OTA handler, which answers ABORT (a device then erases its partial download).
+        await self._close_app()
         if self.engine is not None:
             with contextlib.suppress(Exception):
                 await self.engine.close()
-        await self._close_app()
+        self._persist_all(force=True)
         self._audit("daemon.stop", reason=reason)
         if self.control is not None:
             await self.control.close()
@@ -417,11 +420,28 @@ class Daemon:
                     await asyncio.wait_for(self._stop.wait(), delay)
                 continue
             attempt = 0
-            await self._radio_up(app)
+            try:
+                await self._radio_up(app)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug; keep the daemon (and the control API) alive
+                LOGGER.exception("bringing the radio up failed; closing it and retrying")
+                self._lost_reason = "start-up failed"
+                self._lost.set()
             await self._lost.wait()
             if self._stop.is_set():
                 return
-            await self._radio_down(self._lost_reason or "connection lost")
+            try:
+                await self._radio_down(self._lost_reason or "connection lost")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                LOGGER.exception("taking the radio down failed")
+            # The first reopen waits the first backoff step (a replugged dongle needs a
+            # moment); failures then wait the following steps.
+            attempt = 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.backoff[0])
 
     def _on_connection_lost(self, exc: Exception | None) -> None:
         if self.app is None or self._lost.is_set():
@@ -526,23 +546,29 @@ class Daemon:
     # ------------------------------------------------------------------ resume
 
     def _resume_jobs(self) -> None:
-        """Bring back every active job in the store (after the first radio start)."""
+        """Bring back every active job in the store (after the first radio start), and
+        the last cancelled or failed job of every other device (see ``_resume_ended``)."""
         assert self.store is not None and self.engine is not None and self.activation is not None
         try:
-            records = self.store.list_jobs(active_only=True)
+            records = self.store.list_jobs()
         except StoreError as exc:
             self._store_failed(exc)
             return
+        active = [r for r in records if r.active]
+        busy = {r.record.device for r in active}
+        last_ended: dict[str, Any] = {}
         for rec in records:
+            if not rec.active and rec.record.device not in busy:
+                last_ended[rec.record.device] = rec  # creation order: the last one wins
+        for rec in active:
             try:
-                job = self._resume_one(rec)
+                self._resume_one(rec)
             except Exception as exc:
                 reason = f"cannot resume after restart: {exc}"
                 LOGGER.error("job %s (%s): %s", rec.job_id, rec.record.device, reason)
                 self._fail_stored(rec.job_id, rec.record.device, reason)
-                continue
-            if job is None:
-                continue
+        for rec in last_ended.values():
+            self._resume_ended(rec)
         try:
             schedules = self.store.list_schedules()
         except StoreError as exc:
@@ -557,7 +583,35 @@ class Daemon:
                 continue
             self.activation.restore_schedule(job, sched.at_utc, sched.command_hex)
             self._audit("job.schedule_restored", job.ieee, job=sched.job_id, at=sched.at_utc.isoformat())
+        self._collect_images()
         self._resumed = True
+
+    def _resume_ended(self, rec: Any) -> None:
+        """A cancelled or failed push may have left its device holding the image, asking
+        Upgrade End every few minutes. Unanswered, some clients apply it by themselves;
+        the ended session still answers "hold", so it is re-attached after a restart too.
+        Best effort: without its image (deleted, changed) there is nothing to attach."""
+        if rec.state is ev.SessionState.CONFIRMED or rec.session_snapshot is None:
+            return
+        try:
+            self._resume_one(rec)
+        except Exception as exc:
+            LOGGER.warning("job %s (%s, %s): not re-attached after restart: %s", rec.job_id, rec.record.device, rec.state.value, exc)
+
+    def _collect_images(self) -> None:
+        """Delete kept image copies no attached job uses (they only ever accumulate)."""
+        assert self.engine is not None
+        directory = self.config.state_dir / IMAGES_DIR
+        if not directory.is_dir():
+            return
+        wanted = {Path(j.image_path).name for j in self.engine.jobs() if j.image_path is not None}
+        for path in directory.iterdir():
+            if path.name in wanted:
+                continue
+            if path.suffix == ".ota" or path.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    LOGGER.info("removed image copy %s: no job uses it any more", path.name)
 
     def _resume_one(self, rec: Any) -> Job | None:
         assert self.engine is not None and self.activation is not None and self.store is not None
@@ -592,7 +646,8 @@ class Daemon:
         self._audit("job.restored", ieee, job=rec.job_id, state=job.state.value, offset=session.offset, size=image.size, notify=start)
         LOGGER.info("job %s (%s): resumed %s at offset %d of %d", job.id, ieee, job.state.value, session.offset, image.size)
         if job.state in ev.END_STATES:
-            self._persist(job)  # the snapshot knew before the row did
+            if rec.active:
+                self._persist(job)  # the snapshot knew before the row did
         elif mode == ActivationMode.COMMAND.value and record.activation.command_hex and job.state is not ev.SessionState.ACTIVATED:
             if not self._verdict_recorded(rec.job_id, record.device):
                 self.activation.arm(job, record.activation.command_hex)

@@ -454,6 +454,32 @@ async def test_restart_keeps_a_held_device_held_without_a_new_image_notify(short
     assert bench.device(HCALCS).current_file_version == 1
 
 
+async def test_a_cancelled_hold_is_still_answered_after_a_restart_and_old_images_go(short_dir: Path, bench: Bench) -> None:
+    cfg = make_config(short_dir)
+    first = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    await call(client.push, image(short_dir), HCALCS)
+    await call(client.wait_job, "1", ("held",), timeout=20)
+    await call(client.cancel, "1")
+    await call(lambda: client.push(image(short_dir, version=3, name="fw3.ota"), HCALCS2, activate_now=True))
+    await call(client.wait_job, "2", ("confirmed",), timeout=20)
+    await first.stop("test restart")
+    assert len(list((cfg.state_dir / "images").iterdir())) == 2
+    holds_before = bench.device(HCALCS).counters.holds
+
+    second = await started(cfg, bench)
+    try:
+        await wait_for(lambda: bench.device(HCALCS).counters.holds >= holds_before + 2, what="hold answers for a cancelled job")
+        body = await call(client.status)
+        # The cancelled hold is attached again; the confirmed job has nothing left to do.
+        assert [(j["job"], j["state"]) for j in body["jobs"]] == [("1", "cancelled")]
+    finally:
+        await second.stop("test")
+    assert bench.device(HCALCS).current_file_version == 1
+    kept = {p.name for p in (cfg.state_dir / "images").iterdir()}
+    assert kept == {Path(StateStore.in_state_dir(cfg.state_dir).get_job(1).record.image_path).name}
+
+
 async def test_an_image_changed_on_disk_fails_its_job_on_restart(short_dir: Path, bench: Bench) -> None:
     cfg = make_config(short_dir)
     first = await started(cfg, bench)
@@ -503,7 +529,8 @@ async def test_radio_lost_mid_transfer_reconnects_with_backoff_and_completes(sho
     kinds = [r.event for r in records]
     assert "USB device disconnected" in next(r for r in records if r.event == "radio.down").fields["reason"]
     assert kinds.count("radio.open_failed") == 2
-    assert [r.fields["retry_in_s"] for r in records if r.event == "radio.open_failed"] == [0.05, 0.1]
+    # 0.05 s before the first reopen, then 0.1 and 0.2 after each failure.
+    assert [r.fields["retry_in_s"] for r in records if r.event == "radio.open_failed"] == [0.1, 0.2]
     assert kinds.index("radio.down") < kinds.index("job.reattached") < kinds.index("ota.resume")
     assert not any(r.event == "ota.notify" for r in records[kinds.index("radio.down") :])
     assert verify_log(cfg.state_dir / "audit.jsonl").ok
