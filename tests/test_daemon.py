@@ -539,44 +539,103 @@ async def test_radio_lost_mid_transfer_reconnects_with_backoff_and_completes(sho
 # --------------------------------------------------------------------------- future-dated activation across a restart
 
 
-async def test_a_future_dated_activation_keeps_its_time_across_a_restart(short_dir: Path, bench: Bench) -> None:
+SUPPLIER = "90B3D51F30010000"
+
+
+def supplier_bench(short_dir: Path) -> tuple[Config, Any]:
+    """A config with one supplier responsible for HCALCS, and a signer for its commands."""
     import datetime as dt
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     from gateway.config import DeviceConfig, SupplierConfig, parse_eui64
     from gateway.gbcs.ids import EntityId
     from gateway.gbcs.sign import generate_supplier_identity, sign_activation
     from gateway.image import parse_image
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    supplier = "90B3D51F30010000"
-    key_pem, cert_pem = generate_supplier_identity(EntityId.parse(supplier))
+    key_pem, cert_pem = generate_supplier_identity(EntityId.parse(SUPPLIER))
     (short_dir / "supplier.pem").write_bytes(cert_pem)
     cfg = make_config(
         short_dir,
-        suppliers=(SupplierConfig(id=supplier, certificate=short_dir / "supplier.pem"),),
-        devices=(DeviceConfig(ieee=parse_eui64(HCALCS), kind="hcalcs", supplier=supplier),),
+        suppliers=(SupplierConfig(id=SUPPLIER, certificate=short_dir / "supplier.pem"),),
+        devices=(DeviceConfig(ieee=parse_eui64(HCALCS), kind="hcalcs", supplier=SUPPLIER),),
     )
+    key = load_pem_private_key(key_pem, None)
+
+    def sign(fw: Path, counter: int, at: dt.datetime | None = None, *, image_hash: bytes | None = None) -> str:
+        return sign_activation(
+            key,  # type: ignore[arg-type]
+            originator=EntityId.parse(SUPPLIER),
+            device=EntityId.parse(HCALCS),
+            image_hash=image_hash if image_hash is not None else parse_image(fw.read_bytes()).manufacturer_image_hash,
+            counter=counter,
+            execution_time=at,
+        ).hex()
+
+    return cfg, sign
+
+
+async def test_a_one_step_activation_sent_with_the_push(short_dir: Path, bench: Bench) -> None:
+    cfg, sign = supplier_bench(short_dir)
+    fw = image(short_dir)
+    daemon = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    try:
+        # A command for another image is refused before any block is sent, and no job is made.
+        with pytest.raises(DaemonError, match="refused before any block was sent") as err:
+            await call(lambda: client.push(fw, HCALCS, activation=sign(fw, 5, image_hash=b"\x11" * 32)))
+        assert err.value.status == 422 and bench.device(HCALCS).counters.blocks_received == 0
+        assert daemon.store is not None and daemon.store.list_jobs() == []
+        job = await call(lambda: client.push(fw, HCALCS, activation=sign(fw, 6)))
+        assert job["activation"] == "command"
+        done = await call(client.wait_job, job["job"], ("confirmed",), timeout=20)
+        assert done["state"] == "confirmed" and bench.device(HCALCS).current_file_version == 2
+    finally:
+        await daemon.stop("test")
+    verdicts = StateStore.in_state_dir(cfg.state_dir).list_verdicts(HCALCS)
+    assert [(v.accepted, v.counter, v.job_id) for v in verdicts] == [(True, 6, int(job["job"]))]
+    kinds = [r.event for r in events(cfg)]
+    assert "gbcs.precheck_refused" in kinds and "gbcs.activation" in kinds
+
+
+async def test_a_one_step_command_is_armed_again_after_a_restart_mid_transfer(short_dir: Path, bench: Bench) -> None:
+    cfg, sign = supplier_bench(short_dir)
+    fw = image(short_dir, 24_000)
+    first = await started(cfg, bench)
+    client = Client(cfg.control_socket, timeout=5)
+    await call(lambda: client.push(fw, HCALCS, activation=sign(fw, 7)))
+    await wait_for(lambda: bench.device(HCALCS).file_offset > 6_000, what="a quarter of the image")
+    await first.stop("test restart")
+    assert StateStore.in_state_dir(cfg.state_dir).list_verdicts() == []  # not submitted yet
+
+    second = await started(cfg, bench)
+    try:
+        done = await call(client.wait_job, "1", ("confirmed",), timeout=30)
+        assert done["state"] == "confirmed"
+    finally:
+        await second.stop("test")
+    verdicts = StateStore.in_state_dir(cfg.state_dir).list_verdicts(HCALCS)
+    assert [(v.accepted, v.counter) for v in verdicts] == [(True, 7)]
+
+
+async def test_a_future_dated_activation_keeps_its_time_across_a_restart(short_dir: Path, bench: Bench) -> None:
+    import datetime as dt
+
+    cfg, sign = supplier_bench(short_dir)
     fw = image(short_dir)
     first = await started(cfg, bench)
     client = Client(cfg.control_socket, timeout=5)
     await call(client.push, fw, HCALCS)
     await call(client.wait_job, "1", ("held",), timeout=20)
     at = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3)).replace(microsecond=0)
-    command = sign_activation(
-        load_pem_private_key(key_pem, None),  # type: ignore[arg-type]
-        originator=EntityId.parse(supplier),
-        device=EntityId.parse(HCALCS),
-        image_hash=parse_image(fw.read_bytes()).manufacturer_image_hash,
-        counter=1000,
-        execution_time=at,
-    )
-    result = await call(client.activate, command.hex(), HCALCS)
+    command = sign(fw, 1000, at)
+    result = await call(client.activate, command, HCALCS)
     assert result["accepted"] is True and result["decision"] == "schedule", result
     assert (await call(client.job, "1"))["state"] == "scheduled"
     await first.stop("test restart")
     stored = StateStore.in_state_dir(cfg.state_dir)
     assert [(s.job_id, s.at_utc) for s in stored.list_schedules()] == [(1, at)]
-    assert stored.last_counter(supplier) == 1000
+    assert stored.last_counter(SUPPLIER) == 1000
 
     second = await started(cfg, bench)
     try:
@@ -588,7 +647,7 @@ async def test_a_future_dated_activation_keeps_its_time_across_a_restart(short_d
         assert done["state"] == "confirmed"
         assert dt.datetime.now(dt.timezone.utc) >= at
         # The same command again is a replay: the counter survived the restart.
-        again = await call(client.activate, command.hex(), HCALCS)
+        again = await call(client.activate, command, HCALCS)
         assert again["accepted"] is False
     finally:
         await second.stop("test")
