@@ -50,6 +50,8 @@ class PushRequest:
     config: Config = field(default_factory=Config)
     link: Any = None
     progress: bool = True
+    #: Real radios: how long to keep joining open for a device zigpy does not know yet.
+    join_timeout_s: float = 60.0
     session_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,6 +84,29 @@ def sim_specs_for(req: PushRequest, image: FirmwareImage, ieee: zt.EUI64, notes:
     return specs
 
 
+async def wait_for_device(app: Any, ieee: zt.EUI64, timeout: float, stream: Any) -> None:
+    """A device zigpy has not seen (no database yet, or never joined) gets a join window.
+
+    Smart-energy devices join with an install code; a bench device that is already
+    commissioned simply rejoins or announces itself while joining is open.
+    """
+    device = app.devices.get(ieee)
+    if device is not None and device.is_initialized:
+        return
+    print(f"{ieee} is not known to the coordinator yet: permitting joining for {timeout:g} s and waiting for it", file=stream)
+    await app.permit(int(min(max(timeout, 1), 254)))
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                device = app.devices.get(ieee)
+                if device is not None and device.is_initialized:
+                    print(f"{ieee} joined (nwk 0x{device.nwk:04X}) and was interviewed", file=stream)
+                    return
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        raise EngineError(f"{ieee} did not join within {timeout:g} s: power-cycle it or put it in joining mode (with its install code registered), then push again") from None
+
+
 def wanted_state(req: PushRequest) -> SessionState:
     return SessionState.CONFIRMED if req.activate_now or req.activation is not None else SessionState.HELD
 
@@ -111,6 +136,8 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     engine = Engine(app, req.config.ota, session_overrides=req.session_overrides)
     wanted = wanted_state(req)
     try:
+        if req.radio != "sim":
+            await wait_for_device(app, ieee, req.join_timeout_s, stream)
         service = None
         if req.activation is not None:
             service = ActivationService(engine, req.config, req.counters if req.counters is not None else MemoryCounters())
