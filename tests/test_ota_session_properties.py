@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.ota import events as ev
 from gateway.ota.config import ImageInfo, SessionConfig
-from gateway.ota.events import END_STATES, Status
+from gateway.ota.events import END_STATES
 from gateway.ota.pacing import Pacer
 from gateway.ota.session import OtaSession, normalise_ieee
 from gateway.ota.state import LocalProtocolError, OtaProtocolError
