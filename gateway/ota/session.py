@@ -57,6 +57,12 @@ from gateway.ota.events import (
 from gateway.ota.pacing import Pacer
 from gateway.ota.state import (
     TRANSITIONS,
+    A,
+    F,
+    H,
+    P,
+    S,
+    T,
     Call,
     Cell,
     ImageMismatch,
@@ -90,13 +96,6 @@ TRANSFER_START_ATTRIBUTES = (
     int(Attribute.UPGRADE_TIMEOUT_POLICY),
     int(Attribute.CURRENT_FILE_VERSION),
 )
-
-P = SessionState.PENDING
-T = SessionState.TRANSFERRING
-H = SessionState.HELD
-S = SessionState.SCHEDULED
-A = SessionState.ACTIVATED
-F = SessionState.FAILED
 
 
 # --------------------------------------------------------------------------- helpers

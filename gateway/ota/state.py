@@ -48,11 +48,13 @@ into answers in one place per request type; ``handle`` never raises.
 from __future__ import annotations
 
 import enum
+import typing
 from dataclasses import dataclass
 from typing import ClassVar
 
 from gateway.ota.events import (
     AttributeReadFailed,
+    Event,
     AttributesRead,
     ImageBlockRequested,
     ImagePageRequested,
@@ -241,17 +243,8 @@ TRANSITIONS[P][Call.TIMER] = _cell("_timer_pending")
 TRANSITIONS[T][Call.TIMER] = _cell("_timer_transferring", F)
 TRANSITIONS[A][Call.TIMER] = _cell("_timer_activated", F)
 
-EVENT_TYPES: tuple[type, ...] = (
-    QueryNextImageRequested,
-    ImageBlockRequested,
-    ImagePageRequested,
-    UpgradeEndRequested,
-    MalformedFrameReceived,
-    AttributesRead,
-    AttributeReadFailed,
-    NotifyDelivered,
-    NotifyFailed,
-)
+#: Every device event type, in the order of the ``Event`` union.
+EVENT_TYPES: tuple[type, ...] = typing.get_args(Event)
 
 
 def event_cell(state: SessionState, event_type: type) -> Cell | None:
