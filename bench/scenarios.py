@@ -1,0 +1,501 @@
+"""The benchmark's scenarios: one async function each, returning plain numbers.
+
+Both implementations run on the same simulated radio (`SimControllerApplication`),
+the same simulated devices (`SimDeviceSpec`, the OTA client written from the ZCL
+specification) and the same `LinkModel`:
+
+- ``impl="ours"``: `gateway.engine.Engine` (push; held; `activate` when asked);
+- ``impl="zigpy"``: zigpy's own ``Device.update_firmware`` (zigpy/ota/manager.py, what
+  ZHA uses), which answers Upgrade End Request with "upgrade now".
+
+Common end point: the simulated device *sends* Upgrade End Request SUCCESS (its
+``upgrade_end_request`` event, after it verified the whole image). Time starts when
+the server is asked to push (``Engine.push`` / ``update_firmware``; both begin with an
+Image Notify). For one device there is a second end point: the device starts
+applying the image (its ``activate`` event): for us after the hold, a call to
+``Engine.activate`` and our unsolicited Upgrade End Response; for zigpy after its
+answer to the Upgrade End Request.
+
+Times are read from the devices' event histories (loop time), so the watcher's
+polling interval does not change them. The benchmark drops history it has read
+(it would otherwise grow by a few events per block and inflate the process RSS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zigpy.types as zt
+from zigpy.ota import OtaImageWithMetadata
+from zigpy.ota.image import parse_ota_image
+from zigpy.ota.providers import BaseOtaImageMetadata
+
+from bench import model
+from bench.probe import CpuSampler, TurnaroundProbe, cpu_seconds, peak_rss_kib, rss_kib
+from gateway.config import OtaConfig
+from gateway.engine import Engine
+from gateway.image import FirmwareImage, build_image, parse_image
+from gateway.ota import events as ev
+from radios.sim.app import start_sim_app
+from radios.sim.link import LinkModel
+from radios.sim.spec import SimDeviceSpec
+
+MANUFACTURER = 0x121D
+IMAGE_TYPE = 0x0000  # HCALCS
+OLD_VERSION, NEW_VERSION = 1, 2
+HW = 0x1111
+#: The simulated devices' own settings that differ from their defaults: no query of
+#: their own during the run (the server's Image Notify starts every transfer), the
+#: query at once after a notify (no random delay), a quick reboot after activation.
+DEVICE_SETTINGS: dict[str, Any] = {"query_delay": 86400.0, "notify_delay": 0.0, "reboot_time": 0.5}
+PAGE_SIZE = 256  # spec default
+RESPONSE_SPACING_MS = 20  # spec default
+
+LOGGERS = ("gateway", "han_ota", "radios", "zigpy", "bellows", "zigpy_znp", "asyncio")
+
+
+def quiet_logging(level: int = logging.WARNING) -> None:
+    """Every logger of the stack at WARNING (INFO costs CPU on every block)."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for name in LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def new_event_loop(kind: str = "select") -> asyncio.AbstractEventLoop:
+    """The benchmark's event loop: ``select`` (default) or ``epoll`` (asyncio's default).
+
+    epoll takes its timeout in whole milliseconds, rounded up, so every timed wake-up
+    of the simulation (a frame's end, a flash write, a UART transfer) comes ~0.8 ms
+    late on average; select(2) takes microseconds (~0.1 ms late). The simulated link
+    is timed by the event loop, so the benchmark uses select unless told otherwise.
+    """
+    import selectors
+
+    if kind == "select":
+        return asyncio.SelectorEventLoop(selectors.SelectSelector())
+    if kind == "epoll":
+        return asyncio.new_event_loop()
+    raise ValueError(f"event loop {kind!r}: select or epoll")
+
+
+def timer_lateness_ms(loop: asyncio.AbstractEventLoop, samples: int = 200) -> dict[str, float]:
+    """How late ``call_at`` fires on this loop when idle (2-20 ms waits)."""
+    import random
+
+    async def measure() -> list[float]:
+        rng = random.Random(1)
+        late = []
+        for _ in range(samples):
+            fut = loop.create_future()
+            when = loop.time() + rng.uniform(0.002, 0.02)
+            loop.call_at(when, lambda f=fut: f.set_result(loop.time()))
+            late.append((await fut) - when)
+        return late
+
+    late = loop.run_until_complete(measure())
+    return {"median_ms": statistics.median(late) * 1000, "mean_ms": statistics.fmean(late) * 1000, "max_ms": max(late) * 1000}
+
+
+def make_link(kind: str, scale: float = 1.0) -> LinkModel:
+    if kind == "instant":
+        return LinkModel.instant()
+    if kind == "realistic":
+        return LinkModel.realistic(scale=scale)
+    raise ValueError(f"link {kind!r}: instant or realistic")
+
+
+def image_bytes(size: int) -> bytes:
+    """A Zigbee OTA file of exactly ``size`` bytes (header with hardware range and one
+    upgrade-image sub-element, so that both our parser and zigpy's take it)."""
+
+    def build(payload_len: int) -> bytes:
+        payload = bytes((i * 7 + 3) & 0xFF for i in range(payload_len))
+        return build_image(
+            payload,
+            manufacturer_code=MANUFACTURER,
+            image_type=IMAGE_TYPE,
+            file_version=NEW_VERSION,
+            min_hw=HW,
+            max_hw=0x1211,
+            zigbee_subelement=True,
+        )
+
+    overhead = len(build(1)) - 1
+    if size <= overhead:
+        raise ValueError(f"image size {size} must exceed the {overhead}-byte header")
+    data = build(size - overhead)
+    assert len(data) == size
+    return data
+
+
+def zigpy_image(data: bytes) -> OtaImageWithMetadata:
+    firmware, rest = parse_ota_image(data)
+    if rest or firmware.serialize() != data:
+        raise ValueError("zigpy does not serialise the benchmark image back to the same bytes")
+    return OtaImageWithMetadata(
+        metadata=BaseOtaImageMetadata(file_version=NEW_VERSION, manufacturer_id=MANUFACTURER, image_type=IMAGE_TYPE),
+        firmware=firmware,
+    )
+
+
+def ieee_for(i: int) -> zt.EUI64:
+    return zt.EUI64.convert(f"00:db:12:34:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}:90:a0")
+
+
+def device_specs(n: int, page: bool) -> list[SimDeviceSpec]:
+    return [
+        SimDeviceSpec(
+            kind="hcalcs",
+            ieee=ieee_for(i),
+            manufacturer_code=MANUFACTURER,
+            image_type=IMAGE_TYPE,
+            file_version=OLD_VERSION,
+            hardware_version=HW,
+            page_requests=page,
+            page_size=PAGE_SIZE,
+            response_spacing_ms=RESPONSE_SPACING_MS,
+            **DEVICE_SETTINGS,
+        )
+        for i in range(1, n + 1)
+    ]
+
+
+# ---------------------------------------------------------------------------- watching
+
+
+@dataclass
+class DeviceWatch:
+    """What one device did, read from its history with a cursor."""
+
+    end_at: float | None = None  # sent Upgrade End Request SUCCESS
+    activate_at: float | None = None
+    failed: str | None = None
+    first_block_at: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Watcher:
+    """Polls the simulated devices' histories (cheap: a cursor per device)."""
+
+    KINDS = ("give_up", "verify_failed", "abort", "retry", "wait_for_data", "timeout")
+
+    def __init__(self, sims: dict[zt.EUI64, Any], keep_history: bool = False) -> None:
+        self.sims = sims
+        self.keep = keep_history
+        self.seen = {ieee: DeviceWatch() for ieee in sims}
+        self._cursor = {ieee: len(sim.history) for ieee, sim in sims.items()}
+
+    def poll(self) -> None:
+        for ieee, sim in self.sims.items():
+            w = self.seen[ieee]
+            hist = sim.history
+            start = self._cursor[ieee]
+            for e in hist[start:]:
+                kind = e.kind
+                if kind == "block" and w.first_block_at is None:
+                    w.first_block_at = e.time
+                elif kind == "upgrade_end_request":
+                    if e.detail.get("status") == "SUCCESS":
+                        if w.end_at is None:
+                            w.end_at = e.time
+                    elif w.failed is None:
+                        w.failed = f"device sent Upgrade End Request {e.detail.get('status')}"
+                elif kind == "activate" and w.activate_at is None:
+                    w.activate_at = e.time
+                elif kind in self.KINDS:
+                    w.counts[kind] = w.counts.get(kind, 0) + 1
+            if self.keep:
+                self._cursor[ieee] = len(hist)
+            else:
+                del hist[:]
+                self._cursor[ieee] = 0
+
+    async def until(self, done: Any, timeout: float, interval: float = 0.05) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self.poll()
+            if done():
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(interval)
+
+
+async def _await_interview_query(app: Any, sims: dict[zt.EUI64, Any], timeout: float) -> int:
+    """zigpy's interview sends an Image Notify; the device asks once and zigpy says
+    NO_IMAGE_AVAILABLE. Let that finish before timing (returns how many did)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        done = [s for s in sims.values() if s.events("query_response") and s.state == "idle"]
+        if len(done) == len(sims):
+            return len(done)
+        await asyncio.sleep(0.05)
+    return sum(1 for s in sims.values() if s.events("query_response"))
+
+
+def _sum_counters(sims: dict[zt.EUI64, Any]) -> dict[str, int]:
+    keys = ("block_requests_sent", "page_requests_sent", "blocks_received", "bytes_received", "retries",
+            "response_timeouts", "wait_for_data", "gave_up", "aborts", "blocks_ignored", "upgrade_end_sent",
+            "resumed", "invalid_images")
+    out = {k: 0 for k in keys}
+    for s in sims.values():
+        c = s.counters.as_dict()
+        for k in keys:
+            out[k] += c.get(k, 0)
+    return out
+
+
+# ---------------------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Run:
+    """A network up and ready, with the probes installed."""
+
+    app: Any
+    sims: dict[zt.EUI64, Any]
+    probe: TurnaroundProbe
+    link: LinkModel
+    interview_queries: int
+    startup_s: float
+
+
+async def _network(n: int, page: bool, link: LinkModel) -> Run:
+    t = time.perf_counter()
+    specs = device_specs(n, page)
+    app = await start_sim_app(specs, link, timeout=max(60.0, 3.0 * n))
+    sims = {s.ieee: app.han.devices[s.ieee] for s in specs}
+    queries = await _await_interview_query(app, sims, timeout=max(10.0, 0.5 * n))
+    probe = TurnaroundProbe()
+    probe.install(app)
+    return Run(app, sims, probe, link, queries, time.perf_counter() - t)
+
+
+def _seconds(run: Run, sim_seconds: float | None) -> float | None:
+    """Sim time to real seconds (a realistic link with scale s runs s times real time)."""
+    if sim_seconds is None:
+        return None
+    return sim_seconds / run.link.scale if run.link.timed else sim_seconds
+
+
+async def one_device(
+    impl: str,
+    mode: str = "block",
+    link: str = "realistic",
+    image_size: int = 256 * 1024,
+    *,
+    scale: float = 1.0,
+    activate: bool = True,
+    ota: dict[str, Any] | None = None,
+    timeout: float = 3600.0,
+) -> dict[str, Any]:
+    """One HCALCS, block or page requests: time to Upgrade End Request SUCCESS, and
+    (``activate``) to the device applying the image."""
+    lm = make_link(link, scale)
+    run = await _network(1, mode == "page", lm)
+    app, (ieee,) = run.app, list(run.sims)
+    sim = run.sims[ieee]
+    data = image_bytes(image_size)
+    loop = asyncio.get_running_loop()
+    watcher = Watcher(run.sims)
+    config = OtaConfig(**(ota or {}))
+    engine: Engine | None = None
+    task: asyncio.Task[Any] | None = None
+    result: dict[str, Any] = {"impl": impl, "mode": mode, "link": link, "scale": lm.scale if lm.timed else None,
+                              "image_size": image_size, "devices": 1}
+    try:
+        if impl == "ours":
+            engine = Engine(app, config)
+            run.probe.wrap_listener(engine.driver)
+            image = parse_image(data)
+            result["ota_config"] = {"rate_bytes_per_s": config.rate_bytes_per_s, "burst_bytes": config.burst_bytes,
+                                    "max_inflight": config.max_inflight, "block_cap": config.block_cap}
+            busy0, cpu0, t0 = app.han.channel.busy_total, cpu_seconds(), loop.time()
+            job = engine.push(image, ieee)
+        elif impl == "zigpy":
+            zimage = zigpy_image(data)
+            dev = app.devices[ieee]
+            busy0, cpu0, t0 = app.han.channel.busy_total, cpu_seconds(), loop.time()
+            task = loop.create_task(dev.update_firmware(zimage))
+        else:
+            raise ValueError(f"impl {impl!r}: ours or zigpy")
+        w = watcher.seen[ieee]
+
+        def ended() -> bool:
+            return w.end_at is not None or w.failed is not None or (task is not None and task.done()) or (
+                impl == "ours" and job.state in ev.END_STATES
+            )
+
+        await watcher.until(ended, timeout)
+        cpu_end = cpu_seconds()
+        if w.end_at is not None and activate:
+            if engine is not None:
+                await engine.wait(job, {ev.SessionState.HELD}, timeout=60)
+                if job.state is ev.SessionState.HELD:
+                    engine.activate(ieee, why="benchmark")
+            await watcher.until(lambda: w.activate_at is not None or w.failed is not None, 120)
+        result.update(
+            completed=w.end_at is not None,
+            failed=w.failed or (None if w.end_at is not None else "no Upgrade End Request SUCCESS in time"),
+            seconds_to_end=_seconds(run, None if w.end_at is None else w.end_at - t0),
+            seconds_to_activate=_seconds(run, None if w.activate_at is None else w.activate_at - t0),
+            cpu_s=cpu_end - cpu0,
+            counters=_sum_counters(run.sims),
+            events=w.counts,
+            turnaround=run.probe.summary(),
+            channel_busy_s=app.han.channel.busy_total - busy0,
+            interview_queries=run.interview_queries,
+            startup_s=run.startup_s,
+            device_max_data_size=sim.spec.max_data_size,
+            state=None if engine is None else job.state.value,
+        )
+        result["blocks"] = result["counters"]["blocks_received"]
+        result["block_size"] = run.probe.served_max
+        return result
+    finally:
+        if task is not None and not task.done():
+            task.cancel()
+        if engine is not None:
+            await engine.close()
+        await app.shutdown()
+
+
+async def many_devices(
+    impl: str,
+    n: int = 10,
+    link: str = "realistic",
+    image_size: int = 64 * 1024,
+    *,
+    scale: float = 1.0,
+    ota: dict[str, Any] | None = None,
+    sample_cpu: bool = False,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """``n`` HCALCS (block requests) updating at once over the one channel."""
+    lm = make_link(link, scale)
+    run = await _network(n, False, lm)
+    app = run.app
+    data = image_bytes(image_size)
+    loop = asyncio.get_running_loop()
+    watcher = Watcher(run.sims)
+    config = OtaConfig(**(ota or {}))
+    engine: Engine | None = None
+    tasks: dict[zt.EUI64, asyncio.Task[Any]] = {}
+    jobs: dict[zt.EUI64, Any] = {}
+    block = model.max_block(lm, next(iter(run.sims.values())).spec.max_data_size)
+    cap = model.capacity(lm, block)
+    if timeout is None:
+        # 2.5x the best case: a run below 40 % of capacity leaves devices unfinished
+        # (reported as stalled) rather than running for ever.
+        timeout = 600.0 if not lm.timed else max(60.0, 2.5 * n * image_size / cap.bytes_per_s * lm.scale)
+    sampler = CpuSampler() if sample_cpu else None
+    rss_before = rss_kib()
+    result: dict[str, Any] = {"impl": impl, "link": link, "scale": lm.scale if lm.timed else None,
+                              "image_size": image_size, "devices": n}
+    try:
+        if impl == "ours":
+            engine = Engine(app, config)
+            run.probe.wrap_listener(engine.driver)
+            image: FirmwareImage = parse_image(data)
+            result["ota_config"] = {"rate_bytes_per_s": config.rate_bytes_per_s, "burst_bytes": config.burst_bytes,
+                                    "max_inflight": config.max_inflight, "block_cap": config.block_cap}
+        elif impl == "zigpy":
+            zimage = zigpy_image(data)
+        else:
+            raise ValueError(f"impl {impl!r}: ours or zigpy")
+        if sampler is not None:
+            sampler.start()
+        busy0, cpu0, t0 = app.han.channel.busy_total, cpu_seconds(), loop.time()
+        for ieee in run.sims:
+            if engine is not None:
+                jobs[ieee] = engine.push(image, ieee)
+            else:
+                tasks[ieee] = loop.create_task(app.devices[ieee].update_firmware(zimage))
+
+        def finished(ieee: zt.EUI64) -> bool:
+            w = watcher.seen[ieee]
+            if w.end_at is not None or w.failed is not None:
+                return True
+            if ieee in jobs and jobs[ieee].state in ev.END_STATES:
+                return True
+            t = tasks.get(ieee)
+            return t is not None and t.done()
+
+        await watcher.until(lambda: all(finished(i) for i in run.sims), timeout, interval=0.1)
+        cpu1, t1 = cpu_seconds(), loop.time()
+        share = sampler.stop() if sampler is not None else None
+        sampler = None
+        served = run.probe.served_bytes
+        per_device: list[float | None] = []
+        failures: dict[str, str] = {}
+        for ieee in run.sims:
+            w = watcher.seen[ieee]
+            per_device.append(None if w.end_at is None else _seconds(run, w.end_at - t0))
+            if w.end_at is None:
+                why = w.failed
+                if ieee in jobs and jobs[ieee].state in ev.END_STATES:
+                    why = f"job {jobs[ieee].state.value}: {jobs[ieee].session.reason}"
+                t = tasks.get(ieee)
+                if why is None and t is not None and t.done():
+                    why = f"update_firmware returned {t.result()!r}" if not t.cancelled() and t.exception() is None else f"update_firmware raised {t.exception()!r}"
+                failures[str(ieee)] = why or "not finished in time"
+        times = [t for t in per_device if t is not None]
+        median = statistics.median(times) if times else None
+        slow = [t for t in times if median is not None and t > 2 * median]
+        total = max(times) if len(times) == n else _seconds(run, t1 - t0)
+        # Image bytes the devices hold (at most one image each: a restarted download
+        # does not count twice), over the time until the last one finished.
+        delivered = sum(min(s.counters.bytes_received, image_size) if s.counters.downloads_completed == 0 else image_size
+                        for s in run.sims.values())
+        goodput = delivered / total if total else 0.0
+        job_failures = sum(1 for j in jobs.values() if j.state is ev.SessionState.FAILED)
+        result.update(
+            completed=len(times),
+            failures=failures,
+            stalled=len(failures) + len(slow),
+            slow_over_2x_median=len(slow),
+            job_failures=job_failures,
+            total_s=total,
+            median_s=median,
+            slowest_s=max(times) if times else None,
+            fastest_s=min(times) if times else None,
+            delivered_bytes=delivered,
+            goodput_bytes_per_s=goodput,
+            capacity=cap.as_dict(),
+            timeout_s=timeout,
+            goodput_share=(goodput / cap.bytes_per_s) if lm.timed else None,
+            cpu_s=cpu1 - cpu0,
+            served_bytes=served,
+            cpu_s_per_mib=(cpu1 - cpu0) / (served / 2**20) if served else None,
+            cpu_share=share,
+            rss_before_kib=rss_before,
+            rss_end_kib=rss_kib(),
+            peak_rss_kib=peak_rss_kib(),
+            counters=_sum_counters(run.sims),
+            turnaround=run.probe.summary(),
+            channel_busy_s=app.han.channel.busy_total - busy0,
+            channel_busy_share=((app.han.channel.busy_total - busy0) / (lm.scale * total)) if lm.timed and total else None,
+            interview_queries=run.interview_queries,
+            startup_s=run.startup_s,
+            block_size=run.probe.served_max,
+        )
+        return result
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        for t in tasks.values():
+            if not t.done():
+                t.cancel()
+        if engine is not None:
+            await engine.close()
+        await app.shutdown()
