@@ -232,3 +232,64 @@ async def test_status_devices_cancel_and_log_through_the_daemon(short_dir: Path)
         assert verify.exit_code == 0 and json.loads(verify.output)["ok"] is True
     finally:
         await daemon.stop("test")
+
+
+def _follow(path: Path, *extra: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "han_ota.cli_daemon", "log", "--follow", "--json", "--config", str(path), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _read_lines(proc: Any, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    import selectors
+    import time
+
+    lines: list[dict[str, Any]] = []
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while len(lines) < count and time.monotonic() < deadline:
+        if sel.select(0.1):
+            line = proc.stdout.readline()
+            if line:
+                lines.append(json.loads(line))
+    return lines
+
+
+async def test_log_follow_from_the_file_and_through_the_daemon(short_dir: Path) -> None:
+    import signal
+
+    path = write_config(short_dir)
+    with AuditLog.in_state_dir(short_dir / "state") as log:
+        log.append("daemon.start", version="t")
+    proc = _follow(path)  # no daemon: follows the file
+    try:
+        first = await asyncio.to_thread(_read_lines, proc, 1)
+        with AuditLog.in_state_dir(short_dir / "state") as log:
+            log.append("job.accepted", device=HCALCS, job=1)
+        second = await asyncio.to_thread(_read_lines, proc, 1)
+        assert [r["event"] for r in first + second] == ["daemon.start", "job.accepted"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(proc.wait, 10) == 0  # Ctrl-C ends --follow quietly
+
+    cfg = resolve_config(path)
+    daemon = Daemon(cfg, [f"hcalcs:{HCALCS}"])
+    await daemon.start()
+    await daemon.wait_radio(10)
+    proc = _follow(path, "--device", HCALCS, "--since", "2")
+    try:
+        fw = short_dir / "fw.ota"
+        fw.write_bytes(build_ota_image(0x121D, 0x0000, 2, b"\x5a" * 500, min_hw=0x1111, max_hw=0x1111))
+        await asyncio.to_thread(Client(cfg.control_socket).push, fw, HCALCS)
+        records = await asyncio.to_thread(_read_lines, proc, 3)
+        assert records[0]["event"] == "job.accepted" and all(r["device"] == HCALCS for r in records)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.to_thread(proc.wait, 10)
+        await daemon.stop("test")
