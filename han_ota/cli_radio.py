@@ -346,6 +346,7 @@ async def serve_emulator(kind: str, host: str, port: int, specs: list[Any], link
 
     out = out or sys.stdout
     han = SimHan(specs, link)
+    starter: Optional[asyncio.Task[None]] = None
     if kind == "znp":
         from radios.emulate.znp import serve_znp, serve_znp_pty
 
@@ -358,12 +359,18 @@ async def serve_emulator(kind: str, host: str, port: int, specs: list[Any], link
     else:
         from radios.emulate.ezsp import serve_ezsp, serve_ezsp_pty
 
-        mode = {"up": "network-up", "permit": "permit", "manual": "manual"}[han_start]
+        # "up" is started here, not by the NCP's "network-up" mode: that one powers the
+        # devices up as soon as networkInit brings the network up, before bellows and
+        # zigpy finish starting, and zigpy never learns of those joins. Like the ZNP
+        # emulator's "ready", we wait for the end of zigpy's start-up: its permit(0).
+        mode = {"up": "manual", "permit": "permit", "manual": "manual"}[han_start]
         if pty:
             path, server = await serve_ezsp_pty(han, faults=faults, han_start=mode)
         else:
             server = await serve_ezsp(host, port, han, faults=faults, han_start=mode)
             path = server.path
+        if han_start == "up":
+            starter = asyncio.get_running_loop().create_task(_start_ezsp_han_when_host_ready(server.ncp), name="ezsp-han-start")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -386,11 +393,21 @@ async def serve_emulator(kind: str, host: str, port: int, specs: list[Any], link
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
+        if starter is not None:
+            starter.cancel()
         await server.close()
         with contextlib.suppress(Exception):
             await han.stop()
         if not json_out:
             print(f"{kind.upper()} emulator stopped", file=out, flush=True)
+
+
+async def _start_ezsp_han_when_host_ready(ncp: Any) -> None:
+    """Power the simulated devices up once a host has started the network: zigpy's last
+    start-up step is permit(0), the NCP's permitJoining."""
+    while not (ncp.network_up and "permitJoining" in ncp.command_log):
+        await asyncio.sleep(0.05)
+    await ncp.start_han()
 
 
 ListenOption = Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (port 0 picks a free one; the socket:// URL is printed).")]
@@ -433,14 +450,28 @@ class EngineFollower:
     (``han_ota.daemon.rebind_engine``) and the sessions are restored from their
     snapshots and re-attached *without* a new Image Notify: the device asks again for
     the block it is missing and the transfer goes on from there. Held devices stay held.
+
+    A device whose retries ran out while the radio was away goes idle, keeping its
+    partial image until its next periodic query (hours, on some clients). So when a
+    re-attached transfer has heard nothing for ``nudge_after_s``, the follower sends
+    one unicast Image Notify (payload type 3, this image's ids, jitter 100), up to
+    ``nudges`` times ``nudge_after_s`` apart: the device queries, the session offers the
+    same image, and the device resumes at its offset.
     """
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, *, nudge_after_s: float = 5.0, nudges: int = 3) -> None:
         self.engine = engine
+        self.nudge_after_s = nudge_after_s
+        self.nudges = nudges
         self._parked: dict[str, dict[str, Any]] = {}
+        self._nudgers: dict[str, asyncio.Task[None]] = {}
         self.rebinds = 0
+        self.notifies_sent = 0
 
     def on_lost(self, reason: str) -> None:
+        for task in self._nudgers.values():
+            task.cancel()
+        self._nudgers.clear()
         for job in list(self.engine.jobs()):
             if self.engine.driver.session(job.ieee) is job.session:
                 self._parked[job.id] = job.session.snapshot()
@@ -449,6 +480,7 @@ class EngineFollower:
 
     async def on_reconnected(self, app: Any) -> None:
         from gateway.engine import image_info
+        from gateway.ota.events import SessionState
         from gateway.ota.session import OtaSession
         from han_ota.daemon import rebind_engine
 
@@ -465,7 +497,31 @@ class EngineFollower:
             job.session = session
             self.engine.driver.attach(job.ieee, session, start=False)
             LOGGER.warning("%s job=%s re-attached at offset %d (%s) after reconnect", job.ieee, job.id, session.offset, session.state.value)
+            if session.state is SessionState.TRANSFERRING and self.nudges > 0:
+                self._nudgers[job.id] = asyncio.get_running_loop().create_task(self._nudge(job), name=f"ota-nudge-{job.ieee}")
         self._parked.clear()
+
+    async def _nudge(self, job: Any) -> None:
+        from gateway.ota import events as ev
+        from gateway.ota.events import SessionState
+
+        for _ in range(self.nudges):
+            heard = job.session.offset, job.session.state
+            await asyncio.sleep(self.nudge_after_s)
+            if job.session.state is not SessionState.TRANSFERRING or (job.session.offset, job.session.state) != heard:
+                return  # the device is talking again
+            if self.engine.driver.session(job.ieee) is not job.session:
+                return
+            image = job.image
+            notify = ev.SendImageNotify(100, image.manufacturer_code, image.image_type, image.file_version)
+            LOGGER.warning("%s job=%s silent at offset %d since the reconnect: Image Notify to resume", job.ieee, job.id, job.session.offset)
+            self.engine.driver.run(job.ieee, lambda now, n=notify: [n])
+            self.notifies_sent += 1
+
+    def close(self) -> None:
+        for task in self._nudgers.values():
+            task.cancel()
+        self._nudgers.clear()
 
 
 def follow_radio(engine: Any, supervisor: Any) -> EngineFollower:

@@ -1,0 +1,295 @@
+"""The gateway through the REAL bellows 1.2.1 driver, against the EZSP NCP emulator.
+
+As tests/test_drivers_znp.py, for Silicon Labs radios: ``radios.select.open_app("ezsp",
+path="socket://127.0.0.1:PORT")`` on a fresh emulator per test with a simulated HCALCS
+behind it; nothing in bellows or zigpy is patched. The HCALCS joins when the gateway
+permits joining (as a new device on a bench does); the emulated NCP starts with a
+formed network so bellows does not spend ~8 s forming one per test (the CLI test forms
+one, as a new dongle would).
+
+Covered: start-up, join and interview; a full push with the hold and a CS06-gated
+activation confirmed by the device; ``han-ota emulate ezsp`` + ``han-ota push --radio
+ezsp`` as subprocesses; lost deliveries; an NCP reset (RSTACK, which bellows reports as
+``connection_lost``) and a dropped connection mid-transfer, recovered by
+``radios.supervisor.RadioSupervisor`` with the engine following; and a device that gave
+up during a long outage being brought back by the follower's Image Notify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import zigpy.types as zt
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from gateway.activation import ActivationService, MemoryCounters
+from gateway.config import Config, DeviceConfig, OtaConfig, SupplierConfig, parse_eui64
+from gateway.engine import Engine, Job
+from gateway.gbcs.ids import EntityId
+from gateway.gbcs.sign import generate_supplier_identity, sign_activation
+from gateway.image import build_image, parse_image
+from gateway.ota.events import SessionState
+from han_ota.cli_radio import follow_radio
+from radios.emulate.ezsp import NetworkSettings, running_ezsp_emulator
+from radios.select import open_app
+from radios.sim.spec import parse_sim_device
+from radios.supervisor import RadioSupervisor
+
+HCALCS = "00:db:12:34:56:78:90:b0"
+HCALCS_IEEE = zt.EUI64.convert(HCALCS)
+SUPPLIER = "90B3D51F30010000"
+MANUFACTURER = 0x121D
+ROOT = Path(__file__).resolve().parents[1]
+FAST_DEVICE = "response_timeout=0.5:max_retries=20:wait_interval=0.5:query_delay=3600"
+
+
+def hcalcs_spec(extra: str = ""):
+    return parse_sim_device(f"hcalcs:{HCALCS}:manufacturer_code={MANUFACTURER}:image_type=0:file_version=1:hardware_version=0x1111{':' + extra if extra else ''}")
+
+
+def formed() -> NetworkSettings:
+    return NetworkSettings(channel=20, pan_id=0x4D2B)
+
+
+async def open_and_join(path: str, **kwargs):
+    """Open the radio like the gateway, let the HCALCS join, wait for zigpy's interview."""
+    app = await open_app("ezsp", path=path, **kwargs)
+    await app.permit(60)
+    await wait_known(app)
+    return app
+
+
+async def wait_known(app, ieee: zt.EUI64 = HCALCS_IEEE, timeout: float = 15.0):
+    async with asyncio.timeout(timeout):
+        while True:
+            device = app.devices.get(ieee)
+            if device is not None and device.is_initialized:
+                return device
+            await asyncio.sleep(0.05)
+
+
+async def wait_offset(job: Job, at_least: int, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while job.session.offset < at_least and not job.done:
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def supplier(tmp_path_factory):
+    work = tmp_path_factory.mktemp("supplier")
+    key_pem, cert_pem = generate_supplier_identity(EntityId.parse(SUPPLIER), common_name="TEST LAB SUPPLIER")
+    (work / "supplier.pem").write_bytes(cert_pem)
+    config = Config(
+        state_dir=work,
+        suppliers=(SupplierConfig(id=SUPPLIER, certificate=work / "supplier.pem"),),
+        devices=(DeviceConfig(ieee=parse_eui64(HCALCS), kind="hcalcs", supplier=SUPPLIER),),
+        # a generous radio budget: these tests are about the drivers, not WAIT_FOR_DATA pacing
+        ota=OtaConfig(stall_timeout_s=30, rate_bytes_per_s=1_000_000, burst_bytes=1 << 20),
+    )
+    return load_pem_private_key(key_pem, password=None), config
+
+
+def make_image(key=None, size: int = 8192, version: int = 2):
+    payload = bytes((i * 11) & 0xFF for i in range(size))
+    return parse_image(build_image(payload, manufacturer_code=MANUFACTURER, image_type=0x0000, file_version=version,
+                                   header_string="HCALCS test image", min_hw=0x1111, max_hw=0x1211, gbcs_key=key))
+
+
+# ----------------------------------------------------------------------------- start-up
+
+
+async def test_startup_hcalcs_joins_and_is_interviewed():
+    async with running_ezsp_emulator([hcalcs_spec()], network=formed()) as (path, server):
+        app = await open_and_join(path)
+        try:
+            device = app.devices[HCALCS_IEEE]
+            sim = server.han.devices[HCALCS_IEEE]
+            assert app.state.network_info.channel == 20 and app.state.network_info.pan_id == 0x4D2B
+            assert device.nwk == sim.nwk and (device.manufacturer, device.model) == ("GFI", "HCALCS")
+            assert device.node_desc.is_router and 0x0019 in device.endpoints[1].out_clusters
+            assert "trustCenterJoinHandler" in server.ncp.callback_log
+            assert server.ncp.unhandled == []
+        finally:
+            await app.shutdown()
+
+
+# ----------------------------------------------------------------------------- full push
+
+
+async def test_full_push_hold_then_verified_cs06_activates(supplier):
+    key, config = supplier
+    fw = make_image(key)
+    async with running_ezsp_emulator([hcalcs_spec(FAST_DEVICE)], network=formed()) as (path, server):
+        app = await open_and_join(path)
+        engine = Engine(app, config.ota)
+        outcomes: list[tuple[str, int | None]] = []
+        service = ActivationService(engine, config, MemoryCounters(), on_outcome=lambda job, step, msg, rc, alert: outcomes.append((step, rc)))
+        try:
+            sim = server.han.devices[HCALCS_IEEE]
+            job = engine.push(fw, HCALCS_IEEE, activation="command")
+            assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
+            await sim.wait_for(lambda d: d.state == "holding", timeout=5)
+            await sim.wait_for(lambda d: d.counters.upgrade_end_answered >= 3, timeout=10)
+            assert sim.current_file_version == 1 and sim.counters.activations == 0 and job.state is SessionState.HELD
+
+            cmd = sign_activation(key, originator=EntityId.parse(SUPPLIER), device=EntityId.parse(HCALCS), image_hash=fw.manufacturer_image_hash, counter=21)
+            result = service.submit(cmd)
+            assert result.accepted, result.message
+            assert await engine.wait(job, {SessionState.CONFIRMED}, timeout=30) is SessionState.CONFIRMED
+            assert sim.current_file_version == 2 == job.session.device_file_version
+            assert [rc for step, rc in outcomes if step == "activation"] == [0]
+            assert "sendUnicast" in server.ncp.command_log and server.ncp.unhandled == []
+        finally:
+            await engine.close()
+            await app.shutdown()
+
+
+# ----------------------------------------------------------------------------- CLI path
+
+
+async def test_cli_emulate_then_push_leaves_device_held(tmp_path):
+    image = tmp_path / "hcalcs-v2.ota"
+    image.write_bytes(build_image(bytes(range(256)) * 12, manufacturer_code=MANUFACTURER, image_type=0, file_version=2, min_hw=0x1111, max_hw=0x1211))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "control.sock"}"\n')
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    emulator = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "han_ota.cli_radio", "emulate", "ezsp", "--listen", "127.0.0.1:0", "--json",
+        "--sim-device", f"hcalcs:{HCALCS}:file_version=1:hardware_version=0x1111",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT, env=env,
+    )
+    try:
+        async with asyncio.timeout(20):
+            ready = json.loads((await emulator.stdout.readline()).decode())
+        assert ready["radio"] == "ezsp" and ready["path"].startswith("socket://127.0.0.1:")
+        push = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("han-ota")), "push", str(image), "--device", HCALCS, "--radio", "ezsp",
+            "--path", ready["path"], "--config", str(cfg), "--timeout", "60", "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env=env,
+        )
+        async with asyncio.timeout(90):
+            out, err = await push.communicate()
+        assert push.returncode == 0, err.decode()[-2000:]
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        assert result["state"] == "held" and result["device"] == HCALCS
+        assert result["bytes"] == result["size"] == image.stat().st_size and result["held_requests"] >= 1
+    finally:
+        if emulator.returncode is None:
+            emulator.send_signal(2)
+            async with asyncio.timeout(10):
+                assert await emulator.wait() == 0
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+async def test_lost_deliveries_mid_transfer_device_retries_and_transfer_finishes(supplier):
+    _, config = supplier
+    fw = make_image(size=12000)
+    async with running_ezsp_emulator([hcalcs_spec(FAST_DEVICE)], network=formed()) as (path, server):
+        app = await open_and_join(path)
+        engine = Engine(app, config.ota)
+        try:
+            sim = server.han.devices[HCALCS_IEEE]
+            job = engine.push(fw, HCALCS_IEEE)
+            await wait_offset(job, 3000)
+            # The next 4 unicasts of this device's OTA cluster fail (messageSentHandler with
+            # ZIGBEE_DELIVERY_FAILED; nothing reaches the air); the device asks again.
+            server.faults.fail_next_deliveries(4, nwk=sim.nwk, cluster=0x0019)
+            assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
+            assert server.faults.history.count("delivery-failed") == 4
+            assert sim.counters.retries >= 1 and job.session.offset == fw.size
+        finally:
+            await engine.close()
+            await app.shutdown()
+
+
+@pytest.mark.parametrize("fault", ["reset", "drop"])
+async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(supplier, tmp_path, fault):
+    _, config = supplier
+    fw = make_image(size=16000)
+    async with running_ezsp_emulator([hcalcs_spec(FAST_DEVICE)], network=formed()) as (path, server):
+        database = tmp_path / "zigbee.db"
+        first = await open_and_join(path, database=database)
+        made = [first]
+
+        async def factory():
+            if made:
+                return made.pop()
+            return await open_app("ezsp", path=path, database=database)
+
+        supervisor = RadioSupervisor(factory, name="ezsp", backoff=(0.2, 0.5, 1.0))
+        app = await supervisor.start()
+        engine = Engine(app, config.ota)
+        follower = follow_radio(engine, supervisor)
+        try:
+            sim = server.han.devices[HCALCS_IEEE]
+            job = engine.push(fw, HCALCS_IEEE)
+            await wait_offset(job, 4000)
+            before = job.session.offset
+            if fault == "reset":
+                server.faults.reset_now()  # the NCP's watchdog: RSTACK, stack state lost
+            else:
+                server.faults.drop_now()  # the link goes away
+            new_app = await supervisor.reconnected(1, timeout=30)
+            assert new_app is not app and engine.app is new_app and follower.rebinds == 1
+            assert HCALCS_IEEE in new_app.devices
+            assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
+            assert job.session.offset == fw.size > before
+            await sim.wait_for(lambda d: d.state == "holding", timeout=5)
+            assert fault in server.faults.history
+            assert [e.kind for e in supervisor.events][:3] == ["up", "lost", "reconnected"]
+            assert server.connections == 2 and server.ncp.unhandled == []
+        finally:
+            follower.close()
+            await engine.close()
+            await supervisor.close()
+
+
+async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier, tmp_path):
+    """The radio is away longer than the device keeps retrying (here 0.2 s x 2): the device
+    goes idle with its partial image; after the reconnect the follower's Image Notify makes
+    it query, and it resumes at its offset instead of starting over."""
+    _, config = supplier
+    fw = make_image(size=16000)
+    spec = hcalcs_spec("response_timeout=0.2:max_retries=2:query_delay=3600:notify_delay=0")
+    async with running_ezsp_emulator([spec], network=formed()) as (path, server):
+        database = tmp_path / "zigbee.db"
+        first = await open_and_join(path, database=database)
+        made = [first]
+        away = asyncio.Event()
+
+        async def factory():
+            if made:
+                return made.pop()
+            await away.wait()  # the dongle is still unplugged
+            return await open_app("ezsp", path=path, database=database)
+
+        supervisor = RadioSupervisor(factory, name="ezsp", backoff=(0.2,))
+        app = await supervisor.start()
+        engine = Engine(app, config.ota)
+        follower = follow_radio(engine, supervisor)
+        follower.nudge_after_s = 0.5
+        try:
+            sim = server.han.devices[HCALCS_IEEE]
+            job = engine.push(fw, HCALCS_IEEE)
+            await wait_offset(job, 4000)
+            server.faults.drop_now()
+            await sim.wait_for(lambda d: d.counters.gave_up >= 1, timeout=10)
+            partial = sim.file_offset
+            assert partial >= 4000 and sim.state == "idle"
+            away.set()
+            await supervisor.reconnected(1, timeout=30)
+            assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
+            assert follower.notifies_sent >= 1
+            assert sim.counters.resumed >= 1  # picked up at its offset, did not start over
+            assert job.session.offset == fw.size
+        finally:
+            follower.close()
+            await engine.close()
+            await supervisor.close()
