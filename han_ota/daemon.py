@@ -334,13 +334,15 @@ class Daemon:
         self._stopped = True
         self._stop.set()
         self.notifier.stopping(f"stopping: {reason}")
-        if self.control is not None:
-            self.control.stop_accepting()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.control is not None:
+            # No new requests; those in progress finish (up to 2 s) before the engine,
+            # store and log they use are closed.
+            await self.control.close()
         self._persist_all(force=True)
         # Radio off first: detaching the sessions would hand the devices to zigpy's own
         # OTA handler, which answers ABORT (a device then erases its partial download).
@@ -350,8 +352,6 @@ class Daemon:
                 await self.engine.close()
         self._persist_all(force=True)
         self._audit("daemon.stop", reason=reason)
-        if self.control is not None:
-            await self.control.close()
         if self.store is not None:
             self.store.close()
         if self.audit is not None:
@@ -1030,6 +1030,8 @@ class Daemon:
             created_utc=dt.datetime.now(dt.timezone.utc),
         )
         assert self.store is not None
+        if self._stopped or not self.radio.up:  # it went while we read and copied the image
+            raise HttpError(503, "the daemon is stopping or the radio went away; push again shortly")
         try:
             job_number = self.store.create_job(record)
         except DeviceBusy as exc:
@@ -1099,15 +1101,10 @@ class Daemon:
             raise HttpError(409, f"job {number} has already ended ({body['job']['state']})") from None
         if job.done:
             raise HttpError(409, f"job {number} has already ended ({job.state.value})")
-        self._audit("job.cancel_requested", job.ieee, job=number)
         if job.id in self._parked:
-            # Radio away: cancel the detached session and keep its snapshot for re-attach.
-            job.session.cancel(asyncio.get_running_loop().time(), "cancelled by the user")
-            self._parked[job.id] = self._snapshot(job)
-            self._persist(job)
-            self._audit("job.state", job.ieee, job=number, old="parked", new=job.state.value, reason=job.session.reason)
-        else:
-            self.engine.cancel(job.id)
+            raise HttpError(503, f"the radio ({self.radio.kind}) is down and job {number} is parked; cancel it when `han-ota status` shows the radio up")
+        self._audit("job.cancel_requested", job.ieee, job=number)
+        self.engine.cancel(job.id)
         return 200, {"job": self.job_view(job)}
 
     async def log(self, device: str | None, since: int | None, limit: int) -> tuple[int, Any]:

@@ -520,6 +520,9 @@ async def test_radio_lost_mid_transfer_reconnects_with_backoff_and_completes(sho
         with pytest.raises(DaemonError, match="not up") as err:
             await call(client.push, fw, HCALCS2)
         assert err.value.status == 503
+        with pytest.raises(DaemonError, match="parked") as err:
+            await call(client.cancel, "1")
+        assert err.value.status == 503
         held = await call(client.wait_job, "1", ("held",), timeout=30)
         assert held["state"] == "held" and held["bytes"] == fw.stat().st_size
         assert daemon.radio.up and daemon.radio.reconnects == 1 and bench.opens == 4
