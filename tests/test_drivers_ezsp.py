@@ -36,6 +36,7 @@ from gateway.image import build_image, parse_image
 from gateway.ota.events import SessionState
 from han_ota.cli_radio import follow_radio
 from radios.emulate.ezsp import NetworkSettings, running_ezsp_emulator
+from radios.han_services import permit_with_install_code
 from radios.select import open_app
 from radios.sim.spec import parse_sim_device
 from radios.supervisor import RadioSupervisor
@@ -113,6 +114,12 @@ async def test_startup_hcalcs_joins_and_is_interviewed():
             assert device.nwk == sim.nwk and (device.manufacturer, device.model) == ("GFI", "HCALCS")
             assert device.node_desc.is_router and 0x0019 in device.endpoints[1].out_clusters
             assert "trustCenterJoinHandler" in server.ncp.callback_log
+
+            # Install-code joining for the next device: bellows hands the NCP the derived key
+            newcomer = zt.EUI64.convert("00:db:12:34:56:78:90:bf")
+            key = await permit_with_install_code(app, newcomer, "83FED3407A939723A5C639B26916D505C3B5", time_s=30)
+            assert str(key) == "66:b6:90:09:81:e1:ee:3c:a4:20:6b:6b:86:1c:02:bb"
+            assert server.ncp.transient_keys[newcomer] == key
             assert server.ncp.unhandled == []
         finally:
             await app.shutdown()

@@ -165,3 +165,40 @@ async def test_endpoint_added_at_run_time_warns_about_endpoint_1_and_install_cod
             services.close()
         finally:
             await app.shutdown()
+
+
+async def test_ezsp_endpoint_only_through_config_and_time_answered_on_se_profile():
+    """EmberZNet takes addEndpoint only before its stack runs: at run time bellows refuses
+    (StackAlreadyRunning); through the config the endpoint is there and SE frames leave it."""
+    from bellows.zigbee.application import ControllerApplication as EzspApp
+
+    from radios.emulate.ezsp import NetworkSettings, running_ezsp_emulator
+
+    spec = parse_sim_device(f"ppmid:{PPMID}:profile=se:query_delay=3600")
+    async with running_ezsp_emulator([spec], network=NetworkSettings(channel=15, pan_id=0x3C3C)) as (path, server):
+        plain = await open_app("ezsp", path=path)
+        try:
+            refused = await setup_han_services(plain)
+            assert refused.endpoint_status.startswith("unavailable: StackAlreadyRunning")
+            assert HAN_ENDPOINT not in server.ncp.endpoints
+            refused.close()
+        finally:
+            await plain.shutdown()
+
+        config = apply_han_config(zigpy_config("ezsp", path=path, baudrate=None, flow_control=None, database=None), "ezsp")
+        app = await EzspApp.new(config=config, auto_form=False, start_radio=True)
+        try:
+            assert server.ncp.endpoints[HAN_ENDPOINT].profile == SE_PROFILE
+            services = await setup_han_services(app, clock=lambda: CLOCK)
+            assert services.endpoint_status == "registered" and services.warnings == []
+            air = AirSpy(server.han)
+            await app.permit(60)
+            await _joined(app, PPMID)
+            read_time_from(server.han.devices[PPMID])
+            packet = await air.wait(0x000A)
+            assert (packet.profile_id, packet.src_ep, packet.dst_ep) == (SE_PROFILE, HAN_ENDPOINT, 1)
+            hdr, _ = foundation.ZCLHeader.deserialize(packet.data.serialize())
+            assert hdr.tsn == 0x5A and hdr.command_id == foundation.GeneralCommand.Read_Attributes_rsp
+            services.close()
+        finally:
+            await app.shutdown()
