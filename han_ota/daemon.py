@@ -23,10 +23,12 @@ hash-chained audit log. A failing write (a full disk) is logged, shown in
 push whose job cannot be written is refused, so nothing is acknowledged that is
 not on disk.
 
-Radio loss: zigpy reports ``connection_lost``; the sessions are snapshotted and
-detached (so no stall timer runs out while the dongle is away), the radio is
-reopened with backoff, the engine is rebound to the new application object and the
-sessions are restored and re-attached without a new Image Notify.
+Radio loss: ``radios.supervisor.RadioSupervisor`` notices it (zigpy's
+``connection_lost``, or a Z-Stack reset) and reopens the radio with backoff; before
+it closes the dead application the sessions are snapshotted and detached (so no
+stall timer runs out while the dongle is away); on the new application the engine
+is rebound and the sessions are restored and re-attached without a new Image
+Notify. A transfer that then stays silent gets one (``_watch_for_silence``).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ from gateway.store import (
 )
 from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
+from radios.supervisor import RadioSupervisor
 from radios.sim.spec import SimDeviceSpec, SimSpecError, parse_sim_device
 
 LOGGER = logging.getLogger("han_ota.daemon")
@@ -80,6 +83,9 @@ BACKOFF_S: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 60)
 PROGRESS_BYTES = 4096
 PROGRESS_SECONDS = 2.0
 TICK_S = 1.0
+NUDGE_AFTER_S = 5.0
+NUDGES = 3
+NOTIFY_QUERY_JITTER = 100  # a unicast Image Notify: every client that hears it queries
 PPMID_IMAGE_TYPES = frozenset({0x0084})
 IMAGES_DIR = "images"
 # Session snapshots carry this extra key: what the daemon needs to rebuild the session's config.
@@ -187,16 +193,6 @@ class _Track:
     dirty: bool = False
 
 
-@dataclass
-class _Listener:
-    """zigpy application listener: only connection_lost matters here."""
-
-    on_lost: Callable[[Exception | None], None]
-
-    def connection_lost(self, exc: Exception | None = None) -> None:
-        self.on_lost(exc)
-
-
 def _iso(wall: float) -> str:
     return dt.datetime.fromtimestamp(wall, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -254,6 +250,7 @@ class Daemon:
         progress_bytes: int = PROGRESS_BYTES,
         progress_seconds: float = PROGRESS_SECONDS,
         tick_s: float = TICK_S,
+        nudge_after_s: float = NUDGE_AFTER_S,
     ) -> None:
         # Absolute paths: job records keep image paths, and a relative state_dir
         # (from a relative --config) would tie them to today's working directory.
@@ -268,6 +265,7 @@ class Daemon:
         self.progress_bytes = progress_bytes
         self.progress_seconds = progress_seconds
         self.tick_s = tick_s
+        self.nudge_after_s = nudge_after_s
 
         self.radio = RadioState(config.radio.kind)
         self.store: StateStore | None = None
@@ -285,9 +283,11 @@ class Daemon:
         self._tracks: dict[str, _Track] = {}
         self._parked: dict[str, dict[str, Any]] = {}  # job id -> snapshot while the radio is away
         self._due_while_down: set[zt.EUI64] = set()
-        self._lost = asyncio.Event()
-        self._lost_reason: str | None = None
         self._radio_ready = asyncio.Event()
+        self._open_failures = 0
+        self._nudgers: dict[str, asyncio.Task[None]] = {}
+        self.supervisor = RadioSupervisor(factory=self._open_radio_audited, name=config.radio.kind, backoff=self.backoff)
+        self.supervisor.add_hooks(on_lost=self._radio_lost, on_reconnected=self._radio_reconnected)
         self._stop = asyncio.Event()
         self._stopped = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -310,7 +310,7 @@ class Daemon:
         except ControlSocketError as exc:
             raise DaemonStartError(str(exc)) from None
         self.notifier.ready(self._summary())
-        self._tasks.append(asyncio.create_task(self._radio_loop(), name="han-ota-radio"))
+        self._tasks.append(asyncio.create_task(self._radio_first_start(), name="han-ota-radio"))
         self._tasks.append(asyncio.create_task(self._ticker(), name="han-ota-tick"))
         interval = sdnotify.watchdog_interval()
         if interval:
@@ -346,7 +346,10 @@ class Daemon:
         self._persist_all(force=True)
         # Radio off first: detaching the sessions would hand the devices to zigpy's own
         # OTA handler, which answers ABORT (a device then erases its partial download).
-        await self._close_app()
+        for task in self._nudgers.values():
+            task.cancel()
+        await self.supervisor.close()
+        self.app = None
         if self.engine is not None:
             with contextlib.suppress(Exception):
                 await self.engine.close()
@@ -402,59 +405,52 @@ class Daemon:
             link=self.link,
         )
 
-    async def _radio_loop(self) -> None:
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                app = await self._open_radio()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                delay = self.backoff[min(attempt, len(self.backoff) - 1)]
-                attempt += 1
-                self.radio.last_error = f"{type(exc).__name__}: {exc}"
-                LOGGER.warning("radio %s could not be opened (%s); retrying in %g s", self.radio.kind, self.radio.last_error, delay)
-                self._audit("radio.open_failed", error=self.radio.last_error, retry_in_s=delay, attempt=attempt)
-                self._refresh_status()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                continue
-            attempt = 0
-            try:
-                await self._radio_up(app)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug; keep the daemon (and the control API) alive
-                LOGGER.exception("bringing the radio up failed; closing it and retrying")
-                self._lost_reason = "start-up failed"
-                self._lost.set()
-            await self._lost.wait()
-            if self._stop.is_set():
-                return
-            try:
-                await self._radio_down(self._lost_reason or "connection lost")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                LOGGER.exception("taking the radio down failed")
-            # The first reopen waits the first backoff step (a replugged dongle needs a
-            # moment); failures then wait the following steps.
-            attempt = 1
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.backoff[0])
+    async def _open_radio_audited(self) -> ControllerApplication:
+        """The supervisor's factory: every failed attempt is logged, audited and shown."""
+        try:
+            app = await self._open_radio()
+        except Exception as exc:
+            # The supervisor waits backoff[0], backoff[1], ... after failed attempts.
+            delay = self.backoff[min(self._open_failures, len(self.backoff) - 1)]
+            self._open_failures += 1
+            self.radio.last_error = f"{type(exc).__name__}: {exc}"
+            self._audit("radio.open_failed", error=self.radio.last_error, retry_in_s=delay, attempt=self._open_failures)
+            self._refresh_status()
+            raise
+        self._open_failures = 0
+        return app
 
-    def _on_connection_lost(self, exc: Exception | None) -> None:
-        if self.app is None or self._lost.is_set():
-            return
-        self._lost_reason = f"connection lost: {type(exc).__name__}: {exc}" if exc else "connection lost"
-        LOGGER.warning("radio %s: %s", self.radio.kind, self._lost_reason)
-        self._lost.set()
+    async def _radio_first_start(self) -> None:
+        """Open the radio, retrying with backoff for as long as it takes (the control
+        API answers meanwhile); reconnects after that are the supervisor's."""
+        app = await self.supervisor.start(retry=True)
+        await self._radio_reconnected(app)
+
+    def _radio_lost(self, reason: str) -> None:
+        """Supervisor hook, called before it shuts the dead application down."""
+        self.radio.up = False
+        self.radio.since = time.time()
+        self.radio.last_error = reason
+        self._radio_ready.clear()
+        self._audit("radio.down", reason=reason)
+        for task in self._nudgers.values():
+            task.cancel()
+        self._nudgers.clear()
+        self._park()
+        self.app = None
+        self._persist_all(force=True)
+        self._refresh_status()
+
+    async def _radio_reconnected(self, app: ControllerApplication) -> None:
+        """Supervisor hook (and the first start): a working application."""
+        try:
+            await self._radio_up(app)
+        except Exception:  # a bug; keep the daemon (and the control API) alive and try again
+            LOGGER.exception("bringing the radio up failed; reopening it")
+            self.supervisor.report_lost("bringing the radio up failed (see the log)")
 
     async def _radio_up(self, app: ControllerApplication) -> None:
         self.app = app
-        self._lost.clear()
-        self._lost_reason = None
-        app.add_listener(_Listener(self._on_connection_lost))
         first = self.engine is None
         if self.engine is None:
             self.engine = Engine(app, self.config.ota, session_overrides=self.session_overrides)
@@ -470,7 +466,7 @@ class Daemon:
             self.activation.daemon = self
         else:
             await rebind_engine(self.engine, app)
-            self.radio.reconnects += 1
+        self.radio.reconnects = self.supervisor.reconnects
         self.radio.up = True
         self.radio.since = time.time()
         self.radio.last_error = None
@@ -482,26 +478,6 @@ class Daemon:
         self._after_radio_up()
         self._radio_ready.set()
         self._refresh_status()
-
-    async def _radio_down(self, reason: str) -> None:
-        self.radio.up = False
-        self.radio.since = time.time()
-        self.radio.last_error = reason
-        self._radio_ready.clear()
-        self._audit("radio.down", reason=reason)
-        self._park()
-        self._persist_all(force=True)
-        await self._close_app()
-        self._refresh_status()
-
-    async def _close_app(self) -> None:
-        app, self.app = self.app, None
-        if app is None:
-            return
-        try:
-            await asyncio.wait_for(app.shutdown(), 10.0)
-        except Exception as exc:  # a dead radio may fail to say goodbye
-            LOGGER.info("radio shutdown: %s: %s", type(exc).__name__, exc)
 
     def _park(self) -> None:
         """Snapshot and detach every bound session: no timer runs while the radio is away."""
@@ -531,7 +507,42 @@ class Daemon:
             job.session = session
             self.engine.driver.attach(job.ieee, session, start=False)
             self._audit("job.reattached", job.ieee, job=_store_id(job), state=job.state.value, offset=session.offset)
+            self._watch_for_silence(job)
         self._parked.clear()
+
+    def _watch_for_silence(self, job: Job) -> None:
+        """After a restart or a reconnect a transfer continues without Image Notify: the
+        device asks again for the block it misses. One whose retries ran out while we
+        were away went idle with its partial image until its next periodic query
+        (hours on some clients), and the stall timeout would fail the job first. So a
+        transfer that stays silent gets a unicast Image Notify, up to NUDGES times:
+        the device queries, is offered the same image and resumes at its offset.
+        Held devices never get one (they keep asking Upgrade End by themselves)."""
+        if job.state is not ev.SessionState.TRANSFERRING or self.nudge_after_s <= 0:
+            return
+        old = self._nudgers.pop(job.id, None)
+        if old is not None:
+            old.cancel()
+        self._nudgers[job.id] = asyncio.get_running_loop().create_task(self._nudge(job), name=f"han-ota-nudge-{job.ieee}")
+
+    async def _nudge(self, job: Job) -> None:
+        try:
+            for attempt in range(1, NUDGES + 1):
+                seen = (job.session, job.session.offset)
+                await asyncio.sleep(self.nudge_after_s)
+                session = job.session
+                if session.state is not ev.SessionState.TRANSFERRING or (session, session.offset) != seen:
+                    return  # the device is talking again (or the job moved on)
+                if self.engine is None or not self.radio.up or self.engine.driver.session(job.ieee) is not session:
+                    return
+                image = job.image
+                notify = ev.SendImageNotify(NOTIFY_QUERY_JITTER, image.manufacturer_code, image.image_type, image.file_version)
+                LOGGER.warning("%s job=%s silent at offset %d: Image Notify #%d so that it resumes", job.ieee, job.id, session.offset, attempt)
+                self._audit("job.nudge", job.ieee, job=_store_id(job), offset=session.offset, attempt=attempt)
+                self.engine.driver.run(job.ieee, lambda now, n=notify: [n])
+        finally:
+            if self._nudgers.get(job.id) is asyncio.current_task():
+                del self._nudgers[job.id]
 
     def _after_radio_up(self) -> None:
         """Work that waited for the radio: lab activations and schedules that fell due."""
@@ -643,6 +654,8 @@ class Daemon:
         job = Job(id=str(rec.job_id), ieee=ieee, image=image, session=session, image_path=path, activation=mode)
         self._tracks[job.id] = _Track(kind=record.kind.value, persisted_offset=rec.offset, persisted_at=time.monotonic())
         restore_job(self.engine, job, start=start)
+        if not start:
+            self._watch_for_silence(job)
         self._audit("job.restored", ieee, job=rec.job_id, state=job.state.value, offset=session.offset, size=image.size, notify=start)
         LOGGER.info("job %s (%s): resumed %s at offset %d of %d", job.id, ieee, job.state.value, session.offset, image.size)
         if job.state in ev.END_STATES:
