@@ -31,7 +31,7 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -572,9 +572,6 @@ def _prepare_socket_path(path: Path) -> None:
         "or give this one another control_socket"
     )
 
-
-HandlerResult = Awaitable[tuple[int, Any]]
-Handler = Callable[..., HandlerResult]
 
 __all__ = [
     "API_PREFIX",

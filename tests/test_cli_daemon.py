@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import shutil
 import tempfile
@@ -15,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from gateway.audit import AuditLog
-from gateway.config import DEFAULT_CONFIG_PATH, Config
+from gateway.config import DEFAULT_CONFIG_PATH
 from han_ota import cli_daemon
 from han_ota.client import Client, builtin_config, resolve_config
 from han_ota.daemon import Daemon
