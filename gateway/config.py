@@ -121,6 +121,8 @@ def load_config(path: Path | str) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError("--config", str(path), f"is not valid TOML: {exc}") from None
+    # Absolute, so paths in the file stay right whatever the daemon's working directory.
+    path = path.resolve()
     return parse_config(data, base=path.parent, source=path)
 
 

@@ -101,3 +101,19 @@ def test_watchdog_interval_defaults_to_this_process(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     assert watchdog_interval() == 0.5
+
+
+def test_a_full_receiver_costs_a_lost_datagram_not_a_blocked_loop(tmp_path: Path) -> None:
+    # A receiver that never reads: its queue fills, and every later send must fail
+    # at once (EAGAIN) instead of blocking the daemon's event loop.
+    path = tmp_path / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(path))
+    try:
+        notifier = Notifier(env={"NOTIFY_SOCKET": str(path)})
+        results = [notifier.notify("WATCHDOG=1") for _ in range(5000)]
+        assert results[0] is True
+        assert False in results, "the receiver's queue never filled; the test proves nothing"
+        notifier.close()
+    finally:
+        receiver.close()
