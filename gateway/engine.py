@@ -173,6 +173,29 @@ class Engine:
         self.driver.attach(ieee, session)
         return job
 
+    def adopt(self, job: Job, *, start: bool = False) -> Job:
+        """Take over a job whose session was restored (daemon restart), without an Image
+        Notify unless ``start``: a held device keeps being answered with hold."""
+        current = self._by_device.get(job.ieee)
+        if current is not None and not current.done:
+            raise EngineError(f"{job.ieee} already has job {current.id} in state {current.state.value}")
+        self._jobs[job.id] = job
+        self._by_device[job.ieee] = job
+        self.driver.attach(job.ieee, job.session, start=start)
+        return job
+
+    async def rebind(self, app: ControllerApplication) -> None:
+        """Serve the same jobs through a new application object (the radio was reopened).
+
+        Sessions are not re-attached here: the caller decides which to resume and how.
+        """
+        try:
+            await self.driver.close()
+        except Exception:  # the old app may be half torn down; nothing of it is needed
+            LOGGER.debug("closing the old OTA driver failed", exc_info=True)
+        self.app = app
+        self.driver = OtaDriver(app, observer=self._observe, pacer=self.pacer, aps_encryption=self.ota.aps_encryption)
+
     def job(self, job_id: str) -> Job:
         try:
             return self._jobs[job_id]

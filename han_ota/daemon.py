@@ -60,7 +60,6 @@ from gateway.gbcs.command import decode_hex_text
 from gateway.gbcs.errors import GbcsError
 from gateway.image import FirmwareImage, ImageError, parse_image
 from gateway.ota import events as ev
-from gateway.ota.driver import OtaDriver
 from gateway.ota.session import OtaSession
 from gateway.store import (
     ActivationMode,
@@ -135,29 +134,16 @@ def sim_specs(config: Config, sim_devices: Sequence[str | SimDeviceSpec] = ()) -
 
 
 # --------------------------------------------------------------------------- engine helpers
-# Engine has no public way to adopt a restored job or to move to a new radio object;
-# these use its documented pieces plus two private members (reported upstream as
-# requests for Engine.restore_job and Engine.rebind).
 
 
 def restore_job(engine: Engine, job: Job, *, start: bool = False) -> Job:
-    """Register ``job`` (with its restored session) in the engine and attach it to the
-    driver WITHOUT an Image Notify unless ``start``."""
-    current = engine.job_for_device(job.ieee)
-    if current is not None and not current.done:
-        raise EngineError(f"{job.ieee} already has job {current.id} in state {current.state.value}")
-    engine._jobs[job.id] = job  # noqa: SLF001 - see the note above
-    engine._by_device[job.ieee] = job  # noqa: SLF001
-    engine.driver.attach(job.ieee, job.session, start=start)
-    return job
+    """Register ``job`` (with its restored session) without an Image Notify unless ``start``."""
+    return engine.adopt(job, start=start)
 
 
 async def rebind_engine(engine: Engine, app: ControllerApplication) -> None:
     """Point the engine at a new application object (after the radio was reopened)."""
-    with contextlib.suppress(Exception):
-        await engine.driver.close()
-    engine.app = app
-    engine.driver = OtaDriver(app, observer=engine._observe, pacer=engine.pacer, aps_encryption=engine.ota.aps_encryption)  # noqa: SLF001
+    await engine.rebind(app)
 
 
 # --------------------------------------------------------------------------- records
