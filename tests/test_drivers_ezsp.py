@@ -289,7 +289,7 @@ async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier,
             server.faults.drop_now()
             await sim.wait_for(lambda d: d.counters.gave_up >= 1, timeout=10)
             partial = sim.file_offset
-            assert partial >= 4000 and sim.state == "idle"
+            assert partial >= 3000 and sim.state == "idle"  # (the block in flight at the drop is lost)
             away.set()
             await supervisor.reconnected(1, timeout=30)
             assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
