@@ -144,7 +144,7 @@ def detect(
 ) -> None:
     """List the coordinator dongles plugged in (by USB id and product string), with the
     path, driver and serial settings to use."""
-    from radios.detect import DetectedPort, detect_ports, probe_detected
+    from radios.detect import DetectedPort, answered, detect_ports, probe_detected
 
     _logging(verbose, json_out)
     ports = [DetectedPort(device=p) for p in path] if path else detect_ports(all_ports=all_ports)
@@ -163,9 +163,15 @@ def detect(
         typer.echo("no coordinator dongle found (han-ota radio detect --all lists every serial port; a dongle with an unknown product string may need a udev rule: see udev/README.md)")
         return
     for p in ports:
-        name = p.dongle.name if p.dongle else ("unknown dongle" if p.match else "not a coordinator we know")
+        if p.dongle:
+            name = p.dongle.name
+        elif answered(p.probe):
+            name = f"a {answered(p.probe)} coordinator (it answered the probe)"
+        else:
+            name = "unknown dongle" if p.match else "not a coordinator we know"
         typer.echo(f"{p.best_path}")
-        typer.echo(f"    {name}; usb {p.usb_id or '-'}; product {p.product!r}; device {p.device}")
+        usb = f"; usb {p.usb_id}; product {p.product!r}" if p.usb_id else ""
+        typer.echo(f"    {name}{usb}; device {p.device}")
         if p.radio:
             flow = p.flow_control or "none"
             typer.echo(f"    use: --radio {p.radio} --path {p.best_path}" + (f" --baudrate {p.baudrate} --flow-control {flow}" if p.baudrate else ""))
