@@ -453,7 +453,7 @@ class EngineFollower:
     On ``connection_lost`` (or a coordinator reset) every bound session is snapshotted
     and detached, so no stall timer runs out while the radio is away; once the
     supervisor has a new application, the engine is rebound to it
-    (``han_ota.daemon.rebind_engine``) and the sessions are restored from their
+    (``Engine.rebind``) and the sessions are restored from their
     snapshots and re-attached *without* a new Image Notify: the device asks again for
     the block it is missing and the transfer goes on from there. Held devices stay held.
 
@@ -488,9 +488,8 @@ class EngineFollower:
         from gateway.engine import image_info
         from gateway.ota.events import SessionState
         from gateway.ota.session import OtaSession
-        from han_ota.daemon import rebind_engine
 
-        await rebind_engine(self.engine, app)
+        await self.engine.rebind(app)
         self.rebinds += 1
         now = asyncio.get_running_loop().time()
         for job_id, snap in list(self._parked.items()):
