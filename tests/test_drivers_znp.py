@@ -179,7 +179,7 @@ async def test_cli_emulate_then_push_leaves_device_held(tmp_path):
     cfg.write_text(f'state_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "control.sock"}"\n')
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     emulator = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "han_ota.cli_radio", "emulate", "znp", "--listen", "127.0.0.1:0", "--json",
+        str(Path(sys.executable).with_name("han-ota")), "emulate", "znp", "--listen", "127.0.0.1:0", "--json",
         "--sim-device", f"hcalcs:{HCALCS}:file_version=1:hardware_version=0x1111",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT, env=env,
     )

@@ -154,7 +154,7 @@ def test_emulate_option_errors():
 
 def test_emulate_runs_until_ctrl_c_and_prints_the_url():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "han_ota.cli_radio", "emulate", "ezsp", "--listen", "127.0.0.1:0",
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("han-ota")), "emulate", "ezsp", "--listen", "127.0.0.1:0",
                              "--sim-device", "ppmid:00:db:12:34:56:78:90:a1", "--fault", "fail-deliveries=2"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env)
     try:
