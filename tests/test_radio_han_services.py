@@ -202,3 +202,32 @@ async def test_ezsp_endpoint_only_through_config_and_time_answered_on_se_profile
             services.close()
         finally:
             await app.shutdown()
+
+
+async def test_se_profile_device_upgraded_to_the_hold_through_the_se_endpoint():
+    """With the HAN config, a PPMID that speaks only the SE profile is served end to end:
+    every OTA frame to it leaves the SE endpoint on profile 0x0109."""
+    from gateway.config import OtaConfig
+    from gateway.engine import Engine
+    from gateway.image import build_image, parse_image
+    from gateway.ota.events import SessionState
+
+    spec = parse_sim_device(f"ppmid:{PPMID}:profile=se:file_version=1:response_timeout=0.5:wait_interval=0.5:query_delay=3600")
+    async with running_znp_emulator([spec]) as (path, server):
+        air = AirSpy(server.coordinator.han)
+        config = apply_han_config(zigpy_config("znp", path=path, baudrate=None, flow_control=None, database=None), "znp")
+        app = await ZnpApp.new(config=config, auto_form=True, start_radio=True)
+        engine = Engine(app, OtaConfig(stall_timeout_s=30, rate_bytes_per_s=1_000_000, burst_bytes=1 << 20))
+        try:
+            services = await setup_han_services(app)
+            await _joined(app, PPMID)
+            fw = parse_image(build_image(bytes(range(256)) * 8, manufacturer_code=0x121D, image_type=0x0084, file_version=2, min_hw=0x1111, max_hw=0x1211))
+            job = engine.push(fw, PPMID)
+            assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
+            ota = [p for p in air.sent if p.cluster_id == 0x0019]
+            assert len(ota) > fw.size // 64  # notify, query response, every block, the hold
+            assert {(p.profile_id, p.src_ep) for p in ota} == {(SE_PROFILE, HAN_ENDPOINT)}
+            services.close()
+        finally:
+            await engine.close()
+            await app.shutdown()
