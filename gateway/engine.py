@@ -158,11 +158,14 @@ class Engine:
         stall_timeout_s: float | None = None,
         activation: str = "none",
         job_id: str | None = None,
+        allow_unknown: bool = False,
     ) -> Job:
+        """Start a job. ``allow_unknown``: a device the radio has not seen yet may still
+        join or announce itself; its job stays pending until it queries."""
         current = self._by_device.get(ieee)
         if current is not None and not current.done:
             raise EngineError(f"{ieee} already has job {current.id} in state {current.state.value}; cancel it first (han-ota cancel {current.id})")
-        if ieee not in self.app.devices:
+        if ieee not in self.app.devices and not allow_unknown:
             known = ", ".join(str(d) for d in self.app.devices if d != self.app.state.node_info.ieee) or "none"
             raise EngineError(f"{ieee} is not on this network (known devices: {known}); check --device, or let it join first")
         session = OtaSession(str(ieee), image_info(image), self.session_config(stall_timeout_s), self.pacer)

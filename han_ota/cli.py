@@ -251,3 +251,6 @@ def main() -> None:
 
 
 __all__ = ["app", "main"]
+
+if __name__ == "__main__":
+    main()

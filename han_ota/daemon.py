@@ -101,6 +101,10 @@ SENT_OF_INTEREST = (
 OpenRadio = Callable[[], Awaitable[ControllerApplication]]
 
 
+# How long joining stays open when a push names a device the coordinator has not seen.
+PERMIT_FOR_UNKNOWN_S = 180
+
+
 class DaemonStartError(RuntimeError):
     """The daemon cannot start; the message names the path or key and the fix."""
 
@@ -991,7 +995,8 @@ class Daemon:
         current = self.engine.job_for_device(ieee)
         if current is not None and not current.done:
             raise HttpError(409, f"{ieee} already has job {current.id} ({current.state.value}); cancel it first (han-ota cancel {current.id})")
-        if ieee not in self.app.devices:
+        unknown = ieee not in self.app.devices
+        if unknown and self.radio.kind == "sim":
             known = ", ".join(str(d) for d in self.app.devices if d != self.app.state.node_info.ieee) or "none"
             raise HttpError(404, f"{ieee} is not on this network (known devices: {known}); check the address, or let it join first")
         command_hex: str | None = None
@@ -1057,12 +1062,20 @@ class Daemon:
         stall = stall_timeout or (device_cfg.stall_timeout_s if device_cfg else None)
         self._tracks[str(job_number)] = _Track(kind=kind)
         try:
-            job = self.engine.push(firmware, ieee, image_path=stored_path, stall_timeout_s=stall, activation=request.mode.value, job_id=str(job_number))
+            job = self.engine.push(firmware, ieee, image_path=stored_path, stall_timeout_s=stall, activation=request.mode.value, job_id=str(job_number), allow_unknown=unknown)
         except EngineError as exc:
             self._fail_stored(job_number, str(ieee), f"not started: {exc}")
             raise HttpError(409, str(exc)) from None
         if command_hex is not None:
             self.activation.arm(job, command_hex)
+        if unknown:
+            # A real network: the device may simply not have been heard since zigpy's
+            # database was made. Open joining; the job waits, pending, for its query.
+            self._audit("radio.permit_join", ieee, seconds=PERMIT_FOR_UNKNOWN_S, reason="push to a device the coordinator does not know yet")
+            try:
+                await self.app.permit(PERMIT_FOR_UNKNOWN_S)
+            except Exception as exc:  # the job still waits for the device's own query
+                LOGGER.warning("permit joining for %s failed: %s", ieee, exc)
         self._persist(job)
         self._refresh_status()
         return 202, {"job": self.job_view(job)}
