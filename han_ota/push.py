@@ -23,7 +23,10 @@ from gateway.engine import Engine, EngineError, Job
 from gateway.image import FirmwareImage, load_image
 from gateway.ota.events import SessionState
 from han_ota.progress import ProgressLine
+from han_ota.cli_radio import follow_radio
+from radios.han_services import setup_han_services
 from radios.select import open_app
+from radios.supervisor import RadioSupervisor
 from radios.sim.spec import SimDeviceSpec, parse_sim_device
 
 LOGGER = logging.getLogger("han_ota.push")
@@ -124,16 +127,27 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         # directory so devices that joined in an earlier run are known in this one.
         database = req.config.state_dir / "zigbee.db"
         database.parent.mkdir(parents=True, exist_ok=True)
-    app = await open_app(
-        req.radio,
-        path=req.path,
-        baudrate=req.baudrate,
-        flow_control=req.flow_control,
-        database=database,
-        sim_devices=specs,
-        link=req.link,
-    )
+
+    async def factory() -> Any:
+        app = await open_app(
+            req.radio,
+            path=req.path,
+            baudrate=req.baudrate,
+            flow_control=req.flow_control,
+            database=database,
+            sim_devices=specs,
+            link=req.link,
+        )
+        if req.radio != "sim":
+            await setup_han_services(app)
+        return app
+
+    # A real coordinator may reset or drop off the USB bus mid-transfer: the supervisor
+    # reopens it with backoff and the follower moves the job onto the new app.
+    supervisor = RadioSupervisor(factory, name=req.radio)
+    app = await supervisor.start()
     engine = Engine(app, req.config.ota, session_overrides=req.session_overrides)
+    follower = follow_radio(engine, supervisor) if req.radio != "sim" else None
     wanted = wanted_state(req)
     try:
         if req.radio != "sim":
@@ -162,8 +176,10 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
                 bar.close()
         return PushOutcome(job.to_dict(), job.state is wanted, wanted)
     finally:
+        if follower is not None:
+            follower.close()
         await engine.close()
-        await app.shutdown()
+        await supervisor.close()
 
 
 async def _drive(engine: Engine, job: Job, req: PushRequest, bar: ProgressLine | None) -> None:

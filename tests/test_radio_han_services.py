@@ -139,7 +139,7 @@ async def test_se_endpoint_from_config_time_answered_on_se_profile():
 async def test_endpoint_added_at_run_time_warns_about_endpoint_1_and_install_code_permit():
     spec = parse_sim_device(f"ppmid:{PPMID}:profile=se:query_delay=3600")
     async with running_znp_emulator([spec]) as (path, server):
-        app = await open_app("znp", path=path)  # no HAN config: zigpy-znp's defaults
+        app = await open_app("znp", path=path, han_endpoint=False)  # no HAN config: zigpy-znp's defaults
         try:
             assert HAN_ENDPOINT not in server.coordinator.endpoints
             services = await setup_han_services(app)
@@ -176,7 +176,7 @@ async def test_ezsp_endpoint_only_through_config_and_time_answered_on_se_profile
 
     spec = parse_sim_device(f"ppmid:{PPMID}:profile=se:query_delay=3600")
     async with running_ezsp_emulator([spec], network=NetworkSettings(channel=15, pan_id=0x3C3C)) as (path, server):
-        plain = await open_app("ezsp", path=path)
+        plain = await open_app("ezsp", path=path, han_endpoint=False)
         try:
             refused = await setup_han_services(plain)
             assert refused.endpoint_status.startswith("unavailable: StackAlreadyRunning")
