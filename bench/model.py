@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from radios.sim.link import (
+from radios.sim.link import (  # noqa: F401  (ZCL_BLOCK_RESPONSE_OVERHEAD is re-exported)
     ZCL_BLOCK_REQUEST_LEN,
     ZCL_BLOCK_RESPONSE_OVERHEAD,
     ZCL_PAGE_REQUEST_LEN,

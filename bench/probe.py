@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+from array import array
 import statistics
 import sys
 import sysconfig
@@ -64,12 +65,15 @@ def percentile(values: list[float], q: float) -> float:
 class TurnaroundProbe:
     """Install with `install(app)`; numbers from `summary()`."""
 
-    samples_ms: list[float] = field(default_factory=list)
-    by_command: dict[str, list[float]] = field(default_factory=dict)
+    # Kept as arrays of doubles: tens of thousands of float objects kept alive among
+    # the per-packet garbage would pin allocator pools and inflate the RSS we report.
+    samples_ms: array[float] = field(default_factory=lambda: array("d"))
+    by_command: dict[str, array[float]] = field(default_factory=dict)
     served_bytes: int = 0
     served_blocks: int = 0
     served_max: int = 0
-    listener_ms: list[float] = field(default_factory=list)
+    listener_ms: array[float] = field(default_factory=lambda: array("d"))
+    block_send_ms: array[float] = field(default_factory=lambda: array("d"))
     unmatched: int = 0
     _pending: dict[tuple[int, int], tuple[float, str]] = field(default_factory=dict)
     _ieee_to_nwk: dict[Any, int] = field(default_factory=dict)
@@ -111,7 +115,7 @@ class TurnaroundProbe:
                         if hit is not None:
                             ms = (t_out - hit[0]) * 1000.0
                             probe.samples_ms.append(ms)
-                            probe.by_command.setdefault(hit[1], []).append(ms)
+                            probe.by_command.setdefault(hit[1], array("d")).append(ms)
                     if head[2] == IMAGE_BLOCK_RESPONSE and head[0] & 0x03 == 0x01:
                         body = data[(5 if head[0] & 0x04 else 3) :]
                         if body and body[0] == 0x00 and len(body) >= BLOCK_RESPONSE_HEADER:
@@ -120,6 +124,11 @@ class TurnaroundProbe:
                             probe.served_blocks += 1
                             if size > probe.served_max:
                                 probe.served_max = size
+                            try:
+                                return await original_tx(packet)
+                            finally:
+                                # How long the radio kept the block (UART, air, APS ack, confirmation).
+                                probe.block_send_ms.append((clock() - t_out) * 1000.0)
             return await original_tx(packet)
 
         app.packet_received = packet_received
@@ -144,7 +153,8 @@ class TurnaroundProbe:
         listener.handle_message = handle_message
 
     def summary(self) -> dict[str, Any]:
-        def stats(values: list[float]) -> dict[str, float | int]:
+        def stats(samples: Any) -> dict[str, float | int]:
+            values = list(samples)
             if not values:
                 return {"n": 0}
             return {
@@ -164,6 +174,7 @@ class TurnaroundProbe:
             "served_blocks": self.served_blocks,
             "served_max_block": self.served_max,
             "listener": stats(self.listener_ms),
+            "block_send_packet": stats(self.block_send_ms),
         }
 
 
