@@ -413,31 +413,40 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"han-ota-gateway OTA benchmark ({'quick' if args.quick else 'full'}): {len(scs)} scenarios, {jobs} at a time, "
           f"event loop {args.loop}, realistic scale {args.scale:g}; {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}", flush=True)
+    path = args.json or Path("bench-ota.json")
+    command = " ".join([Path(sys.executable).name, "bench/ota.py", *(argv if argv is not None else sys.argv[1:])])
+
+    def write(final: bool) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        # Written after every scenario, so that an interrupted run keeps what it measured.
+        results = {sc.name: sc.result for sc in scs if sc.result is not None}
+        bnd = bounds(results)
+        targets = evaluate(results, bnd)
+        doc = {
+            "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": command,
+            "mode": "quick" if args.quick else "full",
+            "complete": final,
+            "wall_s": time.perf_counter() - started,
+            "machine": info,
+            "settings": {"scale": args.scale, "loop": args.loop, "jobs": jobs, "at_capacity_ota": AT_CAPACITY,
+                         "unpaced_instant_ota": UNPACED, "targets": TARGETS},
+            "scenarios": {sc.name: {"kind": sc.kind, "kwargs": sc.kwargs, "loop": sc.loop, "wall_s": sc.wall_s, "error": sc.error,
+                                    "result": sc.result, "stderr_tail": sc.log} for sc in scs},
+            "bounds": bnd,
+            "targets": targets,
+        }
+        path.write_text(json.dumps(_clean(doc), indent=1))
+        return results, bnd, targets
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         for sc in pool.map(_launch, scs):
             status = "ok" if sc.result is not None else f"FAILED ({sc.error})"
             print(f"  {sc.name:<24} {sc.wall_s:7.1f} s wall  {status}", flush=True)
-    wall = time.perf_counter() - started
-    results = {sc.name: sc.result for sc in scs if sc.result is not None}
-    bnd = bounds(results)
-    targets = evaluate(results, bnd)
+            write(False)
+    results, bnd, targets = write(True)
     print()
     print(render(scs, results, bnd, targets))
-    print(f"\nTotal wall time {wall:.0f} s.")
-    path = args.json or Path("bench-ota.json")
-    doc = {
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, "bench/ota.py", *(argv if argv is not None else sys.argv[1:])]),
-        "mode": "quick" if args.quick else "full",
-        "wall_s": wall,
-        "machine": info,
-        "settings": {"scale": args.scale, "loop": args.loop, "jobs": jobs, "unpaced_instant_ota": UNPACED, "targets": TARGETS},
-        "scenarios": {sc.name: {"kind": sc.kind, "kwargs": sc.kwargs, "loop": sc.loop, "wall_s": sc.wall_s, "error": sc.error,
-                                "result": sc.result, "stderr_tail": sc.log} for sc in scs},
-        "bounds": bnd,
-        "targets": targets,
-    }
-    path.write_text(json.dumps(_clean(doc), indent=1))
+    print(f"\nTotal wall time {time.perf_counter() - started:.0f} s.")
     print(f"JSON: {path}")
     return 0 if all(sc.result is not None for sc in scs) else 1
 
