@@ -1,17 +1,20 @@
 """ZCL bytes of the OTA Upgrade cluster <-> session events and actions.
 
-Parsing and building use zigpy's own ZCL schemas (``zigpy.zcl.clusters.general.Ota``
-and ``zigpy.zcl.foundation``), so what crosses the radio is exactly what zigpy and the
-devices speak. The session never sees bytes; the driver never sees schemas.
+Every Image Block Request and Response passes through here, so the OTA frames are
+packed and unpacked with ``struct``: zigpy's schema classes cost hundreds of
+microseconds per frame, most of what a hub serving many devices would spend. The
+layouts are ZCL r8 11.13; the tests check every frame against zigpy's own schemas
+(tests/zigpy_codec_reference.py) byte for byte. The rarely seen Report Attributes
+still goes through zigpy. The session never sees bytes; the driver never sees layouts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from dataclasses import dataclass
 
 from zigpy.zcl import foundation
-from zigpy.zcl.clusters.general import Ota
 
 from gateway.ota import events as ev
 
@@ -19,14 +22,6 @@ OTA_CLUSTER_ID = 0x0019
 
 # Zigbee UTCTime counts seconds from 2000-01-01T00:00:00Z (ZCL 2.6.2.9).
 ZIGBEE_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
-
-_DEVICE_SCHEMAS = {
-    ev.DeviceCommand.QUERY_NEXT_IMAGE: Ota.ServerCommandDefs.query_next_image.schema,
-    ev.DeviceCommand.IMAGE_BLOCK: Ota.ServerCommandDefs.image_block.schema,
-    ev.DeviceCommand.IMAGE_PAGE: Ota.ServerCommandDefs.image_page.schema,
-    ev.DeviceCommand.UPGRADE_END: Ota.ServerCommandDefs.upgrade_end.schema,
-}
-
 
 @dataclass(frozen=True)
 class Unsupported:
@@ -68,76 +63,114 @@ def from_zigbee_time(seconds: int) -> dt.datetime:
     return ZIGBEE_EPOCH + dt.timedelta(seconds=seconds)
 
 
+# Frame control of every frame we send: server to client, default response disabled
+# (ZCL 2.4.1.1); 0x01 marks a cluster-specific command, 0x00 a general one.
+_FC_CLUSTER_REPLY = 0x19
+_FC_GENERAL_REPLY = 0x18
+_FC_FRAME_TYPE = 0x03
+_FC_MANUFACTURER = 0x04
+_FC_SERVER_TO_CLIENT = 0x08
+_REPORT_ATTRIBUTES = 0x0A
+_DEFAULT_RESPONSE = 0x0B
+
+# Device -> server payloads (little-endian, ZCL r8 11.13.4-11.13.6).
+_QUERY = struct.Struct("<BHHI")  # field control, manufacturer, image type, current version
+_BLOCK = struct.Struct("<BHHIIB")  # field control, manufacturer, type, version, offset, max size
+_PAGE = struct.Struct("<BHHIIBHH")  # ... max size, page size, response spacing
+_END = struct.Struct("<BHHI")  # status, manufacturer, image type, file version
+_U16 = struct.Struct("<H")
+
+# Server -> device frames, header included: frame control, TSN, command id, payload.
+_NOTIFY = struct.Struct("<BBBBBHHI")
+_QUERY_RSP_OK = struct.Struct("<BBBBHHII")
+_STATUS_ONLY = struct.Struct("<BBBB")
+_BLOCK_RSP = struct.Struct("<BBBBHHIIB")
+_WAIT_RSP = struct.Struct("<BBBBIIH")
+_END_RSP = struct.Struct("<BBBHHIII")
+_DEFAULT_RSP = struct.Struct("<BBBBB")
+
+_IEEE_LEN = 8
+_NOTIFY_PAYLOAD_TYPE = 0x03  # jitter, manufacturer, image type and new file version
+
+
 def decode_device_frame(data: bytes) -> Decoded:
     """Decode an APS payload a device sent on cluster 0x0019. Never raises."""
-    try:
-        hdr, payload = foundation.ZCLHeader.deserialize(data)
-    except (ValueError, KeyError, IndexError) as exc:
-        return Unparseable(f"ZCL header: {exc}")
-
-    tsn, command_id = int(hdr.tsn), int(hdr.command_id)
-    if hdr.frame_control.is_general:
-        if command_id == foundation.GeneralCommand.Report_Attributes:
-            return _decode_report(tsn, payload)
+    if not data:
+        return Unparseable("ZCL header: empty frame")
+    fc = data[0]
+    start = 5 if fc & _FC_MANUFACTURER else 3
+    if len(data) < start:
+        return Unparseable(f"ZCL header: {len(data)} bytes, needs {start}")
+    tsn, command_id = data[start - 2], data[start - 1]
+    if fc & _FC_FRAME_TYPE == 0:
+        if command_id == _REPORT_ATTRIBUTES:
+            return _decode_report(tsn, data[start:])
         return NotForSession(tsn, command_id, is_general=True)
-    if hdr.direction != foundation.Direction.Client_to_Server:
+    # Frame types 2 and 3 are reserved; like zigpy we read them as cluster-specific.
+    if fc & _FC_SERVER_TO_CLIENT:
         return NotForSession(tsn, command_id, is_general=False)
-    try:
-        command = ev.DeviceCommand(command_id)
-        schema = _DEVICE_SCHEMAS[command]
-    except (ValueError, KeyError):
-        return Unsupported(tsn, command_id)
-    try:
-        # Trailing bytes are tolerated: later ZCL revisions append optional fields.
-        cmd, _rest = schema.deserialize(payload)
-    except (ValueError, KeyError, IndexError, AttributeError) as exc:
-        return ev.MalformedFrameReceived(tsn, command_id, f"{command.name}: {exc}")
-    return _to_event(tsn, command, cmd)
+    # Trailing bytes are tolerated: later ZCL revisions append optional fields.
+    if command_id == ev.DeviceCommand.IMAGE_BLOCK:
+        return _decode_block(tsn, data, start)
+    if command_id == ev.DeviceCommand.IMAGE_PAGE:
+        return _decode_page(tsn, data, start)
+    if command_id == ev.DeviceCommand.QUERY_NEXT_IMAGE:
+        return _decode_query(tsn, data, start)
+    if command_id == ev.DeviceCommand.UPGRADE_END:
+        if len(data) - start < _END.size:
+            return _short(tsn, ev.DeviceCommand.UPGRADE_END, len(data) - start, _END.size)
+        status, manufacturer, image_type, version = _END.unpack_from(data, start)
+        return ev.UpgradeEndRequested(tsn, status, manufacturer, image_type, version)
+    return Unsupported(tsn, command_id)
 
 
-def _to_event(tsn: int, command: ev.DeviceCommand, cmd: foundation.CommandSchema) -> ev.Event:
-    if command is ev.DeviceCommand.QUERY_NEXT_IMAGE:
-        hw = getattr(cmd, "hardware_version", None)
-        return ev.QueryNextImageRequested(
-            tsn=tsn,
-            manufacturer_code=int(cmd.manufacturer_code),
-            image_type=int(cmd.image_type),
-            current_file_version=int(cmd.current_file_version),
-            hardware_version=None if hw is None else int(hw),
-        )
-    if command is ev.DeviceCommand.IMAGE_BLOCK:
-        mbp = getattr(cmd, "minimum_block_period", None)
-        node = getattr(cmd, "request_node_addr", None)
-        return ev.ImageBlockRequested(
-            tsn=tsn,
-            manufacturer_code=int(cmd.manufacturer_code),
-            image_type=int(cmd.image_type),
-            file_version=int(cmd.file_version),
-            file_offset=int(cmd.file_offset),
-            maximum_data_size=int(cmd.maximum_data_size),
-            minimum_block_period_ms=None if mbp is None else int(mbp),
-            request_node_addr=None if node is None else bytes(node.serialize()),
-        )
-    if command is ev.DeviceCommand.IMAGE_PAGE:
-        node = getattr(cmd, "request_node_addr", None)
-        return ev.ImagePageRequested(
-            tsn=tsn,
-            manufacturer_code=int(cmd.manufacturer_code),
-            image_type=int(cmd.image_type),
-            file_version=int(cmd.file_version),
-            file_offset=int(cmd.file_offset),
-            maximum_data_size=int(cmd.maximum_data_size),
-            page_size=int(cmd.page_size),
-            response_spacing_ms=int(cmd.response_spacing),
-            request_node_addr=None if node is None else bytes(node.serialize()),
-        )
-    return ev.UpgradeEndRequested(
-        tsn=tsn,
-        status=int(cmd.status),
-        manufacturer_code=int(cmd.manufacturer_code),
-        image_type=int(cmd.image_type),
-        file_version=int(cmd.file_version),
-    )
+def _short(tsn: int, command: ev.DeviceCommand, have: int, need: int) -> ev.MalformedFrameReceived:
+    return ev.MalformedFrameReceived(tsn, int(command), f"{command.name}: payload of {have} bytes, needs {need}")
+
+
+def _decode_query(tsn: int, data: bytes, at: int) -> Decoded:
+    need = _QUERY.size
+    if len(data) - at < need:
+        return _short(tsn, ev.DeviceCommand.QUERY_NEXT_IMAGE, len(data) - at, need)
+    fc, manufacturer, image_type, version = _QUERY.unpack_from(data, at)
+    hardware = None
+    if fc & 0x01:
+        if len(data) - at < need + 2:
+            return _short(tsn, ev.DeviceCommand.QUERY_NEXT_IMAGE, len(data) - at, need + 2)
+        (hardware,) = _U16.unpack_from(data, at + need)
+    return ev.QueryNextImageRequested(tsn, manufacturer, image_type, version, hardware)
+
+
+def _decode_block(tsn: int, data: bytes, at: int) -> Decoded:
+    need = _BLOCK.size
+    if len(data) - at < need:
+        return _short(tsn, ev.DeviceCommand.IMAGE_BLOCK, len(data) - at, need)
+    fc, manufacturer, image_type, version, offset, max_size = _BLOCK.unpack_from(data, at)
+    node = period = None
+    if fc & 0x03:
+        at += need
+        need = (_IEEE_LEN if fc & 0x01 else 0) + (2 if fc & 0x02 else 0)
+        if len(data) - at < need:
+            return _short(tsn, ev.DeviceCommand.IMAGE_BLOCK, len(data) - at + _BLOCK.size, need + _BLOCK.size)
+        if fc & 0x01:
+            node = bytes(data[at : at + _IEEE_LEN])
+            at += _IEEE_LEN
+        if fc & 0x02:
+            (period,) = _U16.unpack_from(data, at)
+    return ev.ImageBlockRequested(tsn, manufacturer, image_type, version, offset, max_size, period, node)
+
+
+def _decode_page(tsn: int, data: bytes, at: int) -> Decoded:
+    need = _PAGE.size
+    if len(data) - at < need:
+        return _short(tsn, ev.DeviceCommand.IMAGE_PAGE, len(data) - at, need)
+    fc, manufacturer, image_type, version, offset, max_size, page, spacing = _PAGE.unpack_from(data, at)
+    node = None
+    if fc & 0x01:
+        if len(data) - at < need + _IEEE_LEN:
+            return _short(tsn, ev.DeviceCommand.IMAGE_PAGE, len(data) - at, need + _IEEE_LEN)
+        node = bytes(data[at + need : at + need + _IEEE_LEN])
+    return ev.ImagePageRequested(tsn, manufacturer, image_type, version, offset, max_size, page, spacing, node)
 
 
 def _decode_report(tsn: int, payload: bytes) -> Decoded:
@@ -145,104 +178,81 @@ def _decode_report(tsn: int, payload: bytes) -> Decoded:
         cmd, _ = foundation.GENERAL_COMMANDS[foundation.GeneralCommand.Report_Attributes].schema.deserialize(payload)
         values = {int(r.attrid): int(r.value.value) for r in cmd.attribute_reports if isinstance(r.value.value, int)}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        return ev.MalformedFrameReceived(tsn, int(foundation.GeneralCommand.Report_Attributes), f"Report_Attributes: {exc}")
+        return ev.MalformedFrameReceived(tsn, _REPORT_ATTRIBUTES, f"Report_Attributes: {exc}")
     return ev.AttributesRead(values)
 
 
-def _header(tsn: int, command: int, *, general: bool = False) -> foundation.ZCLHeader:
-    direction = foundation.Direction.Server_to_Client
-    if general:
-        return foundation.ZCLHeader.general(tsn, command, direction=direction)
-    return foundation.ZCLHeader.cluster(tsn, command, direction=direction)
-
-
-def encode_action(action: ev.Action, tsn: int) -> bytes:
+def encode_action(action: ev.Action, tsn: int, now: dt.datetime | None = None) -> bytes:
     """ZCL bytes for a Send* action; ``tsn`` is the one to put in the header.
 
     The driver passes the request's TSN for answers and a fresh one for unsolicited
-    frames (Image Notify, page blocks, the activation itself).
+    frames (Image Notify, page blocks, the activation itself). ``now`` (UTC) is the
+    current time a scheduled Upgrade End Response carries; the wall clock by default.
+    Raises ValueError for a field that does not fit its ZCL type.
     """
-    command: int
-    fields: dict[str, object]
-    general = False
-    if isinstance(action, ev.SendImageNotify):
-        command = ev.ServerCommand.IMAGE_NOTIFY
-        schema = Ota.ClientCommandDefs.image_notify.schema
-        fields = dict(
-            payload_type=Ota.ImageNotifyCommand.PayloadType.QueryJitter_ManufacturerCode_ImageType_NewFileVersion,
-            query_jitter=action.query_jitter,
-            manufacturer_code=action.manufacturer_code,
-            image_type=action.image_type,
-            new_file_version=action.file_version,
+    try:
+        return _encode(action, tsn, now)
+    except struct.error as exc:
+        raise ValueError(f"{type(action).__name__}: {exc}") from None
+
+
+def _encode(action: ev.Action, tsn: int, now: dt.datetime | None) -> bytes:
+    kind = type(action)
+    if kind is ev.SendImageBlock:  # by far the most frequent: tested first
+        assert isinstance(action, ev.SendImageBlock)
+        data = action.data
+        if len(data) > 0xFF:
+            raise ValueError(f"SendImageBlock: {len(data)} bytes of data, at most 255 fit")
+        return _BLOCK_RSP.pack(
+            _FC_CLUSTER_REPLY, tsn, ev.ServerCommand.IMAGE_BLOCK_RESPONSE, ev.Status.SUCCESS,
+            action.manufacturer_code, action.image_type, action.file_version, action.file_offset, len(data),
+        ) + bytes(data)
+    if kind is ev.SendWaitForData:
+        assert isinstance(action, ev.SendWaitForData)
+        # current_time 0 makes request_time an offset in seconds.
+        return _WAIT_RSP.pack(
+            _FC_CLUSTER_REPLY, tsn, ev.ServerCommand.IMAGE_BLOCK_RESPONSE, ev.Status.WAIT_FOR_DATA,
+            0, action.delay_s, action.minimum_block_period_ms,
         )
-    elif isinstance(action, ev.SendQueryNextImageResponse):
+    if kind is ev.SendAbort:
+        return _STATUS_ONLY.pack(_FC_CLUSTER_REPLY, tsn, ev.ServerCommand.IMAGE_BLOCK_RESPONSE, ev.Status.ABORT)
+    if kind is ev.SendQueryNextImageResponse:
+        assert isinstance(action, ev.SendQueryNextImageResponse)
         command = ev.ServerCommand.QUERY_NEXT_IMAGE_RESPONSE
-        schema = Ota.ClientCommandDefs.query_next_image_response.schema
-        fields = dict(status=foundation.Status(action.status))
-        if action.status == ev.Status.SUCCESS:
-            fields.update(
-                manufacturer_code=action.manufacturer_code,
-                image_type=action.image_type,
-                file_version=action.file_version,
-                image_size=action.image_size,
-            )
-    elif isinstance(action, ev.SendImageBlock):
-        command = ev.ServerCommand.IMAGE_BLOCK_RESPONSE
-        schema = Ota.ClientCommandDefs.image_block_response.schema
-        fields = dict(
-            status=foundation.Status.SUCCESS,
-            manufacturer_code=action.manufacturer_code,
-            image_type=action.image_type,
-            file_version=action.file_version,
-            file_offset=action.file_offset,
-            image_data=action.data,
+        if action.status != ev.Status.SUCCESS:
+            return _STATUS_ONLY.pack(_FC_CLUSTER_REPLY, tsn, command, action.status)
+        return _QUERY_RSP_OK.pack(
+            _FC_CLUSTER_REPLY, tsn, command, ev.Status.SUCCESS,
+            action.manufacturer_code, action.image_type, action.file_version, action.image_size,
         )
-    elif isinstance(action, ev.SendWaitForData):
-        command = ev.ServerCommand.IMAGE_BLOCK_RESPONSE
-        schema = Ota.ClientCommandDefs.image_block_response.schema
-        fields = dict(
-            status=foundation.Status.WAIT_FOR_DATA,
-            current_time=0,  # 0 makes request_time an offset in seconds
-            request_time=action.delay_s,
-            minimum_block_period=action.minimum_block_period_ms,
-        )
-    elif isinstance(action, ev.SendAbort):
-        command = ev.ServerCommand.IMAGE_BLOCK_RESPONSE
-        schema = Ota.ClientCommandDefs.image_block_response.schema
-        fields = dict(status=foundation.Status.ABORT)
-    elif isinstance(action, ev.SendUpgradeEndResponse):
-        command = ev.ServerCommand.UPGRADE_END_RESPONSE
-        schema = Ota.ClientCommandDefs.upgrade_end_response.schema
+    if kind is ev.SendUpgradeEndResponse:
+        assert isinstance(action, ev.SendUpgradeEndResponse)
         if action.hold:
             current, upgrade = 0, ev.UPGRADE_TIME_WAIT
         elif action.upgrade_at is None:
             current, upgrade = 0, 0  # offset 0 seconds: now
         else:
             # Both absolute: the device compares against the current time we give it.
-            current = to_zigbee_time(dt.datetime.now(dt.timezone.utc))
+            current = to_zigbee_time(now or dt.datetime.now(dt.timezone.utc))
             upgrade = to_zigbee_time(action.upgrade_at)
-        fields = dict(
-            manufacturer_code=action.manufacturer_code,
-            image_type=action.image_type,
-            file_version=action.file_version,
-            current_time=current,
-            upgrade_time=upgrade,
+        return _END_RSP.pack(
+            _FC_CLUSTER_REPLY, tsn, ev.ServerCommand.UPGRADE_END_RESPONSE,
+            action.manufacturer_code, action.image_type, action.file_version, current, upgrade,
         )
-    elif isinstance(action, ev.SendDefaultResponse):
-        command = foundation.GeneralCommand.Default_Response
-        schema = foundation.GENERAL_COMMANDS[foundation.GeneralCommand.Default_Response].schema
-        fields = dict(command_id=action.command_id, status=foundation.Status(action.status))
-        general = True
-    else:
-        raise TypeError(f"{type(action).__name__} is not a frame to send")
-    payload = schema(**fields).serialize()
-    return _header(tsn, command, general=general).serialize() + payload
+    if kind is ev.SendImageNotify:
+        assert isinstance(action, ev.SendImageNotify)
+        return _NOTIFY.pack(
+            _FC_CLUSTER_REPLY, tsn, ev.ServerCommand.IMAGE_NOTIFY, _NOTIFY_PAYLOAD_TYPE,
+            action.query_jitter, action.manufacturer_code, action.image_type, action.file_version,
+        )
+    if kind is ev.SendDefaultResponse:
+        assert isinstance(action, ev.SendDefaultResponse)
+        return _DEFAULT_RSP.pack(_FC_GENERAL_REPLY, tsn, _DEFAULT_RESPONSE, action.command_id, action.status)
+    raise TypeError(f"{kind.__name__} is not a frame to send")
 
 
 def encode_unsupported(item: Unsupported) -> bytes:
-    schema = foundation.GENERAL_COMMANDS[foundation.GeneralCommand.Default_Response].schema
-    payload = schema(command_id=item.command_id, status=foundation.Status.UNSUP_CLUSTER_COMMAND).serialize()
-    return _header(item.tsn, foundation.GeneralCommand.Default_Response, general=True).serialize() + payload
+    return _DEFAULT_RSP.pack(_FC_GENERAL_REPLY, item.tsn, _DEFAULT_RESPONSE, item.command_id, ev.Status.UNSUP_CLUSTER_COMMAND)
 
 
 def reply_tsn(action: ev.Action) -> int | None:
