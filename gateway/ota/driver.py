@@ -5,10 +5,20 @@ cluster 0x0019 it feeds the decoded event to that device's session with
 ``loop.time()``, carries out the actions the session returns, and re-arms one timer
 per session. It works with any zigpy radio (sim, bellows, zigpy-znp).
 
-It listens through zigpy's application listener (``handle_message``), which sees the
-raw APS payload before zigpy's own Ota cluster handler does; while a session owns a
-device, ``device.ota_in_progress`` is set so zigpy's handler stays quiet (zigpy would
-otherwise answer NO_IMAGE_AVAILABLE to queries and ABORT to block requests).
+Requests from a device with a session (cluster-specific, client to server) are
+taken off zigpy's receive path by a packet tap (radios/tap.py) before zigpy parses
+them: the parse costs more than everything else per block, and zigpy's Ota handler
+must not answer them. Everything else on the cluster (attribute reports and read
+responses, Default Responses) goes on through zigpy and reaches us as an application
+listener (``handle_message``). While a session owns a device
+``device.ota_in_progress`` is set as well, so zigpy's handler stays quiet even for
+frames that take that path (it would answer NO_IMAGE_AVAILABLE and ABORT).
+
+Each frame a session emits is encoded at once and handed to the radio in its own
+task, in the order emitted (zigpy's request queue is FIFO per priority). A device's
+next answer does not wait for the radio to confirm the previous one: the APS ack and
+the radio's confirmation of a block arrive after the device has already asked for the
+next one.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from zigpy.device import Device
 
 from gateway.ota import codec
 from gateway.ota import events as ev
+from radios.tap import install_packet_tap
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,8 +70,7 @@ class _Binding:
     device_ep: int | None = None
     server_ep: int = SERVER_ENDPOINT
     timer: asyncio.TimerHandle | None = None
-    outbox: asyncio.Queue[tuple[ev.Action, int | None]] = field(default_factory=asyncio.Queue)
-    sender: asyncio.Task[None] | None = None
+    sends: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class OtaDriver:
@@ -79,6 +89,11 @@ class OtaDriver:
         self._bindings: dict[zt.EUI64, _Binding] = {}
         self._loop = asyncio.get_running_loop()
         self._listener_id = app.add_listener(self)
+        self._remove_tap = install_packet_tap(app, self.handle_packet)
+        # NWK address -> (device, binding) for the tap: hashing a zigpy EUI64 costs
+        # microseconds (its repr), and zigpy's get_device(nwk=) walks every device.
+        # Emptied whenever a session or zigpy's device table changes.
+        self._routes: dict[int, tuple[Device, _Binding]] = {}
         self.unparseable_frames = 0
 
     # ------------------------------------------------------------------ sessions
@@ -88,7 +103,7 @@ class OtaDriver:
         self.detach(ieee)
         binding = _Binding(session=session)
         self._bindings[ieee] = binding
-        binding.sender = self._loop.create_task(self._send_loop(ieee, binding), name=f"ota-send-{ieee}")
+        self._routes.clear()
         self._set_ota_in_progress(ieee, True)
         if start:
             self.run(ieee, lambda now: session.start(now))
@@ -99,10 +114,11 @@ class OtaDriver:
         binding = self._bindings.pop(ieee, None)
         if binding is None:
             return
+        self._routes.clear()
         if binding.timer is not None:
             binding.timer.cancel()
-        if binding.sender is not None:
-            binding.sender.cancel()
+        for task in list(binding.sends):
+            task.cancel()
         self._set_ota_in_progress(ieee, False)
 
     def session(self, ieee: zt.EUI64) -> Session | None:
@@ -121,28 +137,96 @@ class OtaDriver:
         for ieee in list(self._bindings):
             self.detach(ieee)
         self._app.remove_listener(self._listener_id)
+        self._remove_tap()
 
-    # ------------------------------------------------------------------ zigpy listener
+    # ------------------------------------------------------------------ receiving
+
+    def handle_packet(self, packet: zt.ZigbeePacket) -> bool:
+        """The packet tap: True when the packet was a request for one of our sessions."""
+        if packet.cluster_id != codec.OTA_CLUSTER_ID or not self._bindings:
+            return False
+        data = packet.data.serialize()
+        # Only cluster-specific client-to-server frames: the rest (reports, read
+        # responses, Default Responses) must reach zigpy, which matches replies.
+        if not data or data[0] & 0x0B != 0x01:
+            return False
+        route = self._route(packet.src)
+        if route is None:
+            return False
+        device, binding = route
+        # What zigpy's Device.packet_received would have recorded.
+        device.last_seen = packet.timestamp
+        if packet.lqi is not None:
+            device.lqi = packet.lqi
+        if packet.rssi is not None:
+            device.rssi = packet.rssi
+        self._receive(device, binding, packet.profile_id, packet.src_ep, packet.dst_ep, data)
+        return True
+
+    def _route(self, src: zt.AddrModeAddress | None) -> tuple[Device, _Binding] | None:
+        if src is None or src.addr_mode != zt.AddrMode.NWK:
+            if src is not None and src.addr_mode == zt.AddrMode.IEEE:
+                device = self._app.devices.get(src.address)
+                binding = None if device is None else self._bindings.get(device.ieee)
+                return None if binding is None else (device, binding)
+            return None
+        nwk = src.address
+        route = self._routes.get(nwk)
+        if route is not None and route[0].nwk == nwk:
+            return route
+        try:
+            device = self._app.get_device(nwk=nwk)
+        except KeyError:
+            return None
+        binding = self._bindings.get(device.ieee)
+        if binding is None or not isinstance(device, Device):
+            return None
+        self._routes[nwk] = (device, binding)
+        return device, binding
+
+    # zigpy application listener events that change which device an address means.
+    def device_joined(self, device: Device) -> None:
+        self._routes.clear()
+
+    def device_left(self, device: Device) -> None:
+        self._routes.clear()
+
+    def device_removed(self, device: Device) -> None:
+        self._routes.clear()
+
+    def raw_device_initialized(self, device: Device) -> None:
+        self._routes.clear()
+
+    def device_initialized(self, device: Device) -> None:
+        self._routes.clear()
+
+    def device_reinterviewed(self, device: Device) -> None:
+        self._routes.clear()
 
     def handle_message(
         self, device: Device, profile: int, cluster: int, src_ep: int, dst_ep: int, message: bytes
     ) -> None:
+        """zigpy application listener: the OTA frames the tap left to zigpy."""
         if cluster != codec.OTA_CLUSTER_ID:
             return
         binding = self._bindings.get(device.ieee)
         if binding is None:
             return
+        self._receive(device, binding, profile, src_ep, dst_ep, bytes(message))
+
+    def _receive(self, device: Device, binding: _Binding, profile: int, src_ep: int, dst_ep: int, data: bytes) -> None:
         # Ensure zigpy's own Ota handler stays out of it, even for a device that
         # (re)joined after the session was attached.
-        device.ota_in_progress = True
+        if not device.ota_in_progress:
+            device.ota_in_progress = True
         binding.profile, binding.device_ep, binding.server_ep = profile, src_ep, dst_ep
-        decoded = codec.decode_device_frame(bytes(message))
+        decoded = codec.decode_device_frame(data)
         if isinstance(decoded, codec.Unparseable):
             self.unparseable_frames += 1
-            LOGGER.warning("%s: ignored an OTA frame with no readable ZCL header (%s): %s", device.ieee, decoded.reason, bytes(message).hex())
+            LOGGER.warning("%s: ignored an OTA frame with no readable ZCL header (%s): %s", device.ieee, decoded.reason, data.hex())
             return
         if isinstance(decoded, codec.Unsupported):
-            self._enqueue(binding, ("unsupported", decoded), decoded.tsn)
+            self._start_send(device.ieee, binding, codec.encode_unsupported(decoded), decoded.tsn, None)
             return
         if isinstance(decoded, codec.NotForSession):
             return
@@ -162,11 +246,15 @@ class OtaDriver:
             elif isinstance(action, ev.ReadAttributes):
                 self._loop.create_task(self._read_attributes(ieee, action), name=f"ota-read-{ieee}")
             else:
-                self._enqueue(binding, action, codec.reply_tsn(action))
+                tsn = codec.reply_tsn(action)
+                seq = tsn if tsn is not None else self._app.get_sequence()
+                try:
+                    data = codec.encode_action(action, seq)
+                except (ValueError, TypeError) as exc:
+                    LOGGER.error("%s: cannot encode %r: %s", ieee, action, exc)
+                    continue
+                self._start_send(ieee, binding, data, seq, action)
         self._rearm(ieee, binding)
-
-    def _enqueue(self, binding: _Binding, item: Any, tsn: int | None) -> None:
-        binding.outbox.put_nowait((item, tsn))
 
     def _observe(self, ieee: zt.EUI64, action: ev.Action) -> None:
         if self._observer is not None:
@@ -195,25 +283,17 @@ class OtaDriver:
         if binding is not None:
             self._execute(ieee, binding, binding.session.handle(event, self._loop.time()))
 
-    async def _send_loop(self, ieee: zt.EUI64, binding: _Binding) -> None:
-        # One sender per device keeps frames in the order the session emitted them.
-        while True:
-            item, tsn = await binding.outbox.get()
-            if isinstance(item, tuple):  # ("unsupported", codec.Unsupported)
-                await self._send(ieee, binding, codec.encode_unsupported(item[1]), item[1].tsn)
-                continue
-            action: ev.Action = item
-            seq = tsn if tsn is not None else self._app.get_sequence()
-            try:
-                data = codec.encode_action(action, seq)
-            except (ValueError, TypeError) as exc:
-                LOGGER.error("%s: cannot encode %r: %s", ieee, action, exc)
-                continue
-            error = await self._send(ieee, binding, data, seq)
-            if isinstance(action, ev.SendImageNotify):
-                self._feed(ieee, ev.NotifyDelivered() if error is None else ev.NotifyFailed(error))
-            if error is None:
-                self._observe(ieee, action)
+    def _start_send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action | None) -> None:
+        task = self._loop.create_task(self._send_one(ieee, binding, data, seq, action))
+        binding.sends.add(task)
+        task.add_done_callback(binding.sends.discard)
+
+    async def _send_one(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action | None) -> None:
+        error = await self._send(ieee, binding, data, seq)
+        if isinstance(action, ev.SendImageNotify):
+            self._feed(ieee, ev.NotifyDelivered() if error is None else ev.NotifyFailed(error))
+        if error is None and action is not None:
+            self._observe(ieee, action)
 
     async def _send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int) -> str | None:
         """Send one frame; returns None on success or why it failed."""

@@ -1,0 +1,156 @@
+"""The OTA driver's receive and send paths against zigpy (sim radio, instant link).
+
+Requests from a device with a session are taken before zigpy parses them (the packet
+tap); everything else on the OTA cluster still goes through zigpy. A device's next
+answer never waits for the radio to confirm the previous frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import zigpy.types as zt
+
+from gateway.ota import events as ev
+from radios.tap import install_packet_tap
+from test_engine_e2e import IEEE, PPMID, image, network, spec, until
+
+OTA = 0x0019
+
+
+def spy_zigpy_device(app: Any, ieee: zt.EUI64) -> list[bytes]:
+    """The OTA payloads zigpy's Device.packet_received (its parse) gets for ``ieee``."""
+    device = app.get_device(ieee=ieee)
+    seen: list[bytes] = []
+    original = device.packet_received
+
+    def packet_received(packet: zt.ZigbeePacket) -> Any:
+        if packet.cluster_id == OTA:
+            seen.append(packet.data.serialize())
+        return original(packet)
+
+    device.packet_received = packet_received
+    return seen
+
+
+def requests(frames: list[bytes]) -> list[bytes]:
+    """Cluster-specific client-to-server frames (Query, Block, Page, Upgrade End)."""
+    return [f for f in frames if f and f[0] & 0x0B == 0x01]
+
+
+async def test_session_requests_never_reach_zigpy_but_read_responses_do() -> None:
+    async with network() as (app, engine, _seen):
+        to_zigpy = spy_zigpy_device(app, IEEE)
+        job = engine.push(image(3000), IEEE)
+        assert await engine.wait(job, {ev.SessionState.HELD}, timeout=30) is ev.SessionState.HELD
+        engine.activate(IEEE, why="test")
+        assert await engine.wait(job, {ev.SessionState.CONFIRMED}, timeout=30) is ev.SessionState.CONFIRMED
+        sim = app.han.devices[IEEE]
+        assert sim.counters.blocks_received >= 3000 // 63
+        assert requests(to_zigpy) == [], "zigpy parsed a request that the session owned"
+        # The session reads the device's version back through zigpy (Read Attributes
+        # Response: a general frame), and that reply must still be matched by zigpy.
+        assert any(f[0] & 0x03 == 0x00 for f in to_zigpy), "no general OTA frame reached zigpy"
+
+
+async def test_a_device_without_a_session_is_left_to_zigpy() -> None:
+    async with network(spec(), spec(ieee=PPMID, kind="ppmid")) as (app, engine, _seen):
+        other = zt.EUI64.convert(PPMID)
+        to_zigpy = spy_zigpy_device(app, other)
+        job = engine.push(image(2000), IEEE)
+        assert await engine.wait(job, {ev.SessionState.HELD}, timeout=30) is ev.SessionState.HELD
+        # A Query Next Image from the other device, as its radio would deliver it.
+        nwk = app.get_device(ieee=other).nwk
+        query = bytes.fromhex("01 2a 01 00 1d12 0000 01000000".replace(" ", ""))
+        app.packet_received(zt.ZigbeePacket(
+            src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=nwk), src_ep=1,
+            dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=0x0000), dst_ep=1,
+            tsn=0x2A, profile_id=0x0104, cluster_id=OTA, data=zt.SerializableBytes(query), lqi=200, rssi=-50,
+        ))
+        assert requests(to_zigpy) == [query]
+
+
+async def test_next_answer_does_not_wait_for_the_previous_confirmation() -> None:
+    async with network() as (app, engine, _seen):
+        release = asyncio.Event()
+        pending = 0
+        most = 0
+        original = app.send_packet
+
+        async def send_packet(packet: zt.ZigbeePacket) -> Any:
+            # Deliver at once but hold the confirmation, as a radio waiting for the
+            # APS ack of a block the device already has.
+            nonlocal pending, most
+            result = await original(packet)
+            if packet.cluster_id == OTA:
+                pending += 1
+                most = max(most, pending)
+                try:
+                    await release.wait()
+                finally:
+                    pending -= 1
+            return result
+
+        app.send_packet = send_packet
+        job = engine.push(image(1500), IEEE)
+        await until(lambda: app.han.devices[IEEE].counters.blocks_received >= 5, timeout=20)
+        assert most >= 5, f"only {most} frames were in flight at once"
+        release.set()
+        assert await engine.wait(job, {ev.SessionState.HELD}, timeout=30) is ev.SessionState.HELD
+
+
+class _App:
+    def __init__(self) -> None:
+        self.got: list[str] = []
+
+    def packet_received(self, packet: Any) -> None:
+        self.got.append(packet)
+
+
+def test_taps_stack_consume_and_come_off_in_any_order() -> None:
+    app = _App()
+    order: list[str] = []
+
+    def tap(name: str, take: str) -> Any:
+        def fn(packet: str) -> bool:
+            order.append(name)
+            return packet == take
+        return fn
+
+    remove_a = install_packet_tap(app, tap("a", "x"))  # type: ignore[arg-type]
+    remove_b = install_packet_tap(app, tap("b", "y"))  # type: ignore[arg-type]
+    for p in ("x", "y", "z"):
+        app.packet_received(p)
+    assert app.got == ["z"]
+    assert order == ["b", "a", "b", "b", "a"]
+    remove_a()  # under b: becomes a pass-through
+    order.clear()
+    app.packet_received("x")
+    assert app.got == ["z", "x"] and order == ["b"]
+    remove_b()
+    app.packet_received("y")
+    assert app.got == ["z", "x", "y"]
+
+
+def test_removing_the_only_tap_restores_the_class_method() -> None:
+    app = _App()
+    remove = install_packet_tap(app, lambda p: True)  # type: ignore[arg-type]
+    app.packet_received("x")
+    assert app.got == []
+    remove()
+    assert "packet_received" not in vars(app)
+    app.packet_received("x")
+    assert app.got == ["x"]
+
+
+def test_a_failing_tap_hands_the_packet_to_zigpy(caplog: Any) -> None:
+    app = _App()
+
+    def broken(packet: Any) -> bool:
+        raise RuntimeError("bug")
+
+    install_packet_tap(app, broken)  # type: ignore[arg-type]
+    app.packet_received("x")
+    assert app.got == ["x"]
+    assert "packet tap" in caplog.text
