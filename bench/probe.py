@@ -3,12 +3,14 @@
 - `TurnaroundProbe` wraps ONE app instance's ``packet_received`` and ``send_packet``
   (instance attributes shadowing the class methods): the time a device's OTA request
   is handed to zigpy, and the time ``send_packet`` is called with the OTA frame of the
-  same TSN to the same device. It also counts the image bytes served (data of every
+  same TSN to the same device. Install it after anything else that wraps
+  ``packet_received`` (the engine's packet tap), so that it sees each packet first, as
+  the radio driver hands it over. It also counts the image bytes served (data of every
   Image Block Response with status SUCCESS that reaches ``send_packet``).
 - `CpuSampler` attributes process CPU to code by sampling the Python stack on
   SIGPROF (process CPU time, ``setitimer(ITIMER_PROF)``): simulated devices and air
-  (radios/sim, except the radio driver app.py), the benchmark itself, the event loop's
-  own code, the event loop, and the hub (gateway/, zigpy, the sim radio driver).
+  (radios/sim, except the radio drivers app.py and remote.py), the benchmark itself,
+  the event loop's own code, and the hub (gateway/, zigpy, the sim radio driver).
 - `rss_kib` / `peak_rss_kib`: VmRSS / VmHWM of this process from /proc.
 """
 
@@ -73,6 +75,7 @@ class TurnaroundProbe:
     served_blocks: int = 0
     served_max: int = 0
     listener_ms: array[float] = field(default_factory=lambda: array("d"))
+    rx_sync_ms: array[float] = field(default_factory=lambda: array("d"))
     block_send_ms: array[float] = field(default_factory=lambda: array("d"))
     unmatched: int = 0
     _pending: dict[tuple[int, int], tuple[float, str]] = field(default_factory=dict)
@@ -84,6 +87,7 @@ class TurnaroundProbe:
         clock = time.perf_counter
         pending = self._pending
         probe = self
+        rx_sync = self.rx_sync_ms
 
         def packet_received(packet: zt.ZigbeePacket) -> Any:
             t_in = clock()
@@ -98,6 +102,14 @@ class TurnaroundProbe:
                         if key in pending:
                             probe.unmatched += 1  # a retry before the answer: time the latest
                         pending[key] = (t_in, ANSWERED_REQUESTS[head[2]])
+                        # What the hub does synchronously with the request before the
+                        # radio driver gets control back (zigpy's parse and listeners,
+                        # or whatever hooks the engine put on packet_received).
+                        t_call = clock()
+                        try:
+                            return original_rx(packet)
+                        finally:
+                            rx_sync.append((clock() - t_call) * 1000.0)
             return original_rx(packet)
 
         async def send_packet(packet: zt.ZigbeePacket) -> Any:
@@ -174,6 +186,7 @@ class TurnaroundProbe:
             "served_blocks": self.served_blocks,
             "served_max_block": self.served_max,
             "listener": stats(self.listener_ms),
+            "rx_sync": stats(self.rx_sync_ms),
             "block_send_packet": stats(self.block_send_ms),
         }
 
@@ -184,7 +197,7 @@ class TurnaroundProbe:
 _STDLIB = os.path.normpath(sysconfig.get_paths()["stdlib"]) + os.sep
 _SITE = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 _SIM_DIR = os.sep + os.path.join("radios", "sim") + os.sep
-_SIM_DRIVER = os.path.join("radios", "sim", "app.py")
+_SIM_DRIVERS = (os.path.join("radios", "sim", "app.py"), os.path.join("radios", "sim", "remote.py"))
 _GATEWAY_DIR = os.sep + "gateway" + os.sep
 _ZIGPY_DIR = os.sep + "zigpy" + os.sep
 _BENCH_DIR = os.sep + "bench" + os.sep
@@ -201,7 +214,7 @@ class CpuSampler:
     interrupted stack from the innermost frame outwards, skips standard-library
     frames (asyncio, enum, inspect, ...: their cost belongs to their caller) and
     counts the first other frame's owner: ``gateway`` (gateway/), ``zigpy``,
-    ``radio_driver`` (radios/sim/app.py, the stand-in for bellows/zigpy-znp),
+    ``radio_driver`` (radios/sim/app.py and remote.py, the stand-in for bellows/zigpy-znp),
     ``libs`` (other installed packages), ``sim`` (the simulated devices, air and
     link: the rest of radios/sim), ``bench``. zigpy (or library) code called by the
     simulated devices or air counts as ``sim`` (they build and parse their frames
@@ -222,7 +235,7 @@ class CpuSampler:
         kind = self._cache.get(filename, "")
         if kind != "":
             return kind
-        if filename.endswith(_SIM_DRIVER):
+        if filename.endswith(_SIM_DRIVERS):
             kind = "radio_driver"
         elif _SIM_DIR in filename:
             kind = "sim"

@@ -19,12 +19,20 @@ answer to the Upgrade End Request.
 Times are read from the devices' event histories (loop time), so the watcher's
 polling interval does not change them. The benchmark drops history it has read
 (it would otherwise grow by a few events per block and inflate the process RSS).
+
+``remote=True`` puts the simulated devices and air in a child process
+(radios/sim/remote.py) and leaves this process what a real hub runs: the OTA server,
+zigpy and a thin radio driver. The child reports the events the benchmark times
+(Upgrade End Request, activation, the interview's query) with its loop time, which is
+CLOCK_MONOTONIC as this process's, and everything else (counters, channel time, its
+own CPU time and RSS) when asked (`radios.sim.remote.han_report`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -43,6 +51,7 @@ from gateway.image import FirmwareImage, build_image, parse_image
 from gateway.ota import events as ev
 from radios.sim.app import start_sim_app
 from radios.sim.link import LinkModel
+from radios.sim.remote import RemoteHan, han_report, start_remote_sim_app
 from radios.sim.spec import SimDeviceSpec
 
 MANUFACTURER = 0x121D
@@ -57,6 +66,9 @@ PAGE_SIZE = 256  # spec default
 RESPONSE_SPACING_MS = 20  # spec default
 
 LOGGERS = ("gateway", "han_ota", "radios", "zigpy", "bellows", "zigpy_znp", "asyncio")
+#: The device events a remote HAN sends as they happen (few per device: the hub pays
+#: for each); every other event is only counted in the child and read at the end.
+REPORT_EVENTS = ("upgrade_end_request", "activate", "query_response")
 
 
 def quiet_logging(level: int = logging.WARNING) -> None:
@@ -171,9 +183,50 @@ def device_specs(n: int, page: bool) -> list[SimDeviceSpec]:
 # ---------------------------------------------------------------------------- watching
 
 
+class Sims:
+    """The simulated devices as the benchmark sees them: in this process (a `SimHan`)
+    or in the child process (a `RemoteHan`), through one interface."""
+
+    def __init__(self, app: Any, ieees: list[zt.EUI64]) -> None:
+        self.han = app.han
+        self.remote = isinstance(self.han, RemoteHan)
+        self.ieees = ieees
+        self._cursor = 0
+        self._cursors: dict[zt.EUI64, int] = {}
+
+    def spec(self, ieee: zt.EUI64) -> SimDeviceSpec:
+        return self.han.devices[ieee].spec
+
+    def new_events(self, keep_history: bool) -> list[tuple[zt.EUI64, float, str, dict[str, Any]]]:
+        """Events since the last call (remote: only REPORT_EVENTS)."""
+        if self.remote:
+            events = self.han.events
+            out = [(e.ieee, e.time, e.kind, e.detail) for e in events[self._cursor :]]
+            self._cursor = len(events)
+            return out
+        out = []
+        for ieee in self.ieees:
+            sim = self.han.devices[ieee]
+            hist = sim.history
+            start = self._cursors.get(ieee, 0)
+            out.extend((ieee, e.time, e.kind, e.detail) for e in hist[start:])
+            if keep_history:
+                self._cursors[ieee] = len(hist)
+            else:
+                del hist[:]
+                self._cursors[ieee] = 0
+        return out
+
+    async def report(self) -> dict[str, Any]:
+        """`radios.sim.remote.han_report` of the HAN, wherever it runs."""
+        if self.remote:
+            return await self.han.report()
+        return han_report(self.han)
+
+
 @dataclass
 class DeviceWatch:
-    """What one device did, read from its history with a cursor."""
+    """What one device did, read from its events."""
 
     end_at: float | None = None  # sent Upgrade End Request SUCCESS
     activate_at: float | None = None
@@ -183,40 +236,49 @@ class DeviceWatch:
 
 
 class Watcher:
-    """Polls the simulated devices' histories (cheap: a cursor per device)."""
+    """Polls the simulated devices' events (cheap: a cursor per device)."""
 
     KINDS = ("give_up", "verify_failed", "abort", "retry", "wait_for_data", "timeout")
 
-    def __init__(self, sims: dict[zt.EUI64, Any], keep_history: bool = False) -> None:
+    def __init__(self, sims: Sims, keep_history: bool = False) -> None:
         self.sims = sims
         self.keep = keep_history
-        self.seen = {ieee: DeviceWatch() for ieee in sims}
-        self._cursor = {ieee: len(sim.history) for ieee, sim in sims.items()}
+        self.seen = {ieee: DeviceWatch() for ieee in sims.ieees}
+        sims.new_events(keep_history=True)  # what happened before is not this run's
 
     def poll(self) -> None:
-        for ieee, sim in self.sims.items():
-            w = self.seen[ieee]
-            hist = sim.history
-            start = self._cursor[ieee]
-            for e in hist[start:]:
-                kind = e.kind
-                if kind == "block" and w.first_block_at is None:
-                    w.first_block_at = e.time
-                elif kind == "upgrade_end_request":
-                    if e.detail.get("status") == "SUCCESS":
-                        if w.end_at is None:
-                            w.end_at = e.time
-                    elif w.failed is None:
-                        w.failed = f"device sent Upgrade End Request {e.detail.get('status')}"
-                elif kind == "activate" and w.activate_at is None:
-                    w.activate_at = e.time
-                elif kind in self.KINDS:
-                    w.counts[kind] = w.counts.get(kind, 0) + 1
-            if self.keep:
-                self._cursor[ieee] = len(hist)
-            else:
-                del hist[:]
-                self._cursor[ieee] = 0
+        for ieee, when, kind, detail in self.sims.new_events(self.keep):
+            w = self.seen.get(ieee)
+            if w is None:
+                continue
+            if kind == "block" and w.first_block_at is None:
+                w.first_block_at = when
+            elif kind == "upgrade_end_request":
+                if detail.get("status") == "SUCCESS":
+                    if w.end_at is None:
+                        w.end_at = when
+                elif w.failed is None:
+                    w.failed = f"device sent Upgrade End Request {detail.get('status')}"
+            elif kind == "activate" and w.activate_at is None:
+                w.activate_at = when
+            elif kind in self.KINDS:
+                w.counts[kind] = w.counts.get(kind, 0) + 1
+
+    def counts_from(self, start: dict[str, Any], end: dict[str, Any]) -> dict[str, int]:
+        """The KINDS counted over the run: by the child for a remote HAN (it does not
+        send them one by one), else as polled here."""
+        if not self.sims.remote:
+            total: dict[str, int] = {}
+            for w in self.seen.values():
+                for k, v in w.counts.items():
+                    total[k] = total.get(k, 0) + v
+            return total
+        out = {}
+        for k in self.KINDS:
+            n = sum(d["events"].get(k, 0) for d in end["devices"].values()) - sum(d["events"].get(k, 0) for d in start["devices"].values())
+            if n:
+                out[k] = n
+        return out
 
     async def until(self, done: Any, timeout: float, interval: float = 0.05) -> bool:
         loop = asyncio.get_running_loop()
@@ -230,29 +292,43 @@ class Watcher:
             await asyncio.sleep(interval)
 
 
-async def _await_interview_query(app: Any, sims: dict[zt.EUI64, Any], timeout: float) -> int:
+async def _await_interview_query(sims: Sims, timeout: float) -> int:
     """zigpy's interview sends an Image Notify; the device asks once and zigpy says
     NO_IMAGE_AVAILABLE. Let that finish before timing (returns how many did)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        done = [s for s in sims.values() if s.events("query_response") and s.state == "idle"]
-        if len(done) == len(sims):
-            return len(done)
+    done = 0
+    while True:
+        report = await sims.report()
+        done = sum(1 for d in report["devices"].values() if d["events"].get("query_response") and d["state"] == "idle")
+        if done == len(report["devices"]) or loop.time() >= deadline:
+            return done
         await asyncio.sleep(0.05)
-    return sum(1 for s in sims.values() if s.events("query_response"))
 
 
-def _sum_counters(sims: dict[zt.EUI64, Any]) -> dict[str, int]:
+def _sum_counters(report: dict[str, Any]) -> dict[str, int]:
     keys = ("block_requests_sent", "page_requests_sent", "blocks_received", "bytes_received", "retries",
             "response_timeouts", "wait_for_data", "gave_up", "aborts", "blocks_ignored", "upgrade_end_sent",
             "resumed", "invalid_images")
     out = {k: 0 for k in keys}
-    for s in sims.values():
-        c = s.counters.as_dict()
+    for d in report["devices"].values():
+        c = d["counters"]
         for k in keys:
             out[k] += c.get(k, 0)
     return out
+
+
+def _child(start: dict[str, Any], end: dict[str, Any], served: int) -> dict[str, Any]:
+    """The simulation's own cost when it ran in a child process (information only)."""
+    if start.get("pid") == os.getpid():
+        return {"sim_process": "same"}
+    cpu = end["cpu_s"] - start["cpu_s"]
+    return {
+        "sim_process": "child",
+        "child_cpu_s": cpu,
+        "child_cpu_s_per_mib": cpu / (served / 2**20) if served else None,
+        "child_peak_rss_kib": end.get("peak_rss_kib"),
+    }
 
 
 # ---------------------------------------------------------------------------- scenarios
@@ -260,25 +336,27 @@ def _sum_counters(sims: dict[zt.EUI64, Any]) -> dict[str, int]:
 
 @dataclass
 class Run:
-    """A network up and ready, with the probes installed."""
+    """A network up and ready; the probe is installed by the scenario (`Run.watch`)."""
 
     app: Any
-    sims: dict[zt.EUI64, Any]
+    sims: Sims
     probe: TurnaroundProbe
     link: LinkModel
     interview_queries: int
     startup_s: float
 
 
-async def _network(n: int, page: bool, link: LinkModel) -> Run:
+async def _network(n: int, page: bool, link: LinkModel, remote: bool = False, child_loop: str = "select") -> Run:
     t = time.perf_counter()
     specs = device_specs(n, page)
-    app = await start_sim_app(specs, link, timeout=max(60.0, 3.0 * n))
-    sims = {s.ieee: app.han.devices[s.ieee] for s in specs}
-    queries = await _await_interview_query(app, sims, timeout=max(10.0, 0.5 * n))
-    probe = TurnaroundProbe()
-    probe.install(app)
-    return Run(app, sims, probe, link, queries, time.perf_counter() - t)
+    if remote:
+        app = await start_remote_sim_app(specs, link, timeout=max(60.0, 3.0 * n), report_events=REPORT_EVENTS,
+                                         keep_history=False, child_loop=child_loop)
+    else:
+        app = await start_sim_app(specs, link, timeout=max(60.0, 3.0 * n))
+    sims = Sims(app, [s.ieee for s in specs])
+    queries = await _await_interview_query(sims, timeout=max(10.0, 0.5 * n))
+    return Run(app, sims, TurnaroundProbe(), link, queries, time.perf_counter() - t)
 
 
 def _seconds(run: Run, sim_seconds: float | None) -> float | None:
@@ -298,13 +376,15 @@ async def one_device(
     activate: bool = True,
     ota: dict[str, Any] | None = None,
     timeout: float = 3600.0,
+    remote: bool = False,
+    child_loop: str = "select",
 ) -> dict[str, Any]:
     """One HCALCS, block or page requests: time to Upgrade End Request SUCCESS, and
-    (``activate``) to the device applying the image."""
+    (``activate``) to the device applying the image. ``remote``: the simulated HAN in a
+    child process (``child_loop``: its event loop)."""
     lm = make_link(link, scale)
-    run = await _network(1, mode == "page", lm)
-    app, (ieee,) = run.app, list(run.sims)
-    sim = run.sims[ieee]
+    run = await _network(1, mode == "page", lm, remote, child_loop)
+    app, (ieee,) = run.app, run.sims.ieees
     data = image_bytes(image_size)
     loop = asyncio.get_running_loop()
     watcher = Watcher(run.sims)
@@ -320,12 +400,16 @@ async def one_device(
             image = parse_image(data)
             result["ota_config"] = {"rate_bytes_per_s": config.rate_bytes_per_s, "burst_bytes": config.burst_bytes,
                                     "max_inflight": config.max_inflight, "block_cap": config.block_cap}
-            busy0, cpu0, t0 = app.han.channel.busy_total, cpu_seconds(), loop.time()
+            run.probe.install(app)  # after the engine: outermost, whatever the engine wraps
+            rep0 = await run.sims.report()
+            cpu0, t0 = cpu_seconds(), loop.time()
             job = engine.push(image, ieee)
         elif impl == "zigpy":
             zimage = zigpy_image(data)
             dev = app.devices[ieee]
-            busy0, cpu0, t0 = app.han.channel.busy_total, cpu_seconds(), loop.time()
+            run.probe.install(app)
+            rep0 = await run.sims.report()
+            cpu0, t0 = cpu_seconds(), loop.time()
             task = loop.create_task(dev.update_firmware(zimage))
         else:
             raise ValueError(f"impl {impl!r}: ours or zigpy")
@@ -338,6 +422,7 @@ async def one_device(
 
         await watcher.until(ended, timeout)
         cpu_end = cpu_seconds()
+        rep1 = await run.sims.report()
         if w.end_at is not None and activate:
             if engine is not None:
                 await engine.wait(job, {ev.SessionState.HELD}, timeout=60)
@@ -350,14 +435,16 @@ async def one_device(
             seconds_to_end=_seconds(run, None if w.end_at is None else w.end_at - t0),
             seconds_to_activate=_seconds(run, None if w.activate_at is None else w.activate_at - t0),
             cpu_s=cpu_end - cpu0,
-            counters=_sum_counters(run.sims),
-            events=w.counts,
+            counters=_sum_counters(rep1),
+            events=watcher.counts_from(rep0, rep1),
             turnaround=run.probe.summary(),
-            channel_busy_s=app.han.channel.busy_total - busy0,
+            channel_busy_s=rep1["channel_busy_s"] - rep0["channel_busy_s"],
             interview_queries=run.interview_queries,
             startup_s=run.startup_s,
-            device_max_data_size=sim.spec.max_data_size,
+            device_max_data_size=run.sims.spec(ieee).max_data_size,
             state=None if engine is None else job.state.value,
+            peak_rss_kib=peak_rss_kib(),
+            **_child(rep0, rep1, run.probe.served_bytes),
         )
         result["blocks"] = result["counters"]["blocks_received"]
         result["block_size"] = run.probe.served_max
@@ -380,10 +467,14 @@ async def many_devices(
     ota: dict[str, Any] | None = None,
     sample_cpu: bool = False,
     timeout: float | None = None,
+    remote: bool = False,
+    child_loop: str = "select",
 ) -> dict[str, Any]:
-    """``n`` HCALCS (block requests) updating at once over the one channel."""
+    """``n`` HCALCS (block requests) updating at once over the one channel. ``remote``:
+    the simulated HAN in a child process, so that this process's CPU time and RSS are
+    the hub's alone."""
     lm = make_link(link, scale)
-    run = await _network(n, False, lm)
+    run = await _network(n, False, lm, remote, child_loop)
     app = run.app
     data = image_bytes(image_size)
     loop = asyncio.get_running_loop()
@@ -392,7 +483,7 @@ async def many_devices(
     engine: Engine | None = None
     tasks: dict[zt.EUI64, asyncio.Task[Any]] = {}
     jobs: dict[zt.EUI64, Any] = {}
-    block = model.max_block(lm, next(iter(run.sims.values())).spec.max_data_size)
+    block = model.max_block(lm, run.sims.spec(run.sims.ieees[0]).max_data_size)
     cap = model.capacity(lm, block)
     if timeout is None:
         # 2.5x the best case: a run below 40 % of capacity leaves devices unfinished
@@ -413,10 +504,14 @@ async def many_devices(
             zimage = zigpy_image(data)
         else:
             raise ValueError(f"impl {impl!r}: ours or zigpy")
+        # Installed after the engine, so that the probe sees each packet first, as the
+        # radio hands it over, whatever the engine itself hooks into the app.
+        run.probe.install(app)
+        rep0 = await run.sims.report()
         if sampler is not None:
             sampler.start()
-        busy0, cpu0, t0 = app.han.channel.busy_total, cpu_seconds(), loop.time()
-        for ieee in run.sims:
+        cpu0, t0 = cpu_seconds(), loop.time()
+        for ieee in run.sims.ieees:
             if engine is not None:
                 jobs[ieee] = engine.push(image, ieee)
             else:
@@ -431,14 +526,15 @@ async def many_devices(
             t = tasks.get(ieee)
             return t is not None and t.done()
 
-        await watcher.until(lambda: all(finished(i) for i in run.sims), timeout, interval=0.1)
+        await watcher.until(lambda: all(finished(i) for i in run.sims.ieees), timeout, interval=0.1)
         cpu1, t1 = cpu_seconds(), loop.time()
         share = sampler.stop() if sampler is not None else None
         sampler = None
+        rep1 = await run.sims.report()
         served = run.probe.served_bytes
         per_device: list[float | None] = []
         failures: dict[str, str] = {}
-        for ieee in run.sims:
+        for ieee in run.sims.ieees:
             w = watcher.seen[ieee]
             per_device.append(None if w.end_at is None else _seconds(run, w.end_at - t0))
             if w.end_at is None:
@@ -455,8 +551,9 @@ async def many_devices(
         total = max(times) if len(times) == n else _seconds(run, t1 - t0)
         # Image bytes the devices hold (at most one image each: a restarted download
         # does not count twice), over the time until the last one finished.
-        delivered = sum(min(s.counters.bytes_received, image_size) if s.counters.downloads_completed == 0 else image_size
-                        for s in run.sims.values())
+        delivered = sum(min(c["bytes_received"], image_size) if c["downloads_completed"] == 0 else image_size
+                        for c in (d["counters"] for d in rep1["devices"].values()))
+        busy = rep1["channel_busy_s"] - rep0["channel_busy_s"]
         goodput = delivered / total if total else 0.0
         job_failures = sum(1 for j in jobs.values() if j.state is ev.SessionState.FAILED)
         result.update(
@@ -481,13 +578,15 @@ async def many_devices(
             rss_before_kib=rss_before,
             rss_end_kib=rss_kib(),
             peak_rss_kib=peak_rss_kib(),
-            counters=_sum_counters(run.sims),
+            counters=_sum_counters(rep1),
+            events=watcher.counts_from(rep0, rep1),
             turnaround=run.probe.summary(),
-            channel_busy_s=app.han.channel.busy_total - busy0,
-            channel_busy_share=((app.han.channel.busy_total - busy0) / (lm.scale * total)) if lm.timed and total else None,
+            channel_busy_s=busy,
+            channel_busy_share=(busy / (lm.scale * total)) if lm.timed and total else None,
             interview_queries=run.interview_queries,
             startup_s=run.startup_s,
             block_size=run.probe.served_max,
+            **_child(rep0, rep1, served),
         )
         return result
     finally:

@@ -20,10 +20,15 @@ from bench.ota import UNPACED, evaluate, render  # noqa: E402
 TINY = 2048
 
 
+@pytest.mark.parametrize("remote", [False, True], ids=["in-process", "remote"])
 @pytest.mark.parametrize("impl", ["ours", "zigpy"])
-async def test_smallest_scenario_completes_and_yields_numbers(impl: str) -> None:
-    r = await scenarios.one_device(impl, "block", "instant", TINY, ota=UNPACED, timeout=30)
+async def test_smallest_scenario_completes_and_yields_numbers(impl: str, remote: bool) -> None:
+    r = await scenarios.one_device(impl, "block", "instant", TINY, ota=UNPACED, timeout=30, remote=remote)
     assert r["completed"] is True and r["failed"] is None
+    if remote:
+        assert r["sim_process"] == "child" and r["child_cpu_s"] > 0 and r["child_peak_rss_kib"] > 0
+    else:
+        assert r["sim_process"] == "same"
     assert r["counters"]["bytes_received"] == TINY and r["counters"]["invalid_images"] == 0
     assert r["seconds_to_end"] is not None and r["seconds_to_end"] >= 0
     assert r["seconds_to_activate"] is not None and r["seconds_to_activate"] >= r["seconds_to_end"]
@@ -48,3 +53,19 @@ def test_bound_and_capacity_are_numbers() -> None:
     assert 0 < p.seconds and p.blocks == 39 * 4 + 1  # 39 full pages of 4 blocks, then 16 bytes
     c = model.capacity(link, block)
     assert 0 < c.bytes_per_s == min(c.channel_bytes_per_s, c.uart_tx_bytes_per_s, c.uart_rx_bytes_per_s)
+
+
+@pytest.mark.parametrize("impl", ["ours", "zigpy"])
+async def test_hub_scenario_runs_with_the_han_in_a_child(impl: str) -> None:
+    # The hub-cost path of bench/ota.py (hub{N}/*), tiny: devices in a child process,
+    # completion from the child's Upgrade End Request events.
+    r = await scenarios.many_devices(impl, 2, "instant", TINY, ota=UNPACED, remote=True)
+    assert r["completed"] == 2 and r["failures"] == {} and r["stalled"] == 0
+    assert r["delivered_bytes"] == 2 * TINY and r["counters"]["invalid_images"] == 0
+    assert r["served_bytes"] >= 2 * TINY and r["cpu_s_per_mib"] > 0 and r["peak_rss_kib"] > 0
+    assert r["sim_process"] == "child" and r["child_cpu_s"] > 0
+    assert r["turnaround"]["n"] > 0 and r["total_s"] is not None
+    rows = evaluate({f"hub2/{impl}": r}, {})
+    if impl == "ours":
+        assert {row["verdict"] for row in rows} <= {"PASS", "MISS"} and any("hub process alone" in row["note"] for row in rows)
+    assert isinstance(render([], {}, {}, rows), str)

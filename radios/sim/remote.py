@@ -167,23 +167,38 @@ def _address(mode: int, value: int) -> t.AddrModeAddress:
     return t.AddrModeAddress(addr_mode=addr_mode, address=_ADDR_TYPES[addr_mode](value))
 
 
+# zigpy's integer types are immutable: one instance per value serves every packet,
+# which saves the hub a constructor call per field per frame.
+_U8: Final = tuple(t.uint8_t(i) for i in range(256))
+_I8: Final = {i: t.int8s(i) for i in range(-128, 128)}
+_TX: Final = {i: t.TransmitOptions(i) for i in range(8)}
+_U16: dict[int, t.uint16_t] = {}
+
+
+def _u16(value: int) -> t.uint16_t:
+    cached = _U16.get(value)
+    if cached is None:
+        cached = _U16[value] = t.uint16_t(value)
+    return cached
+
+
 def decode_packet(body: bytes | bytearray | memoryview, offset: int = 0) -> t.ZigbeePacket:
     """The inverse of `encode_packet` (``offset``: where the struct starts)."""
     (flags, src_mode, src_addr, dst_mode, dst_addr, src_ep, dst_ep, tsn, profile, cluster,
      tx, radius, lqi, rssi) = PACKET.unpack_from(body, offset)
     return t.ZigbeePacket(
         src=_address(src_mode, src_addr) if flags & _F_SRC else None,
-        src_ep=t.uint8_t(src_ep) if flags & _F_SRC_EP else None,
+        src_ep=_U8[src_ep] if flags & _F_SRC_EP else None,
         dst=_address(dst_mode, dst_addr) if flags & _F_DST else None,
-        dst_ep=t.uint8_t(dst_ep) if flags & _F_DST_EP else None,
-        tsn=t.uint8_t(tsn),
-        profile_id=t.uint16_t(profile),
-        cluster_id=t.uint16_t(cluster),
+        dst_ep=_U8[dst_ep] if flags & _F_DST_EP else None,
+        tsn=_U8[tsn],
+        profile_id=_u16(profile),
+        cluster_id=_u16(cluster),
         data=t.SerializableBytes(bytes(body[offset + PACKET.size :])),
-        tx_options=t.TransmitOptions(tx),
-        radius=t.uint8_t(radius),
-        lqi=t.uint8_t(lqi) if flags & _F_LQI else None,
-        rssi=t.int8s(rssi) if flags & _F_RSSI else None,
+        tx_options=_TX[tx] if tx in _TX else t.TransmitOptions(tx),
+        radius=_U8[radius],
+        lqi=_U8[lqi] if flags & _F_LQI else None,
+        rssi=_I8[rssi] if flags & _F_RSSI else None,
     )
 
 
