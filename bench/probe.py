@@ -201,6 +201,9 @@ _SIM_DRIVERS = (os.path.join("radios", "sim", "app.py"), os.path.join("radios", 
 _GATEWAY_DIR = os.sep + "gateway" + os.sep
 _ZIGPY_DIR = os.sep + "zigpy" + os.sep
 _BENCH_DIR = os.sep + "bench" + os.sep
+# The scenario process's entry point sits at the bottom of every stack: a stack with
+# nothing else in it is the event loop's own work (or another thread's), not the bench's.
+_BENCH_MAIN = os.path.join("bench", "ota.py")
 
 #: What the hub is on a real bench: our gateway, zigpy, the radio driver, libraries.
 HUB_KINDS = ("gateway", "zigpy_via_gateway", "zigpy", "radio_driver", "libs")
@@ -239,6 +242,8 @@ class CpuSampler:
             kind = "radio_driver"
         elif _SIM_DIR in filename:
             kind = "sim"
+        elif filename.endswith(_BENCH_MAIN):
+            kind = None
         elif _BENCH_DIR in filename:
             kind = "bench"
         elif _GATEWAY_DIR in filename:
