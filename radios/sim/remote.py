@@ -633,6 +633,8 @@ class RemoteHan:
                 timeout,
             )
         except BaseException:
+            if self._transport is None:
+                ours.close()  # the transport would have owned it
             self._kill()
             raise
         by_ieee = {d["ieee"]: d for d in hello["devices"]}
