@@ -133,6 +133,9 @@ class Engine:
         self._session_overrides = dict(session_overrides or {})
         self._jobs: dict[str, Job] = {}
         self._by_device: dict[zt.EUI64, Job] = {}
+        # The driver reports every frame sent; finding the job by session is a pointer
+        # hash, by EUI64 a repr of it.
+        self._by_session: dict[object, Job] = {}
         self._ids = itertools.count(1)
 
     def add_observer(self, observer: JobObserver) -> None:
@@ -172,6 +175,7 @@ class Engine:
         job = Job(id=job_id or f"J{next(self._ids):04d}", ieee=ieee, image=image, session=session, image_path=image_path, activation=activation)
         self._jobs[job.id] = job
         self._by_device[ieee] = job
+        self._by_session[session] = job
         self._log(job, logging.INFO, "job accepted: %s bytes, activation=%s", image.size, activation)
         self.driver.attach(ieee, session)
         return job
@@ -184,6 +188,7 @@ class Engine:
             raise EngineError(f"{job.ieee} already has job {current.id} in state {current.state.value}")
         self._jobs[job.id] = job
         self._by_device[job.ieee] = job
+        self._by_session[job.session] = job
         self.driver.attach(job.ieee, job.session, start=start)
         return job
 
@@ -259,10 +264,14 @@ class Engine:
 
     # ------------------------------------------------------------------ observation
 
-    def _observe(self, ieee: zt.EUI64, action: ev.Action) -> None:
-        job = self._by_device.get(ieee)
+    def _observe(self, ieee: zt.EUI64, action: ev.Action, session: object) -> None:
+        job = self._by_session.get(session)
         if job is None:
-            return
+            # A session attached from outside (a restored snapshot): learn it once.
+            job = self._by_device.get(ieee)
+            if job is None or job.session is not session:
+                return
+            self._by_session[session] = job
         if isinstance(action, ev.Note):
             if action.kind in (ev.NoteKind.FIRST_BLOCK, ev.NoteKind.RESUME, ev.NoteKind.TRANSFER_START) and job.transfer_started is None:
                 job.transfer_started = time.monotonic()

@@ -58,9 +58,10 @@ class Session(Protocol):
     def handle_timer(self, now: float) -> list[ev.Action]: ...
 
 
-# Observer of everything a session does: (ieee, action). Notes, progress and state
-# changes go here; so do Send* actions after they were sent (for audit trails).
-Observer = Callable[[zt.EUI64, ev.Action], None]
+# Observer of everything a session does: (ieee, action, session). Notes, progress and
+# state changes go here; so do Send* actions after they were sent (for audit trails).
+# The session comes along so an observer can find its job without hashing the EUI64.
+Observer = Callable[[zt.EUI64, ev.Action, "Session"], None]
 
 
 @dataclass
@@ -71,6 +72,8 @@ class _Binding:
     server_ep: int = SERVER_ENDPOINT
     timer: asyncio.TimerHandle | None = None
     sends: set[asyncio.Task[None]] = field(default_factory=set)
+    #: zigpy's Device the last request came from (None: look it up again).
+    device: Device | None = None
 
 
 class OtaDriver:
@@ -185,23 +188,28 @@ class OtaDriver:
         return device, binding
 
     # zigpy application listener events that change which device an address means.
-    def device_joined(self, device: Device) -> None:
+    def _forget_devices(self) -> None:
         self._routes.clear()
+        for binding in self._bindings.values():
+            binding.device = None
+
+    def device_joined(self, device: Device) -> None:
+        self._forget_devices()
 
     def device_left(self, device: Device) -> None:
-        self._routes.clear()
+        self._forget_devices()
 
     def device_removed(self, device: Device) -> None:
-        self._routes.clear()
+        self._forget_devices()
 
     def raw_device_initialized(self, device: Device) -> None:
-        self._routes.clear()
+        self._forget_devices()
 
     def device_initialized(self, device: Device) -> None:
-        self._routes.clear()
+        self._forget_devices()
 
     def device_reinterviewed(self, device: Device) -> None:
-        self._routes.clear()
+        self._forget_devices()
 
     def handle_message(
         self, device: Device, profile: int, cluster: int, src_ep: int, dst_ep: int, message: bytes
@@ -220,6 +228,7 @@ class OtaDriver:
         if not device.ota_in_progress:
             device.ota_in_progress = True
         binding.profile, binding.device_ep, binding.server_ep = profile, src_ep, dst_ep
+        binding.device = device
         decoded = codec.decode_device_frame(data)
         if isinstance(decoded, codec.Unparseable):
             self.unparseable_frames += 1
@@ -242,7 +251,7 @@ class OtaDriver:
     def _execute(self, ieee: zt.EUI64, binding: _Binding, actions: list[ev.Action]) -> None:
         for action in actions:
             if isinstance(action, (ev.Note, ev.Progress, ev.StateChanged)):
-                self._observe(ieee, action)
+                self._observe(ieee, binding, action)
             elif isinstance(action, ev.ReadAttributes):
                 self._loop.create_task(self._read_attributes(ieee, action), name=f"ota-read-{ieee}")
             else:
@@ -256,10 +265,10 @@ class OtaDriver:
                 self._start_send(ieee, binding, data, seq, action)
         self._rearm(ieee, binding)
 
-    def _observe(self, ieee: zt.EUI64, action: ev.Action) -> None:
+    def _observe(self, ieee: zt.EUI64, binding: _Binding, action: ev.Action) -> None:
         if self._observer is not None:
             try:
-                self._observer(ieee, action)
+                self._observer(ieee, action, binding.session)
             except Exception:
                 LOGGER.exception("OTA observer failed on %r", action)
 
@@ -293,14 +302,16 @@ class OtaDriver:
         if isinstance(action, ev.SendImageNotify):
             self._feed(ieee, ev.NotifyDelivered() if error is None else ev.NotifyFailed(error))
         if error is None and action is not None:
-            self._observe(ieee, action)
+            self._observe(ieee, binding, action)
 
     async def _send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int) -> str | None:
         """Send one frame; returns None on success or why it failed."""
-        try:
-            device = self._app.get_device(ieee=ieee)
-        except KeyError:
-            return "device not known to the radio"
+        device = binding.device
+        if device is None:
+            try:
+                device = self._app.get_device(ieee=ieee)
+            except KeyError:
+                return "device not known to the radio"
         profile, device_ep = self._addressing(device, binding)
         if self._pacer is not None:
             self._pacer.sent_started(self._loop.time())
