@@ -129,47 +129,44 @@ def _short(tsn: int, command: ev.DeviceCommand, have: int, need: int) -> ev.Malf
 
 
 def _decode_query(tsn: int, data: bytes, at: int) -> Decoded:
-    need = _QUERY.size
-    if len(data) - at < need:
-        return _short(tsn, ev.DeviceCommand.QUERY_NEXT_IMAGE, len(data) - at, need)
+    have = len(data) - at
+    if have < _QUERY.size:
+        return _short(tsn, ev.DeviceCommand.QUERY_NEXT_IMAGE, have, _QUERY.size)
     fc, manufacturer, image_type, version = _QUERY.unpack_from(data, at)
-    hardware = None
-    if fc & 0x01:
-        if len(data) - at < need + 2:
-            return _short(tsn, ev.DeviceCommand.QUERY_NEXT_IMAGE, len(data) - at, need + 2)
-        (hardware,) = _U16.unpack_from(data, at + need)
+    need = _QUERY.size + (2 if fc & 0x01 else 0)
+    if have < need:
+        return _short(tsn, ev.DeviceCommand.QUERY_NEXT_IMAGE, have, need)
+    hardware = _U16.unpack_from(data, at + _QUERY.size)[0] if fc & 0x01 else None
     return ev.QueryNextImageRequested(tsn, manufacturer, image_type, version, hardware)
 
 
 def _decode_block(tsn: int, data: bytes, at: int) -> Decoded:
-    need = _BLOCK.size
-    if len(data) - at < need:
-        return _short(tsn, ev.DeviceCommand.IMAGE_BLOCK, len(data) - at, need)
+    have = len(data) - at
+    if have < _BLOCK.size:
+        return _short(tsn, ev.DeviceCommand.IMAGE_BLOCK, have, _BLOCK.size)
     fc, manufacturer, image_type, version, offset, max_size = _BLOCK.unpack_from(data, at)
+    need = _BLOCK.size + (_IEEE_LEN if fc & 0x01 else 0) + (2 if fc & 0x02 else 0)
+    if have < need:
+        return _short(tsn, ev.DeviceCommand.IMAGE_BLOCK, have, need)
+    at += _BLOCK.size
     node = period = None
-    if fc & 0x03:
-        at += need
-        need = (_IEEE_LEN if fc & 0x01 else 0) + (2 if fc & 0x02 else 0)
-        if len(data) - at < need:
-            return _short(tsn, ev.DeviceCommand.IMAGE_BLOCK, len(data) - at + _BLOCK.size, need + _BLOCK.size)
-        if fc & 0x01:
-            node = bytes(data[at : at + _IEEE_LEN])
-            at += _IEEE_LEN
-        if fc & 0x02:
-            (period,) = _U16.unpack_from(data, at)
+    if fc & 0x01:
+        node = bytes(data[at : at + _IEEE_LEN])
+        at += _IEEE_LEN
+    if fc & 0x02:
+        (period,) = _U16.unpack_from(data, at)
     return ev.ImageBlockRequested(tsn, manufacturer, image_type, version, offset, max_size, period, node)
 
 
 def _decode_page(tsn: int, data: bytes, at: int) -> Decoded:
-    need = _PAGE.size
-    if len(data) - at < need:
-        return _short(tsn, ev.DeviceCommand.IMAGE_PAGE, len(data) - at, need)
+    have = len(data) - at
+    if have < _PAGE.size:
+        return _short(tsn, ev.DeviceCommand.IMAGE_PAGE, have, _PAGE.size)
     fc, manufacturer, image_type, version, offset, max_size, page, spacing = _PAGE.unpack_from(data, at)
-    node = None
-    if fc & 0x01:
-        if len(data) - at < need + _IEEE_LEN:
-            return _short(tsn, ev.DeviceCommand.IMAGE_PAGE, len(data) - at, need + _IEEE_LEN)
-        node = bytes(data[at + need : at + need + _IEEE_LEN])
+    need = _PAGE.size + (_IEEE_LEN if fc & 0x01 else 0)
+    if have < need:
+        return _short(tsn, ev.DeviceCommand.IMAGE_PAGE, have, need)
+    node = bytes(data[at + _PAGE.size : at + need]) if fc & 0x01 else None
     return ev.ImagePageRequested(tsn, manufacturer, image_type, version, offset, max_size, page, spacing, node)
 
 
@@ -197,9 +194,7 @@ def encode_action(action: ev.Action, tsn: int, now: dt.datetime | None = None) -
 
 
 def _encode(action: ev.Action, tsn: int, now: dt.datetime | None) -> bytes:
-    kind = type(action)
-    if kind is ev.SendImageBlock:  # by far the most frequent: tested first
-        assert isinstance(action, ev.SendImageBlock)
+    if isinstance(action, ev.SendImageBlock):  # by far the most frequent: tested first
         data = action.data
         if len(data) > 0xFF:
             raise ValueError(f"SendImageBlock: {len(data)} bytes of data, at most 255 fit")
@@ -207,17 +202,15 @@ def _encode(action: ev.Action, tsn: int, now: dt.datetime | None) -> bytes:
             _FC_CLUSTER_REPLY, tsn, ev.ServerCommand.IMAGE_BLOCK_RESPONSE, ev.Status.SUCCESS,
             action.manufacturer_code, action.image_type, action.file_version, action.file_offset, len(data),
         ) + bytes(data)
-    if kind is ev.SendWaitForData:
-        assert isinstance(action, ev.SendWaitForData)
+    if isinstance(action, ev.SendWaitForData):
         # current_time 0 makes request_time an offset in seconds.
         return _WAIT_RSP.pack(
             _FC_CLUSTER_REPLY, tsn, ev.ServerCommand.IMAGE_BLOCK_RESPONSE, ev.Status.WAIT_FOR_DATA,
             0, action.delay_s, action.minimum_block_period_ms,
         )
-    if kind is ev.SendAbort:
+    if isinstance(action, ev.SendAbort):
         return _STATUS_ONLY.pack(_FC_CLUSTER_REPLY, tsn, ev.ServerCommand.IMAGE_BLOCK_RESPONSE, ev.Status.ABORT)
-    if kind is ev.SendQueryNextImageResponse:
-        assert isinstance(action, ev.SendQueryNextImageResponse)
+    if isinstance(action, ev.SendQueryNextImageResponse):
         command = ev.ServerCommand.QUERY_NEXT_IMAGE_RESPONSE
         if action.status != ev.Status.SUCCESS:
             return _STATUS_ONLY.pack(_FC_CLUSTER_REPLY, tsn, command, action.status)
@@ -225,8 +218,7 @@ def _encode(action: ev.Action, tsn: int, now: dt.datetime | None) -> bytes:
             _FC_CLUSTER_REPLY, tsn, command, ev.Status.SUCCESS,
             action.manufacturer_code, action.image_type, action.file_version, action.image_size,
         )
-    if kind is ev.SendUpgradeEndResponse:
-        assert isinstance(action, ev.SendUpgradeEndResponse)
+    if isinstance(action, ev.SendUpgradeEndResponse):
         if action.hold:
             current, upgrade = 0, ev.UPGRADE_TIME_WAIT
         elif action.upgrade_at is None:
@@ -239,16 +231,14 @@ def _encode(action: ev.Action, tsn: int, now: dt.datetime | None) -> bytes:
             _FC_CLUSTER_REPLY, tsn, ev.ServerCommand.UPGRADE_END_RESPONSE,
             action.manufacturer_code, action.image_type, action.file_version, current, upgrade,
         )
-    if kind is ev.SendImageNotify:
-        assert isinstance(action, ev.SendImageNotify)
+    if isinstance(action, ev.SendImageNotify):
         return _NOTIFY.pack(
             _FC_CLUSTER_REPLY, tsn, ev.ServerCommand.IMAGE_NOTIFY, _NOTIFY_PAYLOAD_TYPE,
             action.query_jitter, action.manufacturer_code, action.image_type, action.file_version,
         )
-    if kind is ev.SendDefaultResponse:
-        assert isinstance(action, ev.SendDefaultResponse)
+    if isinstance(action, ev.SendDefaultResponse):
         return _DEFAULT_RSP.pack(_FC_GENERAL_REPLY, tsn, _DEFAULT_RESPONSE, action.command_id, action.status)
-    raise TypeError(f"{kind.__name__} is not a frame to send")
+    raise TypeError(f"{type(action).__name__} is not a frame to send")
 
 
 def encode_unsupported(item: Unsupported) -> bytes:

@@ -167,49 +167,37 @@ class OtaDriver:
         return True
 
     def _route(self, src: zt.AddrModeAddress | None) -> tuple[Device, _Binding] | None:
-        if src is None or src.addr_mode != zt.AddrMode.NWK:
-            if src is not None and src.addr_mode == zt.AddrMode.IEEE:
-                device = self._app.devices.get(src.address)
-                binding = None if device is None else self._bindings.get(device.ieee)
-                return None if binding is None else (device, binding)
+        if src is None:
             return None
-        nwk = src.address
-        route = self._routes.get(nwk)
-        if route is not None and route[0].nwk == nwk:
-            return route
-        try:
-            device = self._app.get_device(nwk=nwk)
-        except KeyError:
+        if src.addr_mode == zt.AddrMode.IEEE:
+            device = self._app.devices.get(src.address)
+        elif src.addr_mode == zt.AddrMode.NWK:
+            route = self._routes.get(src.address)
+            if route is not None and route[0].nwk == src.address:
+                return route
+            try:
+                device = self._app.get_device(nwk=src.address)
+            except KeyError:
+                return None
+        else:
+            return None
+        if not isinstance(device, Device):
             return None
         binding = self._bindings.get(device.ieee)
-        if binding is None or not isinstance(device, Device):
+        if binding is None:
             return None
-        self._routes[nwk] = (device, binding)
+        if src.addr_mode == zt.AddrMode.NWK:
+            self._routes[src.address] = (device, binding)
         return device, binding
 
-    # zigpy application listener events that change which device an address means.
-    def _forget_devices(self) -> None:
+    def _forget_devices(self, *_: Any) -> None:
         self._routes.clear()
         for binding in self._bindings.values():
             binding.device = None
 
-    def device_joined(self, device: Device) -> None:
-        self._forget_devices()
-
-    def device_left(self, device: Device) -> None:
-        self._forget_devices()
-
-    def device_removed(self, device: Device) -> None:
-        self._forget_devices()
-
-    def raw_device_initialized(self, device: Device) -> None:
-        self._forget_devices()
-
-    def device_initialized(self, device: Device) -> None:
-        self._forget_devices()
-
-    def device_reinterviewed(self, device: Device) -> None:
-        self._forget_devices()
+    # zigpy application listener events that change which Device an address means.
+    device_joined = device_left = device_removed = _forget_devices
+    raw_device_initialized = device_initialized = device_reinterviewed = _forget_devices
 
     def handle_message(
         self, device: Device, profile: int, cluster: int, src_ep: int, dst_ep: int, message: bytes
