@@ -23,71 +23,41 @@ from pathlib import Path
 
 import pytest
 import zigpy.types as zt
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from gateway.activation import ActivationService, MemoryCounters
-from gateway.config import Config, DeviceConfig, OtaConfig, SupplierConfig, parse_eui64
-from gateway.engine import Engine, Job
+from gateway.engine import Engine
 from gateway.gbcs.ids import EntityId
-from gateway.gbcs.sign import generate_supplier_identity, sign_activation
-from gateway.image import build_image, parse_image
+from gateway.gbcs.sign import sign_activation
+from gateway.image import build_image
 from gateway.ota.events import SessionState
 from han_ota.cli_radio import follow_radio
 from radios.emulate.znp import running_znp_emulator
 from radios.select import open_app
-from radios.sim.spec import parse_sim_device
 from radios.supervisor import RadioSupervisor
+
+import driver_test_support as support
+from driver_test_support import FAST_DEVICE, MANUFACTURER, SUPPLIER, lab_supplier, wait_offset
 
 HCALCS = "00:db:12:34:56:78:90:a0"
 HCALCS_IEEE = zt.EUI64.convert(HCALCS)
-SUPPLIER = "90B3D51F30010000"
-MANUFACTURER = 0x121D
 ROOT = Path(__file__).resolve().parents[1]
-# The device's own timers, shortened so that a lost frame costs half a second, not five.
-FAST_DEVICE = "response_timeout=0.5:max_retries=20:wait_interval=0.5:query_delay=3600"
 
 
 def hcalcs_spec(extra: str = ""):
-    return parse_sim_device(f"hcalcs:{HCALCS}:manufacturer_code={MANUFACTURER}:image_type=0:file_version=1:hardware_version=0x1111{':' + extra if extra else ''}")
+    return support.hcalcs_spec(HCALCS, extra)
 
 
 async def wait_known(app, ieee: zt.EUI64 = HCALCS_IEEE, timeout: float = 15.0):
-    """The device joined and zigpy finished interviewing it."""
-    async with asyncio.timeout(timeout):
-        while True:
-            device = app.devices.get(ieee)
-            if device is not None and device.is_initialized:
-                return device
-            await asyncio.sleep(0.05)
-
-
-async def wait_offset(job: Job, at_least: int, timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while job.session.offset < at_least and not job.done:
-            await asyncio.sleep(0.01)
+    return await support.wait_known(app, ieee, timeout)
 
 
 @pytest.fixture(scope="module")
 def supplier(tmp_path_factory):
-    """A lab supplier: P-256 key and self-signed certificate, and a config naming it."""
-    work = tmp_path_factory.mktemp("supplier")
-    key_pem, cert_pem = generate_supplier_identity(EntityId.parse(SUPPLIER), common_name="TEST LAB SUPPLIER")
-    (work / "supplier.pem").write_bytes(cert_pem)
-    key = load_pem_private_key(key_pem, password=None)
-    config = Config(
-        state_dir=work,
-        suppliers=(SupplierConfig(id=SUPPLIER, certificate=work / "supplier.pem"),),
-        devices=(DeviceConfig(ieee=parse_eui64(HCALCS), kind="hcalcs", supplier=SUPPLIER),),
-        # a generous radio budget: these tests are about the drivers, not WAIT_FOR_DATA pacing
-        ota=OtaConfig(stall_timeout_s=30, rate_bytes_per_s=1_000_000, burst_bytes=1 << 20),
-    )
-    return key, config
+    return lab_supplier(tmp_path_factory.mktemp("supplier"), HCALCS)
 
 
 def make_image(key=None, size: int = 8192, version: int = 2):
-    payload = bytes((i * 7) & 0xFF for i in range(size))
-    return parse_image(build_image(payload, manufacturer_code=MANUFACTURER, image_type=0x0000, file_version=version,
-                                   header_string="HCALCS test image", min_hw=0x1111, max_hw=0x1211, gbcs_key=key))
+    return support.make_image(key, size, version, step=7)
 
 
 # ----------------------------------------------------------------------------- start-up
