@@ -174,6 +174,51 @@ def test_granted_bytes_never_exceed_the_budget(rate: float, burst: int, calls: l
         assert granted <= burst + rate * now + 1e-6
 
 
+class _PruneEveryCall(Pacer):
+    """The pacer as it was before pruning was scheduled: a scan on every call."""
+
+    def _prune(self, now: float) -> None:
+        self._next_prune = float("-inf")
+        super()._prune(now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["grant", "grant", "grant", "start", "finish", "forget", "share"]),
+            st.integers(0, 4),
+            st.integers(1, 80),
+            # Steps around the grace (0.5 s) and the window (8 s), so that reservations
+            # expire, and devices leave, between the scans of other events.
+            st.sampled_from([0.0, 0.01, 0.1, 0.3, 0.6, 2.0, 8.5]),
+        ),
+        max_size=150,
+    ),
+)
+def test_scheduled_prune_decides_exactly_as_a_prune_on_every_call(ops: list[tuple[str, int, int, float]]) -> None:
+    kw: dict[str, Any] = {"bytes_per_s": 100.0, "burst_bytes": 126, "max_inflight": 2,
+                          "reservation_grace_s": 0.5, "inflight_retry_s": 0.25, "active_window_s": 8.0}
+    fast, slow = Pacer(**kw), _PruneEveryCall(**kw)
+    now = 0.0
+    for op, device, nbytes, step in ops:
+        now += step
+        for p in (fast, slow):
+            if op == "start":
+                p.sent_started(now)
+            elif op == "finish":
+                p.sent_finished(now)
+            elif op == "forget":
+                p.forget(device)
+        if op == "grant":
+            assert fast.grant(device, nbytes, now) == slow.grant(device, nbytes, now)
+        elif op == "share":
+            assert fast.share(now) == slow.share(now)
+        assert fast.reserved(device) == slow.reserved(device)
+        assert fast.tokens(now) == slow.tokens(now)
+    assert fast.active_devices(now) == slow.active_devices(now)
+
+
 # --------------------------------------------------------------------------- fairness
 
 

@@ -121,6 +121,9 @@ class Pacer:
         self._refilled_at: float | None = None
         self._inflight = 0
         self._devices: dict[Hashable, _Device] = {}
+        # The earliest time at which _prune could drop a device or a reservation: the
+        # scan over every device runs then, not on every grant (one per block served).
+        self._next_prune = math.inf
 
     # ------------------------------------------------------------------ queries
 
@@ -158,6 +161,7 @@ class Pacer:
         device = self._devices.get(device_key)
         if device is None:
             device = self._devices[device_key] = _Device(float(self.burst_bytes), now, now)
+            self._next_prune = min(self._next_prune, now + self.active_window_s)
         device.last_seen = now
         share = self.bytes_per_s / len(self._devices)
         device.allowance = min(float(self.burst_bytes), device.allowance + max(0.0, now - device.refilled_at) * share)
@@ -168,7 +172,7 @@ class Pacer:
             if device.ready_at - now > _EPSILON_S:
                 return device.ready_at - now
             if saturated:
-                device.expires_at = now + self.inflight_retry_s + self.reservation_grace_s
+                self._expire(device, now + self.inflight_retry_s + self.reservation_grace_s)
                 return self.inflight_retry_s
             device.ready_at = None
             return 0.0
@@ -182,7 +186,7 @@ class Pacer:
             if wait <= _EPSILON_S:
                 return 0.0
             device.ready_at = now + wait
-            device.expires_at = device.ready_at + self.reservation_grace_s
+            self._expire(device, device.ready_at + self.reservation_grace_s)
             return wait
 
         # Over its share: surplus only, and no place in the queue.
@@ -236,10 +240,23 @@ class Pacer:
             self._refilled_at = now
         # A clock that steps back is ignored rather than refunded or charged.
 
+    def _expire(self, device: _Device, when: float) -> None:
+        device.expires_at = when
+        if when < self._next_prune:
+            self._next_prune = when
+
     def _prune(self, now: float) -> None:
+        if now < self._next_prune:
+            return
         horizon = now - self.active_window_s
         for key in [k for k, d in self._devices.items() if d.last_seen < horizon and (d.ready_at is None or d.expires_at < now)]:
             del self._devices[key]
+        next_prune = math.inf
         for device in self._devices.values():
             if device.ready_at is not None and device.expires_at < now:
                 device.ready_at = None
+            # A reservation is dropped after it expires; a device, after its window.
+            due = device.expires_at if device.ready_at is not None else device.last_seen + self.active_window_s
+            if due < next_prune:
+                next_prune = due
+        self._next_prune = next_prune
