@@ -6,7 +6,10 @@ specification) and the same `LinkModel`:
 
 - ``impl="ours"``: `gateway.engine.Engine` (push; held; `activate` when asked);
 - ``impl="zigpy"``: zigpy's own ``Device.update_firmware`` (zigpy/ota/manager.py, what
-  ZHA uses), which answers Upgrade End Request with "upgrade now".
+  ZHA uses), which answers Upgrade End Request with "upgrade now";
+- ``impl="floor"`` (`many_devices` only): `bench.floor.FloorResponder`, the least an
+  OTA server can do per frame through zigpy's radio API (a reference for the hub's
+  cost, not an OTA server), where ``"ours"`` has the Engine.
 
 Common end point: the simulated device *sends* Upgrade End Request SUCCESS (its
 ``upgrade_end_request`` event, after it verified the whole image). Time starts when
@@ -44,6 +47,7 @@ from zigpy.ota.image import parse_ota_image
 from zigpy.ota.providers import BaseOtaImageMetadata
 
 from bench import model
+from bench.floor import FloorResponder
 from bench.probe import CpuSampler, TurnaroundProbe, cpu_seconds, peak_rss_kib, rss_kib
 from gateway.config import OtaConfig
 from gateway.engine import Engine
@@ -472,7 +476,8 @@ async def many_devices(
 ) -> dict[str, Any]:
     """``n`` HCALCS (block requests) updating at once over the one channel. ``remote``:
     the simulated HAN in a child process, so that this process's CPU time and RSS are
-    the hub's alone."""
+    the hub's alone. ``impl``: ``"ours"``, ``"zigpy"`` or ``"floor"`` (bench/floor.py,
+    in the Engine's place)."""
     lm = make_link(link, scale)
     run = await _network(n, False, lm, remote, child_loop)
     app = run.app
@@ -481,6 +486,7 @@ async def many_devices(
     watcher = Watcher(run.sims)
     config = OtaConfig(**(ota or {}))
     engine: Engine | None = None
+    floor: FloorResponder | None = None
     tasks: dict[zt.EUI64, asyncio.Task[Any]] = {}
     jobs: dict[zt.EUI64, Any] = {}
     block = model.max_block(lm, run.sims.spec(run.sims.ieees[0]).max_data_size)
@@ -502,10 +508,13 @@ async def many_devices(
                                     "max_inflight": config.max_inflight, "block_cap": config.block_cap}
         elif impl == "zigpy":
             zimage = zigpy_image(data)
+        elif impl == "floor":
+            floor = FloorResponder(app, parse_image(data))
         else:
-            raise ValueError(f"impl {impl!r}: ours or zigpy")
-        # Installed after the engine, so that the probe sees each packet first, as the
-        # radio hands it over, whatever the engine itself hooks into the app.
+            raise ValueError(f"impl {impl!r}: ours, zigpy or floor")
+        # Installed after the engine (or the floor responder), so that the probe sees
+        # each packet first, as the radio hands it over, whatever the engine itself
+        # hooks into the app.
         run.probe.install(app)
         rep0 = await run.sims.report()
         if sampler is not None:
@@ -514,6 +523,8 @@ async def many_devices(
         for ieee in run.sims.ieees:
             if engine is not None:
                 jobs[ieee] = engine.push(image, ieee)
+            elif floor is not None:
+                floor.start(ieee)
             else:
                 tasks[ieee] = loop.create_task(app.devices[ieee].update_firmware(zimage))
 
@@ -597,4 +608,6 @@ async def many_devices(
                 t.cancel()
         if engine is not None:
             await engine.close()
+        if floor is not None:
+            floor.close()
         await app.shutdown()

@@ -4,6 +4,7 @@ scenario runs both implementations to the end and yields numbers."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
 from pathlib import Path
@@ -15,7 +16,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # bench/ is not an installed package
 
 from bench import model, scenarios  # noqa: E402
+from bench.floor import FloorResponder  # noqa: E402
 from bench.ota import UNPACED, evaluate, render  # noqa: E402
+from gateway.image import parse_image  # noqa: E402
+from radios.sim.app import start_sim_app  # noqa: E402
 
 TINY = 2048
 
@@ -69,3 +73,43 @@ async def test_hub_scenario_runs_with_the_han_in_a_child(impl: str) -> None:
     if impl == "ours":
         assert {row["verdict"] for row in rows} <= {"PASS", "MISS"} and any("hub process alone" in row["note"] for row in rows)
     assert isinstance(render([], {}, {}, rows), str)
+
+
+async def test_floor_scenario_serves_every_device_exactly_once() -> None:
+    # The floor of the hub-cost runs (hub{N}/floor, bench/floor.py) in the Engine's
+    # place: every device must end with the whole image, served once, in 63-byte blocks,
+    # every request answered (a wrong answer leaves a device unfinished or the bytes off).
+    size = 4 * 1024
+    r = await scenarios.many_devices("floor", 2, "instant", size, ota=UNPACED, timeout=30, remote=True)
+    assert r["completed"] == 2 and r["failures"] == {} and r["stalled"] == 0
+    assert r["served_bytes"] == 2 * size and r["delivered_bytes"] == 2 * size
+    assert r["counters"]["bytes_received"] == 2 * size and r["counters"]["invalid_images"] == 0
+    assert r["counters"]["upgrade_end_sent"] == 2 and r["block_size"] == 63
+    t = r["turnaround"]
+    assert t["n"] == t["served_blocks"] + 2 * 2 and t["unanswered_at_end"] == 0  # + query and end per device
+    assert r["sim_process"] == "child" and r["cpu_s_per_mib"] > 0
+    rows = evaluate({"hub2/ours": r | {"impl": "ours"}, "hub2/floor": r}, {})
+    (cpu,) = [row for row in rows if "CPU s per MiB" in row["target"]]
+    assert cpu["floor_cpu_s_per_mib"] == r["cpu_s_per_mib"] and cpu["ours_above_floor_cpu_s_per_mib"] == 0
+    assert "floor" in render([], {"hub2/floor": r}, {}, rows)
+
+
+async def test_floor_responder_answers_upgrade_end_with_upgrade_now() -> None:
+    # What the scenario above cannot see (it stops at the Upgrade End Request): the
+    # device applies the image because the floor said "now", not after a timeout.
+    (spec,) = scenarios.device_specs(1, page=False)
+    app = await start_sim_app([spec], scenarios.make_link("instant"))
+    floor = FloorResponder(app, parse_image(scenarios.image_bytes(TINY)))
+    try:
+        sim = app.han.devices[spec.ieee]
+        floor.start(spec.ieee)
+        for _ in range(200):
+            if any(e.kind == "activate" for e in sim.history):
+                break
+            await asyncio.sleep(0.01)
+        (act,) = [e for e in sim.history if e.kind == "activate"]
+        assert act.detail["self_activated"] is False and sim.counters.bytes_received == TINY
+        assert floor.send_failures == 0 and app.devices[spec.ieee].ota_in_progress is True
+    finally:
+        floor.close()
+        await app.shutdown()
