@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+import zigpy.config as zconf
 import zigpy.types as zt
 
 from gateway.ota import events as ev
+from gateway.ota.driver import OtaDriver, _Binding
+from radios.select import open_app
 from radios.tap import install_packet_tap
 from test_engine_e2e import IEEE, PPMID, image, network, spec, until
 
@@ -98,6 +102,97 @@ async def test_next_answer_does_not_wait_for_the_previous_confirmation() -> None
         assert most >= 5, f"only {most} frames were in flight at once"
         release.set()
         assert await engine.wait(job, {ev.SessionState.HELD}, timeout=30) is ev.SessionState.HELD
+
+
+@pytest.mark.parametrize("aps", [False, True], ids=["plain", "aps-encrypted"])
+@pytest.mark.parametrize("source_routing", [False, True], ids=["routed", "source-routed"])
+async def test_frames_are_the_packets_zigpy_request_would_hand_the_radio(aps: bool, source_routing: bool) -> None:
+    app = await open_app("sim", sim_devices=[spec()])
+    try:
+        app.config[zconf.CONF_SOURCE_ROUTING] = source_routing
+        device = app.get_device(ieee=IEEE)
+        device.relays = [0x2222, 0x3333]
+        driver = OtaDriver(app, aps_encryption=aps)
+        handed: list[zt.ZigbeePacket] = []
+
+        async def send_packet(packet: zt.ZigbeePacket) -> None:
+            handed.append(packet)
+
+        app.send_packet = send_packet
+        binding = _Binding(session=None, profile=0x0109, device_ep=2, server_ep=1)  # type: ignore[arg-type]
+        for seq, nwk in ((7, None), (8, None), (9, 0x4444)):  # the last after a rejoin elsewhere
+            if nwk is not None:
+                device.nwk = zt.NWK(nwk)
+            data = bytes([0x19, seq, 0x05, 0x00])
+            assert await driver._send(IEEE, binding, data, seq) is None
+            await app.request(device, 0x0109, 0x0019, 1, 2, seq, data, expect_reply=False, aps_encryption=aps)
+            ours, zigpys = handed[-2:]
+            assert ours == zigpys  # every field but the timestamp
+            assert (ours.source_route is not None) == source_routing
+        await driver.close()
+    finally:
+        await app.shutdown()
+
+
+class _DeadlineSession:
+    """A session that only has a timer: ``deadline`` is what get_timer says."""
+
+    state = ev.SessionState.TRANSFERRING
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.fired: list[float] = []
+
+    def start(self, now: float) -> list[ev.Action]:
+        return []
+
+    def handle(self, event: ev.Event, now: float) -> list[ev.Action]:
+        return []
+
+    def get_timer(self) -> float | None:
+        return self.deadline
+
+    def handle_timer(self, now: float) -> list[ev.Action]:
+        self.fired.append(now)
+        self.deadline = None
+        return []
+
+
+async def test_session_timer_runs_at_its_latest_deadline_never_early() -> None:
+    app = await open_app("sim", sim_devices=[spec()])
+    loop = asyncio.get_running_loop()
+    driver = OtaDriver(app)
+    session = _DeadlineSession()
+    try:
+        t0 = loop.time()
+        session.deadline = t0 + 0.05
+        driver.attach(IEEE, session, start=False)  # type: ignore[arg-type]
+        # Each block moves the stall deadline later; the timer must follow.
+        for later in (0.10, 0.15, 0.20):
+            session.deadline = t0 + later
+            driver.run(IEEE, lambda now: [])
+        await asyncio.sleep(0.15)
+        assert session.fired == []
+        await asyncio.sleep(0.15)
+        assert len(session.fired) == 1 and session.fired[0] >= t0 + 0.20
+        # A deadline brought forward is honoured at once, not at the older time.
+        t1 = loop.time()
+        session.deadline = t1 + 5.0
+        driver.run(IEEE, lambda now: [])
+        session.deadline = t1 + 0.03
+        driver.run(IEEE, lambda now: [])
+        await asyncio.sleep(0.2)
+        assert len(session.fired) == 2 and t1 + 0.03 <= session.fired[1] < t1 + 1.0
+        # No deadline: nothing runs.
+        session.deadline = t1 + 0.05
+        driver.run(IEEE, lambda now: [])
+        session.deadline = None
+        driver.run(IEEE, lambda now: [])
+        await asyncio.sleep(0.15)
+        assert len(session.fired) == 2
+    finally:
+        await driver.close()
+        await app.shutdown()
 
 
 class _App:

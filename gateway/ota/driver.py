@@ -18,7 +18,10 @@ Each frame a session emits is encoded at once and handed to the radio in its own
 task, in the order emitted (zigpy's request queue is FIFO per priority). A device's
 next answer does not wait for the radio to confirm the previous one: the APS ack and
 the radio's confirmation of a block arrive after the device has already asked for the
-next one.
+next one. The driver builds the `ZigbeePacket` itself and calls the radio's
+``send_packet``, as zigpy's ``ControllerApplication.request`` would (NWK addressing,
+APS ack, source route when configured), with the addresses kept per device rather
+than built per frame.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import zigpy.config as zconf
 import zigpy.exceptions
 import zigpy.types as zt
 from zigpy.application import ControllerApplication
@@ -74,6 +78,8 @@ class _Binding:
     sends: set[asyncio.Task[None]] = field(default_factory=set)
     #: zigpy's Device the last request came from (None: look it up again).
     device: Device | None = None
+    #: The destination of our frames, kept while the device's NWK address holds.
+    dst: zt.AddrModeAddress | None = None
 
 
 class OtaDriver:
@@ -97,6 +103,10 @@ class OtaDriver:
         # microseconds (its repr), and zigpy's get_device(nwk=) walks every device.
         # Emptied whenever a session or zigpy's device table changes.
         self._routes: dict[int, tuple[Device, _Binding]] = {}
+        self._src: zt.AddrModeAddress | None = None
+        self._source_routing = bool(app.config.get(zconf.CONF_SOURCE_ROUTING, False))
+        tx = zt.TransmitOptions.ACK  # zigpy's request() with expect_reply=False
+        self._tx_options = tx | zt.TransmitOptions.APS_Encryption if aps_encryption else tx
         self.unparseable_frames = 0
 
     # ------------------------------------------------------------------ sessions
@@ -261,10 +271,15 @@ class OtaDriver:
                 LOGGER.exception("OTA observer failed on %r", action)
 
     def _rearm(self, ieee: zt.EUI64, binding: _Binding) -> None:
-        if binding.timer is not None:
-            binding.timer.cancel()
-            binding.timer = None
         when = binding.session.get_timer()
+        timer = binding.timer
+        if timer is not None:
+            # Every block moves the stall deadline later: a timer due no later than the
+            # session's time stays, and _on_timer re-arms it when it fires early.
+            if when is not None and timer.when() <= when:
+                return
+            timer.cancel()
+            binding.timer = None
         if when is not None:
             binding.timer = self._loop.call_at(when, self._on_timer, ieee)
 
@@ -273,6 +288,12 @@ class OtaDriver:
         if binding is None:
             return
         binding.timer = None
+        when = binding.session.get_timer()
+        if when is None:
+            return
+        if when > self._loop.time():
+            binding.timer = self._loop.call_at(when, self._on_timer, ieee)
+            return
         self._execute(ieee, binding, binding.session.handle_timer(self._loop.time()))
 
     def _feed(self, ieee: zt.EUI64, event: ev.Event) -> None:
@@ -300,28 +321,43 @@ class OtaDriver:
                 device = self._app.get_device(ieee=ieee)
             except KeyError:
                 return "device not known to the radio"
-        profile, device_ep = self._addressing(device, binding)
-        if self._pacer is not None:
-            self._pacer.sent_started(self._loop.time())
+        packet = self._packet(device, binding, data, seq)
+        pacer = self._pacer
+        if pacer is not None:
+            pacer.sent_started(self._loop.time())
         try:
-            await self._app.request(
-                device,
-                profile,
-                codec.OTA_CLUSTER_ID,
-                binding.server_ep,
-                device_ep,
-                seq,
-                data,
-                expect_reply=False,
-                aps_encryption=self._aps_encryption,
-            )
+            await self._app.send_packet(packet)
         except (zigpy.exceptions.DeliveryError, asyncio.TimeoutError, zigpy.exceptions.ZigbeeException) as exc:
             LOGGER.info("%s: OTA frame (seq %d) not delivered: %s", ieee, seq, exc)
             return str(exc) or type(exc).__name__
         finally:
-            if self._pacer is not None:
-                self._pacer.sent_finished(self._loop.time())
+            if pacer is not None:
+                pacer.sent_finished(self._loop.time())
         return None
+
+    def _packet(self, device: Device, binding: _Binding, data: bytes, seq: int) -> zt.ZigbeePacket:
+        """What zigpy's ``request(..., expect_reply=False)`` hands the radio."""
+        profile, device_ep = self._addressing(device, binding)
+        own = self._app.state.node_info.nwk
+        src = self._src
+        if src is None or src.address != own:
+            src = self._src = zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=own)
+        dst = binding.dst
+        if dst is None or dst.address != device.nwk:
+            dst = binding.dst = zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=device.nwk)
+        return zt.ZigbeePacket(
+            src=src,
+            src_ep=binding.server_ep,
+            dst=dst,
+            dst_ep=device_ep,
+            tsn=seq,
+            profile_id=profile,
+            cluster_id=codec.OTA_CLUSTER_ID,
+            data=zt.SerializableBytes(data),
+            source_route=self._app.build_source_route_to(dest=device) if self._source_routing else None,
+            tx_options=self._tx_options,
+            priority=zt.PacketPriority.NORMAL,
+        )
 
     def _addressing(self, device: Device, binding: _Binding) -> tuple[int, int]:
         if binding.profile is not None and binding.device_ep is not None:
