@@ -160,11 +160,28 @@ def encode_packet(packet: t.ZigbeePacket) -> bytes:
     ) + packet.data.serialize()
 
 
-def _address(mode: int, value: int) -> t.AddrModeAddress:
+def _new_address(mode: int, value: int) -> t.AddrModeAddress:
     addr_mode = _MODES[mode]
     if addr_mode == t.AddrMode.IEEE:
         return t.AddrModeAddress(addr_mode=addr_mode, address=_ieee_from_int(value))
     return t.AddrModeAddress(addr_mode=addr_mode, address=_ADDR_TYPES[addr_mode](value))
+
+
+# A HAN has few addresses and every frame carries two: one instance per address
+# serves every packet (zigpy reads packet addresses, never changes them), which saves
+# two dataclass constructions with their type conversions per frame.
+_ADDRESSES: dict[tuple[int, int], t.AddrModeAddress] = {}
+_ADDRESSES_MAX: Final = 4096
+
+
+def _address(mode: int, value: int) -> t.AddrModeAddress:
+    key = (mode, value)
+    cached = _ADDRESSES.get(key)
+    if cached is None:
+        if len(_ADDRESSES) >= _ADDRESSES_MAX:
+            _ADDRESSES.clear()
+        cached = _ADDRESSES[key] = _new_address(mode, value)
+    return cached
 
 
 # zigpy's integer types are immutable: one instance per value serves every packet,
@@ -582,6 +599,8 @@ class RemoteHan:
         self._pidfd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
+        # Frames written in one pass of the loop leave in one write, as the child does.
+        self._out: list[bytes] = []
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -686,6 +705,7 @@ class RemoteHan:
         for a healthy child; SIGKILL makes sure of one that is not."""
         self._closing = True
         if self._transport is not None:
+            self._flush()  # what was written before close still goes
             self._transport.close()
         proc = self._proc
         if proc is not None and proc.poll() is None:
@@ -702,6 +722,7 @@ class RemoteHan:
             return
         self._closing = True
         if self._transport is not None:
+            self._flush()  # what was written before close still goes
             self._transport.close()
         assert self._exited is not None
         try:
@@ -766,11 +787,22 @@ class RemoteHan:
         fut: asyncio.Future[DeliveryResult] = self._loop.create_future()
         self._sends[ident] = fut
         body = ID.pack(ident) + encode_packet(packet)
-        self._transport.write(HEADER.pack(len(body) + 1, T_SEND) + body)
+        self._write(HEADER.pack(len(body) + 1, T_SEND) + body)
         try:
             return await fut
         finally:
             self._sends.pop(ident, None)
+
+    def _write(self, frame: bytes) -> None:
+        if not self._out:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+        self._out.append(frame)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(b"".join(out))
 
     def power_cycle(self, ieee: t.EUI64, off_time: float | None = None) -> None:
         self._fire("power_cycle", ieee=str(ieee), off_time=off_time)
@@ -814,7 +846,7 @@ class RemoteHan:
         ident = next(self._ids) & 0xFFFFFFFF
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._calls[ident] = fut
-        self._transport.write(_frame(T_CALL, ID.pack(ident) + json.dumps({"op": op, **args}).encode()))
+        self._write(_frame(T_CALL, ID.pack(ident) + json.dumps({"op": op, **args}).encode()))
         try:
             reply = await fut
         finally:
