@@ -15,7 +15,7 @@ import zigpy.config as zconf
 import zigpy.types as zt
 
 from gateway.ota import events as ev
-from gateway.ota.driver import OtaDriver, _Binding
+from gateway.ota.driver import LAST_SEEN_EVERY_S, OtaDriver, _Binding
 from radios.select import open_app
 from radios.tap import install_packet_tap
 from test_engine_e2e import IEEE, PPMID, image, network, spec, until
@@ -56,6 +56,33 @@ async def test_session_requests_never_reach_zigpy_but_read_responses_do() -> Non
         # The session reads the device's version back through zigpy (Read Attributes
         # Response: a general frame), and that reply must still be matched by zigpy.
         assert any(f[0] & 0x03 == 0x00 for f in to_zigpy), "no general OTA frame reached zigpy"
+
+
+async def test_last_seen_is_kept_without_an_update_per_block() -> None:
+    # With a zigpy database every last_seen update queues an SQL UPDATE: the tap must
+    # keep last_seen current without one per block.
+    async with network() as (app, engine, _seen):
+        device = app.get_device(ieee=IEEE)
+        updates: list[Any] = []
+        original = device.listener_event
+
+        def listener_event(name: str, *args: Any) -> Any:
+            if name == "device_last_seen_updated":
+                updates.append(args[0])
+            return original(name, *args)
+
+        device.listener_event = listener_event
+        before = device.last_seen
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        job = engine.push(image(6000), IEEE)
+        assert await engine.wait(job, {ev.SessionState.HELD}, timeout=30) is ev.SessionState.HELD
+        took = loop.time() - t0
+        blocks = app.han.devices[IEEE].counters.blocks_received
+        assert blocks >= 6000 // 63
+        most = 2 + int(took / LAST_SEEN_EVERY_S)  # one per interval, and the read response's
+        assert 1 <= len(updates) <= most < blocks, f"{len(updates)} last_seen updates for {blocks} blocks in {took:.1f} s"
+        assert device.last_seen is not None and (before is None or device.last_seen > before)
 
 
 async def test_a_device_without_a_session_is_left_to_zigpy() -> None:

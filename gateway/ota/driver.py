@@ -49,6 +49,11 @@ SMART_ENERGY_PROFILE = 0x0109
 SERVER_ENDPOINT = 1
 # Attribute reads may wait for a sleepy device's next poll.
 ATTRIBUTE_READ_TIMEOUT_S = 30.0
+# zigpy sets Device.last_seen on every frame it receives, and with a database each set
+# queues an SQL UPDATE (zigpy/appdb.py, device_last_seen_updated): one per block
+# served. The database keeps last_seen at 30 s resolution; the tap sets it at most
+# this often per device.
+LAST_SEEN_EVERY_S = 1.0
 
 
 class Session(Protocol):
@@ -80,6 +85,8 @@ class _Binding:
     device: Device | None = None
     #: The destination of our frames, kept while the device's NWK address holds.
     dst: zt.AddrModeAddress | None = None
+    #: Loop time at which the tap last set the device's last_seen.
+    last_seen_set: float = float("-inf")
 
 
 class OtaDriver:
@@ -167,8 +174,11 @@ class OtaDriver:
         if route is None:
             return False
         device, binding = route
-        # What zigpy's Device.packet_received would have recorded.
-        device.last_seen = packet.timestamp
+        # What zigpy's Device.packet_received would have recorded (last_seen less often).
+        now = self._loop.time()
+        if now - binding.last_seen_set >= LAST_SEEN_EVERY_S:
+            binding.last_seen_set = now
+            device.last_seen = packet.timestamp
         if packet.lqi is not None:
             device.lqi = packet.lqi
         if packet.rssi is not None:
