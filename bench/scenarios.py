@@ -37,8 +37,10 @@ import asyncio
 import logging
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zigpy.types as zt
@@ -350,14 +352,25 @@ class Run:
     startup_s: float
 
 
-async def _network(n: int, page: bool, link: LinkModel, remote: bool = False, child_loop: str = "select") -> Run:
+# The zigpy databases of runs with ``database=True``; removed when the process exits.
+_DATABASES: list[tempfile.TemporaryDirectory[str]] = []
+
+
+async def _network(n: int, page: bool, link: LinkModel, remote: bool = False, child_loop: str = "select",
+                   database: bool = False) -> Run:
+    """``database``: zigpy keeps its SQLite database, as the daemon does with a real
+    radio (zigpy then writes device state, such as last_seen, as frames arrive)."""
     t = time.perf_counter()
     specs = device_specs(n, page)
+    db_path: str | None = None
+    if database:
+        _DATABASES.append(tempfile.TemporaryDirectory(prefix="han-ota-bench-"))
+        db_path = str(Path(_DATABASES[-1].name) / "zigbee.db")
     if remote:
         app = await start_remote_sim_app(specs, link, timeout=max(60.0, 3.0 * n), report_events=REPORT_EVENTS,
-                                         keep_history=False, child_loop=child_loop)
+                                         keep_history=False, child_loop=child_loop, database_path=db_path)
     else:
-        app = await start_sim_app(specs, link, timeout=max(60.0, 3.0 * n))
+        app = await start_sim_app(specs, link, timeout=max(60.0, 3.0 * n), database_path=db_path)
     sims = Sims(app, [s.ieee for s in specs])
     queries = await _await_interview_query(sims, timeout=max(10.0, 0.5 * n))
     return Run(app, sims, TurnaroundProbe(), link, queries, time.perf_counter() - t)
@@ -382,12 +395,14 @@ async def one_device(
     timeout: float = 3600.0,
     remote: bool = False,
     child_loop: str = "select",
+    database: bool = False,
 ) -> dict[str, Any]:
     """One HCALCS, block or page requests: time to Upgrade End Request SUCCESS, and
     (``activate``) to the device applying the image. ``remote``: the simulated HAN in a
-    child process (``child_loop``: its event loop)."""
+    child process (``child_loop``: its event loop). ``database``: zigpy keeps its
+    database, as the daemon does with a real radio."""
     lm = make_link(link, scale)
-    run = await _network(1, mode == "page", lm, remote, child_loop)
+    run = await _network(1, mode == "page", lm, remote, child_loop, database)
     app, (ieee,) = run.app, run.sims.ieees
     data = image_bytes(image_size)
     loop = asyncio.get_running_loop()
@@ -395,7 +410,7 @@ async def one_device(
     config = OtaConfig(**(ota or {}))
     engine: Engine | None = None
     task: asyncio.Task[Any] | None = None
-    result: dict[str, Any] = {"impl": impl, "mode": mode, "link": link, "scale": lm.scale if lm.timed else None,
+    result: dict[str, Any] = {"impl": impl, "mode": mode, "link": link, "scale": lm.scale if lm.timed else None, "database": database,
                               "image_size": image_size, "devices": 1}
     try:
         if impl == "ours":
@@ -473,13 +488,15 @@ async def many_devices(
     timeout: float | None = None,
     remote: bool = False,
     child_loop: str = "select",
+    database: bool = False,
 ) -> dict[str, Any]:
     """``n`` HCALCS (block requests) updating at once over the one channel. ``remote``:
     the simulated HAN in a child process, so that this process's CPU time and RSS are
     the hub's alone. ``impl``: ``"ours"``, ``"zigpy"`` or ``"floor"`` (bench/floor.py,
-    in the Engine's place)."""
+    in the Engine's place). ``database``: zigpy keeps its database, as the daemon does
+    with a real radio."""
     lm = make_link(link, scale)
-    run = await _network(n, False, lm, remote, child_loop)
+    run = await _network(n, False, lm, remote, child_loop, database)
     app = run.app
     data = image_bytes(image_size)
     loop = asyncio.get_running_loop()
@@ -497,7 +514,7 @@ async def many_devices(
         timeout = 600.0 if not lm.timed else max(60.0, 2.5 * n * image_size / cap.bytes_per_s * lm.scale)
     sampler = CpuSampler() if sample_cpu else None
     rss_before = rss_kib()
-    result: dict[str, Any] = {"impl": impl, "link": link, "scale": lm.scale if lm.timed else None,
+    result: dict[str, Any] = {"impl": impl, "link": link, "scale": lm.scale if lm.timed else None, "database": database,
                               "image_size": image_size, "devices": n}
     try:
         if impl == "ours":

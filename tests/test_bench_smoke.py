@@ -62,8 +62,9 @@ def test_bound_and_capacity_are_numbers() -> None:
 @pytest.mark.parametrize("impl", ["ours", "zigpy"])
 async def test_hub_scenario_runs_with_the_han_in_a_child(impl: str) -> None:
     # The hub-cost path of bench/ota.py (hub{N}/*), tiny: devices in a child process,
-    # completion from the child's Upgrade End Request events.
-    r = await scenarios.many_devices(impl, 2, "instant", TINY, ota=UNPACED, remote=True)
+    # completion from the child's Upgrade End Request events, zigpy with its database.
+    r = await scenarios.many_devices(impl, 2, "instant", TINY, ota=UNPACED, remote=True, database=True)
+    assert r["database"] is True
     assert r["completed"] == 2 and r["failures"] == {} and r["stalled"] == 0
     assert r["delivered_bytes"] == 2 * TINY and r["counters"]["invalid_images"] == 0
     assert r["served_bytes"] >= 2 * TINY and r["cpu_s_per_mib"] > 0 and r["peak_rss_kib"] > 0
