@@ -71,6 +71,11 @@ class FloorResponder:
         tsn = self._app.get_sequence()
         self._send(route, tsn, codec.encode_action(ev.SendImageNotify(NOTIFY_JITTER, *self._ids), tsn))
 
+    @property
+    def pending(self) -> int:
+        """Answers handed to the radio and not yet confirmed."""
+        return len(self._tasks)
+
     def close(self) -> None:
         """Remove the tap and cancel the sends still under way."""
         self._remove_tap()

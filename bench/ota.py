@@ -113,6 +113,12 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
         plan.append(Scenario(f"turn1/{impl}", "one_device",
                              {"impl": impl, "mode": "block", "link": "instant", "image_size": 16 * KIB if args.quick else 64 * KIB,
                               "ota": UNPACED, "activate": False, "remote": True, "database": True}, loop=args.loop, exclusive=True))
+    # The floor responder on a radio that costs nothing: zigpy's radio interface and
+    # asyncio alone, one request per loop pass and six (about what the hub runs read at
+    # once). Information beside the CPU target, not a target.
+    for batch in (1, 6):
+        plan.append(Scenario(f"null/batch{batch}", "null_radio", {"n": hub_n, "image_size": hub_size, "batch": batch},
+                             loop=args.loop, exclusive=True))
     if args.only:
         plan = [p for p in plan if any(p.name.startswith(o) for o in args.only)]
     return plan
@@ -140,7 +146,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     asyncio.set_event_loop(loop)
     try:
         lateness = scenarios.timer_lateness_ms(loop, samples=60)
-        fn = {"one_device": scenarios.one_device, "many_devices": scenarios.many_devices}[spec["kind"]]
+        fn = {"one_device": scenarios.one_device, "many_devices": scenarios.many_devices, "null_radio": scenarios.null_radio}[spec["kind"]]
         t = time.perf_counter()
         kwargs = dict(spec["kwargs"])
         if kwargs.get("remote"):
@@ -286,9 +292,11 @@ def evaluate(results: dict[str, dict[str, Any]], bnd: dict[str, dict[str, Any]])
         # (bench/floor.py), what any OTA server pays per frame through zigpy's radio API.
         fr = results.get(f"hub{n}/floor")
         floor = None if fr is None else fr.get("cpu_s_per_mib")
+        null = {k: v.get("cpu_s_per_mib") for k, v in results.items() if k.startswith("null/")}
         add(f"{label}: CPU s per MiB served", _f(cpu, "{:.2f}"), f"< {TARGETS['cpu_s_per_mib']}", None if cpu is None else cpu < TARGETS["cpu_s_per_mib"], note,
             floor_scenario=None if fr is None else f"hub{n}/floor", floor_cpu_s_per_mib=floor,
-            ours_above_floor_cpu_s_per_mib=None if cpu is None or floor is None else cpu - floor)
+            ours_above_floor_cpu_s_per_mib=None if cpu is None or floor is None else cpu - floor,
+            null_radio_cpu_s_per_mib=null or None)
         # Judged on the hub alone; the realistic many-device runs keep the simulation in
         # their process (for the CPU split), so their RSS is information only.
         rss_rows = [(key, "instant link", alone), (f"many{n}/ours-cap", "realistic link, pacer at capacity", False),
@@ -420,6 +428,12 @@ def render(scs: list[Scenario], results: dict[str, dict[str, Any]], bnd: dict[st
             w(f"   {'info':<5} {'  floor: CPU s per MiB of ' + t['floor_scenario']:<58} {_f(t['floor_cpu_s_per_mib'], '{:.2f}'):>16}"
               f"  ours above the floor {_f(t['ours_above_floor_cpu_s_per_mib'], '{:.2f}')} s/MiB; the floor is zigpy's radio API"
               f" with a do-nothing responder (bench/floor.py): information, not judged{short}")
+        for name, value in sorted((t.get("null_radio_cpu_s_per_mib") or {}).items()):
+            r = results.get(name) or {}
+            whole = "" if r.get("answered") == r.get("requests") else f" ({r.get('answered')} answers to {r.get('requests')} requests!)"
+            w(f"   {'info':<5} {'  ' + name + ': the floor on a radio that costs nothing':<58} {_f(value, '{:.2f}'):>16}"
+              f"  {_f(r.get('us_per_block'), '{:.1f}')} us per block, {r.get('batch')} request(s) per loop pass:"
+              f" zigpy's radio interface and asyncio alone (scenarios.null_radio){whole}")
     return "\n".join(out)
 
 

@@ -37,6 +37,7 @@ import asyncio
 import logging
 import os
 import statistics
+import struct
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from zigpy.ota.image import parse_ota_image
 from zigpy.ota.providers import BaseOtaImageMetadata
 
 from bench import model
+from bench.floor import BLOCK_CAP as FLOOR_BLOCK
 from bench.floor import FloorResponder
 from bench.probe import CpuSampler, TurnaroundProbe, cpu_seconds, peak_rss_kib, rss_kib
 from gateway.config import OtaConfig
@@ -56,6 +58,7 @@ from gateway.engine import Engine
 from gateway.image import FirmwareImage, build_image, parse_image
 from gateway.ota import events as ev
 from radios.sim.app import start_sim_app
+from radios.sim.han import DeliveryResult
 from radios.sim.link import LinkModel
 from radios.sim.remote import RemoteHan, han_report, start_remote_sim_app
 from radios.sim.spec import SimDeviceSpec
@@ -627,4 +630,73 @@ async def many_devices(
             await engine.close()
         if floor is not None:
             floor.close()
+        await app.shutdown()
+
+
+async def null_radio(n: int = 50, image_size: int = 64 * 1024, *, batch: int = 6) -> dict[str, Any]:
+    """The floor responder (bench/floor.py) on a radio that costs nothing: what zigpy's
+    radio interface and asyncio alone cost per frame, with no radio driver or device.
+
+    ``n`` devices join an in-process sim app; then its HAN is cut off: every
+    ``send_packet`` is confirmed one loop pass later without going anywhere, and the
+    scenario itself hands zigpy one Image Block Request per block of the image per
+    device, as fresh `ZigbeePacket`s (what a radio driver must build), ``batch`` per
+    loop pass (the hub-cost runs see about six per read). Time and CPU count from the
+    first request to the last answer confirmed."""
+    specs = device_specs(n, False)
+    app = await start_sim_app(specs, LinkModel.instant(), timeout=max(60.0, 3.0 * n))
+    loop = asyncio.get_running_loop()
+    answered = 0
+    confirmed = DeliveryResult(True)
+
+    async def send(packet: zt.ZigbeePacket) -> DeliveryResult:
+        nonlocal answered
+        answered += 1
+        fut: asyncio.Future[DeliveryResult] = loop.create_future()
+        loop.call_soon(fut.set_result, confirmed)  # the radio's confirmation
+        return await fut
+
+    responder: FloorResponder | None = None
+    try:
+        app.han.send = send  # the sim app's HAN, cut off (instance attribute, this run only)
+        image = parse_image(image_bytes(image_size))
+        responder = FloorResponder(app, image)
+        sources = []
+        for spec in specs:
+            responder.start(spec.ieee)
+            sources.append(zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=app.get_device(ieee=spec.ieee).nwk))
+        while responder.pending:
+            await asyncio.sleep(0)
+        coordinator = zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=app.state.node_info.nwk)
+        request = struct.Struct("<BBBBHHIIB")  # Image Block Request, ZCL r8 11.13.6
+        blocks = -(-image.size // FLOOR_BLOCK)
+        answered = handed = 0
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        for k in range(blocks):
+            offset = k * FLOOR_BLOCK
+            for i, src in enumerate(sources):
+                tsn = (k + i) & 0xFF
+                data = request.pack(0x01, tsn, 0x03, 0x00, image.manufacturer_code, image.image_type, image.file_version, offset, FLOOR_BLOCK)
+                app.packet_received(zt.ZigbeePacket(src=src, src_ep=1, dst=coordinator, dst_ep=1, tsn=tsn, profile_id=0x0104,
+                                                    cluster_id=0x0019, data=zt.SerializableBytes(data), lqi=200, rssi=-50))
+                handed += 1
+                if handed % batch == 0:
+                    await asyncio.sleep(0)
+                    while responder.pending:  # the radio drains what this pass handed it
+                        await asyncio.sleep(0)
+        while responder.pending:
+            await asyncio.sleep(0)
+        cpu = cpu_seconds() - cpu0
+        wall = time.perf_counter() - t0
+        served = n * image.size
+        return {
+            "devices": n, "image_size": image.size, "batch": batch, "requests": handed, "answered": answered,
+            "send_failures": responder.send_failures, "cpu_s": cpu, "wall_s": wall,
+            "us_per_block": 1e6 * cpu / handed if handed else None,
+            "cpu_s_per_mib": cpu / (served / 2**20) if served else None,
+            "peak_rss_kib": peak_rss_kib(),
+        }
+    finally:
+        if responder is not None:
+            responder.close()
         await app.shutdown()

@@ -114,3 +114,13 @@ async def test_floor_responder_answers_upgrade_end_with_upgrade_now() -> None:
     finally:
         floor.close()
         await app.shutdown()
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+async def test_null_radio_answers_every_request_it_hands_zigpy(batch: int) -> None:
+    # scenarios.null_radio (null/batch*): the floor responder behind a radio that costs
+    # nothing. Every request handed to zigpy must come back as one answer.
+    r = await scenarios.null_radio(3, TINY, batch=batch)
+    blocks = -(-TINY // 63)
+    assert r["requests"] == 3 * blocks and r["answered"] == r["requests"] and r["send_failures"] == 0
+    assert r["cpu_s_per_mib"] > 0 and r["us_per_block"] > 0 and r["batch"] == batch
