@@ -294,6 +294,7 @@ async def test_coordinator_reset_fault(han_emulator):
         # API on its ZNP object, not a patch.
         app._znp.callback_for_response(c.SYS.ResetInd.Callback(partial=True), resets.append)
 
+        used = coord.nwk_frame_counter  # frames sent so far, fewer than one NV save's worth
         server.faults.reset_after_frames = 1
         await app._znp.request(c.SYS.Ping.Req())  # the frame that trips the fault
         async with asyncio.timeout(2):
@@ -313,6 +314,9 @@ async def test_coordinator_reset_fault(han_emulator):
         assert app.state.network_info.extended_pan_id == epid
         assert coord.network_up
         assert coord.formations == 2  # resumed from NVRAM, not re-formed
+        # The RAM counter was lost; the firmware skipped past the frames it had not saved,
+        # so no counter is used twice (devices would drop those frames as replays).
+        assert coord.nwk_frame_counter > used
         assert HCALCS_IEEE in coord.children  # association rebuilt from NV address manager
         assert await read_ota_version(app) == HCALCS_VERSION
         assert coord.unimplemented == []

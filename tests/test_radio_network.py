@@ -58,8 +58,6 @@ async def test_znp_info_form_backup_restore(tmp_path):
         await server.close()
 
 
-@pytest.mark.xfail(strict=True, reason="ZNP emulator: a host-requested SYS reset writes the RAM NWK frame counter (0) over the "
-                   "NWK_SEC_MATERIAL_TABLE entry zigpy-znp just wrote, so a restored counter reads back as 0 (coordinator.py _reset)")
 async def test_znp_restore_moves_the_frame_counter_ahead():
     server = await serve_znp("127.0.0.1", 0, None)
     target = RadioTarget("znp", server.url)

@@ -103,6 +103,9 @@ MAX_INCOMING_MSG_DATA = 230
 CALLBACK_GAP = 0.005
 #: How long a soft reset takes before SYS.ResetInd
 RESET_TIME = 0.02
+# Z-Stack saves its NWK frame counter to NV every this many frames
+# (MAX_NWK_FRAMECOUNTER_CHANGES) and skips this far ahead when it restores it.
+NWK_FRAMECOUNTER_CHANGES = 1000
 
 COORDINATOR_NODE_DESC = zdo_t.NodeDescriptor(
     logical_type=zdo_t.LogicalType.Coordinator,
@@ -174,6 +177,7 @@ class ZnpCoordinator:
         self.formations = 0
         self.host_frames = 0
         self.nwk_frame_counter = 0
+        self._counter_changes = 0
 
         self._power_on()
 
@@ -183,6 +187,8 @@ class ZnpCoordinator:
     # ================================================================ RAM state ====
     def _power_on(self) -> None:
         """Everything the firmware keeps in RAM, as after a (re)boot."""
+        self.nwk_frame_counter = 0  # reloaded from NV when the network starts
+        self._counter_changes = 0
         self.endpoints: dict[int, Endpoint] = {}
         self.network_up = False
         self.zdo_callbacks: set[int] = set()
@@ -400,9 +406,13 @@ class ZnpCoordinator:
         return None
 
     def _reset(self, reason: zt.ResetReason) -> None:
-        """Reboot the firmware: RAM state lost, zgInit, then SYS.ResetInd."""
+        """Reboot the firmware: RAM state lost, zgInit, then SYS.ResetInd.
+
+        The NWK frame counter is not saved here: a reset loses the RAM counter, and the
+        NV copy is whatever was last saved (by the firmware every
+        ``NWK_FRAMECOUNTER_CHANGES`` frames, or by the host, as zigpy-znp's restore does
+        just before it resets). The next network start skips ahead of it."""
         self.resets += 1
-        self._persist_frame_counter()
         self._power_on()
         self.nv.boot()
 
@@ -473,6 +483,7 @@ class ZnpCoordinator:
         return c.AppConfig.SetNwkFrameCounter.Rsp(Status=zt.Status.SUCCESS)
 
     def _persist_frame_counter(self) -> None:
+        self._counter_changes = 0
         if not self.formed:
             return
         epid = self.nib.extendedPANID
@@ -489,8 +500,10 @@ class ZnpCoordinator:
         for raw in self.nv.table(ExNvIds.NWK_SEC_MATERIAL_TABLE):
             entry, _ = zt.NwkSecMaterialDesc.deserialize(bytes(raw), align=mt.ALIGN_STRUCTS)
             if entry.ExtendedPanID == epid:
-                # The firmware skips ahead on boot so a lost write never reuses counters
-                self.nwk_frame_counter = max(self.nwk_frame_counter, int(entry.FrameCounter))
+                # As Z-Stack's restore of its security material: the frames sent since
+                # the last save were lost with the RAM counter, so skip past them.
+                self.nwk_frame_counter = int(entry.FrameCounter) + NWK_FRAMECOUNTER_CHANGES
+                self._persist_frame_counter()
                 return
 
     # ===================================================================== UTIL ====
@@ -731,6 +744,9 @@ class ZnpCoordinator:
             radius=req.Radius,
         )
         self.nwk_frame_counter += 1
+        self._counter_changes += 1
+        if self._counter_changes >= NWK_FRAMECOUNTER_CHANGES:
+            self._persist_frame_counter()
 
         to_self = dst.addr_mode == t.AddrMode.NWK and dst.address == 0x0000
         is_zdo = req.DstEndpoint == 0 and req.SrcEndpoint == 0
