@@ -119,6 +119,11 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
     for batch in (1, 6):
         plan.append(Scenario(f"null/batch{batch}", "null_radio", {"n": hub_n, "image_size": hub_size, "batch": batch},
                              loop=args.loop, exclusive=True))
+    # What a real radio library costs a hub: our push through unmodified bellows and
+    # zigpy-znp to the emulated coordinators, the CPU split by whose code ran.
+    for radio in ("ezsp", "znp"):
+        plan.append(Scenario(f"driver/{radio}", "real_driver", {"radio": radio, "image_size": hub_size, "ota": UNPACED},
+                             loop=args.loop, exclusive=True))
     if args.only:
         plan = [p for p in plan if any(p.name.startswith(o) for o in args.only)]
     return plan
@@ -146,7 +151,8 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     asyncio.set_event_loop(loop)
     try:
         lateness = scenarios.timer_lateness_ms(loop, samples=60)
-        fn = {"one_device": scenarios.one_device, "many_devices": scenarios.many_devices, "null_radio": scenarios.null_radio}[spec["kind"]]
+        fn = {"one_device": scenarios.one_device, "many_devices": scenarios.many_devices, "null_radio": scenarios.null_radio,
+              "real_driver": scenarios.real_driver}[spec["kind"]]
         t = time.perf_counter()
         kwargs = dict(spec["kwargs"])
         if kwargs.get("remote"):
@@ -293,10 +299,11 @@ def evaluate(results: dict[str, dict[str, Any]], bnd: dict[str, dict[str, Any]])
         fr = results.get(f"hub{n}/floor")
         floor = None if fr is None else fr.get("cpu_s_per_mib")
         null = {k: v.get("cpu_s_per_mib") for k, v in results.items() if k.startswith("null/")}
+        drivers = {k: (v.get("cpu_s_per_mib_by_owner") or {}).get("radio library") for k, v in results.items() if k.startswith("driver/")}
         add(f"{label}: CPU s per MiB served", _f(cpu, "{:.2f}"), f"< {TARGETS['cpu_s_per_mib']}", None if cpu is None else cpu < TARGETS["cpu_s_per_mib"], note,
             floor_scenario=None if fr is None else f"hub{n}/floor", floor_cpu_s_per_mib=floor,
             ours_above_floor_cpu_s_per_mib=None if cpu is None or floor is None else cpu - floor,
-            null_radio_cpu_s_per_mib=null or None)
+            null_radio_cpu_s_per_mib=null or None, radio_library_cpu_s_per_mib=drivers or None)
         # Judged on the hub alone; the realistic many-device runs keep the simulation in
         # their process (for the CPU split), so their RSS is information only.
         rss_rows = [(key, "instant link", alone), (f"many{n}/ours-cap", "realistic link, pacer at capacity", False),
@@ -434,6 +441,15 @@ def render(scs: list[Scenario], results: dict[str, dict[str, Any]], bnd: dict[st
             w(f"   {'info':<5} {'  ' + name + ': the floor on a radio that costs nothing':<58} {_f(value, '{:.2f}'):>16}"
               f"  {_f(r.get('us_per_block'), '{:.1f}')} us per block, {r.get('batch')} request(s) per loop pass:"
               f" zigpy's radio interface and asyncio alone (scenarios.null_radio){whole}")
+        for name, value in sorted((t.get("radio_library_cpu_s_per_mib") or {}).items()):
+            r = results.get(name) or {}
+            lib = {"driver/ezsp": "bellows", "driver/znp": "zigpy-znp"}.get(name, name)
+            done = "" if r.get("completed") else " (push incomplete!)"
+            us = (r.get("us_per_block_by_owner") or {}).get("radio library")
+            gw = (r.get("cpu_s_per_mib_by_owner") or {}).get("gateway")
+            w(f"   {'info':<5} {'  ' + name + ': the radio library alone':<58} {_f(value, '{:.2f}'):>16}"
+              f"  {_f(us, '{:.0f}')} us per block in {lib} (and the zigpy types it uses), our gateway {_f(gw, '{:.2f}')} s/MiB;"
+              f" one push to the emulated coordinator in-process, CPU split by sampling (scenarios.real_driver){done}")
     return "\n".join(out)
 
 

@@ -124,3 +124,14 @@ async def test_null_radio_answers_every_request_it_hands_zigpy(batch: int) -> No
     blocks = -(-TINY // 63)
     assert r["requests"] == 3 * blocks and r["answered"] == r["requests"] and r["send_failures"] == 0
     assert r["cpu_s_per_mib"] > 0 and r["us_per_block"] > 0 and r["batch"] == batch
+
+
+@pytest.mark.parametrize("radio", ["ezsp", "znp"])
+async def test_real_driver_push_completes_and_splits_its_cpu(radio: str) -> None:
+    # scenarios.real_driver (driver/*): our push through unmodified bellows or
+    # zigpy-znp to the emulated coordinator, the CPU split by whose code ran.
+    r = await scenarios.real_driver(radio, 4096, ota=UNPACED)
+    assert r["completed"] is True and r["blocks"] >= 4096 // 63
+    assert r["cpu_s"] > 0 and abs(sum(r["share"].values()) - 1.0) < 1e-9
+    assert set(r["share"]) <= {"device side", "radio library", "gateway", "other"}
+    assert r["cpu_s_per_mib_by_owner"].get("radio library", 0) > 0
