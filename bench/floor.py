@@ -93,8 +93,7 @@ class FloorResponder:
         if route is None:
             return False
         data = packet.data.serialize()
-        # Cluster-specific, client to server; the rest (Default Responses, reports) is zigpy's.
-        if not data or data[0] & 0x0B != 0x01:
+        if not codec.is_client_request(data):  # the rest (Default Responses, reports) is zigpy's
             return False
         route[1], route[2], route[3] = packet.profile_id, packet.src_ep, packet.dst_ep
         request = codec.decode_device_frame(data)

@@ -132,3 +132,17 @@ def test_decode_never_raises(data: bytes) -> None:
 def test_decode_any_payload_of_known_commands(cmd: int, payload: bytes) -> None:
     got = codec.decode_device_frame(bytes([0x01, 0x10, cmd]) + payload)
     assert isinstance(got, (ev.QueryNextImageRequested, ev.ImageBlockRequested, ev.ImagePageRequested, ev.UpgradeEndRequested, ev.MalformedFrameReceived))
+
+
+@pytest.mark.parametrize(
+    ("frame_control", "expected"),
+    [(0x01, True), (0x05, True), (0x11, True), (0x15, True),  # cluster-specific, client to server
+     (0x00, False), (0x10, False),  # general (reports, read responses, Default Responses)
+     (0x09, False), (0x19, False), (0x18, False)],  # server to client
+)
+def test_is_client_request_by_frame_control(frame_control: int, expected: bool) -> None:
+    assert codec.is_client_request(bytes([frame_control, 0x01, 0x03])) is expected
+
+
+def test_is_client_request_refuses_an_empty_frame() -> None:
+    assert codec.is_client_request(b"") is False

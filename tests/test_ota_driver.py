@@ -146,17 +146,30 @@ async def test_frames_are_the_packets_zigpy_request_would_hand_the_radio(aps: bo
             handed.append(packet)
 
         app.send_packet = send_packet
-        binding = _Binding(session=None, profile=0x0109, device_ep=2, server_ep=1)  # type: ignore[arg-type]
-        for seq, nwk in ((7, None), (8, None), (9, 0x4444)):  # the last after a rejoin elsewhere
-            if nwk is not None:
-                device.nwk = zt.NWK(nwk)
-            data = bytes([0x19, seq, 0x05, 0x00])
-            assert await driver._send(IEEE, binding, data, seq) is None
-            await app.request(device, 0x0109, 0x0019, 1, 2, seq, data, expect_reply=False, aps_encryption=aps)
-            ours, zigpys = handed[-2:]
-            assert ours == zigpys  # every field but the timestamp
-            assert (ours.source_route is not None) == source_routing
-        await driver.close()
+        # Endpoints learnt from the device's requests; then before any request (an Image
+        # Notify: the device's OTA client endpoint from zigpy's interview).
+        learnt = _Binding(session=None, profile=0x0109, device_ep=2, server_ep=1)  # type: ignore[arg-type]
+        fresh = _Binding(session=None)  # type: ignore[arg-type]
+        client_ep = next(i for i, ep in device.endpoints.items() if i and OTA in ep.out_clusters)
+        profile = device.endpoints[client_ep].profile_id
+        steps = [(learnt, 0x0109, 2, 7, None, None), (learnt, 0x0109, 2, 8, None, None),
+                 (learnt, 0x0109, 2, 9, 0x4444, None),  # the device rejoined elsewhere
+                 (learnt, 0x0109, 2, 10, None, 0x0001),  # our own NWK address changed
+                 (fresh, profile, client_ep, 11, None, None)]
+        try:
+            for binding, prof, dst_ep, seq, nwk, own in steps:
+                if nwk is not None:
+                    device.nwk = zt.NWK(nwk)
+                if own is not None:
+                    app.state.node_info.nwk = zt.NWK(own)
+                data = bytes([0x19, seq, 0x05, 0x00])
+                assert await driver._send(IEEE, binding, data, seq) is None
+                await app.request(device, prof, OTA, 1, dst_ep, seq, data, expect_reply=False, aps_encryption=aps)
+                ours, zigpys = handed[-2:]
+                assert ours == zigpys  # every field but the timestamp
+                assert (ours.source_route is not None) == source_routing
+        finally:
+            await driver.close()
     finally:
         await app.shutdown()
 
@@ -198,18 +211,18 @@ async def test_session_timer_runs_at_its_latest_deadline_never_early() -> None:
         for later in (0.10, 0.15, 0.20):
             session.deadline = t0 + later
             driver.run(IEEE, lambda now: [])
-        await asyncio.sleep(0.15)
-        assert session.fired == []
-        await asyncio.sleep(0.15)
-        assert len(session.fired) == 1 and session.fired[0] >= t0 + 0.20
-        # A deadline brought forward is honoured at once, not at the older time.
+        await until(lambda: session.fired, timeout=5)
+        assert session.fired[0] >= t0 + 0.20, "handle_timer ran before the session's deadline"
+        await asyncio.sleep(0.1)
+        assert len(session.fired) == 1
+        # A deadline brought forward is honoured then, not at the older time.
         t1 = loop.time()
         session.deadline = t1 + 5.0
         driver.run(IEEE, lambda now: [])
         session.deadline = t1 + 0.03
         driver.run(IEEE, lambda now: [])
-        await asyncio.sleep(0.2)
-        assert len(session.fired) == 2 and t1 + 0.03 <= session.fired[1] < t1 + 1.0
+        await until(lambda: len(session.fired) == 2, timeout=3)
+        assert t1 + 0.03 <= session.fired[1] < t1 + 5.0
         # No deadline: nothing runs.
         session.deadline = t1 + 0.05
         driver.run(IEEE, lambda now: [])

@@ -190,8 +190,9 @@ class _PruneEveryCall(Pacer):
             st.integers(0, 4),
             st.integers(1, 80),
             # Steps around the grace (0.5 s) and the window (8 s), so that reservations
-            # expire, and devices leave, between the scans of other events.
-            st.sampled_from([0.0, 0.01, 0.1, 0.3, 0.6, 2.0, 8.5]),
+            # expire, and devices leave, between the scans of other events; and a clock
+            # that steps back now and then.
+            st.sampled_from([0.0, 0.01, 0.1, 0.3, 0.6, 2.0, 8.5, -0.3, -9.0]),
         ),
         max_size=150,
     ),

@@ -179,6 +179,13 @@ def _decode_report(tsn: int, payload: bytes) -> Decoded:
     return ev.AttributesRead(values)
 
 
+def is_client_request(data: bytes) -> bool:
+    """A cluster-specific frame from client to server (Query Next Image, Image Block or
+    Page Request, Upgrade End Request, ...): what an OTA server answers. The rest
+    (attribute reports and read responses, Default Responses) is zigpy's to match."""
+    return bool(data) and data[0] & (_FC_FRAME_TYPE | _FC_SERVER_TO_CLIENT) == 0x01
+
+
 def encode_action(action: ev.Action, tsn: int, now: dt.datetime | None = None) -> bytes:
     """ZCL bytes for a Send* action; ``tsn`` is the one to put in the header.
 
@@ -260,6 +267,7 @@ __all__ = [
     "encode_action",
     "encode_unsupported",
     "from_zigbee_time",
+    "is_client_request",
     "reply_tsn",
     "to_zigbee_time",
 ]

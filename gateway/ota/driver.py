@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -111,7 +112,8 @@ class OtaDriver:
         # Emptied whenever a session or zigpy's device table changes.
         self._routes: dict[int, tuple[Device, _Binding]] = {}
         self._src: zt.AddrModeAddress | None = None
-        self._source_routing = bool(app.config.get(zconf.CONF_SOURCE_ROUTING, False))
+        # asyncio runs a timer up to the clock's resolution before its time.
+        self._timer_slack = time.get_clock_info("monotonic").resolution
         tx = zt.TransmitOptions.ACK  # zigpy's request() with expect_reply=False
         self._tx_options = tx | zt.TransmitOptions.APS_Encryption if aps_encryption else tx
         self.unparseable_frames = 0
@@ -166,9 +168,9 @@ class OtaDriver:
         if packet.cluster_id != codec.OTA_CLUSTER_ID or not self._bindings:
             return False
         data = packet.data.serialize()
-        # Only cluster-specific client-to-server frames: the rest (reports, read
-        # responses, Default Responses) must reach zigpy, which matches replies.
-        if not data or data[0] & 0x0B != 0x01:
+        # Only requests: the rest (reports, read responses, Default Responses) must
+        # reach zigpy, which matches replies.
+        if not codec.is_client_request(data):
             return False
         route = self._route(packet.src)
         if route is None:
@@ -301,7 +303,7 @@ class OtaDriver:
         when = binding.session.get_timer()
         if when is None:
             return
-        if when > self._loop.time():
+        if when > self._loop.time() + self._timer_slack:
             binding.timer = self._loop.call_at(when, self._on_timer, ieee)
             return
         self._execute(ieee, binding, binding.session.handle_timer(self._loop.time()))
@@ -364,7 +366,7 @@ class OtaDriver:
             profile_id=profile,
             cluster_id=codec.OTA_CLUSTER_ID,
             data=zt.SerializableBytes(data),
-            source_route=self._app.build_source_route_to(dest=device) if self._source_routing else None,
+            source_route=self._app.build_source_route_to(dest=device) if self._app.config[zconf.CONF_SOURCE_ROUTING] else None,
             tx_options=self._tx_options,
             priority=zt.PacketPriority.NORMAL,
         )

@@ -161,8 +161,10 @@ class Pacer:
         device = self._devices.get(device_key)
         if device is None:
             device = self._devices[device_key] = _Device(float(self.burst_bytes), now, now)
-            self._next_prune = min(self._next_prune, now + self.active_window_s)
         device.last_seen = now
+        # A new device, or a clock that stepped back, can bring the next scan forward.
+        if now + self.active_window_s < self._next_prune:
+            self._next_prune = now + self.active_window_s
         share = self.bytes_per_s / len(self._devices)
         device.allowance = min(float(self.burst_bytes), device.allowance + max(0.0, now - device.refilled_at) * share)
         device.refilled_at = now
