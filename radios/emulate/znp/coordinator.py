@@ -103,9 +103,12 @@ MAX_INCOMING_MSG_DATA = 230
 CALLBACK_GAP = 0.005
 #: How long a soft reset takes before SYS.ResetInd
 RESET_TIME = 0.02
-# Z-Stack saves its NWK frame counter to NV every this many frames
-# (MAX_NWK_FRAMECOUNTER_CHANGES) and skips this far ahead when it restores it.
-NWK_FRAMECOUNTER_CHANGES = 1000
+# Z-Stack 3.x (ZDApp.c) saves its NWK frame counter to NV once it has changed more
+# than MAX_NWK_FRAMECOUNTER_CHANGES times, and on the first network start after a boot
+# restores it that far ahead plus NWK_FRAMECOUNTER_CHANGES_RESTORE_DELTA, past every
+# counter used since the last save.
+NWK_FRAMECOUNTER_SAVE_AFTER = 1000
+NWK_FRAMECOUNTER_RESTORE_AHEAD = 1000 + 250
 
 COORDINATOR_NODE_DESC = zdo_t.NodeDescriptor(
     logical_type=zdo_t.LogicalType.Coordinator,
@@ -176,9 +179,6 @@ class ZnpCoordinator:
         self.resets = 0
         self.formations = 0
         self.host_frames = 0
-        self.nwk_frame_counter = 0
-        self._counter_changes = 0
-
         self._power_on()
 
         if han is not None:
@@ -187,8 +187,9 @@ class ZnpCoordinator:
     # ================================================================ RAM state ====
     def _power_on(self) -> None:
         """Everything the firmware keeps in RAM, as after a (re)boot."""
-        self.nwk_frame_counter = 0  # reloaded from NV when the network starts
+        self.nwk_frame_counter = 0  # restored from NV when the network starts
         self._counter_changes = 0
+        self._counter_restored = False
         self.endpoints: dict[int, Endpoint] = {}
         self.network_up = False
         self.zdo_callbacks: set[int] = set()
@@ -410,7 +411,7 @@ class ZnpCoordinator:
 
         The NWK frame counter is not saved here: a reset loses the RAM counter, and the
         NV copy is whatever was last saved (by the firmware every
-        ``NWK_FRAMECOUNTER_CHANGES`` frames, or by the host, as zigpy-znp's restore does
+        ``NWK_FRAMECOUNTER_SAVE_AFTER`` frames, or by the host, as zigpy-znp's restore does
         just before it resets). The next network start skips ahead of it."""
         self.resets += 1
         self._power_on()
@@ -482,6 +483,13 @@ class ZnpCoordinator:
         self._persist_frame_counter()
         return c.AppConfig.SetNwkFrameCounter.Rsp(Status=zt.Status.SUCCESS)
 
+    def _frame_sent(self) -> None:
+        """One more NWK frame secured with the network key."""
+        self.nwk_frame_counter += 1
+        self._counter_changes += 1
+        if self._counter_changes > NWK_FRAMECOUNTER_SAVE_AFTER:
+            self._persist_frame_counter()
+
     def _persist_frame_counter(self) -> None:
         self._counter_changes = 0
         if not self.formed:
@@ -496,13 +504,16 @@ class ZnpCoordinator:
         self.nv.put(0, zt.NwkSecMaterialDesc(FrameCounter=self.nwk_frame_counter, ExtendedPanID=epid), key=key)
 
     def _load_frame_counter(self) -> None:
+        """Once per boot, as ZDApp_RestoreNwkSecMaterial: the counters used since the
+        last save were lost with the RAM counter, so start past them."""
+        if self._counter_restored:
+            return
+        self._counter_restored = True
         epid = self.nib.extendedPANID
         for raw in self.nv.table(ExNvIds.NWK_SEC_MATERIAL_TABLE):
             entry, _ = zt.NwkSecMaterialDesc.deserialize(bytes(raw), align=mt.ALIGN_STRUCTS)
             if entry.ExtendedPanID == epid:
-                # As Z-Stack's restore of its security material: the frames sent since
-                # the last save were lost with the RAM counter, so skip past them.
-                self.nwk_frame_counter = int(entry.FrameCounter) + NWK_FRAMECOUNTER_CHANGES
+                self.nwk_frame_counter = int(entry.FrameCounter) + NWK_FRAMECOUNTER_RESTORE_AHEAD
                 self._persist_frame_counter()
                 return
 
@@ -680,6 +691,7 @@ class ZnpCoordinator:
         self.nv.put(OsalNvIds.BDBNODEISONANETWORK, zt.uint8_t(1))
         self.nwk_frame_counter = 0
         self._persist_frame_counter()
+        self._counter_restored = True  # a new network starts at 0: nothing to skip
 
     # ====================================================================== AF ====
     def _af_register(self, req):
@@ -743,10 +755,7 @@ class ZnpCoordinator:
             tx_options=tx_options,
             radius=req.Radius,
         )
-        self.nwk_frame_counter += 1
-        self._counter_changes += 1
-        if self._counter_changes >= NWK_FRAMECOUNTER_CHANGES:
-            self._persist_frame_counter()
+        self._frame_sent()
 
         to_self = dst.addr_mode == t.AddrMode.NWK and dst.address == 0x0000
         is_zdo = req.DstEndpoint == 0 and req.SrcEndpoint == 0
