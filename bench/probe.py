@@ -334,13 +334,15 @@ class OwnerSampler:
         self.counts["other"] += 1
 
     def start(self) -> None:
-        self._old = signal.signal(signal.SIGPROF, self._on_signal)
+        self._old = signal.signal(signal.SIGPROF, self._on_signal) or signal.SIG_DFL
         signal.setitimer(signal.ITIMER_PROF, self.interval_s, self.interval_s)
 
     def stop(self) -> dict[str, float]:
         """Each owner's share of the samples (and ``other``'s)."""
-        signal.setitimer(signal.ITIMER_PROF, 0, 0)
-        signal.signal(signal.SIGPROF, self._old or signal.SIG_DFL)
+        if self._old is not None:  # started: restore what was there before
+            signal.setitimer(signal.ITIMER_PROF, 0, 0)
+            signal.signal(signal.SIGPROF, self._old)
+            self._old = None
         total = sum(self.counts.values())
         return {k: v / total for k, v in self.counts.items()} if total else {}
 

@@ -327,6 +327,20 @@ def _sum_counters(report: dict[str, Any]) -> dict[str, int]:
     return out
 
 
+def _wire(app: Any) -> tuple[int, int] | None:
+    """(reads, packets) of a hub whose HAN is in a child process, else None."""
+    han = getattr(app, "han", None)
+    return (han.reads, han.uplinks) if isinstance(han, RemoteHan) else None
+
+
+def _wire_delta(start: tuple[int, int] | None, end: tuple[int, int] | None) -> dict[str, Any]:
+    """How many packets from the devices each read from the child's socket carried."""
+    if start is None or end is None:
+        return {}
+    reads, packets = end[0] - start[0], end[1] - start[1]
+    return {"socket_reads": reads, "uplinks": packets, "uplinks_per_read": packets / reads if reads else None}
+
+
 def _child(start: dict[str, Any], end: dict[str, Any], served: int) -> dict[str, Any]:
     """The simulation's own cost when it ran in a child process (information only)."""
     if start.get("pid") == os.getpid():
@@ -539,6 +553,7 @@ async def many_devices(
         rep0 = await run.sims.report()
         if sampler is not None:
             sampler.start()
+        wire0 = _wire(app)
         cpu0, t0 = cpu_seconds(), loop.time()
         for ieee in run.sims.ieees:
             if engine is not None:
@@ -559,6 +574,7 @@ async def many_devices(
 
         await watcher.until(lambda: all(finished(i) for i in run.sims.ieees), timeout, interval=0.1)
         cpu1, t1 = cpu_seconds(), loop.time()
+        wire1 = _wire(app)
         share = sampler.stop() if sampler is not None else None
         sampler = None
         rep1 = await run.sims.report()
@@ -617,6 +633,7 @@ async def many_devices(
             interview_queries=run.interview_queries,
             startup_s=run.startup_s,
             block_size=run.probe.served_max,
+            **_wire_delta(wire0, wire1),
             **_child(rep0, rep1, served),
         )
         return result
@@ -633,7 +650,7 @@ async def many_devices(
         await app.shutdown()
 
 
-async def null_radio(n: int = 50, image_size: int = 64 * 1024, *, batch: int = 6) -> dict[str, Any]:
+async def null_radio(n: int = 50, image_size: int = 64 * 1024, *, batch: int = 3) -> dict[str, Any]:
     """The floor responder (bench/floor.py) on a radio that costs nothing: what zigpy's
     radio interface and asyncio alone cost per frame, with no radio driver or device.
 
@@ -641,17 +658,26 @@ async def null_radio(n: int = 50, image_size: int = 64 * 1024, *, batch: int = 6
     ``send_packet`` is confirmed one loop pass later without going anywhere, and the
     scenario itself hands zigpy one Image Block Request per block of the image per
     device, as fresh `ZigbeePacket`s (what a radio driver must build), ``batch`` per
-    loop pass (the hub-cost runs see about six per read). Time and CPU count from the
+    loop pass (the hub-cost runs read about three at once: ``uplinks_per_read``). Time and CPU count from the
     first request to the last answer confirmed."""
     specs = device_specs(n, False)
     app = await start_sim_app(specs, LinkModel.instant(), timeout=max(60.0, 3.0 * n))
     loop = asyncio.get_running_loop()
     answered = 0
+    blocks_seen: set[tuple[int, int]] = set()
+    answered_bytes = [0]
     confirmed = DeliveryResult(True)
+    response = struct.Struct("<BBBBHHIIB")  # Image Block Response SUCCESS, ZCL r8 11.13.8
 
     async def send(packet: zt.ZigbeePacket) -> DeliveryResult:
         nonlocal answered
         answered += 1
+        data = packet.data.serialize()
+        if len(data) >= response.size:
+            _fc, _tsn, command, status, *_ids, offset, size = response.unpack_from(data)
+            if command == 0x05 and status == 0 and len(data) == response.size + size:
+                blocks_seen.add((int(packet.dst.address), offset))
+                answered_bytes[0] += size
         fut: asyncio.Future[DeliveryResult] = loop.create_future()
         loop.call_soon(fut.set_result, confirmed)  # the radio's confirmation
         return await fut
@@ -671,6 +697,8 @@ async def null_radio(n: int = 50, image_size: int = 64 * 1024, *, batch: int = 6
         request = struct.Struct("<BBBBHHIIB")  # Image Block Request, ZCL r8 11.13.6
         blocks = -(-image.size // FLOOR_BLOCK)
         answered = handed = 0
+        answered_bytes[0] = 0
+        blocks_seen.clear()
         cpu0, t0 = cpu_seconds(), time.perf_counter()
         for k in range(blocks):
             offset = k * FLOOR_BLOCK
@@ -691,6 +719,7 @@ async def null_radio(n: int = 50, image_size: int = 64 * 1024, *, batch: int = 6
         served = n * image.size
         return {
             "devices": n, "image_size": image.size, "batch": batch, "requests": handed, "answered": answered,
+            "answered_bytes": answered_bytes[0], "blocks_answered": len(blocks_seen),
             "send_failures": responder.send_failures, "cpu_s": cpu, "wall_s": wall,
             "us_per_block": 1e6 * cpu / handed if handed else None,
             "cpu_s_per_mib": cpu / (served / 2**20) if served else None,

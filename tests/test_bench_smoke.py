@@ -64,7 +64,9 @@ async def test_hub_scenario_runs_with_the_han_in_a_child(impl: str) -> None:
     # The hub-cost path of bench/ota.py (hub{N}/*), tiny: devices in a child process,
     # completion from the child's Upgrade End Request events, zigpy with its database.
     r = await scenarios.many_devices(impl, 2, "instant", TINY, ota=UNPACED, remote=True, database=True)
-    assert r["database"] is True
+    db = Path(scenarios._DATABASES[-1].name) / "zigbee.db"
+    assert r["database"] is True and db.stat().st_size > 0, "zigpy did not keep its database"
+    assert r["uplinks"] > 0 and r["socket_reads"] > 0 and r["uplinks_per_read"] > 0
     assert r["completed"] == 2 and r["failures"] == {} and r["stalled"] == 0
     assert r["delivered_bytes"] == 2 * TINY and r["counters"]["invalid_images"] == 0
     assert r["served_bytes"] >= 2 * TINY and r["cpu_s_per_mib"] > 0 and r["peak_rss_kib"] > 0
@@ -123,6 +125,8 @@ async def test_null_radio_answers_every_request_it_hands_zigpy(batch: int) -> No
     r = await scenarios.null_radio(3, TINY, batch=batch)
     blocks = -(-TINY // 63)
     assert r["requests"] == 3 * blocks and r["answered"] == r["requests"] and r["send_failures"] == 0
+    # Each answer is the block asked for: every (device, offset) once, every byte once.
+    assert r["blocks_answered"] == 3 * blocks and r["answered_bytes"] == 3 * TINY
     assert r["cpu_s_per_mib"] > 0 and r["us_per_block"] > 0 and r["batch"] == batch
 
 

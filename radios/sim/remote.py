@@ -242,6 +242,27 @@ class _Framer:
         return out
 
 
+class _Outbox:
+    """Frames written in one pass of the event loop leave in one write: fewer syscalls
+    on both ends, and fewer reads on the other when many devices answer at once, as a
+    UART batches. ``transport_of`` gives the current transport (None: gone)."""
+
+    def __init__(self, transport_of: Callable[[], asyncio.Transport | None]) -> None:
+        self._transport_of = transport_of
+        self._frames: list[bytes] = []
+
+    def write(self, frame: bytes) -> None:
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._frames.append(frame)
+
+    def flush(self) -> None:
+        frames, self._frames = self._frames, []
+        transport = self._transport_of()
+        if frames and transport is not None and not transport.is_closing():
+            transport.write(b"".join(frames))
+
+
 def han_report(han: SimHan, event_counts: Mapping[t.EUI64, Counter[str]] | None = None) -> dict[str, Any]:
     """Plain facts about a HAN and its devices (JSON-able). Also for an in-process SimHan,
     so that callers read the same shape either way."""
@@ -294,9 +315,7 @@ class _ChildProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
         self._framer = _Framer()
-        # Frames produced in one loop iteration go out in one write: fewer syscalls here
-        # and fewer reads in the hub when many devices answer at once, as a UART batches.
-        self._out: list[bytes] = []
+        self._outbox = _Outbox(lambda: self.transport)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._report: frozenset[str] = frozenset()
         self._keep_history = True
@@ -316,14 +335,7 @@ class _ChildProtocol(asyncio.Protocol):
         return False  # the hub closed its end: we are done
 
     def _write(self, frame: bytes) -> None:
-        if not self._out:
-            self.loop.call_soon(self._flush)
-        self._out.append(frame)
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
+        self._outbox.write(frame)
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
@@ -537,6 +549,7 @@ class _HubProtocol(asyncio.Protocol):
         # Each frame goes to its handler as soon as it is parsed (uplinks straight into
         # zigpy's packet_received), as a radio library does with its serial frames.
         han = self._han
+        han.reads += 1
         for kind, body in self._framer.feed(data):
             if kind == T_UPLINK:
                 han._on_uplink(body)
@@ -599,8 +612,10 @@ class RemoteHan:
         self._pidfd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
-        # Frames written in one pass of the loop leave in one write, as the child does.
-        self._out: list[bytes] = []
+        self._outbox = _Outbox(lambda: self._transport)
+        #: Reads from the child's socket, and the packets (uplinks) they carried.
+        self.reads = 0
+        self.uplinks = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -704,9 +719,7 @@ class RemoteHan:
         """End the child now (cancellation, a failed start): closing our end is enough
         for a healthy child; SIGKILL makes sure of one that is not."""
         self._closing = True
-        if self._transport is not None:
-            self._flush()  # what was written before close still goes
-            self._transport.close()
+        self._close_transport()
         proc = self._proc
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -716,14 +729,17 @@ class RemoteHan:
         self._check_exit()
         self._on_lost(None)
 
+    def _close_transport(self) -> None:
+        if self._transport is not None:
+            self._outbox.flush()  # what was written before close still goes
+            self._transport.close()
+
     async def close(self, timeout: float = 5.0) -> None:
         """Close the connection; the child stops its devices and exits. Idempotent."""
         if self._proc is None:
             return
         self._closing = True
-        if self._transport is not None:
-            self._flush()  # what was written before close still goes
-            self._transport.close()
+        self._close_transport()
         assert self._exited is not None
         try:
             await asyncio.wait_for(asyncio.shield(self._exited), timeout)
@@ -787,22 +803,11 @@ class RemoteHan:
         fut: asyncio.Future[DeliveryResult] = self._loop.create_future()
         self._sends[ident] = fut
         body = ID.pack(ident) + encode_packet(packet)
-        self._write(HEADER.pack(len(body) + 1, T_SEND) + body)
+        self._outbox.write(HEADER.pack(len(body) + 1, T_SEND) + body)
         try:
             return await fut
         finally:
             self._sends.pop(ident, None)
-
-    def _write(self, frame: bytes) -> None:
-        if not self._out:
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
-        self._out.append(frame)
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(b"".join(out))
 
     def power_cycle(self, ieee: t.EUI64, off_time: float | None = None) -> None:
         self._fire("power_cycle", ieee=str(ieee), off_time=off_time)
@@ -846,7 +851,7 @@ class RemoteHan:
         ident = next(self._ids) & 0xFFFFFFFF
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._calls[ident] = fut
-        self._write(_frame(T_CALL, ID.pack(ident) + json.dumps({"op": op, **args}).encode()))
+        self._outbox.write(_frame(T_CALL, ID.pack(ident) + json.dumps({"op": op, **args}).encode()))
         try:
             reply = await fut
         finally:
@@ -869,6 +874,7 @@ class RemoteHan:
         task.add_done_callback(done)
 
     def _on_uplink(self, body: memoryview) -> None:
+        self.uplinks += 1
         uplink = self._uplink
         if uplink is None:
             return
