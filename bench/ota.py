@@ -433,25 +433,30 @@ def render(scs: list[Scenario], results: dict[str, dict[str, Any]], bnd: dict[st
         if t.get("floor_cpu_s_per_mib") is not None:
             r = results.get(t["floor_scenario"]) or {}
             short = "" if r.get("completed") == r.get("devices") else f" (floor run incomplete: {r.get('completed')} of {r.get('devices')} devices)"
-            w(f"   {'info':<5} {'  floor: CPU s per MiB of ' + t['floor_scenario']:<58} {_f(t['floor_cpu_s_per_mib'], '{:.2f}'):>16}"
-              f"  ours above the floor {_f(t['ours_above_floor_cpu_s_per_mib'], '{:.2f}')} s/MiB; the floor is zigpy's radio API"
-              f" with a do-nothing responder (bench/floor.py): information, not judged{short}")
+            w(_info(f"floor: CPU s per MiB of {t['floor_scenario']}", t["floor_cpu_s_per_mib"],
+                    f"ours above the floor {_f(t['ours_above_floor_cpu_s_per_mib'], '{:.2f}')} s/MiB; the floor is zigpy's radio API"
+                    f" with a do-nothing responder (bench/floor.py): information, not judged{short}"))
         for name, value in sorted((t.get("null_radio_cpu_s_per_mib") or {}).items()):
             r = results.get(name) or {}
             whole = "" if r.get("answered") == r.get("requests") else f" ({r.get('answered')} answers to {r.get('requests')} requests!)"
-            w(f"   {'info':<5} {'  ' + name + ': the floor on a radio that costs nothing':<58} {_f(value, '{:.2f}'):>16}"
-              f"  {_f(r.get('us_per_block'), '{:.1f}')} us per block, {r.get('batch')} request(s) per loop pass:"
-              f" zigpy's radio interface and asyncio alone (scenarios.null_radio){whole}")
+            w(_info(f"{name}: the floor on a radio that costs nothing", value,
+                    f"{_f(r.get('us_per_block'), '{:.1f}')} us per block, {r.get('batch')} request(s) per loop pass:"
+                    f" zigpy's radio interface and asyncio alone (scenarios.null_radio){whole}"))
         for name, value in sorted((t.get("radio_library_cpu_s_per_mib") or {}).items()):
             r = results.get(name) or {}
             lib = {"driver/ezsp": "bellows", "driver/znp": "zigpy-znp"}.get(name, name)
             done = "" if r.get("completed") else " (push incomplete!)"
             us = (r.get("us_per_block_by_owner") or {}).get("radio library")
             gw = (r.get("cpu_s_per_mib_by_owner") or {}).get("gateway")
-            w(f"   {'info':<5} {'  ' + name + ': the radio library alone':<58} {_f(value, '{:.2f}'):>16}"
-              f"  {_f(us, '{:.0f}')} us per block in {lib} (and the zigpy types it uses), our gateway {_f(gw, '{:.2f}')} s/MiB;"
-              f" one push to the emulated coordinator in-process, CPU split by sampling (scenarios.real_driver){done}")
+            w(_info(f"{name}: the radio library alone", value,
+                    f"{_f(us, '{:.0f}')} us per block in {lib} (and the zigpy types it uses), our gateway {_f(gw, '{:.2f}')} s/MiB;"
+                    f" one push to the emulated coordinator in-process, CPU split by sampling (scenarios.real_driver){done}"))
     return "\n".join(out)
+
+
+def _info(what: str, value: float | None, note: str) -> str:
+    """A line of information under a target (not a verdict)."""
+    return f"   {'info':<5} {'  ' + what:<58} {_f(value, '{:.2f}'):>16}  {note}"
 
 
 def machine() -> dict[str, Any]:
