@@ -102,7 +102,6 @@ class OtaDriver:
         self._app = app
         self._observer = observer
         self._pacer = pacer
-        self._aps_encryption = aps_encryption
         self._bindings: dict[zt.EUI64, _Binding] = {}
         self._loop = asyncio.get_running_loop()
         self._listener_id = app.add_listener(self)
