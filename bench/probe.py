@@ -30,6 +30,8 @@ from typing import Any
 
 import zigpy.types as zt
 
+from radios.sim.remote import proc_status_kib
+
 OTA_CLUSTER = 0x0019
 # Client -> server OTA requests that the server answers with the request's TSN.
 ANSWERED_REQUESTS = {0x01: "query_next_image", 0x03: "image_block", 0x06: "upgrade_end"}
@@ -350,23 +352,12 @@ class OwnerSampler:
 # ---------------------------------------------------------------------------- memory
 
 
-def _status_kib(field_name: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def rss_kib() -> int | None:
-    return _status_kib("VmRSS")
+    return proc_status_kib("VmRSS")
 
 
 def peak_rss_kib() -> int | None:
-    return _status_kib("VmHWM")
+    return proc_status_kib("VmHWM")
 
 
 def cpu_seconds() -> float:

@@ -286,12 +286,13 @@ def han_report(han: SimHan, event_counts: Mapping[t.EUI64, Counter[str]] | None 
         "frames_down": han.frames_down,
         "pid": os.getpid(),
         "cpu_s": time.process_time(),
-        "rss_kib": _status_kib("VmRSS"),
-        "peak_rss_kib": _status_kib("VmHWM"),
+        "rss_kib": proc_status_kib("VmRSS"),
+        "peak_rss_kib": proc_status_kib("VmHWM"),
     }
 
 
-def _status_kib(name: str) -> int | None:
+def proc_status_kib(name: str) -> int | None:
+    """A kiB field of this process's /proc/self/status (VmRSS, VmHWM), or None."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
