@@ -28,9 +28,9 @@ from gateway.config import Config, format_eui64
 from gateway.engine import Engine, Job
 from gateway.gbcs.codes import Reason
 from gateway.gbcs.command import SignedCommand, decode_hex_text, parse_command
-from gateway.gbcs.errors import GbcsError
+from gateway.gbcs.errors import GbcsError, GbcsUsageError
 from gateway.gbcs.ids import EntityId
-from gateway.gbcs.trust import TrustStore
+from gateway.gbcs.trust import SUPPLIER_ROLE, TrustStore, describe_role, read_anchor
 from gateway.gbcs.verify import Verdict, verify_activation
 from gateway.image import FirmwareImage
 from gateway.ota import events as ev
@@ -357,9 +357,25 @@ def _eui64_of(entity: EntityId) -> zt.EUI64:
 
 
 def load_trust(config: Config) -> TrustStore:
-    """Trust anchors from the [[supplier]] tables, keyed by entity id."""
+    """Trust anchors from the [[supplier]] tables, keyed by entity id.
+
+    A certificate must carry the GBCS Supplier role (OU=02): any other party's key
+    (an ACB's, say) would otherwise be able to sign CS06 and activate firmware.
+    ``allow_any_role = true`` on the [[supplier]] lifts that for lab use, with a warning.
+    A bare public key carries no role and is taken as configured.
+    """
     if not config.suppliers:
         return TrustStore()
+    for i, s in enumerate(config.suppliers):
+        if s.certificate is None:
+            continue
+        anchor = read_anchor(s.certificate)
+        if anchor.role == SUPPLIER_ROLE:
+            continue
+        what = f"supplier[{i}] {s.id}: certificate {s.certificate} has {describe_role(anchor.role)}, not Supplier (OU={SUPPLIER_ROLE})"
+        if not s.allow_any_role:
+            raise GbcsUsageError(f"{what}; configure the supplier's own digital-signing certificate, or set allow_any_role = true on this [[supplier]] for lab use")
+        LOGGER.warning("%s; accepted because allow_any_role = true (lab use only)", what)
     return TrustStore.from_files({EntityId.parse(s.id): s.anchor for s in config.suppliers})
 
 

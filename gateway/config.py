@@ -77,6 +77,8 @@ class SupplierConfig:
     id: str  # entity id, 16 uppercase hex digits as in the GBCS originator field
     certificate: Path | None = None
     public_key: Path | None = None
+    # Lab override: accept a certificate whose GBCS role is not Supplier (OU=02).
+    allow_any_role: bool = False
 
     @property
     def anchor(self) -> Path:
@@ -154,16 +156,20 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
     suppliers = []
     for i, entry in enumerate(_array(data, "supplier", src)):
         key = f"supplier[{i}]"
-        _no_unknown(entry, {"id", "certificate", "public_key"}, key + ".", src)
+        _no_unknown(entry, {"id", "certificate", "public_key", "allow_any_role"}, key + ".", src)
         sid = _entity_id(entry.get("id"), f"{key}.id", src)
         cert, pub = entry.get("certificate"), entry.get("public_key")
         if (cert is None) == (pub is None):
             raise ConfigError(f"{key}.certificate", cert, "give exactly one of certificate or public_key (a PEM file)", src)
+        any_role = entry.get("allow_any_role", False)
+        if not isinstance(any_role, bool):
+            raise ConfigError(f"{key}.allow_any_role", any_role, "must be true or false", src)
         suppliers.append(
             SupplierConfig(
                 id=sid,
                 certificate=rel(f"{key}.certificate", cert) if cert is not None else None,
                 public_key=rel(f"{key}.public_key", pub) if pub is not None else None,
+                allow_any_role=any_role,
             )
         )
     ids = [s.id for s in suppliers]

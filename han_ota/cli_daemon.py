@@ -376,6 +376,9 @@ def config_check(
     warnings = []
     if not cfg.state_dir.is_dir():
         warnings.append(f"state_dir {cfg.state_dir} does not exist yet: create it, or let systemd's StateDirectory= do it")
+    for s in cfg.suppliers:
+        if s.allow_any_role:
+            warnings.append(f"supplier {s.id}: allow_any_role = true, a certificate of any GBCS role is accepted as this supplier's (lab use only)")
     if cfg.radio.kind != "sim" and cfg.sim_devices:
         warnings.append(f"[[sim_device]] tables are ignored with radio.kind = {cfg.radio.kind!r}")
     summary = {

@@ -292,3 +292,26 @@ async def test_log_follow_from_the_file_and_through_the_daemon(short_dir: Path) 
         proc.send_signal(signal.SIGINT)
         await asyncio.to_thread(proc.wait, 10)
         await daemon.stop("test")
+
+
+def test_config_check_refuses_a_certificate_whose_role_is_not_supplier(short_dir: Path) -> None:
+    # An Access Control Broker's certificate (OU=04) must not become a supplier's anchor:
+    # its key could then sign CS06 and activate firmware.
+    from gateway.gbcs.ids import EntityId
+    from gateway.gbcs.sign import generate_supplier_identity
+
+    _, acb = generate_supplier_identity(EntityId.parse("90B3D51F30000002"), role="04")
+    (short_dir / "acb.pem").write_bytes(acb)
+    table = '[[supplier]]\nid = "90B3D51F30000002"\ncertificate = "acb.pem"\n'
+    path = short_dir / "acb.toml"
+    path.write_text(f'state_dir = "{short_dir}"\n' + table)
+    result = invoke("config", "check", str(path))
+    assert result.exit_code == 1, result.output
+    assert "OU=04 (Access Control Broker), not Supplier (OU=02)" in result.output
+    assert "allow_any_role = true" in result.output and "Traceback" not in result.output
+
+    path.write_text(f'state_dir = "{short_dir}"\n' + table + "allow_any_role = true\n")
+    result = invoke("config", "check", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert any("allow_any_role" in w and "90B3D51F30000002" in w for w in summary["warnings"])

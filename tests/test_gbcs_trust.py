@@ -96,3 +96,28 @@ def test_from_files_and_certificates(tmp_path: Path) -> None:
     assert isinstance(KEY, ec.EllipticCurvePrivateKey)
     with pytest.raises(GbcsUsageError):
         TrustStore.from_certificates([pub_pem(KEY)])
+
+
+def test_certificates_carry_their_gbcs_role() -> None:
+    from gateway.gbcs.trust import load_anchor
+
+    assert load_anchor(CERT).role == "02"  # the reference supplier certificate
+    _, acb = generate_supplier_identity(OTHER, role="04")
+    assert load_anchor(acb).role == "04"
+    assert load_anchor(pub_pem(KEY)).role is None
+
+
+def test_load_trust_refuses_a_non_supplier_certificate_unless_allowed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.activation import load_trust
+    from gateway.config import Config, SupplierConfig
+    from gateway.gbcs.errors import GbcsUsageError
+
+    _, acb = generate_supplier_identity(OTHER, role="04")
+    (tmp_path / "acb.pem").write_bytes(acb)
+    supplier = SupplierConfig(id="1122334455667788", certificate=tmp_path / "acb.pem")
+    with pytest.raises(GbcsUsageError, match=r"OU=04 \(Access Control Broker\), not Supplier"):
+        load_trust(Config(suppliers=(supplier,)))
+    lab = SupplierConfig(id=supplier.id, certificate=supplier.certificate, allow_any_role=True)
+    with caplog.at_level("WARNING"):
+        assert set(load_trust(Config(suppliers=(lab,)))) == {OTHER}
+    assert "allow_any_role = true" in caplog.text

@@ -29,10 +29,10 @@ from .codes import CraFlag, MessageCode
 from .cs06 import CANCELLATION_TIME, ActivateFirmware, encode_activate_firmware
 from .errors import GbcsUsageError
 from .ids import EntityId
+from .trust import SUPPLIER_ROLE
 
 # GB organisation certificates put the remote party role in the OU: 02 is a supplier
 # (as in the reference supplier certificate).
-SUPPLIER_ROLE = "02"
 
 
 def load_signing_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
@@ -119,6 +119,7 @@ def generate_supplier_identity(
     entity_id: EntityId,
     *,
     common_name: str | None = None,
+    role: str = SUPPLIER_ROLE,
     now: dt.datetime | None = None,
     days: int = 3650,
 ) -> tuple[bytes, bytes]:
@@ -128,13 +129,14 @@ def generate_supplier_identity(
     reference supplier certificate (CN, OU = role 02, x500UniqueIdentifier =
     ``00 || entity id``) so ``load_anchor`` finds the entity id in it. ``now`` is
     the start of validity (default: the current time); devices ignore the dates.
+    ``role`` other than Supplier is for tests of the role check (e.g. ``"04"``, ACB).
     """
     start = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, common_name or f"SUPPLIER {entity_id}"),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, SUPPLIER_ROLE),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
             x509.NameAttribute(NameOID.X500_UNIQUE_IDENTIFIER, b"\x00" + entity_id.raw, _ASN1Type.BitString),
         ]
     )

@@ -31,6 +31,7 @@ class TrustAnchor:
     public_key: ec.EllipticCurvePublicKey
     entity_id: EntityId | None = None
     subject: str | None = None  # the certificate subject, for display
+    role: str | None = None  # the certificate's GBCS role (subject OU), e.g. "02" Supplier
 
 
 def p256_public_key(key: object, what: str) -> ec.EllipticCurvePublicKey:
@@ -50,13 +51,33 @@ def entity_id_of(cert: x509.Certificate) -> EntityId | None:
     return None
 
 
+# GBCS organisation certificates carry the remote party role in the subject's OU.
+SUPPLIER_ROLE = "02"
+ROLE_NAMES = {SUPPLIER_ROLE: "Supplier", "04": "Access Control Broker"}
+
+
+def role_of(cert: x509.Certificate) -> str | None:
+    """The GBCS role in a certificate's subject OU (``"02"`` for a supplier), if any."""
+    for attr in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME):
+        if isinstance(attr.value, str):
+            return attr.value.strip()
+    return None
+
+
+def describe_role(role: str | None) -> str:
+    if role is None:
+        return "no role (no subject OU)"
+    name = ROLE_NAMES.get(role)
+    return f"role OU={role}" + (f" ({name})" if name else "")
+
+
 def load_anchor(pem: bytes) -> TrustAnchor:
     """A trust anchor from a PEM certificate or PEM public key (dates are ignored)."""
     try:
         if b"-----BEGIN CERTIFICATE-----" in pem:
             cert = x509.load_pem_x509_certificate(pem)
             key = p256_public_key(cert.public_key(), "certificate key")
-            return TrustAnchor(key, entity_id_of(cert), cert.subject.rfc4514_string())
+            return TrustAnchor(key, entity_id_of(cert), cert.subject.rfc4514_string(), role_of(cert))
         loaded = serialization.load_pem_public_key(pem)
     except ValueError as exc:
         raise GbcsUsageError(f"not a PEM certificate or public key: {exc}") from None
