@@ -292,3 +292,27 @@ async def test_log_follow_from_the_file_and_through_the_daemon(short_dir: Path) 
         proc.send_signal(signal.SIGINT)
         await asyncio.to_thread(proc.wait, 10)
         await daemon.stop("test")
+
+
+
+def test_log_into_a_closed_pipe_exits_quietly(short_dir: Path) -> None:
+    """`han-ota log | head -1`: a reader that goes away is no error, and no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    path = write_config(short_dir)
+    with AuditLog.in_state_dir(short_dir / "state") as log:
+        for i in range(5000):
+            log.append("job.accepted", device=HCALCS, job=i, size=10)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from han_ota.cli import main; main()", "log", "--config", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert b"job.accepted" in proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert err == "", err
