@@ -171,7 +171,7 @@ def detect(
         if p.dongle:
             name = p.dongle.name
         elif answered(p.probe):
-            name = f"a {answered(p.probe)} coordinator (it answered the probe)"
+            name = f"{answered(p.probe)} coordinator (it answered the probe)"
         else:
             name = "unknown dongle" if p.match else "not a coordinator we know"
         typer.echo(f"{p.best_path}")

@@ -119,6 +119,8 @@ def test_detect_probe_given_path(emulator):
     (port,) = last_json(result.output)["ports"]
     assert port["device"] == emulator.url and port["radio"] == "znp"
     assert port["probe"]["znp"]["path"] == emulator.url
+    text = run("radio", "detect", "--path", emulator.url, "--timeout", "20")
+    assert "znp coordinator (it answered the probe)" in text.output and "a znp" not in text.output
 
 
 def test_detect_on_a_machine_without_dongles_says_so(monkeypatch):
