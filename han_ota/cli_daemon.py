@@ -252,6 +252,8 @@ def log(
                 source.follow(device, last, lambda r: _print_record(r, as_json))
             except KeyboardInterrupt:
                 pass
+    except BrokenPipeError:
+        raise  # `han-ota log | head -1`: the reader left; main() exits quietly
     except (DaemonError, OSError) as exc:
         _fail(str(exc), as_json=as_json)
     except Exception as exc:  # AuditError, AuditCorrupt: the message names the file and the fix

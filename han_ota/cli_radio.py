@@ -143,7 +143,8 @@ def detect(
     verbose: VerboseOption = 0,
 ) -> None:
     """List the coordinator dongles plugged in (by USB id and product string), with the
-    path, driver and serial settings to use."""
+    path, driver and serial settings to use. Exits 1 when no coordinator is found, so
+    scripts can tell (the listing and a hint are still printed)."""
     from radios.detect import DetectedPort, answered, detect_ports, probe_detected
 
     _logging(verbose, json_out)
@@ -156,17 +157,21 @@ def detect(
                     await probe_detected(port, timeout=timeout)
 
     _run(run(), as_json=json_out)
+    found = any(p.match is not None or p.radio or answered(p.probe) for p in ports)
     if json_out:
         typer.echo(json.dumps({"ports": [p.to_dict() for p in ports]}))
+        if not found:
+            raise typer.Exit(EXIT_FAILED)
         return
+    hint = "no coordinator dongle found (han-ota radio detect --all lists every serial port; a dongle with an unknown product string may need a udev rule: see udev/README.md)"
     if not ports:
-        typer.echo("no coordinator dongle found (han-ota radio detect --all lists every serial port; a dongle with an unknown product string may need a udev rule: see udev/README.md)")
-        return
+        typer.echo(hint)
+        raise typer.Exit(EXIT_FAILED)
     for p in ports:
         if p.dongle:
             name = p.dongle.name
         elif answered(p.probe):
-            name = f"a {answered(p.probe)} coordinator (it answered the probe)"
+            name = f"{answered(p.probe)} coordinator (it answered the probe)"
         else:
             name = "unknown dongle" if p.match else "not a coordinator we know"
         typer.echo(f"{p.best_path}")
@@ -179,6 +184,9 @@ def detect(
             typer.echo(f"    {p.note}")
         if p.probe:
             typer.echo("    probe: " + ", ".join(f"{k}: {'answered ' + json.dumps(v) if isinstance(v, dict) else ('no answer' if v is False else v)}" for k, v in p.probe.items()))
+    if not found:
+        typer.echo(hint)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @radio_app.command("info")

@@ -315,3 +315,26 @@ def test_config_check_refuses_a_certificate_whose_role_is_not_supplier(short_dir
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert any("allow_any_role" in w and "90B3D51F30000002" in w for w in summary["warnings"])
+
+
+def test_log_into_a_closed_pipe_exits_quietly(short_dir: Path) -> None:
+    """`han-ota log | head -1`: a reader that goes away is no error, and no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    path = write_config(short_dir)
+    with AuditLog.in_state_dir(short_dir / "state") as log:
+        for i in range(5000):
+            log.append("job.accepted", device=HCALCS, job=i, size=10)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from han_ota.cli import main; main()", "log", "--config", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert b"job.accepted" in proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert err == "", err

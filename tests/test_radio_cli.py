@@ -119,13 +119,17 @@ def test_detect_probe_given_path(emulator):
     (port,) = last_json(result.output)["ports"]
     assert port["device"] == emulator.url and port["radio"] == "znp"
     assert port["probe"]["znp"]["path"] == emulator.url
+    text = run("radio", "detect", "--path", emulator.url, "--timeout", "20")
+    assert "znp coordinator (it answered the probe)" in text.output and "a znp" not in text.output
 
 
 def test_detect_on_a_machine_without_dongles_says_so(monkeypatch):
     monkeypatch.setattr("radios.detect.list_serial_ports", lambda: [])
     result = run("radio", "detect")
-    assert result.exit_code == 0 and "no coordinator dongle found" in result.output
-    assert last_json(run("radio", "detect", "--json").output) == {"ports": []}
+    # Non-zero, so `han-ota radio detect && ...` in a script stops here.
+    assert result.exit_code == 1 and "no coordinator dongle found" in result.output
+    as_json = run("radio", "detect", "--json")
+    assert as_json.exit_code == 1 and last_json(as_json.output) == {"ports": []}
 
 
 def test_errors_name_the_port_and_the_fix(no_config, tmp_path, monkeypatch):
