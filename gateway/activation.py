@@ -40,7 +40,8 @@ LOGGER = logging.getLogger("han_ota.activation")
 
 class CounterStore(Protocol):
     def last_counter(self, originator: object) -> int | None: ...
-    def advance_counter(self, originator: object, counter: int) -> None: ...
+    def last_counter_device(self, originator: object) -> str | None: ...
+    def advance_counter(self, originator: object, counter: int, device: str | None = None) -> None: ...
 
 
 class MemoryCounters:
@@ -48,15 +49,21 @@ class MemoryCounters:
 
     def __init__(self) -> None:
         self._last: dict[str, int] = {}
+        self._device: dict[str, str | None] = {}
 
     def last_counter(self, originator: object) -> int | None:
         return self._last.get(str(originator))
 
-    def advance_counter(self, originator: object, counter: int) -> None:
+    def last_counter_device(self, originator: object) -> str | None:
+        return self._device.get(str(originator))
+
+    def advance_counter(self, originator: object, counter: int, device: str | None = None) -> None:
         last = self._last.get(str(originator))
         if last is not None and counter <= last:
-            raise ValueError(f"counter {counter} is not above {last}")
+            on = self._device.get(str(originator))
+            raise ValueError(f"counter {counter} is not above {last}" + (f" (accepted for device {on})" if on else ""))
         self._last[str(originator)] = counter
+        self._device[str(originator)] = device
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,7 @@ class ActivationService:
             originator, counter = decision.counter
             try:
                 # Durable before acting: a crash after this line never allows reuse.
-                self.counters.advance_counter(originator, counter)
+                self.counters.advance_counter(originator, counter, device=str(ieee))
             except Exception as exc:  # CounterNotIncreasing from a racing submit, or the disk
                 refused = _verdict_like(verdict, Reason.REPLAYED_COUNTER, f"counter {counter} could not be recorded: {exc}")
                 decision = gate.Decision(gate.DecisionKind.REFUSE, refused, f"refused: {refused.message}")
@@ -294,7 +301,7 @@ class ActivationService:
         device_id = EntityId.parse(str(ieee))
         if device_cfg is None or device_cfg.supplier is None:
             return _verdict_for(cmd, Reason.NO_AUTHORITY, f"source does not have authority: no responsible supplier is configured for device {ieee} (add a [[device]] table with supplier = ...)")
-        return verify_activation(
+        verdict = verify_activation(
             cmd,
             trust=self.trust,
             responsible_supplier=EntityId.parse(device_cfg.supplier),
@@ -302,6 +309,13 @@ class ActivationService:
             last_counter=self.counters.last_counter(str(cmd.originator)),
             held_image_hash=held_hash,
         )
+        if verdict.reason is Reason.REPLAYED_COUNTER:
+            # Counters are per originator across all devices: say which device the last
+            # accepted one was for, or a refusal on a fresh device looks inexplicable.
+            on = self.counters.last_counter_device(str(cmd.originator))
+            if on is not None:
+                verdict = _verdict_like(verdict, Reason.REPLAYED_COUNTER, f"{verdict.message} (accepted for device {on})")
+        return verdict
 
     def _malformed(self, exc: GbcsError, ieee: zt.EUI64 | None) -> SubmitResult:
         verdict = _verdict_for(None, Reason.MALFORMED, str(exc))

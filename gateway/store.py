@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 from gateway.ota.events import END_STATES, SessionState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_FILENAME = "state.sqlite3"
 BUSY_TIMEOUT_MS = 5000  # a CLI reader may hold the lock briefly; wait rather than fail
 
@@ -77,13 +77,17 @@ class JobClosed(StoreError):
     """The job reached an end state (confirmed/failed/cancelled) and cannot leave it."""
 
 
+def _for_device(device: str | None) -> str:
+    return f" (accepted for device {device})" if device else ""
+
+
 class CounterNotIncreasing(StoreError):
     """An anti-replay counter was not strictly greater than the last one accepted."""
 
-    def __init__(self, originator: str, counter: int, last: int, *, path: Path | None = None) -> None:
+    def __init__(self, originator: str, counter: int, last: int, *, path: Path | None = None, device: str | None = None) -> None:
         super().__init__(
             f"anti-replay: originator {originator} counter {counter} is not greater than the "
-            f"last accepted counter {last}; the command is a replay or out of order and must be rejected",
+            f"last accepted counter {last}{_for_device(device)}; the command is a replay or out of order and must be rejected",
             path=path,
         )
         self.originator = originator
@@ -364,7 +368,13 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
 # All pending steps and the user_version bump run in one transaction, so a crash
 # mid-upgrade leaves the old schema intact. Add a step and bump SCHEMA_VERSION;
 # never edit a released step.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1}
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    # The device each counter was last accepted for, so a replay refusal can name it
+    # (counters are per originator across all devices). NULL for rows from schema 1.
+    conn.execute("ALTER TABLE counters ADD COLUMN device TEXT")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
 
 
 # --------------------------------------------------------------------------- the store
@@ -721,7 +731,13 @@ class StateStore:
         row = self._read(lambda c: c.execute("SELECT counter FROM counters WHERE originator = ?", (key,)).fetchone())
         return None if row is None else int(row[0], 16)
 
-    def advance_counter(self, originator: object, counter: int) -> None:
+    def last_counter_device(self, originator: object) -> str | None:
+        """The device (IEEE) the last accepted counter was for; None if none or unrecorded (schema 1)."""
+        key = normalize_originator(originator)
+        row = self._read(lambda c: c.execute("SELECT device FROM counters WHERE originator = ?", (key,)).fetchone())
+        return None if row is None else row[0]
+
+    def advance_counter(self, originator: object, counter: int, device: str | None = None) -> None:
         """Accept ``counter`` for ``originator`` only if strictly greater than the last; else CounterNotIncreasing.
 
         Call it *before* acting on the command: once it returns, the counter is
@@ -734,15 +750,15 @@ class StateStore:
 
         def body(conn: sqlite3.Connection) -> None:
             changed = conn.execute(
-                """INSERT INTO counters (originator, counter, updated_utc) VALUES (?, ?, ?)
+                """INSERT INTO counters (originator, counter, updated_utc, device) VALUES (?, ?, ?, ?)
                    ON CONFLICT (originator) DO UPDATE SET counter = excluded.counter,
-                       updated_utc = excluded.updated_utc
+                       updated_utc = excluded.updated_utc, device = excluded.device
                    WHERE excluded.counter > counters.counter""",
-                (key, value, now),
+                (key, value, now, device),
             ).rowcount
             if changed != 1:
-                last = conn.execute("SELECT counter FROM counters WHERE originator = ?", (key,)).fetchone()[0]
-                raise CounterNotIncreasing(key, counter, int(last, 16), path=self.path)
+                last, last_device = conn.execute("SELECT counter, device FROM counters WHERE originator = ?", (key,)).fetchone()
+                raise CounterNotIncreasing(key, counter, int(last, 16), path=self.path, device=last_device)
 
         self._write(body)
 

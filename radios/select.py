@@ -6,6 +6,7 @@ above never knows which one it drives.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,7 +86,28 @@ async def open_app(
         cls = ZnpApp
     config = zigpy_config(kind, path=path, baudrate=baudrate, flow_control=flow_control, database=database, han_endpoint=han_endpoint)
     try:
-        app = await cls.new(config=config, auto_form=True, start_radio=True)
-    except Exception as exc:  # the driver's own errors vary; name the port and the cause
-        raise RadioError(f"could not start the {kind} radio at {path}: {type(exc).__name__}: {exc}") from exc
+        app = await cls.new(config=config, auto_form=True, start_radio=False)
+    except Exception as exc:
+        raise RadioError(f"could not start the {kind} radio at {path}: {describe(exc)}") from exc
+    try:
+        await app.startup(auto_form=True)
+    except BaseException as exc:
+        # zigpy's startup() shuts down with db=False on failure (so a caller may retry
+        # the same app), which leaves aiosqlite's non-daemon thread running: the
+        # process would never exit. We never retry an app, so close it all.
+        with contextlib.suppress(Exception):
+            await app.shutdown()
+        if not isinstance(exc, Exception):
+            raise  # cancellation, Ctrl-C
+        raise RadioError(f"could not start the {kind} radio at {path}: {describe(exc)}") from exc
     return app
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``; zigpy wraps transient errors (refused, reset) in an empty
+    TransientConnectionError, so name the cause it wraps as well."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and not str(exc):
+        text += f" ({type(cause).__name__}: {cause})"
+    return text

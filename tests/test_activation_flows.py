@@ -139,6 +139,8 @@ async def test_lower_counter_after_a_restart_is_refused(tmp_path: Path, key) -> 
         job = await held(engine, image)
         refused = service.submit(sign(key, h, 4999))
         assert refused.reason == "replayed counter", refused.message
+        # Counters are per originator across devices: the refusal names where 5000 went.
+        assert refused.message.endswith(f"(accepted for device {IEEE})"), refused.message
         assert job.state is ev.SessionState.HELD
         assert service.submit(sign(key, h, 5001)).accepted
 

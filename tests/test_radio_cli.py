@@ -171,3 +171,42 @@ def test_emulate_runs_until_ctrl_c_and_prints_the_url():
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
     assert "EZSP emulator stopped" in proc.stdout.read()
+
+
+def refused_url() -> str:
+    """A socket:// URL whose port nobody listens on (bound once, then closed)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"socket://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("kind, where", [("znp", "/dev/ttyUSB-han-ota-absent"), ("ezsp", None)])
+def test_push_exits_when_the_radio_does_not_start(tmp_path: Path, kind: str, where: str | None):
+    # zigpy's failed startup() left its aiosqlite thread (not a daemon thread) running:
+    # the error was printed, then the process hung until killed.
+    path = where or refused_url()
+    (tmp_path / "config.toml").write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    image = ROOT / "tests" / "data" / "gbcs" / "sr11.1-firmware-image.bin"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "han_ota.cli", "push", str(image), "--device", "00:11:22:33:44:55:66:77",
+                           "--radio", kind, "--path", path, "--config", str(tmp_path / "config.toml")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=30)
+    assert proc.returncode == 1, proc.stderr
+    assert f"could not start the {kind} radio at {path}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    if kind == "ezsp":  # zigpy's empty TransientConnectionError: the cause is named too
+        assert "ConnectionRefusedError" in proc.stderr
+
+
+def test_open_app_failure_closes_the_zigpy_database(tmp_path: Path):
+    from radios.select import RadioError, open_app
+
+    async def attempt() -> None:
+        with pytest.raises(RadioError, match="could not start the znp radio"):
+            await open_app("znp", path="/dev/ttyUSB-han-ota-absent", database=tmp_path / "zigbee.db")
+
+    asyncio.run(attempt())
+    assert not [t for t in threading.enumerate() if t.is_alive() and "_connection_worker_thread" in repr(getattr(t, "_target", None))]

@@ -120,18 +120,20 @@ def test_migration_hook_runs_pending_steps_once(tmp_path: Path, monkeypatch: pyt
         job_id = s.create_job(record())
     calls: list[int] = []
 
+    nxt = store_module.SCHEMA_VERSION + 1
+
     def to_2(conn: sqlite3.Connection) -> None:
-        calls.append(2)
+        calls.append(nxt)
         conn.execute("ALTER TABLE jobs ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store_module, "MIGRATIONS", {**store_module.MIGRATIONS, 2: to_2})
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", nxt)
+    monkeypatch.setattr(store_module, "MIGRATIONS", {**store_module.MIGRATIONS, nxt: to_2})
     with StateStore(path) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == nxt
         assert s.get_job(job_id).record == record()  # old data survives the upgrade
     with StateStore(path) as s:
-        assert s.schema_version == 2
-    assert calls == [2]
+        assert s.schema_version == nxt
+    assert calls == [nxt]
 
 
 def test_failed_migration_leaves_the_old_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,12 +144,13 @@ def test_failed_migration_leaves_the_old_schema(tmp_path: Path, monkeypatch: pyt
         conn.execute("CREATE TABLE half_done (x)")
         raise RuntimeError("migration bug")
 
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store_module, "MIGRATIONS", {**store_module.MIGRATIONS, 2: broken})
+    current = store_module.SCHEMA_VERSION
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setattr(store_module, "MIGRATIONS", {**store_module.MIGRATIONS, current + 1: broken})
     with pytest.raises(RuntimeError, match="migration bug"):
         StateStore(path)
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == current
     assert raw.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'").fetchone()[0] == 0
     raw.close()
 
@@ -517,3 +520,33 @@ def test_sigkill_at_random_points_loses_no_acknowledged_write(tmp_path: Path) ->
                 failed_by_test.add(job.job_id)
     assert len(acked_jobs) > rounds // 2, "the children hardly ran; the test exercised nothing"
     assert time.monotonic() - started < 25
+
+
+def test_counters_remember_the_device_and_a_refusal_names_it(store: StateStore) -> None:
+    store.advance_counter(SUPPLIER, 10, device="00:db:12:34:56:78:90:a0")
+    assert store.last_counter_device(SUPPLIER) == "00:db:12:34:56:78:90:a0"
+    with pytest.raises(CounterNotIncreasing, match=r"last accepted counter 10 \(accepted for device 00:db:12:34:56:78:90:a0\)"):
+        store.advance_counter(SUPPLIER, 10, device="00:db:12:34:56:78:90:a2")
+    store.advance_counter(SUPPLIER, 11, device="00:db:12:34:56:78:90:a2")
+    assert store.last_counter_device(SUPPLIER) == "00:db:12:34:56:78:90:a2"
+
+
+def test_a_schema_1_store_keeps_its_counters_and_learns_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.db"
+    with monkeypatch.context() as m:  # a store written by the previous release
+        m.setattr(store_module, "SCHEMA_VERSION", 1)
+        m.setattr(store_module, "MIGRATIONS", {1: store_module.MIGRATIONS[1]})
+        with StateStore(path) as s:
+            assert s.schema_version == 1
+    raw = sqlite3.connect(path)  # as the previous release wrote it: no device column
+    with raw:
+        raw.execute("INSERT INTO counters (originator, counter, updated_utc) VALUES (?, ?, ?)", (store_module.normalize_originator(SUPPLIER), f"{10:016x}", "2026-01-01T00:00:00Z"))
+    raw.close()
+    with StateStore(path) as s:
+        assert s.schema_version == store_module.SCHEMA_VERSION
+        assert s.last_counter(SUPPLIER) == 10 and s.last_counter_device(SUPPLIER) is None
+        with pytest.raises(CounterNotIncreasing) as info:
+            s.advance_counter(SUPPLIER, 9, device="00:db:12:34:56:78:90:a0")
+        assert "accepted for device" not in str(info.value)  # unknown, so not invented
+        s.advance_counter(SUPPLIER, 11, device="00:db:12:34:56:78:90:a0")
+        assert s.last_counter_device(SUPPLIER) == "00:db:12:34:56:78:90:a0"
