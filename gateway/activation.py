@@ -30,9 +30,10 @@ from gateway.gbcs.codes import Reason
 from gateway.gbcs.command import SignedCommand, decode_hex_text, parse_command
 from gateway.gbcs.errors import GbcsError, GbcsUsageError
 from gateway.gbcs.ids import EntityId
-from gateway.gbcs.trust import SUPPLIER_ROLE, TrustStore, describe_role, read_anchor
+from gateway.gbcs.trust import SUPPLIER_ROLE, TrustStore, describe_role, load_anchor, read_anchor_file
 from gateway.gbcs.verify import Verdict, verify_activation
 from gateway.image import FirmwareImage
+from gateway.store import accepted_for
 from gateway.ota import events as ev
 
 LOGGER = logging.getLogger("han_ota.activation")
@@ -60,8 +61,7 @@ class MemoryCounters:
     def advance_counter(self, originator: object, counter: int, device: str | None = None) -> None:
         last = self._last.get(str(originator))
         if last is not None and counter <= last:
-            on = self._device.get(str(originator))
-            raise ValueError(f"counter {counter} is not above {last}" + (f" (accepted for device {on})" if on else ""))
+            raise ValueError(f"counter {counter} is not above {last}{accepted_for(self._device.get(str(originator)))}")
         self._last[str(originator)] = counter
         self._device[str(originator)] = device
 
@@ -314,7 +314,7 @@ class ActivationService:
             # accepted one was for, or a refusal on a fresh device looks inexplicable.
             on = self.counters.last_counter_device(str(cmd.originator))
             if on is not None:
-                verdict = _verdict_like(verdict, Reason.REPLAYED_COUNTER, f"{verdict.message} (accepted for device {on})")
+                verdict = _verdict_like(verdict, Reason.REPLAYED_COUNTER, verdict.message + accepted_for(on))
         return verdict
 
     def _malformed(self, exc: GbcsError, ieee: zt.EUI64 | None) -> SubmitResult:
@@ -380,17 +380,18 @@ def load_trust(config: Config) -> TrustStore:
     """
     if not config.suppliers:
         return TrustStore()
+    pems = {EntityId.parse(s.id): read_anchor_file(s.anchor) for s in config.suppliers}
     for i, s in enumerate(config.suppliers):
         if s.certificate is None:
             continue
-        anchor = read_anchor(s.certificate)
+        anchor = load_anchor(pems[EntityId.parse(s.id)])
         if anchor.role == SUPPLIER_ROLE:
             continue
         what = f"supplier[{i}] {s.id}: certificate {s.certificate} has {describe_role(anchor.role)}, not Supplier (OU={SUPPLIER_ROLE})"
         if not s.allow_any_role:
             raise GbcsUsageError(f"{what}; configure the supplier's own digital-signing certificate, or set allow_any_role = true on this [[supplier]] for lab use")
         LOGGER.warning("%s; accepted because allow_any_role = true (lab use only)", what)
-    return TrustStore.from_files({EntityId.parse(s.id): s.anchor for s in config.suppliers})
+    return TrustStore.from_pem(pems)
 
 
 __all__ = ["ActivationService", "CounterStore", "MemoryCounters", "SubmitResult", "load_trust", "utc_now", "format_eui64"]

@@ -77,7 +77,8 @@ class JobClosed(StoreError):
     """The job reached an end state (confirmed/failed/cancelled) and cannot leave it."""
 
 
-def _for_device(device: str | None) -> str:
+def accepted_for(device: str | None) -> str:
+    """The suffix a replay refusal carries: which device the last accepted counter was for."""
     return f" (accepted for device {device})" if device else ""
 
 
@@ -87,7 +88,7 @@ class CounterNotIncreasing(StoreError):
     def __init__(self, originator: str, counter: int, last: int, *, path: Path | None = None, device: str | None = None) -> None:
         super().__init__(
             f"anti-replay: originator {originator} counter {counter} is not greater than the "
-            f"last accepted counter {last}{_for_device(device)}; the command is a replay or out of order and must be rejected",
+            f"last accepted counter {last}{accepted_for(device)}; the command is a replay or out of order and must be rejected",
             path=path,
         )
         self.originator = originator

@@ -31,9 +31,6 @@ from .errors import GbcsUsageError
 from .ids import EntityId
 from .trust import SUPPLIER_ROLE
 
-# GB organisation certificates put the remote party role in the OU: 02 is a supplier
-# (as in the reference supplier certificate).
-
 
 def load_signing_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
     """An unencrypted PEM private key, which must be P-256."""

@@ -84,13 +84,17 @@ def load_anchor(pem: bytes) -> TrustAnchor:
     return TrustAnchor(p256_public_key(loaded, "public key"))
 
 
-def read_anchor(path: str | Path) -> TrustAnchor:
-    """``load_anchor`` on a file's contents."""
+def read_anchor_file(path: str | Path) -> bytes:
+    """A trust anchor file's PEM bytes, or a GbcsUsageError naming the file."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise GbcsUsageError(f"cannot read trust anchor {path}: {exc.strerror}") from None
-    return load_anchor(data)
+
+
+def read_anchor(path: str | Path) -> TrustAnchor:
+    """``load_anchor`` on a file's contents."""
+    return load_anchor(read_anchor_file(path))
 
 
 class TrustStore(Mapping[EntityId, ec.EllipticCurvePublicKey]):
@@ -139,13 +143,7 @@ class TrustStore(Mapping[EntityId, ec.EllipticCurvePublicKey]):
     @classmethod
     def from_files(cls, anchors: Mapping[EntityId, str | Path]) -> TrustStore:
         """As ``from_pem``, reading each file."""
-        pems: dict[EntityId, bytes] = {}
-        for entity, path in anchors.items():
-            try:
-                pems[entity] = Path(path).read_bytes()
-            except OSError as exc:
-                raise GbcsUsageError(f"cannot read trust anchor {path}: {exc.strerror}") from None
-        return cls.from_pem(pems)
+        return cls.from_pem({entity: read_anchor_file(path) for entity, path in anchors.items()})
 
     @classmethod
     def from_certificates(cls, pems: list[bytes]) -> TrustStore:
