@@ -13,13 +13,11 @@ import typer
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.image import ImageError
+from han_ota.cli_app import new_app
 
-app = typer.Typer(
+app = new_app(
     name="han-ota",
     help="Communications Hub stand-in for GB smart-metering labs: Zigbee OTA firmware for PPMID and HCALCS devices, released only by supplier-signed GBCS commands.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
 )
 
 
@@ -86,12 +84,12 @@ def setup_logging(verbose: int, json_mode: bool = False, quiet: bool = False) ->
 @app.command()
 def push(
     image: Path = typer.Argument(..., help="Firmware image file (Zigbee OTA or GBCS form).", exists=False),
-    device: str = typer.Option(..., "--device", help="Target device IEEE address (16 hex digits or 8 colon-separated pairs)."),
+    device: str = typer.Option(..., "--device", metavar="IEEE", help="Target device IEEE address (16 hex digits or 8 colon-separated pairs)."),
     radio: Optional[str] = typer.Option(None, "--radio", help="Radio kind: sim (default), ezsp or znp."),
     path: Optional[str] = typer.Option(None, "--path", help="Radio path: serial device, /dev/serial/by-id/... or socket://host:port."),
     baudrate: Optional[int] = typer.Option(None, "--baudrate", help="Serial speed (default: the dongle family's)."),
     flow_control: Optional[str] = typer.Option(None, "--flow-control", help="none, software or hardware."),
-    sim_device: list[str] = typer.Option([], "--sim-device", help=SIM_DEVICE_HELP),
+    sim_device: list[str] = typer.Option([], "--sim-device", metavar="KIND:IEEE[:KEY=VALUE...]", help=SIM_DEVICE_HELP),
     activate_now: bool = typer.Option(False, "--activate-now", help="Release the hold at once, without supplier authority (lab images only; logged as such)."),
     activation: Optional[Path] = typer.Option(None, "--activation", help="A CS06 Activate Firmware command (file, hex or raw): verified before any block is sent, acted on when the device is held (PPMID one-step flow)."),
     wait: bool = typer.Option(False, "--wait", help="With a running daemon: wait for the job with a progress bar instead of returning its id at once."),

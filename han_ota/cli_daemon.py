@@ -25,6 +25,7 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 
 from gateway.config import Config, ConfigError, format_eui64, load_config
+from han_ota.cli_app import new_app
 from han_ota.client import Client, DaemonError, find_daemon, resolve_config
 
 EXIT_FAILED = 1
@@ -350,7 +351,7 @@ class _FileLog(_LogSource):
 
 # --------------------------------------------------------------------------- config check
 
-config_app = typer.Typer(help="Check the configuration file.", no_args_is_help=True, add_completion=False)
+config_app = new_app(help="Check the configuration file.")
 
 
 @config_app.command("check")
@@ -434,7 +435,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(config_app, name="config", help="Check the configuration file.")
 
 
-standalone = typer.Typer(name="han-ota", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+standalone = new_app(name="han-ota")
 register(standalone)
 
 __all__ = ["config_app", "format_status", "register", "standalone"]

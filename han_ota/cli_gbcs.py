@@ -34,15 +34,12 @@ from gateway.gbcs import (
     sign_activation,
     verify_activation,
 )
+from han_ota.cli_app import new_app
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 
-app = typer.Typer(
-    help="Verify, sign and make keys for GBCS CS06 Activate Firmware commands.",
-    no_args_is_help=True,
-    add_completion=False,
-)
+app = new_app(help="Verify, sign and make keys for GBCS CS06 Activate Firmware commands.")
 
 
 # --------------------------------------------------------------------------- parsing options

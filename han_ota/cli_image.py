@@ -27,15 +27,12 @@ from gateway.image import (
     verify_image_signature,
 )
 from gateway.image_build import build_image, load_signing_key
+from han_ota.cli_app import new_app
 
 EXIT_REFUSED = 1
 EXIT_SIGNATURE = 3
 
-app = typer.Typer(
-    help="Inspect and build firmware images: Zigbee OTA files and the GBCS signed form.",
-    no_args_is_help=True,
-    add_completion=False,
-)
+app = new_app(help="Inspect and build firmware images: Zigbee OTA files and the GBCS signed form.")
 
 
 def _number(bits: int) -> Callable[[str], int]:
@@ -202,7 +199,7 @@ def build(
     ctx: typer.Context,
     payload: Annotated[Path, typer.Argument(metavar="PAYLOAD", help="file holding the manufacturer image", show_default=False)],
     manufacturer: Annotated[int, typer.Option("--manufacturer", parser=_number(16), metavar="N", help="manufacturer code")],
-    image_type: Annotated[int, typer.Option("--image-type", parser=_number(16), metavar="N")],
+    image_type: Annotated[int, typer.Option("--image-type", parser=_number(16), metavar="N", help="image type (0x0000-0xFFBF manufacturer-specific)")],
     version: Annotated[int, typer.Option("--version", parser=_number(32), metavar="N", help="file version")],
     output: Annotated[Path, typer.Option("-o", "--output", help="where to write the image", show_default=False)],
     gbcs: Annotated[bool, typer.Option("--gbcs", help="GBCS form: append CH byte, 0x40 and the supplier signature")] = False,
@@ -215,9 +212,9 @@ def build(
     zigbee: Annotated[
         bool, typer.Option("--zigbee-subelement", help="wrap the payload as an upgrade-image sub-element (tag 0x0000)")
     ] = False,
-    min_hw: Annotated[Optional[int], typer.Option("--min-hw", parser=_number(16), metavar="N")] = None,
-    max_hw: Annotated[Optional[int], typer.Option("--max-hw", parser=_number(16), metavar="N")] = None,
-    stack_version: Annotated[int, typer.Option("--stack-version", parser=_number(16), metavar="N")] = 2,
+    min_hw: Annotated[Optional[int], typer.Option("--min-hw", parser=_number(16), metavar="N", help="minimum hardware version (adds the header field)")] = None,
+    max_hw: Annotated[Optional[int], typer.Option("--max-hw", parser=_number(16), metavar="N", help="maximum hardware version (adds the header field)")] = None,
+    stack_version: Annotated[int, typer.Option("--stack-version", parser=_number(16), metavar="N", help="Zigbee stack version in the header (2: Zigbee PRO)")] = 2,
     header_string: Annotated[str, typer.Option("--header-string", help="up to 32 bytes of UTF-8")] = "",
 ) -> None:
     """Wrap PAYLOAD in an OTA header (and, with --gbcs, sign it) and write the image."""

@@ -26,15 +26,17 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
+from han_ota.cli_app import new_app
+
 LOGGER = logging.getLogger("han_ota.radio")
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-radio_app = typer.Typer(name="radio", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                        help="Find, inspect, form, back up and restore the Zigbee coordinator.")
-emulate_app = typer.Typer(name="emulate", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                          help="Run an emulated coordinator (a virtual dongle) with simulated HAN devices behind it.")
+radio_app = new_app(name="radio",
+                    help="Find, inspect, form, back up and restore the Zigbee coordinator.")
+emulate_app = new_app(name="emulate",
+                      help="Run an emulated coordinator (a virtual dongle) with simulated HAN devices behind it.")
 
 RadioOption = Annotated[Optional[str], typer.Option("--radio", help="Radio kind: ezsp or znp [default: the config's radio.kind, else the one dongle detect finds].", show_default=False)]
 PathOption = Annotated[Optional[str], typer.Option("--path", help="Serial device, /dev/serial/by-id/..., /dev/han-ota/<name> or socket://host:port.", show_default=False)]
@@ -553,7 +555,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(emulate_app, name="emulate", help="Run an emulated coordinator (a virtual dongle) with simulated HAN devices behind it.")
 
 
-standalone = typer.Typer(name="han-ota", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+standalone = new_app(name="han-ota")
 register(standalone)
 
 __all__ = ["EngineFollower", "emulate_app", "follow_radio", "parse_listen", "radio_app", "register", "resolve_target", "serve_emulator", "standalone"]
