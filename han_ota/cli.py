@@ -13,7 +13,7 @@ import typer
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.image import ImageError
-from han_ota.cli_app import new_app
+from han_ota.cli_app import new_app, run
 
 app = new_app(
     name="han-ota",
@@ -245,7 +245,7 @@ def demo(
 
 def main() -> None:
     _mount()
-    app()
+    sys.exit(run(app, sys.argv[1:]))
 
 
 __all__ = ["app", "main"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import typer
+# Typer vendors Click and does not re-export its exception base.
+from typer._click.exceptions import ClickException
 
 
 def new_app(**kwargs: Any) -> typer.Typer:
@@ -22,3 +25,29 @@ def new_app(**kwargs: Any) -> typer.Typer:
     }
     options.update(kwargs)
     return typer.Typer(**options)
+
+
+def print_json(obj: Any) -> None:
+    """``--json`` output: one object on one line, so the last line is always the result."""
+    typer.echo(json.dumps(obj))
+
+
+def run(app: typer.Typer, argv: list[str]) -> int:
+    """Run ``app``; with ``--json`` a usage error still ends in a JSON object.
+
+    Click reports a bad option before the command runs, so the command's own
+    ``--json`` handling never sees it: scripts would get only text on stderr.
+    """
+    if "--json" not in argv:
+        app(args=argv)
+        return 0
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except ClickException as exc:
+        exc.show()
+        print_json({"error": exc.format_message()})
+        return exc.exit_code
+    except typer.Abort:
+        print_json({"error": "interrupted"})
+        return 130
+    return code if isinstance(code, int) else 0

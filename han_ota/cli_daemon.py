@@ -25,7 +25,7 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 
 from gateway.config import Config, ConfigError, format_eui64, load_config
-from han_ota.cli_app import new_app
+from han_ota.cli_app import new_app, print_json
 from han_ota.client import Client, DaemonError, find_daemon, resolve_config
 
 EXIT_FAILED = 1
@@ -110,7 +110,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     except DaemonError as exc:
         _fail(str(exc), as_json=as_json)
     if as_json:
-        typer.echo(json.dumps(body, indent=2))
+        print_json(body)
         return
     for line in format_status(body):
         typer.echo(line)
@@ -176,7 +176,7 @@ def devices(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     except DaemonError as exc:
         _fail(str(exc), as_json=as_json)
     if as_json:
-        typer.echo(json.dumps(listing, indent=2))
+        print_json(listing)
         return
     if not listing:
         typer.echo("no devices on the network (is the radio up? see han-ota status)")
@@ -204,7 +204,7 @@ def cancel(
     except DaemonError as exc:
         _fail(str(exc), as_json=as_json)
     if as_json:
-        typer.echo(json.dumps(job, indent=2))
+        print_json(job)
     else:
         typer.echo(f"job {job['job']} ({job['device']}): {job['state']}" + (f" ({job['reason']})" if job.get("reason") else ""))
 
@@ -238,7 +238,7 @@ def log(
         if verify:
             result = source.verify()
             if as_json:
-                typer.echo(json.dumps(result, indent=2))
+                print_json(result)
             elif result["ok"]:
                 typer.echo(f"audit log OK: {result['records']} records, chain intact, head {result['head_hash']}")
             else:
@@ -405,7 +405,7 @@ def config_check(
         "warnings": warnings,
     }
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        print_json(summary)
         return
     typer.echo(f"{path}: OK")
     typer.echo(f"  state_dir       {cfg.state_dir}")

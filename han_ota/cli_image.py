@@ -27,7 +27,7 @@ from gateway.image import (
     verify_image_signature,
 )
 from gateway.image_build import build_image, load_signing_key
-from han_ota.cli_app import new_app
+from han_ota.cli_app import new_app, print_json
 
 EXIT_REFUSED = 1
 EXIT_SIGNATURE = 3
@@ -57,7 +57,7 @@ def _number(bits: int) -> Callable[[str], int]:
 def _fail(message: str, code: int, report: dict[str, Any] | None = None) -> NoReturn:
     if report is not None:
         report["error"] = message
-        typer.echo(json.dumps(report, indent=2))
+        print_json(report)
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -165,7 +165,7 @@ def inspect(
         report.update(valid=True, signature_valid=verdict, **image.to_dict())
         if problem is not None:
             report["error"] = problem
-        typer.echo(json.dumps(report, indent=2))
+        print_json(report)
     else:
         for line in _describe(image, file):
             typer.echo(line)
