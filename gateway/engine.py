@@ -277,7 +277,11 @@ class Engine:
                 job.transfer_started = time.monotonic()
             if action.warning:
                 job.warnings.append(action.message)
-            self._log(job, logging.WARNING if action.warning or action.kind is ev.NoteKind.FAILURE else logging.INFO, "%s: %s", action.kind.value, action.message, offset=action.offset)
+            level = logging.WARNING if action.warning or action.kind is ev.NoteKind.FAILURE else logging.INFO
+            if action.kind is ev.NoteKind.WARNING:  # the level says it already
+                self._log(job, level, "%s", action.message, offset=action.offset)
+            else:
+                self._log(job, level, "%s: %s", action.kind.value, action.message, offset=action.offset)
         elif isinstance(action, ev.StateChanged):
             if action.new in ev.END_STATES:
                 job.finished = time.monotonic()

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TextIO
 
 import typer
 
@@ -70,15 +70,34 @@ def read_command(path: Path) -> bytes:
         raise fail(f"{path}: not a GBCS command (hex text or raw bytes): {exc}") from None
 
 
-def setup_logging(verbose: int, json_mode: bool = False, quiet: bool = False) -> None:
-    if verbose == 0 and (json_mode or quiet):
-        level = logging.WARNING
-    else:
-        level = [logging.INFO, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(verbose: int, *, default: int = logging.WARNING) -> None:
+    """-v: our INFO lines, -vv: DEBUG and the radio libraries'. Without -v only warnings.
+
+    On a terminal a bar or a command's own output is the news; every step is in the
+    audit log anyway. Warnings then read as ``warning: ...``, not as a log record.
+    """
+    level, handler = console_logging(verbose, sys.stderr, default=default)
+    logging.basicConfig(level=level, handlers=[handler])
     # The radio libraries are chatty at INFO; keep our own lines readable.
     for noisy in ("zigpy", "bellows", "zigpy_znp", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+def console_logging(verbose: int, stream: TextIO, *, default: int = logging.WARNING) -> tuple[int, logging.Handler]:
+    level = default if verbose == 0 else (logging.INFO if verbose == 1 else logging.DEBUG)
+    from han_ota.progress import ConsoleHandler
+
+    handler = ConsoleHandler(stream)
+    if verbose == 0 and default >= logging.WARNING:
+        handler.setFormatter(_PlainFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return level, handler
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
 @app.command()
@@ -110,7 +129,7 @@ def push(
     from gateway.engine import EngineError
     from radios.select import RadioError
 
-    setup_logging(verbose, json_out)
+    setup_logging(verbose)
     if activate_now and activation is not None:
         raise fail("give --activate-now or --activation, not both")
     cfg = read_config(config)
@@ -239,7 +258,7 @@ def demo(
     from han_ota.demo import run_demo
 
     # The narration is the output; -v adds the step-by-step OTA log.
-    setup_logging(verbose, quiet=True)
+    setup_logging(verbose)
     raise typer.Exit(asyncio.run(run_demo()))
 
 

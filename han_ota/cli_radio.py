@@ -57,7 +57,7 @@ def _fail(message: str, code: int = EXIT_FAILED, *, as_json: bool = False) -> No
 def _logging(verbose: int, quiet: bool) -> None:
     from han_ota.cli import setup_logging
 
-    setup_logging(verbose, json_mode=quiet)
+    setup_logging(verbose, default=logging.WARNING if quiet else logging.INFO)
 
 
 def _config(path: Optional[Path], as_json: bool) -> Any:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import TextIO
+
+# The bar being redrawn on a terminal, so that log lines can be written above it.
+_active: ProgressLine | None = None
 
 
 def human_bytes(n: float) -> str:
@@ -36,6 +40,10 @@ class ProgressLine:
         self._last_decile = -1
         self._last_state: str | None = None
         self._last_draw = 0.0
+        self._line = ""
+        if self.tty:
+            global _active
+            _active = self
 
     def update(self, done: int, state: str, rate: float | None, eta: float | None, *, force: bool = False) -> None:
         frac = min(done / self.total, 1.0)
@@ -47,8 +55,8 @@ class ProgressLine:
             filled = int(frac * self.width)
             bar = "#" * filled + "." * (self.width - filled)
             rate_s = f"{human_bytes(rate)}/s" if rate else "-"
-            line = f"\r{self.label} [{bar}] {frac * 100:5.1f}% {human_bytes(done)}/{human_bytes(self.total)} {rate_s} ETA {human_seconds(eta)} {state:<12}"
-            self.stream.write(line)
+            self._line = f"\r{self.label} [{bar}] {frac * 100:5.1f}% {human_bytes(done)}/{human_bytes(self.total)} {rate_s} ETA {human_seconds(eta)} {state:<12}"
+            self.stream.write(self._line)
             self.stream.flush()
         else:
             decile = int(frac * 10)
@@ -59,7 +67,28 @@ class ProgressLine:
                 self._last_decile = decile
         self._last_state = state
 
+    def redraw(self) -> None:
+        if self._line:
+            self.stream.write(self._line)
+            self.stream.flush()
+
     def close(self) -> None:
+        global _active
+        if _active is self:
+            _active = None
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes log lines above a progress bar instead of into it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bar = _active
+        if bar is None or bar.stream is not self.stream:
+            super().emit(record)
+            return
+        self.stream.write("\r\033[K")
+        super().emit(record)
+        bar.redraw()
