@@ -11,7 +11,7 @@ with ``synchronous=NORMAL`` SQLite skips the fsync at commit, so the database st
 consistent after a power cut but may roll back the last transactions -- ones we
 already acknowledged (a job accepted, an anti-replay counter advanced). ``FULL``
 fsyncs the WAL at every commit; that is one fsync per call, cheap at our rate.
-WAL also lets ``han-ota jobs``/``status`` read while the daemon writes.
+WAL also lets ``han-ota status`` read while the daemon writes.
 
 Invariants kept here rather than trusted to callers: at most one active (not
 confirmed/failed/cancelled) job per device; a job that reached an end state never
@@ -596,7 +596,7 @@ class StateStore:
         def body(conn: sqlite3.Connection) -> Job:
             row = conn.execute("SELECT state FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
-                raise UnknownJob(f"no job {job_id} in {self.path}; list jobs with `han-ota jobs`", path=self.path)
+                raise UnknownJob(f"no job {job_id} in {self.path}; `han-ota status` lists the jobs", path=self.path)
             old = SessionState(row[0])
             if old in END_STATES and state is not old:
                 raise JobClosed(
@@ -626,7 +626,7 @@ class StateStore:
     def get_job(self, job_id: int) -> Job:
         row = self._read(lambda c: c.execute(f"{_JOB_SELECT} WHERE job_id = ?", (job_id,)).fetchone())
         if row is None:
-            raise UnknownJob(f"no job {job_id} in {self.path}; list jobs with `han-ota jobs`", path=self.path)
+            raise UnknownJob(f"no job {job_id} in {self.path}; `han-ota status` lists the jobs", path=self.path)
         return self._job_from_row(row)
 
     def list_jobs(self, active_only: bool = False) -> list[Job]:

@@ -139,7 +139,7 @@ def push(
 
         client = find_daemon(cfg)
         if client is not None:
-            _push_via_daemon(client, image, device, command, activate_now, stall_timeout, wait, timeout, json_out)
+            _push_via_daemon(client, image, device, command, activate_now, stall_timeout, wait, timeout, json_out, config)
             return
     counters = None
     if command is not None:
@@ -189,10 +189,10 @@ def _counter_store(cfg: Config):  # type: ignore[no-untyped-def]
         raise fail(f"cannot open the state directory {cfg.state_dir} for anti-replay counters: {exc}") from None
 
 
-def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes], activate_now: bool, stall_timeout: Optional[float], wait: bool, timeout: Optional[float], json_out: bool) -> None:  # type: ignore[no-untyped-def]
+def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes], activate_now: bool, stall_timeout: Optional[float], wait: bool, timeout: Optional[float], json_out: bool, config: Optional[Path]) -> None:  # type: ignore[no-untyped-def]
+    from han_ota.cli_app import hint
     from han_ota.client import DaemonError
-    from han_ota.progress import ProgressLine
-    from han_ota.push import final_line
+    from han_ota.follow import follow_job
 
     try:
         job = client.push(image, device, activation=command.hex().upper() if command else None, activate_now=activate_now, stall_timeout=stall_timeout)
@@ -201,24 +201,11 @@ def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes],
             typer.echo(json.dumps({"device": device, "state": "failed", "reason": str(exc)}))
         raise fail(str(exc), 1) from None
     if not wait:
-        typer.echo(json.dumps(job) if json_out else f"job {job['job']} accepted for {job['device']} ({job['state']}); follow it with: han-ota status, or push --wait")
+        job_id = job["job"]
+        typer.echo(json.dumps(job) if json_out else f"job {job_id} accepted for {job['device']} ({job['state']}); follow it with {hint(f'wait {job_id}', config)} or {hint('status', config)}")
         return
     wanted = "confirmed" if (activate_now or command) else "held"
-    bar = None if json_out else ProgressLine(job["device"], int(job.get("size") or 1))
-
-    def update(j: dict) -> None:  # type: ignore[type-arg]
-        if bar is not None:
-            bar.update(int(j.get("bytes") or 0), j["state"], j.get("rate_bytes_per_s"), j.get("eta_seconds"))
-
-    try:
-        job = client.wait_job(job["job"], until=(wanted,), timeout=timeout, on_update=update)
-    except DaemonError as exc:
-        raise fail(str(exc), 1) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    typer.echo(json.dumps(job) if json_out else final_line(job))
-    raise typer.Exit(0 if job["state"] == wanted else 1)
+    raise typer.Exit(follow_job(client, job, wanted, timeout=timeout, json_out=json_out, config=config))
 
 
 @app.command()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -51,3 +53,11 @@ def run(app: typer.Typer, argv: list[str]) -> int:
         print_json({"error": "interrupted"})
         return 130
     return code if isinstance(code, int) else 0
+
+
+def hint(words: str, config: Path | None) -> str:
+    """A command to suggest, with the ``--config`` the user gave (or it would talk to another daemon)."""
+    parts = ["han-ota", *shlex.split(words)]
+    if config is not None:
+        parts += ["--config", str(config)]
+    return "`" + shlex.join(parts) + "`"

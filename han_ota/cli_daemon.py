@@ -26,11 +26,12 @@ import typer
 
 from gateway.config import Config, ConfigError, format_eui64, load_config
 from han_ota.cli_app import new_app, print_json
-from han_ota.client import Client, DaemonError, find_daemon, resolve_config
+from han_ota.client import Client, DaemonError, elsewhere, find_daemon, resolve_config
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3
+EXIT_USAGE = 2
 
 ConfigOption = Annotated[
     Optional[Path],
@@ -59,6 +60,10 @@ def _client(cfg: Config, *, as_json: bool = False) -> Client:
     except DaemonError as exc:
         _fail(str(exc), EXIT_FAILED, as_json=as_json)
     if client is None:
+        others = elsewhere(cfg)
+        if others:
+            where = "; ".join(f"one answers on {sock}" + (f" (config {conf}): pass --config {conf}" if conf else " (built-in defaults)") for sock, conf in others)
+            _fail(f"no han-ota daemon answers on {cfg.control_socket}, the socket of {cfg.source or 'the built-in defaults'}; {where}", EXIT_NOT_RUNNING, as_json=as_json)
         _fail(
             f"no han-ota daemon is running (nothing answers on {cfg.control_socket}); start it with "
             "`systemctl start han-ota` or `han-ota run`",
@@ -207,6 +212,30 @@ def cancel(
         print_json(job)
     else:
         typer.echo(f"job {job['job']} ({job['device']}): {job['state']}" + (f" ({job['reason']})" if job.get("reason") else ""))
+
+
+# --------------------------------------------------------------------------- wait
+
+
+def wait(
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="The job number `han-ota status` shows.")],
+    until: Annotated[str, typer.Option("--until", help="The state to wait for: held, scheduled or confirmed (an end state always ends the wait).")] = "held",
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop waiting after this many seconds (the job goes on).")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Follow a daemon's job with a progress bar until it reaches --until; exit 0 if it did."""
+    from han_ota.follow import follow_job
+
+    if until not in ("held", "scheduled", "confirmed"):
+        _fail(f"--until {until!r}: use held, scheduled or confirmed", EXIT_USAGE, as_json=as_json)
+    cfg = _config(config, as_json=as_json)
+    client = _client(cfg, as_json=as_json)
+    try:
+        job = client.job(job_id)
+    except DaemonError as exc:
+        _fail(str(exc), as_json=as_json)
+    raise typer.Exit(follow_job(client, job, until, timeout=timeout, json_out=as_json, config=config))
 
 
 # --------------------------------------------------------------------------- log
@@ -426,11 +455,12 @@ def config_check(
 
 
 def register(app: typer.Typer) -> None:
-    """Add run, status, devices, cancel, log and `config check` to the han-ota app."""
+    """Add run, status, devices, cancel, wait, log and `config check` to the han-ota app."""
     app.command("run")(run)
     app.command("status")(status)
     app.command("devices")(devices)
     app.command("cancel")(cancel)
+    app.command("wait")(wait)
     app.command("log")(log)
     app.add_typer(config_app, name="config", help="Check the configuration file.")
 

@@ -267,4 +267,24 @@ def find_daemon(config: Config, *, timeout: float = DEFAULT_TIMEOUT_S) -> Client
     return None
 
 
-__all__ = ["Client", "DaemonError", "builtin_config", "find_daemon", "resolve_config", "user_control_socket", "user_state_dir"]
+def elsewhere(config: Config, *, timeout: float = DEFAULT_TIMEOUT_S) -> list[tuple[Path, str | None]]:
+    """Daemons answering on the default sockets other than ``config``'s: (socket, their config).
+
+    A daemon started with another config listens elsewhere; "none is running" would
+    send the user to start a second one on the same radio.
+    """
+    found: list[tuple[Path, str | None]] = []
+    for path in dict.fromkeys((Config.control_socket, user_control_socket())):
+        if path == config.control_socket:
+            continue
+        client = Client(path, timeout=timeout)
+        try:
+            client.ping()
+            body = client.status()
+        except (OSError, DaemonError):
+            continue
+        found.append((path, body.get("daemon", {}).get("config")))
+    return found
+
+
+__all__ = ["Client", "DaemonError", "builtin_config", "elsewhere", "find_daemon", "resolve_config", "user_control_socket", "user_state_dir"]

@@ -938,6 +938,7 @@ class Daemon:
             "daemon": {
                 "version": version(),
                 "pid": os.getpid(),
+                "config": str(self.config.source) if self.config.source else None,
                 "uptime_s": round(time.monotonic() - self.started, 1),
                 "started": _iso(self.started_wall),
                 "state_dir": str(self.config.state_dir),

@@ -137,7 +137,7 @@ def test_register_adds_the_commands() -> None:
     app = typer.Typer()
     cli_daemon.register(app)
     names = {c.name for c in app.registered_commands}
-    assert names == {"run", "status", "devices", "cancel", "log"}
+    assert names == {"run", "status", "devices", "cancel", "wait", "log"}
     assert [g.name for g in app.registered_groups] == ["config"]
 
 
