@@ -50,6 +50,8 @@ class Job:
     created_wall: float = field(default_factory=time.time)
     created: float = field(default_factory=time.monotonic)
     transfer_started: float | None = None
+    transfer_start_offset: int = 0
+    transfer_ended: float | None = None
     finished: float | None = None
     warnings: list[str] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -63,14 +65,38 @@ class Job:
         return self.state in ev.END_STATES
 
     def rate_and_eta(self, now: float | None = None) -> tuple[float | None, float | None]:
-        """Bytes per second since the first block, and seconds left at that rate."""
+        """Bytes per second since the device started (or resumed), and seconds left at that rate.
+
+        Counts from where the device is, not from the high-water mark: after a resume
+        from 20 % the bar says 20 %, and the rate covers only this run's bytes. Once the
+        transfer has ended the rate stays what it was.
+        """
         now = time.monotonic() if now is None else now
-        if self.transfer_started is None or self.session.offset <= 0:
+        if self.transfer_ended is not None:
+            now = min(now, self.transfer_ended)
+        served = self.session.position - self.transfer_start_offset
+        if self.transfer_started is None or served <= 0:
             return None, None
         elapsed = max(now - self.transfer_started, 1e-6)
-        rate = self.session.offset / elapsed
-        left = max(self.image.size - self.session.offset, 0)
+        rate = served / elapsed
+        left = max(self.image.size - self.session.position, 0)
         return rate, (left / rate if rate > 0 else None)
+
+    def track(self, action: ev.Action, now: float) -> None:
+        """Keep the figures ``to_dict`` reports up to date with the session's actions."""
+        if isinstance(action, ev.Note):
+            if action.kind in (ev.NoteKind.FIRST_BLOCK, ev.NoteKind.RESUME):
+                # The device (re)starts here: the rate is measured from this point.
+                self.transfer_started, self.transfer_start_offset, self.transfer_ended = now, action.offset or 0, None
+            elif action.kind is ev.NoteKind.TRANSFER_START and self.transfer_started is None:
+                self.transfer_started, self.transfer_start_offset = now, self.session.position
+            if action.warning:
+                self.warnings.append(action.message)
+        elif isinstance(action, ev.StateChanged):
+            if action.old is ev.SessionState.TRANSFERRING:
+                self.transfer_ended = now
+            if action.new in ev.END_STATES:
+                self.finished = now
 
     def to_dict(self) -> dict[str, Any]:
         end = self.finished if self.finished is not None else time.monotonic()
@@ -85,7 +111,7 @@ class Job:
             "image_type": self.image.image_type,
             "file_version": self.image.file_version,
             "device_file_version": self.session.device_file_version,
-            "bytes": self.session.offset,
+            "bytes": self.session.position,
             "size": self.image.size,
             "seconds": round(end - self.created, 3),
             "rate_bytes_per_s": None if rate is None else round(rate, 1),
@@ -272,19 +298,14 @@ class Engine:
             if job is None or job.session is not session:
                 return
             self._by_session[session] = job
+        job.track(action, time.monotonic())
         if isinstance(action, ev.Note):
-            if action.kind in (ev.NoteKind.FIRST_BLOCK, ev.NoteKind.RESUME, ev.NoteKind.TRANSFER_START) and job.transfer_started is None:
-                job.transfer_started = time.monotonic()
-            if action.warning:
-                job.warnings.append(action.message)
             level = logging.WARNING if action.warning or action.kind is ev.NoteKind.FAILURE else logging.INFO
             if action.kind is ev.NoteKind.WARNING:  # the level says it already
                 self._log(job, level, "%s", action.message, offset=action.offset)
             else:
                 self._log(job, level, "%s: %s", action.kind.value, action.message, offset=action.offset)
         elif isinstance(action, ev.StateChanged):
-            if action.new in ev.END_STATES:
-                job.finished = time.monotonic()
             self._log(job, logging.INFO, "state %s -> %s%s", action.old.value, action.new.value, f" ({action.reason})" if action.reason else "")
         for watcher in self._observers:
             try:

@@ -187,7 +187,7 @@ async def _drive(engine: Engine, job: Job, req: PushRequest, bar: ProgressLine |
         while True:
             if bar is not None:
                 rate, eta = job.rate_and_eta()
-                bar.update(job.session.offset, job.state.value, rate, eta)
+                bar.update(job.session.position, job.state.value, rate, eta)
             await asyncio.sleep(0.2)
 
     painter = asyncio.create_task(show())

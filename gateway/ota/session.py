@@ -177,6 +177,9 @@ class OtaSession:
         self.reason: str | None = None
         #: High-water mark: the image has been sent up to this offset.
         self.offset = 0
+        #: Where the device is: the end of the last block served, or the offset it
+        #: resumed from. Below ``offset`` after a device restarts or resumes earlier.
+        self.position = 0
         #: The device's last reported CurrentFileVersion (query or attribute).
         self.device_file_version: int | None = None
         #: Upgrade End Requests answered with hold (upgrade time 0xFFFFFFFF).
@@ -367,6 +370,7 @@ class OtaSession:
             session.offset = int(snap["offset"])
             if not 0 <= session.offset <= image.size:
                 raise LocalProtocolError(f"snapshot offset {session.offset} is outside the {image.size}-byte image")
+            session.position = session.offset  # until the device says where it is
             session.device_file_version = snap["device_file_version"]
             session.held_requests = int(snap["held_requests"])
             session.notifies_sent = int(snap["notifies_sent"])
@@ -695,6 +699,8 @@ class OtaSession:
             self._set_state(T, f"{self.state.value} device is downloading again")
 
     def _note_request_start(self, offset: int) -> None:
+        if self._fresh or offset == 0:
+            self.position = offset
         if offset == 0:
             again = " (again: the device restarted its download)" if self.offset else ""
             self._note(NoteKind.FIRST_BLOCK, f"first block requested{again}", 0)
@@ -708,6 +714,7 @@ class OtaSession:
     def _sent(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
         self.offset = max(self.offset, end)
+        self.position = end
         self._emit(Progress(self.offset, self.image.size))
         if end == self.image.size:
             self._note(NoteKind.LAST_BLOCK, f"last block sent: {len(data)} bytes at offset {offset}", offset)
