@@ -377,14 +377,12 @@ class Daemon:
     async def _open_radio(self) -> ControllerApplication:
         if self._open_radio_override is not None:
             return await self._open_radio_override()
-        from radios.select import open_app
+        from radios.select import database_for, open_app
 
         r = self.config.radio
-        database = r.database
-        if database is None and r.kind != "sim":
-            # zigpy must remember the devices across restarts and reconnects, or a
-            # resumed job's device stays unknown until it rejoins.
-            database = self.config.state_dir / "zigbee.db"
+        # zigpy must remember the devices across restarts and reconnects, or a
+        # resumed job's device stays unknown until it rejoins.
+        database = r.database or database_for(self.config.state_dir, r.kind, r.path)
         return await open_app(
             r.kind,
             path=r.path,

@@ -25,7 +25,7 @@ from gateway.ota.events import SessionState
 from han_ota.progress import ProgressLine
 from han_ota.cli_radio import follow_radio
 from radios.han_services import setup_han_services
-from radios.select import open_app
+from radios.select import database_for, open_app
 from radios.supervisor import RadioSupervisor
 from radios.sim.spec import SimDeviceSpec, parse_sim_device
 
@@ -123,10 +123,8 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         specs = sim_specs_for(req, image, ieee, lambda m: print(m, file=stream))
     database = req.config.radio.database
     if database is None and req.radio != "sim":
-        # A real network outlives this process: keep zigpy's device table in the state
-        # directory so devices that joined in an earlier run are known in this one.
-        database = req.config.state_dir / "zigbee.db"
-        database.parent.mkdir(parents=True, exist_ok=True)
+        req.config.state_dir.mkdir(parents=True, exist_ok=True)
+        database = database_for(req.config.state_dir, req.radio, req.path)
 
     async def factory() -> Any:
         app = await open_app(

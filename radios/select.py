@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,29 @@ DEFAULTS = {
 
 class RadioError(RuntimeError):
     """The radio could not be opened; the message says what to check."""
+
+
+LEGACY_DATABASE = "zigbee.db"
+
+
+def database_for(state_dir: Path, kind: str, path: str | None) -> Path | None:
+    """zigpy's device database for one radio: ``zigbee-KIND-PATH.db`` in the state directory.
+
+    A real network outlives the process, so zigpy must remember its devices; but the
+    database also holds the network's settings, and one shared by two dongles makes
+    zigpy refuse the second (DestructiveWriteNetworkSettings). The simulated radio
+    keeps no database. A ``zigbee.db`` from before this rule is taken over by the
+    first radio that finds no database of its own.
+    """
+    if kind == "sim":
+        return None
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", (path or "default").removeprefix("/dev/")).strip("_")
+    database = state_dir / f"zigbee-{kind}-{slug}.db"
+    legacy = state_dir / LEGACY_DATABASE
+    if not database.exists() and legacy.exists():
+        legacy.rename(database)
+        LOGGER.warning("zigpy database %s now belongs to the %s radio at %s: renamed to %s", legacy, kind, path, database.name)
+    return database
 
 
 def zigpy_config(kind: str, *, path: str, baudrate: int | None, flow_control: str | None, database: Path | None, han_endpoint: bool = True) -> dict[str, Any]:
