@@ -99,6 +99,9 @@ class DeviceConfig:
 class Config:
     source: Path | None = None
     state_dir: Path = Path("/var/lib/han-ota")
+    #: Where state_dir came from: "config" (the file's key), "default" (not given; the
+    #: command line resolves it), "STATE_DIRECTORY" (systemd) or "per-user".
+    state_dir_from: str = "default"
     control_socket: Path = Path("/run/han-ota/control.sock")
     control_tcp: str | None = None
     radio: RadioConfig = RadioConfig()
@@ -207,6 +210,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
     return Config(
         source=source,
         state_dir=state_dir,
+        state_dir_from="config" if "state_dir" in data else "default",
         control_socket=control_socket,
         control_tcp=control_tcp,
         radio=radio,

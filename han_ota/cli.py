@@ -180,13 +180,14 @@ def push(
 def _counter_store(cfg: Config):  # type: ignore[no-untyped-def]
     """Accepted counters must outlive this process: they live in the state directory."""
     from gateway.store import StateStore, StoreError
+    from han_ota.statedir import StateDirError, describe, ensure_state_dir
 
     try:
-        if cfg.source is None:
-            cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        return StateStore.in_state_dir(cfg.state_dir)
+        return StateStore.in_state_dir(ensure_state_dir(cfg))
+    except StateDirError as exc:
+        raise fail(f"{exc} (it keeps the anti-replay counters)") from None
     except (StoreError, OSError) as exc:
-        raise fail(f"cannot open the state directory {cfg.state_dir} for anti-replay counters: {exc}") from None
+        raise fail(f"cannot open the state directory {describe(cfg)} for anti-replay counters: {exc}") from None
 
 
 def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes], activate_now: bool, stall_timeout: Optional[float], wait: bool, timeout: Optional[float], json_out: bool, config: Optional[Path]) -> None:  # type: ignore[no-untyped-def]

@@ -27,6 +27,7 @@ import typer
 from gateway.config import Config, ConfigError, format_eui64, load_config
 from han_ota.cli_app import new_app, print_json
 from han_ota.client import Client, DaemonError, elsewhere, find_daemon, resolve_config
+from han_ota.statedir import describe, with_state_dir
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -392,7 +393,7 @@ def config_check(
     from han_ota.daemon import DaemonStartError, sim_specs
 
     try:
-        cfg = load_config(path)
+        cfg = with_state_dir(load_config(path))
         specs = sim_specs(cfg) if cfg.radio.kind == "sim" else []
         from gateway.activation import load_trust
 
@@ -407,7 +408,10 @@ def config_check(
         raise typer.Exit(EXIT_FAILED) from None
     warnings = []
     if not cfg.state_dir.is_dir():
-        warnings.append(f"state_dir {cfg.state_dir} does not exist yet: create it, or let systemd's StateDirectory= do it")
+        if cfg.state_dir.parent.is_dir() or cfg.state_dir_from == "per-user":
+            warnings.append(f"state directory {describe(cfg)} does not exist yet: han-ota creates it (mode 0700) when it first needs it")
+        else:
+            warnings.append(f"state directory {describe(cfg)} does not exist, nor does {cfg.state_dir.parent}: create it, or let systemd's StateDirectory= do it")
     for s in cfg.suppliers:
         if s.allow_any_role:
             warnings.append(f"supplier {s.id}: allow_any_role = true, a certificate of any GBCS role is accepted as this supplier's (lab use only)")
@@ -417,6 +421,7 @@ def config_check(
         "valid": True,
         "path": str(path),
         "state_dir": str(cfg.state_dir),
+        "state_dir_from": cfg.state_dir_from,
         "control_socket": str(cfg.control_socket),
         "control_tcp": cfg.control_tcp,
         "radio": {"kind": cfg.radio.kind, "path": cfg.radio.path, "baudrate": cfg.radio.baudrate, "flow_control": cfg.radio.flow_control},
@@ -437,7 +442,7 @@ def config_check(
         print_json(summary)
         return
     typer.echo(f"{path}: OK")
-    typer.echo(f"  state_dir       {cfg.state_dir}")
+    typer.echo(f"  state_dir       {describe(cfg)}")
     typer.echo(f"  control_socket  {cfg.control_socket}" + (f" and tcp {cfg.control_tcp}" if cfg.control_tcp else ""))
     radio = cfg.radio.kind + (f" at {cfg.radio.path}" if cfg.radio.path else "") + (f", {cfg.radio.baudrate} baud" if cfg.radio.baudrate else "")
     typer.echo(f"  radio           {radio}")

@@ -27,18 +27,13 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
+from han_ota.statedir import user_state_dir, with_state_dir
 
 DEFAULT_TIMEOUT_S = 30.0
 END_STATES = frozenset({"confirmed", "failed", "cancelled"})
 
 
 # --------------------------------------------------------------------------- config
-
-
-def user_state_dir(env: dict[str, str] | None = None) -> Path:
-    env = dict(os.environ) if env is None else env
-    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "state")
-    return Path(base) / "han-ota"
 
 
 def user_control_socket(env: dict[str, str] | None = None, uid: int | None = None) -> Path:
@@ -51,16 +46,16 @@ def user_control_socket(env: dict[str, str] | None = None, uid: int | None = Non
 
 def builtin_config(env: dict[str, str] | None = None) -> Config:
     """The defaults used when no configuration file exists (``config.source`` is None)."""
-    return dataclasses.replace(Config(), state_dir=user_state_dir(env), control_socket=user_control_socket(env))
+    return with_state_dir(dataclasses.replace(Config(), control_socket=user_control_socket(env)), env)
 
 
 def resolve_config(path: Path | None, *, default_path: Path = DEFAULT_CONFIG_PATH, env: dict[str, str] | None = None) -> Config:
     """The configuration every command uses; raises gateway.config.ConfigError."""
     if path is not None:
         # Absolute, so that paths in the file (relative to it) come out absolute too.
-        return load_config(Path(path).expanduser().absolute())
+        return with_state_dir(load_config(Path(path).expanduser().absolute()), env)
     if default_path.exists():
-        return load_config(default_path)
+        return with_state_dir(load_config(default_path), env)
     return builtin_config(env)
 
 

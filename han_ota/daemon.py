@@ -73,6 +73,7 @@ from gateway.store import (
 )
 from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
+from han_ota.statedir import StateDirError, StateDirLock, ensure_state_dir
 from radios.supervisor import RadioSupervisor
 from radios.sim.spec import SimDeviceSpec, SimSpecError, parse_sim_device
 
@@ -260,6 +261,7 @@ class Daemon:
         self.radio = RadioState(config.radio.kind)
         self.store: StateStore | None = None
         self.audit: AuditLog | None = None
+        self._lock: StateDirLock | None = None
         self.app: ControllerApplication | None = None
         self.engine: Engine | None = None
         self.activation: _DaemonActivation | None = None
@@ -292,12 +294,14 @@ class Daemon:
         try:
             self._trust = load_trust(self.config)
         except Exception as exc:  # TrustError, OSError: a supplier file named in the config
+            self._close_state()
             raise DaemonStartError(f"{self.config.source or 'config'}: [[supplier]] trust anchors cannot be loaded: {exc}") from None
         self._audit("daemon.start", version=version(), pid=os.getpid(), config=str(self.config.source) if self.config.source else None, radio=self.radio.kind, state_dir=str(self.config.state_dir))
         self.control = ControlServer(self, self.config.control_socket, self.config.control_tcp)
         try:
             await self.control.start()
         except ControlSocketError as exc:
+            self._close_state()
             raise DaemonStartError(str(exc)) from None
         self.notifier.ready(self._summary())
         self._tasks.append(asyncio.create_task(self._radio_first_start(), name="han-ota-radio"))
@@ -345,31 +349,36 @@ class Daemon:
                 await self.engine.close()
         self._persist_all(force=True)
         self._audit("daemon.stop", reason=reason)
+        self._close_state()
+
+    def _close_state(self) -> None:
         if self.store is not None:
             self.store.close()
+            self.store = None
         if self.audit is not None:
             self.audit.close()
+            self.audit = None
+        if self._lock is not None:
+            self._lock.release()  # last: the directory is free once nothing writes to it
+            self._lock = None
 
     def _open_state(self) -> None:
-        state_dir = self.config.state_dir
-        if not state_dir.is_dir():
-            if self.config.source is None:
-                # Built-in per-user defaults (no config file): ours to create.
-                state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            else:
-                raise DaemonStartError(
-                    f"state directory {state_dir} (state_dir in {self.config.source}) does not exist: create it "
-                    f"(install -d -m 0750 -o han-ota -g han-ota {state_dir}) or run under systemd with "
-                    "StateDirectory=han-ota, which creates /var/lib/han-ota"
-                )
+        try:
+            state_dir = ensure_state_dir(self.config)
+            # Before anything is read: a second daemon must not resume the first one's jobs.
+            self._lock = StateDirLock.acquire(state_dir)
+        except StateDirError as exc:
+            raise DaemonStartError(str(exc)) from None
+        self._lock.record(self.config.control_socket)
         try:
             self.store = StateStore.in_state_dir(state_dir)
         except StoreError as exc:
+            self._close_state()
             raise DaemonStartError(str(exc)) from None
         try:
             self.audit = AuditLog.in_state_dir(state_dir)
         except AuditError as exc:
-            self.store.close()
+            self._close_state()
             raise DaemonStartError(str(exc)) from None
 
     # ------------------------------------------------------------------ radio

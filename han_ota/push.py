@@ -22,8 +22,9 @@ from gateway.config import Config, format_eui64, parse_eui64
 from gateway.engine import Engine, EngineError, Job
 from gateway.image import FirmwareImage, load_image
 from gateway.ota.events import SessionState
-from han_ota.progress import ProgressLine
 from han_ota.cli_radio import follow_radio
+from han_ota.progress import ProgressLine
+from han_ota.statedir import ensure_state_dir
 from radios.han_services import setup_han_services
 from radios.select import database_for, open_app
 from radios.supervisor import RadioSupervisor
@@ -123,8 +124,7 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         specs = sim_specs_for(req, image, ieee, lambda m: print(m, file=stream))
     database = req.config.radio.database
     if database is None and req.radio != "sim":
-        req.config.state_dir.mkdir(parents=True, exist_ok=True)
-        database = database_for(req.config.state_dir, req.radio, req.path)
+        database = database_for(ensure_state_dir(req.config), req.radio, req.path)
 
     async def factory() -> Any:
         app = await open_app(

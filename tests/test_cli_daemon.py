@@ -105,7 +105,10 @@ def test_config_check_missing_file_and_warnings(short_dir: Path) -> None:
     path = short_dir / "c.toml"
     path.write_text('state_dir = "/nonexistent/state"\n')
     result = invoke("config", "check", str(path))
-    assert result.exit_code == 0 and "warning: state_dir /nonexistent/state does not exist yet" in result.output
+    assert result.exit_code == 0 and f"warning: state directory /nonexistent/state (state_dir in {path}) does not exist, nor does /nonexistent" in result.output
+    path.write_text(f'state_dir = "{short_dir}/new"\n')
+    result = invoke("config", "check", str(path))
+    assert result.exit_code == 0 and "does not exist yet: han-ota creates it (mode 0700)" in result.output
 
 
 # --------------------------------------------------------------------------- resolve_config
@@ -156,10 +159,10 @@ def test_commands_say_when_no_daemon_runs(short_dir: Path) -> None:
 
 def test_run_refuses_a_missing_state_directory(short_dir: Path) -> None:
     path = short_dir / "config.toml"
-    path.write_text(f'state_dir = "{short_dir}/missing"\ncontrol_socket = "c.sock"\n')
+    path.write_text(f'state_dir = "{short_dir}/missing/state"\ncontrol_socket = "c.sock"\n')
     result = invoke("run", "--config", str(path), "--sim-device", f"hcalcs:{HCALCS}")
     assert result.exit_code == 1
-    assert f"state directory {short_dir}/missing" in result.output and "install -d" in result.output
+    assert f"state directory {short_dir}/missing/state (state_dir in {path})" in result.output and "install -d" in result.output
 
 
 def test_run_refuses_a_bad_sim_device(short_dir: Path) -> None:

@@ -290,7 +290,7 @@ async def test_garbage_on_the_socket_during_a_transfer_loses_nothing(short_dir: 
 
 async def test_missing_state_directory_is_a_clear_error(short_dir: Path) -> None:
     missing = short_dir / "nope" / "state"
-    cfg = dataclasses.replace(Config(), source=short_dir / "config.toml", state_dir=missing, control_socket=short_dir / "c.sock")
+    cfg = dataclasses.replace(Config(), source=short_dir / "config.toml", state_dir=missing, state_dir_from="config", control_socket=short_dir / "c.sock")
     with pytest.raises(DaemonStartError) as err:
         await run_daemon(cfg, [f"hcalcs:{HCALCS}"])
     message = str(err.value)
@@ -299,10 +299,29 @@ async def test_missing_state_directory_is_a_clear_error(short_dir: Path) -> None
 
 
 async def test_built_in_defaults_create_their_per_user_state_dir(short_dir: Path) -> None:
-    cfg = dataclasses.replace(Config(), source=None, state_dir=short_dir / "user" / "state", control_socket=short_dir / "u.sock")
+    cfg = dataclasses.replace(Config(), source=None, state_dir=short_dir / "user" / "state", state_dir_from="per-user", control_socket=short_dir / "u.sock")
     daemon = await started(cfg, sim_devices=[f"hcalcs:{HCALCS}"])
     await daemon.stop("test")
     assert (short_dir / "user" / "state" / "audit.jsonl").exists()
+
+
+async def test_a_second_daemon_on_the_same_state_dir_refuses_and_names_the_first(short_dir: Path) -> None:
+    cfg = make_config(short_dir)
+    first = await started(cfg, sim_devices=[f"hcalcs:{HCALCS}"])
+    try:
+        other_socket = dataclasses.replace(cfg, control_socket=short_dir / "other.sock")
+        with pytest.raises(DaemonStartError) as err:
+            await run_daemon(other_socket, [f"hcalcs:{HCALCS}"])
+        message = str(err.value)
+        assert f"in use by another han-ota daemon (pid {os.getpid()}, control socket {cfg.control_socket})" in message
+        assert "give this one its own state_dir" in message
+        assert not (short_dir / "other.sock").exists()
+        assert (await call(Client(cfg.control_socket).status))["jobs"] == []  # the first is untouched
+    finally:
+        await first.stop("test")
+    # The lock goes with the daemon: the next one starts.
+    again = await started(dataclasses.replace(cfg, control_socket=short_dir / "other.sock"), sim_devices=[f"hcalcs:{HCALCS}"])
+    await again.stop("test")
 
 
 async def test_a_second_daemon_on_the_same_socket_refuses_to_start(short_dir: Path) -> None:
@@ -310,7 +329,7 @@ async def test_a_second_daemon_on_the_same_socket_refuses_to_start(short_dir: Pa
     first = await started(cfg, sim_devices=[f"hcalcs:{HCALCS}"])
     try:
         with pytest.raises(DaemonStartError, match="already listening"):
-            await run_daemon(cfg, [f"hcalcs:{HCALCS}"])
+            await run_daemon(dataclasses.replace(cfg, state_dir=short_dir / "state2"), [f"hcalcs:{HCALCS}"])
         assert (await call(Client(cfg.control_socket).status))["daemon"]["pid"] == os.getpid()
     finally:
         await first.stop("test")
