@@ -126,11 +126,16 @@ def parse_header(data: bytes) -> ZclHeader | Unparseable:
                      bool(fc & _FC_DISABLE_DEFAULT_RESPONSE), data[1], data[2], 3)
 
 
-def decode_device_frame(data: bytes) -> Decoded:
-    """Decode an APS payload a device sent on cluster 0x0019. Never raises."""
-    header = parse_header(data)
-    if isinstance(header, Unparseable):
-        return header
+def decode_device_frame(data: bytes, header: ZclHeader | None = None) -> Decoded:
+    """Decode an APS payload a device sent on cluster 0x0019. Never raises.
+
+    ``header`` is ``parse_header(data)`` when the caller has it already (the tap does).
+    """
+    if header is None:
+        parsed = parse_header(data)
+        if isinstance(parsed, Unparseable):
+            return parsed
+        header = parsed
     tsn, command_id, start = header.tsn, header.command_id, header.length
     if header.frame_type == 0:
         # A manufacturer-specific general command is about that manufacturer's

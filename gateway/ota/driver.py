@@ -194,7 +194,7 @@ class OtaDriver:
             device.lqi = packet.lqi
         if packet.rssi is not None:
             device.rssi = packet.rssi
-        self._receive(device, binding, packet.profile_id, packet.src_ep, packet.dst_ep, data)
+        self._receive(device, binding, packet.profile_id, packet.src_ep, packet.dst_ep, data, header)
         return True
 
     def _route(self, src: zt.AddrModeAddress | None) -> tuple[Device, _Binding] | None:
@@ -241,14 +241,17 @@ class OtaDriver:
             return
         self._receive(device, binding, profile, src_ep, dst_ep, bytes(message))
 
-    def _receive(self, device: Device, binding: _Binding, profile: int, src_ep: int, dst_ep: int, data: bytes) -> None:
+    def _receive(
+        self, device: Device, binding: _Binding, profile: int, src_ep: int, dst_ep: int, data: bytes,
+        header: codec.ZclHeader | None = None,
+    ) -> None:
         # Ensure zigpy's own Ota handler stays out of it, even for a device that
         # (re)joined after the session was attached.
         if not device.ota_in_progress:
             device.ota_in_progress = True
         binding.profile, binding.device_ep, binding.server_ep = profile, src_ep, dst_ep
         binding.device = device
-        decoded = codec.decode_device_frame(data)
+        decoded = codec.decode_device_frame(data, header)
         if isinstance(decoded, codec.Unparseable):  # only if the tap was bypassed
             self._drop_unreadable(device.ieee, decoded, data)
             return
