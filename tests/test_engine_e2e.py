@@ -256,12 +256,8 @@ async def test_malformed_frames_from_a_device_are_answered_or_ignored_never_fata
             bytes.fromhex("01 7a 06 00 1d12 0000".replace(" ", "")),  # truncated Upgrade End Request
         ]
         for data in garbage:
-            try:
-                app.packet_received(_device_packet(app, data))
-            except ValueError:
-                # zigpy itself raises on a frame with no ZCL header, after our listener
-                # has logged and ignored it; a radio library logs that and carries on.
-                assert len(data) < 3
+            # Frames with no ZCL header never reach zigpy, which would raise on them.
+            app.packet_received(_device_packet(app, data))
         assert engine.driver.unparseable_frames == 2
         await until(lambda: sum(1 for d in sent if d[2:3] == b"\x0b") >= 4)
         malformed = [d for d in sent if d[2:3] == b"\x0b" and d[4] == 0x80]

@@ -160,6 +160,7 @@ SAMPLE_EVENTS: dict[type, Any] = {
     ev.ImagePageRequested: page(0, tsn=52),
     ev.UpgradeEndRequested: end(tsn=53),
     ev.MalformedFrameReceived: ev.MalformedFrameReceived(54, 0x03, "truncated"),
+    ev.ManufacturerSpecificReceived: ev.ManufacturerSpecificReceived(55, 0x1234, 0x06, bytes([0x80]) + bytes(8)),
     ev.AttributesRead: ev.AttributesRead({0x0002: OLD}),
     ev.AttributeReadFailed: ev.AttributeReadFailed("timeout"),
     ev.NotifyDelivered: ev.NotifyDelivered(),
@@ -172,6 +173,7 @@ ABORT = (ev.SendAbort, None)
 HOLD = (ev.SendUpgradeEndResponse, "hold")
 ACTIVATION = (ev.SendUpgradeEndResponse, "activate")
 MALFORMED = (ev.SendDefaultResponse, Status.MALFORMED_COMMAND)
+UNSUP_MANUF = (ev.SendDefaultResponse, Status.UNSUP_MANUF_CLUSTER_COMMAND)
 NOTE = (ev.Note, None)
 
 EXPECTED: dict[tuple[SessionState, type], tuple[Any, SessionState] | str] = {}
@@ -192,6 +194,7 @@ for _s, _answer, _next in [
     EXPECTED[(_s, ev.UpgradeEndRequested)] = (_answer, _next)
 for _s in ALL_STATES:
     EXPECTED[(_s, ev.MalformedFrameReceived)] = (MALFORMED, _s)
+    EXPECTED[(_s, ev.ManufacturerSpecificReceived)] = (UNSUP_MANUF, _s)
     for _kind in (ev.AttributesRead, ev.AttributeReadFailed):
         EXPECTED[(_s, _kind)] = (NOTE, _s) if _s in (P, T, H, S, A) else IGNORED
     for _kind in (ev.NotifyDelivered, ev.NotifyFailed):

@@ -71,6 +71,9 @@ def events(size: int) -> st.SearchStrategy[Any]:
             versions,
         ),
         st.builds(ev.MalformedFrameReceived, tsns, st.integers(0, 255), st.text(max_size=10)),
+        # Another manufacturer's commands, including its 0x06 with a failure status.
+        st.builds(ev.ManufacturerSpecificReceived, tsns, mfrs, st.sampled_from([0x06, 0x06, 0x01, 0x03, 0x42]),
+                  st.binary(max_size=12) | st.just(bytes([0x80, 0x1D, 0x12, 0x01, 0x00, 0x02, 0, 0, 0]))),
         st.builds(
             ev.AttributesRead,
             st.dictionaries(st.sampled_from([0x0002, 0x0009, 0x000B, 0x000C]), st.sampled_from([0, 1, 2, OLD, NEW]), max_size=4),
@@ -140,7 +143,13 @@ def guided(draw: st.DrawFn) -> tuple[OtaSession, list[tuple[float, Any]]]:
     return session, steps
 
 
-REQUESTS = (ev.QueryNextImageRequested, ev.ImageBlockRequested, ev.UpgradeEndRequested, ev.MalformedFrameReceived)
+REQUESTS = (
+    ev.QueryNextImageRequested,
+    ev.ImageBlockRequested,
+    ev.UpgradeEndRequested,
+    ev.MalformedFrameReceived,
+    ev.ManufacturerSpecificReceived,
+)
 ANSWERS = (
     ev.SendQueryNextImageResponse,
     ev.SendImageBlock,
@@ -219,6 +228,10 @@ def test_random_sequences(scenario: tuple[OtaSession, list[tuple[float, Any]]]) 
             assert change.old is state and change.new is not state
             state = change.new
         assert state is s.state
+        if isinstance(step, ev.ManufacturerSpecificReceived) or (
+            isinstance(step, ev.UpgradeEndRequested) and (step.manufacturer_code, step.image_type, step.file_version) != (MFR, ITYPE, NEW)
+        ):
+            assert s.state is before, (step, acts)  # neither is the device's word on this push
         if before in END_STATES:
             assert s.state is before  # end states are final
         assert 0 <= s.offset <= s.image.size and s.offset >= high_water

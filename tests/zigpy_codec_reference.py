@@ -35,12 +35,15 @@ def decode_device_frame(data: bytes) -> Decoded:
         return Unparseable(f"ZCL header: {exc}")
 
     tsn, command_id = int(hdr.tsn), int(hdr.command_id)
+    mfr_specific = bool(hdr.frame_control.is_manufacturer_specific)
     if hdr.frame_control.is_general:
-        if command_id == foundation.GeneralCommand.Report_Attributes:
+        if command_id == foundation.GeneralCommand.Report_Attributes and not mfr_specific:
             return _decode_report(tsn, payload)
         return NotForSession(tsn, command_id, is_general=True)
     if hdr.direction != foundation.Direction.Client_to_Server:
         return NotForSession(tsn, command_id, is_general=False)
+    if mfr_specific:
+        return ev.ManufacturerSpecificReceived(tsn, int(hdr.manufacturer), command_id, bytes(payload))
     try:
         command = ev.DeviceCommand(command_id)
         schema = _DEVICE_SCHEMAS[command]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from zigpy.zcl import foundation
 
@@ -70,6 +71,7 @@ _FC_GENERAL_REPLY = 0x18
 _FC_FRAME_TYPE = 0x03
 _FC_MANUFACTURER = 0x04
 _FC_SERVER_TO_CLIENT = 0x08
+_FC_DISABLE_DEFAULT_RESPONSE = 0x10
 _REPORT_ATTRIBUTES = 0x0A
 _DEFAULT_RESPONSE = 0x0B
 
@@ -93,22 +95,59 @@ _IEEE_LEN = 8
 _NOTIFY_PAYLOAD_TYPE = 0x03  # jitter, manufacturer, image type and new file version
 
 
-def decode_device_frame(data: bytes) -> Decoded:
-    """Decode an APS payload a device sent on cluster 0x0019. Never raises."""
+class ZclHeader(NamedTuple):
+    """The ZCL frame header (ZCL r8 2.4.1). A NamedTuple: built for every block request."""
+
+    #: 0 general (foundation) command, 1 cluster-specific; 2 and 3 are reserved.
+    frame_type: int
+    #: The manufacturer code when the manufacturer-specific bit is set, else None.
+    manufacturer_code: int | None
+    server_to_client: bool
+    disable_default_response: bool
+    tsn: int
+    command_id: int
+    #: Header bytes: the payload starts here (3, or 5 with a manufacturer code).
+    length: int
+
+
+def parse_header(data: bytes) -> ZclHeader | Unparseable:
+    """The ZCL header of ``data``, or why there is none. Never raises."""
     if not data:
         return Unparseable("ZCL header: empty frame")
     fc = data[0]
-    start = 5 if fc & _FC_MANUFACTURER else 3
-    if len(data) < start:
-        return Unparseable(f"ZCL header: {len(data)} bytes, needs {start}")
-    tsn, command_id = data[start - 2], data[start - 1]
-    if fc & _FC_FRAME_TYPE == 0:
-        if command_id == _REPORT_ATTRIBUTES:
+    if fc & _FC_MANUFACTURER:
+        if len(data) < 5:
+            return Unparseable(f"ZCL header: {len(data)} bytes, needs 5 with a manufacturer code")
+        return ZclHeader(fc & _FC_FRAME_TYPE, data[1] | data[2] << 8, bool(fc & _FC_SERVER_TO_CLIENT),
+                         bool(fc & _FC_DISABLE_DEFAULT_RESPONSE), data[3], data[4], 5)
+    if len(data) < 3:
+        return Unparseable(f"ZCL header: {len(data)} bytes, needs 3")
+    return ZclHeader(fc & _FC_FRAME_TYPE, None, bool(fc & _FC_SERVER_TO_CLIENT),
+                     bool(fc & _FC_DISABLE_DEFAULT_RESPONSE), data[1], data[2], 3)
+
+
+def decode_device_frame(data: bytes, header: ZclHeader | None = None) -> Decoded:
+    """Decode an APS payload a device sent on cluster 0x0019. Never raises.
+
+    ``header`` is ``parse_header(data)`` when the caller has it already (the tap does).
+    """
+    if header is None:
+        parsed = parse_header(data)
+        if isinstance(parsed, Unparseable):
+            return parsed
+        header = parsed
+    tsn, command_id, start = header.tsn, header.command_id, header.length
+    if header.frame_type == 0:
+        # A manufacturer-specific general command is about that manufacturer's
+        # attributes, whose ids are not the OTA cluster's: zigpy's to match, not ours.
+        if command_id == _REPORT_ATTRIBUTES and header.manufacturer_code is None:
             return _decode_report(tsn, data[start:])
         return NotForSession(tsn, command_id, is_general=True)
     # Frame types 2 and 3 are reserved; like zigpy we read them as cluster-specific.
-    if fc & _FC_SERVER_TO_CLIENT:
+    if header.server_to_client:
         return NotForSession(tsn, command_id, is_general=False)
+    if header.manufacturer_code is not None:
+        return ev.ManufacturerSpecificReceived(tsn, header.manufacturer_code, command_id, bytes(data[start:]))
     # Trailing bytes are tolerated: later ZCL revisions append optional fields.
     if command_id == ev.DeviceCommand.IMAGE_BLOCK:
         return _decode_block(tsn, data, start)
@@ -263,11 +302,13 @@ __all__ = [
     "NotForSession",
     "Unparseable",
     "Unsupported",
+    "ZclHeader",
     "decode_device_frame",
     "encode_action",
     "encode_unsupported",
     "from_zigbee_time",
     "is_client_request",
+    "parse_header",
     "reply_tsn",
     "to_zigbee_time",
 ]

@@ -8,9 +8,11 @@ per session. It works with any zigpy radio (sim, bellows, zigpy-znp).
 Requests from a device with a session (cluster-specific, client to server) are
 taken off zigpy's receive path by a packet tap (radios/tap.py) before zigpy parses
 them: the parse costs more than everything else per block, and zigpy's Ota handler
-must not answer them. Everything else on the cluster (attribute reports and read
-responses, Default Responses) goes on through zigpy and reaches us as an application
-listener (``handle_message``). While a session owns a device
+must not answer them. An OTA frame with no readable ZCL header is dropped there too
+(counted in ``unparseable_frames``): zigpy would raise on it. Everything else on the
+cluster (attribute reports and read responses, Default Responses) goes on through
+zigpy and reaches us as an application listener (``handle_message``). While a
+session owns a device
 ``device.ota_in_progress`` is set as well, so zigpy's handler stays quiet even for
 frames that take that path (it would answer NO_IMAGE_AVAILABLE and ABORT).
 
@@ -163,13 +165,21 @@ class OtaDriver:
     # ------------------------------------------------------------------ receiving
 
     def handle_packet(self, packet: zt.ZigbeePacket) -> bool:
-        """The packet tap: True when the packet was a request for one of our sessions."""
-        if packet.cluster_id != codec.OTA_CLUSTER_ID or not self._bindings:
+        """The packet tap: True when the packet was a request for one of our sessions,
+        or an OTA frame with no readable ZCL header (dropped)."""
+        # ZDO's cluster 0x0019 (Active_EP_store_req) is not the OTA cluster.
+        if packet.cluster_id != codec.OTA_CLUSTER_ID or packet.dst_ep == 0 or packet.src_ep == 0:
             return False
         data = packet.data.serialize()
+        header = codec.parse_header(data)
+        if isinstance(header, codec.Unparseable):
+            # zigpy raises on it (ZCLHeader.deserialize, uncaught in packet_received),
+            # and the radio library logs a traceback per frame: nobody can use it.
+            self._drop_unreadable(packet.src, header, data)
+            return True
         # Only requests: the rest (reports, read responses, Default Responses) must
         # reach zigpy, which matches replies.
-        if not codec.is_client_request(data):
+        if not self._bindings or header.frame_type == 0 or header.server_to_client:
             return False
         route = self._route(packet.src)
         if route is None:
@@ -184,7 +194,7 @@ class OtaDriver:
             device.lqi = packet.lqi
         if packet.rssi is not None:
             device.rssi = packet.rssi
-        self._receive(device, binding, packet.profile_id, packet.src_ep, packet.dst_ep, data)
+        self._receive(device, binding, packet.profile_id, packet.src_ep, packet.dst_ep, data, header)
         return True
 
     def _route(self, src: zt.AddrModeAddress | None) -> tuple[Device, _Binding] | None:
@@ -231,17 +241,19 @@ class OtaDriver:
             return
         self._receive(device, binding, profile, src_ep, dst_ep, bytes(message))
 
-    def _receive(self, device: Device, binding: _Binding, profile: int, src_ep: int, dst_ep: int, data: bytes) -> None:
+    def _receive(
+        self, device: Device, binding: _Binding, profile: int, src_ep: int, dst_ep: int, data: bytes,
+        header: codec.ZclHeader | None = None,
+    ) -> None:
         # Ensure zigpy's own Ota handler stays out of it, even for a device that
         # (re)joined after the session was attached.
         if not device.ota_in_progress:
             device.ota_in_progress = True
         binding.profile, binding.device_ep, binding.server_ep = profile, src_ep, dst_ep
         binding.device = device
-        decoded = codec.decode_device_frame(data)
-        if isinstance(decoded, codec.Unparseable):
-            self.unparseable_frames += 1
-            LOGGER.warning("%s: ignored an OTA frame with no readable ZCL header (%s): %s", device.ieee, decoded.reason, data.hex())
+        decoded = codec.decode_device_frame(data, header)
+        if isinstance(decoded, codec.Unparseable):  # only if the tap was bypassed
+            self._drop_unreadable(device.ieee, decoded, data)
             return
         if isinstance(decoded, codec.Unsupported):
             self._start_send(device.ieee, binding, codec.encode_unsupported(decoded), decoded.tsn, None)
@@ -254,6 +266,13 @@ class OtaDriver:
             LOGGER.exception("%s: OTA session failed on %r", device.ieee, decoded)
             return
         self._execute(device.ieee, binding, actions)
+
+    def _drop_unreadable(self, src: object, why: codec.Unparseable, data: bytes) -> None:
+        # A fuzzing or faulty device can send thousands: one warning line, then debug.
+        self.unparseable_frames += 1
+        level = logging.WARNING if self.unparseable_frames == 1 else logging.DEBUG
+        more = "; further ones are only counted (unparseable_frames) and logged at debug" if level == logging.WARNING else ""
+        LOGGER.log(level, "%s: dropped an OTA frame with no readable ZCL header (%s): %s%s", src, why.reason, data.hex(), more)
 
     # ------------------------------------------------------------------ actions
 

@@ -24,6 +24,7 @@ class Status(enum.IntEnum):
     NOT_AUTHORIZED = 0x7E
     MALFORMED_COMMAND = 0x80
     UNSUP_CLUSTER_COMMAND = 0x81
+    UNSUP_MANUF_CLUSTER_COMMAND = 0x83
     ABORT = 0x95
     INVALID_IMAGE = 0x96
     WAIT_FOR_DATA = 0x97
@@ -121,6 +122,20 @@ class UpgradeEndRequested:
 
 
 @dataclass(frozen=True)
+class ManufacturerSpecificReceived:
+    """A manufacturer-specific cluster command (ZCL frame control bit 2) from the device.
+
+    Its command id and payload are that manufacturer's, not the OTA cluster's: a
+    manufacturer-specific 0x06 is not an Upgrade End Request. Never changes a push.
+    """
+
+    tsn: int
+    manufacturer_code: int
+    command_id: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
 class MalformedFrameReceived:
     """An OTA cluster frame from the device that did not parse."""
 
@@ -164,6 +179,7 @@ Event = (
     | ImageBlockRequested
     | ImagePageRequested
     | UpgradeEndRequested
+    | ManufacturerSpecificReceived
     | MalformedFrameReceived
     | AttributesRead
     | AttributeReadFailed

@@ -35,6 +35,7 @@ from gateway.ota.events import (
     ImageBlockRequested,
     ImagePageRequested,
     MalformedFrameReceived,
+    ManufacturerSpecificReceived,
     Note,
     NoteKind,
     NotifyDelivered,
@@ -843,6 +844,18 @@ class OtaSession:
         # ZCL OTA, Upgrade End Request with a failure status: the server answers a
         # Default Response (SUCCESS), not an Upgrade End Response.
         self._emit(SendDefaultResponse(ev.tsn, int(DeviceCommand.UPGRADE_END), Status.SUCCESS))
+        if not self._is_our_image(ev):
+            # A failure about an image this push does not serve (an older download, a
+            # garbled frame) says nothing about ours. The answer stays the same: the
+            # notes give a failure status a Default Response whatever the image, and
+            # an unanswered request counts against the device's timeout.
+            self._note(
+                NoteKind.WARNING,
+                f"device reported {_status_name(ev.status)} for another image: not its word on this push, "
+                "which serves manufacturer 0x{:04X}, image type 0x{:04X}, version 0x{:08X}".format(*self._image_ids()),
+                self._offset_or_none(),
+            )
+            return
         when = {
             P: "at end of transfer",
             T: "at end of transfer",
@@ -916,6 +929,19 @@ class OtaSession:
     def _answer_malformed(self, ev: MalformedFrameReceived) -> None:
         self._emit(SendDefaultResponse(ev.tsn, ev.command_id, Status.MALFORMED_COMMAND))
         self._note(NoteKind.WARNING, f"malformed frame (command 0x{ev.command_id:02X}): {ev.reason}", self._offset_or_none())
+
+    def _refuse_manufacturer_specific(self, ev: ManufacturerSpecificReceived) -> None:
+        # ZCL 2.5.12 (Default Response): a manufacturer-specific command the receiver
+        # does not implement gets UNSUP_MANUF_CLUSTER_COMMAND. That is an error, so it
+        # is answered whatever the frame's disable-default-response bit says (that bit
+        # only waives the Default Response to a command that succeeded).
+        self._emit(SendDefaultResponse(ev.tsn, ev.command_id, Status.UNSUP_MANUF_CLUSTER_COMMAND))
+        self._note(
+            NoteKind.IGNORED,
+            f"manufacturer-specific command 0x{ev.command_id:02X} of manufacturer 0x{ev.manufacturer_code:04X} "
+            f"({len(ev.payload)} payload bytes) refused as unsupported; the push stays {self.state.value}",
+            self._offset_or_none(),
+        )
 
     # ------------------------------------------------------------------ the gate's calls
 

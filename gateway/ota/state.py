@@ -9,7 +9,7 @@ One ``OtaSession`` pushes one image to one device. Its life::
     HELD ── schedule ──▶ SCHEDULED ── unschedule ──▶ HELD
     HELD, SCHEDULED ── block/page request (the device lost its image) ──▶ TRANSFERRING
     HELD, SCHEDULED ── activate ──▶ ACTIVATED ── new version reported ──▶ CONFIRMED
-    any live state ── mismatch, stall, failure status, old version ──▶ FAILED
+    any live state ── mismatch, stall, failure status for this image, old version ──▶ FAILED
     any live state ── cancel ──▶ CANCELLED
 
 CONFIRMED, FAILED and CANCELLED are the end states (``END_STATES``); the session
@@ -59,6 +59,7 @@ from gateway.ota.events import (
     ImageBlockRequested,
     ImagePageRequested,
     MalformedFrameReceived,
+    ManufacturerSpecificReceived,
     NotifyDelivered,
     NotifyFailed,
     QueryNextImageRequested,
@@ -216,6 +217,9 @@ for _state in _ALL_STATES:
     TRANSITIONS[_state][ImagePageRequested] = _PAGE[_state]
     TRANSITIONS[_state][UpgradeEndRequested] = _END[_state]
     TRANSITIONS[_state][MalformedFrameReceived] = _cell("_answer_malformed")
+    # Another manufacturer's command: refused in every state, and no next state, so
+    # it can never move a push (its 0x06 is not our Upgrade End Request).
+    TRANSITIONS[_state][ManufacturerSpecificReceived] = _cell("_refuse_manufacturer_specific")
 
 for _state in (P, T, H, S, A):
     TRANSITIONS[_state][AttributeReadFailed] = _cell("_note_read_failed")
