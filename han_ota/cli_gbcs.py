@@ -212,7 +212,7 @@ def _print_text(fields: dict[str, Any], verdict: dict[str, Any], notes: list[str
 
 @app.command()
 def verify(
-    cmd: Annotated[Path, typer.Argument(metavar="CMD", help="Command file: hex text (whitespace allowed) or raw bytes.")],
+    cmd: Annotated[Path, typer.Argument(metavar="CMD", help="Command file: raw bytes, hex text or base64 text (whitespace allowed).")],
     trust: Annotated[
         list[str],
         typer.Option(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import stat
@@ -296,3 +297,30 @@ def test_sign_with_a_certificate_as_key_is_a_usage_error(tmp_path: Path) -> None
     code, output = run("sign-activation", "--key", CERT, "--originator", "90B3D51F30010000", "--device",
                        "00DB1234567890A0", "--hash", HASH, "--counter", "1", "-o", str(tmp_path / "x"))
     assert code == 2
+
+
+# ------------------------------------------------------------------ base64 (issue 11 item 18)
+
+
+def test_verify_reads_a_base64_command(tmp_path: Path) -> None:
+    raw = bytes.fromhex((DATA / "cs06-immediate-success-command.hex").read_text())
+    path = tmp_path / "cmd.b64"
+    path.write_bytes(base64.b64encode(raw) + b"\n")
+    code, out = run("verify", str(path), "--trust", CERT, "--json")
+    report = json.loads(out.splitlines()[-1])
+    assert (code, report["valid"], report["counter"]) == (0, True, 1000)
+
+
+def test_read_command_takes_raw_hex_and_base64(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from han_ota.cli import read_command
+
+    raw = bytes.fromhex((DATA / "cs06-future-dated-success-command.hex").read_text())
+    for name, data in [("raw", raw), ("hex", raw.hex().encode()), ("b64", base64.encodebytes(raw))]:
+        (tmp_path / name).write_bytes(data)
+        assert read_command(tmp_path / name) == raw
+    (tmp_path / "bad").write_bytes(b"not a command!")
+    with pytest.raises(typer.Exit):
+        read_command(tmp_path / "bad")
+    assert "expected raw GBCS (first byte 0xDD or 0xDF), hex text or base64 text" in capsys.readouterr().err
