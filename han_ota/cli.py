@@ -231,7 +231,9 @@ def activate(
     if json_out:
         typer.echo(json.dumps(result))
     else:
-        typer.echo(f"{result.get('device')}: {result.get('message')}")
+        # A malformed command names no device unless --device did.
+        where = f"{result['device']}: " if result.get("device") else ""
+        typer.echo(f"{where}{result.get('message')}")
     raise typer.Exit(0 if result.get("accepted") else 1)
 
 

@@ -163,6 +163,7 @@ def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
     return {
         "valid": verdict.ok,
         "reason": verdict.reason.name,
+        "code": verdict.reason.name,  # the field `push --json` and `activate --json` share
         "reason_text": verdict.reason.value,
         "message": verdict.message,
         "response_code": None if verdict.response_code is None else int(verdict.response_code),
@@ -249,6 +250,7 @@ def verify(
         report = {
             "valid": False,
             "reason": Reason.MALFORMED.name,
+            "code": Reason.MALFORMED.name,
             "reason_text": Reason.MALFORMED.value,
             "message": f"malformed command: {exc}",
             "error": {"offset": exc.offset, "field": exc.field, "detail": exc.detail},

@@ -324,3 +324,29 @@ def test_read_command_takes_raw_hex_and_base64(tmp_path: Path, capsys: pytest.Ca
     with pytest.raises(typer.Exit):
         read_command(tmp_path / "bad")
     assert "expected raw GBCS (first byte 0xDD or 0xDF), hex text or base64 text" in capsys.readouterr().err
+
+
+def test_verify_json_code_is_the_one_push_json_uses() -> None:
+    code, out = run("verify", str(DATA / "cs06-immediate-success-command.hex"), "--trust", CERT, "--hash", IMAGE_HASH, "--json")
+    report = json.loads(out.splitlines()[-1])
+    assert (code, report["reason"], report["code"], report["reason_text"]) == (1, "HASH_MISMATCH", "HASH_MISMATCH", "hash mismatch")
+
+
+def test_activate_of_a_truncated_command_names_no_none_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 11 item 18: "None: refused: ..." when the command named no device.
+    from gateway.activation import SubmitResult
+    from han_ota import cli
+
+    raw = bytes.fromhex((DATA / "cs06-immediate-success-command.hex").read_text())[:-1]
+    path = tmp_path / "short.hex"
+    path.write_text(raw.hex())
+    message = "refused: offset 9: ciphered content: truncated: needs 156 bytes, 155 left"
+
+    class Daemon:
+        def activate(self, command: str, device: str | None) -> dict[str, object]:
+            assert (command, device) == (raw.hex().upper(), None)
+            return SubmitResult(False, "refuse", "malformed command", message, None, None, None, None).to_dict()
+
+    monkeypatch.setattr("han_ota.client.find_daemon", lambda cfg: Daemon())
+    result = runner.invoke(cli.app, ["activate", str(path)])
+    assert (result.exit_code, result.output) == (1, message + "\n")
