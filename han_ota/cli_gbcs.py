@@ -29,6 +29,7 @@ from gateway.gbcs import (
     generate_supplier_identity,
     iso_utc,
     load_signing_key,
+    message_label,
     parse_command_file,
     read_anchor,
     sign_activation,
@@ -139,7 +140,7 @@ def _command_fields(cmd: SignedCommand) -> dict[str, Any]:
         "recipient": str(apdu.recipient),
         "date_time": date_time,
         "message_code": f"0x{apdu.message_code:04X}",
-        "message_name": apdu.message_code.label,
+        "message_name": message_label(apdu.message_code),
         "supplementary_remote_party": None
         if apdu.supplementary is None
         else {"entity": str(apdu.supplementary.entity), "counter": apdu.supplementary.counter},

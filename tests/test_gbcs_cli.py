@@ -145,7 +145,9 @@ def test_verify_device_messages_show_raw_content() -> None:
     assert f["CRA flag"] == "response"
     assert f["date-time"] == "2015-01-01T00:00:00Z"
     assert f["content"] == "300902010004040123ABCE"
-    assert f["reason"] == "UNKNOWN_SUPPLIER (unknown supplier)"
+    # A response is "not a command", not "no trust anchor" for its signer (issue 11 item 18d).
+    assert f["reason"] == "NOT_A_COMMAND (not a command)"
+    assert f["verdict"] == "REFUSED: CRA flag is response, not command"
 
 
 def test_verify_malformed(tmp_path: Path) -> None:

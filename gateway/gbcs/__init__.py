@@ -12,7 +12,7 @@ Modules: ``errors`` (the error base), ``cursor`` (byte reading), ``der`` (strict
 """
 
 from .apdu import CosemDateTime, GeneralCiphering, GeneralSigning, SupplementaryRemoteParty
-from .codes import REASON_CODES, AlertCode, CraFlag, MessageCode, Reason, ResponseCode
+from .codes import REASON_CODES, AlertCode, CraFlag, MessageCode, Reason, ResponseCode, known_message_code, message_label
 from .command import (
     SignedCommand,
     decode_hex_text,
@@ -64,8 +64,10 @@ __all__ = [
     "encode_hex_text",
     "generate_supplier_identity",
     "iso_utc",
+    "known_message_code",
     "load_anchor",
     "load_signing_key",
+    "message_label",
     "parse_command",
     "parse_command_file",
     "read_anchor",

@@ -32,7 +32,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from . import der
-from .codes import CraFlag, MessageCode
+from .codes import CraFlag, MessageCode, known_message_code
 from .cursor import Cursor, refusing_short_reads
 from .errors import GbcsUsageError, MalformedCommand, TrailingBytes, UnknownCode
 from .ids import EntityId
@@ -110,7 +110,7 @@ class GeneralSigning:
     originator: EntityId
     recipient: EntityId
     date_time: CosemDateTime | None
-    message_code: MessageCode
+    message_code: MessageCode | int  # a plain int for a code this layer does not name
     supplementary: SupplementaryRemoteParty | None
     content: bytes
     signature: bytes | None
@@ -138,7 +138,7 @@ def encode_signed_data(
     counter: int,
     originator: EntityId,
     recipient: EntityId,
-    message_code: MessageCode,
+    message_code: MessageCode | int,
     content: bytes,
     date_time: CosemDateTime | None = None,
     supplementary: SupplementaryRemoteParty | None = None,
@@ -146,6 +146,8 @@ def encode_signed_data(
     """The bytes a General Signing signature covers (everything after ``DF``)."""
     if not 0 <= counter <= _U64_MAX:
         raise GbcsUsageError(f"counter {counter} is not an unsigned 64-bit value")
+    if not 0 <= message_code <= 0xFFFF:
+        raise GbcsUsageError(f"message code {message_code} is not a 16-bit value")
     out = bytearray()
     out += bytes([0x09, int(cra_flag)]) + counter.to_bytes(8, "big")
     out += b"\x08" + originator.raw + b"\x08" + recipient.raw
@@ -224,12 +226,7 @@ def _read_general_signing(cur: Cursor) -> GeneralSigning:
             at, "other information length",
             f"expected 0x02 (message code) or 0x12 (with remote party and counter), got 0x{other_len:02X}",
         )
-    at = cur.offset
-    code = cur.uint(2, "message code")
-    try:
-        message_code = MessageCode(code)
-    except ValueError:
-        raise UnknownCode(at, "message code", f"unknown message code 0x{code:04X}") from None
+    message_code = known_message_code(cur.uint(2, "message code"))
     supplementary = None
     if other_len == 0x12:
         party = EntityId(cur.take(8, "supplementary remote party"))

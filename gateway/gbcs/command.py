@@ -58,7 +58,7 @@ class SignedCommand:
         return self.apdu.recipient
 
     @property
-    def message_code(self) -> MessageCode:
+    def message_code(self) -> MessageCode | int:
         return self.apdu.message_code
 
     @property
