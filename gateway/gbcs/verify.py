@@ -20,6 +20,11 @@ key the message needs: a device's response is "not a command" whoever signed it,
 them first tells an unauthenticated sender nothing. Everything after that is decided
 only for an authenticated supplier. The anti-replay store is the caller's: this module
 only compares.
+
+A signature verifies whether its s is high or low: GBCS does not ask for low-S, and
+two of the three reference CS06 commands have a high s. The same command re-encoded
+with n - s is the same supplier-signed command, so the counter, not the signature
+bytes, is what refuses it a second time (REPLAYED_COUNTER).
 """
 
 from __future__ import annotations
