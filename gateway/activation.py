@@ -84,12 +84,18 @@ class SubmitResult:
     hash: str | None = None
     execution_time: str | None = None
 
+    @property
+    def code(self) -> str:
+        """The reason as `gbcs verify --json` names it (``HASH_MISMATCH``), for scripts."""
+        return Reason(self.reason).name
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "valid": self.accepted,
             "accepted": self.accepted,
             "decision": self.decision,
             "reason": self.reason,
+            "code": self.code,
             "message": self.message,
             "device": self.device,
             "job": self.job,
@@ -292,7 +298,9 @@ class ActivationService:
             self._on_outcome(job, step, message, response, alert)
 
     def _record(self, job: Job | None, step: str, result: SubmitResult) -> None:
-        self._outcome(job, step, f"{result.decision}: {result.message}", result.response_code, result.alert_code)
+        # The message names the decision already ("refused: ...", "activating now ..."),
+        # and the gbcs.verdict record carries the decision itself.
+        self._outcome(job, step, result.message, result.response_code, result.alert_code)
 
     # ------------------------------------------------------------------ helpers
 

@@ -54,20 +54,18 @@ def read_config(path: Optional[Path]) -> Config:
 
 
 def read_command(path: Path) -> bytes:
-    """A CS06 file as raw APDU bytes (files hold hex text, like the reference data, or raw)."""
-    from gateway.gbcs.command import decode_hex_text
+    """A CS06 file as raw APDU bytes: raw, hex text (like the reference data) or base64 (as DUIS carries it)."""
+    from gateway.gbcs.command import decode_message_file
     from gateway.gbcs.errors import GbcsError
 
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise fail(f"cannot read command file {path}: {exc.strerror}") from None
-    if data[:1] in (b"\xdd", b"\xdf"):
-        return data
     try:
-        return decode_hex_text(data)
+        return decode_message_file(data)
     except GbcsError as exc:
-        raise fail(f"{path}: not a GBCS command (hex text or raw bytes): {exc}") from None
+        raise fail(f"{path}: not a GBCS command: {exc}") from None
 
 
 def setup_logging(verbose: int, *, default: int = logging.WARNING) -> None:
@@ -234,7 +232,9 @@ def activate(
     if json_out:
         typer.echo(json.dumps(result))
     else:
-        typer.echo(f"{result.get('device')}: {result.get('message')}")
+        # A malformed command names no device unless --device did.
+        where = f"{result['device']}: " if result.get("device") else ""
+        typer.echo(f"{where}{result.get('message')}")
     raise typer.Exit(0 if result.get("accepted") else 1)
 
 

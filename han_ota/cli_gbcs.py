@@ -29,6 +29,7 @@ from gateway.gbcs import (
     generate_supplier_identity,
     iso_utc,
     load_signing_key,
+    message_label,
     parse_command_file,
     read_anchor,
     sign_activation,
@@ -139,7 +140,7 @@ def _command_fields(cmd: SignedCommand) -> dict[str, Any]:
         "recipient": str(apdu.recipient),
         "date_time": date_time,
         "message_code": f"0x{apdu.message_code:04X}",
-        "message_name": apdu.message_code.label,
+        "message_name": message_label(apdu.message_code),
         "supplementary_remote_party": None
         if apdu.supplementary is None
         else {"entity": str(apdu.supplementary.entity), "counter": apdu.supplementary.counter},
@@ -163,6 +164,7 @@ def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
     return {
         "valid": verdict.ok,
         "reason": verdict.reason.name,
+        "code": verdict.reason.name,  # the field `push --json` and `activate --json` share
         "reason_text": verdict.reason.value,
         "message": verdict.message,
         "response_code": None if verdict.response_code is None else int(verdict.response_code),
@@ -212,7 +214,7 @@ def _print_text(fields: dict[str, Any], verdict: dict[str, Any], notes: list[str
 
 @app.command()
 def verify(
-    cmd: Annotated[Path, typer.Argument(metavar="CMD", help="Command file: hex text (whitespace allowed) or raw bytes.")],
+    cmd: Annotated[Path, typer.Argument(metavar="CMD", help="Command file: raw bytes, hex text or base64 text (whitespace allowed).")],
     trust: Annotated[
         list[str],
         typer.Option(
@@ -249,6 +251,7 @@ def verify(
         report = {
             "valid": False,
             "reason": Reason.MALFORMED.name,
+            "code": Reason.MALFORMED.name,
             "reason_text": Reason.MALFORMED.value,
             "message": f"malformed command: {exc}",
             "error": {"offset": exc.offset, "field": exc.field, "detail": exc.detail},

@@ -194,3 +194,33 @@ async def test_activation_that_the_device_does_not_take_is_an_activation_failure
         state = await engine.wait(engine_job, {ev.SessionState.FAILED, ev.SessionState.CONFIRMED}, timeout=40)
         assert state is ev.SessionState.FAILED
         assert ("activation", 3, None) in outcomes
+
+
+async def test_refusal_wording_and_reason_code(tmp_path: Path, key) -> None:
+    # issue 11 item 18: "refuse: refused: ..." in the outcome record, and push --json's
+    # verdict naming the reason differently from `gbcs verify --json`.
+    image = load_image(DATA / "sr11.1-firmware-image.bin")
+    reference = bytes.fromhex((DATA / "cs06-immediate-success-command.hex").read_text())
+    async with gateway(tmp_path) as (_app, _engine, service, _outcomes):
+        messages: list[str] = []
+        service._on_outcome = lambda job, step, msg, rc, alert: messages.append(msg)
+        pre = service.precheck(reference, image, IEEE)
+        assert (pre.to_dict()["reason"], pre.to_dict()["code"]) == ("hash mismatch", "HASH_MISMATCH")
+        truncated = service.submit(reference[:-1])
+        assert truncated.to_dict()["code"] == "MALFORMED"
+        assert messages == ["refused: offset 9: ciphered content: truncated: needs 156 bytes, 155 left"]
+
+
+async def test_the_high_s_twin_of_an_accepted_command_is_a_replay(tmp_path: Path, key) -> None:
+    # issue 16 item 9: both s and n - s verify; the stored counter refuses the second.
+    n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    image = load_image(DATA / "sr11.1-firmware-image.bin")
+    async with gateway(tmp_path) as (_app, engine, service, _outcomes):
+        job = await held(engine, image)
+        command = sign(key, image.manufacturer_image_hash, 1001)
+        twin = command[:-32] + (n - int.from_bytes(command[-32:], "big")).to_bytes(32, "big")
+        assert service.submit(command).accepted
+        assert await engine.wait(job, {ev.SessionState.CONFIRMED}, timeout=30) is ev.SessionState.CONFIRMED
+        replay = service.submit(twin)
+        assert (replay.accepted, replay.code) == (False, "REPLAYED_COUNTER"), replay.message
+        assert replay.message.startswith("refused: counter 1001 is not above the last accepted 1001")

@@ -129,6 +129,11 @@ def with_byte(data: bytes, offset: int, value: int) -> bytes:
 ALERT = vector("fdra-zigbee-8f72-alert.hex")
 
 
+def test_a_message_code_without_a_name_is_carried() -> None:
+    apdu, rest = decode_general_signing(with_byte(ALERT, 32, 0xCE))
+    assert (apdu.message_code, type(apdu.message_code), rest) == (0x00CE, int, b"")
+
+
 @pytest.mark.parametrize(
     ("data", "exc", "message"),
     [
@@ -141,7 +146,6 @@ ALERT = vector("fdra-zigbee-8f72-alert.hex")
         (with_byte(ALERT, 29, 0x0B), MalformedCommand, "offset 29: date-time: expected length 0x00 or 0x0C, got 0x0B"),
         (with_byte(ALERT, 30, 0x03), MalformedCommand,
          "offset 30: other information length: expected 0x02 (message code) or 0x12 (with remote party and counter), got 0x03"),
-        (with_byte(ALERT, 32, 0xCE), UnknownCode, "offset 31: message code: unknown message code 0x00CE"),
         (with_byte(ALERT, 33, 0x80), MalformedCommand, "offset 33: content length: indefinite length is not DER"),
         (with_byte(ALERT, 77, 0x41), MalformedCommand,
          "offset 77: signature length: expected 0x40 (signed) or 0x00 (unsigned), got 0x41"),

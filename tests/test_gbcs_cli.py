@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import stat
@@ -144,7 +145,9 @@ def test_verify_device_messages_show_raw_content() -> None:
     assert f["CRA flag"] == "response"
     assert f["date-time"] == "2015-01-01T00:00:00Z"
     assert f["content"] == "300902010004040123ABCE"
-    assert f["reason"] == "UNKNOWN_SUPPLIER (unknown supplier)"
+    # A response is "not a command", not "no trust anchor" for its signer (issue 11 item 18d).
+    assert f["reason"] == "NOT_A_COMMAND (not a command)"
+    assert f["verdict"] == "REFUSED: CRA flag is response, not command"
 
 
 def test_verify_malformed(tmp_path: Path) -> None:
@@ -296,3 +299,56 @@ def test_sign_with_a_certificate_as_key_is_a_usage_error(tmp_path: Path) -> None
     code, output = run("sign-activation", "--key", CERT, "--originator", "90B3D51F30010000", "--device",
                        "00DB1234567890A0", "--hash", HASH, "--counter", "1", "-o", str(tmp_path / "x"))
     assert code == 2
+
+
+# ------------------------------------------------------------------ base64 (issue 11 item 18)
+
+
+def test_verify_reads_a_base64_command(tmp_path: Path) -> None:
+    raw = bytes.fromhex((DATA / "cs06-immediate-success-command.hex").read_text())
+    path = tmp_path / "cmd.b64"
+    path.write_bytes(base64.b64encode(raw) + b"\n")
+    code, out = run("verify", str(path), "--trust", CERT, "--json")
+    report = json.loads(out.splitlines()[-1])
+    assert (code, report["valid"], report["counter"]) == (0, True, 1000)
+
+
+def test_read_command_takes_raw_hex_and_base64(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from han_ota.cli import read_command
+
+    raw = bytes.fromhex((DATA / "cs06-future-dated-success-command.hex").read_text())
+    for name, data in [("raw", raw), ("hex", raw.hex().encode()), ("b64", base64.encodebytes(raw))]:
+        (tmp_path / name).write_bytes(data)
+        assert read_command(tmp_path / name) == raw
+    (tmp_path / "bad").write_bytes(b"not a command!")
+    with pytest.raises(typer.Exit):
+        read_command(tmp_path / "bad")
+    assert "expected raw GBCS (first byte 0xDD or 0xDF), hex text or base64 text" in capsys.readouterr().err
+
+
+def test_verify_json_code_is_the_one_push_json_uses() -> None:
+    code, out = run("verify", str(DATA / "cs06-immediate-success-command.hex"), "--trust", CERT, "--hash", IMAGE_HASH, "--json")
+    report = json.loads(out.splitlines()[-1])
+    assert (code, report["reason"], report["code"], report["reason_text"]) == (1, "HASH_MISMATCH", "HASH_MISMATCH", "hash mismatch")
+
+
+def test_activate_of_a_truncated_command_names_no_none_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 11 item 18: "None: refused: ..." when the command named no device.
+    from gateway.activation import SubmitResult
+    from han_ota import cli
+
+    raw = bytes.fromhex((DATA / "cs06-immediate-success-command.hex").read_text())[:-1]
+    path = tmp_path / "short.hex"
+    path.write_text(raw.hex())
+    message = "refused: offset 9: ciphered content: truncated: needs 156 bytes, 155 left"
+
+    class Daemon:
+        def activate(self, command: str, device: str | None) -> dict[str, object]:
+            assert (command, device) == (raw.hex().upper(), None)
+            return SubmitResult(False, "refuse", "malformed command", message, None, None, None, None).to_dict()
+
+    monkeypatch.setattr("han_ota.client.find_daemon", lambda cfg: Daemon())
+    result = runner.invoke(cli.app, ["activate", str(path)])
+    assert (result.exit_code, result.output) == (1, message + "\n")

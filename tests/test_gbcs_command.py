@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from gateway.gbcs import (
     TrailingBytes,
     TruncatedCommand,
     decode_hex_text,
+    decode_message_file,
     encode_hex_text,
     parse_command,
     parse_command_file,
@@ -195,7 +197,44 @@ def test_parse_command_file_detects_the_form(tmp_path: Path) -> None:
     assert parse_command_file(b" \n" + (DATA / name).read_bytes() + b"\n") == expected
     with pytest.raises(MalformedCommand) as info:
         parse_command_file(b"\x00\x01")
-    assert info.value.field == "hex text"
+    assert info.value.field == "message text"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_base64_text_is_read_like_hex(name: str) -> None:
+    # DCC's tools and DUIS GBCSPayload carry messages as base64 (issue 11 item 18).
+    b64 = base64.b64encode(vector(name))
+    assert decode_message_file(b64) == vector(name)
+    wrapped = b"\n".join(b64[i : i + 76] for i in range(0, len(b64), 76)) + b"\r\n"
+    assert parse_command_file(wrapped) == parse_command(text(name))
+
+
+def test_hex_digits_only_are_hex_even_when_valid_base64() -> None:
+    assert decode_message_file(b"DF09") == bytes.fromhex("DF09")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"DF0G", "offset 3: message text: neither hex text (not a hex digit: 'G') nor base64 text (decodes to 0x0C..., not 0xDD or 0xDF); "
+                  "expected raw GBCS (first byte 0xDD or 0xDF), hex text or base64 text"),
+        (b" \n", "offset 0: message text: empty; expected raw GBCS (first byte 0xDD or 0xDF), hex text or base64 text"),
+        (b"DF\xff09", "offset 2: message text: not ASCII, so not hex or base64 text; "
+                      "expected raw GBCS (first byte 0xDD or 0xDF), hex text or base64 text"),
+    ],
+)
+def test_a_file_in_none_of_the_forms_names_all_three(data: bytes, message: str) -> None:
+    with pytest.raises(MalformedCommand) as info:
+        decode_message_file(data)
+    assert str(info.value) == message
+
+
+def test_bad_base64_names_the_base64_problem_too() -> None:
+    with pytest.raises(MalformedCommand) as info:
+        decode_message_file(b"3wk=B===")
+    # binascii's own wording varies between Python versions: check only our parts.
+    assert str(info.value).startswith("offset 1: message text: neither hex text (not a hex digit: 'w') nor base64 text (")
+    assert str(info.value).endswith("); expected raw GBCS (first byte 0xDD or 0xDF), hex text or base64 text")
 
 
 # ------------------------------------------------------------------ properties

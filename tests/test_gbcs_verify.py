@@ -66,7 +66,7 @@ def check(data: bytes | str, **overrides: object) -> Verdict:
 
 def signed(key: ec.EllipticCurvePrivateKey | None = KEY, *, originator: EntityId = SUPPLIER, recipient: EntityId = DEVICE,
            counter: int = 2000, content_counter: int | None = None, cra_flag: CraFlag = CraFlag.COMMAND,
-           message_code: MessageCode = MessageCode.ACTIVATE_FIRMWARE, image_hash: bytes = HASH) -> bytes:
+           message_code: MessageCode | int = MessageCode.ACTIVATE_FIRMWARE, image_hash: bytes = HASH) -> bytes:
     """A General Signing APDU around a CS06 body, with any field set as a test needs."""
     n = counter if content_counter is None else content_counter
     body = encode_activate_firmware(ActivateFirmware(image_hash, n))
@@ -195,11 +195,23 @@ def test_a_cs06_response_is_not_a_command() -> None:
 
 
 @pytest.mark.parametrize(
-    "name",
-    ["cs06-immediate-success-response.hex", "cs06-8f66-future-dated-success-alert.hex", "fdra-zigbee-8f72-alert.hex"],
+    ("name", "flag"),
+    [("cs06-immediate-success-response.hex", "response"), ("cs06-8f66-future-dated-success-alert.hex", "alert"),
+     ("fdra-zigbee-8f72-alert.hex", "alert")],
 )
-def test_device_messages_are_not_from_a_known_supplier(name: str) -> None:
-    assert check(vector(name)).reason is Reason.UNKNOWN_SUPPLIER
+def test_device_messages_are_not_commands_whoever_signed_them(name: str, flag: str) -> None:
+    # Signed by the device, for which we hold no anchor: still "not a command" (issue 11 item 18d).
+    verdict = check(vector(name))
+    assert verdict.reason is Reason.NOT_A_COMMAND
+    assert verdict.message == f"CRA flag is {flag}, not command"
+
+
+def test_a_message_code_this_layer_does_not_name_is_a_wrong_message_code() -> None:
+    # Well formed and signed: not malformed (issue 11 item 18e).
+    verdict = check(signed(message_code=0x0013))
+    assert verdict.reason is Reason.WRONG_MESSAGE_CODE
+    assert verdict.message == "message code 0x0013 (not a message this gateway reads) is not CS06 Activate Firmware"
+    assert verdict.command is not None and verdict.command.message_code == 0x0013
 
 
 def test_counter_mismatch() -> None:
@@ -242,11 +254,12 @@ def test_the_sample_image_does_not_match_the_placeholder_hash() -> None:
 def test_checks_run_in_the_documented_order() -> None:
     # Each case breaks two things; the earlier check in the documented order wins.
     cases = [
+        (check(signed(None, cra_flag=CraFlag.ALERT, message_code=MessageCode.FUTURE_DATED_ALERT)), Reason.NOT_A_COMMAND),
+        (check(signed(None, message_code=MessageCode.FUTURE_DATED_ALERT)), Reason.WRONG_MESSAGE_CODE),
         (check(signed(None, originator=OTHER_SUPPLIER)), Reason.UNSIGNED),
         (check(signed(OTHER_KEY, originator=SUPPLIER, recipient=OTHER_DEVICE)), Reason.BAD_SIGNATURE),
         (check(signed(OTHER_KEY, originator=OTHER_SUPPLIER, recipient=OTHER_DEVICE), trust=TRUST_BOTH), Reason.NO_AUTHORITY),
-        (check(signed(recipient=OTHER_DEVICE, message_code=MessageCode.FUTURE_DATED_ALERT)), Reason.WRONG_RECIPIENT),
-        (check(signed(cra_flag=CraFlag.ALERT, message_code=MessageCode.FUTURE_DATED_ALERT)), Reason.WRONG_MESSAGE_CODE),
+        (check(signed(recipient=OTHER_DEVICE, counter=5, content_counter=6)), Reason.WRONG_RECIPIENT),
         (check(signed(counter=5, content_counter=6), last_counter=10), Reason.COUNTER_MISMATCH),
         (check(signed(counter=5), last_counter=10, held_image_hash=None), Reason.REPLAYED_COUNTER),
         (check(signed(image_hash=bytes(32)), held_image_hash=None), Reason.NO_IMAGE_HELD),

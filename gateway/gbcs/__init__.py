@@ -1,7 +1,7 @@
 """GBCS General Signing APDUs, CS06 Activate Firmware, verification and signing.
 
 Sans-I/O: bytes in, typed values and verdicts out. ``parse_command`` reads a message
-(hex text or raw, bare or General Ciphered); ``verify_activation`` decides whether a
+(raw, hex or base64 text, bare or General Ciphered); ``verify_activation`` decides whether a
 CS06 command may activate a device's held image; ``sign_activation`` builds one.
 Every refusal is a ``GbcsError``.
 
@@ -12,8 +12,15 @@ Modules: ``errors`` (the error base), ``cursor`` (byte reading), ``der`` (strict
 """
 
 from .apdu import CosemDateTime, GeneralCiphering, GeneralSigning, SupplementaryRemoteParty
-from .codes import REASON_CODES, AlertCode, CraFlag, MessageCode, Reason, ResponseCode
-from .command import SignedCommand, decode_hex_text, encode_hex_text, parse_command, parse_command_file
+from .codes import REASON_CODES, AlertCode, CraFlag, MessageCode, Reason, ResponseCode, known_message_code, message_label
+from .command import (
+    SignedCommand,
+    decode_hex_text,
+    decode_message_file,
+    encode_hex_text,
+    parse_command,
+    parse_command_file,
+)
 from .cs06 import CANCELLATION_TIME, ActivateFirmware, iso_utc
 from .errors import (
     GbcsError,
@@ -53,11 +60,14 @@ __all__ = [
     "UnknownCode",
     "Verdict",
     "decode_hex_text",
+    "decode_message_file",
     "encode_hex_text",
     "generate_supplier_identity",
     "iso_utc",
+    "known_message_code",
     "load_anchor",
     "load_signing_key",
+    "message_label",
     "parse_command",
     "parse_command_file",
     "read_anchor",

@@ -32,7 +32,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from . import der
-from .codes import CraFlag, MessageCode
+from .codes import CraFlag, MessageCode, known_message_code
 from .cursor import Cursor, refusing_short_reads
 from .errors import GbcsUsageError, MalformedCommand, TrailingBytes, UnknownCode
 from .ids import EntityId
@@ -53,12 +53,51 @@ SECURITY_HEADER = bytes([0x11, 0, 0, 0, 0])
 _U64_MAX = (1 << 64) - 1
 
 
+# Each one-byte field of a COSEM date-time (DLMS Blue Book): (index, name, allowed
+# values). 0xFF is "not specified" in every one; 0xFD / 0xFE are the DST month and the
+# second-last / last day of the month. The year (0xFFFF unspecified) and the clock
+# status (a bit string) take any value; the deviation is checked apart.
+_DATE_TIME_FIELDS = (
+    (2, "month", "1-12, 0xFD-0xFF", frozenset(range(1, 13)) | {0xFD, 0xFE, 0xFF}),
+    (3, "day of month", "1-31, 0xFD-0xFF", frozenset(range(1, 32)) | {0xFD, 0xFE, 0xFF}),
+    (4, "day of week", "1-7, 0xFF", frozenset(range(1, 8)) | {0xFF}),
+    (5, "hour", "0-23, 0xFF", frozenset(range(24)) | {0xFF}),
+    (6, "minute", "0-59, 0xFF", frozenset(range(60)) | {0xFF}),
+    (7, "second", "0-59, 0xFF", frozenset(range(60)) | {0xFF}),
+    (8, "hundredths", "0-99, 0xFF", frozenset(range(100)) | {0xFF}),
+)
+
+
+def date_time_problem(raw: bytes) -> tuple[int, str] | None:
+    """Why 12 bytes are not a COSEM date-time: (index of the byte, detail), or None.
+
+    Twelve zero bytes get their own sentence: they look like "nothing here" but are
+    not how COSEM says it (each field unspecified is 0xFF, the deviation 0x8000), and a
+    message without a date-time carries length 00 instead.
+    """
+    if raw == bytes(12):
+        return 0, (
+            "twelve zero bytes are not a COSEM date-time (month and day 0 do not exist; a field"
+            " not specified is 0xFF and the deviation 0x8000, and a message without a date-time"
+            " has length 00)"
+        )
+    for index, name, allowed, values in _DATE_TIME_FIELDS:
+        if raw[index] not in values:
+            return index, f"{name} 0x{raw[index]:02X} is out of range ({allowed})"
+    deviation = int.from_bytes(raw[9:11], "big", signed=True)  # 0x8000, not specified, is -0x8000
+    if not -720 <= deviation <= 720 and deviation != -0x8000:
+        return 9, f"deviation 0x{raw[9:11].hex().upper()} is out of range (-720 to 720 minutes, 0x8000 not specified)"
+    return None
+
+
 @dataclass(frozen=True)
 class CosemDateTime:
     """The 12-byte COSEM date-time of a General Signing header, carried as sent.
 
     Responses from devices carry one (``07DF0101FF000000008000FF``: 2015-01-01, no
-    weekday, 00:00:00.00, deviation unspecified, status FF); commands carry none.
+    weekday, 00:00:00.00, deviation unspecified, status FF); commands carry none. The
+    parser refuses bytes that are not a date-time (``date_time_problem``); this class
+    takes any 12, so tests can build such messages.
     """
 
     raw: bytes
@@ -110,7 +149,7 @@ class GeneralSigning:
     originator: EntityId
     recipient: EntityId
     date_time: CosemDateTime | None
-    message_code: MessageCode
+    message_code: MessageCode | int  # a plain int for a code this layer does not name
     supplementary: SupplementaryRemoteParty | None
     content: bytes
     signature: bytes | None
@@ -138,7 +177,7 @@ def encode_signed_data(
     counter: int,
     originator: EntityId,
     recipient: EntityId,
-    message_code: MessageCode,
+    message_code: MessageCode | int,
     content: bytes,
     date_time: CosemDateTime | None = None,
     supplementary: SupplementaryRemoteParty | None = None,
@@ -146,6 +185,8 @@ def encode_signed_data(
     """The bytes a General Signing signature covers (everything after ``DF``)."""
     if not 0 <= counter <= _U64_MAX:
         raise GbcsUsageError(f"counter {counter} is not an unsigned 64-bit value")
+    if not 0 <= message_code <= 0xFFFF:
+        raise GbcsUsageError(f"message code {message_code} is not a 16-bit value")
     out = bytearray()
     out += bytes([0x09, int(cra_flag)]) + counter.to_bytes(8, "big")
     out += b"\x08" + originator.raw + b"\x08" + recipient.raw
@@ -213,7 +254,11 @@ def _read_general_signing(cur: Cursor) -> GeneralSigning:
     if dt_len == 0x00:
         date_time = None
     elif dt_len == 0x0C:
-        date_time = CosemDateTime(cur.take(12, "date-time"))
+        raw = cur.take(12, "date-time")
+        problem = date_time_problem(raw)
+        if problem is not None:
+            raise MalformedCommand(at + 1 + problem[0], "date-time", problem[1])
+        date_time = CosemDateTime(raw)
     else:
         raise MalformedCommand(at, "date-time", f"expected length 0x00 or 0x0C, got 0x{dt_len:02X}")
 
@@ -224,12 +269,7 @@ def _read_general_signing(cur: Cursor) -> GeneralSigning:
             at, "other information length",
             f"expected 0x02 (message code) or 0x12 (with remote party and counter), got 0x{other_len:02X}",
         )
-    at = cur.offset
-    code = cur.uint(2, "message code")
-    try:
-        message_code = MessageCode(code)
-    except ValueError:
-        raise UnknownCode(at, "message code", f"unknown message code 0x{code:04X}") from None
+    message_code = known_message_code(cur.uint(2, "message code"))
     supplementary = None
     if other_len == 0x12:
         party = EntityId(cur.take(8, "supplementary remote party"))

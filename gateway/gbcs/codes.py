@@ -21,10 +21,11 @@ class CraFlag(enum.IntEnum):
 
 
 class MessageCode(enum.IntEnum):
-    """GBCS message codes this layer reads (the ones in the reference vectors).
+    """GBCS message codes this layer names (the ones in the reference vectors).
 
-    Unknown codes are refused rather than carried: a command we cannot name is one we
-    must not act on.
+    Other codes are carried as plain ints (``known_message_code``): a well-formed
+    message of another kind is not malformed, and verification refuses anything but
+    CS06 by its code, so a command we cannot name is still one we never act on.
     """
 
     ACTIVATE_FIRMWARE = 0x0012  # CS06 Activate Firmware (command and response)
@@ -45,6 +46,16 @@ _MESSAGE_LABELS = {
     MessageCode.FIRMWARE_TRANSFER_ALERT: "CCS08 Firmware Transfer Alert",
     MessageCode.READ_FIRMWARE_VERSION_ALERT: "read firmware version alert",
 }
+
+
+def known_message_code(code: int) -> MessageCode | int:
+    """The member for a code this layer names, else the code itself."""
+    return MessageCode(code) if code in _MESSAGE_LABELS else code
+
+
+def message_label(code: int) -> str:
+    """A name for people: the message's, or that it is one this layer does not read."""
+    return code.label if isinstance(code, MessageCode) else "not a message this gateway reads"
 
 
 class ResponseCode(enum.IntEnum):
@@ -80,13 +91,13 @@ class Reason(enum.Enum):
 
     OK = "ok"
     MALFORMED = "malformed command"
+    NOT_A_COMMAND = "not a command"
+    WRONG_MESSAGE_CODE = "wrong message code"
     UNSIGNED = "unsigned"
     UNKNOWN_SUPPLIER = "unknown supplier"
     BAD_SIGNATURE = "bad signature"
     NO_AUTHORITY = "source does not have authority"
     WRONG_RECIPIENT = "wrong recipient"
-    WRONG_MESSAGE_CODE = "wrong message code"
-    NOT_A_COMMAND = "not a command"
     COUNTER_MISMATCH = "counter mismatch"
     REPLAYED_COUNTER = "replayed counter"
     NO_IMAGE_HELD = "no image held"
@@ -106,6 +117,7 @@ class Reason(enum.Enum):
 #   specific code; no response.
 # - WRONG_RECIPIENT, WRONG_MESSAGE_CODE, NOT_A_COMMAND, MALFORMED: neither. The message
 #   is not a CS06 command for this device, so there is nothing to answer; it is dropped.
+#   (That is also why the first two may be reported before authentication.)
 # - NO_IMAGE_HELD: response 1 only; there is no image whose verification could fail.
 # - HASH_MISMATCH: response 2 and 0x8F1C firmware verification failed (the held image
 #   does not verify against the supplier-signed hash).

@@ -1,4 +1,4 @@
-"""A GBCS message as handed to us: hex text or raw bytes, bare or General Ciphered.
+"""A GBCS message as handed to us: raw bytes, hex text or base64 text, bare or General Ciphered.
 
 ``parse_command`` is the one entry point; it parses once into a ``SignedCommand``
 that carries the General Signing APDU, the carried MAC when ciphered, and the decoded
@@ -9,6 +9,8 @@ the byte offset and field.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import string
 from dataclasses import dataclass, field
 
@@ -26,6 +28,8 @@ from .ids import EntityId
 
 _HEX_DIGITS = frozenset(string.hexdigits)
 _WHITESPACE = frozenset(string.whitespace)
+_RAW_TAGS = (bytes([TAG_GENERAL_CIPHERING]), bytes([TAG_GENERAL_SIGNING]))
+_FORMS = "expected raw GBCS (first byte 0xDD or 0xDF), hex text or base64 text"
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class SignedCommand:
         return self.apdu.recipient
 
     @property
-    def message_code(self) -> MessageCode:
+    def message_code(self) -> MessageCode | int:
         return self.apdu.message_code
 
     @property
@@ -120,12 +124,45 @@ def parse_command(data: bytes | str) -> SignedCommand:
     return command
 
 
-def parse_command_file(data: bytes) -> SignedCommand:
-    """Parse a file's bytes, telling raw GBCS (first byte DD or DF) from hex text.
+def decode_message_file(data: bytes) -> bytes:
+    """A message's raw bytes from a file's (or a DUIS payload's): raw, hex or base64.
 
-    Raw messages always start with 0xDD or 0xDF, which are not ASCII, so anything
-    else is read as hex text.
+    The three forms cannot be confused, checked in this order:
+
+    - raw GBCS starts with 0xDD or 0xDF, which are not ASCII, so no text does;
+    - hex text: hex digits and whitespace only, an even number of digits (the
+      reference vectors' form);
+    - base64 text, strict alphabet and padding, whitespace between lines ignored (what
+      DCC's tools and the DUIS ``GBCSPayload`` element carry), decoding to 0xDD or 0xDF.
+
+    Text of hex digits only is read as hex even when it would also be valid base64:
+    base64 of a GBCS message starts "3" and almost always holds a letter past F.
     """
-    if data[:1] in (bytes([TAG_GENERAL_CIPHERING]), bytes([TAG_GENERAL_SIGNING])):
-        return parse_command(data)
-    return parse_command(decode_hex_text(data))
+    if data[:1] in _RAW_TAGS:
+        return bytes(data)
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise MalformedCommand(exc.start, "message text", f"not ASCII, so not hex or base64 text; {_FORMS}") from None
+    compact = "".join(text.split())
+    if not compact:
+        raise MalformedCommand(0, "message text", f"empty; {_FORMS}")
+    try:
+        return decode_hex_text(text)
+    except MalformedCommand as hex_error:
+        try:
+            raw = base64.b64decode(compact, validate=True)
+            why = None if raw[:1] in _RAW_TAGS else f"decodes to 0x{raw[:1].hex().upper() or '(nothing)'}..., not 0xDD or 0xDF"
+        except binascii.Error as b64_error:
+            why = str(b64_error)
+        if why is None:
+            return raw
+        # Short hex typos ("DF0G") are valid base64 too: only a decoded GBCS tag makes it base64.
+        raise MalformedCommand(
+            hex_error.offset, "message text", f"neither hex text ({hex_error.detail}) nor base64 text ({why}); {_FORMS}"
+        ) from None
+
+
+def parse_command_file(data: bytes) -> SignedCommand:
+    """Parse a file's bytes: raw GBCS, hex text or base64 text (``decode_message_file``)."""
+    return parse_command(decode_message_file(data))

@@ -38,7 +38,7 @@ class TrailingBytes(MalformedCommand):
 
 
 class UnknownCode(MalformedCommand):
-    """A CRA flag or message code this layer does not know."""
+    """A CRA flag outside command, response and alert (message codes are carried)."""
 
 
 class GbcsUsageError(GbcsError):

@@ -58,7 +58,7 @@ def sign_general_signing(
     counter: int,
     originator: EntityId,
     recipient: EntityId,
-    message_code: MessageCode,
+    message_code: MessageCode | int,
     content: bytes,
     date_time: CosemDateTime | None = None,
     supplementary: SupplementaryRemoteParty | None = None,

@@ -2,20 +2,29 @@
 
 ``verify_activation`` checks, in this order, stopping at the first failure:
 
-1. signed at all (UNSIGNED), by an entity we hold an anchor for (UNKNOWN_SUPPLIER),
+1. a command, not a response or alert (NOT_A_COMMAND);
+2. message code 0x0012, CS06 Activate Firmware (WRONG_MESSAGE_CODE);
+3. signed at all (UNSIGNED), by an entity we hold an anchor for (UNKNOWN_SUPPLIER),
    with a valid ECDSA P-256 / SHA-256 signature over the signed bytes (BAD_SIGNATURE);
-2. the originator is the supplier responsible for this device (NO_AUTHORITY);
-3. addressed to this device (WRONG_RECIPIENT);
-4. message code 0x0012, CS06 Activate Firmware (WRONG_MESSAGE_CODE);
-5. a command, not a response or alert (NOT_A_COMMAND);
+4. the originator is the supplier responsible for this device (NO_AUTHORITY);
+5. addressed to this device (WRONG_RECIPIENT);
 6. the CS06 counter equals the header counter (COUNTER_MISMATCH);
 7. the counter is above the last one accepted from anyone for this device
    (REPLAYED_COUNTER; ``last_counter=None`` means none accepted yet);
 8. an image is held (NO_IMAGE_HELD) and its Manufacturer Image Hash is the one signed
    (HASH_MISMATCH).
 
-Authentication comes first so nothing an unauthenticated sender wrote decides which
-refusal is reported. The anti-replay store is the caller's: this module only compares.
+The kind of message comes first, as a device dispatches on it before it knows whose
+key the message needs: a device's response is "not a command" whoever signed it, not
+"unknown supplier". Neither of the two sends a response or an alert, so reporting
+them first tells an unauthenticated sender nothing. Everything after that is decided
+only for an authenticated supplier. The anti-replay store is the caller's: this module
+only compares.
+
+A signature verifies whether its s is high or low: GBCS does not ask for low-S, and
+two of the three reference CS06 commands have a high s. The same command re-encoded
+with n - s is the same supplier-signed command, so the counter, not the signature
+bytes, is what refuses it a second time (REPLAYED_COUNTER).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from .codes import REASON_CODES, AlertCode, CraFlag, MessageCode, Reason, ResponseCode
+from .codes import REASON_CODES, AlertCode, CraFlag, MessageCode, Reason, ResponseCode, message_label
 from .command import SignedCommand, parse_command
 from .cs06 import HASH_SIZE, ActivateFirmware, iso_utc
 from .errors import GbcsUsageError, MalformedCommand
@@ -90,6 +99,15 @@ def verify_activation(
         raise GbcsUsageError(f"last counter {last_counter} is negative")
     apdu = cmd.apdu
 
+    if apdu.cra_flag is not CraFlag.COMMAND:
+        return _verdict(Reason.NOT_A_COMMAND, f"CRA flag is {apdu.cra_flag.name.lower()}, not command", cmd)
+    if apdu.message_code is not MessageCode.ACTIVATE_FIRMWARE or cmd.activation is None:
+        return _verdict(
+            Reason.WRONG_MESSAGE_CODE,
+            f"message code 0x{apdu.message_code:04X} ({message_label(apdu.message_code)}) is not CS06 Activate Firmware",
+            cmd,
+        )
+
     if apdu.signature is None:
         return _verdict(Reason.UNSIGNED, "command is not signed", cmd)
     key = trust.get(apdu.originator)
@@ -107,14 +125,6 @@ def verify_activation(
         )
     if apdu.recipient != device_ieee:
         return _verdict(Reason.WRONG_RECIPIENT, f"addressed to {apdu.recipient}, not to device {device_ieee}", cmd)
-    if apdu.message_code is not MessageCode.ACTIVATE_FIRMWARE:
-        return _verdict(
-            Reason.WRONG_MESSAGE_CODE,
-            f"message code 0x{apdu.message_code:04X} ({apdu.message_code.label}) is not CS06 Activate Firmware",
-            cmd,
-        )
-    if apdu.cra_flag is not CraFlag.COMMAND or cmd.activation is None:
-        return _verdict(Reason.NOT_A_COMMAND, f"CRA flag is {apdu.cra_flag.name.lower()}, not command", cmd)
 
     body = cmd.activation
     if body.counter != apdu.counter:
