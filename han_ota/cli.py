@@ -108,7 +108,7 @@ def push(
     flow_control: Optional[str] = typer.Option(None, "--flow-control", help="none, software or hardware."),
     sim_device: list[str] = typer.Option([], "--sim-device", metavar="KIND:IEEE[:KEY=VALUE...]", help=SIM_DEVICE_HELP),
     activate_now: bool = typer.Option(False, "--activate-now", help="Release the hold at once, without supplier authority (lab images only; logged as such)."),
-    activation: Optional[Path] = typer.Option(None, "--activation", help="A CS06 Activate Firmware command (file, hex or raw): verified before any block is sent, acted on when the device is held (PPMID one-step flow)."),
+    activation: Optional[Path] = typer.Option(None, "--activation", help="A CS06 Activate Firmware command (file: hex text, base64 or raw): verified before any block is sent, acted on when the device is held (PPMID one-step flow)."),
     wait: bool = typer.Option(False, "--wait", help="With a running daemon: wait for the job with a progress bar instead of returning its id at once."),
     in_process: bool = typer.Option(False, "--in-process", help="Run the push in this process even when a daemon is running."),
     stall_timeout: Optional[float] = typer.Option(None, "--stall-timeout", help="Seconds without a request from the device before the transfer fails (sleepy devices are slow)."),
@@ -209,7 +209,7 @@ def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes],
 
 @app.command()
 def activate(
-    command: Path = typer.Argument(..., help="CS06 Activate Firmware command file (hex text, like the GBCS reference data, or raw bytes)."),
+    command: Path = typer.Argument(..., help="CS06 Activate Firmware command file: hex text (like the GBCS reference data), base64 (as DUIS GBCSPayload carries it) or raw bytes."),
     device: Optional[str] = typer.Option(None, "--device", help="The held device (default: the command's recipient)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML configuration file (finds the daemon's control socket)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),

@@ -45,7 +45,7 @@ class PushRequest:
     flow_control: str | None = None
     sim_devices: Sequence[str] = ()
     activate_now: bool = False
-    #: A CS06 (hex text or raw bytes) to verify before any block and act on at the hold.
+    #: A CS06 (raw bytes, as read_command decodes them) to verify before any block and act on at the hold.
     activation: bytes | None = None
     #: Where accepted counters are kept (a StateStore); None keeps them in memory.
     counters: Any = None
