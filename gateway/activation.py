@@ -25,6 +25,7 @@ import zigpy.types as zt
 
 from gateway import gate
 from gateway.config import Config, format_eui64
+from gateway.crashpoint import crashpoint
 from gateway.engine import Engine, Job
 from gateway.gbcs.codes import Reason
 from gateway.gbcs.command import SignedCommand, decode_hex_text, parse_command
@@ -33,16 +34,21 @@ from gateway.gbcs.ids import EntityId
 from gateway.gbcs.trust import SUPPLIER_ROLE, TrustStore, describe_role, load_anchor, read_anchor_file
 from gateway.gbcs.verify import Verdict, verify_activation
 from gateway.image import FirmwareImage
-from gateway.store import accepted_for
+from gateway.store import Acceptance, accepted_for
+from gateway.store import Verdict as StoredVerdict
 from gateway.ota import events as ev
 
 LOGGER = logging.getLogger("han_ota.activation")
 
 
 class CounterStore(Protocol):
+    """Where accepted counters, and the decisions they paid for, are kept."""
+
     def last_counter(self, originator: object) -> int | None: ...
     def last_counter_device(self, originator: object) -> str | None: ...
     def advance_counter(self, originator: object, counter: int, device: str | None = None) -> None: ...
+    def accept(self, acceptance: Acceptance) -> None: ...
+    def cancel_schedule(self, job_id: int) -> bool: ...
 
 
 class MemoryCounters:
@@ -64,6 +70,15 @@ class MemoryCounters:
             raise ValueError(f"counter {counter} is not above {last}{accepted_for(self._device.get(str(originator)))}")
         self._last[str(originator)] = counter
         self._device[str(originator)] = device
+
+    def accept(self, acceptance: Acceptance) -> None:
+        # Nothing outlives this process: the counter is all there is to keep.
+        verdict = acceptance.verdict
+        assert verdict.counter is not None
+        self.advance_counter(verdict.originator, verdict.counter, verdict.device)
+
+    def cancel_schedule(self, job_id: int) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,22 @@ class SubmitResult:
     def code(self) -> str:
         """The reason as `gbcs verify --json` names it (``HASH_MISMATCH``), for scripts."""
         return Reason(self.reason).name
+
+    def record(self, job_id: int | None, at: dt.datetime) -> StoredVerdict:
+        """The store's row for this result."""
+        assert self.device is not None
+        return StoredVerdict(
+            device=self.device,
+            accepted=self.accepted,
+            reason=self.reason,
+            at_utc=at,
+            job_id=job_id,
+            response_code=self.response_code,
+            alert_code=self.alert_code,
+            counter=self.counter,
+            originator=self.originator,
+            details=self.to_dict(),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +149,8 @@ class _Schedule:
     at: dt.datetime
     handle: asyncio.TimerHandle
     command_hex: str
+    #: False for an immediate CS06 accepted before a restart and carried out after it.
+    future: bool = True
 
 
 @dataclass
@@ -141,6 +174,7 @@ class ActivationService:
         clock: Callable[[], dt.datetime] = utc_now,
         on_outcome: OutcomeHook | None = None,
         on_schedule: Callable[[Job, dt.datetime | None, str | None], None] | None = None,
+        durable_job_id: Callable[[Job], int | None] | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -149,6 +183,8 @@ class ActivationService:
         self._clock = clock
         self._on_outcome = on_outcome
         self._on_schedule = on_schedule
+        # The counter store's id for a job it keeps (the daemon's); None for in-process jobs.
+        self._durable_job_id = durable_job_id or (lambda job: None)
         self._schedules: dict[zt.EUI64, _Schedule] = {}
         self._armed: dict[str, _Armed] = {}
         self._activated_by: dict[str, str] = {}  # job id -> "now" | "future"
@@ -191,26 +227,36 @@ class ActivationService:
         verdict = self._verify(cmd, ieee, held)
         scheduled = self._schedules.get(ieee)
         decision = gate.decide(verdict, now=self._clock(), scheduled_at=scheduled.at if scheduled else None)
-        if decision.accepted and decision.counter is not None:
-            originator, counter = decision.counter
-            try:
-                # Durable before acting: a crash after this line never allows reuse.
-                self.counters.advance_counter(originator, counter, device=str(ieee))
-            except Exception as exc:  # CounterNotIncreasing from a racing submit, or the disk
-                refused = _verdict_like(verdict, Reason.REPLAYED_COUNTER, f"counter {counter} could not be recorded: {exc}")
-                decision = gate.Decision(gate.DecisionKind.REFUSE, refused, f"refused: {refused.message}")
+        command_hex = _as_bytes(command).hex().upper()
         result = self._result(decision, decision.verdict, ieee, job)
+        if decision.accepted and decision.counter is not None:
+            crashpoint("submit.verified")
+            try:
+                # The counter, the verdict and the decision in one durable record, before
+                # acting: a crash after it is carried out on restart, never replayed.
+                now = self._clock()
+                job_id = self._durable_job_id(job) if job is not None else None
+                activate_at = now if decision.kind is gate.DecisionKind.ACTIVATE_NOW else decision.at
+                self.counters.accept(Acceptance(result.record(job_id, now), command_hex, activate_at))
+            except Exception as exc:  # CounterNotIncreasing from a racing submit, or the disk
+                refused = _verdict_like(verdict, Reason.REPLAYED_COUNTER, f"counter {decision.counter[1]} could not be recorded: {exc}")
+                decision = gate.Decision(gate.DecisionKind.REFUSE, refused, f"refused: {refused.message}")
+                result = self._result(decision, decision.verdict, ieee, job)
         self._record(job, "command", result)
         if decision.accepted and job is not None:
-            self._act(job, decision, _as_bytes(command).hex().upper())
+            crashpoint("submit.accepted")
+            self._act(job, decision, command_hex)
+            crashpoint("submit.acted")
         return result
 
     def _act(self, job: Job, decision: gate.Decision, command_hex: str) -> None:
         why = f"CS06 from {decision.counter[0] if decision.counter else '?'} counter {decision.counter[1] if decision.counter else '?'} verified"
         if decision.kind is gate.DecisionKind.ACTIVATE_NOW:
-            self._drop_schedule(job)
+            # The kept row stays until the release is done: a crash in between leaves it due.
+            self._drop_schedule(job, persist=False)
             self._activated_by[job.id] = "now"
             self.engine.activate(job.ieee, why=why)
+            self._carried_out(job)
         elif decision.kind is gate.DecisionKind.SCHEDULE and decision.at is not None:
             self._set_schedule(job, decision.at, command_hex, why)
         elif decision.kind is gate.DecisionKind.UNSCHEDULE:
@@ -219,20 +265,29 @@ class ActivationService:
 
     # ------------------------------------------------------------------ schedules
 
-    def _set_schedule(self, job: Job, at: dt.datetime, command_hex: str, why: str) -> None:
+    def _set_schedule(self, job: Job, at: dt.datetime, command_hex: str, why: str, *, future: bool = True, persist: bool = True) -> None:
         self._drop_schedule(job, persist=False)
         loop = asyncio.get_running_loop()
         delay = max((at - self._clock()).total_seconds(), 0.0)
         handle = loop.call_later(delay, self._fire, job.ieee)
-        self._schedules[job.ieee] = _Schedule(at, handle, command_hex)
-        if job.state is ev.SessionState.HELD:
+        self._schedules[job.ieee] = _Schedule(at, handle, command_hex, future)
+        if future and job.state is ev.SessionState.HELD:
             self.engine.schedule(job.ieee, at, why=why)
-        if self._on_schedule is not None:
+        if persist and self._on_schedule is not None:
             self._on_schedule(job, at, command_hex)
 
     def restore_schedule(self, job: Job, at: dt.datetime, command_hex: str) -> None:
-        """After a restart: keep a future-dated activation's time (the daemon calls this)."""
-        self._set_schedule(job, at, command_hex, "restored after restart")
+        """After a restart: carry out a kept decision (the daemon calls this).
+
+        A future-dated CS06 keeps its time. An immediate one was accepted and made
+        durable, but the daemon stopped before the device was released: it is due now.
+        """
+        try:
+            body = parse_command(bytes.fromhex(command_hex)).activation
+            future = body is not None and body.execution_time is not None
+        except (GbcsError, ValueError):
+            future = True  # it was verified when accepted; keep its time as stored
+        self._set_schedule(job, at, command_hex, "restored after restart", future=future, persist=False)
 
     def _drop_schedule(self, job: Job, *, persist: bool = True) -> None:
         sched = self._schedules.pop(job.ieee, None)
@@ -240,6 +295,15 @@ class ActivationService:
             sched.handle.cancel()
             if persist and self._on_schedule is not None:
                 self._on_schedule(job, None, None)
+
+    def _carried_out(self, job: Job) -> None:
+        """The kept decision is done: drop its durable schedule."""
+        job_id = self._durable_job_id(job)
+        if job_id is not None:
+            try:
+                self.counters.cancel_schedule(job_id)
+            except Exception as exc:  # the disk: a restart then finds the device past the hold
+                LOGGER.warning("%s job=%s: the carried-out activation could not be cleared from the store: %s", job.ieee, job.id, exc)
 
     def scheduled_at(self, ieee: zt.EUI64) -> dt.datetime | None:
         sched = self._schedules.get(ieee)
@@ -250,8 +314,16 @@ class ActivationService:
         job = self.engine.job_for_device(ieee)
         if sched is None or job is None:
             return
+        if not sched.future:
+            if job.state in (ev.SessionState.HELD, ev.SessionState.SCHEDULED):
+                self._activated_by[job.id] = "now"
+                self.engine.activate(job.ieee, why="CS06 accepted before the daemon stopped, carried out after the restart")
+            self._carried_out(job)  # or it was, before the stop: the device is past the hold
+            return
         if self._on_schedule is not None:
             self._on_schedule(job, None, None)
+        if job.state in (ev.SessionState.ACTIVATED, ev.SessionState.CONFIRMED):
+            return  # released before a restart; the kept schedule outlived it
         if job.state not in (ev.SessionState.HELD, ev.SessionState.SCHEDULED):
             self._outcome(job, *gate_outcome(gate.activation_outcome(False, f"future-dated activation due at {sched.at.isoformat()} not actioned: device is {job.state.value}", future_dated=True)))
             return

@@ -225,6 +225,27 @@ class Verdict:
             _check_counter(self.counter)
 
 
+@dataclass(frozen=True)
+class Acceptance:
+    """An accepted command with what it decided: one durable record (``StateStore.accept``).
+
+    ``activate_at`` is when the device is to be released: the verdict's time for an
+    immediate CS06, the execution date-time for a future-dated one; None for a
+    cancellation, which drops the job's schedule. Kept as the job's schedule, the
+    decision is carried out after a restart like any other due schedule.
+    """
+
+    verdict: Verdict
+    command_hex: str
+    activate_at: dt.datetime | None
+
+    def __post_init__(self) -> None:
+        if self.verdict.originator is None or self.verdict.counter is None:
+            raise ValueError("an Acceptance needs the verdict's originator and counter")
+        if self.activate_at is not None:
+            _require_aware(self.activate_at, "activate_at")
+
+
 # --------------------------------------------------------------------------- value helpers
 
 
@@ -746,20 +767,50 @@ class StateStore:
         One conditional upsert, so two racing callers cannot both succeed.
         """
         key = normalize_originator(originator)
-        value = _counter_text(counter)
+        _check_counter(counter)
         now = _to_text(self._clock())
+        self._write(lambda conn: self._advance(conn, key, counter, device, now))
+
+    def _advance(self, conn: sqlite3.Connection, key: str, counter: int, device: str | None, now: str) -> None:
+        changed = conn.execute(
+            """INSERT INTO counters (originator, counter, updated_utc, device) VALUES (?, ?, ?, ?)
+               ON CONFLICT (originator) DO UPDATE SET counter = excluded.counter,
+                   updated_utc = excluded.updated_utc, device = excluded.device
+               WHERE excluded.counter > counters.counter""",
+            (key, _counter_text(counter), now, device),
+        ).rowcount
+        if changed != 1:
+            last, last_device = conn.execute("SELECT counter, device FROM counters WHERE originator = ?", (key,)).fetchone()
+            raise CounterNotIncreasing(key, counter, int(last, 16), path=self.path, device=last_device)
+
+    def accept(self, acceptance: Acceptance) -> None:
+        """Advance the counter, record the verdict and keep the decided action, in one transaction.
+
+        A crash can then never leave a spent counter without the decision it paid for:
+        either nothing happened (the same command is accepted again), or the schedule
+        is there and the daemon carries it out when it starts.
+        """
+        verdict = acceptance.verdict
+        originator, counter = verdict.originator, verdict.counter
+        assert originator is not None and counter is not None  # checked by Acceptance
+        now = _to_text(self._clock())
+        command = _hex_bytes(acceptance.command_hex, "command_hex")
 
         def body(conn: sqlite3.Connection) -> None:
-            changed = conn.execute(
-                """INSERT INTO counters (originator, counter, updated_utc, device) VALUES (?, ?, ?, ?)
-                   ON CONFLICT (originator) DO UPDATE SET counter = excluded.counter,
-                       updated_utc = excluded.updated_utc, device = excluded.device
-                   WHERE excluded.counter > counters.counter""",
-                (key, value, now, device),
-            ).rowcount
-            if changed != 1:
-                last, last_device = conn.execute("SELECT counter, device FROM counters WHERE originator = ?", (key,)).fetchone()
-                raise CounterNotIncreasing(key, counter, int(last, 16), path=self.path, device=last_device)
+            self._advance(conn, originator, counter, verdict.device, now)
+            self._insert_verdict(conn, verdict)
+            job = verdict.job_id
+            if job is None or conn.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job,)).fetchone() is None:
+                return  # a job this store does not keep (an in-process push): nothing to carry out later
+            if acceptance.activate_at is None:
+                conn.execute("DELETE FROM schedules WHERE job_id = ?", (job,))
+            else:
+                conn.execute(
+                    """INSERT INTO schedules (job_id, at_utc, command_hex, created_utc) VALUES (?, ?, ?, ?)
+                       ON CONFLICT (job_id) DO UPDATE SET at_utc = excluded.at_utc,
+                           command_hex = excluded.command_hex, created_utc = excluded.created_utc""",
+                    (job, _to_text(acceptance.activate_at, "activate_at"), command, now),
+                )
 
         self._write(body)
 
@@ -769,29 +820,28 @@ class StateStore:
         """Store the outcome of verifying a GBCS command; returns its id."""
         if not isinstance(verdict, Verdict):
             raise TypeError(f"record_verdict takes a Verdict, got {type(verdict).__name__}")
-        details = _dump_json(verdict.details, "details")
+        return self._write(lambda conn: self._insert_verdict(conn, verdict))
 
-        def body(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                """INSERT INTO verdicts (device, job_id, accepted, reason, response_code, alert_code,
-                       counter, originator, at_utc, details)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    verdict.device,
-                    verdict.job_id,
-                    int(verdict.accepted),
-                    verdict.reason,
-                    verdict.response_code,
-                    verdict.alert_code,
-                    None if verdict.counter is None else _counter_text(verdict.counter),
-                    verdict.originator,
-                    _to_text(verdict.at_utc),
-                    details,
-                ),
-            )
-            return int(cursor.lastrowid or 0)
-
-        return self._write(body)
+    @staticmethod
+    def _insert_verdict(conn: sqlite3.Connection, verdict: Verdict) -> int:
+        cursor = conn.execute(
+            """INSERT INTO verdicts (device, job_id, accepted, reason, response_code, alert_code,
+                   counter, originator, at_utc, details)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                verdict.device,
+                verdict.job_id,
+                int(verdict.accepted),
+                verdict.reason,
+                verdict.response_code,
+                verdict.alert_code,
+                None if verdict.counter is None else _counter_text(verdict.counter),
+                verdict.originator,
+                _to_text(verdict.at_utc),
+                _dump_json(verdict.details, "details"),
+            ),
+        )
+        return int(cursor.lastrowid or 0)
 
     def list_verdicts(self, device: object | None = None) -> list[Verdict]:
         """Verdicts in the order recorded, for one device or all."""

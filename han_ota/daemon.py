@@ -54,7 +54,8 @@ from zigpy.application import ControllerApplication
 from gateway import audit as audit_mod
 from gateway.activation import ActivationService, SubmitResult, load_trust
 from gateway.audit import AuditError, AuditLog
-from gateway.config import Config, format_eui64, parse_eui64, ConfigError
+from gateway.config import Config, ConfigError, format_eui64, parse_eui64
+from gateway.crashpoint import crashpoint
 from gateway.engine import Engine, EngineError, Job, image_info
 from gateway.gbcs.command import decode_hex_text
 from gateway.gbcs.errors import GbcsError
@@ -69,7 +70,6 @@ from gateway.store import (
     JobRecord,
     StateStore,
     StoreError,
-    Verdict,
 )
 from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
@@ -212,6 +212,8 @@ class _DaemonActivation(ActivationService):
         )
         result = super().submit(command, device=device)
         self.daemon._record_verdict(result)
+        if result.accepted:
+            crashpoint("submit.audited")
         return result
 
     def _fire(self, ieee: zt.EUI64) -> None:
@@ -459,6 +461,7 @@ class Daemon:
                 trust=self._trust,
                 on_outcome=self._on_outcome,
                 on_schedule=self._on_schedule,
+                durable_job_id=_store_id,
             )
             self.activation.daemon = self
         else:
@@ -738,23 +741,10 @@ class Daemon:
         job_number = int(result.job) if result.job and result.job.isdigit() else None
         fields = {("image_hash" if k == "hash" else k): v for k, v in result.to_dict().items() if k not in ("device", "job")}
         self._audit("gbcs.verdict", result.device, job=job_number, **fields)
-        if result.device is None:
-            return
+        if result.device is None or result.accepted:
+            return  # an accepted verdict was stored with its counter (StateStore.accept)
         try:
-            self.store.record_verdict(
-                Verdict(
-                    device=result.device,
-                    accepted=result.accepted,
-                    reason=result.reason,
-                    at_utc=dt.datetime.now(dt.timezone.utc),
-                    job_id=job_number,
-                    response_code=result.response_code,
-                    alert_code=result.alert_code,
-                    counter=result.counter,
-                    originator=result.originator,
-                    details=result.to_dict(),
-                )
-            )
+            self.store.record_verdict(result.record(job_number, dt.datetime.now(dt.timezone.utc)))
         except (StoreError, ValueError) as exc:
             self._store_failed(exc)
 

@@ -9,6 +9,7 @@ held image where a real device would keep them.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ import pytest
 
 from gateway.audit import verify_log
 from gateway.config import load_config
+from gateway.crashpoint import ENV as CRASH_ENV
+from gateway.crashpoint import SUBMIT_POINTS
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import generate_supplier_identity, load_signing_key, sign_activation
 from gateway.image import build_image
@@ -105,9 +108,12 @@ def wait_until(predicate: Any, timeout: float, what: str, proc: subprocess.Popen
         time.sleep(0.05)
 
 
-def start_daemon(root: Path, name: str) -> subprocess.Popen[bytes]:
+def start_daemon(root: Path, name: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
     log = open(root / name, "wb")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "han_ota.cli", "run", "--config", str(root / "config.toml")], stdout=log, stderr=subprocess.STDOUT)
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    if crash_at is not None:
+        env[CRASH_ENV] = crash_at
+    return subprocess.Popen([sys.executable, "-m", "han_ota.cli", "run", "--config", str(root / "config.toml")], stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def radio_up(cfg: Any) -> Client | None:
@@ -174,3 +180,71 @@ def test_sigkill_mid_transfer_and_mid_activation_with_the_han_outliving_the_daem
     assert verdict.ok, verdict
     assert json.dumps(final)  # the job summary stays JSON-clean across restarts
     assert os.path.exists(bench / "state" / "state.sqlite3")
+
+
+def test_a_kill_at_every_step_of_a_submit_ends_activated_or_scheduled(bench: Path) -> None:
+    """Issue 11 item 1: the counter, the verdict and the decision are one durable record.
+
+    For each step of accepting a CS06, immediate and future-dated: push a new version,
+    let the device hold it, start a daemon that dies at that step during ``activate``,
+    restart it, and see the device released (or its activation kept for its time). A
+    kill before the record is written leaves the command unspent: sent again, it is
+    accepted, not refused as a replay.
+    """
+    cfg = load_config(bench / "config.toml")
+    key = load_signing_key((bench / "supplier.key").read_bytes())
+    counter = 100
+    cases = [(point, future) for point in SUBMIT_POINTS for future in (False, True)]
+    for number, (point, future) in enumerate(cases):
+        version = 2 + number
+        image = bench / f"fw{version}.ota"
+        image.write_bytes(build_image(bytes([version]) * 1024, manufacturer_code=0x121D, image_type=0, file_version=version, min_hw=0x1111, max_hw=0x1211))
+        daemon = start_daemon(bench, f"kill-{number}-a.log", crash_at=point)
+        try:
+            client = wait_until(lambda: radio_up(cfg), 60, "the radio to come up", daemon)
+            job = client.push(image, HCALCS)["job"]
+            held = wait_until(lambda: (j := job_state(client, job)) and j["state"] in ("held", "failed") and j, 120, f"v{version} held", daemon)
+            assert held["state"] == "held", held
+            counter += 1
+            at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=3) if future else None
+            command = sign_activation(
+                key, originator=EntityId.parse(SUPPLIER), device=EntityId.parse(HCALCS),
+                image_hash=bytes.fromhex(held["manufacturer_image_hash"]), counter=counter, execution_time=at,
+            ).hex().upper()
+            with pytest.raises((DaemonError, OSError)):
+                client.activate(command)  # the daemon dies while it answers
+            assert daemon.wait(30) == 137, f"{point}: the daemon did not stop at its crash point"
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+        with StateStore.in_state_dir(bench / "state") as store:
+            kept = {s.job_id: s.at_utc for s in store.list_schedules()}
+            state = store.get_job(int(job)).state.value
+        if point == "submit.verified":
+            assert (kept, state) == ({}, "held"), point  # nothing was kept yet
+        elif future:
+            assert kept == {int(job): at}, (point, kept)  # the decision is on disk with its time
+        else:
+            assert int(job) in kept or state == "activated", (point, kept, state)  # due now, or done
+        daemon = start_daemon(bench, f"kill-{number}-b.log")
+        try:
+            client = wait_until(lambda: radio_up(cfg), 60, "the radio after the restart", daemon)
+            if point == "submit.verified":
+                # Killed before anything was kept: the command is not spent.
+                assert wait_until(lambda: job_state(client, job), 30, "the job after restart", daemon)["state"] == "held"
+                again = client.activate(command)
+                assert again["accepted"], (point, again)
+            final = wait_until(lambda: (j := job_state(client, job)) and j["state"] in ("confirmed", "failed", "cancelled") and j, 120, f"{point} future={future}: release after restart", daemon)
+            assert final["state"] == "confirmed" and final["device_file_version"] == version, (point, future, final)
+            replay = client.activate(command)
+            assert not replay["accepted"] and replay["reason"] == "replayed counter", (point, replay)
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(30) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+    with StateStore.in_state_dir(bench / "state") as store:
+        assert store.last_counter(SUPPLIER) == counter
+        assert store.list_schedules() == []  # every kept decision was carried out
+    verdict = verify_log(bench / "state" / "audit.jsonl")
+    assert verdict.ok, verdict

@@ -550,3 +550,35 @@ def test_a_schema_1_store_keeps_its_counters_and_learns_devices(tmp_path: Path, 
         assert "accepted for device" not in str(info.value)  # unknown, so not invented
         s.advance_counter(SUPPLIER, 11, device="00:db:12:34:56:78:90:a0")
         assert s.last_counter_device(SUPPLIER) == "00:db:12:34:56:78:90:a0"
+
+
+# --------------------------------------------------------------------------- accept: one durable record (issue 11 item 1)
+
+
+def test_accept_keeps_counter_verdict_and_decision_together(store: StateStore) -> None:
+    from gateway.store import Acceptance
+
+    job_id = store.create_job(record())
+    verdict = Verdict(device="00:11:22:33:44:55:66:77", accepted=True, reason="ok", at_utc=T0, job_id=job_id, counter=7, originator=SUPPLIER)
+    store.accept(Acceptance(verdict, "dd00", T0))
+    assert store.last_counter(SUPPLIER) == 7
+    assert [v.counter for v in store.list_verdicts()] == [7]
+    assert [(s.job_id, s.at_utc, s.command_hex) for s in store.list_schedules()] == [(job_id, T0, "dd00")]
+    # A replay changes nothing at all: no second verdict row, the schedule as it was.
+    later = T0 + dt.timedelta(days=1)
+    with pytest.raises(CounterNotIncreasing):
+        store.accept(Acceptance(Verdict(device="00:11:22:33:44:55:66:77", accepted=True, reason="ok", at_utc=later, job_id=job_id, counter=7, originator=SUPPLIER), "dd01", later))
+    assert len(store.list_verdicts()) == 1 and store.list_schedules()[0].at_utc == T0
+    # A cancellation drops the schedule in the same transaction as its counter.
+    store.accept(Acceptance(Verdict(device="00:11:22:33:44:55:66:77", accepted=True, reason="ok", at_utc=later, job_id=job_id, counter=8, originator=SUPPLIER), "dd02", None))
+    assert store.list_schedules() == [] and store.last_counter(SUPPLIER) == 8
+
+
+def test_accept_for_a_job_the_store_does_not_keep_spends_only_the_counter(store: StateStore) -> None:
+    from gateway.store import Acceptance
+
+    verdict = Verdict(device="00:11:22:33:44:55:66:77", accepted=True, reason="ok", at_utc=T0, job_id=None, counter=3, originator=SUPPLIER)
+    store.accept(Acceptance(verdict, "dd00", T0))
+    assert store.last_counter(SUPPLIER) == 3 and store.list_schedules() == []
+    with pytest.raises(ValueError):
+        Acceptance(Verdict(device="00:11:22:33:44:55:66:77", accepted=True, reason="ok", at_utc=T0), "dd00", T0)

@@ -1,0 +1,21 @@
+"""Named points where a test may kill the process, to prove each step is recoverable.
+
+``HAN_OTA_CRASH_AT=NAME`` makes the process exit at once (as SIGKILL would: no
+cleanup, no flush) when it reaches the point called NAME. Unset, a point costs one
+dictionary lookup. The names are listed in ``POINTS``; the kill tests walk them all.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV = "HAN_OTA_CRASH_AT"
+
+#: The steps of accepting a CS06, in order.
+SUBMIT_POINTS = ("submit.verified", "submit.accepted", "submit.acted", "submit.audited")
+POINTS = frozenset(SUBMIT_POINTS)
+
+
+def crashpoint(name: str) -> None:
+    if os.environ.get(ENV) == name:
+        os._exit(137)  # 128 + SIGKILL, what a shell reports for kill -9
