@@ -260,7 +260,11 @@ def build(
     try:
         _write_atomic(output, image_bytes)
     except OSError as e:
-        _fail(_os_error(e), EXIT_REFUSED)
+        # The temporary file is ours, not the user's: name what they asked for.
+        why = e.strerror or str(e)
+        if not output.parent.is_dir():
+            why = f"the directory {output.parent} does not exist"
+        _fail(f"cannot write {output}: {why}", EXIT_REFUSED)
 
     typer.echo(
         f"wrote {output}: {image.size} bytes, {form.value} form, manufacturer image "

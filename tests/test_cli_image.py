@@ -320,6 +320,11 @@ def test_build_refusals_exit_1(tmp_path: Path, payload: Path) -> None:
     assert result.exit_code == 1 and f"error: {CERT}: not an unencrypted PEM private key" in result.stderr
     assert not out.exists()
 
+    # An output in a directory that is not there names the output, not our temporary file.
+    nowhere = tmp_path / "no" / "x.ota"
+    result = run("build", payload, *base[:-1], nowhere)
+    assert (result.exit_code, result.stderr) == (1, f"error: cannot write {nowhere}: the directory {nowhere.parent} does not exist\n")
+
 
 def test_build_warns_when_detection_would_misread(tmp_path: Path) -> None:
     tricky = tmp_path / "tricky.bin"
