@@ -75,7 +75,7 @@ from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
 from han_ota.statedir import StateDirError, StateDirLock, ensure_state_dir
 from radios.supervisor import RadioSupervisor
-from radios.sim.spec import SimDeviceSpec, SimSpecError, parse_sim_device
+from radios.sim.spec import SimDeviceSpec, SimNetworkError, sim_network
 
 LOGGER = logging.getLogger("han_ota.daemon")
 
@@ -119,23 +119,10 @@ def version() -> str:
 
 def sim_specs(config: Config, sim_devices: Sequence[str | SimDeviceSpec] = ()) -> list[SimDeviceSpec]:
     """--sim-device texts (or specs) and the config's [[sim_device]] tables; raises DaemonStartError."""
-    specs: list[SimDeviceSpec] = []
     try:
-        for item in sim_devices:
-            specs.append(item if isinstance(item, SimDeviceSpec) else parse_sim_device(item))
-        for i, table in enumerate(config.sim_devices):
-            try:
-                specs.append(SimDeviceSpec.from_dict(table))
-            except SimSpecError as exc:
-                raise DaemonStartError(f"{config.source or 'config'}: [[sim_device]] #{i + 1}: {exc}") from None
-    except SimSpecError as exc:
-        raise DaemonStartError(f"--sim-device: {exc}") from None
-    seen: set[zt.EUI64] = set()
-    for spec in specs:
-        if spec.ieee in seen:
-            raise DaemonStartError(f"simulated device {spec.ieee} is given twice (--sim-device and [[sim_device]] together?); keep one")
-        seen.add(spec.ieee)
-    return specs
+        return sim_network(sim_devices, config.sim_devices, str(config.source or "config"))
+    except SimNetworkError as exc:
+        raise DaemonStartError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- engine helpers

@@ -28,7 +28,7 @@ from han_ota.statedir import ensure_state_dir
 from radios.han_services import setup_han_services
 from radios.select import database_for, open_app
 from radios.supervisor import RadioSupervisor
-from radios.sim.spec import SimDeviceSpec, parse_sim_device
+from radios.sim.spec import SimDeviceSpec, parse_sim_device, sim_network
 
 LOGGER = logging.getLogger("han_ota.push")
 
@@ -74,8 +74,7 @@ def sim_specs_for(req: PushRequest, image: FirmwareImage, ieee: zt.EUI64, notes:
     """The simulated network: --sim-device options, [[sim_device]] tables, and, when
     neither names the target, one device that the image fits (a convenience for
     quick trials, announced on stderr)."""
-    specs = [parse_sim_device(text) for text in req.sim_devices]
-    specs += [SimDeviceSpec.from_dict(entry) for entry in req.config.sim_devices]
+    specs = sim_network(req.sim_devices, req.config.sim_devices, str(req.config.source or "config"))
     if not any(s.ieee == ieee for s in specs):
         kind = "ppmid" if image.image_type in PPMID_IMAGE_TYPES else "hcalcs"
         configured = req.config.device(parse_eui64(req.device))

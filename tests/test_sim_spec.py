@@ -245,3 +245,31 @@ def test_cli_text_and_dict_agree(kind: str, ieee: bytes, colon: bool, hex_ints: 
         assert getattr(spec, key) == value, key
     assert SimDeviceSpec.from_dict(spec.to_dict()) == spec
     assert SimDeviceSpec.from_dict({"kind": kind, "ieee": ieee_text, **chosen}) == spec
+
+
+def test_the_network_names_where_a_twice_given_device_came_from() -> None:
+    from radios.sim.spec import SimNetworkError, sim_network
+
+    ieee = "00:11:22:33:44:55:66:77"
+    with pytest.raises(SimNetworkError) as err:
+        sim_network([f"hcalcs:{ieee}"], [{"kind": "hcalcs", "ieee": ieee}], "/etc/han-ota/lab.toml")
+    assert str(err.value) == f"simulated device {ieee} is given twice, by --sim-device and by /etc/han-ota/lab.toml: [[sim_device]] #1: give it once"
+    with pytest.raises(SimNetworkError, match=r"^--sim-device #2: sim device: kind="):
+        sim_network([f"hcalcs:{ieee}", "fridge:0011223344556688"], [])
+    assert [str(s.ieee) for s in sim_network([f"ppmid:{ieee}"], [{"kind": "hcalcs", "ieee": "0011223344556688"}])] == [ieee, "00:11:22:33:44:55:66:88"]
+
+
+def test_push_with_a_device_twice_names_no_internal_class(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from han_ota.cli import _mount, app
+
+    _mount()
+    config = tmp_path / "lab.toml"
+    config.write_text('[[sim_device]]\nkind = "hcalcs"\nieee = "00:11:22:33:44:55:66:77"\n')
+    image = Path(__file__).parent / "data" / "gbcs" / "sr11.1-firmware-image.bin"
+    result = CliRunner().invoke(app, ["push", str(image), "--device", "00:11:22:33:44:55:66:77", "--sim-device", "hcalcs:00:11:22:33:44:55:66:77", "--config", str(config)])
+    assert result.exit_code == 1
+    assert f"by --sim-device and by {config}: [[sim_device]] #1" in result.output and "SimHan" not in result.output

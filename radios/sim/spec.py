@@ -38,7 +38,7 @@ for servers that read frames below zigpy's device layer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 from dataclasses import dataclass
 import math
@@ -54,6 +54,8 @@ __all__ = [
     "SimDeviceSpec",
     "SimSpecError",
     "parse_sim_device",
+    "SimNetworkError",
+    "sim_network",
 ]
 
 KINDS: Final = ("ppmid", "hcalcs")
@@ -463,4 +465,34 @@ def parse_sim_device(text: str) -> SimDeviceSpec:
             raise SimSpecError(key, raw, "given once")
         kwargs[key] = _KEYS[key](key, raw)
     return SimDeviceSpec(kind=kind, ieee=ieee, **kwargs)
+
+
+class SimNetworkError(ValueError):
+    """The simulated network as given cannot be built; the message says which entry and why."""
+
+
+def sim_network(options: Sequence[str | SimDeviceSpec], tables: Sequence[Mapping[str, Any]], source: str = "config") -> list[SimDeviceSpec]:
+    """``--sim-device`` options and ``[[sim_device]]`` tables as one network, each IEEE once.
+
+    Errors name where the entry came from (``--sim-device #2``, ``SOURCE: [[sim_device]] #1``).
+    """
+    specs: list[tuple[str, SimDeviceSpec]] = []
+    for i, item in enumerate(options):
+        where = f"--sim-device #{i + 1}" if len(options) > 1 else "--sim-device"
+        try:
+            specs.append((where, item if isinstance(item, SimDeviceSpec) else parse_sim_device(item)))
+        except SimSpecError as exc:
+            raise SimNetworkError(f"{where}: {exc}") from None
+    for i, table in enumerate(tables):
+        where = f"{source}: [[sim_device]] #{i + 1}"
+        try:
+            specs.append((where, SimDeviceSpec.from_dict(table)))
+        except SimSpecError as exc:
+            raise SimNetworkError(f"{where}: {exc}") from None
+    first: dict[t.EUI64, str] = {}
+    for where, spec in specs:
+        if spec.ieee in first:
+            raise SimNetworkError(f"simulated device {spec.ieee} is given twice, by {first[spec.ieee]} and by {where}: give it once")
+        first[spec.ieee] = where
+    return [spec for _, spec in specs]
 
