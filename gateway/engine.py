@@ -188,16 +188,18 @@ class Engine:
         activation: str = "none",
         job_id: str | None = None,
         allow_unknown: bool = False,
+        allow_downgrade: bool = False,
     ) -> Job:
         """Start a job. ``allow_unknown``: a device the radio has not seen yet may still
-        join or announce itself; its job stays pending until it queries."""
+        join or announce itself; its job stays pending until it queries.
+        ``allow_downgrade``: serve a device that runs a newer version (else refused)."""
         current = self._by_device.get(ieee)
         if current is not None and not current.done:
             raise EngineError(f"{ieee} already has job {current.id} in state {current.state.value}; cancel it first (han-ota cancel {current.id})")
         if ieee not in self.app.devices and not allow_unknown:
             known = ", ".join(str(d) for d in self.app.devices if d != self.app.state.node_info.ieee) or "none"
             raise EngineError(f"{ieee} is not on this network (known devices: {known}); check --device, or let it join first")
-        session = OtaSession(str(ieee), image_info(image), self.session_config(stall_timeout_s), self.pacer)
+        session = OtaSession(str(ieee), image_info(image), self.session_config(stall_timeout_s), self.pacer, allow_downgrade=allow_downgrade)
         job = Job(id=job_id or f"J{next(self._ids):04d}", ieee=ieee, image=image, session=session, image_path=image_path, activation=activation)
         self._jobs[job.id] = job
         self._by_device[ieee] = job

@@ -45,6 +45,7 @@ class PushRequest:
     flow_control: str | None = None
     sim_devices: Sequence[str] = ()
     activate_now: bool = False
+    allow_downgrade: bool = False
     #: A CS06 (raw bytes, as read_command decodes them) to verify before any block and act on at the hold.
     activation: bytes | None = None
     #: Where accepted counters are kept (a StateStore); None keeps them in memory.
@@ -160,7 +161,7 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         device_cfg = req.config.device(parse_eui64(req.device))
         stall = req.stall_timeout_s or (device_cfg.stall_timeout_s if device_cfg else None)
         mode = "command" if req.activation is not None else "now" if req.activate_now else "none"
-        job = engine.push(image, ieee, image_path=req.image, stall_timeout_s=stall, activation=mode)
+        job = engine.push(image, ieee, image_path=req.image, stall_timeout_s=stall, activation=mode, allow_downgrade=req.allow_downgrade)
         if service is not None and req.activation is not None:
             service.arm(job, req.activation)
         bar = ProgressLine(str(ieee), image.size, stream) if req.progress else None

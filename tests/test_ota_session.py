@@ -442,8 +442,10 @@ def test_hardware_version_in_range_and_missing() -> None:
     assert not notes(make().handle(query(hw=None), 1.0), NoteKind.WARNING)
 
 
-def test_downgrade_is_offered() -> None:
-    s = make()
+def test_downgrade_is_offered_only_when_the_push_allows_it() -> None:
+    # Issue 11 item 18: pushed without a word before; now refused unless asked for.
+    assert only(make().handle(query(version=0x00000009), 1.0), ev.SendQueryNextImageResponse).status is Status.NO_IMAGE_AVAILABLE
+    s = OtaSession(IEEE, make_image(), SessionConfig(), allow_downgrade=True)
     assert only(s.handle(query(version=0x00000009), 1.0), ev.SendQueryNextImageResponse).status is Status.SUCCESS
 
 

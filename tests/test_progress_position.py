@@ -46,3 +46,21 @@ def test_job_rate_counts_this_runs_bytes_and_stops_with_the_transfer() -> None:
     assert rate == 126.0 and eta == (image.size - 326) / 126.0
     job.track(ev.StateChanged(ev.SessionState.TRANSFERRING, ev.SessionState.HELD, "done"), 12.0)
     assert job.rate_and_eta(500.0)[0] == 126.0 / 2.0  # frozen at the end, not falling for ever
+
+
+def test_a_downgrade_is_refused_unless_the_push_allows_it() -> None:
+    from tests.test_ota_session import make_image
+
+    newer = query(version=NEW + 5)
+    s = make(1000)
+    s.start(0.0)
+    acts = s.handle(newer, 1.0)
+    assert only(acts, ev.SendQueryNextImageResponse).status == ev.Status.NO_IMAGE_AVAILABLE
+    assert s.state is ev.SessionState.FAILED and "--allow-downgrade" in (s.reason or "")
+
+    s = OtaSession("00:11:22:33:44:55:66:77", make_image(1000), make(1).config, allow_downgrade=True)
+    s.start(0.0)
+    acts = s.handle(newer, 1.0)
+    assert only(acts, ev.SendQueryNextImageResponse).status == ev.Status.SUCCESS
+    assert any(isinstance(a, ev.Note) and a.warning and "downgrade" in a.message for a in acts)
+    assert OtaSession.restore(s.snapshot(), s.image, s.config, None).allow_downgrade  # a restart keeps the choice

@@ -165,11 +165,14 @@ class OtaSession:
         pacer: Pacer | None = None,
         *,
         device_key: Hashable | None = None,
+        allow_downgrade: bool = False,
     ) -> None:
         self.device_ieee = normalise_ieee(device_ieee)
         self.image = image
         self.config = config
         self.pacer = pacer
+        #: Serve a device that runs a newer version than the image (asked for per push).
+        self.allow_downgrade = allow_downgrade
         #: The key of this device's share of the pacer (default: its IEEE bytes).
         self.device_key: Hashable = device_key if device_key is not None else self.device_ieee
 
@@ -328,6 +331,7 @@ class OtaSession:
             "minimum_block_period_ms": self.minimum_block_period_ms,
             "attributes_requested": self._attributes_requested,
             "was_held": self._was_held,
+            "allow_downgrade": self.allow_downgrade,
             "upgrade_at": None if self.upgrade_at is None else self.upgrade_at.isoformat(),
             "scheduled_at": None if self.scheduled_at is None else self.scheduled_at.isoformat(),
             "timers": {k: v for k, v in timers.items() if v is not None},
@@ -378,6 +382,7 @@ class OtaSession:
             session.minimum_block_period_ms = snap["minimum_block_period_ms"]
             session._attributes_requested = bool(snap["attributes_requested"])
             session._was_held = bool(snap["was_held"])
+            session.allow_downgrade = bool(snap.get("allow_downgrade", False))  # absent before it existed
             for name in ("upgrade_at", "scheduled_at"):
                 value = snap[name]
                 setattr(session, name, None if value is None else dt.datetime.fromisoformat(value))
@@ -495,6 +500,13 @@ class OtaSession:
                 raise ImageMismatch(f"device hardware version 0x{ev.hardware_version:04X} is outside image range {span}")
         if ev.current_file_version == image.file_version:
             raise ImageMismatch(f"device already runs file version {_v(ev.current_file_version)}, the image's version")
+        if ev.current_file_version > image.file_version and not self.allow_downgrade:
+            # ZCL leaves the choice to the server; an older image on a bench is far more
+            # often a wrong file than an intended rollback.
+            raise ImageMismatch(
+                f"downgrade refused: device runs file version {_v(ev.current_file_version)}, newer than the image's "
+                f"{_v(image.file_version)}; push again with --allow-downgrade to install the older image"
+            )
 
     def _check_request(self, ev: ImageBlockRequested | ImagePageRequested) -> None:
         """Raise ``WrongImageRequested`` (answer ABORT) or ``MalformedRequest``."""
@@ -578,6 +590,8 @@ class OtaSession:
             self._fail(err.message)
             return
         self._warn_missing_hardware_version(ev)
+        if ev.current_file_version > self.image.file_version:
+            self._note(NoteKind.WARNING, f"downgrade: device runs file version {_v(ev.current_file_version)}, the image is the older {_v(self.image.file_version)} (allowed for this push)", 0)
         self._offer(ev.tsn)
         if self.state is P:
             self._set_state(T, "device queried; image offered")
