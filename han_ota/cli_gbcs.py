@@ -364,6 +364,9 @@ def sign_activation_cmd(
     if at is not None and cancel:
         _usage("give --at or --cancel, not both", "--at")
     when = None if at is None else _utc_time(at)
+    if when is not None and when <= dt.datetime.now(dt.timezone.utc):
+        # Legal, and a hub acts on it at once: the user may have meant a future time.
+        typer.echo(f"warning: --at {iso_utc(when)} is not in the future: a hub that accepts this command activates at once", err=True)
     origin = _entity(originator, "--originator")
     recipient = _entity(device, "--device")
     digest = _hash(image_hash)

@@ -352,3 +352,11 @@ def test_activate_of_a_truncated_command_names_no_none_device(tmp_path: Path, mo
     monkeypatch.setattr("han_ota.client.find_daemon", lambda cfg: Daemon())
     result = runner.invoke(cli.app, ["activate", str(path)])
     assert (result.exit_code, result.output) == (1, message + "\n")
+
+
+def test_sign_with_a_past_time_warns(tmp_path: Path) -> None:
+    base = ["sign-activation", "--key", KEY, "--originator", "90B3D51F30010000", "--device", "00DB1234567890A0", "--hash", HASH, "--counter", "9"]
+    code, output = run(*base, "--at", "2020-01-01T00:00:00Z", "-o", str(tmp_path / "past.hex"))
+    assert code == 0 and "warning: --at 2020-01-01T00:00:00Z is not in the future: a hub that accepts this command activates at once" in output
+    code, output = run(*base, "--at", "2099-01-01T00:00:00Z", "-o", str(tmp_path / "future.hex"))
+    assert code == 0 and "warning" not in output
