@@ -287,6 +287,10 @@ class Engine:
                 await job.changed.wait()
         return job.state
 
+    async def drain(self, timeout: float = 2.0) -> None:
+        """Let frames in flight go out before the radio is closed."""
+        await self.driver.drain(timeout)
+
     async def close(self) -> None:
         await self.driver.close()
 

@@ -176,8 +176,12 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     finally:
         if follower is not None:
             follower.close()
-        await engine.close()
+        # Frames in flight out, then the radio off, then the sessions detached: detached
+        # first, a held device's next Upgrade End would reach zigpy's own OTA handler,
+        # whose answer (ABORT) makes it discard the image.
+        await engine.drain()
         await supervisor.close()
+        await engine.close()
 
 
 async def _drive(engine: Engine, job: Job, req: PushRequest, bar: ProgressLine | None) -> None:

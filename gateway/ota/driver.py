@@ -156,6 +156,16 @@ class OtaDriver:
         binding = self._bindings[ieee]
         self._execute(ieee, binding, call(self._loop.time()))
 
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) for frames already handed to the radio to be sent.
+
+        Closing the radio under a frame in flight leaves the radio library's own send
+        task to fail on a closed connection ("Task exception was never retrieved").
+        """
+        sends = [task for binding in self._bindings.values() for task in binding.sends]
+        if sends:
+            await asyncio.wait(sends, timeout=timeout)
+
     async def close(self) -> None:
         for ieee in list(self._bindings):
             self.detach(ieee)
