@@ -132,6 +132,9 @@ def push(
     if activate_now and activation is not None:
         raise fail("give --activate-now or --activation, not both")
     cfg = read_config(config)
+    if sim_device and (radio or cfg.radio.kind) != "sim":
+        origin = "--radio" if radio else f"radio.kind in {cfg.source}"
+        raise fail(f"--sim-device needs the simulated radio, but {origin} is {radio or cfg.radio.kind!r}: add --radio sim, or drop --sim-device")
     command = read_command(activation) if activation is not None else None
     if not (in_process or radio or path or sim_device):
         from han_ota.client import find_daemon
@@ -163,9 +166,12 @@ def push(
     try:
         outcome = asyncio.run(run_push(req))
     except (ImageError, ConfigError, EngineError, RadioError, ValueError) as exc:
+        message = str(exc)
+        if isinstance(exc, RadioError) and not (radio or path) and cfg.source is not None:
+            message += f" (the radio is the one [radio] in {cfg.source} names)"  # the user gave no radio option
         if json_out:
-            typer.echo(json.dumps({"device": device, "state": "failed", "reason": str(exc)}))
-        raise fail(str(exc), 1) from None
+            typer.echo(json.dumps({"device": device, "state": "failed", "reason": message}))
+        raise fail(message, 1) from None
     except KeyboardInterrupt:
         raise fail("interrupted; the job was not completed", 130) from None
     if json_out:

@@ -80,3 +80,18 @@ def test_ctrl_c_while_waiting_says_the_job_goes_on(capsys: pytest.CaptureFixture
     code = follow_job(InterruptedClient(), job, "held", timeout=None, json_out=True, config=None)  # type: ignore[arg-type]
     out = capsys.readouterr().out
     assert code == EXIT_INTERRUPTED and "`han-ota cancel 7`" in json.loads(out.strip().splitlines()[-1])["error"]
+
+
+def test_errors_blame_what_the_user_gave(tmp_path: Path) -> None:
+    config = tmp_path / "lab.toml"
+    missing = tmp_path / "ttyACM9"
+    config.write_text(f'[radio]\nkind = "znp"\npath = "{missing}"\n')
+    image = Path(__file__).parent / "data" / "gbcs" / "sr11.1-firmware-image.bin"
+    cli._mount()
+    runner = CliRunner()
+    result = runner.invoke(cli.app, ["push", str(image), "--device", HCALCS, "--sim-device", f"hcalcs:{HCALCS}", "--config", str(config)])
+    assert result.exit_code == 2
+    assert f"--sim-device needs the simulated radio, but radio.kind in {config} is 'znp'" in result.output
+    result = runner.invoke(cli.app, ["push", str(image), "--device", HCALCS, "--config", str(config), "--timeout", "30"])
+    assert result.exit_code == 1
+    assert str(missing) in result.output and f"the one [radio] in {config} names" in result.output
