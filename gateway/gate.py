@@ -110,10 +110,10 @@ def device_verification_outcome(succeeded: bool, why: str) -> Outcome:
 def activation_outcome(confirmed: bool, why: str, *, future_dated: bool) -> Outcome:
     """After a release: the device runs the new version (0x8F43) or it does not (code 3)."""
     if confirmed:
-        alert = AlertCode.FUTURE_DATED_ACTIONED if future_dated else AlertCode.EXECUTING_FIRMWARE_VERSION_CHANGED
-        return Outcome("activation", why, ResponseCode.SUCCESS, alert)
-    alert = AlertCode.FUTURE_DATED_NOT_ACTIONED if future_dated else None
-    return Outcome("activation", why, ResponseCode.ACTIVATION_FAILURE, alert)
+        done = AlertCode.FUTURE_DATED_ACTIONED if future_dated else AlertCode.EXECUTING_FIRMWARE_VERSION_CHANGED
+        return Outcome("activation", why, ResponseCode.SUCCESS, done)
+    failed = AlertCode.FUTURE_DATED_NOT_ACTIONED if future_dated else None
+    return Outcome("activation", why, ResponseCode.ACTIVATION_FAILURE, failed)
 
 
 def refusal_is_authority(verdict: Verdict) -> bool:

@@ -182,6 +182,7 @@ def test_sigkill_mid_transfer_and_mid_activation_with_the_han_outliving_the_daem
     assert os.path.exists(bench / "state" / "state.sqlite3")
 
 
+@pytest.mark.timeout(900)  # eight kill-and-restart cycles: well past the per-test default on a slow machine
 def test_a_kill_at_every_step_of_a_submit_ends_activated_or_scheduled(bench: Path) -> None:
     """Issue 11 item 1: the counter, the verdict and the decision are one durable record.
 

@@ -212,7 +212,8 @@ def _decode_page(tsn: int, data: bytes, at: int) -> Decoded:
 def _decode_report(tsn: int, payload: bytes) -> Decoded:
     try:
         cmd, _ = foundation.GENERAL_COMMANDS[foundation.GeneralCommand.Report_Attributes].schema.deserialize(payload)
-        values = {int(r.attrid): int(r.value.value) for r in cmd.attribute_reports if isinstance(r.value.value, int)}
+        reports = cmd.attribute_reports  # type: ignore[attr-defined]  # zigpy builds the schema's fields at run time
+        values = {int(r.attrid): int(r.value.value) for r in reports if isinstance(r.value.value, int)}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         return ev.MalformedFrameReceived(tsn, _REPORT_ATTRIBUTES, f"Report_Attributes: {exc}")
     return ev.AttributesRead(values)

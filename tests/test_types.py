@@ -1,0 +1,32 @@
+"""The type checker runs with the suite: strict on the sans-I/O cores (issue 17).
+
+The cores take events and return actions; their types are their contract with the
+asyncio layers above, so they are checked strictly. Run by hand with:
+    mypy --strict --follow-imports=silent <the files below>
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Sans-I/O: no sockets, clocks or radios inside (gateway/ota/driver.py is the asyncio side).
+STRICT = [
+    "gateway/gate.py",
+    "gateway/gbcs",
+    "gateway/ota/codec.py",
+    "gateway/ota/config.py",
+    "gateway/ota/events.py",
+    "gateway/ota/pacing.py",
+    "gateway/ota/session.py",
+    "gateway/ota/state.py",
+]
+
+
+def test_the_sans_io_cores_pass_strict_type_checking() -> None:
+    api = pytest.importorskip("mypy.api", reason="mypy is in the [test] extra: pip install -e '.[test]'")
+    out, err, status = api.run(["--strict", "--follow-imports=silent", "--no-incremental", "--config-file", str(ROOT / "pyproject.toml"), *(str(ROOT / p) for p in STRICT)])
+    assert status == 0, out + err
