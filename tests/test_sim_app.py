@@ -119,8 +119,12 @@ async def test_restart_on_same_nvram_and_han_keeps_devices() -> None:
 
     han = SimHan([SimDeviceSpec(kind="hcalcs", ieee=H1, **FAST)])
     nvram = SimNvram()
-    app = await start_sim_app([], han=han, nvram=nvram, timeout=5)
+    app = await start_sim_app([], han=han, nvram=nvram, timeout=30)
     pan = app.state.network_info.pan_id
+    # The interview ends with an Image Notify: the device's Query Next Image Request must
+    # be answered by this app, or it reaches app2 and makes zigpy learn the device early.
+    sim = han.devices[H1]
+    await sim.wait_for(lambda d: d.events("query_response") and d.state == "idle", 30)
     await app.shutdown()
     assert han.devices[H1].online  # the app did not own the han: devices keep running
     app2 = SimControllerApplication.new_sim([], han=han, nvram=nvram)
@@ -129,7 +133,7 @@ async def test_restart_on_same_nvram_and_han_keeps_devices() -> None:
         assert app2.state.network_info.pan_id == pan
         assert H1 not in app2.devices  # no database: zigpy does not know it yet...
         han.power_cycle(H1, off_time=0.01)  # ...until it reboots and announces itself
-        await app2.wait_initialized(timeout=5)
+        await app2.wait_initialized(timeout=30)
         assert app2.devices[H1].is_initialized
     finally:
         await app2.shutdown()

@@ -142,7 +142,9 @@ async def test_addressing_ieee_unknown_group_broadcast(han_factory) -> None:
     res = await hc.send(0, 0x0000, h.serialize() + t.List[t.uint16_t]([5]).serialize(), broadcast=0xFFFC)
     assert res.ok
     await hc.expect(cluster=0x0000, command_id=0x01, general=True, since=mark)
-    await asyncio.sleep(0.02)
+    # Who hears a broadcast is decided when it is sent: the end device's own record says
+    # it never got it (no waiting for an answer that should not come).
+    assert not han.devices[P1].events("read_attributes")
     senders = {x.packet.src.address for x in hc.heard[mark:]}
     assert senders == {dev.nwk}
 
@@ -161,8 +163,8 @@ async def test_loss_with_mac_retries_surfaces_some_failures(han_factory) -> None
     lost = len(dev.events("downlink_lost"))
     acks_lost = len(dev.events("aps_ack_lost"))
     assert lost + acks_lost == len(failures)
-    await asyncio.sleep(0.05)
     # Frames whose APS ack was lost were delivered all the same (the duplicate case).
+    await dev.wait_for(lambda d: d.radio.zdo_requests >= 200 - lost, 30)
     assert dev.radio.zdo_requests == 200 - lost
     assert dev.radio.uplink_lost > 0  # its answers are lost sometimes too
 
@@ -182,32 +184,47 @@ async def test_sleepy_device_receives_only_when_it_polls(han_factory) -> None:
     spec = SimDeviceSpec(kind="ppmid", ieee=P1, sleepy_poll=0.3, join_fast_poll=0, response_timeout=0.01, **QUIET)
     han, hc = await han_factory(spec)
     dev = han.devices[P1]
-    await asyncio.sleep(0.05)  # past its post-announce fast-poll window
-    loop = asyncio.get_running_loop()
+    # Polls held: the frame waits at the parent however long the test takes to look.
+    dev.hold_polls()
     polls_before = dev.radio.polls
-    t0 = loop.time()
-    res, mark = await zdo(hc, dev.nwk, zdo_t.ZDOCmd.Node_Desc_req, dev.nwk)
-    waited = loop.time() - t0
+    mark = len(dev.history)
+    task = asyncio.ensure_future(zdo(hc, dev.nwk, zdo_t.ZDOCmd.Node_Desc_req, dev.nwk))
+    queued = await dev.wait_for_event("indirect_queued", 30, since=mark)
+    assert not task.done() and dev.radio.zdo_requests == 0  # queued, not heard
+    assert dev.radio.polls == polls_before
+    dev.hold_polls(False)
+    async with asyncio.timeout(30):
+        res, hmark = await task
     assert res.ok
     assert dev.radio.polls > polls_before  # delivered because it polled...
     delivered = dev.events("poll_delivered")[-1]
-    assert delivered.detail["waited"] == pytest.approx(waited, abs=0.02)
-    assert 0.0 < waited <= 0.35  # ...not before
-    status, _, desc = zdo_args(await hc.expect(cluster=zdo_t.ZDOCmd.Node_Desc_rsp, since=mark), zdo_t.ZDOCmd.Node_Desc_rsp)
+    assert delivered.time >= queued.time and delivered.detail["waited"] > 0  # ...not before
+    assert dev.radio.zdo_requests == 1
+    rsp = await hc.expect(cluster=zdo_t.ZDOCmd.Node_Desc_rsp, since=hmark, timeout=30)
+    status, _, desc = zdo_args(rsp, zdo_t.ZDOCmd.Node_Desc_rsp)
     assert desc.is_end_device and not desc.is_receiver_on_when_idle
 
 
 async def test_indirect_frames_expire(han_factory) -> None:
-    spec = SimDeviceSpec(kind="ppmid", ieee=P1, sleepy_poll=2.0, join_fast_poll=0, response_timeout=0.01, **QUIET)
+    spec = SimDeviceSpec(kind="ppmid", ieee=P1, sleepy_poll=0.3, join_fast_poll=0, response_timeout=0.01, **QUIET)
     han, hc = await han_factory(spec, link=LinkModel.instant(indirect_persistence=0.2))
     dev = han.devices[P1]
-    await asyncio.sleep(0.05)
+    # No poll until the persistence time is over, whatever the machine's load.
+    dev.hold_polls()
+    polls_before = dev.radio.polls
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    res, _ = await zdo(hc, dev.nwk, zdo_t.ZDOCmd.Node_Desc_req, dev.nwk)
+    async with asyncio.timeout(30):
+        res, _ = await zdo(hc, dev.nwk, zdo_t.ZDOCmd.Node_Desc_req, dev.nwk)
     assert (res.ok, res.reason) == (False, "indirect timeout")
-    assert 0.19 <= loop.time() - t0 < 0.5
-    assert dev.events("indirect_timeout") and not dev.events("poll_delivered")
+    (queued,) = dev.events("indirect_queued")
+    (expired,) = dev.events("indirect_timeout")
+    assert expired.time - queued.time >= 0.2 - 1e-3 and loop.time() - t0 >= 0.2 - 1e-3  # not before
+    assert dev.radio.polls == polls_before and not dev.events("poll_delivered")
+    # A poll after expiry finds nothing: the frame was dropped, not kept for later.
+    dev.hold_polls(False)
+    await dev.wait_for(lambda d: d.radio.polls > polls_before, 30)
+    assert not dev.events("poll_delivered")
     assert dev.radio.zdo_requests == 0  # it never heard it
 
 
@@ -216,9 +233,10 @@ async def test_uplink_before_attach_and_stop_fails_pending(han_factory) -> None:
     await han.start()  # nobody attached: the announcement is dropped, nothing breaks
     dev = han.devices[P1]
     hc = HandCoordinator(han)
-    await asyncio.sleep(dev.spec.response_timeout + 0.05)
+    dev.hold_polls()  # the frame stays queued until the stop, however slow the machine
+    mark = len(dev.history)
     task = asyncio.ensure_future(hc.send(dev.nwk, 0x0002, b"\x01" + dev.nwk.serialize(), profile=0, src_ep=0, dst_ep=0))
-    await asyncio.sleep(0.01)
+    await dev.wait_for_event("indirect_queued", 30, since=mark)
     await han.stop()
     res = await task
     assert (res.ok, res.reason) == (False, "stopped")

@@ -129,6 +129,8 @@ class SimDevice:
         self._timer: asyncio.TimerHandle | None = None
         self._fast_until = 0.0
         self._poll_wakeup: asyncio.Event | None = None
+        self._polls_allowed = asyncio.Event()  # cleared by hold_polls()
+        self._polls_allowed.set()
         self._waiters: list[tuple[Callable[[SimDevice], bool], asyncio.Future[None]]] = []
 
     # -- facts -----------------------------------------------------------------------
@@ -195,7 +197,7 @@ class SimDevice:
                 fut.set_result(None)
 
     async def wait_for(self, predicate: Callable[[SimDevice], bool], timeout: float) -> None:
-        """Until ``predicate(device)`` holds (checked at every recorded event)."""
+        """Until ``predicate(device)`` holds (checked at every recorded event and poll)."""
         if predicate(self):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -948,6 +950,14 @@ class SimDevice:
         fast = now < self._fast_until or (self.client is not None and self.client.busy)
         return self.spec.fast_poll if fast else self.spec.sleepy_poll
 
+    def hold_polls(self, held: bool = True) -> None:
+        """Test hook: while held, a sleepy device sends no MAC Data Request (so a test
+        can say exactly when it polls, whatever the machine's load)."""
+        if held:
+            self._polls_allowed.clear()
+        else:
+            self._polls_allowed.set()
+
     async def _poll_loop(self) -> None:
         assert self._poll_wakeup is not None
         wake = self._poll_wakeup
@@ -962,5 +972,7 @@ class SimDevice:
                         await asyncio.sleep(self.spec.fast_poll)
             else:
                 await asyncio.sleep(interval)
+            await self._polls_allowed.wait()
             self.radio.polls += 1
             await self._han._poll(self)
+            self._check_waiters()  # so wait_for() can wait on radio.polls

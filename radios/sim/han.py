@@ -260,6 +260,7 @@ class SimHan:
         item = _Indirect(packet, loop.create_future(), loop.time(), broadcast=False)
         queue = self._indirect[device.ieee]
         queue.append(item)
+        device.record("indirect_queued", cluster=packet.cluster_id)
         try:
             async with asyncio.timeout(self.link.persistence):
                 return await asyncio.shield(item.future)
