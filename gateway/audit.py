@@ -149,8 +149,17 @@ def record_hash(record: Mapping[str, Any]) -> str:
 class AuditLog:
     """The audit log of one state directory, open for appending. Thread-safe and multi-process safe."""
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], dt.datetime] | None = None,
+        on_append: Callable[[int, str], None] | None = None,
+    ) -> None:
         self.path = Path(path)
+        # Called with (seq, hash) after each record is on disk, in append order: where
+        # the daemon keeps the head outside the log (the store), so a cut tail shows.
+        self.on_append = on_append
         self.torn_path = self.path.with_name(self.path.name + TORN_SUFFIX)
         self._clock = clock or (lambda: dt.datetime.now(_UTC))
         self._lock = threading.Lock()
@@ -240,6 +249,8 @@ class AuditLog:
                     ) from e
                 self._seq, self._head = record["seq"], record["hash"]
                 self._end = os.fstat(self._fd).st_size
+            if self.on_append is not None:
+                self.on_append(record["seq"], record["hash"])  # under the thread lock: anchors never go back
         result = AuditRecord.from_dict(record)
         logger.info("%s", _journal_line(result), extra={"audit": result.as_dict()})
         return result
@@ -390,11 +401,17 @@ async def follow_records(
             f.close()
 
 
-def verify_log(path: str | os.PathLike[str], expect_head: tuple[int, str] | None = None) -> VerifyResult:
+def verify_log(
+    path: str | os.PathLike[str],
+    expect_head: tuple[int, str] | None = None,
+    on_record: Callable[[AuditRecord], None] | None = None,
+) -> VerifyResult:
     """Check the whole chain and name the first record that breaks it.
 
     With ``expect_head`` = (seq, hash) noted earlier (``AuditLog.head()``), also
     catches records cut off the end, which the chain alone cannot show.
+    ``on_record`` sees each record that verified, in order (none after the break),
+    so a caller can read state back from the sound prefix in the same pass.
     """
     path = Path(path)
     expected_seq = 1
@@ -431,6 +448,8 @@ def verify_log(path: str | os.PathLike[str], expect_head: tuple[int, str] | None
                 return bad(f"record {record.seq} (line {line_no}) does not match its hash: it was edited", line_no)
             if expect_head is not None and record.seq == expect_head[0] and record.hash != expect_head[1]:
                 return bad(f"record {record.seq} (line {line_no}) is not the record noted as the head earlier", line_no)
+            if on_record is not None:
+                on_record(record)
             prev = record.hash
             expected_seq += 1
         tail = _torn_tail_length(f, end)

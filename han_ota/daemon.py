@@ -7,7 +7,10 @@ and answers the control API (``han_ota.control``) on a Unix socket.
 Start-up order, and why:
 
 1. state directory, store, audit log, trust anchors: refuse to start (exit 1, with
-   the path and the fix) rather than run without durable state;
+   the path and the fix) rather than run without durable state. The audit chain is
+   verified against the head the store noted (``gateway.integrity``): a broken or cut
+   log refuses the start (the fix is ``han-ota log --seal``); a store that lost its
+   state gets its anti-replay counters back from the log, with a warning;
 2. the control socket, then ``READY=1``: ``han-ota status`` works (and says "radio
    down") even while a dongle takes tens of seconds to come up, or is unplugged;
 3. the radio, in the background, retried with backoff 1, 2, 4 ... 60 s; on the
@@ -52,6 +55,7 @@ import zigpy.types as zt
 from zigpy.application import ControllerApplication
 
 from gateway import audit as audit_mod
+from gateway import integrity
 from gateway.activation import ActivationService, SubmitResult, load_trust
 from gateway.audit import AuditError, AuditLog
 from gateway.config import Config, format_eui64, parse_eui64, ConfigError
@@ -268,6 +272,8 @@ class Daemon:
         self.started = time.monotonic()
         self.store_error: str | None = None
         self.audit_error: str | None = None
+        self.audit_verified = 0  # records verified at start
+        self.start_warning: str | None = None  # the store had lost state at start (see _open_state)
 
         self._trust: Any = None
         self._tracks: dict[str, _Track] = {}
@@ -367,10 +373,37 @@ class Daemon:
         except StoreError as exc:
             raise DaemonStartError(str(exc)) from None
         try:
-            self.audit = AuditLog.in_state_dir(state_dir)
+            self.audit = AuditLog.in_state_dir(state_dir, on_append=self._anchor)
         except AuditError as exc:
             self.store.close()
             raise DaemonStartError(str(exc)) from None
+        # Before anything is appended or any command taken: never continue a broken
+        # or cut chain, and never take a command with counters the store has lost.
+        try:
+            check = integrity.check_at_start(self.store, self.audit.path, seal_command=self._seal_command())
+        except (AuditError, StoreError) as exc:
+            self.audit.close()
+            self.store.close()
+            self.audit = self.store = None
+            raise DaemonStartError(str(exc)) from None
+        self.audit_verified = check.records
+        if check.warning is not None:
+            LOGGER.warning("%s", check.warning)
+            self.start_warning = check.warning
+            self._audit(integrity.RECOVERED_EVENT, warning=True, message=check.warning, raised=check.raised, counters=integrity.counter_table(self.store))
+
+    def _seal_command(self) -> str:
+        source = self.config.source
+        return "han-ota log --seal" + (f" --config {source}" if source is not None else "")
+
+    def _anchor(self, seq: int, digest: str) -> None:
+        """The audit log's on_append hook: note its head in the store (see gateway.integrity)."""
+        if self.store is None:
+            return
+        try:
+            self.store.set_audit_anchor(seq, digest)
+        except StoreError as exc:  # a lagging anchor is harmless: the log may run ahead of it
+            self._store_failed(exc)
 
     # ------------------------------------------------------------------ radio
 
@@ -945,7 +978,7 @@ class Daemon:
                 "radio": self.radio.to_dict(),
                 "summary": self._summary(),
                 "store": {"ok": self.store_error is None, "error": self.store_error},
-                "audit": {"ok": self.audit_error is None, "error": self.audit_error, "head_seq": head[0]},
+                "audit": {"ok": self.audit_error is None, "error": self.audit_error, "head_seq": head[0], "verified_at_start": self.audit_verified, "warning": self.start_warning},
             },
             "jobs": jobs,
             "holds": holds,
