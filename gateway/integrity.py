@@ -3,8 +3,10 @@
 The audit log (``gateway.audit``) proves its own order, but not its length: records
 cut off its end leave a valid chain, and their sequence numbers would be reused. So
 the store keeps the log's head (seq, hash), noted after every append
-(``StateStore.set_audit_anchor``), and a daemon starts only when the whole chain
-verifies and reaches that head (``check_at_start``).
+(``StateStore.set_audit_anchor``), and a daemon starts only when the chain verifies
+and reaches that head (``check_at_start``). Each start verifies from the checkpoint
+the previous start verified to (the whole log the first time, or when the store lost
+it); ``han-ota log --verify`` always checks the whole chain.
 
 The anchor also shows the opposite loss: a store that was deleted, emptied or
 replaced beside a non-empty log has no anchor (or an older one). Anti-replay counters
@@ -97,6 +99,8 @@ class StartCheck:
     head: tuple[int, str]
     raised: dict[str, int] = field(default_factory=dict)  # counters read back from the log
     warning: str | None = None  # the store had lost state: say so loudly, and audit it
+    checkpoint: tuple[int, str, int] | None = None  # verified from here; the records before it were not checked now
+    verified_to: tuple[int, str, int] | None = None  # the checkpoint to note once the records before are checked
 
 
 def check_at_start(store: StateStore, log_path: Path, *, seal_command: str = "han-ota log --seal") -> StartCheck:
@@ -105,8 +109,15 @@ def check_at_start(store: StateStore, log_path: Path, *, seal_command: str = "ha
     Call before anything is appended or any command is taken.
     """
     anchor = store.audit_anchor()
+    checkpoint = store.audit_checkpoint()
+    if checkpoint is not None and (anchor is None or checkpoint[0] > anchor[0] or checkpoint[0] == 0):
+        checkpoint = None  # not of this chain, or the start of it: check it all now
     collector = CounterCollector()
-    result = verify_log(log_path, expect_head=anchor, on_record=collector)
+    result = verify_log(log_path, expect_head=anchor, on_record=collector, start=checkpoint)
+    if not result.ok and checkpoint is not None:
+        # Name the real first bad record (it may lie before the checkpoint).
+        checkpoint, collector = None, CounterCollector()
+        result = verify_log(log_path, expect_head=anchor, on_record=collector)
     if not result.ok:
         where = f"record {result.first_bad_seq}" + (f" (line {result.line})" if result.line else "")
         noted = f"; the state store noted head record {anchor[0]}" if anchor else ""
@@ -136,7 +147,12 @@ def check_at_start(store: StateStore, log_path: Path, *, seal_command: str = "ha
         )
     if anchor != head:
         store.set_audit_anchor(*head)
-    return StartCheck(result.records, head, raised, warning)
+    verified_to = (result.records, result.head_hash, result.end_offset)
+    if checkpoint is None:
+        store.set_audit_checkpoint(verified_to)
+    # Else the caller verifies the records before the checkpoint too (off the start-up
+    # path) and only then moves it to verified_to, so a break there is never skipped.
+    return StartCheck(result.records, head, raised, warning, checkpoint, verified_to)
 
 
 @dataclass(frozen=True)
@@ -187,6 +203,8 @@ def seal_log(state_dir: Path, store: StateStore, *, clock: Callable[[], dt.datet
     if path.exists():
         sealed_name = _move_aside(path, now)
     raised = collector.raise_in(store)
+    if anchor is not None:
+        store.set_audit_checkpoint(None)  # offsets of the sealed file, not of the new chain
     with AuditLog(path, on_append=store.set_audit_anchor) as log:
         record = log.append(
             SEALED_EVENT,

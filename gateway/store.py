@@ -377,13 +377,18 @@ def _migrate_to_2(conn: sqlite3.Connection) -> None:
 
 def _migrate_to_3(conn: sqlite3.Connection) -> None:
     # The audit log's head (seq, hash) as of its last append: the log alone cannot show
-    # records cut off its end, nor the store that it has lost its state. One row.
+    # records cut off its end, nor the store that it has lost its state. And the
+    # checkpoint (seq, hash, byte offset) the chain was last verified to at start, so
+    # the next start verifies only what came after. One row.
     conn.execute(
         """CREATE TABLE audit_anchor (
             id INTEGER PRIMARY KEY CHECK (id = 1),
             seq INTEGER NOT NULL,
             hash TEXT NOT NULL,
-            updated_utc TEXT NOT NULL
+            updated_utc TEXT NOT NULL,
+            checked_seq INTEGER,
+            checked_hash TEXT,
+            checked_offset INTEGER
         )"""
     )
 
@@ -819,6 +824,22 @@ class StateStore:
                    ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
                        updated_utc = excluded.updated_utc""",
                 (seq, hash, now),
+            )
+        )
+
+    def audit_checkpoint(self) -> tuple[int, str, int] | None:
+        """(seq, hash, byte offset) the audit chain was last verified to; None if never or cleared."""
+        row = self._read(lambda c: c.execute("SELECT checked_seq, checked_hash, checked_offset FROM audit_anchor WHERE id = 1").fetchone())
+        if row is None or row[0] is None:
+            return None
+        return int(row[0]), str(row[1]), int(row[2])
+
+    def set_audit_checkpoint(self, checkpoint: tuple[int, str, int] | None) -> None:
+        """Note how far the chain verified (None: forget it, e.g. for a new chain). Needs an anchor row."""
+        values = (None, None, None) if checkpoint is None else checkpoint
+        self._write(
+            lambda c: c.execute(
+                "UPDATE audit_anchor SET checked_seq = ?, checked_hash = ?, checked_offset = ? WHERE id = 1", values
             )
         )
 

@@ -126,7 +126,9 @@ def format_status(body: dict[str, Any]) -> list[str]:
     ]
     if not d["store"]["ok"]:
         lines.append(f"STATE STORE WRITES FAILING: {d['store']['error']}")
-    if not d["audit"]["ok"]:
+    if d["audit"].get("chain_error"):
+        lines.append(f"AUDIT CHAIN BROKEN: {d['audit']['chain_error']}")
+    elif not d["audit"]["ok"]:
         lines.append(f"AUDIT LOG WRITES FAILING: {d['audit']['error']}")
     if d["audit"].get("warning"):
         lines.append(f"warning at start: {d['audit']['warning']}")

@@ -274,6 +274,8 @@ class Daemon:
         self.audit_error: str | None = None
         self.audit_verified = 0  # records verified at start
         self.start_warning: str | None = None  # the store had lost state at start (see _open_state)
+        self.chain_error: str | None = None  # the records before the start checkpoint do not verify
+        self._check_from: tuple[int, str, int] | None = None
 
         self._trust: Any = None
         self._tracks: dict[str, _Track] = {}
@@ -308,6 +310,8 @@ class Daemon:
         self.notifier.ready(self._summary())
         self._tasks.append(asyncio.create_task(self._radio_first_start(), name="han-ota-radio"))
         self._tasks.append(asyncio.create_task(self._ticker(), name="han-ota-tick"))
+        if self._check_from is not None:
+            self._tasks.append(asyncio.create_task(self._verify_whole_chain(), name="han-ota-verify"))
         interval = sdnotify.watchdog_interval()
         if interval:
             self._tasks.append(asyncio.create_task(self._watchdog(interval), name="han-ota-watchdog"))
@@ -386,11 +390,34 @@ class Daemon:
             self.store.close()
             self.audit = self.store = None
             raise DaemonStartError(str(exc)) from None
-        self.audit_verified = check.records
+        self.audit_verified = check.records - (check.checkpoint[0] if check.checkpoint else 0)
+        if check.checkpoint is not None:
+            self._check_from = check.verified_to
         if check.warning is not None:
             LOGGER.warning("%s", check.warning)
             self.start_warning = check.warning
             self._audit(integrity.RECOVERED_EVENT, warning=True, message=check.warning, raised=check.raised, counters=integrity.counter_table(self.store))
+
+    async def _verify_whole_chain(self) -> None:
+        """The start verified from the last checkpoint; the records before it are checked
+        here, off the start-up path (a long log takes a while). A break cannot refuse a
+        start that has happened, so it is shown: logged, and status says audit.ok false."""
+        assert self.audit is not None and self.store is not None and self._check_from is not None
+        result = await asyncio.to_thread(audit_mod.verify_log, self.audit.path)
+        try:
+            # Sound: the next start checks only what comes after this start's head.
+            # Broken: forget the checkpoint, so the next start checks all and refuses.
+            self.store.set_audit_checkpoint(self._check_from if result.ok else None)
+        except StoreError as exc:
+            self._store_failed(exc)
+        if result.ok:
+            return
+        self.chain_error = (
+            f"audit log {self.audit.path} is broken at record {result.first_bad_seq}: {result.reason}; stop the "
+            f"daemon and run `{self._seal_command()}`"
+        )
+        LOGGER.error("%s", self.chain_error)
+        self._refresh_status()
 
     def _seal_command(self) -> str:
         source = self.config.source
@@ -875,6 +902,8 @@ class Daemon:
             text += "; STORE WRITE FAILING"
         if self.audit_error:
             text += "; AUDIT WRITE FAILING"
+        if self.chain_error:
+            text += "; AUDIT CHAIN BROKEN"
         return text
 
     def _refresh_status(self) -> None:
@@ -978,7 +1007,14 @@ class Daemon:
                 "radio": self.radio.to_dict(),
                 "summary": self._summary(),
                 "store": {"ok": self.store_error is None, "error": self.store_error},
-                "audit": {"ok": self.audit_error is None, "error": self.audit_error, "head_seq": head[0], "verified_at_start": self.audit_verified, "warning": self.start_warning},
+                "audit": {
+                    "ok": self.audit_error is None and self.chain_error is None,
+                    "error": self.audit_error or self.chain_error,
+                    "chain_error": self.chain_error,
+                    "head_seq": head[0],
+                    "verified_at_start": self.audit_verified,
+                    "warning": self.start_warning,
+                },
             },
             "jobs": jobs,
             "holds": holds,

@@ -9,6 +9,7 @@ accepted before is refused as a replay.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import shutil
@@ -60,11 +61,11 @@ def cli(*args: str) -> Any:
 # --------------------------------------------------------------------------- damage
 
 
-def flip_a_byte(lines: list[bytes]) -> tuple[list[bytes], int]:
-    line = lines[2]
+def flip_a_byte(lines: list[bytes], index: int = 2) -> tuple[list[bytes], int]:
+    line = lines[index]
     at = line.index(b'"ts":"') + 8  # a digit of the year: still JSON, no longer the hashed record
-    lines[2] = line[:at] + (b"1" if line[at : at + 1] != b"1" else b"2") + line[at + 1 :]
-    return lines, 3
+    lines[index] = line[:at] + (b"1" if line[at : at + 1] != b"1" else b"2") + line[at + 1 :]
+    return lines, index + 1
 
 
 def delete_a_record(lines: list[bytes]) -> tuple[list[bytes], int]:
@@ -130,6 +131,37 @@ async def test_a_damaged_log_refuses_the_start_then_seal_and_start_again(root: P
     events = [r.event for r in read_records(path)]
     assert events[0] == "audit.sealed" and "daemon.start" in events and events[-1] == "daemon.stop"
     assert cli("log", "--verify", "--config", str(root / "config.toml")).exit_code == 0
+
+
+async def test_a_start_verifies_from_its_checkpoint_and_the_older_records_in_the_background(root: Path) -> None:
+    cfg = cfg_of(root)
+    await run_once(cfg)
+    checked = StateStore.in_state_dir(cfg.state_dir).audit_checkpoint()
+    assert checked == (0, "0" * 64, 0)  # the first start found an empty log
+    await run_once(cfg)  # verifies the first run's records, checkpoints after them
+    checkpoint = StateStore.in_state_dir(cfg.state_dir).audit_checkpoint()
+    assert checkpoint is not None and checkpoint[0] >= 2
+    path = audit_path(cfg)
+    lines, _ = flip_a_byte(path.read_bytes().split(b"\n")[:-1], 1)  # record 2: before the checkpoint
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+
+    daemon = await started(cfg)  # the start checks only what came after the checkpoint ...
+    try:
+        async with asyncio.timeout(30):  # ... and the rest right after
+            while daemon.chain_error is None:
+                await asyncio.sleep(0.02)
+        audit = (await daemon.status())[1]["daemon"]["audit"]
+        assert audit["ok"] is False and "broken at record 2" in audit["chain_error"]
+        assert "han-ota log --seal" in audit["chain_error"]
+    finally:
+        await daemon.stop("test")
+    # The next start sees the break through its fallback to a whole-chain check.
+    with pytest.raises(DaemonStartError, match="broken at record 2"):
+        daemon = Daemon(cfg)
+        try:
+            await daemon.start()
+        finally:
+            await daemon.stop("start-up failed")
 
 
 async def test_the_store_anchors_the_head_on_every_append(root: Path) -> None:
