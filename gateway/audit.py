@@ -135,6 +135,7 @@ class VerifyResult:
     reason: str | None = None
     line: int | None = None
     head_hash: str = GENESIS  # hash of the last sound record
+    end_offset: int = 0  # bytes of the file up to the end of the last sound record
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -149,8 +150,17 @@ def record_hash(record: Mapping[str, Any]) -> str:
 class AuditLog:
     """The audit log of one state directory, open for appending. Thread-safe and multi-process safe."""
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], dt.datetime] | None = None,
+        on_append: Callable[[int, str], None] | None = None,
+    ) -> None:
         self.path = Path(path)
+        # Called with (seq, hash) after each record is on disk, in append order: where
+        # the daemon keeps the head outside the log (the store), so a cut tail shows.
+        self.on_append = on_append
         self.torn_path = self.path.with_name(self.path.name + TORN_SUFFIX)
         self._clock = clock or (lambda: dt.datetime.now(_UTC))
         self._lock = threading.Lock()
@@ -240,6 +250,8 @@ class AuditLog:
                     ) from e
                 self._seq, self._head = record["seq"], record["hash"]
                 self._end = os.fstat(self._fd).st_size
+            if self.on_append is not None:
+                self.on_append(record["seq"], record["hash"])  # under the thread lock: anchors never go back
         result = AuditRecord.from_dict(record)
         logger.info("%s", _journal_line(result), extra={"audit": result.as_dict()})
         return result
@@ -390,23 +402,38 @@ async def follow_records(
             f.close()
 
 
-def verify_log(path: str | os.PathLike[str], expect_head: tuple[int, str] | None = None) -> VerifyResult:
+def verify_log(
+    path: str | os.PathLike[str],
+    expect_head: tuple[int, str] | None = None,
+    on_record: Callable[[AuditRecord], None] | None = None,
+    start: tuple[int, str, int] | None = None,
+) -> VerifyResult:
     """Check the whole chain and name the first record that breaks it.
 
     With ``expect_head`` = (seq, hash) noted earlier (``AuditLog.head()``), also
     catches records cut off the end, which the chain alone cannot show.
+    ``on_record`` sees each record that verified, in order (none after the break),
+    so a caller can read state back from the sound prefix in the same pass.
+    ``start`` = (seq, hash, end_offset) of an earlier result checks only the records
+    after it (a checkpoint); the records before it are taken as verified then.
     """
     path = Path(path)
     expected_seq = 1
     prev = GENESIS
     line_no = 0
+    offset = 0
+    if start is not None:
+        expected_seq, prev, offset = start[0] + 1, start[1], start[2]
+        line_no = start[0]  # in a sound log, record n is line n
 
     def bad(reason: str, line: int | None) -> VerifyResult:
-        return VerifyResult(False, expected_seq - 1, expected_seq, reason, line, prev)
+        return VerifyResult(False, expected_seq - 1, expected_seq, reason, line, prev, offset)
 
     with _open_for_reading(path) as f:
         end = _stable_size(f)
-        for line_no, line in _complete_lines(f, end):
+        if offset > end:
+            return bad(f"the log is {end} bytes, shorter than the {offset} bytes verified earlier: records were cut off the end", None)
+        for line_no, line in _complete_lines(f, end, offset, line_no):
             try:
                 data = json.loads(line)
                 if not isinstance(data, dict):
@@ -431,8 +458,11 @@ def verify_log(path: str | os.PathLike[str], expect_head: tuple[int, str] | None
                 return bad(f"record {record.seq} (line {line_no}) does not match its hash: it was edited", line_no)
             if expect_head is not None and record.seq == expect_head[0] and record.hash != expect_head[1]:
                 return bad(f"record {record.seq} (line {line_no}) is not the record noted as the head earlier", line_no)
+            if on_record is not None:
+                on_record(record)
             prev = record.hash
             expected_seq += 1
+            offset += len(line) + 1
         tail = _torn_tail_length(f, end)
     if tail:
         return bad(
@@ -446,7 +476,7 @@ def verify_log(path: str | os.PathLike[str], expect_head: tuple[int, str] | None
             "records were cut off the end",
             None,
         )
-    return VerifyResult(True, expected_seq - 1, head_hash=prev)
+    return VerifyResult(True, expected_seq - 1, head_hash=prev, end_offset=offset)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -534,12 +564,11 @@ def _stable_size(f: Any) -> int:
         return os.fstat(f.fileno()).st_size
 
 
-def _complete_lines(f: Any, end: int) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) of each newline-terminated line in f[0:end]."""
-    f.seek(0)
-    remaining = end
+def _complete_lines(f: Any, end: int, start: int = 0, number: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of each newline-terminated line in f[start:end]; lines before start count ``number``."""
+    f.seek(start)
+    remaining = end - start
     pending = b""
-    number = 0
     while remaining > 0:
         chunk = f.read(min(_TAIL_CHUNK, remaining))
         if not chunk:

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 from gateway.ota.events import END_STATES, SessionState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_FILENAME = "state.sqlite3"
 BUSY_TIMEOUT_MS = 5000  # a CLI reader may hold the lock briefly; wait rather than fail
 
@@ -396,7 +396,25 @@ def _migrate_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE counters ADD COLUMN device TEXT")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
+def _migrate_to_3(conn: sqlite3.Connection) -> None:
+    # The audit log's head (seq, hash) as of its last append: the log alone cannot show
+    # records cut off its end, nor the store that it has lost its state. And the
+    # checkpoint (seq, hash, byte offset) the chain was last verified to at start, so
+    # the next start verifies only what came after. One row.
+    conn.execute(
+        """CREATE TABLE audit_anchor (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            updated_utc TEXT NOT NULL,
+            checked_seq INTEGER,
+            checked_hash TEXT,
+            checked_offset INTEGER
+        )"""
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3}
 
 
 # --------------------------------------------------------------------------- the store
@@ -814,6 +832,68 @@ class StateStore:
 
         self._write(body)
 
+    def raise_counter(self, originator: object, counter: int, device: str | None = None) -> bool:
+        """Recovery: set the counter to ``counter`` if that is higher than the stored one (or none is).
+
+        Never lowers a counter; returns True if it changed. For counters read back from
+        the audit log, not for accepting commands (that is ``advance_counter``).
+        """
+        key = normalize_originator(originator)
+        value = _counter_text(counter)
+        now = _to_text(self._clock())
+        return self._write(
+            lambda c: c.execute(
+                """INSERT INTO counters (originator, counter, updated_utc, device) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (originator) DO UPDATE SET counter = excluded.counter,
+                       updated_utc = excluded.updated_utc, device = excluded.device
+                   WHERE excluded.counter > counters.counter""",
+                (key, value, now, device),
+            ).rowcount
+            == 1
+        )
+
+    def counters(self) -> dict[str, tuple[int, str | None]]:
+        """Every originator's last accepted counter and the device it was for."""
+        rows = self._read(lambda c: c.execute("SELECT originator, counter, device FROM counters ORDER BY originator").fetchall())
+        return {r[0]: (int(r[1], 16), r[2]) for r in rows}
+
+    # ------------------------------------------------------------------ audit log anchor
+
+    def audit_anchor(self) -> tuple[int, str] | None:
+        """(seq, hash) of the audit log's head as last noted; None if never noted."""
+        row = self._read(lambda c: c.execute("SELECT seq, hash FROM audit_anchor WHERE id = 1").fetchone())
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def set_audit_anchor(self, seq: int, hash: str) -> None:
+        """Note the audit log's head; called after every append (one small upsert)."""
+        if not isinstance(seq, int) or seq < 0:
+            raise ValueError(f"audit seq must be a non-negative integer, got {seq!r}")
+        now = _to_text(self._clock())
+        self._write(
+            lambda c: c.execute(
+                """INSERT INTO audit_anchor (id, seq, hash, updated_utc) VALUES (1, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+                       updated_utc = excluded.updated_utc""",
+                (seq, hash, now),
+            )
+        )
+
+    def audit_checkpoint(self) -> tuple[int, str, int] | None:
+        """(seq, hash, byte offset) the audit chain was last verified to; None if never or cleared."""
+        row = self._read(lambda c: c.execute("SELECT checked_seq, checked_hash, checked_offset FROM audit_anchor WHERE id = 1").fetchone())
+        if row is None or row[0] is None:
+            return None
+        return int(row[0]), str(row[1]), int(row[2])
+
+    def set_audit_checkpoint(self, checkpoint: tuple[int, str, int] | None) -> None:
+        """Note how far the chain verified (None: forget it, e.g. for a new chain). Needs an anchor row."""
+        values = (None, None, None) if checkpoint is None else checkpoint
+        self._write(
+            lambda c: c.execute(
+                "UPDATE audit_anchor SET checked_seq = ?, checked_hash = ?, checked_offset = ? WHERE id = 1", values
+            )
+        )
+
     # ------------------------------------------------------------------ GBCS verdicts
 
     def record_verdict(self, verdict: Verdict) -> int:
@@ -869,6 +949,27 @@ class StateStore:
             )
             for r in rows
         ]
+
+
+def read_audit_anchor(path: str | os.PathLike[str]) -> tuple[int, str] | None:
+    """The audit anchor of the database at ``path``, read-only (no create, no migration).
+
+    None when there is no database, it predates schema 3, or it cannot be read: a
+    reader (``han-ota log --verify``) then checks the chain alone.
+    """
+    if not Path(path).is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT seq, hash FROM audit_anchor WHERE id = 1").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 _JOB_SELECT = (

@@ -133,8 +133,12 @@ def format_status(body: dict[str, Any]) -> list[str]:
     ]
     if not d["store"]["ok"]:
         lines.append(f"STATE STORE WRITES FAILING: {d['store']['error']}")
-    if not d["audit"]["ok"]:
+    if d["audit"].get("chain_error"):
+        lines.append(f"AUDIT CHAIN BROKEN: {d['audit']['chain_error']}")
+    elif not d["audit"]["ok"]:
         lines.append(f"AUDIT LOG WRITES FAILING: {d['audit']['error']}")
+    if d["audit"].get("warning"):
+        lines.append(f"warning at start: {d['audit']['warning']}")
     jobs = body["jobs"]
     if not jobs:
         lines.append("no jobs")
@@ -247,6 +251,7 @@ def log(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records as they are written.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Check the hash chain instead of printing records; exit 1 if it is broken.")] = False,
     since: Annotated[Optional[int], typer.Option("--since", help="Only records after this sequence number.", min=0)] = None,
+    seal: Annotated[bool, typer.Option("--seal", help="Recover from a broken or cut log, with the daemon stopped: keep it as audit.sealed-<time>.jsonl, recover anti-replay counters from its sound part, and start a new chain that records why.")] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -254,6 +259,11 @@ def log(
     from gateway.store import normalize_ieee
 
     cfg = _config(config, as_json=as_json)
+    if seal:
+        if verify or follow or device is not None or since is not None:
+            _fail("--seal takes no --verify, --follow, --device or --since", EXIT_CONFIG, as_json=as_json)
+        _seal(cfg, config, as_json)
+        return
     if device is not None:
         try:
             device = normalize_ieee(device)
@@ -293,6 +303,45 @@ def log(
         if isinstance(exc, AuditError):
             _fail(str(exc), as_json=as_json)
         raise
+
+
+def _seal(cfg: Config, config: Path | None, as_json: bool) -> None:
+    from gateway.audit import AuditError
+    from gateway.integrity import NothingToSeal, seal_log
+    from gateway.store import StateStore, StoreError
+
+    try:
+        running = find_daemon(cfg)
+    except DaemonError as exc:  # something listens but we may not ask it: assume it runs
+        _fail(f"cannot tell whether the daemon is running: {exc}", as_json=as_json)
+    if running is not None:
+        _fail(
+            f"the daemon is running (it answers on {cfg.control_socket}): stop it first (systemctl stop han-ota), "
+            "then run han-ota log --seal" + (f" --config {config}" if config else ""),
+            as_json=as_json,
+        )
+    if not cfg.state_dir.is_dir():
+        _fail(f"state directory {cfg.state_dir} does not exist: there is no audit log to seal", as_json=as_json)
+    try:
+        with StateStore.in_state_dir(cfg.state_dir) as store:
+            result = seal_log(cfg.state_dir, store)
+    except NothingToSeal as exc:
+        if as_json:
+            typer.echo(json.dumps({"sealed": False, "message": str(exc)}))
+        else:
+            typer.echo(str(exc))
+        return
+    except (AuditError, StoreError, OSError) as exc:
+        _fail(str(exc), as_json=as_json)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+        return
+    kept = f"kept as {cfg.state_dir / result.sealed_file}" if result.sealed_file else "there was no log file"
+    typer.echo(f"sealed the broken audit log ({result.reason}); {kept}")
+    typer.echo(f"  last good record {result.last_good_seq} ({result.last_good_hash})")
+    raised = ", ".join(f"{o} to {c}" for o, c in result.counters_raised.items()) or "none needed raising"
+    typer.echo(f"  anti-replay counters recovered from its sound part: {raised}")
+    typer.echo(f"  new chain started: record {result.record.seq} {result.record.event}; the daemon can start")
 
 
 def _print_record(record: dict[str, Any], as_json: bool) -> None:
@@ -360,8 +409,11 @@ class _FileLog(_LogSource):
         import dataclasses
 
         from gateway.audit import verify_log
+        from gateway.store import DEFAULT_FILENAME, read_audit_anchor
 
-        return dataclasses.asdict(verify_log(self.path)) | {"path": str(self.path)}
+        # The store's note of the head shows records cut off the end, as the daemon's check does.
+        anchor = read_audit_anchor(self.path.with_name(DEFAULT_FILENAME))
+        return dataclasses.asdict(verify_log(self.path, expect_head=anchor)) | {"path": str(self.path)}
 
     def read(self, device: str | None, since: int | None) -> Any:
         from gateway.audit import read_records

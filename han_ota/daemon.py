@@ -7,7 +7,10 @@ and answers the control API (``han_ota.control``) on a Unix socket.
 Start-up order, and why:
 
 1. state directory, store, audit log, trust anchors: refuse to start (exit 1, with
-   the path and the fix) rather than run without durable state;
+   the path and the fix) rather than run without durable state. The audit chain is
+   verified against the head the store noted (``gateway.integrity``): a broken or cut
+   log refuses the start (the fix is ``han-ota log --seal``); a store that lost its
+   state gets its anti-replay counters back from the log, with a warning;
 2. the control socket, then ``READY=1``: ``han-ota status`` works (and says "radio
    down") even while a dongle takes tens of seconds to come up, or is unplugged;
 3. the radio, in the background, retried with backoff 1, 2, 4 ... 60 s; on the
@@ -52,6 +55,7 @@ import zigpy.types as zt
 from zigpy.application import ControllerApplication
 
 from gateway import audit as audit_mod
+from gateway import integrity
 from gateway.activation import ActivationService, SubmitResult, load_trust
 from gateway.audit import AuditError, AuditLog
 from gateway.config import Config, ConfigError, format_eui64, parse_eui64
@@ -259,6 +263,10 @@ class Daemon:
         self.started = time.monotonic()
         self.store_error: str | None = None
         self.audit_error: str | None = None
+        self.audit_verified = 0  # records verified at start
+        self.start_warning: str | None = None  # the store had lost state at start (see _open_state)
+        self.chain_error: str | None = None  # the records before the start checkpoint do not verify
+        self._check_from: tuple[int, str, int] | None = None
 
         self._trust: Any = None
         self._tracks: dict[str, _Track] = {}
@@ -295,6 +303,8 @@ class Daemon:
         self.notifier.ready(self._summary())
         self._tasks.append(asyncio.create_task(self._radio_first_start(), name="han-ota-radio"))
         self._tasks.append(asyncio.create_task(self._ticker(), name="han-ota-tick"))
+        if self._check_from is not None:
+            self._tasks.append(asyncio.create_task(self._verify_whole_chain(), name="han-ota-verify"))
         interval = sdnotify.watchdog_interval()
         if interval:
             self._tasks.append(asyncio.create_task(self._watchdog(interval), name="han-ota-watchdog"))
@@ -365,10 +375,58 @@ class Daemon:
             self._close_state()
             raise DaemonStartError(str(exc)) from None
         try:
-            self.audit = AuditLog.in_state_dir(state_dir)
+            self.audit = AuditLog.in_state_dir(state_dir, on_append=self._anchor)
         except AuditError as exc:
             self._close_state()
             raise DaemonStartError(str(exc)) from None
+        # Before anything is appended or any command taken: never continue a broken
+        # or cut chain, and never take a command with counters the store has lost.
+        try:
+            check = integrity.check_at_start(self.store, self.audit.path, seal_command=self._seal_command())
+        except (AuditError, StoreError) as exc:
+            self._close_state()
+            raise DaemonStartError(str(exc)) from None
+        self.audit_verified = check.records - (check.checkpoint[0] if check.checkpoint else 0)
+        if check.checkpoint is not None:
+            self._check_from = check.verified_to
+        if check.warning is not None:
+            LOGGER.warning("%s", check.warning)
+            self.start_warning = check.warning
+            self._audit(integrity.RECOVERED_EVENT, warning=True, message=check.warning, raised=check.raised, counters=integrity.counter_table(self.store))
+
+    async def _verify_whole_chain(self) -> None:
+        """The start verified from the last checkpoint; the records before it are checked
+        here, off the start-up path (a long log takes a while). A break cannot refuse a
+        start that has happened, so it is shown: logged, and status says audit.ok false."""
+        assert self.audit is not None and self.store is not None and self._check_from is not None
+        result = await asyncio.to_thread(audit_mod.verify_log, self.audit.path)
+        try:
+            # Sound: the next start checks only what comes after this start's head.
+            # Broken: forget the checkpoint, so the next start checks all and refuses.
+            self.store.set_audit_checkpoint(self._check_from if result.ok else None)
+        except StoreError as exc:
+            self._store_failed(exc)
+        if result.ok:
+            return
+        self.chain_error = (
+            f"audit log {self.audit.path} is broken at record {result.first_bad_seq}: {result.reason}; stop the "
+            f"daemon and run `{self._seal_command()}`"
+        )
+        LOGGER.error("%s", self.chain_error)
+        self._refresh_status()
+
+    def _seal_command(self) -> str:
+        source = self.config.source
+        return "han-ota log --seal" + (f" --config {source}" if source is not None else "")
+
+    def _anchor(self, seq: int, digest: str) -> None:
+        """The audit log's on_append hook: note its head in the store (see gateway.integrity)."""
+        if self.store is None:
+            return
+        try:
+            self.store.set_audit_anchor(seq, digest)
+        except StoreError as exc:  # a lagging anchor is harmless: the log may run ahead of it
+            self._store_failed(exc)
 
     # ------------------------------------------------------------------ radio
 
@@ -826,6 +884,8 @@ class Daemon:
             text += "; STORE WRITE FAILING"
         if self.audit_error:
             text += "; AUDIT WRITE FAILING"
+        if self.chain_error:
+            text += "; AUDIT CHAIN BROKEN"
         return text
 
     def _refresh_status(self) -> None:
@@ -930,7 +990,14 @@ class Daemon:
                 "radio": self.radio.to_dict(),
                 "summary": self._summary(),
                 "store": {"ok": self.store_error is None, "error": self.store_error},
-                "audit": {"ok": self.audit_error is None, "error": self.audit_error, "head_seq": head[0]},
+                "audit": {
+                    "ok": self.audit_error is None and self.chain_error is None,
+                    "error": self.audit_error or self.chain_error,
+                    "chain_error": self.chain_error,
+                    "head_seq": head[0],
+                    "verified_at_start": self.audit_verified,
+                    "warning": self.start_warning,
+                },
             },
             "jobs": jobs,
             "holds": holds,
