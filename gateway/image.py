@@ -271,8 +271,10 @@ def _read_header(data: bytes) -> OTAImageHeader:
     _need(data, by_name["magic"])
     magic = _u32(data, 0)
     if magic != MAGIC:
+        # Not the file's bytes: for a file that is no image at all (a key, /etc/shadow)
+        # they are its content, and the message ends up in logs and the audit log.
         raise ImageError(
-            "magic", 0, f"bad magic at offset 0: 0x{magic:08X}, expected 0x{MAGIC:08X} (bytes 1E F1 EE 0B)"
+            "magic", 0, f"not an OTA image: it does not start with the OTA magic (bytes 1E F1 EE 0B, 0x{MAGIC:08X})"
         )
     for name in ("header_version", "header_length", "field_control"):
         _need(data, by_name[name])
