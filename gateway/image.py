@@ -46,6 +46,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from zigpy.ota.image import FieldControl, OTAImageHeader
 
+from gateway.files import open_regular
+
 if TYPE_CHECKING:
     from gateway.image_build import build_image as build_image
 
@@ -496,10 +498,11 @@ def load_image(
 ) -> FirmwareImage:
     """Read and parse a file; ImageError messages start with the path.
 
-    OSError (missing, unreadable file) propagates unchanged: it names the path already.
+    OSError (missing, unreadable file; NotRegularFile for a FIFO, directory or device)
+    propagates unchanged: it names the path already.
     """
     p = Path(path)
-    with p.open("rb") as f:
+    with open_regular(p) as f:
         size = os.fstat(f.fileno()).st_size
         if size > max_size:  # refuse before reading a huge file into memory
             raise ImageError(

@@ -55,21 +55,49 @@ def read_config(path: Optional[Path]) -> Config:
         raise fail(str(exc)) from None
 
 
-def read_command(path: Path) -> bytes:
-    """A CS06 file as raw APDU bytes (files hold hex text, like the reference data, or raw)."""
-    from gateway.gbcs.command import decode_hex_text
-    from gateway.gbcs.errors import GbcsError
+def input_error(message: str, json_out: bool, failed: Optional[dict[str, str]] = None) -> typer.Exit:
+    """A file argument that cannot be used: exit 1, and with --json one object saying why
+    (a push's failure object, `failed`, with the message as its reason too)."""
+    if json_out:
+        typer.echo(json.dumps({"error": message} if failed is None else {**failed, "reason": message, "error": message}))
+    return fail(message, 1)
+
+
+def file_problem(path: Path, what: str) -> Optional[str]:
+    """Why `path` cannot be read as the `what` file (missing, a directory, a FIFO ...), or None."""
+    from gateway.files import NotRegularFile, open_regular
 
     try:
-        data = path.read_bytes()
+        with open_regular(path):
+            return None
+    except NotRegularFile as exc:
+        return str(exc)
     except OSError as exc:
-        raise fail(f"cannot read command file {path}: {exc.strerror}") from None
+        return f"cannot read {what} {path}: {exc.strerror or exc}"
+
+
+def read_command(path: Path, json_out: bool = False, failed: Optional[dict[str, str]] = None) -> bytes:
+    """A CS06 file as raw APDU bytes (files hold hex text, like the reference data, or raw)."""
+    from gateway.files import NotRegularFile, open_regular
+    from gateway.gbcs.command import decode_hex_text
+    from gateway.gbcs.errors import GbcsError
+    from han_ota.cli_gbcs import MAX_COMMAND_BYTES
+
+    try:
+        with open_regular(path) as f:
+            data = f.read(MAX_COMMAND_BYTES + 1)
+    except NotRegularFile as exc:
+        raise input_error(f"command file {exc}", json_out, failed) from None
+    except OSError as exc:
+        raise input_error(f"cannot read command file {path}: {exc.strerror or exc}", json_out, failed) from None
+    if len(data) > MAX_COMMAND_BYTES:
+        raise input_error(f"command file {path} is over {MAX_COMMAND_BYTES} bytes: not a GBCS command", json_out, failed)
     if data[:1] in (b"\xdd", b"\xdf"):
         return data
     try:
         return decode_hex_text(data)
     except GbcsError as exc:
-        raise fail(f"{path}: not a GBCS command (hex text or raw bytes): {exc}") from None
+        raise input_error(f"{path}: not a GBCS command (hex text or raw bytes): {exc}", json_out, failed) from None
 
 
 def setup_logging(verbose: int, json_mode: bool = False, quiet: bool = False) -> None:
@@ -115,8 +143,12 @@ def push(
     setup_logging(verbose, json_out)
     if activate_now and activation is not None:
         raise fail("give --activate-now or --activation, not both")
+    failed = {"device": device, "state": "failed"}
+    problem = file_problem(image, "image")
+    if problem is not None:
+        raise input_error(problem, json_out, failed)
     cfg = read_config(config)
-    command = read_command(activation) if activation is not None else None
+    command = read_command(activation, json_out, failed) if activation is not None else None
     if not (in_process or radio or path or sim_device):
         from han_ota.client import find_daemon
 
@@ -215,7 +247,7 @@ def activate(
     from han_ota.client import DaemonError, find_daemon
 
     cfg = read_config(config)
-    raw = read_command(command)
+    raw = read_command(command, json_out)
     client = find_daemon(cfg)
     if client is None:
         raise fail(

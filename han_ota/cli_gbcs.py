@@ -34,9 +34,11 @@ from gateway.gbcs import (
     sign_activation,
     verify_activation,
 )
+from gateway.files import NotRegularFile, open_regular
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+MAX_COMMAND_BYTES = 64 * 1024  # a CS06 is a few hundred bytes, even as hex text
 
 app = typer.Typer(
     help="Verify, sign and make keys for GBCS CS06 Activate Firmware commands.",
@@ -50,6 +52,14 @@ app = typer.Typer(
 
 def _usage(message: str, param: str | None = None) -> NoReturn:
     raise typer.BadParameter(message, param_hint=param)
+
+
+def _unreadable(message: str, json_out: bool) -> NoReturn:
+    """CMD cannot be read (missing, a directory, a FIFO): refused like a bad command."""
+    if json_out:
+        typer.echo(json.dumps({"valid": False, "message": message, "error": message}))
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_REFUSED)
 
 
 def _entity(text: str, param: str) -> EntityId:
@@ -239,9 +249,14 @@ def verify(
 ) -> None:
     """Parse CMD, print every field, and verify it as a CS06 Activate Firmware command."""
     try:
-        data = cmd.read_bytes()
+        with open_regular(cmd) as f:
+            data = f.read(MAX_COMMAND_BYTES + 1)
+    except NotRegularFile as exc:
+        _unreadable(str(exc), json_out)
     except OSError as exc:
-        _usage(f"{cmd}: {exc.strerror}", "CMD")
+        _unreadable(f"cannot read command file {cmd}: {exc.strerror or exc}", json_out)
+    if len(data) > MAX_COMMAND_BYTES:
+        _unreadable(f"command file {cmd} is over {MAX_COMMAND_BYTES} bytes: not a GBCS command", json_out)
     device_id = None if device is None else _entity(device, "--device")
     supplier_id = None if supplier is None else _entity(supplier, "--supplier")
     held = None if image_hash is None else _hash(image_hash)
