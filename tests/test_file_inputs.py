@@ -178,7 +178,7 @@ async def test_an_image_copy_error_is_507_only_when_the_disk_is_full(
     async with asyncio.timeout(30):
         with pytest.raises(DaemonError) as err:
             await asyncio.to_thread(client.push, fw, HCALCS)
-    assert err.value.status == status and error.strerror in str(err.value)
+    assert err.value.status == status and str(error.strerror) in str(err.value)
     assert ("free space" in str(err.value)) is free_space
 
 
