@@ -46,6 +46,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from zigpy.ota.image import FieldControl, OTAImageHeader
 
+from gateway.files import open_regular
+
 if TYPE_CHECKING:
     from gateway.image_build import build_image as build_image
 
@@ -271,8 +273,10 @@ def _read_header(data: bytes) -> OTAImageHeader:
     _need(data, by_name["magic"])
     magic = _u32(data, 0)
     if magic != MAGIC:
+        # Not the file's bytes: for a file that is no image at all (a key, /etc/shadow)
+        # they are its content, and the message ends up in logs and the audit log.
         raise ImageError(
-            "magic", 0, f"bad magic at offset 0: 0x{magic:08X}, expected 0x{MAGIC:08X} (bytes 1E F1 EE 0B)"
+            "magic", 0, f"not an OTA image: it does not start with the OTA magic (bytes 1E F1 EE 0B, 0x{MAGIC:08X})"
         )
     for name in ("header_version", "header_length", "field_control"):
         _need(data, by_name[name])
@@ -494,10 +498,11 @@ def load_image(
 ) -> FirmwareImage:
     """Read and parse a file; ImageError messages start with the path.
 
-    OSError (missing, unreadable file) propagates unchanged: it names the path already.
+    OSError (missing, unreadable file; NotRegularFile for a FIFO, directory or device)
+    propagates unchanged: it names the path already.
     """
     p = Path(path)
-    with p.open("rb") as f:
+    with open_regular(p) as f:
         size = os.fstat(f.fileno()).st_size
         if size > max_size:  # refuse before reading a huge file into memory
             raise ImageError(

@@ -53,19 +53,42 @@ def read_config(path: Optional[Path]) -> Config:
         raise fail(str(exc)) from None
 
 
-def read_command(path: Path) -> bytes:
-    """A CS06 file as raw APDU bytes: raw, hex text (like the reference data) or base64 (as DUIS carries it)."""
-    from gateway.gbcs.command import decode_message_file
-    from gateway.gbcs.errors import GbcsError
+def input_error(message: str, json_out: bool, failed: Optional[dict[str, str]] = None) -> typer.Exit:
+    """A file argument that cannot be used: exit 1, and with --json one object saying why
+    (a push's failure object, `failed`, with the message as its reason too)."""
+    if json_out:
+        typer.echo(json.dumps({"error": message} if failed is None else {**failed, "reason": message, "error": message}))
+    return fail(message, 1)
+
+
+def file_problem(path: Path, what: str) -> Optional[str]:
+    """Why `path` cannot be read as the `what` file (missing, a directory, a FIFO ...), or None."""
+    from gateway.files import NotRegularFile, open_regular
 
     try:
-        data = path.read_bytes()
+        with open_regular(path):
+            return None
+    except NotRegularFile as exc:
+        return str(exc)
     except OSError as exc:
-        raise fail(f"cannot read command file {path}: {exc.strerror}") from None
+        return f"cannot read {what} {path}: {exc.strerror or exc}"
+
+
+def read_command(path: Path, json_out: bool = False, failed: Optional[dict[str, str]] = None) -> bytes:
+    """A CS06 file as raw APDU bytes: raw, hex text (like the reference data) or base64 (as DUIS carries it)."""
+    from gateway.files import FileRefused, read_small
+    from gateway.gbcs.command import decode_message_file
+    from gateway.gbcs.errors import GbcsError
+    from han_ota.cli_gbcs import MAX_COMMAND_BYTES
+
+    try:
+        data = read_small(path, MAX_COMMAND_BYTES, "command file")
+    except FileRefused as exc:
+        raise input_error(str(exc), json_out, failed) from None
     try:
         return decode_message_file(data)
     except GbcsError as exc:
-        raise fail(f"{path}: not a GBCS command: {exc}") from None
+        raise input_error(f"{path}: not a GBCS command: {exc}", json_out, failed) from None
 
 
 def setup_logging(verbose: int, *, default: int = logging.WARNING) -> None:
@@ -131,11 +154,15 @@ def push(
     setup_logging(verbose)
     if activate_now and activation is not None:
         raise fail("give --activate-now or --activation, not both")
+    failed = {"device": device, "state": "failed"}
+    problem = file_problem(image, "image")
+    if problem is not None:
+        raise input_error(problem, json_out, failed)
     cfg = read_config(config)
     if sim_device and (radio or cfg.radio.kind) != "sim":
         origin = "--radio" if radio else f"radio.kind in {cfg.source}"
         raise fail(f"--sim-device needs the simulated radio, but {origin} is {radio or cfg.radio.kind!r}: add --radio sim, or drop --sim-device")
-    command = read_command(activation) if activation is not None else None
+    command = read_command(activation, json_out, failed) if activation is not None else None
     if not (in_process or radio or path or sim_device):
         from han_ota.client import find_daemon
 
@@ -226,7 +253,7 @@ def activate(
     from han_ota.client import DaemonError, find_daemon
 
     cfg = read_config(config)
-    raw = read_command(command)
+    raw = read_command(command, json_out)
     client = find_daemon(cfg)
     if client is None:
         raise fail(

@@ -35,10 +35,12 @@ from gateway.gbcs import (
     sign_activation,
     verify_activation,
 )
+from gateway.files import FileRefused, read_small
 from han_ota.cli_app import new_app
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+MAX_COMMAND_BYTES = 64 * 1024  # a CS06 is a few hundred bytes, even as hex text
 
 app = new_app(help="Verify, sign and make keys for GBCS CS06 Activate Firmware commands.")
 
@@ -48,6 +50,14 @@ app = new_app(help="Verify, sign and make keys for GBCS CS06 Activate Firmware c
 
 def _usage(message: str, param: str | None = None) -> NoReturn:
     raise typer.BadParameter(message, param_hint=param)
+
+
+def _unreadable(message: str, json_out: bool) -> NoReturn:
+    """CMD cannot be read (missing, a directory, a FIFO): refused like a bad command."""
+    if json_out:
+        typer.echo(json.dumps({"valid": False, "message": message, "error": message}))
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_REFUSED)
 
 
 def _entity(text: str, param: str) -> EntityId:
@@ -238,9 +248,9 @@ def verify(
 ) -> None:
     """Parse CMD, print every field, and verify it as a CS06 Activate Firmware command."""
     try:
-        data = cmd.read_bytes()
-    except OSError as exc:
-        _usage(f"{cmd}: {exc.strerror}", "CMD")
+        data = read_small(cmd, MAX_COMMAND_BYTES, "command file")
+    except FileRefused as exc:
+        _unreadable(str(exc), json_out)
     device_id = None if device is None else _entity(device, "--device")
     supplier_id = None if supplier is None else _entity(supplier, "--supplier")
     held = None if image_hash is None else _hash(image_hash)

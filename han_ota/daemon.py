@@ -40,11 +40,14 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import importlib.metadata
 import logging
 import os
 import signal
+import sqlite3
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +64,7 @@ from gateway.audit import AuditError, AuditLog
 from gateway.config import Config, ConfigError, format_eui64, parse_eui64
 from gateway.crashpoint import crashpoint
 from gateway.engine import Engine, EngineError, Job, image_info
+from gateway.files import NotRegularFile, open_regular
 from gateway.gbcs.command import decode_hex_text
 from gateway.gbcs.errors import GbcsError
 from gateway.image import FirmwareImage, ImageError, parse_image
@@ -92,6 +96,9 @@ NUDGES = 3
 NOTIFY_QUERY_JITTER = 100  # a unicast Image Notify: every client that hears it queries
 PPMID_IMAGE_TYPES = frozenset({0x0084})
 IMAGES_DIR = "images"
+# A local image reads in milliseconds; past this the file is on a hung filesystem
+# (NFS, FUSE), and the push says so rather than wait with the client.
+FILE_READ_TIMEOUT_S = 30.0
 # Session snapshots carry this extra key: what the daemon needs to rebuild the session's config.
 SNAPSHOT_DAEMON_KEY = "daemon"
 LIVE_HOLD = (ev.SessionState.HELD, ev.SessionState.SCHEDULED)
@@ -1034,10 +1041,7 @@ class Daemon:
         source = Path(image)
         if not source.is_absolute():
             raise HttpError(400, f"image path {image!r} is relative; send an absolute path (the daemon does not share your working directory)")
-        try:
-            data = await asyncio.to_thread(_read_limited, source)
-        except OSError as exc:
-            raise HttpError(400, f"the daemon cannot read image {source}: {exc.strerror or exc}; it must be readable by the service user (under systemd, not in /home or /tmp)") from None
+        data = await _read_user_file(source, "image")
         try:
             firmware = parse_image(data)
         except ImageError as exc:
@@ -1065,7 +1069,10 @@ class Daemon:
         try:
             stored_path = await asyncio.to_thread(self._keep_image, data, digest)
         except OSError as exc:
-            raise HttpError(507, f"cannot keep a copy of the image in {self.config.state_dir / IMAGES_DIR}: {exc.strerror or exc}; free space on the state filesystem") from None
+            where = self.config.state_dir / IMAGES_DIR
+            if _out_of_space(exc):
+                raise HttpError(507, f"cannot keep a copy of the image in {where}: {exc.strerror or exc}; free space on the state filesystem") from None
+            raise HttpError(500, f"cannot keep a copy of the image in {where}: {exc.strerror or exc}; the directory must be writable by the service user") from None
         kind = self._kind_of(ieee, firmware)
         if activate_now:
             request = ActivationRequest.now()
@@ -1094,7 +1101,7 @@ class Daemon:
             raise HttpError(409, str(exc)) from None
         except StoreError as exc:
             self._store_failed(exc)
-            status = 507 if "full" in str(exc) else 500
+            status = 507 if _out_of_space(exc) else 500
             raise HttpError(status, f"the job was NOT accepted: {exc}") from None
         self._audit(
             "job.accepted",
@@ -1215,9 +1222,12 @@ class Daemon:
             with contextlib.suppress(OSError):
                 if hashlib.sha256(target.read_bytes()).hexdigest() == digest:
                     return target
-        tmp = directory / f".{digest}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        # A name of its own per call: concurrent pushes of one image each write a whole
+        # copy, and replacing the target by identical content is harmless.
+        fd, name = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=directory)
+        tmp = Path(name)
         try:
+            os.fchmod(fd, 0o640)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -1237,14 +1247,42 @@ class Daemon:
         return target
 
 
+async def _read_user_file(path: Path, what: str) -> bytes:
+    """A file a client named, read in a worker thread that can neither block on the
+    open (a FIFO, a device) nor hold the request past FILE_READ_TIMEOUT_S."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_read_limited, path), FILE_READ_TIMEOUT_S)
+    except TimeoutError:
+        raise HttpError(503, f"reading {what} {path} took over {FILE_READ_TIMEOUT_S:g} s (a hung network or FUSE filesystem?); copy it to a local disk and push again") from None
+    except NotRegularFile as exc:
+        raise HttpError(400, f"{exc}; the daemon reads only regular files") from None
+    except OSError as exc:
+        raise HttpError(400, f"the daemon cannot read {what} {path}: {exc.strerror or exc}; it must be readable by the service user (under systemd, not in /home or /tmp)") from None
+
+
 def _read_limited(path: Path) -> bytes:
     from gateway.image import DEFAULT_MAX_SIZE
 
-    with path.open("rb") as f:
+    with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size > DEFAULT_MAX_SIZE:
             raise OSError(f"{path} is {size} bytes, over the {DEFAULT_MAX_SIZE}-byte image limit")
         return f.read(DEFAULT_MAX_SIZE + 1)
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT (or SQLite's SQLITE_FULL) anywhere in the cause chain: only then
+    is "free space" the fix."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain can loop; the cause is never far down
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(seen, sqlite3.Error) and getattr(seen, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _parse_device(text: str) -> zt.EUI64:

@@ -20,6 +20,7 @@ import zigpy.types as zt
 from gateway.activation import ActivationService, MemoryCounters
 from gateway.config import Config, format_eui64, parse_eui64
 from gateway.engine import Engine, EngineError, Job
+from gateway.files import NotRegularFile
 from gateway.image import FirmwareImage, load_image
 from gateway.ota.events import SessionState
 from han_ota.cli_radio import follow_radio
@@ -117,7 +118,12 @@ def wanted_state(req: PushRequest) -> SessionState:
 
 async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     stream = stream or sys.stderr
-    image = load_image(req.image)
+    try:
+        image = load_image(req.image)
+    except NotRegularFile as exc:
+        raise ValueError(str(exc)) from None
+    except OSError as exc:  # the caller's ValueError path: a clear error, not a traceback
+        raise ValueError(f"cannot read image {req.image}: {exc.strerror or exc}") from None
     ieee = eui64(req.device)
     specs: list[SimDeviceSpec] = []
     if req.radio == "sim":
