@@ -52,12 +52,13 @@ import zigpy.types as zt
 from zigpy.application import ControllerApplication
 
 from gateway import audit as audit_mod
-from gateway.activation import ActivationService, SubmitResult, load_trust
+from gateway.activation import ActivationService, SubmitResult, check_image_signature, load_trust
 from gateway.audit import AuditError, AuditLog
 from gateway.config import Config, format_eui64, parse_eui64, ConfigError
 from gateway.engine import Engine, EngineError, Job, image_info
 from gateway.gbcs.command import decode_hex_text
 from gateway.gbcs.errors import GbcsError
+from gateway.gbcs.trust import TrustStore
 from gateway.image import FirmwareImage, ImageError, parse_image
 from gateway.ota import events as ev
 from gateway.ota.session import OtaSession
@@ -998,6 +999,10 @@ class Daemon:
             firmware = parse_image(data)
         except ImageError as exc:
             raise HttpError(422, f"{source}: {exc}") from None
+        signature = check_image_signature(firmware, ieee, self.config, self._trust if self._trust is not None else TrustStore())
+        if signature.refused:
+            self._audit("image.signature_refused", ieee, source=str(source), supplier=signature.supplier, message=signature.message)
+            raise HttpError(422, f"{source}: image refused before any block was sent: {signature.message}")
         if not self.radio.up or self.engine is None or self.app is None or self.activation is None:
             raise HttpError(503, f"the radio ({self.radio.kind}) is not up{f': {self.radio.last_error}' if self.radio.last_error else ''}; try again when `han-ota status` shows it up")
         current = self.engine.job_for_device(ieee)
@@ -1065,6 +1070,7 @@ class Daemon:
             file_version=firmware.file_version,
             kind=kind,
             activation=request.mode.value,
+            signature=signature.verdict,
         )
         device_cfg = self.config.device(parse_eui64(str(ieee)))
         stall = stall_timeout or (device_cfg.stall_timeout_s if device_cfg else None)
@@ -1074,6 +1080,9 @@ class Daemon:
         except EngineError as exc:
             self._fail_stored(job_number, str(ieee), f"not started: {exc}")
             raise HttpError(409, str(exc)) from None
+        if signature.verdict == "not_checked":
+            LOGGER.warning("%s job=%s %s", ieee, job.id, signature.message)
+            job.warnings.append(signature.message)
         if command_hex is not None:
             self.activation.arm(job, command_hex)
         if unknown:
