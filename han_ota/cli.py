@@ -164,7 +164,7 @@ def push(
         outcome = asyncio.run(run_push(req))
     except (ImageError, ConfigError, EngineError, RadioError, ValueError) as exc:
         if json_out:
-            typer.echo(json.dumps({"device": device, "state": "failed", "reason": str(exc)}))
+            typer.echo(json.dumps({"device": device, "state": "failed", "reason": str(exc), "error": str(exc)}))
         raise fail(str(exc), 1) from None
     except KeyboardInterrupt:
         raise fail("interrupted; the job was not completed", 130) from None
@@ -199,7 +199,7 @@ def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes],
         job = client.push(image, device, activation=command.hex().upper() if command else None, activate_now=activate_now, stall_timeout=stall_timeout)
     except DaemonError as exc:
         if json_out:
-            typer.echo(json.dumps({"device": device, "state": "failed", "reason": str(exc)}))
+            typer.echo(json.dumps({"device": device, "state": "failed", "reason": str(exc), "error": str(exc)}))
         raise fail(str(exc), 1) from None
     if not wait:
         job_id = job["job"]
