@@ -33,7 +33,7 @@ from gateway.gbcs.errors import GbcsError, GbcsUsageError
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.trust import SUPPLIER_ROLE, TrustStore, describe_role, load_anchor, read_anchor_file
 from gateway.gbcs.verify import Verdict, verify_activation
-from gateway.image import FirmwareImage
+from gateway.image import FirmwareImage, ImageForm, verify_image_signature
 from gateway.store import Acceptance, accepted_for
 from gateway.store import Verdict as StoredVerdict
 from gateway.ota import events as ev
@@ -450,6 +450,63 @@ def _eui64_of(entity: EntityId) -> zt.EUI64:
     return zt.EUI64.convert(entity.colon())
 
 
+@dataclass(frozen=True)
+class SignatureCheck:
+    """Whether an image may be distributed to a device, as far as its supplier signature goes.
+
+    ``verdict``: ``verified`` (GBCS form, signed by the device's responsible supplier),
+    ``refused`` (GBCS form, the signature does not verify for that supplier),
+    ``not_checked`` (GBCS form, but the config names no responsible supplier for the
+    device, or none with a trust anchor) or ``unsigned`` (Zigbee or unsigned form:
+    nothing to check).
+    """
+
+    verdict: str
+    message: str
+    supplier: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.verdict == "refused"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "message": self.message, "supplier": self.supplier}
+
+
+def check_image_signature(image: FirmwareImage, ieee: zt.EUI64, config: Config, trust: TrustStore) -> SignatureCheck:
+    """The one check, before any block is sent, that a GBCS image is its supplier's.
+
+    A device only takes firmware its responsible supplier signed; pushing a tampered
+    image would cost the airtime of a whole transfer only for the device to refuse it
+    (or, for a device that does not check, to hold it). Without a responsible supplier
+    in the config the push is allowed, with a warning: a lab bench may push images
+    signed by any key.
+    """
+    if image.form is not ImageForm.GBCS:
+        return SignatureCheck("unsigned", f"{image.form.value} form: no supplier signature to check")
+    device_cfg = config.device(bytes(reversed(bytes(ieee))))
+    supplier = device_cfg.supplier if device_cfg is not None else None
+    key = trust.get(EntityId.parse(supplier)) if supplier is not None else None
+    if supplier is None or key is None:
+        why = (
+            f"no responsible supplier is configured for device {ieee} (add a [[device]] table with supplier = ...)"
+            if supplier is None
+            else f"supplier {supplier} has no trust anchor loaded"
+        )
+        return SignatureCheck("not_checked", f"the GBCS image's supplier signature was not checked: {why}", supplier)
+    anchor = config.supplier(supplier)
+    where = f" ({anchor.anchor})" if anchor is not None else ""
+    if verify_image_signature(image, key):
+        return SignatureCheck("verified", f"GBCS image signature verified for device {ieee}'s responsible supplier {supplier}", supplier)
+    return SignatureCheck(
+        "refused",
+        f"the GBCS image's supplier signature does not verify with the trust anchor of device {ieee}'s "
+        f"responsible supplier {supplier}{where}: the image was altered or signed by another supplier; "
+        "nothing was sent (check it with han-ota image inspect FILE --trust CERT)",
+        supplier,
+    )
+
+
 def load_trust(config: Config) -> TrustStore:
     """Trust anchors from the [[supplier]] tables, keyed by entity id.
 
@@ -474,4 +531,4 @@ def load_trust(config: Config) -> TrustStore:
     return TrustStore.from_pem(pems)
 
 
-__all__ = ["ActivationService", "CounterStore", "MemoryCounters", "SubmitResult", "load_trust", "utc_now", "format_eui64"]
+__all__ = ["ActivationService", "CounterStore", "MemoryCounters", "SignatureCheck", "SubmitResult", "check_image_signature", "load_trust", "utc_now", "format_eui64"]

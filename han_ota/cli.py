@@ -34,7 +34,7 @@ SIM_DEVICE_HELP = (
     "A simulated device KIND:IEEE[:key=value...] (repeatable). KIND ppmid or hcalcs; keys: manufacturer_code, "
     "image_type, file_version, hardware_version, max_data_size, page_requests, page_size, sleepy_poll (s), loss (0-1), "
     "link (instant|realistic), self_activate_after, min_block_period_ms, timeout_policy, activation_policy, "
-    "activation_fails, corrupt."
+    "activation_fails, corrupt, supplier_key (PEM: verify the GBCS supplier signature)."
 )
 
 
@@ -197,7 +197,7 @@ def push(
         if isinstance(exc, RadioError) and not (radio or path) and cfg.source is not None:
             message += f" (the radio is the one [radio] in {cfg.source} names)"  # the user gave no radio option
         if json_out:
-            typer.echo(json.dumps({"device": device, "state": "failed", "reason": message}))
+            typer.echo(json.dumps({"device": device, "state": "failed", "reason": message, "error": message}))
         raise fail(message, 1) from None
     except KeyboardInterrupt:
         raise fail("interrupted; the job was not completed", 130) from None
@@ -232,7 +232,7 @@ def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes],
         job = client.push(image, device, activation=command.hex().upper() if command else None, activate_now=activate_now, stall_timeout=stall_timeout)
     except DaemonError as exc:
         if json_out:
-            typer.echo(json.dumps({"device": device, "state": "failed", "reason": str(exc)}))
+            typer.echo(json.dumps({"device": device, "state": "failed", "reason": str(exc), "error": str(exc)}))
         raise fail(str(exc), 1) from None
     if not wait:
         job_id = job["job"]

@@ -59,7 +59,7 @@ from zigpy.application import ControllerApplication
 
 from gateway import audit as audit_mod
 from gateway import integrity
-from gateway.activation import ActivationService, SubmitResult, load_trust
+from gateway.activation import ActivationService, SubmitResult, check_image_signature, load_trust
 from gateway.audit import AuditError, AuditLog
 from gateway.config import Config, ConfigError, format_eui64, parse_eui64
 from gateway.crashpoint import crashpoint
@@ -67,6 +67,7 @@ from gateway.engine import Engine, EngineError, Job, image_info
 from gateway.files import NotRegularFile, open_regular
 from gateway.gbcs.command import decode_hex_text
 from gateway.gbcs.errors import GbcsError
+from gateway.gbcs.trust import TrustStore
 from gateway.image import FirmwareImage, ImageError, parse_image
 from gateway.ota import events as ev
 from gateway.ota.session import OtaSession
@@ -1046,6 +1047,10 @@ class Daemon:
             firmware = parse_image(data)
         except ImageError as exc:
             raise HttpError(422, f"{source}: {exc}") from None
+        signature = check_image_signature(firmware, ieee, self.config, self._trust if self._trust is not None else TrustStore())
+        if signature.refused:
+            self._audit("image.signature_refused", ieee, source=str(source), supplier=signature.supplier, message=signature.message)
+            raise HttpError(422, f"{source}: image refused before any block was sent: {signature.message}")
         if not self.radio.up or self.engine is None or self.app is None or self.activation is None:
             raise HttpError(503, f"the radio ({self.radio.kind}) is not up{f': {self.radio.last_error}' if self.radio.last_error else ''}; try again when `han-ota status` shows it up")
         current = self.engine.job_for_device(ieee)
@@ -1116,6 +1121,7 @@ class Daemon:
             file_version=firmware.file_version,
             kind=kind,
             activation=request.mode.value,
+            signature=signature.verdict,
         )
         device_cfg = self.config.device(parse_eui64(str(ieee)))
         stall = stall_timeout or (device_cfg.stall_timeout_s if device_cfg else None)
@@ -1125,6 +1131,9 @@ class Daemon:
         except EngineError as exc:
             self._fail_stored(job_number, str(ieee), f"not started: {exc}")
             raise HttpError(409, str(exc)) from None
+        if signature.verdict == "not_checked":
+            LOGGER.warning("%s job=%s %s", ieee, job.id, signature.message)
+            job.warnings.append(signature.message)
         if command_hex is not None:
             self.activation.arm(job, command_hex)
         if unknown:

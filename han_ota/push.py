@@ -17,11 +17,13 @@ from typing import Any, Callable
 
 import zigpy.types as zt
 
-from gateway.activation import ActivationService, MemoryCounters
+from gateway.activation import ActivationService, MemoryCounters, SignatureCheck, check_image_signature, load_trust
 from gateway.config import Config, format_eui64, parse_eui64
 from gateway.engine import Engine, EngineError, Job
 from gateway.files import NotRegularFile
-from gateway.image import FirmwareImage, load_image
+from gateway.gbcs.errors import GbcsError
+from gateway.gbcs.trust import TrustStore
+from gateway.image import FirmwareImage, ImageForm, load_image
 from gateway.ota.events import SessionState
 from han_ota.cli_radio import follow_radio
 from han_ota.progress import ProgressLine
@@ -125,6 +127,11 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     except OSError as exc:  # the caller's ValueError path: a clear error, not a traceback
         raise ValueError(f"cannot read image {req.image}: {exc.strerror or exc}") from None
     ieee = eui64(req.device)
+    trust = _trust_for(req.config) if image.form is ImageForm.GBCS else None
+    signature = check_image_signature(image, ieee, req.config, trust or TrustStore())
+    if signature.refused:
+        # Before the radio is even opened: a tampered image costs no airtime.
+        return PushOutcome(image_refused_summary(req, image, signature), False, wanted_state(req))
     specs: list[SimDeviceSpec] = []
     if req.radio == "sim":
         specs = sim_specs_for(req, image, ieee, lambda m: print(m, file=stream))
@@ -158,7 +165,7 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
             await wait_for_device(app, ieee, req.join_timeout_s, stream)
         service = None
         if req.activation is not None:
-            service = ActivationService(engine, req.config, req.counters if req.counters is not None else MemoryCounters())
+            service = ActivationService(engine, req.config, req.counters if req.counters is not None else MemoryCounters(), trust=trust)
             pre = service.precheck(req.activation, image, ieee)
             print(f"activation command: {pre.message}", file=stream)
             if not pre.accepted:
@@ -166,8 +173,11 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
                 return PushOutcome(refused_summary(req, image, pre.to_dict()), False, wanted)
         device_cfg = req.config.device(parse_eui64(req.device))
         stall = req.stall_timeout_s or (device_cfg.stall_timeout_s if device_cfg else None)
-        mode = "command" if req.activation is not None else "now" if req.activate_now else "none"
+        mode = wanted_mode(req)
         job = engine.push(image, ieee, image_path=req.image, stall_timeout_s=stall, activation=mode, allow_downgrade=req.allow_downgrade)
+        if signature.verdict == "not_checked":
+            LOGGER.warning("%s job=%s %s", ieee, job.id, signature.message)
+            job.warnings.append(signature.message)
         if service is not None and req.activation is not None:
             service.arm(job, req.activation)
         bar = ProgressLine(str(ieee), image.size, stream) if req.progress else None
@@ -211,6 +221,26 @@ async def _drive(engine: Engine, job: Job, req: PushRequest, bar: ProgressLine |
         if bar is not None:
             rate, eta = job.rate_and_eta()
             bar.update(job.session.offset, job.state.value, rate, eta, force=True)
+
+
+def _trust_for(config: Config) -> TrustStore:
+    try:
+        return load_trust(config)
+    except (GbcsError, OSError) as exc:
+        raise EngineError(f"{config.source or 'config'}: [[supplier]] trust anchors cannot be loaded: {exc}") from None
+
+
+def image_refused_summary(req: PushRequest, image: FirmwareImage, check: SignatureCheck) -> dict[str, Any]:
+    """The summary of a push refused for its image's signature: no job, nothing sent."""
+    summary = refused_summary(req, image, {"message": check.message})
+    summary.pop("verdict")
+    reason = f"image refused before transfer: {check.message}"
+    summary.update(reason=reason, error=reason, activation=wanted_mode(req), signature=check.to_dict())
+    return summary
+
+
+def wanted_mode(req: PushRequest) -> str:
+    return "command" if req.activation is not None else "now" if req.activate_now else "none"
 
 
 def refused_summary(req: PushRequest, image: FirmwareImage, verdict: dict[str, Any]) -> dict[str, Any]:

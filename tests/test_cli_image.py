@@ -123,6 +123,24 @@ def test_inspect_wrong_trust_anchor_fails_verification(other_key_pem: Path) -> N
     assert "does not verify" in report["error"]
 
 
+def test_inspect_tampered_image_with_its_supplier_certificate_exits_3(tmp_path: Path) -> None:
+    # One byte of the Manufacturer Image flipped, the signature kept (issue 11 item 7).
+    data = bytearray(SR11_1.read_bytes())
+    data[100] ^= 0x01
+    bad = tmp_path / "tampered.bin"
+    bad.write_bytes(bytes(data))
+    result = run("inspect", bad, "--trust", CERT)
+    assert result.exit_code == 3
+    assert field_line(result.stdout, "signature_valid").startswith("NO")
+    assert result.stderr == f"error: {bad}: signature does not verify with {CERT}\n"
+
+    result = run("inspect", bad, "--trust", CERT, "--json")
+    assert result.exit_code == 3
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (report["valid"], report["signature_valid"]) == (True, False)
+    assert report["error"] == f"{bad}: signature does not verify with {CERT}"
+
+
 def test_inspect_unsigned_image_with_trust_does_not_verify() -> None:
     result = run("inspect", SR11_4, "--trust", CERT)
     assert result.exit_code == 3

@@ -60,6 +60,7 @@ EVERY_KEY = {
     "response_spacing_ms": ("50", 50),
     "min_block_period_ms": ("250", 250),
     "corrupt": ("1", True),
+    "supplier_key": (str(DATA / "supplier-90b3d51f30010000-ds.pem"), str(DATA / "supplier-90b3d51f30010000-ds.pem")),
     "query_delay": ("0.5", 0.5),
     "query_interval": ("30", 30.0),
     "notify_delay": ("0", 0.0),

@@ -46,6 +46,7 @@ from .ota_client import (
     Refuse,
     SendCommand,
 )
+from .signature import load_supplier_key
 from .spec import SimDeviceSpec
 
 if TYPE_CHECKING:
@@ -356,6 +357,7 @@ class SimDevice:
             activation_policy=s.activation_policy,
             corrupt=s.corrupt,
             flash_time=self._han.link.flash_time,
+            supplier_key=None if s.supplier_key is None else load_supplier_key(s.supplier_key),
         )
 
     def _apply(self, actions: list[Any], *, request: tuple[t.ZigbeePacket, foundation.ZCLHeader, bool] | None = None) -> None:

@@ -60,8 +60,10 @@ Choices, where the spec leaves room (each is what common clients do):
 * The received image is verified before Upgrade End: OTA header magic, header
   length, total size equal to the received length and to the queried size,
   manufacturer / image type / file version equal to the query response, the hardware
-  version range if the header has one, and the destination IEEE if it has one.
-  Failure sends Upgrade End Request INVALID_IMAGE (0x96) and erases the image.
+  version range if the header has one, the destination IEEE if it has one, and, on
+  a device given its supplier's key (``supplier_key``), the GBCS supplier signature
+  over the Manufacturer Image (signature.py). Failure sends Upgrade End Request
+  INVALID_IMAGE (0x96) and erases the image.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ import enum
 import random
 from typing import Any, Final
 
+from cryptography.hazmat.primitives.asymmetric import ec
 import zigpy.types as t
 from zigpy.ota.image import OTAImageHeader
 from zigpy.zcl import foundation
@@ -84,6 +87,8 @@ from zigpy.zcl.clusters.general import (
     Ota,
     QueryNextImageCommand,
 )
+
+from .signature import supplier_signature_error
 
 __all__ = [
     "Activate",
@@ -171,6 +176,7 @@ class ClientConfig:
     activation_policy: int
     corrupt: bool
     flash_time: Callable[[int], float] = lambda n: 0.0
+    supplier_key: ec.EllipticCurvePublicKey | None = None  # the GBCS trust anchor, if the device holds one
 
 
 # -- actions -------------------------------------------------------------------------
@@ -294,6 +300,8 @@ def verify_image(image: bytes, target: ImageTarget, cfg: ClientConfig) -> str | 
         )
     if hdr.device_specific_file and hdr.upgrade_file_destination != cfg.ieee:
         return f"image is for {hdr.upgrade_file_destination}, not {cfg.ieee}"
+    if cfg.supplier_key is not None:
+        return supplier_signature_error(image, hdr.header_length, cfg.supplier_key)
     return None
 
 

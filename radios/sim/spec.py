@@ -225,6 +225,23 @@ def _opt_text(key: str, raw: object) -> str | None:
 
 _opt_text.allowed = _parse_text.allowed  # type: ignore[attr-defined]
 
+def _opt_key_file(key: str, raw: object) -> str | None:
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if not text:
+        raise SimSpecError(key, raw, _opt_key_file.allowed)  # type: ignore[attr-defined]
+    from .signature import load_supplier_key  # cryptography only when a key is given
+
+    try:
+        load_supplier_key(text)
+    except (OSError, ValueError) as exc:
+        raise SimSpecError(key, raw, f"{_opt_key_file.allowed} ({exc})") from None  # type: ignore[attr-defined]
+    return text
+
+
+_opt_key_file.allowed = "a PEM certificate or public key file (ECDSA P-256)"  # type: ignore[attr-defined]
+
 _HEX2 = re.compile(r"[0-9a-fA-F]{2}")
 _HEX16 = re.compile(r"[0-9a-fA-F]{16}")
 _IEEE_ALLOWED = "16 hex digits (0011223344556677) or 8 colon-separated hex pairs (00:11:22:33:44:55:66:77)"
@@ -293,6 +310,9 @@ class SimDeviceSpec:
     response_spacing_ms: int = 20
     min_block_period_ms: int = 0
     corrupt: bool = False
+    # The supplier's trust anchor: with it the device verifies the GBCS signature of a
+    # downloaded image and reports INVALID_IMAGE when it does not verify (or is absent).
+    supplier_key: str | None = None
 
     # OTA client timers (seconds, device's own, unscaled)
     query_delay: float = 2.0
@@ -390,6 +410,7 @@ _KEYS: Final[dict[str, Callable[[str, object], Any]]] = {
     "response_spacing_ms": _int_range(0, 0xFFFF),
     "min_block_period_ms": _int_range(0, 0xFFFF),
     "corrupt": _parse_bool,
+    "supplier_key": _opt_key_file,
     "query_delay": _float_range(0, math.inf),
     "query_interval": _float_range(0, math.inf, lo_open=True),
     "notify_delay": _float_range(0, math.inf),
