@@ -168,7 +168,7 @@ def push(
 
         client = find_daemon(cfg)
         if client is not None:
-            _push_via_daemon(client, image, device, command, activate_now, stall_timeout, wait, timeout, json_out, config)
+            _push_via_daemon(client, image, device, command, activate_now, stall_timeout, wait, timeout, json_out, config, allow_downgrade)
             return
     counters = None
     if command is not None:
@@ -223,13 +223,13 @@ def _counter_store(cfg: Config):  # type: ignore[no-untyped-def]
         raise fail(f"cannot open the state directory {describe(cfg)} for anti-replay counters: {exc}") from None
 
 
-def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes], activate_now: bool, stall_timeout: Optional[float], wait: bool, timeout: Optional[float], json_out: bool, config: Optional[Path]) -> None:  # type: ignore[no-untyped-def]
+def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes], activate_now: bool, stall_timeout: Optional[float], wait: bool, timeout: Optional[float], json_out: bool, config: Optional[Path], allow_downgrade: bool = False) -> None:  # type: ignore[no-untyped-def]
     from han_ota.cli_app import hint
     from han_ota.client import DaemonError
     from han_ota.follow import follow_job
 
     try:
-        job = client.push(image, device, activation=command.hex().upper() if command else None, activate_now=activate_now, stall_timeout=stall_timeout)
+        job = client.push(image, device, activation=command.hex().upper() if command else None, activate_now=activate_now, stall_timeout=stall_timeout, allow_downgrade=allow_downgrade)
     except DaemonError as exc:
         if json_out:
             typer.echo(json.dumps({"device": device, "state": "failed", "reason": str(exc), "error": str(exc)}))

@@ -119,16 +119,19 @@ class Client:
         activation: str | None = None,
         activate_now: bool = False,
         stall_timeout: float | None = None,
+        allow_downgrade: bool = False,
     ) -> dict[str, Any]:
         """Start a job; returns the job object. The image path is sent absolute: the
         daemon reads it, so it must be readable by the service user."""
-        body = {
+        body: dict[str, Any] = {
             "image": str(Path(image).expanduser().resolve()),
             "device": device,
             "activation": activation,
             "activate_now": activate_now,
             "stall_timeout": stall_timeout,
         }
+        if allow_downgrade:  # only when asked: a daemon from before it refuses unknown keys
+            body["allow_downgrade"] = True
         return self._call("POST", "/v1/push", body)["job"]
 
     def activate(self, command: str, device: str | None = None) -> dict[str, Any]:

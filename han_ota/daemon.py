@@ -1035,7 +1035,7 @@ class Daemon:
                 )
         return 200, {"radio": self.radio.to_dict(), "devices": out}
 
-    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None) -> tuple[int, Any]:
+    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None, allow_downgrade: bool = False) -> tuple[int, Any]:
         if self._stopped:
             raise HttpError(503, "the daemon is stopping")
         ieee = _parse_device(device)
@@ -1127,7 +1127,7 @@ class Daemon:
         stall = stall_timeout or (device_cfg.stall_timeout_s if device_cfg else None)
         self._tracks[str(job_number)] = _Track(kind=kind)
         try:
-            job = self.engine.push(firmware, ieee, image_path=stored_path, stall_timeout_s=stall, activation=request.mode.value, job_id=str(job_number), allow_unknown=unknown)
+            job = self.engine.push(firmware, ieee, image_path=stored_path, stall_timeout_s=stall, activation=request.mode.value, job_id=str(job_number), allow_unknown=unknown, allow_downgrade=allow_downgrade)
         except EngineError as exc:
             self._fail_stored(job_number, str(ieee), f"not started: {exc}")
             raise HttpError(409, str(exc)) from None
