@@ -55,7 +55,8 @@ from bench.floor import FloorResponder
 from bench.probe import CpuSampler, OwnerSampler, TurnaroundProbe, cpu_seconds, peak_rss_kib, rss_kib
 from gateway.config import OtaConfig
 from gateway.engine import Engine
-from gateway.image import FirmwareImage, build_image, parse_image
+from gateway.image import FirmwareImage, parse_image
+from gateway.image_build import build_image
 from gateway.ota import events as ev
 from radios.sim.app import start_sim_app
 from radios.sim.han import DeliveryResult

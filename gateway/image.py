@@ -37,7 +37,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -47,9 +47,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from zigpy.ota.image import FieldControl, OTAImageHeader
 
 from gateway.files import open_regular
-
-if TYPE_CHECKING:
-    from gateway.image_build import build_image as build_image
 
 MAGIC = OTAImageHeader.MAGIC_VALUE  # 0x0BEEF11E, little-endian on the wire
 FIXED_HEADER_LENGTH = 56
@@ -564,13 +561,3 @@ def load_trust_anchor(path: str | os.PathLike[str]) -> ec.EllipticCurvePublicKey
         return _p256_public_key(key)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{p}: {e}") from e
-
-
-def __getattr__(name: str) -> Any:
-    # build_image lives in image_build.py (signing pulls in more of cryptography);
-    # it is reachable from here too without an import cycle.
-    if name == "build_image":
-        from gateway.image_build import build_image
-
-        return build_image
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

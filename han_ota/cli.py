@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Optional
 
 import typer
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.image import ImageError
-from han_ota.cli_app import new_app, run
+from han_ota.cli_app import new_app, run, setup_logging
 
 app = new_app(
     name="han-ota",
@@ -89,36 +88,6 @@ def read_command(path: Path, json_out: bool = False, failed: Optional[dict[str, 
         return decode_message_file(data)
     except GbcsError as exc:
         raise input_error(f"{path}: not a GBCS command: {exc}", json_out, failed) from None
-
-
-def setup_logging(verbose: int, *, default: int = logging.WARNING) -> None:
-    """-v: our INFO lines, -vv: DEBUG and the radio libraries'. Without -v only warnings.
-
-    On a terminal a bar or a command's own output is the news; every step is in the
-    audit log anyway. Warnings then read as ``warning: ...``, not as a log record.
-    """
-    level, handler = console_logging(verbose, sys.stderr, default=default)
-    logging.basicConfig(level=level, handlers=[handler])
-    # The radio libraries are chatty at INFO; keep our own lines readable.
-    for noisy in ("zigpy", "bellows", "zigpy_znp", "aiosqlite"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
-
-
-def console_logging(verbose: int, stream: TextIO, *, default: int = logging.WARNING) -> tuple[int, logging.Handler]:
-    level = default if verbose == 0 else (logging.INFO if verbose == 1 else logging.DEBUG)
-    from han_ota.progress import ConsoleHandler
-
-    handler = ConsoleHandler(stream)
-    if verbose == 0 and default >= logging.WARNING:
-        handler.setFormatter(_PlainFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    return level, handler
-
-
-class _PlainFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
 @app.command()

@@ -1,15 +1,19 @@
-"""One way to make a ``typer.Typer`` for every command group."""
+"""What every command shares: how its Typer app is made, --json, hints and terminal logging."""
 
 from __future__ import annotations
 
 import json
+import logging
 import shlex
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 # Typer vendors Click and does not re-export its exception base.
 from typer._click.exceptions import ClickException
+
+from han_ota.progress import ConsoleHandler
 
 
 def new_app(**kwargs: Any) -> typer.Typer:
@@ -61,3 +65,31 @@ def hint(words: str, config: Path | None) -> str:
     if config is not None:
         parts += ["--config", str(config)]
     return "`" + shlex.join(parts) + "`"
+
+
+def setup_logging(verbose: int, *, default: int = logging.WARNING) -> None:
+    """-v: our INFO lines, -vv: DEBUG and the radio libraries'. Without -v only warnings.
+
+    On a terminal a bar or a command's own output is the news; every step is in the
+    audit log anyway. Warnings then read as ``warning: ...``, not as a log record.
+    """
+    level, handler = console_logging(verbose, sys.stderr, default=default)
+    logging.basicConfig(level=level, handlers=[handler])
+    # The radio libraries are chatty at INFO; keep our own lines readable.
+    for noisy in ("zigpy", "bellows", "zigpy_znp", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+def console_logging(verbose: int, stream: TextIO, *, default: int = logging.WARNING) -> tuple[int, logging.Handler]:
+    level = default if verbose == 0 else (logging.INFO if verbose == 1 else logging.DEBUG)
+    handler = ConsoleHandler(stream)
+    if verbose == 0 and default >= logging.WARNING:
+        handler.setFormatter(_PlainFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return level, handler
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"

@@ -26,7 +26,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from han_ota.cli_app import new_app
+from han_ota.cli_app import new_app, setup_logging
 
 LOGGER = logging.getLogger("han_ota.radio")
 
@@ -55,8 +55,6 @@ def _fail(message: str, code: int = EXIT_FAILED, *, as_json: bool = False) -> No
 
 
 def _logging(verbose: int, quiet: bool) -> None:
-    from han_ota.cli import setup_logging
-
     setup_logging(verbose, default=logging.WARNING if quiet else logging.INFO)
 
 

@@ -26,7 +26,8 @@ from gateway.config import Config, DeviceConfig, OtaConfig, SupplierConfig, pars
 from gateway.engine import Engine, Job
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import generate_supplier_identity, sign_activation
-from gateway.image import build_image, parse_image
+from gateway.image import parse_image
+from gateway.image_build import build_image
 from gateway.ota.events import SessionState
 from radios.select import open_app
 from radios.sim.link import LinkModel

@@ -14,7 +14,8 @@ from gateway.config import Config, DeviceConfig, OtaConfig, SupplierConfig, pars
 from gateway.engine import Job
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import generate_supplier_identity
-from gateway.image import FirmwareImage, build_image, parse_image
+from gateway.image import FirmwareImage, parse_image
+from gateway.image_build import build_image
 from radios.sim.spec import parse_sim_device
 
 SUPPLIER = "90B3D51F30010000"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from han_ota.cli import console_logging
+from han_ota.cli_app import console_logging
 from han_ota.progress import ProgressLine
 
 

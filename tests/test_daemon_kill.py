@@ -30,7 +30,7 @@ from gateway.crashpoint import ENV as CRASH_ENV
 from gateway.crashpoint import SUBMIT_POINTS
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import generate_supplier_identity, load_signing_key, sign_activation
-from gateway.image import build_image
+from gateway.image_build import build_image
 from gateway.store import StateStore
 from han_ota.client import Client, DaemonError, find_daemon
 

@@ -30,7 +30,7 @@ from gateway.activation import ActivationService, MemoryCounters
 from gateway.engine import Engine
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import sign_activation
-from gateway.image import build_image
+from gateway.image_build import build_image
 from gateway.ota.events import SessionState
 from han_ota.cli_radio import follow_radio
 from radios.emulate.ezsp import NetworkSettings, running_ezsp_emulator

@@ -16,7 +16,8 @@ import zigpy.types as zt
 
 from gateway.config import OtaConfig
 from gateway.engine import Engine, EngineError, Job
-from gateway.image import FirmwareImage, build_image, parse_image
+from gateway.image import FirmwareImage, parse_image
+from gateway.image_build import build_image
 from gateway.ota import events as ev
 from radios.select import open_app
 from radios.sim.spec import parse_sim_device

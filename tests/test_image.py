@@ -324,12 +324,6 @@ def test_gbcs_round_trip_reproduces_the_sample_layout(sr11_1: bytes) -> None:
     assert verify_image_signature(parse_image(data), load_trust_anchor(CERT))
 
 
-def test_build_image_is_importable_from_gateway_image() -> None:
-    from gateway.image import build_image as via_image
-
-    assert via_image is build_image
-
-
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [

@@ -24,7 +24,8 @@ from gateway.engine import Engine
 from gateway.gbcs.sign import generate_supplier_identity, load_signing_key
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.trust import TrustStore
-from gateway.image import build_image, load_image, parse_image
+from gateway.image import load_image, parse_image
+from gateway.image_build import build_image
 from gateway.ota import events as ev
 from han_ota.cli import _mount, app
 from han_ota.cli_app import run

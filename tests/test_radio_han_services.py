@@ -209,7 +209,8 @@ async def test_se_profile_device_upgraded_to_the_hold_through_the_se_endpoint():
     every OTA frame to it leaves the SE endpoint on profile 0x0109."""
     from gateway.config import OtaConfig
     from gateway.engine import Engine
-    from gateway.image import build_image, parse_image
+    from gateway.image import parse_image
+    from gateway.image_build import build_image
     from gateway.ota.events import SessionState
 
     spec = parse_sim_device(f"ppmid:{PPMID}:profile=se:file_version=1:response_timeout=0.5:wait_interval=0.5:query_delay=3600")

@@ -20,7 +20,8 @@ import zigpy.types as zt
 
 from gateway.config import OtaConfig
 from gateway.engine import Engine
-from gateway.image import FirmwareImage, build_image, parse_image
+from gateway.image import FirmwareImage, parse_image
+from gateway.image_build import build_image
 from gateway.ota import events as ev
 from radios.sim.link import LinkModel
 from radios.sim.remote import (
