@@ -74,6 +74,10 @@ class Bench:
         self.database = database
         self.opens = 0
         self.fail_opens: set[int] = set()
+        # Keep rebooted devices off until the test powers them on (power_on_held): a
+        # device resuming before the daemon has re-attached its session is answered by
+        # zigpy (ABORT), which a test of the resume itself must not race against.
+        self.hold_reboots = False
 
     async def open(self) -> SimControllerApplication:
         self.opens += 1
@@ -84,9 +88,17 @@ class Bench:
         await app.startup(auto_form=True)
         if self.opens > 1 and self.database is None:
             for device in self.han.devices.values():
-                device.power_cycle()
-        await app.wait_initialized(timeout=10)
+                if self.hold_reboots:
+                    device.power_off("reboot held by the test")
+                else:
+                    device.power_cycle()
+        if not self.hold_reboots or self.opens == 1 or self.database is not None:
+            await app.wait_initialized(timeout=30)
         return app
+
+    async def power_on_held(self) -> None:
+        for device in self.han.devices.values():
+            await device.power_on()
 
     def device(self, ieee: str) -> Any:
         return self.han.devices[zt.EUI64.convert(ieee)]
@@ -429,6 +441,7 @@ async def test_failing_progress_writes_are_retried_and_nothing_is_lost(short_dir
 async def test_restart_resumes_a_transfer_from_the_devices_offset(short_dir: Path, bench: Bench) -> None:
     cfg = make_config(short_dir)
     fw = image(short_dir, 24_000)
+    bench.hold_reboots = True
     first = await started(cfg, bench)
     client = Client(cfg.control_socket, timeout=5)
     await call(client.push, fw, HCALCS)
@@ -438,8 +451,11 @@ async def test_restart_resumes_a_transfer_from_the_devices_offset(short_dir: Pat
     assert kept.state.value == "transferring" and kept.offset > 6_000
     mark = events(cfg)[-1].seq
 
-    second = await started(cfg, bench)
+    # A nudge (Image Notify after 5 s of silence) would hide whether the device resumed by itself.
+    second = await started(cfg, bench, nudge_after_s=60)
     try:
+        await wait_for(lambda: any(r.event == "job.restored" for r in events(cfg, mark)), 30, "the job restored")
+        await bench.power_on_held()  # the device reboots with its partial image in flash
         held = await call(client.wait_job, "1", ("held",), timeout=30)
         assert held["state"] == "held" and held["bytes"] == fw.stat().st_size
     finally:
@@ -529,7 +545,9 @@ async def test_radio_lost_mid_transfer_reconnects_with_backoff_and_completes(sho
     cfg = make_config(short_dir)
     fw = image(short_dir, 24_000)
     bench.fail_opens = {2, 3}  # the first two reopen attempts fail
-    daemon = await started(cfg, bench, backoff=(0.05, 0.1, 0.2))
+    bench.hold_reboots = True
+    # A nudge (Image Notify after 5 s of silence) would hide whether the device resumed by itself.
+    daemon = await started(cfg, bench, backoff=(0.05, 0.1, 0.2), nudge_after_s=60)
     client = Client(cfg.control_socket, timeout=5)
     try:
         await call(client.push, fw, HCALCS)
@@ -546,6 +564,8 @@ async def test_radio_lost_mid_transfer_reconnects_with_backoff_and_completes(sho
         with pytest.raises(DaemonError, match="parked") as err:
             await call(client.cancel, "1")
         assert err.value.status == 503
+        await wait_for(lambda: any(r.event == "job.reattached" for r in events(cfg)), 30, "the job re-attached")
+        await bench.power_on_held()  # the device reboots with its partial image in flash
         held = await call(client.wait_job, "1", ("held",), timeout=30)
         assert held["state"] == "held" and held["bytes"] == fw.stat().st_size
         assert daemon.radio.up and daemon.radio.reconnects == 1 and bench.opens == 4

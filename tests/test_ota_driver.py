@@ -86,7 +86,10 @@ async def test_last_seen_is_kept_without_an_update_per_block() -> None:
 
 
 async def test_a_device_without_a_session_is_left_to_zigpy() -> None:
-    async with network(spec(), spec(ieee=PPMID, kind="ppmid")) as (app, engine, _seen):
+    # The PPMID stays quiet (no query of its own at boot or after the interview's Image
+    # Notify), so the injected query is the only request zigpy can see from it.
+    quiet = spec("query_delay=3600:notify_delay=3600", ieee=PPMID, kind="ppmid")
+    async with network(spec(), quiet) as (app, engine, _seen):
         other = zt.EUI64.convert(PPMID)
         to_zigpy = spy_zigpy_device(app, other)
         job = engine.push(image(2000), IEEE)

@@ -127,21 +127,33 @@ async def test_znp_link_dropped_while_dongle_is_away_then_back(tmp_path):
     async with running_znp_emulator([spec]) as (path, server):
         attempts = 0
 
+        initialized = asyncio.Event()
+
+        class Listener:
+            def device_initialized(self, device: object) -> None:
+                if getattr(device, "ieee", None) == HCALCS:
+                    initialized.set()
+
         async def factory():
             nonlocal attempts
             attempts += 1
             if 2 <= attempts <= 3:
                 raise ConnectionRefusedError(111, "Connection refused")
-            return await open_app("znp", path=path, database=tmp_path / "zigbee.db")
+            app = await open_app("znp", path=path, database=tmp_path / "zigbee.db")
+            app.add_listener(Listener())
+            known = app.devices.get(HCALCS)
+            if known is not None and known.original_signature is not None:  # finalized already
+                initialized.set()
+            return app
 
         sup = RadioSupervisor(factory, name="znp", backoff=(0.05, 0.1))
         first = await sup.start()
-        await server.coordinator.han.devices[HCALCS].wait_for(lambda d: d.online, timeout=10)
-        async with asyncio.timeout(10):
-            while HCALCS not in first.devices or not first.devices[HCALCS].is_initialized:
-                await asyncio.sleep(0.05)
+        # zigpy saves the device when its interview ends (device_initialized), which is
+        # after is_initialized turns true: drop the link before it and nothing is saved.
+        async with asyncio.timeout(30):
+            await initialized.wait()
         server.drop_connection()
-        app = await sup.reconnected(1, timeout=20)
+        app = await sup.reconnected(1, timeout=30)
         try:
             assert app is not first and attempts == 4
             assert [e.kind for e in sup.events] == ["up", "lost", "attempt_failed", "attempt_failed", "reconnected"]
