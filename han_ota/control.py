@@ -43,6 +43,7 @@ API_PREFIX = "/v1"
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 256 * 1024  # a push or a CS06 command is a few hundred bytes
+MAX_JSON_DEPTH = 32  # our bodies are flat; json.loads would recurse (RecursionError) on deep nesting
 READ_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 32
 LINGER_S = 0.5
@@ -53,6 +54,7 @@ _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() accepts '¹' and fr
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 _HEADER_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_JSON_SPECIAL = re.compile(rb'[\[\]{}"\\]')
 _REASONS = {
     200: "OK",
     202: "Accepted",
@@ -102,19 +104,76 @@ class Request:
     body: bytes = b""
 
     def json(self) -> dict[str, Any]:
-        """The body as a JSON object ({} when empty)."""
+        """The body as a JSON object ({} when empty); every string in it is checked by ``check_text``."""
         if not self.body:
             return {}
         ctype = self.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             raise HttpError(415, f"Content-Type {ctype!r} is not supported; send application/json")
+        if json_too_deep(self.body, MAX_JSON_DEPTH):
+            raise HttpError(400, f"the body is nested deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object")
         try:
             value = json.loads(self.body.decode("utf-8"))
+        except RecursionError:  # json_too_deep should have caught it; never a 500
+            raise HttpError(400, f"the body is nested deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise HttpError(400, f"the body is not valid JSON: {exc}") from None
         if not isinstance(value, dict):
             raise HttpError(400, f"the body must be a JSON object, not {type(value).__name__}")
+        _check_strings(value, "")
         return value
+
+
+def json_too_deep(data: bytes, limit: int) -> bool:
+    """Whether JSON text nests arrays/objects more than ``limit`` deep, without recursing.
+
+    Linear: only brackets, quotes and backslashes are visited; brackets inside
+    strings do not count."""
+    depth = 0
+    in_string = False
+    escaped_at = -1
+    for m in _JSON_SPECIAL.finditer(data):
+        pos = m.start()
+        if pos == escaped_at:
+            continue
+        c = data[pos]
+        if in_string:
+            if c == 0x5C:  # backslash: the next byte is escaped
+                escaped_at = pos + 1
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def check_text(value: str, name: str) -> None:
+    """Refuse a NUL or a lone surrogate (JSON's "\\u0000", "\\ud800"): neither is a valid
+    path, address or hex command, and os / sqlite / logging raise on them far from here."""
+    if "\x00" in value:
+        raise HttpError(400, f"{name} contains a NUL character (\\u0000); remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HttpError(400, f"{name} contains a lone surrogate ({ascii(value[exc.start])[1:-1]}), which is not Unicode text; send valid UTF-8") from None
+
+
+def _check_strings(value: Any, where: str) -> None:
+    if isinstance(value, str):
+        check_text(value, repr(where))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, f"a field name in {where!r}" if where else "a field name")
+            _check_strings(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_strings(item, f"{where}[{i}]")
 
 
 def parse_head(head: bytes) -> Request:
@@ -186,8 +245,12 @@ def parse_head(head: bytes) -> Request:
         pairs = parse_qsl(raw_query, keep_blank_values=True, strict_parsing=bool(raw_query), max_num_fields=20, errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
         raise HttpError(400, f"malformed query string: {exc}") from None
+    if "\x00" in path:
+        raise HttpError(400, "the path contains a NUL character (%00); remove it")
     query: dict[str, str] = {}
     for key, value in pairs:
+        check_text(key, "a query parameter name")
+        check_text(value, f"query parameter {key!r}")
         if key in query:
             raise HttpError(400, f"query parameter {key!r} given twice")
         query[key] = value

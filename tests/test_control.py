@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import random
 import socket
@@ -99,6 +101,8 @@ class FakeApi:
         return 200, {"devices": [{"ieee": "00:11:22:33:44:55:66:77"}]}
 
     async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None) -> tuple[int, Any]:
+        with contextlib.suppress(OSError):
+            os.stat(image)  # as the daemon's open(): ValueError on a NUL or a lone surrogate
         self.calls.append(("push", (image, device, activation, activate_now, stall_timeout)))
         if device == "busy":
             raise HttpError(409, "device busy: cancel job 3 first")
@@ -227,6 +231,47 @@ async def test_bad_requests_get_a_json_4xx(server: tuple[ControlServer, FakeApi]
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.split(b" ")[1] == str(status).encode(), reply
     assert words in json.loads(body)["error"]
+
+
+DEEP = b'{"image": ' + b"[" * 5000 + b"]" * 5000 + b', "device": "0011223344556677"}'
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "words"),
+    [
+        (post(DEEP), "nested deeper than 32"),
+        (post(b'{"command": ' + b"{\"a\":" * 40 + b"1" + b"}" * 40 + b"}", "/v1/activate"), "nested deeper than 32"),
+        (post(b'{"image": "/fw\\u0000.ota", "device": "0011223344556677"}'), "'image' contains a NUL"),
+        (post(b'{"image": "/fw\\ud800.ota", "device": "0011223344556677"}'), "'image' contains a lone surrogate (\\ud800)"),
+        (post(b'{"image": "/fw.ota", "device": "00\\u0000"}'), "'device' contains a NUL"),
+        (post(b'{"image": "/fw.ota", "device": "a", "activation": "\\udfff"}'), "'activation' contains a lone surrogate"),
+        (post(b'{"command": "DD\\u0000"}', "/v1/activate"), "'command' contains a NUL"),
+        (post(b'{"command": "DD", "device": "\\ud83d"}', "/v1/activate"), "'device' contains a lone surrogate"),
+        (post(b'{"\\ud800": 1}', "/v1/activate"), "a field name contains a lone surrogate"),
+        (post(b'{"command": ["\\u0000"]}', "/v1/activate"), "'command[0]' contains a NUL"),
+        (post(b"{\"x\\u0000\": 1}", "/v1/jobs/1/cancel"), "a field name contains a NUL"),
+        (b"GET /v1/log?device=%00 HTTP/1.1\r\n\r\n", "query parameter 'device' contains a NUL"),
+        (b"GET /v1/jobs/%00 HTTP/1.1\r\n\r\n", "path contains a NUL"),
+    ],
+    ids=["push-deep", "activate-deep", "push-image-nul", "push-image-surrogate", "push-device-nul", "push-activation-surrogate",
+         "activate-command-nul", "activate-device-surrogate", "activate-key-surrogate", "activate-nested-nul", "cancel-key-nul",
+         "log-query-nul", "path-nul"],
+)
+async def test_hostile_strings_and_nesting_get_400_naming_the_field(server: tuple[ControlServer, FakeApi], request_bytes: bytes, words: str, caplog: pytest.LogCaptureFixture) -> None:
+    srv, api = server
+    reply = await asyncio.to_thread(raw_exchange, srv.socket_path, request_bytes)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400", reply
+    assert words in json.loads(body)["error"]
+    assert not [c for c in api.calls if c[0] == "push"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_json_depth_counts_brackets_outside_strings_only() -> None:
+    assert control.json_too_deep(b"[" * 33 + b"]" * 33, 32)
+    assert not control.json_too_deep(b"[" * 32 + b"]" * 32, 32)
+    assert not control.json_too_deep(b'{"a": "[[[[[[\\"[[[[", "b": "\\\\"}', 2)
+    assert control.json_too_deep(b'{"a": "\\\\", "b": [[[1]]]}', 2)
 
 
 async def test_oversized_head_is_refused_or_closed(server: tuple[ControlServer, FakeApi]) -> None:
