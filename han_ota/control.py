@@ -12,9 +12,16 @@ Two halves:
 
 The server never trusts the peer: the head is capped at ``MAX_HEAD_BYTES`` (431),
 the body at ``MAX_BODY_BYTES`` (413) and must come with Content-Length (411/501),
-reads time out (408), at most ``MAX_CONNECTIONS`` are served at once (503), and a
-handler's exception becomes a 500 with its message -- garbage on the socket costs a
-4xx or a closed connection, never the daemon and never a job.
+the whole request (head and body) must arrive within ``REQUEST_TIMEOUT_S`` (408),
+at most ``MAX_CONNECTIONS`` are open at once, and a handler's exception becomes a 500
+with its message -- garbage on the socket costs a 4xx or a closed connection, never
+the daemon and never a job.
+
+Slow clients cannot lock the API out: when all connections are taken, a newcomer
+takes the slot of the connection that has spent longest sending its request (cut off
+with 408), and ``STATUS_RESERVE`` of the slots are never given to a handler other
+than the cheap reads (``CHEAP_HANDLERS``: status and the like), so those are answered
+while the rest of the API is busy (503 for the others).
 
 Routes and their bodies are documented in docs/control-api.md.
 """
@@ -44,8 +51,10 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 256 * 1024  # a push or a CS06 command is a few hundred bytes
 MAX_JSON_DEPTH = 32  # our bodies are flat; json.loads would recurse (RecursionError) on deep nesting
-READ_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 5.0  # head + body, one deadline: a byte-a-second sender cannot keep resetting it
+WRITE_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 32
+STATUS_RESERVE = 8  # of MAX_CONNECTIONS, never held by a handler outside CHEAP_HANDLERS
 LINGER_S = 0.5
 SOCKET_MODE = 0o660  # owner and group (han-ota): `han-ota` commands run by group members
 SOCKET_DIR_MODE = 0o750
@@ -248,12 +257,12 @@ def parse_head(head: bytes) -> Request:
     if "\x00" in path:
         raise HttpError(400, "the path contains a NUL character (%00); remove it")
     query: dict[str, str] = {}
-    for key, value in pairs:
-        check_text(key, "a query parameter name")
-        check_text(value, f"query parameter {key!r}")
-        if key in query:
-            raise HttpError(400, f"query parameter {key!r} given twice")
-        query[key] = value
+    for qname, qvalue in pairs:
+        check_text(qname, "a query parameter name")
+        check_text(qvalue, f"query parameter {qname!r}")
+        if qname in query:
+            raise HttpError(400, f"query parameter {qname!r} given twice")
+        query[qname] = qvalue
     return Request(method_b.decode("ascii"), target, path, query, headers, length)
 
 
@@ -281,6 +290,9 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/v1/log/verify", "log_verify"),
 )
 
+# Handlers that answer from memory at once: they may use the STATUS_RESERVE slots.
+CHEAP_HANDLERS = frozenset({"status", "devices", "job"})
+
 # Query parameters each route accepts (anything else is refused, naming these).
 QUERY_PARAMS: dict[str, frozenset[str]] = {"log": frozenset({"device", "since", "limit"})}
 
@@ -300,6 +312,15 @@ def route(method: str, path: str) -> tuple[str, dict[str, str]]:
         raise HttpError(405, f"{method} is not allowed on {path}; use {allow}", headers={"Allow": allow})
     known = ", ".join(f"{r.method} {r.template}" for r in ROUTES)
     raise HttpError(404, f"no route {path}; known routes: {known}")
+
+
+def is_cheap(request: Request) -> bool:
+    """Whether the request is a cheap read (or refused without calling the API at all)."""
+    try:
+        handler, _ = route(request.method, request.path)
+    except HttpError:
+        return True
+    return handler in CHEAP_HANDLERS
 
 
 def render(status: int, body: Any, headers: Mapping[str, str] | None = None) -> bytes:
@@ -441,15 +462,27 @@ class ControlSocketError(RuntimeError):
     """The control socket cannot be set up; the message names the path and the fix."""
 
 
+@dataclass(eq=False)
+class _Conn:
+    """An admitted connection; ``deadline`` is set while its request is still arriving."""
+
+    started: float
+    deadline: asyncio.Timeout | None = None
+    cut: bool = False  # its slot went to a newer connection
+
+
 @dataclass
 class ControlServer:
     api: ControlApi
     socket_path: Path
     tcp: str | None = None
-    read_timeout_s: float = READ_TIMEOUT_S
+    request_timeout_s: float = REQUEST_TIMEOUT_S
     max_connections: int = MAX_CONNECTIONS
+    status_reserve: int = STATUS_RESERVE
+    write_timeout_s: float = WRITE_TIMEOUT_S
     _servers: list[asyncio.AbstractServer] = field(default_factory=list)
-    _active: int = 0
+    _conns: set[_Conn] = field(default_factory=set)
+    _busy: int = 0  # connections in a handler outside CHEAP_HANDLERS
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _accepting: bool = True
     requests_served: int = 0
@@ -511,25 +544,46 @@ class ControlServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        self._active += 1
+        conn: _Conn | None = None
         try:
             if not self._accepting:
                 await self._reply(writer, 503, {"error": "the daemon is stopping"})
-            elif self._active > self.max_connections:
-                await self._reply(writer, 503, {"error": f"more than {self.max_connections} connections at once; retry shortly"})
+            elif (conn := self._admit()) is None:
+                await self._reply(writer, 503, {"error": f"all {self.max_connections} connections are busy with requests; retry shortly"})
             else:
-                await self._one_request(reader, writer)
+                await self._one_request(reader, writer, conn)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except Exception:  # the last line of defence: log, never crash the daemon
             LOGGER.exception("control connection failed")
         finally:
-            self._active -= 1
+            if conn is not None:
+                self._conns.discard(conn)
             await self._linger(reader)
             with contextlib.suppress(Exception):
                 writer.close()
             if task is not None:
                 self._tasks.discard(task)
+
+    def _admit(self) -> _Conn | None:
+        """A slot for a new connection, or None when every slot is in a handler.
+
+        At the cap, the connection that has spent longest sending its request gives
+        up its slot (its read times out now, 408): clients that dribble bytes or send
+        nothing cannot keep out one that sends its request at once, as ours do."""
+        now = asyncio.get_running_loop().time()
+        if len(self._conns) >= self.max_connections:
+            reading = [c for c in self._conns if c.deadline is not None]
+            if not reading:
+                return None
+            victim = min(reading, key=lambda c: c.started)
+            victim.cut = True
+            self._conns.discard(victim)
+            assert victim.deadline is not None
+            victim.deadline.reschedule(now)
+        conn = _Conn(now)
+        self._conns.add(conn)
+        return conn
 
     async def _linger(self, reader: asyncio.StreamReader) -> None:
         """Read (and drop) what the peer still sends, briefly, before closing: closing
@@ -544,46 +598,71 @@ class ControlServer:
                     break
                 dropped += len(chunk)
 
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn) -> None:
         try:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.read_timeout_s)
-            except asyncio.LimitOverrunError:
-                raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes") from None
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial.strip():
-                    raise HttpError(400, "the connection closed before the end of the request head") from None
+            request = await self._read_request(reader, conn)
+            if request is None:
                 return  # a connect-and-close probe (find_daemon): nothing to answer
-            except asyncio.TimeoutError:
-                raise HttpError(408, f"no complete request head within {self.read_timeout_s:g} s") from None
-            request = parse_head(head)
-            if request.content_length:
-                try:
-                    body = await asyncio.wait_for(reader.readexactly(request.content_length), self.read_timeout_s)
-                except asyncio.TimeoutError:
-                    raise HttpError(408, f"the body did not arrive within {self.read_timeout_s:g} s") from None
-                except asyncio.IncompleteReadError:
-                    raise HttpError(400, f"the connection closed before the {request.content_length}-byte body") from None
-                request = Request(request.method, request.target, request.path, request.query, request.headers, request.content_length, body)
+            cheap = is_cheap(request)
+            if not cheap and self._busy >= self.max_connections - self.status_reserve:
+                raise HttpError(503, f"{self._busy} requests are in progress; retry shortly (status still answers)")
+            if not cheap:
+                self._busy += 1
             try:
-                status, body_out = await dispatch(self.api, request)
-                headers: Mapping[str, str] = {}
-            except HttpError:
-                raise
-            except Exception as exc:
-                LOGGER.exception("control API %s %s failed", request.method, request.path)
-                raise HttpError(500, f"internal error in {request.method} {request.path}: {type(exc).__name__}: {exc}") from None
-            self.requests_served += 1
-            await self._reply(writer, status, body_out, headers)
+                try:
+                    status, body_out = await dispatch(self.api, request)
+                except HttpError:
+                    raise
+                except Exception as exc:
+                    LOGGER.exception("control API %s %s failed", request.method, request.path)
+                    raise HttpError(500, f"internal error in {request.method} {request.path}: {type(exc).__name__}: {exc}") from None
+                self.requests_served += 1
+                await self._reply(writer, status, body_out)
+            finally:
+                if not cheap:
+                    self._busy -= 1
         except HttpError as exc:
             self.requests_refused += 1
             LOGGER.info("control API refused a request: %d %s", exc.status, exc.message)
             await self._reply(writer, exc.status, {"error": exc.message}, exc.headers)
 
+    async def _read_request(self, reader: asyncio.StreamReader, conn: _Conn) -> Request | None:
+        """Head and body under one deadline (``_admit`` may bring it forward)."""
+        try:
+            async with asyncio.timeout(self.request_timeout_s) as deadline:
+                conn.deadline = deadline
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.LimitOverrunError:
+                    raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes") from None
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial.strip():
+                        raise HttpError(400, "the connection closed before the end of the request head") from None
+                    return None
+                request = parse_head(head)
+                if not request.content_length:
+                    return request
+                try:
+                    body = await reader.readexactly(request.content_length)
+                except asyncio.IncompleteReadError:
+                    raise HttpError(400, f"the connection closed before the {request.content_length}-byte body") from None
+                return Request(request.method, request.target, request.path, request.query, request.headers, request.content_length, body)
+        except TimeoutError:
+            if conn.cut:
+                waited = asyncio.get_running_loop().time() - conn.started
+                raise HttpError(
+                    408,
+                    f"the request was still incomplete after {waited:.1f} s when all {self.max_connections} connections were "
+                    "taken, so its slot went to another client; send the whole request at once",
+                ) from None
+            raise HttpError(408, f"the request (head and body) did not arrive within {self.request_timeout_s:g} s") from None
+        finally:
+            conn.deadline = None
+
     async def _reply(self, writer: asyncio.StreamWriter, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
         writer.write(render(status, body, headers))
-        with contextlib.suppress(ConnectionError):
-            await asyncio.wait_for(writer.drain(), self.read_timeout_s)
+        with contextlib.suppress(ConnectionError, TimeoutError):  # a peer that does not read loses its answer, nothing else
+            await asyncio.wait_for(writer.drain(), self.write_timeout_s)
             if writer.can_write_eof():
                 writer.write_eof()
 
@@ -645,6 +724,7 @@ __all__ = [
     "HttpError",
     "MAX_BODY_BYTES",
     "MAX_HEAD_BYTES",
+    "MAX_JSON_DEPTH",
     "Request",
     "ROUTES",
     "dispatch",
