@@ -13,15 +13,15 @@ Two halves:
 The server never trusts the peer: the head is capped at ``MAX_HEAD_BYTES`` (431),
 the body at ``MAX_BODY_BYTES`` (413) and must come with Content-Length (411/501),
 the whole request (head and body) must arrive within ``REQUEST_TIMEOUT_S`` (408),
-at most ``MAX_CONNECTIONS`` are open at once, and a handler's exception becomes a 500
+at most ``MAX_CONNECTIONS`` are open at once (503), and a handler's exception becomes a 500
 with its message -- garbage on the socket costs a 4xx or a closed connection, never
 the daemon and never a job.
 
-Slow clients cannot lock the API out: when all connections are taken, a newcomer
-takes the slot of the connection that has spent longest sending its request (cut off
-with 408), and ``STATUS_RESERVE`` of the slots are never given to a handler other
-than the cheap reads (``CHEAP_HANDLERS``: status and the like), so those are answered
-while the rest of the API is busy (503 for the others).
+Slow clients cannot lock the API out: a request not complete within ``QUICK_S``
+(ours arrive in one write) needs one of ``MAX_SLOW`` slots to go on arriving, else it
+gets 408 there and then, so dribbling clients hold few connections for long; and at
+most ``MAX_BUSY`` handlers other than the cheap reads (``CHEAP_HANDLERS``: status and
+the like) run at once (503 beyond), so status is answered while the rest is busy.
 
 Routes and their bodies are documented in docs/control-api.md.
 """
@@ -52,9 +52,11 @@ MAX_HEADERS = 64
 MAX_BODY_BYTES = 256 * 1024  # a push or a CS06 command is a few hundred bytes
 MAX_JSON_DEPTH = 32  # our bodies are flat; json.loads would recurse (RecursionError) on deep nesting
 REQUEST_TIMEOUT_S = 5.0  # head + body, one deadline: a byte-a-second sender cannot keep resetting it
+QUICK_S = 0.5  # a request still incomplete after this is slow and needs a MAX_SLOW slot
+MAX_SLOW = 16
+MAX_CONNECTIONS = 128  # open at once, whatever they do (503 beyond): bounds fds and buffers, not who is served
+MAX_BUSY = 16  # handlers outside CHEAP_HANDLERS at once (503 beyond)
 WRITE_TIMEOUT_S = 10.0
-MAX_CONNECTIONS = 32
-STATUS_RESERVE = 8  # of MAX_CONNECTIONS, never held by a handler outside CHEAP_HANDLERS
 LINGER_S = 0.5
 SOCKET_MODE = 0o660  # owner and group (han-ota): `han-ota` commands run by group members
 SOCKET_DIR_MODE = 0o750
@@ -290,7 +292,7 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/v1/log/verify", "log_verify"),
 )
 
-# Handlers that answer from memory at once: they may use the STATUS_RESERVE slots.
+# Handlers that answer from memory at once: not counted against MAX_BUSY.
 CHEAP_HANDLERS = frozenset({"status", "devices", "job"})
 
 # Query parameters each route accepts (anything else is refused, naming these).
@@ -462,15 +464,6 @@ class ControlSocketError(RuntimeError):
     """The control socket cannot be set up; the message names the path and the fix."""
 
 
-@dataclass(eq=False)
-class _Conn:
-    """An admitted connection; ``deadline`` is set while its request is still arriving."""
-
-    started: float
-    deadline: asyncio.Timeout | None = None
-    cut: bool = False  # its slot went to a newer connection
-
-
 @dataclass
 class ControlServer:
     api: ControlApi
@@ -478,11 +471,14 @@ class ControlServer:
     tcp: str | None = None
     request_timeout_s: float = REQUEST_TIMEOUT_S
     max_connections: int = MAX_CONNECTIONS
-    status_reserve: int = STATUS_RESERVE
+    quick_s: float = QUICK_S
+    max_slow: int = MAX_SLOW
+    max_busy: int = MAX_BUSY
     write_timeout_s: float = WRITE_TIMEOUT_S
     _servers: list[asyncio.AbstractServer] = field(default_factory=list)
-    _conns: set[_Conn] = field(default_factory=set)
-    _busy: int = 0  # connections in a handler outside CHEAP_HANDLERS
+    _active: int = 0
+    _slow: int = 0  # requests arriving for longer than quick_s
+    _busy: int = 0  # requests in a handler outside CHEAP_HANDLERS
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _accepting: bool = True
     requests_served: int = 0
@@ -544,46 +540,25 @@ class ControlServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        conn: _Conn | None = None
+        self._active += 1
         try:
             if not self._accepting:
                 await self._reply(writer, 503, {"error": "the daemon is stopping"})
-            elif (conn := self._admit()) is None:
-                await self._reply(writer, 503, {"error": f"all {self.max_connections} connections are busy with requests; retry shortly"})
+            elif self._active > self.max_connections:
+                await self._reply(writer, 503, {"error": f"more than {self.max_connections} connections at once; retry shortly"})
             else:
-                await self._one_request(reader, writer, conn)
+                await self._one_request(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except Exception:  # the last line of defence: log, never crash the daemon
             LOGGER.exception("control connection failed")
         finally:
-            if conn is not None:
-                self._conns.discard(conn)
+            self._active -= 1
             await self._linger(reader)
             with contextlib.suppress(Exception):
                 writer.close()
             if task is not None:
                 self._tasks.discard(task)
-
-    def _admit(self) -> _Conn | None:
-        """A slot for a new connection, or None when every slot is in a handler.
-
-        At the cap, the connection that has spent longest sending its request gives
-        up its slot (its read times out now, 408): clients that dribble bytes or send
-        nothing cannot keep out one that sends its request at once, as ours do."""
-        now = asyncio.get_running_loop().time()
-        if len(self._conns) >= self.max_connections:
-            reading = [c for c in self._conns if c.deadline is not None]
-            if not reading:
-                return None
-            victim = min(reading, key=lambda c: c.started)
-            victim.cut = True
-            self._conns.discard(victim)
-            assert victim.deadline is not None
-            victim.deadline.reschedule(now)
-        conn = _Conn(now)
-        self._conns.add(conn)
-        return conn
 
     async def _linger(self, reader: asyncio.StreamReader) -> None:
         """Read (and drop) what the peer still sends, briefly, before closing: closing
@@ -598,15 +573,15 @@ class ControlServer:
                     break
                 dropped += len(chunk)
 
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn) -> None:
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await self._read_request(reader, conn)
+            request = await self._read_request(reader)
             if request is None:
                 return  # a connect-and-close probe (find_daemon): nothing to answer
             cheap = is_cheap(request)
-            if not cheap and self._busy >= self.max_connections - self.status_reserve:
-                raise HttpError(503, f"{self._busy} requests are in progress; retry shortly (status still answers)")
             if not cheap:
+                if self._busy >= self.max_busy:
+                    raise HttpError(503, f"{self._busy} requests are in progress; retry shortly (status still answers)")
                 self._busy += 1
             try:
                 try:
@@ -626,11 +601,25 @@ class ControlServer:
             LOGGER.info("control API refused a request: %d %s", exc.status, exc.message)
             await self._reply(writer, exc.status, {"error": exc.message}, exc.headers)
 
-    async def _read_request(self, reader: asyncio.StreamReader, conn: _Conn) -> Request | None:
-        """Head and body under one deadline (``_admit`` may bring it forward)."""
+    async def _read_request(self, reader: asyncio.StreamReader) -> Request | None:
+        """Head and body under one deadline; still arriving after ``quick_s``, the request
+        takes a slow slot or is cut off (408) if there is none."""
+        loop = asyncio.get_running_loop()
+        slow = cut = False
+
+        def went_slow() -> None:
+            nonlocal slow, cut
+            if self._slow < self.max_slow:
+                slow = True
+                self._slow += 1
+            else:
+                cut = True
+                deadline.reschedule(loop.time())
+
+        timer: asyncio.TimerHandle | None = None
         try:
             async with asyncio.timeout(self.request_timeout_s) as deadline:
-                conn.deadline = deadline
+                timer = loop.call_later(self.quick_s, went_slow)
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except asyncio.LimitOverrunError:
@@ -648,16 +637,18 @@ class ControlServer:
                     raise HttpError(400, f"the connection closed before the {request.content_length}-byte body") from None
                 return Request(request.method, request.target, request.path, request.query, request.headers, request.content_length, body)
         except TimeoutError:
-            if conn.cut:
-                waited = asyncio.get_running_loop().time() - conn.started
+            if cut:
                 raise HttpError(
                     408,
-                    f"the request was still incomplete after {waited:.1f} s when all {self.max_connections} connections were "
-                    "taken, so its slot went to another client; send the whole request at once",
+                    f"the request was not complete within {self.quick_s:g} s and {self.max_slow} slow requests are "
+                    "already arriving; send the whole request at once",
                 ) from None
             raise HttpError(408, f"the request (head and body) did not arrive within {self.request_timeout_s:g} s") from None
         finally:
-            conn.deadline = None
+            if timer is not None:
+                timer.cancel()
+            if slow:
+                self._slow -= 1
 
     async def _reply(self, writer: asyncio.StreamWriter, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
         writer.write(render(status, body, headers))

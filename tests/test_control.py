@@ -94,13 +94,14 @@ class FakeApi:
         self.calls: list[tuple[str, Any]] = []
         self.log_gate: asyncio.Event | None = None  # set: log waits for it (a slow handler)
         self.log_entered = asyncio.Event()
+        self.device_count = 1
 
     async def status(self) -> tuple[int, Any]:
         self.calls.append(("status", None))
         return 200, {"daemon": {"version": "test"}, "jobs": [], "holds": [], "schedules": []}
 
     async def devices(self) -> tuple[int, Any]:
-        return 200, {"devices": [{"ieee": "00:11:22:33:44:55:66:77"}]}
+        return 200, {"devices": [{"ieee": "00:11:22:33:44:55:66:77"}] * self.device_count}
 
     async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None) -> tuple[int, Any]:
         with contextlib.suppress(OSError):
@@ -410,8 +411,28 @@ def status_of(reply: bytes) -> int:
     return int(reply.split(b" ", 2)[1])
 
 
-async def test_idle_connections_give_their_slots_to_a_status_request(tmp_path: Path) -> None:
-    srv = ControlServer(FakeApi(), tmp_path / "c.sock", request_timeout_s=30.0, max_connections=2)
+async def test_too_many_connections_get_503(tmp_path: Path) -> None:
+    srv = ControlServer(FakeApi(), tmp_path / "c.sock", max_connections=2)
+    await srv.start()
+    idle = []
+    try:
+        for _ in range(2):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(srv.socket_path))
+            idle.append(s)
+        async with asyncio.timeout(30):
+            while srv._active < 2:  # both accepted (the server has no event for it)
+                await asyncio.sleep(0.01)
+        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 503 ") and b"retry shortly" in reply, reply
+    finally:
+        for s in idle:
+            s.close()
+        await srv.close()
+
+
+async def test_a_slow_request_without_a_slow_slot_is_cut_off_at_once(tmp_path: Path) -> None:
+    srv = ControlServer(FakeApi(), tmp_path / "c.sock", request_timeout_s=30.0, quick_s=0.05, max_slow=1)
     await srv.start()
     idle = []
     try:
@@ -421,24 +442,47 @@ async def test_idle_connections_give_their_slots_to_a_status_request(tmp_path: P
             s.connect(str(srv.socket_path))
             s.sendall(b"GET /v1/sta")
             idle.append(s)
-        async with asyncio.timeout(30):
-            while len(srv._conns) < 2:  # both admitted (the server has no event for it)
-                await asyncio.sleep(0.01)
+        recvs = [asyncio.create_task(asyncio.to_thread(s.recv, 65536)) for s in idle]
+        # One takes the slow slot (and may take its 30 s); the other is told at once, long before 30 s.
+        done, pending = await asyncio.wait(recvs, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1 and len(pending) == 1
+        cut = done.pop().result()
+        assert status_of(cut) == 408 and b"send the whole request at once" in cut, cut
         reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\n\r\n")
         assert status_of(reply) == 200, reply
-        # The oldest idle connection was cut off, long before its 30 s, and told why.
-        cut = await asyncio.to_thread(idle[0].recv, 65536)
-        assert status_of(cut) == 408 and b"send the whole request at once" in cut, cut
+        idle[recvs.index(pending.pop())].shutdown(socket.SHUT_WR)  # the slow one gives up: 400, not a 30 s wait
+        async with asyncio.timeout(30):
+            await asyncio.gather(*recvs)
     finally:
         for s in idle:
             s.close()
         await srv.close()
 
 
-async def test_busy_handlers_get_503_but_status_keeps_its_reserve(tmp_path: Path) -> None:
+async def test_a_client_that_does_not_read_its_answer_costs_no_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeApi()
+    api.device_count = 200_000  # megabytes: more than the socket buffers hold
+    srv = ControlServer(api, tmp_path / "c.sock", write_timeout_s=0.1)
+    await srv.start()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(srv.socket_path))
+        s.sendall(b"GET /v1/devices HTTP/1.1\r\n\r\n")
+        async with asyncio.timeout(30):
+            while srv.requests_served < 1 or srv._tasks:  # answered (in part) and the connection done with
+                await asyncio.sleep(0.01)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+        api.device_count = 1
+        assert (await asyncio.to_thread(Client(srv.socket_path, timeout=30).status))["daemon"]["version"] == "test"
+    finally:
+        s.close()
+        await srv.close()
+
+
+async def test_busy_handlers_get_503_but_status_is_still_answered(tmp_path: Path) -> None:
     api = FakeApi()
     api.log_gate = asyncio.Event()
-    srv = ControlServer(api, tmp_path / "c.sock", max_connections=3, status_reserve=1)
+    srv = ControlServer(api, tmp_path / "c.sock", max_busy=2)
     await srv.start()
     try:
         blocked = [asyncio.create_task(asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\n\r\n", timeout=30))]
@@ -447,7 +491,7 @@ async def test_busy_handlers_get_503_but_status_keeps_its_reserve(tmp_path: Path
             api.log_entered.clear()
             blocked.append(asyncio.create_task(asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\n\r\n", timeout=30)))
             await api.log_entered.wait()
-        # Two slow handlers hold the non-reserved slots: another log waits its turn, status does not.
+        # Two slow handlers are all max_busy allows: another log waits its turn, status does not.
         reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\n\r\n")
         assert status_of(reply) == 503 and b"retry shortly" in reply, reply
         reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\n\r\n")
@@ -461,8 +505,8 @@ async def test_busy_handlers_get_503_but_status_keeps_its_reserve(tmp_path: Path
 
 async def test_slow_clients_get_408_and_status_is_still_answered(tmp_path: Path) -> None:
     """Twelve clients dribbling a request a byte at a time, reconnecting whenever cut
-    off, against 8 connections: status is answered (never 503), the dribblers get 408."""
-    srv = ControlServer(FakeApi(), tmp_path / "c.sock", request_timeout_s=0.5, max_connections=8)
+    off, against 8 slow slots: status is answered (never 503), the dribblers get 408."""
+    srv = ControlServer(FakeApi(), tmp_path / "c.sock", request_timeout_s=0.5, quick_s=0.1, max_slow=8)
     await srv.start()
     stop = asyncio.Event()
     started = [asyncio.Event() for _ in range(12)]
