@@ -12,9 +12,16 @@ Two halves:
 
 The server never trusts the peer: the head is capped at ``MAX_HEAD_BYTES`` (431),
 the body at ``MAX_BODY_BYTES`` (413) and must come with Content-Length (411/501),
-reads time out (408), at most ``MAX_CONNECTIONS`` are served at once (503), and a
-handler's exception becomes a 500 with its message -- garbage on the socket costs a
-4xx or a closed connection, never the daemon and never a job.
+the whole request (head and body) must arrive within ``REQUEST_TIMEOUT_S`` (408),
+at most ``MAX_CONNECTIONS`` are open at once (503), and a handler's exception becomes a 500
+with its message -- garbage on the socket costs a 4xx or a closed connection, never
+the daemon and never a job.
+
+Slow clients cannot lock the API out: a request not complete within ``QUICK_S``
+(ours arrive in one write) needs one of ``MAX_SLOW`` slots to go on arriving, else it
+gets 408 there and then, so dribbling clients hold few connections for long; and at
+most ``MAX_BUSY`` handlers other than the cheap reads (``CHEAP_HANDLERS``: status and
+the like) run at once (503 beyond), so status is answered while the rest is busy.
 
 Routes and their bodies are documented in docs/control-api.md.
 """
@@ -43,8 +50,13 @@ API_PREFIX = "/v1"
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 256 * 1024  # a push or a CS06 command is a few hundred bytes
-READ_TIMEOUT_S = 10.0
-MAX_CONNECTIONS = 32
+MAX_JSON_DEPTH = 32  # our bodies are flat; json.loads would recurse (RecursionError) on deep nesting
+REQUEST_TIMEOUT_S = 5.0  # head + body, one deadline: a byte-a-second sender cannot keep resetting it
+QUICK_S = 0.5  # a request still incomplete after this is slow and needs a MAX_SLOW slot
+MAX_SLOW = 16
+MAX_CONNECTIONS = 128  # open at once, whatever they do (503 beyond): bounds fds and buffers, not who is served
+MAX_BUSY = 16  # handlers outside CHEAP_HANDLERS at once (503 beyond)
+WRITE_TIMEOUT_S = 10.0
 LINGER_S = 0.5
 SOCKET_MODE = 0o660  # owner and group (han-ota): `han-ota` commands run by group members
 SOCKET_DIR_MODE = 0o750
@@ -53,6 +65,7 @@ _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() accepts '¹' and fr
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 _HEADER_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_JSON_SPECIAL = re.compile(rb'[\[\]{}"\\]')
 _REASONS = {
     200: "OK",
     202: "Accepted",
@@ -102,19 +115,76 @@ class Request:
     body: bytes = b""
 
     def json(self) -> dict[str, Any]:
-        """The body as a JSON object ({} when empty)."""
+        """The body as a JSON object ({} when empty); every string in it is checked by ``check_text``."""
         if not self.body:
             return {}
         ctype = self.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             raise HttpError(415, f"Content-Type {ctype!r} is not supported; send application/json")
+        if json_too_deep(self.body, MAX_JSON_DEPTH):
+            raise HttpError(400, f"the body is nested deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object")
         try:
             value = json.loads(self.body.decode("utf-8"))
+        except RecursionError:  # json_too_deep should have caught it; never a 500
+            raise HttpError(400, f"the body is nested deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise HttpError(400, f"the body is not valid JSON: {exc}") from None
         if not isinstance(value, dict):
             raise HttpError(400, f"the body must be a JSON object, not {type(value).__name__}")
+        _check_strings(value, "")
         return value
+
+
+def json_too_deep(data: bytes, limit: int) -> bool:
+    """Whether JSON text nests arrays/objects more than ``limit`` deep, without recursing.
+
+    Linear: only brackets, quotes and backslashes are visited; brackets inside
+    strings do not count."""
+    depth = 0
+    in_string = False
+    escaped_at = -1
+    for m in _JSON_SPECIAL.finditer(data):
+        pos = m.start()
+        if pos == escaped_at:
+            continue
+        c = data[pos]
+        if in_string:
+            if c == 0x5C:  # backslash: the next byte is escaped
+                escaped_at = pos + 1
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def check_text(value: str, name: str) -> None:
+    """Refuse a NUL or a lone surrogate (JSON's "\\u0000", "\\ud800"): neither is a valid
+    path, address or hex command, and os / sqlite / logging raise on them far from here."""
+    if "\x00" in value:
+        raise HttpError(400, f"{name} contains a NUL character (\\u0000); remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HttpError(400, f"{name} contains a lone surrogate ({ascii(value[exc.start])[1:-1]}), which is not Unicode text; send valid UTF-8") from None
+
+
+def _check_strings(value: Any, where: str) -> None:
+    if isinstance(value, str):
+        check_text(value, repr(where))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, f"a field name in {where!r}" if where else "a field name")
+            _check_strings(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_strings(item, f"{where}[{i}]")
 
 
 def parse_head(head: bytes) -> Request:
@@ -186,11 +256,15 @@ def parse_head(head: bytes) -> Request:
         pairs = parse_qsl(raw_query, keep_blank_values=True, strict_parsing=bool(raw_query), max_num_fields=20, errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
         raise HttpError(400, f"malformed query string: {exc}") from None
+    if "\x00" in path:
+        raise HttpError(400, "the path contains a NUL character (%00); remove it")
     query: dict[str, str] = {}
-    for key, value in pairs:
-        if key in query:
-            raise HttpError(400, f"query parameter {key!r} given twice")
-        query[key] = value
+    for qname, qvalue in pairs:
+        check_text(qname, "a query parameter name")
+        check_text(qvalue, f"query parameter {qname!r}")
+        if qname in query:
+            raise HttpError(400, f"query parameter {qname!r} given twice")
+        query[qname] = qvalue
     return Request(method_b.decode("ascii"), target, path, query, headers, length)
 
 
@@ -218,6 +292,9 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/v1/log/verify", "log_verify"),
 )
 
+# Handlers that answer from memory at once: not counted against MAX_BUSY.
+CHEAP_HANDLERS = frozenset({"status", "devices", "job"})
+
 # Query parameters each route accepts (anything else is refused, naming these).
 QUERY_PARAMS: dict[str, frozenset[str]] = {"log": frozenset({"device", "since", "limit"})}
 
@@ -237,6 +314,15 @@ def route(method: str, path: str) -> tuple[str, dict[str, str]]:
         raise HttpError(405, f"{method} is not allowed on {path}; use {allow}", headers={"Allow": allow})
     known = ", ".join(f"{r.method} {r.template}" for r in ROUTES)
     raise HttpError(404, f"no route {path}; known routes: {known}")
+
+
+def is_cheap(request: Request) -> bool:
+    """Whether the request is a cheap read (or refused without calling the API at all)."""
+    try:
+        handler, _ = route(request.method, request.path)
+    except HttpError:
+        return True
+    return handler in CHEAP_HANDLERS
 
 
 def render(status: int, body: Any, headers: Mapping[str, str] | None = None) -> bytes:
@@ -383,10 +469,16 @@ class ControlServer:
     api: ControlApi
     socket_path: Path
     tcp: str | None = None
-    read_timeout_s: float = READ_TIMEOUT_S
+    request_timeout_s: float = REQUEST_TIMEOUT_S
     max_connections: int = MAX_CONNECTIONS
+    quick_s: float = QUICK_S
+    max_slow: int = MAX_SLOW
+    max_busy: int = MAX_BUSY
+    write_timeout_s: float = WRITE_TIMEOUT_S
     _servers: list[asyncio.AbstractServer] = field(default_factory=list)
     _active: int = 0
+    _slow: int = 0  # requests arriving for longer than quick_s
+    _busy: int = 0  # requests in a handler outside CHEAP_HANDLERS
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _accepting: bool = True
     requests_served: int = 0
@@ -483,44 +575,85 @@ class ControlServer:
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.read_timeout_s)
-            except asyncio.LimitOverrunError:
-                raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes") from None
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial.strip():
-                    raise HttpError(400, "the connection closed before the end of the request head") from None
+            request = await self._read_request(reader)
+            if request is None:
                 return  # a connect-and-close probe (find_daemon): nothing to answer
-            except asyncio.TimeoutError:
-                raise HttpError(408, f"no complete request head within {self.read_timeout_s:g} s") from None
-            request = parse_head(head)
-            if request.content_length:
-                try:
-                    body = await asyncio.wait_for(reader.readexactly(request.content_length), self.read_timeout_s)
-                except asyncio.TimeoutError:
-                    raise HttpError(408, f"the body did not arrive within {self.read_timeout_s:g} s") from None
-                except asyncio.IncompleteReadError:
-                    raise HttpError(400, f"the connection closed before the {request.content_length}-byte body") from None
-                request = Request(request.method, request.target, request.path, request.query, request.headers, request.content_length, body)
+            cheap = is_cheap(request)
+            if not cheap:
+                if self._busy >= self.max_busy:
+                    raise HttpError(503, f"{self._busy} requests are in progress; retry shortly (status still answers)")
+                self._busy += 1
             try:
-                status, body_out = await dispatch(self.api, request)
-                headers: Mapping[str, str] = {}
-            except HttpError:
-                raise
-            except Exception as exc:
-                LOGGER.exception("control API %s %s failed", request.method, request.path)
-                raise HttpError(500, f"internal error in {request.method} {request.path}: {type(exc).__name__}: {exc}") from None
-            self.requests_served += 1
-            await self._reply(writer, status, body_out, headers)
+                try:
+                    status, body_out = await dispatch(self.api, request)
+                except HttpError:
+                    raise
+                except Exception as exc:
+                    LOGGER.exception("control API %s %s failed", request.method, request.path)
+                    raise HttpError(500, f"internal error in {request.method} {request.path}: {type(exc).__name__}: {exc}") from None
+                self.requests_served += 1
+                await self._reply(writer, status, body_out)
+            finally:
+                if not cheap:
+                    self._busy -= 1
         except HttpError as exc:
             self.requests_refused += 1
             LOGGER.info("control API refused a request: %d %s", exc.status, exc.message)
             await self._reply(writer, exc.status, {"error": exc.message}, exc.headers)
 
+    async def _read_request(self, reader: asyncio.StreamReader) -> Request | None:
+        """Head and body under one deadline; still arriving after ``quick_s``, the request
+        takes a slow slot or is cut off (408) if there is none."""
+        loop = asyncio.get_running_loop()
+        slow = cut = False
+
+        def went_slow() -> None:
+            nonlocal slow, cut
+            if self._slow < self.max_slow:
+                slow = True
+                self._slow += 1
+            else:
+                cut = True
+                deadline.reschedule(loop.time())
+
+        timer: asyncio.TimerHandle | None = None
+        try:
+            async with asyncio.timeout(self.request_timeout_s) as deadline:
+                timer = loop.call_later(self.quick_s, went_slow)
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.LimitOverrunError:
+                    raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes") from None
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial.strip():
+                        raise HttpError(400, "the connection closed before the end of the request head") from None
+                    return None
+                request = parse_head(head)
+                if not request.content_length:
+                    return request
+                try:
+                    body = await reader.readexactly(request.content_length)
+                except asyncio.IncompleteReadError:
+                    raise HttpError(400, f"the connection closed before the {request.content_length}-byte body") from None
+                return Request(request.method, request.target, request.path, request.query, request.headers, request.content_length, body)
+        except TimeoutError:
+            if cut:
+                raise HttpError(
+                    408,
+                    f"the request was not complete within {self.quick_s:g} s and {self.max_slow} slow requests are "
+                    "already arriving; send the whole request at once",
+                ) from None
+            raise HttpError(408, f"the request (head and body) did not arrive within {self.request_timeout_s:g} s") from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if slow:
+                self._slow -= 1
+
     async def _reply(self, writer: asyncio.StreamWriter, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
         writer.write(render(status, body, headers))
-        with contextlib.suppress(ConnectionError):
-            await asyncio.wait_for(writer.drain(), self.read_timeout_s)
+        with contextlib.suppress(ConnectionError, TimeoutError):  # a peer that does not read loses its answer, nothing else
+            await asyncio.wait_for(writer.drain(), self.write_timeout_s)
             if writer.can_write_eof():
                 writer.write_eof()
 
@@ -582,6 +715,7 @@ __all__ = [
     "HttpError",
     "MAX_BODY_BYTES",
     "MAX_HEAD_BYTES",
+    "MAX_JSON_DEPTH",
     "Request",
     "ROUTES",
     "dispatch",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import random
 import socket
@@ -90,15 +92,20 @@ def post(body: bytes, path: str = "/v1/push") -> bytes:
 class FakeApi:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.log_gate: asyncio.Event | None = None  # set: log waits for it (a slow handler)
+        self.log_entered = asyncio.Event()
+        self.device_count = 1
 
     async def status(self) -> tuple[int, Any]:
         self.calls.append(("status", None))
         return 200, {"daemon": {"version": "test"}, "jobs": [], "holds": [], "schedules": []}
 
     async def devices(self) -> tuple[int, Any]:
-        return 200, {"devices": [{"ieee": "00:11:22:33:44:55:66:77"}]}
+        return 200, {"devices": [{"ieee": "00:11:22:33:44:55:66:77"}] * self.device_count}
 
     async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None) -> tuple[int, Any]:
+        with contextlib.suppress(OSError):
+            os.stat(image)  # as the daemon's open(): ValueError on a NUL or a lone surrogate
         self.calls.append(("push", (image, device, activation, activate_now, stall_timeout)))
         if device == "busy":
             raise HttpError(409, "device busy: cancel job 3 first")
@@ -119,6 +126,9 @@ class FakeApi:
 
     async def log(self, device: str | None, since: int | None, limit: int) -> tuple[int, Any]:
         self.calls.append(("log", (device, since, limit)))
+        self.log_entered.set()
+        if self.log_gate is not None:
+            await self.log_gate.wait()
         return 200, {"records": [], "head": 0, "limit": limit}
 
     async def log_verify(self) -> tuple[int, Any]:
@@ -128,7 +138,7 @@ class FakeApi:
 @pytest.fixture
 async def server(tmp_path: Path):
     api = FakeApi()
-    srv = ControlServer(api, tmp_path / "run" / "control.sock", read_timeout_s=1.0)
+    srv = ControlServer(api, tmp_path / "run" / "control.sock", request_timeout_s=1.0)
     await srv.start()
     try:
         yield srv, api
@@ -229,6 +239,47 @@ async def test_bad_requests_get_a_json_4xx(server: tuple[ControlServer, FakeApi]
     assert words in json.loads(body)["error"]
 
 
+DEEP = b'{"image": ' + b"[" * 5000 + b"]" * 5000 + b', "device": "0011223344556677"}'
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "words"),
+    [
+        (post(DEEP), "nested deeper than 32"),
+        (post(b'{"command": ' + b"{\"a\":" * 40 + b"1" + b"}" * 40 + b"}", "/v1/activate"), "nested deeper than 32"),
+        (post(b'{"image": "/fw\\u0000.ota", "device": "0011223344556677"}'), "'image' contains a NUL"),
+        (post(b'{"image": "/fw\\ud800.ota", "device": "0011223344556677"}'), "'image' contains a lone surrogate (\\ud800)"),
+        (post(b'{"image": "/fw.ota", "device": "00\\u0000"}'), "'device' contains a NUL"),
+        (post(b'{"image": "/fw.ota", "device": "a", "activation": "\\udfff"}'), "'activation' contains a lone surrogate"),
+        (post(b'{"command": "DD\\u0000"}', "/v1/activate"), "'command' contains a NUL"),
+        (post(b'{"command": "DD", "device": "\\ud83d"}', "/v1/activate"), "'device' contains a lone surrogate"),
+        (post(b'{"\\ud800": 1}', "/v1/activate"), "a field name contains a lone surrogate"),
+        (post(b'{"command": ["\\u0000"]}', "/v1/activate"), "'command[0]' contains a NUL"),
+        (post(b"{\"x\\u0000\": 1}", "/v1/jobs/1/cancel"), "a field name contains a NUL"),
+        (b"GET /v1/log?device=%00 HTTP/1.1\r\n\r\n", "query parameter 'device' contains a NUL"),
+        (b"GET /v1/jobs/%00 HTTP/1.1\r\n\r\n", "path contains a NUL"),
+    ],
+    ids=["push-deep", "activate-deep", "push-image-nul", "push-image-surrogate", "push-device-nul", "push-activation-surrogate",
+         "activate-command-nul", "activate-device-surrogate", "activate-key-surrogate", "activate-nested-nul", "cancel-key-nul",
+         "log-query-nul", "path-nul"],
+)
+async def test_hostile_strings_and_nesting_get_400_naming_the_field(server: tuple[ControlServer, FakeApi], request_bytes: bytes, words: str, caplog: pytest.LogCaptureFixture) -> None:
+    srv, api = server
+    reply = await asyncio.to_thread(raw_exchange, srv.socket_path, request_bytes)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400", reply
+    assert words in json.loads(body)["error"]
+    assert not [c for c in api.calls if c[0] == "push"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_json_depth_counts_brackets_outside_strings_only() -> None:
+    assert control.json_too_deep(b"[" * 33 + b"]" * 33, 32)
+    assert not control.json_too_deep(b"[" * 32 + b"]" * 32, 32)
+    assert not control.json_too_deep(b'{"a": "[[[[[[\\"[[[[", "b": "\\\\"}', 2)
+    assert control.json_too_deep(b'{"a": "\\\\", "b": [[[1]]]}', 2)
+
+
 async def test_oversized_head_is_refused_or_closed(server: tuple[ControlServer, FakeApi]) -> None:
     srv, api = server
     data = b"GET /v1/status HTTP/1.1\r\n" + b"X-Pad: " + b"a" * (control.MAX_HEAD_BYTES * 2) + b"\r\n\r\n"
@@ -277,22 +328,227 @@ async def test_random_garbage_never_kills_the_server(server: tuple[ControlServer
     assert (await asyncio.to_thread(client.status))["daemon"]["version"] == "test"
 
 
-async def test_too_many_connections_get_503(tmp_path: Path) -> None:
-    srv = ControlServer(FakeApi(), tmp_path / "c.sock", read_timeout_s=2.0, max_connections=2)
+def fuzz_requests(rng: random.Random, count: int) -> list[tuple[bytes, bool]]:
+    """(bytes, half_close) for malformed and random requests of every kind."""
+    texts = ["", "/fw.ota", "0011223344556677", "DD00", "\u0000", "\ud800", "\udfff", "\\", '"', "é", "\U0001f600", "a" * 300, "[", "{"]
+
+    def text() -> str:
+        return "".join(rng.choice(texts) for _ in range(rng.randrange(4)))
+
+    def value(depth: int) -> Any:
+        kind = rng.randrange(8 if depth < 40 else 5)
+        if kind == 0:
+            return text()
+        if kind == 1:
+            return rng.choice([0, -1, 1e308, 2**70, 3.5])
+        if kind == 2:
+            return rng.choice([True, False, None])
+        if kind in (3, 4):
+            return text()
+        if kind in (5, 6):
+            return {rng.choice(["image", "device", "activation", "activate_now", "stall_timeout", "command", text()]): value(depth + 1) for _ in range(rng.randrange(4))}
+        return [value(depth + 1) for _ in range(rng.randrange(3))]
+
+    targets = ["/v1/push", "/v1/activate", "/v1/jobs/1/cancel", "/v1/status", "/v1/log", "/v1/jobs/1", "/v1/log/verify", "/v1/%00", "/v1/x"]
+    out: list[tuple[bytes, bool]] = []
+    for _ in range(count):
+        shape = rng.randrange(8)
+        method = rng.choice(["GET", "POST", "PUT", "G\x00T", "get"])
+        target = rng.choice(targets)
+        if shape == 0:  # garbage request line
+            out.append((rng.randbytes(rng.randrange(1, 80)) + b"\r\n\r\n", True))
+        elif shape == 1:  # bad headers
+            header = rng.choice([b"No colon", b" folded: x", b"A: \x01", b"Transfer-Encoding: chunked", b": empty", b"X-\xff: y", b"Host: a\r\nHost: b"])
+            out.append((f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + header + b"\r\n\r\n", True))
+        elif shape == 2:  # bad Content-Length
+            cl = rng.choice([b"-1", b"1e3", b"0x10", b"99999999999999", b"", b"\xb97", b"5, 6", b"1\r\nContent-Length: 2"])
+            out.append((b"POST /v1/push HTTP/1.1\r\nContent-Length: " + cl + b"\r\n\r\n{}", True))
+        elif shape == 3:  # truncated body, or a body that never comes (408)
+            body = json.dumps({"image": "/fw.ota", "device": "0011223344556677"}).encode()
+            out.append((post(body, target)[: -rng.randrange(1, len(body))], rng.random() < 0.8))
+        elif shape == 4:  # huge head
+            out.append((f"GET {target} HTTP/1.1\r\n".encode() + b"X-Pad: " + b"a" * rng.randrange(10_000, 40_000) + b"\r\n\r\n", True))
+        elif shape == 5:  # random query
+            query = "&".join(f"{rng.choice(['device', 'since', 'limit', 'x', '%00', '%ff'])}={rng.choice(['1', '-1', '%00', '%ed%a0%80', 'a', '99999999999999999999', ''])}" for _ in range(rng.randrange(1, 4)))
+            out.append((f"GET {rng.choice(['/v1/log', '/v1/status'])}?{query} HTTP/1.1\r\n\r\n".encode(), True))
+        else:  # random JSON, sometimes deeply nested
+            body_value = value(0) if rng.random() < 0.7 else {"image": json.loads("[" * 50 + "]" * 50)} if rng.random() < 0.5 else value(0)
+            body = json.dumps(body_value).encode()
+            if rng.random() < 0.2:
+                body = b'{"command": ' + b"[" * rng.randrange(30, 3000) + b"]" * rng.randrange(0, 3000) + b"}"
+            out.append((post(body, rng.choice(["/v1/push", "/v1/activate", "/v1/jobs/1/cancel"])), True))
+    return out
+
+
+async def test_fuzzed_requests_get_4xx_and_the_server_keeps_answering(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    srv = ControlServer(FakeApi(), tmp_path / "c.sock", request_timeout_s=1.0)
     await srv.start()
     try:
-        idle = []
+        requests = fuzz_requests(random.Random(16_3_5), 400)
+
+        async def one(data: bytes, half_close: bool) -> bytes:
+            return await asyncio.to_thread(raw_exchange, srv.socket_path, data, half_close=half_close, timeout=30)
+
+        replies: list[bytes] = []
+        for i in range(0, len(requests), 20):
+            replies += await asyncio.gather(*(one(d, h) for d, h in requests[i : i + 20]))
+        seen = set()
+        for (data, _), reply in zip(requests, replies):
+            if not reply:
+                continue  # a closed connection is a fair answer to garbage
+            status = status_of(reply)
+            seen.add(status)
+            error = json.loads(reply.partition(b"\r\n\r\n")[2])
+            assert status < 500 or (status == 503 and "retry shortly" in error["error"]), (data[:200], reply)
+        assert {400, 408, 431} <= seen, seen
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+        assert (await asyncio.to_thread(Client(srv.socket_path, timeout=30).status))["daemon"]["version"] == "test"
+    finally:
+        await srv.close()
+
+
+def status_of(reply: bytes) -> int:
+    return int(reply.split(b" ", 2)[1])
+
+
+async def test_too_many_connections_get_503(tmp_path: Path) -> None:
+    srv = ControlServer(FakeApi(), tmp_path / "c.sock", max_connections=2)
+    await srv.start()
+    idle = []
+    try:
         for _ in range(2):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(str(srv.socket_path))
             idle.append(s)
-        await asyncio.sleep(0.1)
+        async with asyncio.timeout(30):
+            while srv._active < 2:  # both accepted (the server has no event for it)
+                await asyncio.sleep(0.01)
         reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\n\r\n")
-        assert reply.startswith(b"HTTP/1.1 503 ")
+        assert reply.startswith(b"HTTP/1.1 503 ") and b"retry shortly" in reply, reply
+    finally:
         for s in idle:
             s.close()
+        await srv.close()
+
+
+async def test_a_slow_request_without_a_slow_slot_is_cut_off_at_once(tmp_path: Path) -> None:
+    srv = ControlServer(FakeApi(), tmp_path / "c.sock", request_timeout_s=30.0, quick_s=0.05, max_slow=1)
+    await srv.start()
+    idle = []
+    try:
+        for _ in range(2):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(30)
+            s.connect(str(srv.socket_path))
+            s.sendall(b"GET /v1/sta")
+            idle.append(s)
+        recvs = [asyncio.create_task(asyncio.to_thread(s.recv, 65536)) for s in idle]
+        # One takes the slow slot (and may take its 30 s); the other is told at once, long before 30 s.
+        done, pending = await asyncio.wait(recvs, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1 and len(pending) == 1
+        cut = done.pop().result()
+        assert status_of(cut) == 408 and b"send the whole request at once" in cut, cut
+        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\n\r\n")
+        assert status_of(reply) == 200, reply
+        idle[recvs.index(pending.pop())].shutdown(socket.SHUT_WR)  # the slow one gives up: 400, not a 30 s wait
+        async with asyncio.timeout(30):
+            await asyncio.gather(*recvs)
+    finally:
+        for s in idle:
+            s.close()
+        await srv.close()
+
+
+async def test_a_client_that_does_not_read_its_answer_costs_no_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeApi()
+    api.device_count = 200_000  # megabytes: more than the socket buffers hold
+    srv = ControlServer(api, tmp_path / "c.sock", write_timeout_s=0.1)
+    await srv.start()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(srv.socket_path))
+        s.sendall(b"GET /v1/devices HTTP/1.1\r\n\r\n")
+        async with asyncio.timeout(30):
+            while srv.requests_served < 1 or srv._tasks:  # answered (in part) and the connection done with
+                await asyncio.sleep(0.01)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+        api.device_count = 1
+        assert (await asyncio.to_thread(Client(srv.socket_path, timeout=30).status))["daemon"]["version"] == "test"
+    finally:
+        s.close()
+        await srv.close()
+
+
+async def test_busy_handlers_get_503_but_status_is_still_answered(tmp_path: Path) -> None:
+    api = FakeApi()
+    api.log_gate = asyncio.Event()
+    srv = ControlServer(api, tmp_path / "c.sock", max_busy=2)
+    await srv.start()
+    try:
+        blocked = [asyncio.create_task(asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\n\r\n", timeout=30))]
+        async with asyncio.timeout(30):
+            await api.log_entered.wait()
+            api.log_entered.clear()
+            blocked.append(asyncio.create_task(asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\n\r\n", timeout=30)))
+            await api.log_entered.wait()
+        # Two slow handlers are all max_busy allows: another log waits its turn, status does not.
+        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\n\r\n")
+        assert status_of(reply) == 503 and b"retry shortly" in reply, reply
+        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\n\r\n")
+        assert status_of(reply) == 200, reply
+        api.log_gate.set()
+        async with asyncio.timeout(30):
+            assert [status_of(r) for r in await asyncio.gather(*blocked)] == [200, 200]
     finally:
         await srv.close()
+
+
+async def test_slow_clients_get_408_and_status_is_still_answered(tmp_path: Path) -> None:
+    """Twelve clients dribbling a request a byte at a time, reconnecting whenever cut
+    off, against 8 slow slots: status is answered (never 503), the dribblers get 408."""
+    srv = ControlServer(FakeApi(), tmp_path / "c.sock", request_timeout_s=0.5, quick_s=0.1, max_slow=8)
+    await srv.start()
+    stop = asyncio.Event()
+    started = [asyncio.Event() for _ in range(12)]
+    replies: list[bytes] = []
+    dribble = b"GET /v1/status HTTP/1.1\r\nX-Pad: " + b"a" * 10_000
+
+    async def slow_client(ready: asyncio.Event) -> None:
+        while not stop.is_set():
+            reader, writer = await asyncio.open_unix_connection(str(srv.socket_path))
+            got = b""
+            try:
+                for i in range(len(dribble)):
+                    writer.write(dribble[i : i + 1])
+                    ready.set()
+                    with contextlib.suppress(TimeoutError):
+                        # the pace of a slow client, not a wait for the server
+                        got = await asyncio.wait_for(reader.read(65536), 0.02)
+                        break
+                got += await reader.read()
+            except (ConnectionError, BrokenPipeError):
+                pass
+            finally:
+                writer.close()
+            replies.append(got)
+
+    clients = [asyncio.create_task(slow_client(e)) for e in started]
+    try:
+        async with asyncio.timeout(60):
+            for e in started:
+                await e.wait()
+            client = Client(srv.socket_path, timeout=30)
+            for _ in range(5):
+                assert (await asyncio.to_thread(client.status))["daemon"]["version"] == "test"
+            while len([r for r in replies if r]) < 24:  # every dribbler cut off, some twice
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await asyncio.gather(*clients, return_exceptions=True)
+        await srv.close()
+    answered = [r for r in replies if r]
+    assert answered and {status_of(r) for r in answered} == {408}, {r[:40] for r in answered}
 
 
 # --------------------------------------------------------------------------- socket ownership
