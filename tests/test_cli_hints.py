@@ -95,3 +95,23 @@ def test_errors_blame_what_the_user_gave(tmp_path: Path) -> None:
     result = runner.invoke(cli.app, ["push", str(image), "--device", HCALCS, "--config", str(config), "--timeout", "30"])
     assert result.exit_code == 1
     assert str(missing) in result.output and f"the one [radio] in {config} names" in result.output
+
+
+async def test_a_downgrade_through_the_daemon_needs_allow_downgrade(short_dir: Path) -> None:
+    path = write_config(short_dir, "d")
+    cfg = resolve_config(path)
+    fw = short_dir / "old.ota"
+    fw.write_bytes(build_ota_image(0x121D, 0x0000, 2, b"\x5a" * 800, min_hw=0x1111, max_hw=0x1111))
+    daemon = Daemon(cfg, [f"hcalcs:{HCALCS}:query_delay=0.05:file_version=9:hardware_version=0x1111"])
+    await daemon.start()
+    await daemon.wait_radio(30)
+    try:
+        client = Client(cfg.control_socket)
+        refused = await asyncio.to_thread(client.push, fw, HCALCS)
+        failed = await asyncio.to_thread(client.wait_job, refused["job"], ("held",), timeout=60)
+        assert failed["state"] == "failed" and "--allow-downgrade" in failed["reason"]
+        allowed = await asyncio.to_thread(client.push, fw, HCALCS, allow_downgrade=True)
+        held = await asyncio.to_thread(client.wait_job, allowed["job"], ("held",), timeout=60)
+        assert held["state"] == "held" and any("downgrade" in w for w in held["warnings"])
+    finally:
+        await daemon.stop("test")

@@ -103,7 +103,7 @@ class FakeApi:
     async def devices(self) -> tuple[int, Any]:
         return 200, {"devices": [{"ieee": "00:11:22:33:44:55:66:77"}] * self.device_count}
 
-    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None) -> tuple[int, Any]:
+    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None, allow_downgrade: bool = False) -> tuple[int, Any]:
         with contextlib.suppress(OSError):
             os.stat(image)  # as the daemon's open(): ValueError on a NUL or a lone surrogate
         self.calls.append(("push", (image, device, activation, activate_now, stall_timeout)))
