@@ -224,7 +224,7 @@ class ActivationService:
         ieee = device if device is not None else _eui64_of(cmd.recipient)
         job = self.engine.job_for_device(ieee)
         held = job.image.manufacturer_image_hash if job is not None and job.state in (ev.SessionState.HELD, ev.SessionState.SCHEDULED) else None
-        verdict = self._verify(cmd, ieee, held)
+        verdict = self._discarded(self._verify(cmd, ieee, held), ieee)
         scheduled = self._schedules.get(ieee)
         decision = gate.decide(verdict, now=self._clock(), scheduled_at=scheduled.at if scheduled else None)
         command_hex = _as_bytes(command).hex().upper()
@@ -396,6 +396,26 @@ class ActivationService:
             if on is not None:
                 verdict = _verdict_like(verdict, Reason.REPLAYED_COUNTER, verdict.message + accepted_for(on))
         return verdict
+
+    def _discarded(self, verdict: Verdict, ieee: zt.EUI64) -> Verdict:
+        """Say so when the command names the image of a push cancelled on this device:
+        cancelling made the device discard it (Default Response ABORT), so it is not
+        held, whatever the device holds now."""
+        body = verdict.command.activation if verdict.command is not None else None
+        if body is None or verdict.reason not in (Reason.NO_IMAGE_HELD, Reason.HASH_MISMATCH):
+            return verdict
+        cancelled = [
+            j for j in self.engine.jobs()
+            if j.ieee == ieee and j.state is ev.SessionState.CANCELLED and j.image.manufacturer_image_hash == body.image_hash
+        ]
+        if not cancelled:
+            return verdict
+        job = cancelled[-1]
+        why = (
+            f"image {body.image_hash.hex().upper()} is no longer held: it was discarded by cancel of job {job.id} "
+            f"(the device is told to drop it); push it again to activate it"
+        )
+        return _verdict_like(verdict, verdict.reason, f"{why}; {verdict.message}")
 
     def _malformed(self, exc: GbcsError, ieee: zt.EUI64 | None) -> SubmitResult:
         verdict = _verdict_for(None, Reason.MALFORMED, str(exc))

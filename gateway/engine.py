@@ -199,7 +199,11 @@ class Engine:
         if ieee not in self.app.devices and not allow_unknown:
             known = ", ".join(str(d) for d in self.app.devices if d != self.app.state.node_info.ieee) or "none"
             raise EngineError(f"{ieee} is not on this network (known devices: {known}); check --device, or let it join first")
-        session = OtaSession(str(ieee), image_info(image), self.session_config(stall_timeout_s), self.pacer, allow_downgrade=allow_downgrade)
+        # The device may still hold the image of a cancelled push before this one: this
+        # session answers it from now on (one session per device), so it takes over the
+        # duty to make the device discard that image before it can take ours.
+        discard = current.session.discard_images if current is not None else frozenset()
+        session = OtaSession(str(ieee), image_info(image), self.session_config(stall_timeout_s), self.pacer, discard=discard, allow_downgrade=allow_downgrade)
         job = Job(id=job_id or f"J{next(self._ids):04d}", ieee=ieee, image=image, session=session, image_path=image_path, activation=activation)
         self._jobs[job.id] = job
         self._by_device[ieee] = job

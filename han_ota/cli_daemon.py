@@ -206,7 +206,7 @@ def cancel(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cancel a job. A held device stays held: cancelling never activates an image."""
+    """Cancel a job. Cancelling never activates an image: a held device is told to discard it (at its next Upgrade End Request), and a new push to it can follow at once."""
     cfg = _config(config, as_json=as_json)
     client = _client(cfg, as_json=as_json)
     try:

@@ -653,7 +653,9 @@ class Daemon:
     def _resume_ended(self, rec: Any) -> None:
         """A cancelled or failed push may have left its device holding the image, asking
         Upgrade End every few minutes. Unanswered, some clients apply it by themselves;
-        the ended session still answers "hold", so it is re-attached after a restart too.
+        the ended session still answers (ABORT for a cancelled image, which the device
+        then discards; "hold" for a failed push), so it is re-attached after a restart
+        too, and a push after the restart takes the discard over from it.
         Best effort: without its image (deleted, changed) there is nothing to attach."""
         if rec.state is ev.SessionState.CONFIRMED or rec.session_snapshot is None:
             return

@@ -499,22 +499,30 @@ async def test_a_cancelled_hold_is_still_answered_after_a_restart_and_old_images
     client = Client(cfg.control_socket, timeout=5)
     await call(client.push, image(short_dir), HCALCS)
     await call(client.wait_job, "1", ("held",), timeout=20)
+    # Off while the gateway restarts: its next Upgrade End Request for the cancelled
+    # image reaches the restored session (issue 11 item 5).
+    device = bench.device(HCALCS)
+    device.power_off("unplugged across the restart")
     await call(client.cancel, "1")
     await call(lambda: client.push(image(short_dir, version=3, name="fw3.ota"), HCALCS2, activate_now=True))
     await call(client.wait_job, "2", ("confirmed",), timeout=20)
     await first.stop("test restart")
     assert len(list((cfg.state_dir / "images").iterdir())) == 2
-    holds_before = bench.device(HCALCS).counters.holds
+    assert device.counters.server_aborts == 0 and device.flash.target is not None
 
     second = await started(cfg, bench)
     try:
-        await wait_for(lambda: bench.device(HCALCS).counters.holds >= holds_before + 2, what="hold answers for a cancelled job")
+        await device.power_on()
+        # The cancelled push is attached again and answers ABORT: the device drops the image.
+        await device.wait_for(lambda d: d.counters.server_aborts == 1, timeout=15)
+        assert device.flash.target is None
         body = await call(client.status)
-        # The cancelled hold is attached again; the confirmed job has nothing left to do.
+        # The cancelled job is attached again; the confirmed job has nothing left to do.
         assert [(j["job"], j["state"]) for j in body["jobs"]] == [("1", "cancelled")]
     finally:
         await second.stop("test")
-    assert bench.device(HCALCS).current_file_version == 1
+    assert device.current_file_version == 1
+    assert any(r.event == "ota.discard" for r in events(cfg, 0))
     kept = {p.name for p in (cfg.state_dir / "images").iterdir()}
     assert kept == {Path(StateStore.in_state_dir(cfg.state_dir).get_job(1).record.image_path).name}
 

@@ -174,6 +174,8 @@ HOLD = (ev.SendUpgradeEndResponse, "hold")
 ACTIVATION = (ev.SendUpgradeEndResponse, "activate")
 MALFORMED = (ev.SendDefaultResponse, Status.MALFORMED_COMMAND)
 UNSUP_MANUF = (ev.SendDefaultResponse, Status.UNSUP_MANUF_CLUSTER_COMMAND)
+# A cancelled push makes the device drop the image (issue 11 item 5).
+DISCARD = (ev.SendDefaultResponse, Status.ABORT)
 NOTE = (ev.Note, None)
 
 EXPECTED: dict[tuple[SessionState, type], tuple[Any, SessionState] | str] = {}
@@ -189,7 +191,7 @@ for _kind in (ev.ImageBlockRequested, ev.ImagePageRequested):
         EXPECTED[(_s, _kind)] = (ABORT, _s)
 for _s, _answer, _next in [
     (P, HOLD, H), (T, HOLD, H), (H, HOLD, H), (S, HOLD, S),
-    (A, ACTIVATION, A), (C, ACTIVATION, C), (F, HOLD, F), (X, HOLD, X),
+    (A, ACTIVATION, A), (C, ACTIVATION, C), (F, HOLD, F), (X, DISCARD, X),
 ]:
     EXPECTED[(_s, ev.UpgradeEndRequested)] = (_answer, _next)
 for _s in ALL_STATES:
@@ -907,8 +909,79 @@ def test_cancel_in_live_states(state: SessionState) -> None:
     assert only(s.handle(block(0, tsn=1), 5001.0), ev.SendAbort).tsn == 1
     assert only(s.handle(page(0, tsn=2), 5001.0), ev.SendAbort).tsn == 2
     assert only(s.handle(query(tsn=3), 5001.0), ev.SendQueryNextImageResponse).status is Status.NO_IMAGE_AVAILABLE
-    # Cancel never lets a device activate.
-    assert only(s.handle(end(tsn=4), 5002.0), ev.SendUpgradeEndResponse).hold is True
+    # Cancel never lets a device activate: it makes the device drop the image.
+    acts = s.handle(end(tsn=4), 5002.0)
+    assert answers(acts) == [ev.SendDefaultResponse(4, 0x06, Status.ABORT)]
+    assert notes(acts, NoteKind.DISCARD) and s.discard_requests == 1
+
+
+def test_held_then_cancelled_answers_every_upgrade_end_with_abort_never_a_release() -> None:
+    s = session_in(H)
+    s.cancel(600.0, "operator")
+    assert s.discard_images == {(MFR, ITYPE, NEW)}
+    for i in range(12):  # past Silicon Labs' ten-unanswered threshold
+        acts = s.handle(end(tsn=i), 601.0 + i)
+        assert answers(acts) == [ev.SendDefaultResponse(i, 0x06, Status.ABORT)]
+        assert not of(acts, ev.SendUpgradeEndResponse)
+    assert s.state is X and s.discard_requests == 12 and s.held_requests == 1
+    # The device's own failure report still gets the plain Default Response.
+    assert answers(s.handle(end(Status.ABORT, tsn=40), 700.0)) == [ev.SendDefaultResponse(40, 0x06, Status.SUCCESS)]
+    # An image the cancelled push never served is still held, not discarded.
+    assert only(s.handle(end(version=7, tsn=41), 701.0), ev.SendUpgradeEndResponse).hold is True
+    with pytest.raises(LocalProtocolError, match="activate"):
+        s.activate(702.0)
+
+
+def test_scheduled_then_cancelled_discards_too() -> None:
+    s = session_in(S)
+    s.cancel(600.0, "operator")
+    assert answers(s.handle(end(tsn=9), 601.0)) == [ev.SendDefaultResponse(9, 0x06, Status.ABORT)]
+
+
+def test_next_push_inherits_the_discard_and_serves_its_own_image() -> None:
+    old = (MFR, ITYPE, 0x00000005)
+    s = OtaSession(IEEE, make_image(100), SessionConfig(), discard={old})
+    s.start(0.0)
+    # The device still holds the cancelled image: it is told to drop it, never held.
+    acts = s.handle(ev.UpgradeEndRequested(7, Status.SUCCESS, *old), 1.0)
+    assert answers(acts) == [ev.SendDefaultResponse(7, 0x06, Status.ABORT)] and s.state is P
+    # Having dropped it, it queries and downloads ours; ours is then held as usual.
+    assert only(s.handle(query(), 2.0), ev.SendQueryNextImageResponse).status is Status.SUCCESS
+    _, now = transfer_blocks(s, 3.0)
+    assert only(s.handle(end(tsn=8), now + 1), ev.SendUpgradeEndResponse).hold is True
+    assert s.state is H
+    # A late request for the old image is still refused, never held or released.
+    assert answers(s.handle(ev.UpgradeEndRequested(9, Status.SUCCESS, *old), now + 2)) == [ev.SendDefaultResponse(9, 0x06, Status.ABORT)]
+    assert s.state is H and s.discard_images == {old}
+
+
+def test_same_image_pushed_again_is_discarded_once_then_held() -> None:
+    ours = (MFR, ITYPE, NEW)
+    s = OtaSession(IEEE, make_image(100), SessionConfig(), discard={ours})
+    s.start(0.0)
+    assert answers(s.handle(end(tsn=1), 1.0)) == [ev.SendDefaultResponse(1, 0x06, Status.ABORT)]
+    assert s.state is P
+    s.handle(query(), 2.0)
+    acts = s.handle(block(0), 3.0)
+    assert notes(acts, NoteKind.DISCARD) and s.discard_images == frozenset()
+    _, now = transfer_blocks(s, 4.0, start=only(acts, ev.SendImageBlock).file_offset + 64)
+    assert only(s.handle(end(tsn=2), now + 1), ev.SendUpgradeEndResponse).hold is True and s.state is H
+
+
+def test_discard_survives_snapshot_and_old_cancelled_snapshots_discard() -> None:
+    s = session_in(H)
+    s.cancel(600.0, "operator")
+    r = roundtrip(s, now=10.0)
+    assert r.discard_images == {(MFR, ITYPE, NEW)}
+    assert answers(r.handle(end(tsn=3), 11.0)) == [ev.SendDefaultResponse(3, 0x06, Status.ABORT)]
+    # A snapshot from before the discard rule: a cancelled push's image is dropped now.
+    snap = s.snapshot()
+    del snap["discard"], snap["discard_requests"]
+    r = OtaSession.restore(snap, s.image, s.config, None, now=10.0)
+    assert r.discard_images == {(MFR, ITYPE, NEW)} and r.discard_requests == 0
+    live = session_in(H).snapshot()
+    del live["discard"], live["discard_requests"]
+    assert OtaSession.restore(live, s.image, s.config, None).discard_images == frozenset()
 
 
 @pytest.mark.parametrize("state", [C, F, X])

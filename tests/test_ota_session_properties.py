@@ -106,7 +106,10 @@ def scenarios(draw: st.DrawFn) -> tuple[OtaSession, list[tuple[float, Any]]]:
         page_spacing_floor_ms=draw(st.sampled_from([0, 100])),
     )
     pacer = draw(st.sampled_from([None, Pacer(bytes_per_s=100, burst_bytes=63, max_inflight=2)]))
-    session = OtaSession(IEEE, image, config, pacer)
+    # Sometimes the push follows a cancelled one whose image the device may still hold
+    # (another version, or this very image pushed again).
+    discard = draw(st.sampled_from([(), (), ((MFR, ITYPE, OLD),), ((MFR, ITYPE, NEW),)]))
+    session = OtaSession(IEEE, image, config, pacer, discard=discard)
     steps = draw(
         st.lists(
             st.tuples(
@@ -167,6 +170,7 @@ def test_random_sequences(scenario: tuple[OtaSession, list[tuple[float, Any]]]) 
     now = 0.0
     activated = False
     high_water = 0
+    cancelled = False
     for dt_s, step in steps:
         now += dt_s
         before = s.state
@@ -199,6 +203,8 @@ def test_random_sequences(scenario: tuple[OtaSession, list[tuple[float, Any]]]) 
                 continue
             if step.startswith("activate"):
                 activated = True
+            if step == "cancel":
+                cancelled = True
         else:
             acts = s.handle(step, now)  # must never raise
             tsn_answers = [a for a in acts if isinstance(a, ANSWERS) and a.tsn is not None]
@@ -222,6 +228,13 @@ def test_random_sequences(scenario: tuple[OtaSession, list[tuple[float, Any]]]) 
             if isinstance(a, ev.SendWaitForData):
                 assert 1 <= a.delay_s <= s.config.max_wait_for_data_s
                 assert 0 <= a.minimum_block_period_ms <= 0xFFFF
+        if isinstance(step, ev.UpgradeEndRequested) and step.status == 0:
+            named = (step.manufacturer_code, step.image_type, step.file_version)
+            if cancelled and named == (MFR, ITYPE, NEW):
+                # A cancelled push makes the device drop its image: ABORT, nothing else.
+                assert [a for a in acts if isinstance(a, ANSWERS)] == [ev.SendDefaultResponse(step.tsn, 0x06, ev.Status.ABORT)], acts
+            if named in s.discard_images:
+                assert not any(isinstance(a, ev.SendUpgradeEndResponse) for a in acts), acts
         changes = [a for a in acts if isinstance(a, ev.StateChanged)]
         state = before
         for change in changes:

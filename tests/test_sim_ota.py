@@ -402,6 +402,37 @@ async def test_abort_stops_and_erases(make_han) -> None:
     assert dev.image_upgrade_status == ImageUpgradeStatus.Normal
 
 
+async def test_default_response_abort_to_upgrade_end_discards_the_image(make_han) -> None:
+    """ZCL OTA: a server that will not let the image be applied answers the Upgrade End
+    Request with Default Response ABORT; the client drops it and queries again."""
+    spec = hcalcs(query_interval=0.2)
+    han, hc = await make_han(spec)
+    dev = han.devices[spec.ieee]
+    image = image_for(spec)
+    ue = await download(hc, dev, image)
+    assert dev.image_upgrade_status == ImageUpgradeStatus.Download_complete
+
+    def default_response(tsn: int, command_id: int, status: Status) -> bytes:
+        hdr = foundation.ZCLHeader.general(tsn=tsn, command_id=0x0B, direction=foundation.Direction.Server_to_Client)
+        return hdr.serialize() + foundation.DefaultResponse(command_id=command_id, status=status).serialize()
+
+    # Another command's ABORT, or another status, is not the server's word on the image.
+    await hc.send(dev.nwk, OTA, default_response(ue.hdr.tsn, QNI, Status.ABORT))
+    await hc.send(dev.nwk, OTA, default_response(ue.hdr.tsn, UE_REQ, Status.FAILURE))
+    await dev.wait_for(lambda d: len(d.events("default_response_received")) == 2, 2)
+    assert dev.flash.target is not None and dev.counters.server_aborts == 0
+
+    mark = len(hc.heard)
+    await hc.send(dev.nwk, OTA, default_response(ue.hdr.tsn, UE_REQ, Status.ABORT))
+    await dev.wait_for(lambda d: d.counters.server_aborts == 1, 2)
+    assert dev.flash.target is None and dev.file_offset == 0
+    assert dev.image_upgrade_status == ImageUpgradeStatus.Normal
+    assert dev.current_file_version == 1 and dev.counters.activations == 0
+    # Back to normal operation: it queries again, for its old version.
+    query = await hc.expect(cluster=OTA, command_id=QNI, src=dev.nwk, since=mark)
+    assert query.command.current_file_version == 1
+
+
 async def test_unanswered_block_requests_retry_then_give_up_and_resume_later(make_han) -> None:
     spec = hcalcs(response_timeout=0.05, max_retries=2, query_interval=0.2)
     han, hc = await make_han(spec)

@@ -302,6 +302,8 @@ class NoteKind(enum.Enum):
     # Added with the session (item 3):
     PAGE = "page"  # an Image Page Request accepted: range, block size, spacing
     SCHEDULE = "schedule"  # activation scheduled or the schedule withdrawn
+    # Issue 11 item 5:
+    DISCARD = "discard"  # Upgrade End Request answered ABORT: the device must drop that image
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,17 @@ clock: time comes in as ``now`` (monotonic seconds), timers go out through
 
 The one promise above all others: no device activates the image until ``activate``
 is called. Every Upgrade End Request with status SUCCESS is answered, in every state
-before activation (failed and cancelled pushes included), with upgrade time
-0xFFFFFFFF ("wait for the server"), because a client whose requests go unanswered
-may apply the image by itself (Silicon Labs' ota-client counts unanswered requests
-and runs the upgrade at its threshold when UpgradeTimeoutPolicy is 0).
+before activation (failed pushes included), with upgrade time 0xFFFFFFFF ("wait for
+the server"), because a client whose requests go unanswered may apply the image by
+itself (Silicon Labs' ota-client counts unanswered requests and runs the upgrade at
+its threshold when UpgradeTimeoutPolicy is 0).
+
+The one exception is an image the device must discard (``discard_images``): the
+image of a cancelled push, and, for a push that follows a cancelled one to the same
+device, the image that push left behind. An Upgrade End Request naming it is
+answered with a Default Response ABORT, which makes the client drop the image and
+return to normal operation (querying): an answer, so it counts against no timeout,
+and never one that activates.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +96,8 @@ __all__ = [
 ]
 
 SNAPSHOT_FORMAT = 1
+#: (manufacturer code, image type, file version): how Upgrade End Requests name an image.
+ImageIds = tuple[int, int, int]
 #: Image Notify query jitter: 100 asks every client that hears it to query.
 NOTIFY_QUERY_JITTER = 100
 #: What the session reads once per push before the transfer (ZCL OTA client attributes).
@@ -166,6 +175,7 @@ class OtaSession:
         *,
         device_key: Hashable | None = None,
         allow_downgrade: bool = False,
+        discard: Iterable[ImageIds] = (),
     ) -> None:
         self.device_ieee = normalise_ieee(device_ieee)
         self.image = image
@@ -195,6 +205,12 @@ class OtaSession:
         self.upgrade_at: dt.datetime | None = None
         #: The activation time set by schedule(), while SCHEDULED.
         self.scheduled_at: dt.datetime | None = None
+        #: Images the device may still hold and must drop: an Upgrade End Request
+        #: naming one gets Default Response ABORT. ``cancel`` adds this push's image;
+        #: ``discard`` hands over those of the cancelled push before this one.
+        self.discard_images: frozenset[ImageIds] = frozenset((int(m), int(t), int(v)) for m, t, v in discard)
+        #: Upgrade End Requests answered with ABORT.
+        self.discard_requests = 0
 
         self._attributes_requested = False
         self._was_held = False
@@ -284,9 +300,10 @@ class OtaSession:
         return self._call(Call.UNSCHEDULE, now)
 
     def cancel(self, now: float, reason: str) -> list[Action]:
-        """End the push. Later block requests get ABORT, queries NO_IMAGE_AVAILABLE,
-        and Upgrade End Requests still get hold: cancelling never lets a device
-        activate. Raises ``LocalProtocolError`` in an end state."""
+        """End the push and make the device drop the image. Later block requests get
+        ABORT, queries NO_IMAGE_AVAILABLE, and an Upgrade End Request for the image a
+        Default Response ABORT (the client discards the image): cancelling never
+        lets a device activate. Raises ``LocalProtocolError`` in an end state."""
         return self._call(Call.CANCEL, now, reason)
 
     # ------------------------------------------------------------------ persistence
@@ -334,6 +351,8 @@ class OtaSession:
             "allow_downgrade": self.allow_downgrade,
             "upgrade_at": None if self.upgrade_at is None else self.upgrade_at.isoformat(),
             "scheduled_at": None if self.scheduled_at is None else self.scheduled_at.isoformat(),
+            "discard": [list(ids) for ids in sorted(self.discard_images)],
+            "discard_requests": self.discard_requests,
             "timers": {k: v for k, v in timers.items() if v is not None},
         }
 
@@ -386,6 +405,12 @@ class OtaSession:
             for name in ("upgrade_at", "scheduled_at"):
                 value = snap[name]
                 setattr(session, name, None if value is None else dt.datetime.fromisoformat(value))
+            if "discard" in snap:
+                session.discard_images = frozenset((int(m), int(t), int(v)) for m, t, v in snap["discard"])
+            elif session.state is SessionState.CANCELLED:
+                # Kept before cancelling discarded: a cancelled push's image is dropped now.
+                session.discard_images = frozenset({session._image_ids()})
+            session.discard_requests = int(snap.get("discard_requests", 0))
             rebase = {str(k): float(v) for k, v in snap["timers"].items()}
         except OtaProtocolError:
             raise
@@ -740,6 +765,7 @@ class OtaSession:
         except RemoteProtocolError as err:
             self._refuse_request(ev, err)
             return
+        self._downloading_again()
         if ev.minimum_block_period_ms is not None:
             self.minimum_block_period_ms = ev.minimum_block_period_ms
         if self._page is not None:
@@ -780,6 +806,7 @@ class OtaSession:
         except RemoteProtocolError as err:
             self._refuse_request(ev, err)
             return
+        self._downloading_again()
         if self._page is not None:
             self._note(NoteKind.WARNING, f"page request supersedes the unfinished page at offset {self._page.next_offset}", ev.file_offset)
         self._enter_transfer(ev)
@@ -854,6 +881,41 @@ class OtaSession:
                 "device reports another image complete: held with its own identifiers so that it cannot activate it",
             )
 
+    def _discard(self, ev: UpgradeEndRequested) -> bool:
+        """Answer a SUCCESS Upgrade End Request for an image the device must drop.
+
+        ZCL OTA, Upgrade End Request, effect on receipt: a server that does not want
+        the client to upgrade answers a Default Response with status ABORT, and the
+        client discards the downloaded image and goes back to normal operation. Our
+        OTA notes (zigbee-ota-notes.md) list ABORT 0x95 and give a Default Response
+        as the answer to a failed end, but not this rule; it is what Silicon Labs'
+        ota-server sends when its end-request callback says no, and what its
+        ota-client takes as "Server aborted upgrade" (the download is finished as
+        aborted and the image dropped). Never an Upgrade End Response: that could
+        only ever hold or activate.
+        """
+        ids = (ev.manufacturer_code, ev.image_type, ev.file_version)
+        if ids not in self.discard_images:
+            return False
+        self._emit(SendDefaultResponse(ev.tsn, int(DeviceCommand.UPGRADE_END), Status.ABORT))
+        self.discard_requests += 1
+        whose = "this push's image, cancelled" if ids == self._image_ids() else "the image of a cancelled push"
+        self._note(
+            NoteKind.DISCARD,
+            "device holds {}: Upgrade End answered ABORT (#{}) so that it discards manufacturer 0x{:04X}, "
+            "image type 0x{:04X}, version 0x{:08X} and queries again".format(whose, self.discard_requests, *ids),
+            self._offset_or_none(),
+        )
+        return True
+
+    def _downloading_again(self) -> None:
+        """The device downloads our image from us again: if it was one to discard (the
+        same image pushed again after a cancel), its next complete download is ours."""
+        ids = self._image_ids()
+        if ids in self.discard_images:
+            self.discard_images = self.discard_images - {ids}
+            self._note(NoteKind.DISCARD, "device downloads the image again: its Upgrade End will be answered for this push")
+
     def _end_failure(self, ev: UpgradeEndRequested) -> None:
         # ZCL OTA, Upgrade End Request with a failure status: the server answers a
         # Default Response (SUCCESS), not an Upgrade End Response.
@@ -888,6 +950,8 @@ class OtaSession:
         if ev.status != Status.SUCCESS:
             self._end_failure(ev)
             return
+        if self._discard(ev):
+            return
         if not self._is_our_image(ev):
             self._hold(ev)
             return
@@ -906,6 +970,8 @@ class OtaSession:
         if ev.status != Status.SUCCESS:
             self._end_failure(ev)
             return
+        if self._discard(ev):
+            return
         self._hold(ev)
         self._note(NoteKind.HOLD, f"{self.state.value} device asked again: hold #{self.held_requests}", self.offset)
 
@@ -913,6 +979,8 @@ class OtaSession:
         self._note_end(ev)
         if ev.status != Status.SUCCESS:
             self._end_failure(ev)
+            return
+        if self._discard(ev):
             return
         if not self._is_our_image(ev):
             self._hold(ev)
@@ -926,8 +994,10 @@ class OtaSession:
         if ev.status != Status.SUCCESS:
             self._end_failure(ev)
             return
+        if self._discard(ev):
+            return
         # The brief for a failed push was "answer a Default Response". We answer hold
-        # instead, as in CANCELLED: a device holding a complete image that gets no
+        # instead: a device holding a complete image that gets no
         # Upgrade End Response counts the request as unanswered and, at its threshold,
         # may apply the image by itself. Only activate() may ever let it.
         self._hold(ev)
@@ -1007,8 +1077,9 @@ class OtaSession:
         if self.state is A:
             self._note(NoteKind.WARNING, "activation was already sent: cancelling stops the confirmation, not the device")
         self._set_state(SessionState.CANCELLED, reason)
-        held = "; the device stays held" if self._was_held else ""
-        self._note(NoteKind.CANCEL, f"push cancelled: {reason}{held}", self._offset_or_none())
+        self.discard_images = self.discard_images | {self._image_ids()}
+        then = "; its next Upgrade End Request for the image will be answered ABORT, so that it discards it" if self._was_held else ""
+        self._note(NoteKind.CANCEL, f"push cancelled: {reason}{then}", self._offset_or_none())
 
 
 def _check_table() -> None:

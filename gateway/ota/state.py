@@ -15,6 +15,16 @@ One ``OtaSession`` pushes one image to one device. Its life::
 CONFIRMED, FAILED and CANCELLED are the end states (``END_STATES``); the session
 still answers every request in them.
 
+Cancelling also gives the session a duty that no state shows: the device may hold
+the image, complete, waiting for our word. So every Upgrade End Request naming it is
+answered with Default Response ABORT, the ZCL answer that makes a client discard the
+image and go back to normal operation (``OtaSession._discard``), never with anything
+that activates. A push that follows a cancelled one to the same device inherits that
+duty (the engine passes ``discard``), because it now answers the device; it ends when
+the device downloads the same image from this push again. Cancelling never
+activates; a cancelled device ends up without the image instead of holding it for
+ever, and a new push to it can go through.
+
 The device drives everything but the four calls the caller makes: ``start`` (Image
 Notify), ``activate`` and ``schedule``/``unschedule`` (the activation gate), and
 ``cancel``. Time only passes through ``handle_timer``.
@@ -196,7 +206,9 @@ _PAGE: dict[SessionState, Cell] = {
 
 # ZCL OTA, Upgrade End Request, effect on receipt: a SUCCESS end request gets an
 # Upgrade End Response (here: hold, until the gate activates); a failure status gets
-# a Default Response.
+# a Default Response. In every state, a SUCCESS end request naming an image in the
+# session's ``discard_images`` (cancelled) gets Default Response ABORT instead: the
+# device drops it. That is an answer, not a move, so no cell lists a state for it.
 _END: dict[SessionState, Cell] = {
     P: _cell("_end_transfer", H, F),
     T: _cell("_end_transfer", H, F),

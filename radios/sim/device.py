@@ -909,6 +909,10 @@ class SimDevice:
                 self.record("default_response_received", cluster=cluster, command_id=rsp.command_id, status=rsp.status.name)
             except ValueError:
                 self.record("malformed", cluster=cluster, command_id=command)
+                return
+            if cluster == CLUSTER_OTA and self.client is not None:
+                # ABORT to an Upgrade End Request makes the client drop its image.
+                self._apply(self.client.handle_default_response(rsp.command_id, rsp.status, now=self._now()))
         elif command in (
             GC.Read_Attributes_rsp,
             GC.Write_Attributes_rsp,

@@ -57,6 +57,11 @@ Choices, where the spec leaves room (each is what common clients do):
   seconds; otherwise both are UTC seconds since 2000-01-01 and the delay is their
   difference (never negative). Accepted while WAITING_END_RESPONSE, HOLDING or
   COUNTDOWN: an unsolicited one is the server's word to activate (or to hold again).
+* Default Response ABORT to an Upgrade End Request (while WAITING_END_RESPONSE or
+  HOLDING): the server does not want this image applied (ZCL 11.13.6.4, Upgrade End
+  Request, effect on receipt). The client erases the downloaded image and returns to
+  normal operation: IDLE, querying again after query_interval. Other failure
+  statuses in such a Default Response are ignored (the request stays unanswered).
 * The received image is verified before Upgrade End: OTA header magic, header
   length, total size equal to the received length and to the queried size,
   manufacturer / image type / file version equal to the query response, the hardware
@@ -232,6 +237,7 @@ class Counters:
     upgrade_end_answered: int = 0
     upgrade_end_unanswered: int = 0
     holds: int = 0
+    server_aborts: int = 0
     activations: int = 0
     self_activations: int = 0
     unexpected: int = 0
@@ -565,6 +571,22 @@ class OtaClient:
             self.counters.malformed += 1
             self._record("malformed", command_id=command_id, error=str(exc), payload=payload.hex())
             return [Refuse(Status.MALFORMED_COMMAND)]
+
+    def handle_default_response(self, command_id: int, status: Status, *, now: float) -> list[Action]:
+        """A Default Response from the server to one of our commands."""
+        if command_id != _S.upgrade_end.id or status != Status.ABORT:
+            return []
+        target = self.flash.target
+        if self.state not in (ClientState.WAITING_END_RESPONSE, ClientState.HOLDING) or target is None:
+            self._record("server_abort_ignored", state=self.state.value)
+            return []
+        # The server will not let this image be applied: drop it, back to normal operation.
+        self.counters.server_aborts += 1
+        self._unanswered = 0
+        self._record("server_abort", file_version=target.file_version)
+        self.flash.erase()
+        self._idle(now)
+        return []
 
     def _on_unexpected(self, payload: bytes, broadcast: bool, now: float) -> list[Action]:
         self.counters.unexpected += 1
