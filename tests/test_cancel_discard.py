@@ -21,7 +21,8 @@ from gateway.config import Config, DeviceConfig, OtaConfig, SupplierConfig, pars
 from gateway.engine import Engine, Job
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import load_signing_key, sign_activation
-from gateway.image import FirmwareImage, build_image, parse_image
+from gateway.image import FirmwareImage, parse_image
+from gateway.image_build import build_image
 from gateway.ota import events as ev
 from gateway.store import StateStore
 from radios.select import open_app
