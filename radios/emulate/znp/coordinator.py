@@ -911,8 +911,11 @@ class ZnpCoordinator:
 
     # ============================================================ ZDO (our own) ====
     async def _zdo_local(self, packet: t.ZigbeePacket, *, broadcast: bool = False) -> None:
-        """Z-Stack's ZDO answering a request addressed to the coordinator."""
-        await asyncio.sleep(CALLBACK_GAP)
+        """Z-Stack's ZDO answering a request addressed to the coordinator.
+
+        Its effects (permit join, channel change) apply at once, in the host's request
+        order as Z-Stack's one ZDO task does; only the reply waits CALLBACK_GAP. (A
+        delayed effect let a permit(60) broadcast land after a later permit(0).)"""
         data = bytes(packet.data.serialize())
         cluster = int(packet.cluster_id)
         if cluster & 0x8000:
@@ -928,12 +931,14 @@ class ZnpCoordinator:
         except (KeyError, ValueError) as e:
             if not broadcast:
                 self._gap(f"ZDO request 0x{cluster:04X} to coordinator (unparsable: {e})")
+                await asyncio.sleep(CALLBACK_GAP)
                 self._zdo_reply(cluster | 0x8000, tsn, bytes([ZDO_STATUS_NOT_SUPPORTED]))
             return
 
         rsp = self._zdo_answer(cmd, args, broadcast)
         if rsp is None:
             return
+        await asyncio.sleep(CALLBACK_GAP)
         rsp_cmd, values = rsp
         if isinstance(values, bytes):
             body = values
