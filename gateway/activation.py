@@ -380,7 +380,7 @@ class ActivationService:
         device_cfg = self.config.device(bytes(reversed(bytes(ieee))))
         device_id = EntityId.parse(str(ieee))
         if device_cfg is None or device_cfg.supplier is None:
-            return _verdict_for(cmd, Reason.NO_AUTHORITY, f"source does not have authority: no responsible supplier is configured for device {ieee} (add a [[device]] table with supplier = ...)")
+            return _verdict_for(cmd, Reason.NO_AUTHORITY, f"source does not have authority: no responsible supplier is configured for device {ieee}; {supplier_setup(self.config, ieee, cmd.originator)}")
         verdict = verify_activation(
             cmd,
             trust=self.trust,
@@ -509,7 +509,7 @@ def check_image_signature(image: FirmwareImage, ieee: zt.EUI64, config: Config, 
     key = trust.get(EntityId.parse(supplier)) if supplier is not None else None
     if supplier is None or key is None:
         why = (
-            f"no responsible supplier is configured for device {ieee} (add a [[device]] table with supplier = ...)"
+            f"no responsible supplier is configured for device {ieee}; {supplier_setup(config, ieee, None)}"
             if supplier is None
             else f"supplier {supplier} has no trust anchor loaded"
         )
@@ -524,6 +524,16 @@ def check_image_signature(image: FirmwareImage, ieee: zt.EUI64, config: Config, 
         f"responsible supplier {supplier}{where}: the image was altered or signed by another supplier; "
         "nothing was sent (check it with han-ota image inspect FILE --trust CERT)",
         supplier,
+    )
+
+
+def supplier_setup(config: Config, ieee: object, originator: object | None) -> str:
+    """What a user must add, and where, for a device to have a responsible supplier."""
+    where = str(config.source) if config.source is not None else "a config file (then pass --config, or put it at /etc/han-ota/config.toml)"
+    supplier = str(originator) if originator is not None else "SUPPLIER_ID"
+    return (
+        f"add to {where} a [[device]] table (ieee = \"{ieee}\", kind, supplier = \"{supplier}\") and a "
+        f"[[supplier]] table (id = \"{supplier}\", certificate = \"PATH.pem\"); the daemon reads them at start"
     )
 
 

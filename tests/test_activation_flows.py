@@ -225,3 +225,25 @@ async def test_the_high_s_twin_of_an_accepted_command_is_a_replay(tmp_path: Path
         replay = service.submit(twin)
         assert (replay.accepted, replay.code) == (False, "REPLAYED_COUNTER"), replay.message
         assert replay.message.startswith("refused: counter 1001 is not above the last accepted 1001")
+
+
+def test_no_supplier_says_which_file_and_both_tables(tmp_path: Path) -> None:
+    """Issue 11 item 15: the refusal is the set-up instructions."""
+    import dataclasses
+
+    from gateway.activation import ActivationService, MemoryCounters
+    from gateway.config import Config
+    from gateway.gbcs.trust import TrustStore
+    from gateway.image import parse_image
+
+    class NoEngine:
+        def add_observer(self, _observer: object) -> None:
+            pass
+
+    config = dataclasses.replace(Config(), source=tmp_path / "lab.toml")
+    service = ActivationService(NoEngine(), config, MemoryCounters(), trust=TrustStore())  # type: ignore[arg-type]
+    command = (Path(__file__).parent / "data" / "gbcs" / "cs06-immediate-success-command.hex").read_text()
+    image = parse_image((Path(__file__).parent / "data" / "gbcs" / "sr11.1-firmware-image.bin").read_bytes())
+    result = service.precheck(command, image, zt.EUI64.convert("00:db:12:34:56:78:90:a0"))
+    assert not result.accepted
+    assert f"add to {tmp_path / 'lab.toml'} a [[device]] table" in result.message and "[[supplier]] table" in result.message
