@@ -424,8 +424,12 @@ class Daemon:
         self._refresh_status()
 
     def _seal_command(self) -> str:
+        return self._cli("log --seal")
+
+    def _cli(self, words: str) -> str:
+        """A command for a hint, with this daemon's --config (else it reaches another daemon)."""
         source = self.config.source
-        return "han-ota log --seal" + (f" --config {source}" if source is not None else "")
+        return f"han-ota {words}" + (f" --config {source}" if source is not None else "")
 
     def _anchor(self, seq: int, digest: str) -> None:
         """The audit log's on_append hook: note its head in the store (see gateway.integrity)."""
@@ -1054,10 +1058,10 @@ class Daemon:
             self._audit("image.signature_refused", ieee, source=str(source), supplier=signature.supplier, message=signature.message)
             raise HttpError(422, f"{source}: image refused before any block was sent: {signature.message}")
         if not self.radio.up or self.engine is None or self.app is None or self.activation is None:
-            raise HttpError(503, f"the radio ({self.radio.kind}) is not up{f': {self.radio.last_error}' if self.radio.last_error else ''}; try again when `han-ota status` shows it up")
+            raise HttpError(503, f"the radio ({self.radio.kind}) is not up{f': {self.radio.last_error}' if self.radio.last_error else ''}; try again when `{self._cli('status')}` shows it up")
         current = self.engine.job_for_device(ieee)
         if current is not None and not current.done:
-            raise HttpError(409, f"{ieee} already has job {current.id} ({current.state.value}); cancel it first (han-ota cancel {current.id})")
+            raise HttpError(409, f"{ieee} already has job {current.id} ({current.state.value}); cancel it first (`{self._cli(f'cancel {current.id}')}`) or follow it (`{self._cli(f'wait {current.id}')}`)")
         unknown = ieee not in self.app.devices
         if unknown and self.radio.kind == "sim":
             known = ", ".join(str(d) for d in self.app.devices if d != self.app.state.node_info.ieee) or "none"
@@ -1155,7 +1159,7 @@ class Daemon:
         if self.activation is None or not self.radio.up:
             # Refuse before verifying: an accepted command advances its counter, and a
             # release that cannot reach the device would waste it.
-            raise HttpError(503, f"the radio ({self.radio.kind}) is not up; submit the command when `han-ota status` shows it up")
+            raise HttpError(503, f"the radio ({self.radio.kind}) is not up; submit the command when `{self._cli('status')}` shows it up")
         result = self.activation.submit(command, device=ieee)
         self._refresh_status()
         return 200, result.to_dict()
@@ -1184,7 +1188,7 @@ class Daemon:
         if job.done:
             raise HttpError(409, f"job {number} has already ended ({job.state.value})")
         if job.id in self._parked:
-            raise HttpError(503, f"the radio ({self.radio.kind}) is down and job {number} is parked; cancel it when `han-ota status` shows the radio up")
+            raise HttpError(503, f"the radio ({self.radio.kind}) is down and job {number} is parked; cancel it when `{self._cli('status')}` shows the radio up")
         self._audit("job.cancel_requested", job.ieee, job=number)
         self.engine.cancel(job.id)
         return 200, {"job": self.job_view(job)}

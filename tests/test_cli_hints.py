@@ -115,3 +115,24 @@ async def test_a_downgrade_through_the_daemon_needs_allow_downgrade(short_dir: P
         assert held["state"] == "held" and any("downgrade" in w for w in held["warnings"])
     finally:
         await daemon.stop("test")
+
+
+async def test_the_daemons_own_hints_carry_its_config(short_dir: Path) -> None:
+    path = write_config(short_dir, "h")
+    cfg = resolve_config(path)
+    fw = short_dir / "fw.ota"
+    fw.write_bytes(build_ota_image(0x121D, 0x0000, 2, b"\x5a" * 800, min_hw=0x1111, max_hw=0x1111))
+    daemon = Daemon(cfg, [f"hcalcs:{HCALCS}:query_delay=0.05"])
+    await daemon.start()
+    await daemon.wait_radio(30)
+    try:
+        client = Client(cfg.control_socket)
+        job = await asyncio.to_thread(client.push, fw, HCALCS)
+        from han_ota.client import DaemonError
+
+        with pytest.raises(DaemonError) as err:
+            await asyncio.to_thread(client.push, fw, HCALCS)
+        assert f"`han-ota cancel {job['job']} --config {path}`" in str(err.value)
+        assert f"`han-ota wait {job['job']} --config {path}`" in str(err.value)
+    finally:
+        await daemon.stop("test")
