@@ -6,6 +6,7 @@ above never knows which one it drives.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -43,6 +44,8 @@ class RadioError(RuntimeError):
 
 
 LEGACY_DATABASE = "zigbee.db"
+# Closing an app whose radio is away: zigpy's own shutdown gives up on it by then.
+SHUTDOWN_TIMEOUT_S = 10.0
 
 
 def database_for(state_dir: Path, kind: str, path: str | None) -> Path | None:
@@ -109,8 +112,16 @@ async def open_app(
 
         cls = ZnpApp
     config = zigpy_config(kind, path=path, baudrate=baudrate, flow_control=flow_control, database=database, han_endpoint=han_endpoint)
+    # new() opens zigpy's database in aiosqlite's non-daemon thread. Cancelled halfway
+    # (a SIGTERM while the dongle is away), the app would be lost with the thread still
+    # running, and the process could never exit: let it finish, then close it.
+    creating = asyncio.ensure_future(cls.new(config=config, auto_form=True, start_radio=False))
     try:
-        app = await cls.new(config=config, auto_form=True, start_radio=False)
+        app = await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await _close(await creating)
+        raise
     except Exception as exc:
         raise RadioError(f"could not start the {kind} radio at {path}: {describe(exc)}") from exc
     try:
@@ -119,12 +130,22 @@ async def open_app(
         # zigpy's startup() shuts down with db=False on failure (so a caller may retry
         # the same app), which leaves aiosqlite's non-daemon thread running: the
         # process would never exit. We never retry an app, so close it all.
-        with contextlib.suppress(Exception):
-            await app.shutdown()
+        await _close(app)
         if not isinstance(exc, Exception):
             raise  # cancellation, Ctrl-C
         raise RadioError(f"could not start the {kind} radio at {path}: {describe(exc)}") from exc
     return app
+
+
+async def _close(app: ControllerApplication) -> None:
+    """Shut ``app`` down, database thread included, even while being cancelled again."""
+    closing = asyncio.ensure_future(app.shutdown())
+    with contextlib.suppress(BaseException):
+        await asyncio.wait_for(asyncio.shield(closing), SHUTDOWN_TIMEOUT_S)
+    if not closing.done():
+        # A second cancellation or a hung radio: still wait for the database to close.
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(closing, SHUTDOWN_TIMEOUT_S)
 
 
 def describe(exc: BaseException) -> str:
