@@ -21,12 +21,18 @@ def module_name(path: Path) -> str:
 def imports_of(path: Path, known: set[str]) -> set[str]:
     found: set[str] = set()
     tree = ast.parse(path.read_text(), filename=str(path))
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
     for node in ast.walk(tree):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            # `from .han import X` inside radios/sim is radios.sim.han: relative imports count too.
+            base = ".".join(package[: len(package) - node.level + 1] if node.level else [])
+            module = ".".join(part for part in (base, node.module or "") if part)
+            names = [module] + [f"{module}.{alias.name}" for alias in node.names]
         for name in names:
             if name in known:
                 found.add(name)
@@ -78,6 +84,11 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_checker_sees_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_relative_imports_are_resolved() -> None:
+    known = {"radios.sim.han", "radios.sim.spec", "radios.sim"}
+    assert imports_of(ROOT / "radios" / "sim" / "han.py", known) >= {"radios.sim.spec"}
 
 
 def test_no_import_cycles() -> None:

@@ -29,7 +29,7 @@ import contextlib
 from dataclasses import dataclass, field
 import logging
 import random
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import zigpy.types as t
 from zigpy.zcl import foundation
@@ -46,13 +46,28 @@ from .ota_client import (
     Refuse,
     SendCommand,
 )
+from .link import LinkModel
 from .signature import load_supplier_key
 from .spec import SimDeviceSpec
 
-if TYPE_CHECKING:
-    from .han import SimHan
 
-__all__ = ["SimDevice", "SimEvent"]
+
+class Air(Protocol):
+    """What a device needs of the network it lives in (``SimHan`` provides it).
+
+    Written here, on the device's side, so that the device does not import the HAN
+    that creates it.
+    """
+
+    link: LinkModel
+    coordinator_ieee: t.EUI64
+    extended_pan_id: t.ExtendedPanId
+
+    def _device_joined(self, device: SimDevice) -> None: ...
+    async def _transmit_uplink(self, device: SimDevice, packet: t.ZigbeePacket) -> bool: ...
+    async def _poll(self, device: SimDevice) -> None: ...
+
+__all__ = ["Air", "SimDevice", "SimEvent"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -105,7 +120,7 @@ def _zdo_rsp_payload(*fields: Any) -> bytes:
 class SimDevice:
     """One simulated device. Created by `SimHan`; powered by ``han.start()``."""
 
-    def __init__(self, spec: SimDeviceSpec, han: SimHan, nwk: t.NWK) -> None:
+    def __init__(self, spec: SimDeviceSpec, han: Air, nwk: t.NWK) -> None:
         self.spec = spec
         self.ieee: t.EUI64 = spec.ieee
         self.nwk: t.NWK = nwk
