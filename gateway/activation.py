@@ -226,7 +226,8 @@ class ActivationService:
         held = job.image.manufacturer_image_hash if job is not None and job.state in (ev.SessionState.HELD, ev.SessionState.SCHEDULED) else None
         verdict = self._discarded(self._verify(cmd, ieee, held), ieee)
         scheduled = self._schedules.get(ieee)
-        decision = gate.decide(verdict, now=self._clock(), scheduled_at=scheduled.at if scheduled else None)
+        now = self._clock()  # one instant for the decision and the record of it
+        decision = gate.decide(verdict, now=now, scheduled_at=scheduled.at if scheduled else None)
         command_hex = _as_bytes(command).hex().upper()
         result = self._result(decision, decision.verdict, ieee, job)
         if decision.accepted and decision.counter is not None:
@@ -234,7 +235,6 @@ class ActivationService:
             try:
                 # The counter, the verdict and the decision in one durable record, before
                 # acting: a crash after it is carried out on restart, never replayed.
-                now = self._clock()
                 job_id = self._durable_job_id(job) if job is not None else None
                 activate_at = now if decision.kind is gate.DecisionKind.ACTIVATE_NOW else decision.at
                 self.counters.accept(Acceptance(result.record(job_id, now), command_hex, activate_at))

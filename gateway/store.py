@@ -731,12 +731,7 @@ class StateStore:
                 raise UnknownJob(f"no job {job_id} in {self.path}; cannot schedule its activation", path=self.path)
             if SessionState(row[0]) in END_STATES:
                 raise JobClosed(f"job {job_id} is {row[0]}; there is nothing to activate", path=self.path)
-            conn.execute(
-                """INSERT INTO schedules (job_id, at_utc, command_hex, created_utc) VALUES (?, ?, ?, ?)
-                   ON CONFLICT (job_id) DO UPDATE SET at_utc = excluded.at_utc,
-                       command_hex = excluded.command_hex, created_utc = excluded.created_utc""",
-                (job_id, at, command, now),
-            )
+            _upsert_schedule(conn, job_id, at, command, now)
             return Schedule(job_id, _from_text(at), command, _from_text(now))
 
         return self._write(body)
@@ -823,12 +818,7 @@ class StateStore:
             if acceptance.activate_at is None:
                 conn.execute("DELETE FROM schedules WHERE job_id = ?", (job,))
             else:
-                conn.execute(
-                    """INSERT INTO schedules (job_id, at_utc, command_hex, created_utc) VALUES (?, ?, ?, ?)
-                       ON CONFLICT (job_id) DO UPDATE SET at_utc = excluded.at_utc,
-                           command_hex = excluded.command_hex, created_utc = excluded.created_utc""",
-                    (job, _to_text(acceptance.activate_at, "activate_at"), command, now),
-                )
+                _upsert_schedule(conn, job, _to_text(acceptance.activate_at, "activate_at"), command, now)
 
         self._write(body)
 
@@ -976,6 +966,15 @@ _JOB_SELECT = (
     "SELECT job_id, device, image_path, image_sha256, manufacturer_code, image_type, file_version, size, kind, "
     "activation, created_utc, state, reason, byte_offset, session_snapshot, updated_utc FROM jobs"
 )
+
+
+def _upsert_schedule(conn: sqlite3.Connection, job_id: int, at: str, command: str, now: str) -> None:
+    conn.execute(
+        """INSERT INTO schedules (job_id, at_utc, command_hex, created_utc) VALUES (?, ?, ?, ?)
+           ON CONFLICT (job_id) DO UPDATE SET at_utc = excluded.at_utc,
+               command_hex = excluded.command_hex, created_utc = excluded.created_utc""",
+        (job_id, at, command, now),
+    )
 
 
 def _placeholders(values: Sequence[object]) -> str:
