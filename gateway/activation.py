@@ -346,7 +346,7 @@ class ActivationService:
                 asyncio.get_running_loop().call_soon(self._submit_armed, job)
         elif new is ev.SessionState.FAILED and action.old in (ev.SessionState.PENDING, ev.SessionState.TRANSFERRING):
             reason = action.reason or "transfer failed"
-            if "INVALID_IMAGE" in reason:
+            if action.device_status == ev.Status.INVALID_IMAGE:
                 self._outcome(job, *gate_outcome(gate.device_verification_outcome(False, reason)))
             self._outcome(job, *gate_outcome(gate.transfer_outcome(False, reason)))
         elif action.old is ev.SessionState.ACTIVATED and new in (ev.SessionState.CONFIRMED, ev.SessionState.FAILED):

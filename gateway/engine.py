@@ -248,10 +248,11 @@ class Engine:
     def jobs(self) -> Iterable[Job]:
         return self._jobs.values()
 
-    def activate(self, ieee: zt.EUI64, *, at: dt.datetime | None = None, why: str) -> Job:
-        """Release a held device, now or at ``at`` (UTC). ``why`` goes in the log."""
+    def activate(self, ieee: zt.EUI64, *, at: dt.datetime | None = None, why: str, unauthorised: bool = False) -> Job:
+        """Release a held device, now or at ``at`` (UTC). ``why`` goes in the log;
+        ``unauthorised`` (a lab's --activate-now, no supplier command) logs a warning."""
         job = self._held_job(ieee)
-        self._log(job, logging.WARNING if "without supplier authority" in why else logging.INFO, "activation requested (%s)", why)
+        self._log(job, logging.WARNING if unauthorised else logging.INFO, "activation requested (%s)", why)
         self.driver.run(ieee, lambda now: job.session.activate(now, at))
         return job
 

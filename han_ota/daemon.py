@@ -772,7 +772,7 @@ class Daemon:
             return  # the radio coming back runs this again (_after_radio_up)
         why = "activate_now with the push: lab image, released without supplier authority"
         self._audit("job.activate_now", job.ieee, job=_store_id(job), warning=True, message=why)
-        self.engine.activate(job.ieee, why=why)
+        self.engine.activate(job.ieee, why=why, unauthorised=True)
 
     def _on_outcome(self, job: Job | None, step: str, message: str, response: int | None, alert: int | None) -> None:
         self._audit(

@@ -214,7 +214,7 @@ async def _drive(engine: Engine, job: Job, req: PushRequest, bar: ProgressLine |
         if job.state is SessionState.HELD and req.activation is not None:
             await engine.wait(job, {SessionState.CONFIRMED})
         elif job.state is SessionState.HELD and req.activate_now:
-            engine.activate(job.ieee, why="--activate-now: lab image, released without supplier authority")
+            engine.activate(job.ieee, why="--activate-now: lab image, released without supplier authority", unauthorised=True)
             await engine.wait(job, {SessionState.CONFIRMED})
     finally:
         painter.cancel()

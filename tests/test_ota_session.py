@@ -768,6 +768,14 @@ def test_failure_status_at_end_fails_with_default_response(status: int) -> None:
     assert not of(acts, ev.SendUpgradeEndResponse)
     name = Status(status).name if status in Status._value2member_map_ else f"status 0x{status:02X}"
     assert s.state is F and s.reason == f"device reported {name} at end of transfer"
+    # The device's own status rides on the state change, so nobody reads it from the text.
+    assert only(acts, ev.StateChanged) == ev.StateChanged(T, F, s.reason, status)
+
+
+def test_a_failure_of_our_own_carries_no_device_status() -> None:
+    s = session_in(T)
+    acts = s.cancel(3.0, "operator changed their mind")
+    assert only(acts, ev.StateChanged).device_status is None
 
 
 def test_invalid_image_reason_exact() -> None:

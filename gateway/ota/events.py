@@ -329,6 +329,9 @@ class StateChanged:
     old: SessionState
     new: SessionState
     reason: str | None = None
+    # The ZCL status a device's Upgrade End Request reported, when that is what moved
+    # the push (INVALID_IMAGE: the device refused the image itself).
+    device_status: int | None = None
 
 
 Action = (

@@ -464,7 +464,7 @@ class OtaSession:
     def _may_become(self, state: SessionState) -> bool:
         return self._cell is not None and state in self._cell.next_states
 
-    def _set_state(self, new: SessionState, reason: str) -> None:
+    def _set_state(self, new: SessionState, reason: str, device_status: int | None = None) -> None:
         if new is self.state:
             return
         if not self._may_become(new):
@@ -488,12 +488,12 @@ class OtaSession:
             self._was_held = True
         if new in END_STATES and self.pacer is not None:
             self.pacer.forget(self.device_key)
-        self._emit(StateChanged(old, new, reason))
+        self._emit(StateChanged(old, new, reason, device_status))
         if new is T:
             self._note(NoteKind.TRANSFER_START, f"transferring {self.image.size} bytes, sent up to offset {self.offset}", self.offset)
 
-    def _fail(self, reason: str) -> None:
-        self._set_state(F, reason)
+    def _fail(self, reason: str, device_status: int | None = None) -> None:
+        self._set_state(F, reason, device_status)
         self._note(NoteKind.FAILURE, reason, self._offset_or_none())
 
     # ------------------------------------------------------------------ checks
@@ -941,7 +941,7 @@ class OtaSession:
         }.get(self.state, f"after the push was {self.state.value}")
         reason = f"device reported {_status_name(ev.status)} {when}"
         if self._may_become(F):
-            self._fail(reason)
+            self._fail(reason, ev.status)
         else:
             self._note(NoteKind.WARNING, reason)
 
