@@ -491,7 +491,7 @@ class StateStore:
             self._conn.execute("PRAGMA synchronous=FULL")  # see the module docstring
             self._conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as e:
-            if "not a database" in str(e):
+            if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
                 raise self._unreadable(e) from e
             raise StoreError(f"cannot open state store {self.path}: {_describe(e)}", path=self.path) from e
 
