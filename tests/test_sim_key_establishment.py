@@ -52,7 +52,7 @@ INITIATE, EPHEMERAL, CONFIRM, TERMINATE = 0x00, 0x01, 0x02, 0x03
 
 
 def _cred(side: dict[str, str]) -> Credentials:
-    return Credentials(S1, H(side["certificate"]), int(side["static_private_key"], 16), CA1)
+    return Credentials(S1, H(side["certificate"]), int(side["static_private_key"], 16), CA1, b"TESTSECA")
 
 
 # -- the arithmetic ---------------------------------------------------------------------
@@ -331,6 +331,7 @@ def test_unsupported_suite_terminate_switches_to_a_suite_the_responder_names() -
     client.handle_command(TERMINATE, struct.pack("<BBH", TerminateStatus.UNSUPPORTED_SUITE, 0, 0x0002), 1.0)
     [second] = client.handle_timer(client.get_timer() or 0.0)
     assert second.payload[:2] == b"\x02\x00" and second.payload[4:] == s2.certificate
+    assert client.suite_bits == 0x0003
 
 
 def test_failure_default_response_ends_the_attempt_and_unknown_commands_are_refused() -> None:
@@ -434,6 +435,9 @@ def test_fault_unknown_issuer_certificate_is_not_from_the_trusted_ca() -> None:
     client, _, trace = _two_parties(1, "unknown-issuer")
     assert trace[0] == ("terminated", TerminateStatus.UNKNOWN_ISSUER)
     assert isinstance(trace[1], Leave)
+    # The device itself still trusts the real CA: it would accept the hub's certificate.
+    creds = client.cfg.credentials[0]
+    assert creds.ca_issuer == b"LAB-CA-9" and parse_certificate(S1, creds.certificate).issuer != b"LAB-CA-9"
 
 
 def test_fault_bad_certificate_subject_is_not_the_device() -> None:

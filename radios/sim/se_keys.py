@@ -163,12 +163,14 @@ def keypair_from(curve: Curve, private: int) -> KeyPair:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What a device holds: its certificate and private key, and its CA's public key."""
+    """What a device holds: its certificate and private key, and the CA it trusts
+    (public key, and the issuer id a peer's certificate must carry)."""
 
     suite: Suite
     certificate: bytes
     private_key: int
     ca_public_key: bytes
+    ca_issuer: bytes
 
     @property
     def private_key_bytes(self) -> bytes:
@@ -211,7 +213,7 @@ def issue(
         r = (e * k.private + ca.private) % curve.n
         d_u = (e * request.private + r) % curve.n
         if d_u:
-            return Credentials(suite, cert, d_u, ca.public_bytes(curve))
+            return Credentials(suite, cert, d_u, ca.public_bytes(curve), issuer)
 
 
 def _avf(suite: Suite, q: Point) -> int:
