@@ -14,6 +14,7 @@ import struct
 from typing import Any
 
 import pytest
+import zigpy.types as t
 
 from radios.sim.key_establishment import (
     ClientState,
@@ -27,6 +28,7 @@ from radios.sim.key_establishment import (
     device_credentials,
 )
 from radios.sim.se_curves import SECT163K1, SECT283K1, PointError
+from radios.sim.se_identity import check_identity, credentials_for
 from radios.sim.se_keys import (
     SUITES,
     CertificateError,
@@ -456,3 +458,36 @@ def test_fault_silent_never_answers_after_initiate() -> None:
     assert trace == [] and client.state is ClientState.SILENT and client.get_timer() is None
     assert client.handle_command(EPHEMERAL, H(V["ephemeral_public_key"]), 9.0) == []
     assert client.handle_timer(10_000.0) == []
+
+
+# -- the device's identity from its spec (se_identity) --------------------------------------
+
+WE_IEEE = t.EUI64.convert("00:00:00:00:00:00:00:02")
+
+
+def test_identity_from_hex_and_files_checks_the_key_against_the_certificate(tmp_path: Path) -> None:
+    (tmp_path / "dev.cert").write_bytes(H(U["certificate"]))  # raw
+    (tmp_path / "dev.key").write_text(U["static_private_key"] + "\n")  # hex text
+    creds = credentials_for(1, str(tmp_path / "dev.cert"), str(tmp_path / "dev.key"), VECTOR["ca_public_key"], WE_IEEE, None, random.Random(1))
+    assert creds == _cred(U)
+    wrong_key = f"{int(U['static_private_key'], 16) + 1:042x}"
+    with pytest.raises(CertificateError, match="^cbke_key is not the private key of cbke_cert under cbke_ca$"):
+        credentials_for(1, U["certificate"], wrong_key, VECTOR["ca_public_key"], WE_IEEE, None, random.Random(1))
+
+
+def test_identity_unknown_issuer_self_issues_but_trusts_the_lab_ca() -> None:
+    creds = credentials_for(1, U["certificate"], U["static_private_key"], VECTOR["ca_public_key"], WE_IEEE, "unknown-issuer", random.Random(2))
+    cert = parse_certificate(S1, creds.certificate)
+    assert cert.subject == H(U["ieee"]) and cert.issuer != b"TESTSECA"
+    assert (creds.ca_issuer, creds.ca_public_key) == (b"TESTSECA", CA1)
+    # Under the lab CA its certificate reconstructs to some key that is not its own.
+    assert reconstruct_public_key(cert, CA1) != S1.curve.multiply(creds.private_key, S1.curve.g)
+
+
+def test_identity_subject_must_be_the_device_unless_the_fault_says_otherwise() -> None:
+    other = t.EUI64.convert("00:11:22:33:44:55:66:77")
+    with pytest.raises(ValueError, match="^cbke_cert subject 0000000000000002 is not the device 0011223344556677$"):
+        check_identity(1, U["certificate"], U["static_private_key"], VECTOR["ca_public_key"], other, None)
+    assert check_identity(1, U["certificate"], U["static_private_key"], VECTOR["ca_public_key"], other, "bad-certificate").certificate == H(U["certificate"])
+    with pytest.raises(ValueError, match="needs a cbke_cert whose subject is not the device"):
+        check_identity(1, U["certificate"], U["static_private_key"], VECTOR["ca_public_key"], WE_IEEE, "bad-certificate")
