@@ -491,3 +491,44 @@ def test_identity_subject_must_be_the_device_unless_the_fault_says_otherwise() -
     assert check_identity(1, U["certificate"], U["static_private_key"], VECTOR["ca_public_key"], other, "bad-certificate").certificate == H(U["certificate"])
     with pytest.raises(ValueError, match="needs a cbke_cert whose subject is not the device"):
         check_identity(1, U["certificate"], U["static_private_key"], VECTOR["ca_public_key"], WE_IEEE, "bad-certificate")
+
+
+# -- anything the air brings: the spec's answer or silence, never an exception ------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_frames = st.lists(
+    st.tuples(
+        st.integers(0, 7),
+        st.one_of(
+            st.binary(max_size=80),
+            st.sampled_from([_initiate_response(), H(V["ephemeral_public_key"]), H(VECTOR["macv"])]).flatmap(
+                lambda good: st.integers(0, len(good)).map(lambda n: good[:n])  # truncations of the real ones
+            ),
+        ),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(frames=_frames)
+def test_random_truncated_and_out_of_order_frames_get_an_answer_or_are_ignored(frames: list[tuple[int, bytes]]) -> None:
+    client, _ = _worked_client(max_attempts=2)
+    client.start(1000.0)
+    now = 1000.0
+    for command, payload in frames:
+        now += 1.0
+        actions = client.handle_command(command, payload, now)
+        for action in actions:
+            assert isinstance(action, SendCommand | Refuse | Leave | Established)
+            if isinstance(action, SendCommand) and action.command_id == TERMINATE:
+                status, wait, bits = struct.unpack("<BBH", action.payload)
+                assert status in set(TerminateStatus) and (wait, bits) == (10, 0x0001)
+        if command > TERMINATE:
+            assert actions == [Refuse(0x81)]
+        client.handle_timer(now)
+    assert client.counters.attempts <= 2
+    if client.state is ClientState.ESTABLISHED:
+        assert client.key_data == mmo(H(VECTOR["shared_secret_z"]) + b"\x00\x00\x00\x02")
