@@ -143,8 +143,10 @@ _EXPECTED: Final = {
 
 @dataclass(frozen=True, slots=True)
 class SendCommand:
-    """Send a Key Establishment cluster command, client -> server, APS-secured with the
-    link key in force (the install-code key until `Established`)."""
+    """Send a Key Establishment cluster command, client -> server (SE profile, the
+    server's endpoint). As I read SE's cluster security table, Key Establishment is the
+    one SE cluster sent with NWK security only, never APS: the device must not require
+    APS security on these frames either way."""
 
     command_id: int
     payload: bytes
