@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ from radios.sim.spec import PROFILE_HA, PROFILE_SE, SimDeviceSpec, SimSpecError,
 
 IEEE = t.EUI64.convert("00:11:22:33:44:55:66:77")
 DATA = Path(__file__).parent / "data" / "gbcs"
+_WE = json.loads((Path(__file__).parent / "data" / "se_cbke" / "suite1_worked_example.json").read_text())
+_WE_CERT = _WE["initiator"]["certificate"]
+_WE_KEY = _WE["initiator"]["static_private_key"]
+_WE_CA = _WE["ca_public_key"]
 
 
 @pytest.mark.parametrize(
@@ -72,6 +77,13 @@ EVERY_KEY = {
     "timeout_policy": ("1", 1),
     "activation_policy": ("1", 1),
     "activation_fails": ("false", False),
+    # The SE worked example's initiator: its subject is not this IEEE, hence the fault.
+    "security": ("se", "se"),
+    "cbke_suite": ("1", 1),
+    "cbke_cert": (_WE_CERT, _WE_CERT),
+    "cbke_key": (_WE_KEY, _WE_KEY),
+    "cbke_ca": (_WE_CA, _WE_CA),
+    "cbke_fail": ("bad-certificate", "bad-certificate"),
     "sleepy_poll": ("7.5", 7.5),
     "fast_poll": ("0.25", 0.25),
     "join_fast_poll": ("10", 10.0),
@@ -127,6 +139,30 @@ def test_every_key_parses() -> None:
         ("ppmid:0011223344556677:response_timeout=inf", "response_timeout", "inf", "> 0"),
         ("ppmid:0011223344556677:loss=0.1:loss=0.2", "loss", "0.2", "given once"),
         ("hcalcs:0011223344556677:sleepy_poll=5", "sleepy_poll", 5.0, "0 for hcalcs"),
+        ("ppmid:0011223344556677:security=zigbee", "security", "zigbee", "install-code, se"),
+        ("ppmid:0011223344556677:cbke_fail=bad-mac", "cbke_fail", "bad-mac", "only with security=se"),
+        ("ppmid:0011223344556677:cbke_cert=abc", "cbke_cert", "abc", "hex digits, or a file"),
+        ("ppmid:0011223344556677:security=se", "cbke_cert", None, "required with security=se"),
+        ("ppmid:0011223344556677:cbke_suite=3", "cbke_suite", "3", "1 (sect163k1) or 2 (sect283k1)"),
+        ("ppmid:0011223344556677:security=se:cbke_fail=loud", "cbke_fail", "loud", "bad-mac, silent"),
+        (
+            f"ppmid:0011223344556677:security=se:cbke_cert={_WE_CERT}:cbke_key={_WE_KEY}:cbke_ca={_WE_CA}",
+            "cbke_cert",
+            _WE_CERT,
+            "subject 0000000000000002 is not the device 0011223344556677",
+        ),
+        (
+            f"ppmid:0000000000000002:security=se:cbke_cert={_WE_CERT}:cbke_key={_WE_KEY}:cbke_ca={_WE_CA}:cbke_suite=2",
+            "cbke_cert",
+            _WE_CERT,
+            "suite 2 certificate is 74 bytes, got 48",
+        ),
+        (
+            f"ppmid:0000000000000002:security=se:cbke_cert={_WE_CERT}:cbke_key={_WE_KEY}00:cbke_ca={_WE_CA}",
+            "cbke_cert",
+            _WE_CERT,
+            "cbke_key is 22 bytes",
+        ),
     ],
 )
 def test_errors_name_key_value_and_allowed(text: str, key: str, value: object, allowed: str | None) -> None:

@@ -34,6 +34,13 @@ parses ZCL frames whose profile is Home Automation (0x0104) or ZLL
 0x0109 zigpy's own interview (Basic reads) and ``update_firmware`` cannot work. The
 default is therefore ``profile=ha``; ``profile=se`` gives the faithful SE endpoint
 for servers that read frames below zigpy's device layer.
+
+Smart Energy security (issue 12): ``security=se`` with ``cbke_suite`` (1 or 2),
+``cbke_cert``, ``cbke_key`` and ``cbke_ca`` (hex, or files of raw bytes or hex) gives
+the device a key-establishment identity, checked here for lengths and subject
+(se_identity.py; the key against the certificate is checked when the device builds
+it); ``cbke_fail`` injects unknown-issuer, bad-certificate, bad-mac or silent. The
+device does not act on these yet: the HAN wiring is the integrator's.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 from dataclasses import dataclass
 import math
+from pathlib import Path
 import re
 from typing import Any, Final
 
@@ -242,6 +250,38 @@ def _opt_key_file(key: str, raw: object) -> str | None:
 
 _opt_key_file.allowed = "a PEM certificate or public key file (ECDSA P-256)"  # type: ignore[attr-defined]
 
+def _opt_blob(key: str, raw: object) -> str | None:
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", text) or (text and Path(text).is_file()):
+        return text
+    raise SimSpecError(key, raw, _opt_blob.allowed)  # type: ignore[attr-defined]
+
+
+_opt_blob.allowed = "hex digits, or a file holding raw bytes or hex"  # type: ignore[attr-defined]
+
+CBKE_FAULTS: Final = ("unknown-issuer", "bad-certificate", "bad-mac", "silent")
+
+
+def _opt_fault(key: str, raw: object) -> str | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none")):
+        return None
+    return _choice(*CBKE_FAULTS)(key, raw)
+
+
+_opt_fault.allowed = "one of " + ", ".join(CBKE_FAULTS) + ", or none"  # type: ignore[attr-defined]
+
+
+def _cbke_suite(key: str, raw: object) -> int:
+    try:
+        return _int_range(1, 2)(key, raw)
+    except SimSpecError:
+        raise SimSpecError(key, raw, _cbke_suite.allowed) from None  # type: ignore[attr-defined]
+
+
+_cbke_suite.allowed = "1 (sect163k1) or 2 (sect283k1)"  # type: ignore[attr-defined]
+
 _HEX2 = re.compile(r"[0-9a-fA-F]{2}")
 _HEX16 = re.compile(r"[0-9a-fA-F]{16}")
 _IEEE_ALLOWED = "16 hex digits (0011223344556677) or 8 colon-separated hex pairs (00:11:22:33:44:55:66:77)"
@@ -329,6 +369,15 @@ class SimDeviceSpec:
     activation_policy: int = 0
     activation_fails: bool = False
 
+    # Smart Energy security (issue 12): "se" runs CBKE as initiator after joining and
+    # insists on APS security for OTA afterwards; see se_identity.py for the cbke_* values.
+    security: str = "install-code"
+    cbke_suite: int = 1
+    cbke_cert: str | None = None
+    cbke_key: str | None = None
+    cbke_ca: str | None = None
+    cbke_fail: str | None = None
+
     # Radio behaviour
     sleepy_poll: float = 0.0
     fast_poll: float = 0.25
@@ -351,6 +400,24 @@ class SimDeviceSpec:
             object.__setattr__(self, f.name, _KEYS[f.name](f.name, getattr(self, f.name)))
         if kind == "hcalcs" and self.sleepy_poll > 0:
             raise SimSpecError("sleepy_poll", self.sleepy_poll, "0 for hcalcs (a mains-powered router never sleeps)")
+        self._check_security()
+
+    def _check_security(self) -> None:
+        names = ("cbke_cert", "cbke_key", "cbke_ca")
+        if self.security != "se":
+            for name in (*names, "cbke_fail"):
+                if getattr(self, name) is not None:
+                    raise SimSpecError(name, getattr(self, name), "only with security=se")
+            return
+        for name in names:
+            if getattr(self, name) is None:
+                raise SimSpecError(name, None, f"required with security=se: {_opt_blob.allowed}")  # type: ignore[attr-defined]
+        from .se_identity import check_identity  # the SE crypto only for an SE device
+
+        try:
+            check_identity(self.cbke_suite, self.cbke_cert, self.cbke_key, self.cbke_ca, self.ieee, self.cbke_fail)  # type: ignore[arg-type]
+        except (OSError, ValueError) as exc:
+            raise SimSpecError("cbke_cert", self.cbke_cert, f"the suite {self.cbke_suite} identity of this device ({exc})") from None
 
     # -- derived facts ---------------------------------------------------------------
 
@@ -422,6 +489,12 @@ _KEYS: Final[dict[str, Callable[[str, object], Any]]] = {
     "timeout_policy": _policy,
     "activation_policy": _policy,
     "activation_fails": _parse_bool,
+    "security": _choice("install-code", "se"),
+    "cbke_suite": _cbke_suite,
+    "cbke_cert": _opt_blob,
+    "cbke_key": _opt_blob,
+    "cbke_ca": _opt_blob,
+    "cbke_fail": _opt_fault,
     "sleepy_poll": _float_range(0, math.inf),
     "fast_poll": _float_range(0, math.inf, lo_open=True),
     "join_fast_poll": _float_range(0, math.inf),
