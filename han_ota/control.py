@@ -409,8 +409,8 @@ def is_cheap(request: Request) -> bool:
 
 
 def render(status: int, body: Any, headers: Mapping[str, str] | None = None) -> bytes:
-    """A complete HTTP/1.1 response with a JSON body and Connection: close, for an
-    answer given before any request was read (503 at accept)."""
+    """A complete HTTP/1.1 response with a JSON body and Connection: close, as an
+    exchange that has read no request answers (the server's 503 at accept is one)."""
     return Exchange().respond(status, body, headers)
 
 
