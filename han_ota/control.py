@@ -2,16 +2,17 @@
 
 Two halves:
 
-* sans-I/O: ``parse_head`` turns the bytes of a request head into a ``Request`` or
-  raises ``HttpError`` naming what is wrong; ``route`` maps method and path to a
-  handler name and path arguments; ``render`` makes the response bytes. No sockets,
+* sans-I/O: an ``Exchange`` takes the bytes of one connection and gives a ``Request``
+  or raises ``HttpError`` naming what is wrong, then the bytes of the answer. HTTP/1.1
+  itself is h11's (a sans-I/O library); the exchange adds our limits and policy.
+  ``route`` maps method and path to a handler name and path arguments. No sockets,
   no asyncio, so every refusal is testable with plain bytes.
 * ``ControlServer``: the asyncio listener. One request per connection
   (``Connection: close``): the clients are the ``han-ota`` commands, which make one
-  call each, and it keeps the parser free of pipelining and keep-alive state.
+  call each, and it keeps the server free of pipelining and keep-alive state.
 
 The server never trusts the peer: the head is capped at ``MAX_HEAD_BYTES`` (431),
-the body at ``MAX_BODY_BYTES`` (413) and must come with Content-Length (411/501),
+the body at ``MAX_BODY_BYTES`` (413) and must come with Content-Length (411),
 the whole request (head and body) must arrive within ``REQUEST_TIMEOUT_S`` (408),
 at most ``MAX_CONNECTIONS`` are open at once (503), and a handler's exception becomes a 500
 with its message -- garbage on the socket costs a 4xx or a closed connection, never
@@ -39,10 +40,12 @@ import re
 import socket
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote
+
+import h11
 
 LOGGER = logging.getLogger("han_ota.control")
 
@@ -62,8 +65,6 @@ SOCKET_MODE = 0o660  # owner and group (han-ota): `han-ota` commands run by grou
 SOCKET_DIR_MODE = 0o750
 
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() accepts '¹' and friends
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TARGET = re.compile(rb"/[\x21-\x7e]*")
 _HEADER_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _JSON_SPECIAL = re.compile(rb'[\[\]{}"\\]')
 _REASONS = {
@@ -187,85 +188,167 @@ def _check_strings(value: Any, where: str) -> None:
             _check_strings(item, f"{where}[{i}]")
 
 
-def parse_head(head: bytes) -> Request:
-    """Parse a request line and headers (``head`` ends with CRLF CRLF, or is the whole head).
+class Exchange:
+    """One request and its answer on one connection: bytes in, a ``Request`` out, and
+    the answer's bytes back, over an h11 server connection (sans-I/O).
 
-    Strict on purpose: CRLF line ends, one space between the three parts of the
-    request line, token header names, no line folding, no Transfer-Encoding.
+    h11 does the HTTP/1.1 framing (request line, header syntax, Content-Length, the
+    Host rule, end of file mid-message); on top of it this class holds the daemon's
+    own limits and policy: the head's size and field count, HTTP/1.0 and 1.1 only, an
+    absolute path, no control characters in header values, Content-Length bodies only,
+    percent-decoding of the path and the query. Every refusal is an ``HttpError``.
+
+    One request per connection (see ``ControlServer``): the answer says ``Connection: close``
+    and whatever follows the first request (pipelined requests) is never read.
     """
-    if len(head) > MAX_HEAD_BYTES:
-        raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes")
-    if head.endswith(b"\r\n\r\n"):
-        head = head[:-4]
-    lines = head.split(b"\r\n")
-    request_line = lines[0]
-    parts = request_line.split(b" ")
-    if len(parts) != 3:
-        raise HttpError(400, "malformed request line; expected 'METHOD /path HTTP/1.1'")
-    method_b, target_b, version = parts
-    if not _TOKEN.fullmatch(method_b):
-        raise HttpError(400, "malformed method in the request line")
-    if not version.startswith(b"HTTP/"):
-        raise HttpError(400, "malformed request line; expected 'METHOD /path HTTP/1.1'")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        # 400 rather than 505: a garbage request earns a 4xx, whatever part of it is garbage.
-        raise HttpError(400, f"{version.decode('ascii', 'replace')} is not supported; use HTTP/1.1")
-    if not _TARGET.fullmatch(target_b):
-        raise HttpError(400, "the request target must be an absolute path such as /v1/status")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise HttpError(431, f"more than {MAX_HEADERS} header fields")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            raise HttpError(400, "empty header line inside the head")
-        if line[:1] in (b" ", b"\t"):
-            raise HttpError(400, "obsolete header line folding is not accepted")
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name):
-            raise HttpError(400, f"malformed header line {line[:40]!r}")
-        value = value.strip(b" \t")
-        if not _HEADER_VALUE.fullmatch(value):
-            raise HttpError(400, f"control characters in header {name.decode('ascii')!r}")
-        key = name.decode("ascii").lower()
-        text = value.decode("latin-1")
-        if key in headers:
-            if key in ("content-length", "host", "content-type"):
-                if headers[key] != text:
-                    raise HttpError(400, f"conflicting {key} headers")
-                continue
-            headers[key] = headers[key] + ", " + text
-        else:
-            headers[key] = text
-    if "transfer-encoding" in headers:
-        raise HttpError(411, "Transfer-Encoding is not supported; send the body with Content-Length")
-    length = 0
-    if "content-length" in headers:
-        raw = headers["content-length"]
-        if not _DIGITS.fullmatch(raw) or len(raw) > 12:
-            raise HttpError(400, f"Content-Length {raw!r} is not a decimal byte count")
-        length = int(raw)
-        if length > MAX_BODY_BYTES:
-            raise HttpError(413, f"the body is {length} bytes; at most {MAX_BODY_BYTES} are accepted")
-    target = target_b.decode("ascii")
-    raw_path, _, raw_query = target.partition("?")
-    try:
-        path = unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
-    except UnicodeDecodeError:
-        raise HttpError(400, "the path is not valid percent-encoded UTF-8") from None
-    try:
-        pairs = parse_qsl(raw_query, keep_blank_values=True, strict_parsing=bool(raw_query), max_num_fields=20, errors="strict")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HttpError(400, f"malformed query string: {exc}") from None
-    if "\x00" in path:
-        raise HttpError(400, "the path contains a NUL character (%00); remove it")
-    query: dict[str, str] = {}
-    for qname, qvalue in pairs:
-        check_text(qname, "a query parameter name")
-        check_text(qvalue, f"query parameter {qname!r}")
-        if qname in query:
-            raise HttpError(400, f"query parameter {qname!r} given twice")
-        query[qname] = qvalue
-    return Request(method_b.decode("ascii"), target, path, query, headers, length)
+
+    def __init__(self, *, max_head: int = MAX_HEAD_BYTES, max_body: int = MAX_BODY_BYTES) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
+        self._max_head = max_head
+        self._max_body = max_body
+        self._fed = 0  # bytes given to h11
+        self._method: bytes | None = None  # h11 has the head (our checks may still refuse it)
+        self._body = bytearray()
+        self.head: Request | None = None  # the head, once it has passed our checks
+        self.closed = False  # the peer closed without sending a byte (find_daemon's probe)
+
+    def receive(self, data: bytes) -> Request | None:
+        """Feed what the socket gave (``b""`` at end of file): the complete request once
+        head and body are in, else None (more is needed, or ``closed``); HttpError when
+        the request is refused."""
+        if not data:
+            request = self._feed(b"")
+            if request is None and not self.closed:  # nothing more can come, whatever h11 waits for
+                raise HttpError(400, "the connection closed before the end of the request")
+            return request
+        while data:
+            if self._method is None:
+                # h11 checks its buffer's size only while a head is incomplete, so a
+                # large head in one read would be parsed: it never sees more than one
+                # byte past the limit before the head has ended (431, whatever else is wrong).
+                room = max(self._max_head + 1 - self._fed, 1)
+                chunk, data = data[:room], data[room:]
+            else:
+                chunk, data = data, b""
+            request = self._feed(chunk)
+            if request is not None or self.closed:
+                return request
+        return None
+
+    def _feed(self, chunk: bytes) -> Request | None:
+        self._fed += len(chunk)
+        self._conn.receive_data(chunk)
+        try:
+            while True:
+                event = self._conn.next_event()
+                if event is h11.NEED_DATA or event is h11.PAUSED:
+                    return None
+                if isinstance(event, h11.Request):
+                    self._method = event.method
+                    self.head = self._check_head(event)
+                elif isinstance(event, h11.Data):
+                    self._body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    assert self.head is not None  # h11 sends Request before EndOfMessage
+                    return replace(self.head, body=bytes(self._body))
+                elif isinstance(event, h11.ConnectionClosed):
+                    self.closed = True
+                    return None
+        except h11.RemoteProtocolError as exc:
+            raise self._refusal(exc, at_eof=not chunk) from None
+
+    def _refusal(self, exc: h11.RemoteProtocolError, *, at_eof: bool) -> HttpError:
+        if exc.error_status_hint == 431:  # h11's only 431: the head outgrew max_incomplete_event_size
+            return HttpError(431, f"request head is larger than {self._max_head} bytes")
+        if at_eof:
+            if self.head is None:
+                return HttpError(400, "the connection closed before the end of the request head")
+            return HttpError(400, f"the connection closed before the {self.head.content_length}-byte body")
+        if exc.error_status_hint == 501:  # h11's only 501: a transfer coding other than chunked
+            return HttpError(411, "Transfer-Encoding is not supported; send the body with Content-Length")
+        text = str(exc)
+        if len(text) > 120:
+            text = text[:117] + "..."
+        return HttpError(400, f"malformed request head ({text}); expected 'METHOD /path HTTP/1.1', header lines and a blank line")
+
+    def _check_head(self, event: h11.Request) -> Request:
+        head_bytes = self._fed - len(self._conn.trailing_data[0])
+        if head_bytes > self._max_head:
+            raise HttpError(431, f"request head is larger than {self._max_head} bytes")
+        if event.http_version not in (b"1.1", b"1.0"):
+            # 400 rather than 505: a garbage request earns a 4xx, whatever part of it is garbage.
+            raise HttpError(400, f"HTTP/{event.http_version.decode('ascii')} is not supported; use HTTP/1.1")
+        if not event.target.startswith(b"/"):  # h11 also passes absolute-form, authority-form and '*'
+            raise HttpError(400, "the request target must be an absolute path such as /v1/status")
+        if len(event.headers) > MAX_HEADERS:
+            raise HttpError(431, f"more than {MAX_HEADERS} header fields")
+        headers: dict[str, str] = {}
+        for name_b, value_b in event.headers:
+            key = name_b.decode("ascii")  # h11 gives token names, lower-cased
+            if not _HEADER_VALUE.fullmatch(value_b):  # h11 lets most control characters through
+                raise HttpError(400, f"control characters in header {key!r}")
+            text = value_b.decode("latin-1")
+            if key in headers:
+                # h11 refuses a second Host and folds repeated Content-Lengths into one itself.
+                if key == "content-type":
+                    if headers[key] != text:
+                        raise HttpError(400, f"conflicting {key} headers")
+                    continue
+                headers[key] = headers[key] + ", " + text
+            else:
+                headers[key] = text
+        if "transfer-encoding" in headers:
+            raise HttpError(411, "Transfer-Encoding is not supported; send the body with Content-Length")
+        length = int(headers.get("content-length", "0"))  # h11 has checked it is decimal digits
+        if length > self._max_body:
+            raise HttpError(413, f"the body is {length} bytes; at most {self._max_body} are accepted")
+        target = event.target.decode("ascii")  # h11: visible ASCII only
+        raw_path, _, raw_query = target.partition("?")
+        try:
+            path = unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
+        except UnicodeDecodeError:
+            raise HttpError(400, "the path is not valid percent-encoded UTF-8") from None
+        try:
+            pairs = parse_qsl(raw_query, keep_blank_values=True, strict_parsing=bool(raw_query), max_num_fields=20, errors="strict")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HttpError(400, f"malformed query string: {exc}") from None
+        if "\x00" in path:
+            raise HttpError(400, "the path contains a NUL character (%00); remove it")
+        query: dict[str, str] = {}
+        for qname, qvalue in pairs:
+            check_text(qname, "a query parameter name")
+            check_text(qvalue, f"query parameter {qname!r}")
+            if qname in query:
+                raise HttpError(400, f"query parameter {qname!r} given twice")
+            query[qname] = qvalue
+        return Request(event.method.decode("ascii"), target, path, query, headers, length)
+
+    def respond(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> bytes:
+        """The complete answer: a JSON body and ``Connection: close``."""
+        payload = (json.dumps(body, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+        fields = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            ("Connection", "close"),
+            ("Cache-Control", "no-store"),
+            *(headers or {}).items(),
+        ]
+        out = self._conn.send(h11.Response(status_code=status, reason=_REASONS.get(status, "Unknown"), headers=fields))
+        if self._method != b"HEAD":  # h11 frames an answer to HEAD without a body, as RFC 9110 says
+            out += self._conn.send(h11.Data(data=payload))
+        return out + self._conn.send(h11.EndOfMessage())
+
+
+def parse_head(head: bytes) -> Request:
+    """The request in ``head`` as far as its head: a body, if the head announces one,
+    is not waited for (``content_length`` says how long it is)."""
+    exchange = Exchange()
+    request = exchange.receive(head)
+    if request is not None:
+        return request
+    if exchange.head is not None:
+        return exchange.head
+    raise HttpError(400, "the request head is incomplete; it ends with a blank line")
 
 
 @dataclass(frozen=True)
@@ -326,18 +409,9 @@ def is_cheap(request: Request) -> bool:
 
 
 def render(status: int, body: Any, headers: Mapping[str, str] | None = None) -> bytes:
-    """A complete HTTP/1.1 response with a JSON body and Connection: close."""
-    payload = (json.dumps(body, separators=(",", ":"), default=str) + "\n").encode("utf-8")
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(payload)}",
-        "Connection: close",
-        "Cache-Control: no-store",
-    ]
-    for name, value in (headers or {}).items():
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+    """A complete HTTP/1.1 response with a JSON body and Connection: close, as an
+    exchange that has read no request answers (the server's 503 at accept is one)."""
+    return Exchange().respond(status, body, headers)
 
 
 # --------------------------------------------------------------------------- body checks
@@ -490,7 +564,7 @@ class ControlServer:
         _prepare_socket_path(self.socket_path)
         old_umask = os.umask(0o117)  # the socket is born 0660: no window with wider access
         try:
-            server = await asyncio.start_unix_server(self._serve, path=str(self.socket_path), limit=MAX_HEAD_BYTES + 1024)
+            server = await asyncio.start_unix_server(self._serve, path=str(self.socket_path))
         except OSError as exc:
             raise ControlSocketError(f"cannot listen on control socket {self.socket_path}: {exc.strerror}; check the directory's owner and mode") from None
         finally:
@@ -506,7 +580,7 @@ class ControlServer:
             except ValueError:
                 LOGGER.warning("control_tcp host %r is a name, not a loopback address; make sure it resolves to 127.0.0.1", host)
             try:
-                self._servers.append(await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD_BYTES + 1024))
+                self._servers.append(await asyncio.start_server(self._serve, host, port))
             except OSError as exc:
                 await self.close()
                 raise ControlSocketError(f"cannot listen on control_tcp {self.tcp}: {exc.strerror}") from None
@@ -541,14 +615,15 @@ class ControlServer:
         if task is not None:
             self._tasks.add(task)
         self._active += 1
+        exchange = Exchange()
         try:
             if not self._accepting:
-                await self._reply(writer, 503, {"error": "the daemon is stopping"})
+                await self._reply(writer, exchange, 503, {"error": "the daemon is stopping"})
             elif self._active > self.max_connections:
-                await self._reply(writer, 503, {"error": f"more than {self.max_connections} connections at once; retry shortly"})
+                await self._reply(writer, exchange, 503, {"error": f"more than {self.max_connections} connections at once; retry shortly"})
             else:
-                await self._one_request(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+                await self._one_request(reader, writer, exchange)
+        except ConnectionError:
             pass
         except Exception:  # the last line of defence: log, never crash the daemon
             LOGGER.exception("control connection failed")
@@ -573,9 +648,9 @@ class ControlServer:
                     break
                 dropped += len(chunk)
 
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, exchange: Exchange) -> None:
         try:
-            request = await self._read_request(reader)
+            request = await self._read_request(reader, exchange)
             if request is None:
                 return  # a connect-and-close probe (find_daemon): nothing to answer
             cheap = is_cheap(request)
@@ -592,16 +667,16 @@ class ControlServer:
                     LOGGER.exception("control API %s %s failed", request.method, request.path)
                     raise HttpError(500, f"internal error in {request.method} {request.path}: {type(exc).__name__}: {exc}") from None
                 self.requests_served += 1
-                await self._reply(writer, status, body_out)
+                await self._reply(writer, exchange, status, body_out)
             finally:
                 if not cheap:
                     self._busy -= 1
         except HttpError as exc:
             self.requests_refused += 1
             LOGGER.info("control API refused a request: %d %s", exc.status, exc.message)
-            await self._reply(writer, exc.status, {"error": exc.message}, exc.headers)
+            await self._reply(writer, exchange, exc.status, {"error": exc.message}, exc.headers)
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> Request | None:
+    async def _read_request(self, reader: asyncio.StreamReader, exchange: Exchange) -> Request | None:
         """Head and body under one deadline; still arriving after ``quick_s``, the request
         takes a slow slot or is cut off (408) if there is none."""
         loop = asyncio.get_running_loop()
@@ -620,22 +695,10 @@ class ControlServer:
         try:
             async with asyncio.timeout(self.request_timeout_s) as deadline:
                 timer = loop.call_later(self.quick_s, went_slow)
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.LimitOverrunError:
-                    raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes") from None
-                except asyncio.IncompleteReadError as exc:
-                    if exc.partial.strip():
-                        raise HttpError(400, "the connection closed before the end of the request head") from None
-                    return None
-                request = parse_head(head)
-                if not request.content_length:
-                    return request
-                try:
-                    body = await reader.readexactly(request.content_length)
-                except asyncio.IncompleteReadError:
-                    raise HttpError(400, f"the connection closed before the {request.content_length}-byte body") from None
-                return Request(request.method, request.target, request.path, request.query, request.headers, request.content_length, body)
+                while True:
+                    request = exchange.receive(await reader.read(65536))
+                    if request is not None or exchange.closed:
+                        return request  # None: a connect-and-close probe
         except TimeoutError:
             if cut:
                 raise HttpError(
@@ -650,8 +713,8 @@ class ControlServer:
             if slow:
                 self._slow -= 1
 
-    async def _reply(self, writer: asyncio.StreamWriter, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        writer.write(render(status, body, headers))
+    async def _reply(self, writer: asyncio.StreamWriter, exchange: Exchange, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        writer.write(exchange.respond(status, body, headers))
         with contextlib.suppress(ConnectionError, TimeoutError):  # a peer that does not read loses its answer, nothing else
             await asyncio.wait_for(writer.drain(), self.write_timeout_s)
             if writer.can_write_eof():
@@ -712,6 +775,7 @@ __all__ = [
     "ControlApi",
     "ControlServer",
     "ControlSocketError",
+    "Exchange",
     "HttpError",
     "MAX_BODY_BYTES",
     "MAX_HEAD_BYTES",

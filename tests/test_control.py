@@ -36,23 +36,26 @@ def test_parse_head_reads_method_path_query_and_headers() -> None:
     [
         (b"GARBAGE\r\n\r\n", 400, "request line"),
         (b"GET /v1/status\r\n\r\n", 400, "request line"),
-        (b"GET  /v1/status HTTP/1.1\r\n\r\n", 400, "request line"),
+        (b"GET  /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "request line"),
         (b"GET /v1/status HTTP/2.0\r\n\r\n", 400, "HTTP/1.1"),
         (b"GET /v1/status SPDY/1\r\n\r\n", 400, "request line"),
-        (b"GET v1/status HTTP/1.1\r\n\r\n", 400, "absolute path"),
-        (b"G@T /v1/status HTTP/1.1\r\n\r\n", 400, "method"),
-        (b"GET /v1/status HTTP/1.1\r\nNo colon here\r\n\r\n", 400, "malformed header"),
-        (b"GET /v1/status HTTP/1.1\r\n folded: x\r\n\r\n", 400, "folding"),
-        (b"GET /v1/status HTTP/1.1\r\nA: \x01\r\n\r\n", 400, "control characters"),
-        (b"POST /v1/push HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411, "Content-Length"),
-        (b"POST /v1/push HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "Content-Length"),
-        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400, "conflicting"),
-        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413, "at most"),
-        ("POST /v1/push HTTP/1.1\r\nContent-Length: \u00b97\r\n\r\n".encode("latin-1"), 400, "decimal byte count"),
-        (b"GET /v1/log?since=1&since=2 HTTP/1.1\r\n\r\n", 400, "twice"),
-        (b"GET /v1/%ff HTTP/1.1\r\n\r\n", 400, "UTF-8"),
-        (b"GET /v1/status HTTP/1.1\r\n" + b"A: b\r\n" * (control.MAX_HEADERS + 1) + b"\r\n", 431, "header fields"),
-        (b"GET /" + b"a" * control.MAX_HEAD_BYTES + b" HTTP/1.1\r\n\r\n", 431, "larger than"),
+        (b"GET v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "absolute path"),
+        (b"G@T /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "request line"),
+        (b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nNo colon here\r\n\r\n", 400, "illegal header line"),
+        (b"GET /v1/status HTTP/1.1\r\n folded: x\r\nHost: localhost\r\n\r\n", 400, "continuation line"),
+        (b"GET /v1/status HTTP/1.1\r\n\r\n", 400, "Host"),
+        (b"GET /v1/status HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400, "Host"),
+        (b"CONNECT example.com:443 HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "absolute path"),
+        (b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nA: \x01\r\n\r\n", 400, "control characters"),
+        (b"POST /v1/push HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n", 411, "Content-Length"),
+        (b"POST /v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Length: -1\r\n\r\n", 400, "Content-Length"),
+        (b"POST /v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400, "conflicting"),
+        (b"POST /v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Length: 999999999\r\n\r\n", 413, "at most"),
+        ("POST /v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Length: \u00b97\r\n\r\n".encode("latin-1"), 400, "bad Content-Length"),
+        (b"GET /v1/log?since=1&since=2 HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "twice"),
+        (b"GET /v1/%ff HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "UTF-8"),
+        (b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n" + b"A: b\r\n" * (control.MAX_HEADERS + 1) + b"\r\n", 431, "header fields"),
+        (b"GET /" + b"a" * control.MAX_HEAD_BYTES + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 431, "larger than"),
     ],
 )
 def test_parse_head_refuses_with_status_and_reason(head: bytes, status: int, words: str) -> None:
@@ -73,6 +76,54 @@ def test_route_names_allowed_methods_and_known_routes() -> None:
     assert err.value.status == 404 and "GET /v1/status" in err.value.message
 
 
+def test_the_rfc_9112_leniencies_of_h11_are_accepted() -> None:
+    # HTTP/1.0 needs no Host; bare LF line ends and a folded header line are read as
+    # RFC 9112 (2.2, 5.2) allows a recipient to.
+    assert parse_head(b"GET /v1/status HTTP/1.0\r\n\r\n").path == "/v1/status"
+    assert parse_head(b"GET /v1/status HTTP/1.1\nHost: x\n\n").headers == {"host": "x"}
+    assert parse_head(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n").headers == {"host": "x", "x-a": "b c"}
+
+
+def test_the_head_limit_is_exact_and_wins_over_other_faults() -> None:
+    def head_of(size: int, host: bool = True) -> bytes:
+        start = b"GET /v1/status HTTP/1.1\r\n" + (b"Host: x\r\n" if host else b"") + b"X-Pad: "
+        return start + b"a" * (size - len(start) - 4) + b"\r\n\r\n"
+
+    assert parse_head(head_of(control.MAX_HEAD_BYTES)).path == "/v1/status"
+    for data in (head_of(control.MAX_HEAD_BYTES + 1), head_of(control.MAX_HEAD_BYTES * 3, host=False)):
+        with pytest.raises(HttpError) as err:
+            control.Exchange().receive(data)  # the whole head in one read
+        assert err.value.status == 431 and "larger than 16384 bytes" in err.value.message
+
+
+def test_an_exchange_reads_one_request_however_the_bytes_arrive() -> None:
+    data = post(b'{"image": "/fw.ota"}') + b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n"  # a second one, pipelined
+    exchange = control.Exchange()
+    got = [exchange.receive(data[i : i + 1]) for i in range(len(data))]
+    requests = [r for r in got if r is not None]
+    assert len(requests) == 1 and requests[0].path == "/v1/push" and requests[0].body == b'{"image": "/fw.ota"}'
+    assert got.index(requests[0]) == len(post(b'{"image": "/fw.ota"}')) - 1  # complete at its last byte, not before
+
+
+def test_an_exchange_tells_a_probe_from_a_truncated_request() -> None:
+    probe = control.Exchange()
+    assert probe.receive(b"") is None and probe.closed
+    for data, words in ((b"GET /v1/sta", "end of the request head"), (post(b"{}")[:-1], "the 2-byte body")):
+        exchange = control.Exchange()
+        assert exchange.receive(data) is None
+        with pytest.raises(HttpError) as err:
+            exchange.receive(b"")
+        assert err.value.status == 400 and words in err.value.message and not exchange.closed
+
+
+def test_an_answer_to_head_has_no_body() -> None:
+    exchange = control.Exchange()
+    assert exchange.receive(b"HEAD /v1/status HTTP/1.1\r\nHost: x\r\n\r\n") is not None
+    raw = exchange.respond(405, {"error": "HEAD is not allowed on /v1/status; use GET"}, {"Allow": "GET"})
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n") and b"Allow: GET" in head and body == b""
+
+
 def test_render_is_a_complete_json_response() -> None:
     raw = control.render(404, {"error": "nope"})
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -86,7 +137,7 @@ def test_render_is_a_complete_json_response() -> None:
 
 
 def post(body: bytes, path: str = "/v1/push") -> bytes:
-    return f"POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    return f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
 
 class FakeApi:
@@ -211,24 +262,24 @@ async def test_client_raises_the_daemons_message(server: tuple[ControlServer, Fa
 @pytest.mark.parametrize(
     ("request_bytes", "status", "words"),
     [
-        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 5\r\n\r\n{bad}", 400, "not valid JSON"),
-        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]", 400, "JSON object"),
-        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\n{}", 415, "application/json"),
-        (b'POST /v1/push HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}', 400, "'image' is required"),
+        (b"POST /v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\n{bad}", 400, "not valid JSON"),
+        (b"POST /v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n[]", 400, "JSON object"),
+        (b"POST /v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\n{}", 415, "application/json"),
+        (b'POST /v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}', 400, "'image' is required"),
         (post(b'{"image": "/a", "device": "b", "x": 1}'), 400, "unknown field"),
         (post(b'{"image": "/a", "device": "b", "activate_now": 1}'), 400, "true or false"),
         (post(b'{"image": "/a", "device": "b", "activation": "DD", "activate_now": true}'), 400, "not both"),
         (post(b'{"image": "/a", "device": "b", "stall_timeout": -5}'), 400, "positive number"),
         (post(b'{"command": 5}', "/v1/activate"), 400, "non-empty string"),
         (post(b'{"x": 1}', "/v1/jobs/1/cancel"), 400, "unknown field"),
-        (b"GET /v1/nothing HTTP/1.1\r\n\r\n", 404, "no route"),
-        (b"PUT /v1/status HTTP/1.1\r\n\r\n", 405, "not allowed"),
-        (b"GET /v1/status?x=1 HTTP/1.1\r\n\r\n", 400, "unknown query parameter"),
-        (b"GET /v1/log?since=abc HTTP/1.1\r\n\r\n", 400, "non-negative integer"),
-        (b"GET /v1/log?limit=0 HTTP/1.1\r\n\r\n", 400, "between"),
-        (b"GET /v1/status HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400, "takes no body"),
-        (b"POST /v1/push HTTP/1.1\r\nContent-Length: 10\r\n\r\n{}", 400, "closed before"),
-        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, "closed before the end"),  # a TLS hello
+        (b"GET /v1/nothing HTTP/1.1\r\nHost: localhost\r\n\r\n", 404, "no route"),
+        (b"PUT /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n", 405, "not allowed"),
+        (b"GET /v1/status?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "unknown query parameter"),
+        (b"GET /v1/log?since=abc HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "non-negative integer"),
+        (b"GET /v1/log?limit=0 HTTP/1.1\r\nHost: localhost\r\n\r\n", 400, "between"),
+        (b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}", 400, "takes no body"),
+        (b"POST /v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n{}", 400, "closed before"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, "malformed request head"),  # a TLS hello
     ],
 )
 async def test_bad_requests_get_a_json_4xx(server: tuple[ControlServer, FakeApi], request_bytes: bytes, status: int, words: str) -> None:
@@ -256,8 +307,8 @@ DEEP = b'{"image": ' + b"[" * 5000 + b"]" * 5000 + b', "device": "00112233445566
         (post(b'{"\\ud800": 1}', "/v1/activate"), "a field name contains a lone surrogate"),
         (post(b'{"command": ["\\u0000"]}', "/v1/activate"), "'command[0]' contains a NUL"),
         (post(b"{\"x\\u0000\": 1}", "/v1/jobs/1/cancel"), "a field name contains a NUL"),
-        (b"GET /v1/log?device=%00 HTTP/1.1\r\n\r\n", "query parameter 'device' contains a NUL"),
-        (b"GET /v1/jobs/%00 HTTP/1.1\r\n\r\n", "path contains a NUL"),
+        (b"GET /v1/log?device=%00 HTTP/1.1\r\nHost: localhost\r\n\r\n", "query parameter 'device' contains a NUL"),
+        (b"GET /v1/jobs/%00 HTTP/1.1\r\nHost: localhost\r\n\r\n", "path contains a NUL"),
     ],
     ids=["push-deep", "activate-deep", "push-image-nul", "push-image-surrogate", "push-device-nul", "push-activation-surrogate",
          "activate-command-nul", "activate-device-surrogate", "activate-key-surrogate", "activate-nested-nul", "cancel-key-nul",
@@ -282,7 +333,7 @@ def test_json_depth_counts_brackets_outside_strings_only() -> None:
 
 async def test_oversized_head_is_refused_or_closed(server: tuple[ControlServer, FakeApi]) -> None:
     srv, api = server
-    data = b"GET /v1/status HTTP/1.1\r\n" + b"X-Pad: " + b"a" * (control.MAX_HEAD_BYTES * 2) + b"\r\n\r\n"
+    data = b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n" + b"X-Pad: " + b"a" * (control.MAX_HEAD_BYTES * 2) + b"\r\n\r\n"
     reply = await asyncio.to_thread(raw_exchange, srv.socket_path, data)
     assert reply == b"" or reply.startswith(b"HTTP/1.1 431 ")
     assert ("status", None) not in api.calls
@@ -298,7 +349,7 @@ async def test_random_garbage_never_kills_the_server(server: tuple[ControlServer
     srv, _ = server
     rng = random.Random(20240617)
     valid = post(b'{"image":"/fw.ota","device":"0011223344556677"}')
-    payloads = [b"", b"\r\n\r\n", b"\x00" * 10, b"GET / HTTP/1.1\r\n\r\n" * 3]
+    payloads = [b"", b"\r\n\r\n", b"\x00" * 10, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n" * 3]
     for _ in range(150):
         shape = rng.randrange(4)
         if shape == 0:
@@ -359,18 +410,18 @@ def fuzz_requests(rng: random.Random, count: int) -> list[tuple[bytes, bool]]:
             out.append((rng.randbytes(rng.randrange(1, 80)) + b"\r\n\r\n", True))
         elif shape == 1:  # bad headers
             header = rng.choice([b"No colon", b" folded: x", b"A: \x01", b"Transfer-Encoding: chunked", b": empty", b"X-\xff: y", b"Host: a\r\nHost: b"])
-            out.append((f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + header + b"\r\n\r\n", True))
+            out.append((f"{method} {target} HTTP/1.1\r\nHost: localhost\r\n".encode("latin-1") + header + b"\r\n\r\n", True))
         elif shape == 2:  # bad Content-Length
             cl = rng.choice([b"-1", b"1e3", b"0x10", b"99999999999999", b"", b"\xb97", b"5, 6", b"1\r\nContent-Length: 2"])
-            out.append((b"POST /v1/push HTTP/1.1\r\nContent-Length: " + cl + b"\r\n\r\n{}", True))
+            out.append((b"POST /v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Length: " + cl + b"\r\n\r\n{}", True))
         elif shape == 3:  # truncated body, or a body that never comes (408)
             body = json.dumps({"image": "/fw.ota", "device": "0011223344556677"}).encode()
             out.append((post(body, target)[: -rng.randrange(1, len(body))], rng.random() < 0.8))
         elif shape == 4:  # huge head
-            out.append((f"GET {target} HTTP/1.1\r\n".encode() + b"X-Pad: " + b"a" * rng.randrange(10_000, 40_000) + b"\r\n\r\n", True))
+            out.append((f"GET {target} HTTP/1.1\r\nHost: localhost\r\n".encode() + b"X-Pad: " + b"a" * rng.randrange(10_000, 40_000) + b"\r\n\r\n", True))
         elif shape == 5:  # random query
             query = "&".join(f"{rng.choice(['device', 'since', 'limit', 'x', '%00', '%ff'])}={rng.choice(['1', '-1', '%00', '%ed%a0%80', 'a', '99999999999999999999', ''])}" for _ in range(rng.randrange(1, 4)))
-            out.append((f"GET {rng.choice(['/v1/log', '/v1/status'])}?{query} HTTP/1.1\r\n\r\n".encode(), True))
+            out.append((f"GET {rng.choice(['/v1/log', '/v1/status'])}?{query} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode(), True))
         else:  # random JSON, sometimes deeply nested
             body_value = value(0) if rng.random() < 0.7 else {"image": json.loads("[" * 50 + "]" * 50)} if rng.random() < 0.5 else value(0)
             body = json.dumps(body_value).encode()
@@ -423,7 +474,7 @@ async def test_too_many_connections_get_503(tmp_path: Path) -> None:
         async with asyncio.timeout(30):
             while srv._active < 2:  # both accepted (the server has no event for it)
                 await asyncio.sleep(0.01)
-        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\n\r\n")
+        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 503 ") and b"retry shortly" in reply, reply
     finally:
         for s in idle:
@@ -448,7 +499,7 @@ async def test_a_slow_request_without_a_slow_slot_is_cut_off_at_once(tmp_path: P
         assert len(done) == 1 and len(pending) == 1
         cut = done.pop().result()
         assert status_of(cut) == 408 and b"send the whole request at once" in cut, cut
-        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\n\r\n")
+        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert status_of(reply) == 200, reply
         idle[recvs.index(pending.pop())].shutdown(socket.SHUT_WR)  # the slow one gives up: 400, not a 30 s wait
         async with asyncio.timeout(30):
@@ -467,7 +518,7 @@ async def test_a_client_that_does_not_read_its_answer_costs_no_traceback(tmp_pat
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(str(srv.socket_path))
-        s.sendall(b"GET /v1/devices HTTP/1.1\r\n\r\n")
+        s.sendall(b"GET /v1/devices HTTP/1.1\r\nHost: localhost\r\n\r\n")
         async with asyncio.timeout(30):
             while srv.requests_served < 1 or srv._tasks:  # answered (in part) and the connection done with
                 await asyncio.sleep(0.01)
@@ -485,16 +536,16 @@ async def test_busy_handlers_get_503_but_status_is_still_answered(tmp_path: Path
     srv = ControlServer(api, tmp_path / "c.sock", max_busy=2)
     await srv.start()
     try:
-        blocked = [asyncio.create_task(asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\n\r\n", timeout=30))]
+        blocked = [asyncio.create_task(asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout=30))]
         async with asyncio.timeout(30):
             await api.log_entered.wait()
             api.log_entered.clear()
-            blocked.append(asyncio.create_task(asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\n\r\n", timeout=30)))
+            blocked.append(asyncio.create_task(asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout=30)))
             await api.log_entered.wait()
         # Two slow handlers are all max_busy allows: another log waits its turn, status does not.
-        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\n\r\n")
+        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/log HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert status_of(reply) == 503 and b"retry shortly" in reply, reply
-        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\n\r\n")
+        reply = await asyncio.to_thread(raw_exchange, srv.socket_path, b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert status_of(reply) == 200, reply
         api.log_gate.set()
         async with asyncio.timeout(30):
@@ -511,7 +562,7 @@ async def test_slow_clients_get_408_and_status_is_still_answered(tmp_path: Path)
     stop = asyncio.Event()
     started = [asyncio.Event() for _ in range(12)]
     replies: list[bytes] = []
-    dribble = b"GET /v1/status HTTP/1.1\r\nX-Pad: " + b"a" * 10_000
+    dribble = b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 10_000
 
     async def slow_client(ready: asyncio.Event) -> None:
         while not stop.is_set():
