@@ -229,10 +229,6 @@ class _Initiate:
         value: int = _U16.unpack_from(payload)[0]
         return value
 
-    @property
-    def suite_info(self) -> Suite | None:
-        return suite_for_bit(self.suite)
-
 
 def _parse_initiate(cls: type[_I], payload: bytes) -> _I:
     value = cls.peek_suite(payload)

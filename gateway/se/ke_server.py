@@ -15,7 +15,9 @@ Key Establishment server, the trust center) and the device the initiator::
 
 ESTABLISHED and FAILED are the end states (``done``): the exchange is over, and an
 Initiate that reaches a done machine is ignored; the driver starts a new ``KeServer``
-for it (a device re-keys with a new exchange, e.g. after it rejoined).
+for it (a device re-keys with a new exchange, e.g. after it rejoined). Other frames
+in an end state are ignored too, not refused: a Terminate after success could make
+the device drop the key it has just confirmed, and after a failure ours has been sent.
 
 The heavy steps never run inside ``handle``: they leave as ``Compute(kind, ticket,
 work)``, a zero-argument callable over ``gateway.se`` that the asyncio layer runs in an
