@@ -249,6 +249,12 @@ def test_a_subject_that_is_not_the_sender_is_invalid() -> None:
     assert "subject 00:00:00:00:00:00:00:02 is not the sender 00:00:00:00:00:00:00:03" in why
 
 
+def test_the_issuer_is_checked_before_the_subject() -> None:
+    cert = INIT["certificate"][:30] + b"OTHER-CA" + INIT["certificate"][38:]
+    status, _ = refusal(server(peer=bytes.fromhex("0300000000000000")).handle(initiate(cert), 0.0))
+    assert status is KeStatus.UNKNOWN_ISSUER
+
+
 def test_the_peer_may_be_given_as_zigpy_prints_it() -> None:
     ke = ks.KeServer(config(), "00:00:00:00:00:00:00:02")
     assert ke.peer_ieee == PEER

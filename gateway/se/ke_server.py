@@ -37,11 +37,11 @@ Terminate Key Establishment and its status:
 * the suite field is not one suite this hub offers: UNSUPPORTED_SUITE (checked
   before the length, which depends on the suite);
 * the frame is too short or too long for that suite: BAD_MESSAGE;
-* the certificate does not parse (point prefix; for suite 2 type, curve, hash),
-  lacks key agreement in its key usage (suite 2), or its subject is not the sender's
-  EUI-64: INVALID_CERTIFICATE;
+* the certificate does not parse (point prefix; for suite 2 type, curve, hash) or,
+  for suite 2, its key usage lacks key agreement: INVALID_CERTIFICATE;
 * its issuer is not a configured CA: UNKNOWN_ISSUER (before the subject check:
   a certificate from an unknown CA says nothing trustworthy about its subject);
+* its subject is not the sender's EUI-64: INVALID_CERTIFICATE;
 * ECQV finds its reconstruction point off the curve: INVALID_CERTIFICATE.
 
 Later: a malformed Ephemeral Data or Confirm Key frame, a bad ephemeral point, and
@@ -56,19 +56,20 @@ Repeats. A frame equal to the one the machine last answered (same TSN, command a
 payload) while the machine is still where that answer left it gets the same answer
 again (the first was lost on the air), and one equal to a request whose work is still
 running is ignored (its answer is coming). Any other Initiate mid-exchange restarts
-the exchange with fresh ephemeral keys, and is checked like the first. The
-specification's NO_RESOURCES ("busy") is for a responder in an exchange with
-*another* device, which is the driver's business, not this per-device machine's; an
+the exchange with fresh ephemeral keys, and is checked like the first, rather than
+being refused NO_RESOURCES: that is the answer of a responder that cannot take an
+exchange on (busy with *another* device, out of memory), which is the driver's
+business, not this per-device machine's; an
 initiator sends Initiate only to begin, so a new one from the same device means it
 abandoned the old exchange (timed out, rebooted), and refusing it would only make it
 wait out our wait time to try again.
 
 Timeouts. The hub waits for the device's Ephemeral Data Request for the device's
 EphemeralDataGenerateTime, and for its Confirm Key Data Request for the device's
-ConfirmKeyGenerateTime, each plus ``KeConfig.margin_s`` (default 10 s; a choice of
-this project, not a figure from the specification, which gives none: it covers
-delivery of our answer and of the device's request with APS retries through a
-parent, several seconds for a polled end device). The device is silent, so nothing
+ConfirmKeyGenerateTime, each plus ``KeConfig.margin_s`` (default 10 s: a choice of
+this project, not a figure taken from the specification or a stack, none being at
+hand; it covers delivery of our answer and of the device's request with APS retries
+through a parent, several seconds for a polled end device). The device is silent, so nothing
 is sent: the exchange fails with no status. A computation of ours gets the hub's own
 EphemeralDataGenerateTime plus the margin; after that the device has given up, and
 gets NO_RESOURCES for its pending request.
