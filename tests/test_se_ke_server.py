@@ -556,6 +556,16 @@ def test_configuration_errors_are_refused_at_construction() -> None:
     assert "private_key=" not in repr(identity)
 
 
+def test_the_hubs_key_is_checked_against_its_certificate() -> None:
+    ks.HubIdentity.load(1, RESP["certificate"], RESP["static_private_key"], [CA]).check_key()
+    wrong = ks.HubIdentity.load(1, RESP["certificate"], INIT["static_private_key"], [CA])
+    with pytest.raises(ks.KeConfigError, match="the private key is not the hub certificate's"):
+        wrong.check_key()
+    elsewhere = ks.HubIdentity.load(1, RESP["certificate"], RESP["static_private_key"], [ks.TrustedCa(b"OTHER-CA", CA)])
+    with pytest.raises(ks.KeConfigError, match="no trusted CA for the hub certificate's issuer"):
+        elsewhere.check_key()
+
+
 def test_every_live_state_answers_every_request() -> None:
     live = [s for s in ks.KeState if s not in ks.END_STATES]
     for state in live:

@@ -91,7 +91,7 @@ from typing import Literal
 
 from gateway.se.certificate import ImplicitCertificate, parse_certificate, require_key_agreement
 from gateway.se.ecmqv import Agreement, agree
-from gateway.se.ecqv import KeyPair, Rng, new_key_pair, reconstruct_public_key
+from gateway.se.ecqv import KeyPair, Rng, new_key_pair, private_scalar, reconstruct_public_key
 from gateway.se.errors import SeError
 from gateway.se.ke_frames import (
     ClientCommand,
@@ -197,6 +197,23 @@ class HubIdentity:
             raise KeConfigError(f"hub certificate for suite {suite_number}: {err}") from err
         trusted = tuple(ca if isinstance(ca, TrustedCa) else TrustedCa(cert.issuer, bytes(ca)) for ca in ca_public_keys)
         return cls(cert, bytes(private_key), trusted)
+
+    def check_key(self) -> None:
+        """Raise ``KeConfigError`` unless the private key is the one the certificate
+        gives under the trusted CA of its own issuer: a mismatch would otherwise show
+        only as every device's BAD_KEY_CONFIRM. Heavy (two scalar multiplications):
+        for start-up, off the event loop."""
+        s = self.suite
+        ca_public_key = self.ca_key(self.certificate.issuer)
+        if ca_public_key is None:
+            raise KeConfigError(f"suite {s.number}: no trusted CA for the hub certificate's issuer {_display(self.certificate.issuer)}")
+        try:
+            expected = reconstruct_public_key(self.certificate, ca_public_key)
+            d = private_scalar(s, self.private_key, f"suite {s.number} private key")
+        except SeError as err:
+            raise KeConfigError(f"suite {s.number} hub identity: {err}") from err
+        if s.curve.compress(s.curve.multiply_base(d)) != expected:
+            raise KeConfigError(f"suite {s.number}: the private key is not the hub certificate's (under the CA of issuer {_display(self.certificate.issuer)})")
 
     def ca_key(self, issuer: bytes) -> bytes | None:
         for ca in self.trusted:
