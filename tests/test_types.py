@@ -23,7 +23,7 @@ STRICT = [
     "gateway/ota/pacing.py",
     "gateway/ota/session.py",
     "gateway/ota/state.py",
-    "gateway/se",
+    "gateway/se",  # the crypto and the Key Establishment cluster (ke_frames, ke_server)
 ]
 
 
