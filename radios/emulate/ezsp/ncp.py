@@ -1110,6 +1110,8 @@ class EmberNcp:
         if t.EmberApsOption.APS_OPTION_RETRY in aps_frame.options:
             tx_options |= zt.TransmitOptions.ACK
         if t.EmberApsOption.APS_OPTION_ENCRYPTION in aps_frame.options:
+            # The stack APS-secures the frame with the key table's entry for the
+            # destination, else the TC link key: the air does that (radios/sim/han.py)
             tx_options |= zt.TransmitOptions.APS_Encryption
         return zt.ZigbeePacket(
             src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=COORDINATOR_NWK),
@@ -1295,6 +1297,8 @@ class EmberNcp:
         nwk, ieee = self._resolve_src(packet)
         message = bytes(packet.data.serialize())
         options = t.EmberApsOption.APS_OPTION_NONE
+        # The air passes a frame on as APS-secured only once the coordinator's key
+        # verified it; EmberZNet then reports APS_OPTION_ENCRYPTION in the apsFrame.
         if zt.TransmitOptions.APS_Encryption in packet.tx_options:
             options |= t.EmberApsOption.APS_OPTION_ENCRYPTION
         aps = t.EmberApsFrame(
