@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+import zigpy.exceptions
 import zigpy.types as t
 from zigpy.zcl import foundation
 
@@ -105,8 +107,8 @@ async def two_keys_then_secured_traffic(app: Any, han: Any, tsn_base: int = 0x40
 
     both keys go into the coordinator at once; an APS-secured read reaches each device
     holding its own key, and each secured answer reaches zigpy with APS_Encryption; a
-    device holding another key drops the secured frame; a device that insists drops an
-    unsecured frame on OTA.
+    device holding another key drops the secured frame (and the send fails: no APS
+    ack); a device that insists drops an unsecured frame on OTA.
     """
     a, b = han.devices[A_IEEE], han.devices[B_IEEE]
     await install_link_key(app, A_IEEE, KEY_A)
@@ -133,7 +135,9 @@ async def two_keys_then_secured_traffic(app: Any, han: Any, tsn_base: int = 0x40
         # B now holds another key than the coordinator's entry for it: B drops the frame
         b.aps_link_key = OTHER_KEY
         mark = len(b.history)
-        await send_ota_read(app, b, tsn_base + 2, secured=True)
+        # ... and sends no APS ack: the radio library reports the delivery failed
+        with pytest.raises(zigpy.exceptions.DeliveryError):
+            await send_ota_read(app, b, tsn_base + 2, secured=True)
         drop = await b.wait_for_event("aps_drop", timeout=10, since=mark)
         assert drop.detail == {"cluster": CLUSTER_OTA, "reason": "secured with another key"}
         assert not [e for e in b.history[mark:] if e.kind == "read_attributes"]

@@ -12,7 +12,7 @@ import zigpy.types as t
 import aps_test_support as aps
 from radios.keys import LinkKeyError, install_link_key, radio_family
 from radios.sim.app import start_sim_app
-from radios.sim.han import WELL_KNOWN_TC_LINK_KEY, SimHan
+from radios.sim.han import WELL_KNOWN_TC_LINK_KEY, DeliveryResult, SimHan
 from radios.sim.spec import parse_sim_device
 from radios.sim.testing import HandCoordinator
 
@@ -62,10 +62,12 @@ async def test_device_with_its_own_key_drops_tc_key_and_unsecured_ota(hand) -> N
     a = han.devices[aps.A_IEEE]
     a.aps_link_key = KEY  # but the coordinator has no entry: it secures with its TC link key
     mark = len(a.history)
-    await han.send(read(hc, a.nwk, 1, secured=True))
+    # it cannot unsecure the frame, so it sends no APS ack
+    assert await han.send(read(hc, a.nwk, 1, secured=True)) == DeliveryResult(False, "no aps ack")
     assert (await a.wait_for_event("aps_drop", timeout=5, since=mark)).detail["reason"] == "secured with another key"
     mark = len(a.history)
-    await han.send(read(hc, a.nwk, 2, secured=False))
+    # an unsecured frame is acked (APS security is fine), then refused by the device's policy
+    assert (await han.send(read(hc, a.nwk, 2, secured=False))).ok
     assert (await a.wait_for_event("aps_drop", timeout=5, since=mark)).detail["reason"] == "not APS-secured"
     # Basic is not a secured cluster: an unsecured read there is answered
     assert not a.aps_required(0x0000) and a.aps_required(0x0019) and a.aps_required(0x0704)

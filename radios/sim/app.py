@@ -76,6 +76,7 @@ DEFAULT_CHANNEL: Final = 15
 
 _FAILURE_STATUS: Final = {
     "no ack": t.MACStatus.MAC_NO_ACK,
+    "no aps ack": t.APSStatus.APS_NO_ACK,
     "indirect timeout": t.MACStatus.MAC_TRANSACTION_EXPIRED,
     "unknown destination": t.NWKStatus.NWK_UNKNOWN_DEVICE,
     "stopped": t.MACStatus.MAC_CHANNEL_ACCESS_FAILURE,

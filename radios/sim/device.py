@@ -596,14 +596,18 @@ class SimDevice:
                 LOGGER.exception("%r: failed to handle %r", self, packet)
                 self.record("handler_error", error=repr(exc), data=packet.data.serialize().hex())
 
+    def aps_key_matches(self, aps_key: bytes) -> bool:
+        """Can this device unsecure a frame secured with ``aps_key``? Its key with the
+        trust centre is its own link key once it holds one, else the network's TC link
+        key it joined with; another key fails the APS MIC check."""
+        ours = self.aps_link_key if self.aps_link_key is not None else self._han.tc_link_key
+        return aps_key == ours
+
     def _aps_accepts(self, packet: t.ZigbeePacket, aps_key: bytes | None) -> bool:
         """The APS layer's check before the frame reaches ZDO or ZCL."""
         cluster = int(packet.cluster_id)
         if aps_key is not None:
-            # Our key with the trust centre: our own link key once we hold one, else the
-            # network's TC link key we joined with. Another key fails the MIC check.
-            ours = self.aps_link_key if self.aps_link_key is not None else self._han.tc_link_key
-            if aps_key != ours:
+            if not self.aps_key_matches(aps_key):
                 self.radio.aps_drops += 1
                 self.record("aps_drop", cluster=cluster, reason="secured with another key")
                 return False

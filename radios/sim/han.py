@@ -45,7 +45,8 @@ its APS link key table, then in its TCLK table). We rely on that and do not mode
 hashed TC link keys (EmberZNet's hashed TCLK, Z-Stack's TCLK seed): the air uses one
 ``tc_link_key`` for every device without an entry, and so does each device.
 The device is handed the key its frame was secured with (None when unsecured); it
-decides whether to drop it (device.py). APS security is unicast only: broadcasts and
+decides whether to drop it (device.py). A device that cannot unsecure a frame (it holds
+another key) sends no APS ack, so that send ends in DeliveryResult(False, "no aps ack"). APS security is unicast only: broadcasts and
 groups reach devices unsecured. An uplink the device sent secured reaches the host
 with ``APS_Encryption`` when the coordinator's key for the device (entry or TC link
 key) is the device's; otherwise the coordinator's MIC check fails and the frame is
@@ -82,7 +83,7 @@ class DeliveryResult:
     """What the coordinator learns about one downlink."""
 
     ok: bool
-    reason: str = ""  # "" when ok; else "no ack", "indirect timeout", "unknown destination", ...
+    reason: str = ""  # "" when ok; else "no ack", "no aps ack", "indirect timeout", "unknown destination", ...
 
 
 @dataclass
@@ -280,6 +281,11 @@ class SimHan:
                 await self._sleep_until(when)
                 return DeliveryResult(False, "no ack")
         loop.call_at(when, self._deliver, device, packet, False, aps_key)
+        if aps_key is not None and not device.aps_key_matches(aps_key):
+            # Its APS layer cannot unsecure the frame, so it sends no APS ack: the
+            # sender's stack reports a delivery failure (APS retries are not modelled).
+            await self._sleep_until(when)
+            return DeliveryResult(False, "no aps ack")
         ack = self.link.mac_transmit(self.channel, when, self.link.aps_ack_psdu, device.spec.loss, device.link_rng)
         await self._sleep_until(ack.end)
         if not ack.delivered:
