@@ -170,6 +170,21 @@ def test_link_key_error_names_radio_device_and_status_but_not_the_key() -> None:
     assert (err.radio, err.ieee, err.status) == ("ezsp", aps.A_IEEE, "FAIL (0x01)")
 
 
-def test_spec_parse_still_works_for_devices_used_here() -> None:
-    spec = parse_sim_device(f"hcalcs:{aps.A}:{aps.QUIET}")
-    assert spec.ieee == aps.A_IEEE
+async def test_sleepy_device_gets_the_key_its_queued_frame_was_secured_with() -> None:
+    ppmid = t.EUI64.convert("00:db:12:34:56:78:aa:10")
+    han = SimHan([parse_sim_device(f"ppmid:{ppmid}:sleepy_poll=0.2:{aps.QUIET}")])
+    hc = HandCoordinator(han)
+    await han.start()
+    try:
+        device = han.devices[ppmid]
+        device.aps_link_key = KEY
+        han.install_link_key(ppmid, KEY)
+        mark = len(device.history)
+        result = await han.send(read(hc, device.nwk, 5, secured=True))  # waits for a poll
+        assert result.ok
+        await device.wait_for_event("read_attributes", timeout=5, since=mark)
+        assert device.radio.aps_secured_received == 1 and device.events("aps_drop") == []
+        reply = await hc.expect(cluster=aps.CLUSTER_OTA, src=device.nwk)
+        assert t.TransmitOptions.APS_Encryption in reply.packet.tx_options
+    finally:
+        await han.stop()
