@@ -76,6 +76,7 @@ DEFAULT_CHANNEL: Final = 15
 
 _FAILURE_STATUS: Final = {
     "no ack": t.MACStatus.MAC_NO_ACK,
+    "no aps ack": t.APSStatus.APS_NO_ACK,
     "indirect timeout": t.MACStatus.MAC_TRANSACTION_EXPIRED,
     "unknown destination": t.NWKStatus.NWK_UNKNOWN_DEVICE,
     "stopped": t.MACStatus.MAC_CHANNEL_ACCESS_FAILURE,
@@ -226,6 +227,7 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
         han = self.han
         han.coordinator_ieee = self.state.node_info.ieee
         han.extended_pan_id = self.state.network_info.extended_pan_id
+        han.tc_link_key = bytes(self.state.network_info.tc_link_key.key)
         await self.register_endpoints()
         ieee, nwk = self.state.node_info.ieee, self.state.node_info.nwk
         if not isinstance(self.devices.get(ieee), SimCoordinator):
@@ -300,6 +302,13 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
     async def permit_with_link_key(self, node: t.EUI64, link_key: t.KeyData, time_s: int = 60) -> None:
         self._link_keys[node] = link_key
         await self.permit_ncp(time_s)
+
+    # -- APS link keys ---------------------------------------------------------------
+
+    async def install_link_key(self, ieee: t.EUI64, key: t.KeyData) -> None:
+        """The coordinator's APS link key for a device: the SimHan's key table holds it
+        (the air secures and checks frames with it, see han.py). No table limit."""
+        self.han.install_link_key(ieee, bytes(key))
 
     # -- packets -----------------------------------------------------------------------
 

@@ -16,6 +16,15 @@ Attributes; anything else gets the Default Response the ZCL asks for
 (UNSUP_GENERAL_COMMAND, UNSUP_CLUSTER_COMMAND, UNSUPPORTED_CLUSTER, MALFORMED_COMMAND,
 never to a broadcast, never to a Default Response).
 
+APS security (the air's side is in han.py): ``device.aps_link_key`` is the device's own
+APS link key with the trust centre (None until key establishment sets it). Frames on
+the clusters ``aps_required(cluster)`` names must arrive APS-secured (by default none;
+OTA 0x0019 and Tunneling 0x0704 once the device holds a link key, as Smart Energy
+requires); a frame secured with a key other than the device's (its own link key, else
+the network's TC link key it joined with) or an unsecured frame on such a cluster is
+dropped and recorded as "aps_drop". The device's own frames on those clusters go
+secured with its link key.
+
 Observability: ``device.history`` (a list of `SimEvent`: loop time, kind, details),
 ``device.counters`` (OTA client counters plus radio ones), ``device.state``,
 ``device.current_file_version``, and `wait_for` / `wait_for_event` for tests.
@@ -62,9 +71,10 @@ class Air(Protocol):
     link: LinkModel
     coordinator_ieee: t.EUI64
     extended_pan_id: t.ExtendedPanId
+    tc_link_key: bytes
 
     def _device_joined(self, device: SimDevice) -> None: ...
-    async def _transmit_uplink(self, device: SimDevice, packet: t.ZigbeePacket) -> bool: ...
+    async def _transmit_uplink(self, device: SimDevice, packet: t.ZigbeePacket, aps_key: bytes | None = None) -> bool: ...
     async def _poll(self, device: SimDevice) -> None: ...
 
 __all__ = ["Air", "SimDevice", "SimEvent"]
@@ -78,6 +88,9 @@ CLUSTER_BASIC: Final = 0x0000
 CLUSTER_IDENTIFY: Final = 0x0003
 CLUSTER_TIME: Final = 0x000A
 CLUSTER_OTA: Final = 0x0019
+CLUSTER_TUNNELING: Final = 0x0704
+# Smart Energy: frames on these clusters must be APS-secured once a link key is established
+SE_APS_CLUSTERS: Final = frozenset({CLUSTER_OTA, CLUSTER_TUNNELING})
 SERVER_CLUSTERS: Final = (CLUSTER_BASIC, CLUSTER_IDENTIFY)
 CLIENT_CLUSTERS: Final = (CLUSTER_TIME, CLUSTER_OTA)
 # Smart Energy device ids: Prepayment Terminal (PPMID), Load Control Device (HCALCS)
@@ -111,6 +124,9 @@ class RadioCounters:
     default_responses_sent: int = 0
     zdo_requests: int = 0
     attribute_reads: int = 0
+    aps_secured_received: int = 0
+    aps_secured_sent: int = 0
+    aps_drops: int = 0
 
 
 def _zdo_rsp_payload(*fields: Any) -> bytes:
@@ -138,8 +154,14 @@ class SimDevice:
         self._tsn = seed & 0xFF
         self._server_ep = ENDPOINT
         self._report_version_on_boot = False
-        self._inbox: asyncio.Queue[tuple[t.ZigbeePacket, bool]] | None = None
-        self._outbox: asyncio.Queue[t.ZigbeePacket] | None = None
+        self._inbox: asyncio.Queue[tuple[t.ZigbeePacket, bool, bytes | None]] | None = None
+        self._outbox: asyncio.Queue[tuple[t.ZigbeePacket, bytes | None]] | None = None
+        # The device's APS link key with the trust centre (set by key establishment);
+        # kept in its flash, so a power cycle keeps it.
+        self.aps_link_key: bytes | None = None
+        # Clusters that must be APS-secured; None: the Smart Energy rule (SE_APS_CLUSTERS
+        # once aps_link_key is set, none before).
+        self.aps_secured_clusters: frozenset[int] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lifecycle: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -181,6 +203,12 @@ class SimDevice:
     @property
     def online(self) -> bool:
         return self.powered and self.joined
+
+    def aps_required(self, cluster: int) -> bool:
+        """Must frames on this (non-ZDO) cluster be APS-secured, both ways?"""
+        if self.aps_secured_clusters is not None:
+            return cluster in self.aps_secured_clusters
+        return self.aps_link_key is not None and cluster in SE_APS_CLUSTERS
 
     def events(self, kind: str) -> list[SimEvent]:
         return [e for e in self.history if e.kind == kind]
@@ -439,7 +467,11 @@ class SimDevice:
             lqi=max(20, round(255 * (1 - loss))),
             rssi=round(-40 - 50 * loss),
         )
-        self._outbox.put_nowait(packet)
+        aps_key = self.aps_link_key if profile != 0x0000 and self.aps_required(cluster) else None
+        if aps_key is not None:
+            packet = packet.replace(tx_options=t.TransmitOptions.APS_Encryption)
+            self.radio.aps_secured_sent += 1
+        self._outbox.put_nowait((packet, aps_key))
         if self.spec.is_sleepy:
             # An SE sleepy device polls fast after sending, to pick up the answer.
             self._fast_until = max(self._fast_until, self._now() + self.spec.response_timeout)
@@ -450,8 +482,8 @@ class SimDevice:
         assert self._outbox is not None
         outbox = self._outbox
         while True:
-            packet = await outbox.get()
-            ok = await self._han._transmit_uplink(self, packet)
+            packet, aps_key = await outbox.get()
+            ok = await self._han._transmit_uplink(self, packet, aps_key)
             self.radio.frames_sent += 1
             if not ok:
                 self.radio.uplink_lost += 1
@@ -541,23 +573,51 @@ class SimDevice:
 
     # -- receiving ---------------------------------------------------------------------
 
-    def deliver(self, packet: t.ZigbeePacket, *, broadcast: bool = False) -> None:
-        """The radio hands a received frame to the device (called by the han)."""
+    def deliver(self, packet: t.ZigbeePacket, *, broadcast: bool = False, aps_key: bytes | None = None) -> None:
+        """The radio hands a received frame to the device (called by the han).
+
+        ``aps_key``: the key the sender secured the frame with at the APS layer, None
+        for an unsecured frame.
+        """
         if not self.online or self._inbox is None:
             return
-        self._inbox.put_nowait((packet, broadcast))
+        self._inbox.put_nowait((packet, broadcast, aps_key))
 
     async def _inbox_worker(self) -> None:
         assert self._inbox is not None
         inbox = self._inbox
         while True:
-            packet, broadcast = await inbox.get()
+            packet, broadcast, aps_key = await inbox.get()
             self.radio.frames_received += 1
             try:
-                self._handle(packet, broadcast)
+                if self._aps_accepts(packet, aps_key):
+                    self._handle(packet, broadcast)
             except Exception as exc:  # a device never crashes on a frame: log it instead
                 LOGGER.exception("%r: failed to handle %r", self, packet)
                 self.record("handler_error", error=repr(exc), data=packet.data.serialize().hex())
+
+    def aps_key_matches(self, aps_key: bytes) -> bool:
+        """Can this device unsecure a frame secured with ``aps_key``? Its key with the
+        trust centre is its own link key once it holds one, else the network's TC link
+        key it joined with; another key fails the APS MIC check."""
+        ours = self.aps_link_key if self.aps_link_key is not None else self._han.tc_link_key
+        return aps_key == ours
+
+    def _aps_accepts(self, packet: t.ZigbeePacket, aps_key: bytes | None) -> bool:
+        """The APS layer's check before the frame reaches ZDO or ZCL."""
+        cluster = int(packet.cluster_id)
+        if aps_key is not None:
+            if not self.aps_key_matches(aps_key):
+                self.radio.aps_drops += 1
+                self.record("aps_drop", cluster=cluster, reason="secured with another key")
+                return False
+            self.radio.aps_secured_received += 1
+            return True
+        if packet.profile_id != 0x0000 and self.aps_required(cluster):
+            self.radio.aps_drops += 1
+            self.record("aps_drop", cluster=cluster, reason="not APS-secured")
+            return False
+        return True
 
     def _handle(self, packet: t.ZigbeePacket, broadcast: bool) -> None:
         data = packet.data.serialize()

@@ -27,6 +27,31 @@ All devices are children of the coordinator (one hop).
 Optional extras beyond the contract: ``han.coordinator_ieee`` and
 ``han.extended_pan_id`` (set them once the network is formed: devices report them as
 their parent and as UpgradeServerID), ``han.link``, ``han.channel`` (busy totals).
+
+APS security (the coordinator's key table lives here, since the air is where frames
+are secured and checked)::
+
+    han.install_link_key(ieee, key)    # the coordinator's APS link key for a device
+    han.remove_link_key(ieee); han.clear_link_keys(); han.link_key(ieee)
+    han.tc_link_key = key              # the network's trust-centre link key
+    han.aps_mic_failures               # secured uplinks the coordinator could not verify
+
+A downlink whose ``tx_options`` hold ``TransmitOptions.APS_Encryption`` is secured with
+the table's key for its destination or, without an entry, with ``tc_link_key``: a
+trust centre that holds no application link key for a device shares only its TC link
+key with it, and EmberZNet and Z-Stack secure with that one (EmberZNet's key table
+holds the per-device keys, the TC link key token the rest; Z-Stack's APSME looks in
+its APS link key table, then in its TCLK table). We rely on that and do not model
+hashed TC link keys (EmberZNet's hashed TCLK, Z-Stack's TCLK seed): the air uses one
+``tc_link_key`` for every device without an entry, and so does each device.
+The device is handed the key its frame was secured with (None when unsecured); it
+decides whether to drop it (device.py). A device that cannot unsecure a frame (it holds
+another key) sends no APS ack, so that send ends in DeliveryResult(False, "no aps ack"). APS security is unicast only: broadcasts and
+groups reach devices unsecured. An uplink the device sent secured reaches the host
+with ``APS_Encryption`` when the coordinator's key for the device (entry or TC link
+key) is the device's; otherwise the coordinator's MIC check fails and the frame is
+dropped (counted in ``aps_mic_failures``, recorded as "uplink_aps_rejected" on the
+device). Keys are never logged.
 """
 
 from __future__ import annotations
@@ -37,7 +62,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 import logging
 import types
-from typing import Any
+from typing import Any, Final
 
 import zigpy.types as t
 
@@ -58,7 +83,7 @@ class DeliveryResult:
     """What the coordinator learns about one downlink."""
 
     ok: bool
-    reason: str = ""  # "" when ok; else "no ack", "indirect timeout", "unknown destination", ...
+    reason: str = ""  # "" when ok; else "no ack", "no aps ack", "indirect timeout", "unknown destination", ...
 
 
 @dataclass
@@ -68,6 +93,11 @@ class _Indirect:
     enqueued_at: float
     broadcast: bool
     in_flight: bool = False
+    aps_key: bytes | None = None  # secured when queued, as a stack secures before queueing
+
+
+# What a trust centre uses when no other TC link key was configured (Zigbee 3.0, BDB 10.3)
+WELL_KNOWN_TC_LINK_KEY: Final = b"ZigBeeAlliance09"
 
 
 def _nwk_for(ieee: t.EUI64, taken: set[int]) -> t.NWK:
@@ -105,6 +135,9 @@ class SimHan:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.frames_down = 0
         self.frames_up = 0
+        self.tc_link_key: bytes = WELL_KNOWN_TC_LINK_KEY
+        self._link_keys: dict[t.EUI64, bytes] = {}
+        self.aps_mic_failures = 0
         taken = {s.nwk for s in specs if s.nwk is not None}
         for spec in specs:
             if spec.ieee in self._devices:
@@ -154,6 +187,29 @@ class SimHan:
         for task in list(self._tasks):
             task.cancel()
 
+    # -- the coordinator's APS key table -------------------------------------------------
+
+    def install_link_key(self, ieee: t.EUI64, key: bytes) -> None:
+        """The coordinator holds ``key`` as its APS link key with ``ieee`` (replacing one)."""
+        key = bytes(key)
+        if len(key) != 16:
+            raise ValueError(f"SimHan: an APS link key is 16 bytes, not {len(key)}")
+        self._link_keys[t.EUI64(ieee)] = key
+        LOGGER.debug("SimHan: APS link key installed for %s", ieee)
+
+    def remove_link_key(self, ieee: t.EUI64) -> None:
+        self._link_keys.pop(t.EUI64(ieee), None)
+
+    def clear_link_keys(self) -> None:
+        self._link_keys.clear()
+
+    def link_key(self, ieee: t.EUI64) -> bytes | None:
+        """The table's entry for ``ieee`` (None: the device shares only the TC link key)."""
+        return self._link_keys.get(t.EUI64(ieee))
+
+    def _coordinator_key(self, ieee: t.EUI64) -> bytes:
+        return self._link_keys.get(ieee, self.tc_link_key)
+
     def power_cycle(self, ieee: t.EUI64, off_time: float | None = None) -> None:
         """Reboot a device: RAM state is lost, its flash (partial download) is kept."""
         self._devices[ieee].power_cycle(off_time)
@@ -182,9 +238,10 @@ class SimHan:
         if device is None:
             await self._sleep_until(ready)
             return DeliveryResult(False, "unknown destination")
+        aps_key = self._coordinator_key(device.ieee) if t.TransmitOptions.APS_Encryption in packet.tx_options else None
         if device.spec.is_sleepy:
-            return await self._send_indirect(device, packet, ready)
-        result = await self._unicast(device, packet, ready)
+            return await self._send_indirect(device, packet, ready, aps_key)
+        result = await self._unicast(device, packet, ready, aps_key)
         await self._sleep_until(self._uart(self.uart_rx, loop.time(), 0))  # the confirmation
         return result
 
@@ -205,7 +262,9 @@ class SimHan:
     def _frames(self, payload_len: int) -> list[int]:
         return self.link.data_psdus(payload_len)
 
-    async def _unicast(self, device: SimDevice, packet: t.ZigbeePacket, start: float) -> DeliveryResult:
+    async def _unicast(
+        self, device: SimDevice, packet: t.ZigbeePacket, start: float, aps_key: bytes | None = None
+    ) -> DeliveryResult:
         """Direct transmission: data frame(s) with MAC retries, delivery, APS ack back."""
         loop = asyncio.get_running_loop()
         when = start
@@ -221,7 +280,12 @@ class SimHan:
                 device.record("downlink_lost", cluster=packet.cluster_id, attempts=attempt.attempts)
                 await self._sleep_until(when)
                 return DeliveryResult(False, "no ack")
-        loop.call_at(when, self._deliver, device, packet, False)
+        loop.call_at(when, self._deliver, device, packet, False, aps_key)
+        if aps_key is not None and not device.aps_key_matches(aps_key):
+            # Its APS layer cannot unsecure the frame, so it sends no APS ack: the
+            # sender's stack reports a delivery failure (APS retries are not modelled).
+            await self._sleep_until(when)
+            return DeliveryResult(False, "no aps ack")
         ack = self.link.mac_transmit(self.channel, when, self.link.aps_ack_psdu, device.spec.loss, device.link_rng)
         await self._sleep_until(ack.end)
         if not ack.delivered:
@@ -230,8 +294,8 @@ class SimHan:
         return DeliveryResult(True)
 
     @staticmethod
-    def _deliver(device: SimDevice, packet: t.ZigbeePacket, broadcast: bool) -> None:
-        device.deliver(packet, broadcast=broadcast)
+    def _deliver(device: SimDevice, packet: t.ZigbeePacket, broadcast: bool, aps_key: bytes | None = None) -> None:
+        device.deliver(packet, broadcast=broadcast, aps_key=aps_key)
 
     async def _broadcast(self, packet: t.ZigbeePacket, address: int, ready: float) -> DeliveryResult:
         loop = asyncio.get_running_loop()
@@ -253,11 +317,13 @@ class SimHan:
         await self._sleep_until(when)
         return DeliveryResult(True)
 
-    async def _send_indirect(self, device: SimDevice, packet: t.ZigbeePacket, ready: float) -> DeliveryResult:
+    async def _send_indirect(
+        self, device: SimDevice, packet: t.ZigbeePacket, ready: float, aps_key: bytes | None = None
+    ) -> DeliveryResult:
         """Queue at the parent until the device polls, or drop after the persistence time."""
         loop = asyncio.get_running_loop()
         await self._sleep_until(ready)
-        item = _Indirect(packet, loop.create_future(), loop.time(), broadcast=False)
+        item = _Indirect(packet, loop.create_future(), loop.time(), broadcast=False, aps_key=aps_key)
         queue = self._indirect[device.ieee]
         queue.append(item)
         device.record("indirect_queued", cluster=packet.cluster_id)
@@ -296,13 +362,17 @@ class SimHan:
                 loop.call_soon(self._deliver, device, item.packet, True)
                 result = DeliveryResult(True)
             else:
-                result = await self._unicast(device, item.packet, loop.time())
+                result = await self._unicast(device, item.packet, loop.time(), item.aps_key)
             if not item.future.done():
                 item.future.set_result(result)
             now = loop.time()
 
-    async def _transmit_uplink(self, device: SimDevice, packet: t.ZigbeePacket) -> bool:
-        """Device -> coordinator (called by the device's single transmit queue)."""
+    async def _transmit_uplink(self, device: SimDevice, packet: t.ZigbeePacket, aps_key: bytes | None = None) -> bool:
+        """Device -> coordinator (called by the device's single transmit queue).
+
+        ``aps_key``: the key the device secured the frame with (the packet then carries
+        ``APS_Encryption``), None when unsecured.
+        """
         loop = asyncio.get_running_loop()
         payload_len = len(packet.data.serialize())
         when = loop.time()
@@ -313,7 +383,17 @@ class SimHan:
                 await self._sleep_until(when)
                 return False
         host_at = self._uart(self.uart_rx, when, payload_len)
-        loop.call_at(host_at, self._to_host, packet)
+        if aps_key is not None and aps_key != self._coordinator_key(device.ieee):
+            # The coordinator's APS MIC check fails: the frame goes no further than its
+            # radio (it is still acked at the MAC layer, as the MAC knows nothing of APS).
+            self.aps_mic_failures += 1
+            device.record("uplink_aps_rejected", cluster=packet.cluster_id)
+            LOGGER.info("SimHan: APS MIC failure on a frame from %s (cluster 0x%04X): dropped",
+                        device.ieee, packet.cluster_id)
+        else:
+            secured = t.TransmitOptions.APS_Encryption if aps_key is not None else t.TransmitOptions.NONE
+            tx_options = (packet.tx_options & ~t.TransmitOptions.APS_Encryption) | secured
+            loop.call_at(host_at, self._to_host, packet.replace(tx_options=tx_options))
         # The coordinator's APS ack back to the device (its loss is not the device's concern
         # here: no APS retries are modelled).
         ack = self.link.mac_transmit(self.channel, when, self.link.aps_ack_psdu, device.spec.loss, device.link_rng)

@@ -98,7 +98,12 @@ DEFAULT_CONFIG: dict[str, int] = {
     "CONFIG_SOURCE_ROUTE_TABLE_SIZE": 7,
     "CONFIG_FRAGMENT_WINDOW_SIZE": 1,
     "CONFIG_FRAGMENT_DELAY_MS": 0,
-    "CONFIG_KEY_TABLE_SIZE": 0,
+    # The SDK's own NCP image (ncp-uart-hw.slcp, gecko_sdk and simplicity_sdk
+    # protocol/zigbee/app/ncp/sample-app/ncp-uart-hw) sets EMBER_KEY_TABLE_SIZE /
+    # SL_ZIGBEE_KEY_TABLE_SIZE to 12; the zigbee_security_link_keys component's own
+    # default is 6 and the stack's fallback without that component 0
+    # (stack/config/ember-configuration-defaults.h).
+    "CONFIG_KEY_TABLE_SIZE": 12,
     "CONFIG_APS_ACK_TIMEOUT": 1600,
     "CONFIG_ACTIVE_SCAN_DURATION": 3,
     "CONFIG_END_DEVICE_BIND_TIMEOUT": 60,
@@ -307,6 +312,7 @@ class EmberNcp:
         self._boot()
         if han is not None:
             han.attach(uplink=self._uplink, on_join=self._on_join)
+            self._publish_key_table()  # a key table loaded from nvram_path
 
     # ==================================================================== lifecycle
     def _boot(self) -> None:
@@ -813,10 +819,12 @@ class EmberNcp:
         self.nvram.network = None
         self.nvram.devices.clear()
         self.nvram.key_table.clear()
+        self._publish_key_table()
         return {}
 
     def _cmd_clearKeyTable(self) -> dict:
         self.nvram.key_table.clear()
+        self._publish_key_table()
         return {"status": t.sl_Status.OK}
 
     def _cmd_gpSinkTableClearAll(self) -> dict:
@@ -913,10 +921,27 @@ class EmberNcp:
         return {"status": t.sl_Status.OK}
 
     def _cmd_importLinkKey(self, index: int, address, key) -> dict:
-        if index >= max(self.config["CONFIG_KEY_TABLE_SIZE"], 1):
-            return {"status": t.sl_Status.INVALID_INDEX}
+        # sl_zb_sec_man_import_link_key -> zb_sec_man_store_in_link_key_table: the entry
+        # at `index` is written whatever it held (the host picks the index); an index
+        # past the table makes emSetKeyTableEntry fail, answered SL_STATUS_FAIL
+        # (gecko_sdk stack/security/zigbee-security-manager-no-vault.c).
+        if index >= self.config["CONFIG_KEY_TABLE_SIZE"]:
+            return {"status": t.sl_Status.FAIL}
         self.nvram.key_table[int(index)] = (zt.EUI64(address), t.KeyData(key))
+        self._publish_key_table()
         return {"status": t.sl_Status.OK}
+
+    def _publish_key_table(self) -> None:
+        """The air secures frames with the key table: hand it the table as it now is
+        (a SimHan's optional key-table extras; other HANs have none)."""
+        clear = getattr(self.han, "clear_link_keys", None)
+        install = getattr(self.han, "install_link_key", None)
+        if clear is None or install is None:
+            return
+        clear()
+        # emberFindKeyTableEntry finds the lowest index: that entry is the one in use
+        for _index, (eui64, key) in sorted(self.nvram.key_table.items(), reverse=True):
+            install(eui64, bytes(key))
 
     def _cmd_exportLinkKeyByIndex(self, index: int) -> dict:
         context = t.SecurityManagerContextV13(
@@ -938,13 +963,23 @@ class EmberNcp:
                 "plaintext_key": key, "key_data": meta}
 
     def _cmd_findKeyTableEntry(self, address, linkKey) -> dict:
-        for index, (eui64, _key) in self.nvram.key_table.items():
+        # emberFindKeyTableEntry (stack/include/security.h): the lowest index holding a
+        # key shared with `address`, or with an address of all zeros the first empty
+        # entry; 0xFF when none. The table holds link keys only (no master keys).
+        if not linkKey:
+            return {"index": 0xFF}
+        size = self.config["CONFIG_KEY_TABLE_SIZE"]
+        if zt.EUI64(address) == EMPTY_EUI64:
+            free = [i for i in range(size) if i not in self.nvram.key_table]
+            return {"index": free[0] if free else 0xFF}
+        for index, (eui64, _key) in sorted(self.nvram.key_table.items()):
             if eui64 == address:
                 return {"index": index}
         return {"index": 0xFF}
 
     def _cmd_eraseKeyTableEntry(self, index: int) -> dict:
         self.nvram.key_table.pop(int(index), None)
+        self._publish_key_table()
         return {"status": t.sl_Status.OK}
 
     # ==================================================================== NV3 tokens
@@ -1075,6 +1110,8 @@ class EmberNcp:
         if t.EmberApsOption.APS_OPTION_RETRY in aps_frame.options:
             tx_options |= zt.TransmitOptions.ACK
         if t.EmberApsOption.APS_OPTION_ENCRYPTION in aps_frame.options:
+            # The stack APS-secures the frame with the key table's entry for the
+            # destination, else the TC link key: the air does that (radios/sim/han.py)
             tx_options |= zt.TransmitOptions.APS_Encryption
         return zt.ZigbeePacket(
             src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=COORDINATOR_NWK),
@@ -1260,6 +1297,8 @@ class EmberNcp:
         nwk, ieee = self._resolve_src(packet)
         message = bytes(packet.data.serialize())
         options = t.EmberApsOption.APS_OPTION_NONE
+        # The air passes a frame on as APS-secured only once the coordinator's key
+        # verified it; EmberZNet then reports APS_OPTION_ENCRYPTION in the apsFrame.
         if zt.TransmitOptions.APS_Encryption in packet.tx_options:
             options |= t.EmberApsOption.APS_OPTION_ENCRYPTION
         aps = t.EmberApsFrame(
@@ -1363,3 +1402,5 @@ class EmberNcp:
             self.han.coordinator_ieee = self.nvram.eui64
         if hasattr(self.han, "extended_pan_id"):
             self.han.extended_pan_id = zt.ExtendedPanId(net.extended_pan_id)
+        if hasattr(self.han, "tc_link_key"):
+            self.han.tc_link_key = bytes(net.tc_link_key)

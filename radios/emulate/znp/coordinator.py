@@ -26,6 +26,10 @@ What the firmware does, and we do, for the host (zigpy-znp):
   ZDO.MsgCallbackRegister), plus ZDO.EndDeviceAnnceInd and ZDO.MgmtPermitJoinRsp;
 * joins: ZDO.TCDevInd, the device's own Device_annce, NV address-manager and hashed
   TC link key entries;
+* APS link keys: ZDO.SetLinkKey / RemoveLinkKey (ZDSecMgrAddLinkKey: ZBufferFull once
+  its ``link_key_entries`` are taken), kept across resets; AF data requests with
+  ENABLE_SECURITY are APS-secured on the air with them, and AF.IncomingMsg's
+  SecurityUse says whether the device's frame was;
 * ZDO requests addressed to the coordinator itself (Node/Simple/Active EP descriptors,
   address requests, Mgmt_Lqi/Rtg/Bind, Mgmt_NWK_Update energy scans and channel change,
   Mgmt_Permit_Joining) are answered by "our" ZDO, as Z-Stack's ZDO does.
@@ -107,6 +111,9 @@ RESET_TIME = 0.02
 # than MAX_NWK_FRAMECOUNTER_CHANGES times, and on the first network start after a boot
 # restores it that far ahead plus NWK_FRAMECOUNTER_CHANGES_RESTORE_DELTA, past every
 # counter used since the last save.
+#: Z-Stack's security manager entries for application link keys: ZDSECMGR_ENTRY_MAX is
+#: ZDSECMGR_DEVICE_MAX, 3 unless the build defines it (stack/zdo/zd_sec_mgr.c).
+ZDSECMGR_ENTRY_MAX = 3
 NWK_FRAMECOUNTER_SAVE_AFTER = 1000
 NWK_FRAMECOUNTER_RESTORE_AHEAD = 1000 + 250
 
@@ -158,10 +165,15 @@ class ZnpCoordinator:
         ieee: t.EUI64 = DEFAULT_IEEE,
         faults: Faults | None = None,
         han_start: str = "ready",
+        link_key_entries: int = ZDSECMGR_ENTRY_MAX,
     ) -> None:
         if han_start not in HAN_START_MODES:
             raise ValueError(f"han_start must be one of {HAN_START_MODES}, not {han_start!r}")
         self.nv = NvStore(ieee)
+        #: ZDSecMgr's application link keys (ZCD_NV_APS_LINK_KEY_TABLE in the firmware's
+        #: NV: they survive resets; STARTUP_OPTION ClearState wipes them)
+        self.aps_link_keys: dict[t.EUI64, t.KeyData] = {}
+        self.link_key_entries = link_key_entries
         self.faults = faults if faults is not None else Faults()
         self.han = han
         self.han_start = han_start
@@ -387,6 +399,8 @@ class ZnpCoordinator:
                 c.ZDO.MgmtNWKUpdateReq.Req: self._zdo_mgmt_nwk_update,
                 c.ZDO.ExtNwkInfo.Req: self._zdo_ext_nwk_info,
                 c.ZDO.StartupFromApp.Req: self._zdo_startup_from_app,
+                c.ZDO.SetLinkKey.Req: self._zdo_set_link_key,
+                c.ZDO.RemoveLinkKey.Req: self._zdo_remove_link_key,
             }
         return h
 
@@ -415,7 +429,9 @@ class ZnpCoordinator:
         just before it resets). The next network start skips ahead of it."""
         self.resets += 1
         self._power_on()
-        self.nv.boot()
+        if self.nv.boot() & zt.StartupOptions.ClearState:
+            self.aps_link_keys.clear()
+            self._publish_link_keys()
 
         async def indicate():
             await asyncio.sleep(RESET_TIME)
@@ -834,6 +850,39 @@ class ZnpCoordinator:
             self._incoming_af(packet.replace(src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=0x0000)),
                               src_nwk=0x0000)
 
+    # ================================================================ link keys ====
+    def _zdo_set_link_key(self, req):
+        """MT_ZDO_SET_LINK_KEY -> MT_ZdoSetLinkKey -> ZDSecMgrAddLinkKey(nwk, ieee, key)
+        (Z-Stack mt/MT_ZDO.c, stack/zdo/zd_sec_mgr.c): store the address, find or make
+        the device's security manager entry (ZBufferFull when all ZDSECMGR_ENTRY_MAX are
+        taken), APSME_LinkKeySet, write NV. The device need not have joined: the
+        address is simply stored. Frames sent with AF security to it then use this key."""
+        ieee = t.EUI64(req.IEEE)
+        if ieee not in self.aps_link_keys and len(self.aps_link_keys) >= self.link_key_entries:
+            LOGGER.warning("ZNP emulator: no security manager entry left for %s's link key", ieee)
+            return c.ZDO.SetLinkKey.Rsp(Status=zt.Status.BUFFER_FULL)
+        self.aps_link_keys[ieee] = t.KeyData(req.LinkKeyData)
+        self._publish_link_keys()
+        LOGGER.info("ZNP emulator: APS link key set for %s (0x%04X)", ieee, req.NWK)
+        return c.ZDO.SetLinkKey.Rsp(Status=zt.Status.SUCCESS)
+
+    def _zdo_remove_link_key(self, req):
+        # MT_ZdoRemoveLinkKey answers ZNwkUnknownDevice for a device without a key
+        if self.aps_link_keys.pop(t.EUI64(req.IEEE), None) is None:
+            return c.ZDO.RemoveLinkKey.Rsp(Status=zt.Status.NWK_UNKNOWN_DEVICE)
+        self._publish_link_keys()
+        return c.ZDO.RemoveLinkKey.Rsp(Status=zt.Status.SUCCESS)
+
+    def _publish_link_keys(self) -> None:
+        """The air secures frames with the coordinator's keys (a SimHan's optional extras)."""
+        clear = getattr(self.han, "clear_link_keys", None)
+        install = getattr(self.han, "install_link_key", None)
+        if clear is None or install is None:
+            return
+        clear()
+        for ieee, key in self.aps_link_keys.items():
+            install(ieee, bytes(key))
+
     # ================================================================= ZDO (host) ====
     def _zdo_msg_cb_register(self, req):
         self.zdo_callbacks.add(int(req.ClusterId))
@@ -1199,7 +1248,9 @@ class ZnpCoordinator:
                 DstEndpoint=packet.dst_ep,
                 WasBroadcast=broadcast,
                 LQI=packet.lqi if packet.lqi is not None else 200,
-                SecurityUse=False,
+                # the air passes a frame on as APS-secured only once the coordinator's
+                # key verified it (radios/sim/han.py)
+                SecurityUse=t.TransmitOptions.APS_Encryption in packet.tx_options,
                 TimeStamp=int(asyncio.get_running_loop().time() * 1000) & 0xFFFFFFFF,
                 TSN=tsn,
                 Data=zt.ShortBytes(data),
