@@ -79,6 +79,9 @@ class Eui64:
     @classmethod
     def from_air(cls, raw: Iterable[int]) -> Eui64:
         """From over-the-air (little-endian) order: ``bytes(zigpy_eui64)``, or the EUI64 itself."""
+        if isinstance(raw, (int, str)):
+            # bytes(8) would be eight zero bytes; text has no byte order to take.
+            raise Eui64Error("IEEE address", raw, "expected bytes or ints in over-the-air order", written=False)
         air = bytes(raw)
         if len(air) != _SIZE:
             raise Eui64Error("IEEE address", air, f"an EUI-64 is {_SIZE} bytes, over the air least significant first", written=False)

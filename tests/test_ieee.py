@@ -130,3 +130,10 @@ def test_values_hash_and_order() -> None:
     assert {a: 1}[Eui64.parse("00:00:00:00:00:00:00:01")] == 1
     with pytest.raises(AttributeError):
         a.written = WRITTEN  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", [8, "00:0d:6f:00:0a:bc:de:f0"])
+def test_from_air_takes_no_int_or_text(value: object) -> None:
+    # bytes(8) is eight zero bytes: an int must not pass for an address.
+    with pytest.raises(Eui64Error, match="expected bytes or ints in over-the-air order"):
+        Eui64.from_air(value)  # type: ignore[arg-type]
