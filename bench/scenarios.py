@@ -53,6 +53,7 @@ from bench import model
 from bench.floor import BLOCK_CAP as FLOOR_BLOCK
 from bench.floor import FloorResponder
 from bench.probe import CpuSampler, OwnerSampler, TurnaroundProbe, cpu_seconds, peak_rss_kib, rss_kib
+from eui64 import Eui64
 from gateway.config import OtaConfig
 from gateway.engine import Engine
 from gateway.image import FirmwareImage, parse_image
@@ -169,7 +170,7 @@ def zigpy_image(data: bytes) -> OtaImageWithMetadata:
 
 
 def ieee_for(i: int) -> zt.EUI64:
-    return zt.EUI64.convert(f"00:db:12:34:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}:90:a0")
+    return zt.EUI64(Eui64(bytes([0x00, 0xDB, 0x12, 0x34, (i >> 8) & 0xFF, i & 0xFF, 0x90, 0xA0])).air)
 
 
 def device_specs(n: int, page: bool) -> list[SimDeviceSpec]:

@@ -23,8 +23,9 @@ from typing import Any, Protocol
 
 import zigpy.types as zt
 
+from eui64 import Eui64
 from gateway import gate
-from gateway.config import Config, format_eui64
+from gateway.config import Config
 from gateway.crashpoint import crashpoint
 from gateway.engine import Engine, Job
 from gateway.gbcs.codes import Reason
@@ -377,8 +378,9 @@ class ActivationService:
     # ------------------------------------------------------------------ helpers
 
     def _verify(self, cmd: SignedCommand, ieee: zt.EUI64, held_hash: bytes | None) -> Verdict:
-        device_cfg = self.config.device(bytes(reversed(bytes(ieee))))
-        device_id = EntityId.parse(str(ieee))
+        addr = Eui64.from_air(ieee)
+        device_cfg = self.config.device(addr)
+        device_id = EntityId(addr.written)
         if device_cfg is None or device_cfg.supplier is None:
             return _verdict_for(cmd, Reason.NO_AUTHORITY, f"source does not have authority: no responsible supplier is configured for device {ieee}; {supplier_setup(self.config, ieee, cmd.originator)}")
         verdict = verify_activation(
@@ -467,7 +469,7 @@ def _as_bytes(command: bytes | str) -> bytes:
 
 
 def _eui64_of(entity: EntityId) -> zt.EUI64:
-    return zt.EUI64.convert(entity.colon())
+    return zt.EUI64(Eui64(entity.raw).air)
 
 
 @dataclass(frozen=True)
@@ -504,7 +506,7 @@ def check_image_signature(image: FirmwareImage, ieee: zt.EUI64, config: Config, 
     """
     if image.form is not ImageForm.GBCS:
         return SignatureCheck("unsigned", f"{image.form.value} form: no supplier signature to check")
-    device_cfg = config.device(bytes(reversed(bytes(ieee))))
+    device_cfg = config.device(Eui64.from_air(ieee))
     supplier = device_cfg.supplier if device_cfg is not None else None
     key = trust.get(EntityId.parse(supplier)) if supplier is not None else None
     if supplier is None or key is None:
@@ -561,4 +563,4 @@ def load_trust(config: Config) -> TrustStore:
     return TrustStore.from_pem(pems)
 
 
-__all__ = ["ActivationService", "CounterStore", "MemoryCounters", "SignatureCheck", "SubmitResult", "check_image_signature", "load_trust", "utc_now", "format_eui64"]
+__all__ = ["ActivationService", "CounterStore", "MemoryCounters", "SignatureCheck", "SubmitResult", "check_image_signature", "load_trust", "utc_now"]

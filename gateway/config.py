@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from eui64 import FORMS, Eui64, Eui64Error
+
 DEFAULT_CONFIG_PATH = Path("/etc/han-ota/config.toml")
 RADIO_KINDS = ("sim", "ezsp", "znp")
 DEVICE_KINDS = ("ppmid", "hcalcs")
@@ -28,19 +30,12 @@ class ConfigError(ValueError):
         self.value = value
 
 
-def parse_eui64(text: str, key: str = "ieee") -> bytes:
-    """16 hex digits or 8 colon-separated pairs -> 8 bytes in display order."""
-    cleaned = text.replace(":", "").replace("-", "").strip()
-    if len(cleaned) != 16:
-        raise ConfigError(key, text, "expected 16 hex digits or 8 colon-separated pairs, e.g. 00:db:12:34:56:78:90:a0")
+def parse_eui64(text: str, key: str = "ieee") -> Eui64:
+    """An IEEE address in a written form (see ``eui64``), refused as a ``ConfigError`` naming ``key``."""
     try:
-        return bytes.fromhex(cleaned)
-    except ValueError:
-        raise ConfigError(key, text, "expected hexadecimal digits only") from None
-
-
-def format_eui64(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
+        return Eui64.parse(text, key)
+    except Eui64Error as exc:
+        raise ConfigError(key, text, f"{exc.reason}; expected {FORMS}") from None
 
 
 @dataclass(frozen=True)
@@ -89,7 +84,7 @@ class SupplierConfig:
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    ieee: bytes
+    ieee: Eui64
     kind: str
     supplier: str | None = None
     stall_timeout_s: float | None = None
@@ -110,7 +105,8 @@ class Config:
     devices: tuple[DeviceConfig, ...] = ()
     sim_devices: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
 
-    def device(self, ieee: bytes) -> DeviceConfig | None:
+    def device(self, ieee: Eui64) -> DeviceConfig | None:
+        """The [[device]] table for ``ieee`` (from zigpy's EUI64: ``Eui64.from_air(ieee)``)."""
         return next((d for d in self.devices if d.ieee == ieee), None)
 
     def supplier(self, entity_id: str) -> SupplierConfig | None:
@@ -204,7 +200,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
     seen = [d.ieee for d in devices]
     if len(set(seen)) != len(seen):
         dup = next(d for d in seen if seen.count(d) > 1)
-        raise ConfigError("device.ieee", format_eui64(dup), "each device may be listed once", src)
+        raise ConfigError("device.ieee", str(dup), "each device may be listed once", src)
 
     sim_devices = tuple(dict(entry) for entry in _array(data, "sim_device", src))
     return Config(
@@ -305,10 +301,10 @@ def _no_unknown(t: Mapping[str, Any], allowed: set[str], prefix: str, src: str |
 def _entity_id(value: object, key: str, src: str | None) -> str:
     if not isinstance(value, str):
         raise ConfigError(key, value, "expected 16 hex digits, e.g. \"90B3D51F30010000\"", src)
-    cleaned = value.replace(":", "").replace("-", "").upper()
-    if len(cleaned) != 16 or any(c not in "0123456789ABCDEF" for c in cleaned):
-        raise ConfigError(key, value, "expected 16 hex digits, e.g. \"90B3D51F30010000\"", src)
-    return cleaned
+    try:
+        return Eui64.parse(value, key).hex()
+    except Eui64Error as exc:
+        raise ConfigError(key, value, f"{exc.reason}; expected 16 hex digits, e.g. \"90B3D51F30010000\"", src) from None
 
 
 def _positive_number(value: object, key: str, src: str | None) -> float:

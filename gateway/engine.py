@@ -22,6 +22,7 @@ from typing import Any
 import zigpy.types as zt
 from zigpy.application import ControllerApplication
 
+from eui64 import Eui64
 from gateway.config import OtaConfig
 from gateway.image import FirmwareImage
 from gateway.ota import events as ev
@@ -103,7 +104,7 @@ class Job:
         rate, eta = self.rate_and_eta()
         return {
             "job": self.id,
-            "device": _ieee_text(self.ieee),
+            "device": str(Eui64.from_air(self.ieee)),
             "state": self.state.value,
             "reason": self.session.reason if self.state in (ev.SessionState.FAILED, ev.SessionState.CANCELLED) else None,
             "detail": self.session.reason,
@@ -124,10 +125,6 @@ class Job:
         }
 
 
-def _ieee_text(ieee: zt.EUI64) -> str:
-    return str(ieee)
-
-
 def image_info(image: FirmwareImage) -> ImageInfo:
     return ImageInfo(
         manufacturer_code=image.manufacturer_code,
@@ -136,9 +133,9 @@ def image_info(image: FirmwareImage) -> ImageInfo:
         data=image.data,
         min_hardware_version=image.min_hardware_version,
         max_hardware_version=image.max_hardware_version,
-        # FirmwareImage shows the EUI-64 most significant byte first; the session compares
-        # against the little-endian bytes zigpy puts on the air.
-        destination=None if image.destination is None else image.destination[::-1],
+        # FirmwareImage keeps the EUI-64 written (most significant byte first); the session
+        # compares against the over-the-air bytes zigpy sends.
+        destination=None if image.destination is None else Eui64(image.destination).air,
     )
 
 
@@ -203,7 +200,7 @@ class Engine:
         # session answers it from now on (one session per device), so it takes over the
         # duty to make the device discard that image before it can take ours.
         discard = current.session.discard_images if current is not None else frozenset()
-        session = OtaSession(str(ieee), image_info(image), self.session_config(stall_timeout_s), self.pacer, discard=discard, allow_downgrade=allow_downgrade)
+        session = OtaSession(Eui64.from_air(ieee), image_info(image), self.session_config(stall_timeout_s), self.pacer, discard=discard, allow_downgrade=allow_downgrade)
         job = Job(id=job_id or f"J{next(self._ids):04d}", ieee=ieee, image=image, session=session, image_path=image_path, activation=activation)
         self._jobs[job.id] = job
         self._by_device[ieee] = job

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from zigpy.ota.image import FieldControl, OTAImageHeader
 
+from eui64 import Eui64
 from gateway.files import open_regular
 
 MAGIC = OTAImageHeader.MAGIC_VALUE  # 0x0BEEF11E, little-endian on the wire
@@ -458,7 +459,7 @@ def parse_image(
     fc = header.field_control
     destination = None
     if FieldControl.DEVICE_SPECIFIC_FILE_PRESENT in fc:
-        destination = bytes(header.upgrade_file_destination)[::-1]
+        destination = Eui64.from_air(header.upgrade_file_destination).written
     hw_present = FieldControl.HARDWARE_VERSIONS_PRESENT in fc
     return FirmwareImage(
         data=data,

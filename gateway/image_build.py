@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 import zigpy.types as t
 from zigpy.ota.image import FieldControl, HeaderString, HWVersion, OTAImageHeader
 
+from eui64 import Eui64
 from gateway.image import (
     DEFAULT_MAX_SIZE,
     GBCS_SIGNATURE_TAG,
@@ -107,7 +108,7 @@ def build_image(
         if len(destination) != 8:
             raise ValueError(f"destination must be 8 bytes (an EUI-64), got {len(destination)}")
         fc |= FieldControl.DEVICE_SPECIFIC_FILE_PRESENT
-        optional["upgrade_file_destination"] = t.EUI64(bytes(destination)[::-1])  # little-endian on the wire
+        optional["upgrade_file_destination"] = t.EUI64(Eui64(bytes(destination)).air)
     if min_hw is not None and max_hw is not None:
         _check_uint("min_hw", min_hw, 16)
         _check_uint("max_hw", max_hw, 16)

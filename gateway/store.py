@@ -28,11 +28,12 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from eui64 import Eui64
 from gateway.ota.events import END_STATES, SessionState
 
 SCHEMA_VERSION = 3
@@ -250,12 +251,11 @@ class Acceptance:
 
 
 def normalize_ieee(value: object) -> str:
-    """``0011223344556677``, ``00:11:22:33:44:55:66:77`` or a zigpy EUI64 -> ``00:11:...:77``."""
-    text = str(value).strip().lower()
-    digits = text.replace(":", "")
-    if len(digits) != 16 or not _HEX.fullmatch(digits) or (":" in text and len(text) != 23):
-        raise ValueError(f"IEEE address must be 16 hex digits or 8 colon-separated pairs, got {value!r}")
-    return ":".join(digits[i : i + 2] for i in range(0, 16, 2))
+    """Written text (``0011223344556677``, ``00:11:22:33:44:55:66:77``), an ``Eui64`` or a
+    zigpy EUI64 -> ``00:11:...:77``, the form the store and the audit log keep."""
+    if isinstance(value, (Eui64, str, Iterable)):
+        return str(Eui64.of(value))
+    return str(Eui64.parse(value))  # refuses it, naming its type
 
 
 def normalize_originator(value: object) -> str:

@@ -24,7 +24,8 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from gateway.config import Config, ConfigError, format_eui64, load_config
+from eui64 import Eui64, Eui64Error
+from gateway.config import Config, ConfigError, load_config
 from han_ota.cli_app import new_app, print_json
 from han_ota.client import Client, DaemonError, elsewhere, find_daemon, resolve_config
 from han_ota.statedir import describe, with_state_dir
@@ -256,8 +257,6 @@ def log(
     as_json: JsonOption = False,
 ) -> None:
     """The audit log: through the daemon when it runs, else straight from the state directory."""
-    from gateway.store import normalize_ieee
-
     cfg = _config(config, as_json=as_json)
     if seal:
         if verify or follow or device is not None or since is not None:
@@ -266,8 +265,8 @@ def log(
         return
     if device is not None:
         try:
-            device = normalize_ieee(device)
-        except ValueError as exc:
+            device = str(Eui64.parse(device, "--device"))
+        except Eui64Error as exc:
             _fail(str(exc), EXIT_CONFIG, as_json=as_json)
     try:
         client = find_daemon(cfg)
@@ -486,7 +485,7 @@ def config_check(
             "max_inflight": cfg.ota.max_inflight,
         },
         "suppliers": [{"id": s.id, "anchor": str(s.anchor)} for s in cfg.suppliers],
-        "devices": [{"ieee": format_eui64(d.ieee), "kind": d.kind, "supplier": d.supplier} for d in cfg.devices],
+        "devices": [{"ieee": str(d.ieee), "kind": d.kind, "supplier": d.supplier} for d in cfg.devices],
         "sim_devices": [{"ieee": str(s.ieee), "kind": s.kind} for s in specs],
         "warnings": warnings,
     }
@@ -501,7 +500,7 @@ def config_check(
     o = cfg.ota
     typer.echo(f"  ota             blocks <= {o.block_cap} B, {o.rate_bytes_per_s:g} B/s budget, stall timeout {o.stall_timeout_s:g} s, APS encryption {'on' if o.aps_encryption else 'off'}")
     typer.echo(f"  suppliers       {', '.join(s.id for s in cfg.suppliers) or 'none (no activation command can be verified)'}")
-    typer.echo(f"  devices         {len(cfg.devices)} configured" + "".join(f"\n                  {format_eui64(d.ieee)} {d.kind} supplier {d.supplier or '-'}" for d in cfg.devices))
+    typer.echo(f"  devices         {len(cfg.devices)} configured" + "".join(f"\n                  {str(d.ieee)} {d.kind} supplier {d.supplier or '-'}" for d in cfg.devices))
     if cfg.radio.kind == "sim":
         typer.echo(f"  sim devices     {', '.join(f'{s.kind}:{s.ieee}' for s in specs) or 'none'}")
     for warning in warnings:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
+from eui64 import Eui64
 from gateway.image import (
     DEFAULT_MAX_SIZE,
     FirmwareImage,
@@ -96,7 +97,7 @@ def _describe(image: FirmwareImage, path: Path) -> list[str]:
             "security_credential_version",
             "-" if image.security_credential_version is None else _num(image.security_credential_version, 2),
         ),
-        ("destination", "-" if image.destination is None else image.destination.hex(":").upper()),
+        ("destination", "-" if image.destination is None else str(Eui64(image.destination)).upper()),
         ("min_hardware_version", _hw(image.min_hardware_version)),
         ("max_hardware_version", _hw(image.max_hardware_version)),
         ("manufacturer_image", f"offset {image.manufacturer_image_offset}, {image.manufacturer_image_length} bytes"),

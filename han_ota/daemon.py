@@ -57,11 +57,12 @@ from typing import Any
 import zigpy.types as zt
 from zigpy.application import ControllerApplication
 
+from eui64 import Eui64
 from gateway import audit as audit_mod
 from gateway import integrity
 from gateway.activation import ActivationService, SubmitResult, check_image_signature, load_trust
 from gateway.audit import AuditError, AuditLog
-from gateway.config import Config, ConfigError, format_eui64, parse_eui64
+from gateway.config import Config, ConfigError, parse_eui64
 from gateway.crashpoint import crashpoint
 from gateway.engine import Engine, EngineError, Job, image_info
 from gateway.files import NotRegularFile, open_regular
@@ -695,7 +696,7 @@ class Daemon:
         if digest != record.image_sha256:
             raise RuntimeError(f"image {path} has changed since the job was accepted (sha256 {digest[:16]}..., expected {record.image_sha256[:16]}...); push the image again")
         image = parse_image(data)
-        ieee = zt.EUI64.convert(record.device)
+        ieee = zt.EUI64(Eui64.parse(record.device).air)
         snap = rec.session_snapshot
         stall = None
         if isinstance(snap, dict) and isinstance(snap.get(SNAPSHOT_DAEMON_KEY), dict):
@@ -706,7 +707,7 @@ class Daemon:
         if snap is None:
             # Accepted but never snapshotted (stopped within moments): nothing was sent
             # that matters, so start over with an Image Notify.
-            session = OtaSession(str(ieee), image_info(image), config, self.engine.pacer)
+            session = OtaSession(Eui64.from_air(ieee), image_info(image), config, self.engine.pacer)
         else:
             session = OtaSession.restore(snap, image_info(image), config, self.engine.pacer, now=loop.time())
         mode = record.activation.mode.value
@@ -922,8 +923,7 @@ class Daemon:
     # ------------------------------------------------------------------ views
 
     def _kind_of(self, ieee: zt.EUI64, image: FirmwareImage | None = None) -> str:
-        raw = parse_eui64(str(ieee))
-        configured = self.config.device(raw)
+        configured = self.config.device(Eui64.from_air(ieee))
         if configured is not None:
             return configured.kind
         for spec in self.specs:
@@ -1129,7 +1129,7 @@ class Daemon:
             activation=request.mode.value,
             signature=signature.verdict,
         )
-        device_cfg = self.config.device(parse_eui64(str(ieee)))
+        device_cfg = self.config.device(Eui64.from_air(ieee))
         stall = stall_timeout or (device_cfg.stall_timeout_s if device_cfg else None)
         self._tracks[str(job_number)] = _Track(kind=kind)
         try:
@@ -1302,7 +1302,7 @@ def _out_of_space(exc: BaseException) -> bool:
 
 def _parse_device(text: str) -> zt.EUI64:
     try:
-        return zt.EUI64.convert(format_eui64(parse_eui64(text, "device")))
+        return zt.EUI64(parse_eui64(text, "device").air)
     except ConfigError as exc:
         raise HttpError(400, str(exc)) from None
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import zigpy.types as zt
 
+from eui64 import Eui64
 from gateway.activation import ActivationService, MemoryCounters
 from gateway.config import Config, DeviceConfig, OtaConfig, SupplierConfig, parse_eui64
 from gateway.engine import Engine, Job
@@ -55,7 +56,7 @@ class Narrator:
 
 
 def _eui(text: str) -> zt.EUI64:
-    return zt.EUI64.convert(text)
+    return zt.EUI64(Eui64.parse(text).air)
 
 
 async def run_demo() -> int:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import zigpy.types as zt
 
 from gateway.activation import ActivationService, MemoryCounters, SignatureCheck, check_image_signature, load_trust
-from gateway.config import Config, format_eui64, parse_eui64
+from gateway.config import Config, parse_eui64
 from gateway.engine import Engine, EngineError, Job
 from gateway.files import NotRegularFile
 from gateway.gbcs.errors import GbcsError
@@ -71,7 +71,7 @@ class PushOutcome:
 
 
 def eui64(text: str) -> zt.EUI64:
-    return zt.EUI64.convert(format_eui64(parse_eui64(text, "--device")))
+    return zt.EUI64(parse_eui64(text, "--device").air)
 
 
 def sim_specs_for(req: PushRequest, image: FirmwareImage, ieee: zt.EUI64, notes: Callable[[str], None]) -> list[SimDeviceSpec]:
@@ -85,7 +85,7 @@ def sim_specs_for(req: PushRequest, image: FirmwareImage, ieee: zt.EUI64, notes:
         if configured is not None:
             kind = configured.kind
         hw = image.min_hardware_version if image.min_hardware_version is not None else 1
-        text = f"{kind}:{format_eui64(parse_eui64(req.device))}:manufacturer_code={image.manufacturer_code}:image_type={image.image_type}:file_version={max(image.file_version - 1, 0)}:hardware_version={hw}"
+        text = f"{kind}:{parse_eui64(req.device)}:manufacturer_code={image.manufacturer_code}:image_type={image.image_type}:file_version={max(image.file_version - 1, 0)}:hardware_version={hw}"
         specs.append(parse_sim_device(text))
         notes(f"simulated network: no --sim-device for {ieee}; added {text}")
     return specs

@@ -39,6 +39,7 @@ import pytest
 import pytest_asyncio
 import zigpy.types as zt
 
+from eui64 import Eui64, Eui64Error
 from gateway.config import OtaConfig
 from gateway.engine import Engine, Job
 from gateway.image import FirmwareImage, load_image
@@ -78,9 +79,9 @@ def parse_devices(values: list[str]) -> list[BenchDevice]:
         if not sep or kind.lower() not in ("hcalcs", "ppmid"):
             raise pytest.UsageError(f"--device {value!r}: give KIND:IEEE with KIND hcalcs or ppmid, e.g. hcalcs:00:db:12:34:56:78:90:a0")
         try:
-            devices.append(BenchDevice(kind.lower(), zt.EUI64.convert(ieee if ":" in ieee else ":".join(ieee[i:i + 2] for i in range(0, 16, 2)))))
-        except ValueError:
-            raise pytest.UsageError(f"--device {value!r}: {ieee!r} is not an IEEE address (16 hex digits or 8 colon-separated pairs)") from None
+            devices.append(BenchDevice(kind.lower(), zt.EUI64(Eui64.parse(ieee, "IEEE").air)))
+        except Eui64Error as exc:
+            raise pytest.UsageError(f"--device {value!r}: {exc}") from None
     return devices
 
 

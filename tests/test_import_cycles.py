@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("gateway", "radios", "han_ota")
+PACKAGES = ("eui64", "gateway", "radios", "han_ota")
 
 
 def module_name(path: Path) -> str:

@@ -14,7 +14,8 @@ from gateway.ota import events as ev
 from gateway.ota.config import ImageInfo, SessionConfig
 from gateway.ota.events import NoteKind, SessionState, Status
 from gateway.ota.pacing import Pacer
-from gateway.ota.session import OtaSession, format_ieee, normalise_ieee
+from eui64 import Eui64, Eui64Error
+from gateway.ota.session import OtaSession
 from gateway.ota.state import (
     EVENT_TYPES,
     TRANSITIONS,
@@ -400,7 +401,7 @@ def test_query_success_offers_size_and_reads_attributes_once() -> None:
         ),
         (
             query(),
-            {"destination": normalise_ieee("00:0d:6f:00:00:00:00:01")},
+            {"destination": Eui64.parse("00:0d:6f:00:00:00:00:01").air},
             Status.NOT_AUTHORIZED,
             "device 00:0d:6f:00:0a:bc:de:f0 does not match image destination 00:0d:6f:00:00:00:00:01",
         ),
@@ -419,14 +420,14 @@ def test_query_mismatch_refuses_and_fails(event: Any, image_kw: dict[str, Any], 
 
 
 def test_destination_matching_device_is_served() -> None:
-    s = make(destination=normalise_ieee(IEEE))
+    s = make(destination=Eui64.parse(IEEE).air)
     s.start(0.0)
     assert only(s.handle(query(), 1.0), ev.SendQueryNextImageResponse).status is Status.SUCCESS
     assert of(s.handle(block(0), 2.0), ev.SendImageBlock)
 
 
 def test_destination_for_another_device_aborts_blocks() -> None:
-    s = make(destination=normalise_ieee("00:0d:6f:00:00:00:00:01"))
+    s = make(destination=Eui64.parse("00:0d:6f:00:00:00:00:01").air)
     s.start(0.0)
     assert of(s.handle(block(0), 1.0), ev.SendAbort)
     assert s.state is P
@@ -1116,12 +1117,17 @@ def test_restore_refuses_another_image_and_garbage() -> None:
 
 
 def test_ieee_forms() -> None:
+    # Text is written order, bytes over-the-air order (eui64/, tests/test_ieee.py); the
+    # session keeps over-the-air bytes and writes text in its snapshot and messages.
     raw = bytes([0xF0, 0xDE, 0xBC, 0x0A, 0x00, 0x6F, 0x0D, 0x00])
-    assert normalise_ieee(IEEE) == raw == normalise_ieee("000d6f000abcdef0") == normalise_ieee(list(raw))
-    assert format_ieee(raw) == IEEE
+    for form in (IEEE, "000D6F000ABCDEF0", raw, Eui64.parse(IEEE)):
+        s = OtaSession(form, make_image(), SessionConfig())
+        assert s.device_ieee == raw
+        assert s.snapshot()["device_ieee"] == IEEE
+        assert repr(s).startswith(f"<OtaSession {IEEE} ")
     for bad in ("00:0d", "zz0d6f000abcdef0", b"\x00" * 7):
-        with pytest.raises(ValueError):
-            normalise_ieee(bad)
+        with pytest.raises(Eui64Error):
+            OtaSession(bad, make_image(), SessionConfig())
 
 
 def test_config_and_image_validation() -> None:

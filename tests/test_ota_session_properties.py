@@ -15,7 +15,8 @@ from gateway.ota import events as ev
 from gateway.ota.config import ImageInfo, SessionConfig
 from gateway.ota.events import END_STATES
 from gateway.ota.pacing import Pacer
-from gateway.ota.session import OtaSession, normalise_ieee
+from eui64 import Eui64
+from gateway.ota.session import OtaSession
 from gateway.ota.state import LocalProtocolError, OtaProtocolError
 
 MFR, ITYPE, OLD, NEW = 0x121D, 0x0001, 0x00000001, 0x00000002
@@ -95,7 +96,7 @@ def scenarios(draw: st.DrawFn) -> tuple[OtaSession, list[tuple[float, Any]]]:
         image_kw["min_hardware_version"] = 1
         image_kw["max_hardware_version"] = 4
     if draw(st.integers(0, 4)) == 0:
-        image_kw["destination"] = normalise_ieee(draw(st.sampled_from([IEEE, "00:0d:6f:00:00:00:00:01"])))
+        image_kw["destination"] = Eui64.parse(draw(st.sampled_from([IEEE, "00:0d:6f:00:00:00:00:01"]))).air
     image = ImageInfo(MFR, ITYPE, NEW, bytes(range(256)) * (size // 256) + bytes(range(size % 256)), **image_kw)
     config = SessionConfig(
         block_cap=draw(st.sampled_from([63, 40, 1])),

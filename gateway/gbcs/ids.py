@@ -2,18 +2,18 @@
 
 GBCS carries entity ids big-endian, in the order people write them
 (``00DB1234567890A0``). Zigbee frames carry IEEE addresses little-endian, but zigpy
-prints an ``EUI64`` in written order (``00:db:12:34:56:78:90:a0``), so
-``EntityId.parse(str(ieee))`` gives the right id without byte swapping.
+prints an ``EUI64`` in written order (``00:db:12:34:56:78:90:a0``). The written
+forms and the swap between the two orders belong to ``eui64``: an entity id is an
+``Eui64``'s written bytes (``EntityId(Eui64.from_air(ieee).written)``).
 """
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 
-from .errors import GbcsUsageError
+from eui64 import Eui64, Eui64Error
 
-_HEX = frozenset(string.hexdigits)
+from .errors import GbcsUsageError
 
 
 @dataclass(frozen=True, order=True)
@@ -29,23 +29,14 @@ class EntityId:
     @classmethod
     def parse(cls, text: str) -> EntityId:
         """16 hex digits, or 8 colon-separated pairs (``00:db:12:34:56:78:90:a0``)."""
-        stripped = text.strip()
-        parts = stripped.split(":")
-        if len(parts) == 8 and all(len(p) == 2 for p in parts):
-            digits = "".join(parts)
-        elif len(parts) == 1 and len(stripped) == 16:
-            digits = stripped
-        else:
-            raise GbcsUsageError(
-                f"entity id {text!r}: expected 16 hex digits or 8 colon-separated pairs"
-            )
-        if not set(digits) <= _HEX:
-            raise GbcsUsageError(f"entity id {text!r}: not hexadecimal")
-        return cls(bytes.fromhex(digits))
+        try:
+            return cls(Eui64.parse(text, "entity id").written)
+        except Eui64Error as exc:
+            raise GbcsUsageError(str(exc)) from None
 
     def __str__(self) -> str:
-        return self.raw.hex().upper()
+        return Eui64(self.raw).hex()
 
     def colon(self) -> str:
         """Written order with colons, lower case: zigpy's ``str(EUI64)`` form."""
-        return ":".join(f"{b:02x}" for b in self.raw)
+        return str(Eui64(self.raw))

@@ -26,10 +26,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from eui64 import Eui64
 from gateway.ota.config import ImageInfo, SessionConfig
 from gateway.ota.events import (
     END_STATES,
@@ -91,8 +92,6 @@ __all__ = [
     "OtaSession",
     "RemoteProtocolError",
     "SessionConfig",
-    "format_ieee",
-    "normalise_ieee",
 ]
 
 SNAPSHOT_FORMAT = 1
@@ -109,33 +108,6 @@ TRANSFER_START_ATTRIBUTES = (
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def normalise_ieee(value: bytes | str | Sequence[int]) -> bytes:
-    """An IEEE address as 8 bytes in over-the-air (little-endian) order.
-
-    Bytes and sequences of ints are taken as they are, in zigpy ``EUI64`` order
-    (``bytes(eui64)``). Strings are read in display order, most significant byte
-    first, as ``str(eui64)`` prints them: ``00:0d:6f:00:0a:bc:de:f0`` or
-    ``000d6f000abcdef0``.
-    """
-    if isinstance(value, str):
-        digits = value.replace(":", "").replace("-", "")
-        if len(digits) != 16:
-            raise ValueError(f"IEEE address {value!r} is not 8 bytes of hex")
-        try:
-            return bytes.fromhex(digits)[::-1]
-        except ValueError:
-            raise ValueError(f"IEEE address {value!r} is not hex") from None
-    raw = bytes(value)
-    if len(raw) != 8:
-        raise ValueError(f"IEEE address must be 8 bytes, not {len(raw)}")
-    return raw
-
-
-def format_ieee(value: bytes) -> str:
-    """Display order, as zigpy prints an EUI64."""
-    return ":".join(f"{b:02x}" for b in value[::-1])
 
 
 def _status_name(code: int) -> str:
@@ -168,7 +140,7 @@ class OtaSession:
 
     def __init__(
         self,
-        device_ieee: bytes | str,
+        device_ieee: Eui64 | bytes | str,
         image: ImageInfo,
         config: SessionConfig,
         pacer: Pacer | None = None,
@@ -177,7 +149,9 @@ class OtaSession:
         allow_downgrade: bool = False,
         discard: Iterable[ImageIds] = (),
     ) -> None:
-        self.device_ieee = normalise_ieee(device_ieee)
+        #: Over-the-air order, as ``bytes(zigpy EUI64)`` and image destinations hold it
+        #: (``Eui64.of``: bytes are over-the-air order, text is written order).
+        self.device_ieee = Eui64.of(device_ieee).air
         self.image = image
         self.config = config
         self.pacer = pacer
@@ -235,7 +209,7 @@ class OtaSession:
 
     def __repr__(self) -> str:
         return (
-            f"<OtaSession {format_ieee(self.device_ieee)} image 0x{self.image.manufacturer_code:04X}/"
+            f"<OtaSession {Eui64.from_air(self.device_ieee)} image 0x{self.image.manufacturer_code:04X}/"
             f"0x{self.image.image_type:04X}/{_v(self.image.file_version)} {self.state.value} "
             f"offset {self.offset}/{self.image.size}>"
         )
@@ -331,7 +305,7 @@ class OtaSession:
             }
         return {
             "format": SNAPSHOT_FORMAT,
-            "device_ieee": format_ieee(self.device_ieee),
+            "device_ieee": str(Eui64.from_air(self.device_ieee)),
             "image": {
                 "manufacturer_code": self.image.manufacturer_code,
                 "image_type": self.image.image_type,
@@ -516,7 +490,7 @@ class OtaSession:
             raise ImageMismatch(f"device image type 0x{ev.image_type:04X} does not match image 0x{image.image_type:04X}")
         if image.destination is not None and image.destination != self.device_ieee:
             raise NotAuthorized(
-                f"device {format_ieee(self.device_ieee)} does not match image destination {format_ieee(image.destination)}"
+                f"device {Eui64.from_air(self.device_ieee)} does not match image destination {Eui64.from_air(image.destination)}"
             )
         low, high = image.min_hardware_version, image.max_hardware_version
         if (low is not None or high is not None) and ev.hardware_version is not None:
@@ -543,7 +517,7 @@ class OtaSession:
             )
         if self.image.destination is not None and self.image.destination != self.device_ieee:
             raise WrongImageRequested(
-                f"device {format_ieee(self.device_ieee)} does not match image destination {format_ieee(self.image.destination)}"
+                f"device {Eui64.from_air(self.device_ieee)} does not match image destination {Eui64.from_air(self.image.destination)}"
             )
         # ZCL OTA, Image Block Request: an offset at or past the end of the image cannot
         # be served. zigpy answers an Image Block Response carrying MALFORMED_COMMAND

@@ -55,6 +55,8 @@ from typing import Any, Final
 
 import zigpy.types as t
 
+from eui64 import FORMS, Eui64, Eui64Error
+
 __all__ = [
     "KINDS",
     "PROFILE_HA",
@@ -282,26 +284,17 @@ def _cbke_suite(key: str, raw: object) -> int:
 
 _cbke_suite.allowed = "1 (sect163k1) or 2 (sect283k1)"  # type: ignore[attr-defined]
 
-_HEX2 = re.compile(r"[0-9a-fA-F]{2}")
-_HEX16 = re.compile(r"[0-9a-fA-F]{16}")
-_IEEE_ALLOWED = "16 hex digits (0011223344556677) or 8 colon-separated hex pairs (00:11:22:33:44:55:66:77)"
-
-
 def parse_ieee(raw: object) -> t.EUI64:
-    """An IEEE address from ``0011223344556677``, ``00:11:...:77`` or an EUI64."""
+    """An IEEE address in a written form (``eui64``) or an EUI64; not all zeros or all ones."""
     if isinstance(raw, t.EUI64):
         return raw
-    text = str(raw).strip()
-    if _HEX16.fullmatch(text):
-        pairs = [text[i : i + 2] for i in range(0, 16, 2)]
-    else:
-        pairs = text.split(":")
-        if len(pairs) != 8 or not all(_HEX2.fullmatch(p) for p in pairs):
-            raise SimSpecError("ieee", raw, _IEEE_ALLOWED)
-    ieee = t.EUI64.convert(":".join(pairs))
-    if ieee in (t.EUI64.convert("00:00:00:00:00:00:00:00"), t.EUI64.convert("ff:ff:ff:ff:ff:ff:ff:ff")):
-        raise SimSpecError("ieee", raw, _IEEE_ALLOWED + ", not all zeros or all ones")
-    return ieee
+    try:
+        addr = Eui64.parse(str(raw), "ieee")
+    except Eui64Error as exc:
+        raise SimSpecError("ieee", raw, f"{exc.reason}; expected {FORMS}") from None
+    if addr.reserved:
+        raise SimSpecError("ieee", raw, FORMS + ", not all zeros or all ones")
+    return t.EUI64(addr.air)
 
 
 # --------------------------------------------------------------------------------------
@@ -448,7 +441,7 @@ class SimDeviceSpec:
         if "kind" not in data:
             raise SimSpecError("kind", None, "required: one of " + ", ".join(KINDS))
         if "ieee" not in data:
-            raise SimSpecError("ieee", None, "required: " + _IEEE_ALLOWED)
+            raise SimSpecError("ieee", None, "required: " + FORMS)
         kwargs: dict[str, Any] = {}
         for key, raw in data.items():
             if key in ("kind", "ieee"):
@@ -535,15 +528,12 @@ def parse_sim_device(text: str) -> SimDeviceSpec:
     kind = _choice(*KINDS)("kind", tokens[0])
     rest = tokens[1:]
     if not rest or rest == [""]:
-        raise SimSpecError("ieee", "", "required after KIND: " + _IEEE_ALLOWED)
-    if _HEX16.fullmatch(rest[0]):
+        raise SimSpecError("ieee", "", "required after KIND: " + FORMS)
+    if len(rest[0]) == 16:
         ieee = parse_ieee(rest[0])
         rest = rest[1:]
     else:
-        pairs = rest[:8]
-        if len(pairs) < 8 or not all(_HEX2.fullmatch(p) for p in pairs):
-            raise SimSpecError("ieee", ":".join(pairs), _IEEE_ALLOWED)
-        ieee = parse_ieee(":".join(pairs))
+        ieee = parse_ieee(":".join(rest[:8]))
         rest = rest[8:]
     kwargs: dict[str, Any] = {}
     for token in rest:
