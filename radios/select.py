@@ -17,6 +17,7 @@ from typing import Any
 
 from zigpy.application import ControllerApplication
 
+from radios.closing import shutdown_app
 from radios.han_services import apply_han_config
 
 LOGGER = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ async def open_app(
 
 async def _close(app: ControllerApplication) -> None:
     """Shut ``app`` down, database thread included, even while being cancelled again."""
-    closing = asyncio.ensure_future(app.shutdown())
+    closing = asyncio.ensure_future(shutdown_app(app))
     with contextlib.suppress(BaseException):
         await asyncio.wait_for(asyncio.shield(closing), SHUTDOWN_TIMEOUT_S)
     if not closing.done():
