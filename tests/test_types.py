@@ -24,6 +24,7 @@ STRICT = [
     "gateway/ota/session.py",
     "gateway/ota/state.py",
     "radios/coordinator_zdo.py",
+    "radios/emulate/fault_options.py",
 ]
 
 

@@ -1277,11 +1277,12 @@ class EmberNcp:
 
         pass_to_host = True
         if self.stack_zdo and aps.profileId == 0x0000 and aps.destinationEndpoint == 0 and aps.clusterId < 0x8000:
-            # The stack answers the ZDO requests it supports (radios/coordinator_zdo.py,
-            # EMBERZNET); with APP_RECEIVES_SUPPORTED_ZDO_REQUESTS set (bellows sets it, with
-            # APP_HANDLES_UNSUPPORTED_ZDO_REQUESTS) it passes a copy to the host as well, so a
-            # device's Match_Desc_req gets the stack's answer and zigpy's, as on a real dongle.
-            # Unsupported and unreadable requests go to the host only.
+            # With CONFIG_APPLICATION_ZDO_FLAGS = APP_RECEIVES_SUPPORTED_ZDO_REQUESTS |
+            # APP_HANDLES_UNSUPPORTED_ZDO_REQUESTS (what bellows configures), the NCP's stack
+            # still answers the requests it supports *and* passes a copy to the host;
+            # unsupported ones go to the host only. So a device's Match_Desc_req for the OTA
+            # cluster gets the stack's answer and zigpy's, as on a real dongle. (The answers:
+            # radios/coordinator_zdo.py, EMBERZNET; unreadable requests go to the host too.)
             result = zdo_answer(
                 aps.clusterId, message,
                 Coordinator(nwk=COORDINATOR_NWK, ieee=self.nvram.eui64, endpoints=self.endpoints,
