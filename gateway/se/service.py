@@ -45,7 +45,7 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,7 +83,7 @@ _STATUS_SUCCESS = 0x00
 _STATUS_UNSUPPORTED_ATTRIBUTE = 0x86
 _TYPE_MAP16 = 0x19  # KeyEstablishmentSuite is a 16-bit bitmap
 
-InstallKey = Callable[[Any, zt.EUI64, zt.KeyData], Awaitable[None]]
+InstallKey = Callable[[Any, zt.EUI64, zt.KeyData], Coroutine[Any, Any, None]]
 OnEvent = Callable[..., object]
 
 
@@ -198,12 +198,13 @@ class KeyEstablishmentService:
             LOGGER.info("key establishment: a frame from %s, which zigpy does not know: ignored", packet.src)
             return True
         payload = data[header.length:]
+        device_ep = int(packet.src_ep) if packet.src_ep is not None else 1
         if not is_request:
-            self._answer_read(device, int(packet.src_ep), header.tsn, payload)
+            self._answer_read(device, device_ep, header.tsn, payload)
         elif self.ke_config is None:
-            self._unconfigured(device, int(packet.src_ep), header.tsn, header.command_id)
+            self._unconfigured(device, device_ep, header.tsn, header.command_id)
         else:
-            self._feed_frame(device, int(packet.src_ep), ks.FrameReceived(header.tsn, header.command_id, payload))
+            self._feed_frame(device, device_ep, ks.FrameReceived(header.tsn, header.command_id, payload))
         return True
 
     def _device(self, src: zt.AddrModeAddress | None) -> Any:
@@ -273,7 +274,7 @@ class KeyEstablishmentService:
             self._execute(peer, actions)
         self._rearm(peer)
 
-    def _execute(self, peer: _Peer, actions: list[ks.Action]) -> None:
+    def _execute(self, peer: _Peer, actions: Sequence[ks.Action]) -> None:
         for action in actions:
             if isinstance(action, ks.Send):
                 data = _header(_FT_CLUSTER, action.tsn, action.command_id) + action.payload
@@ -372,9 +373,9 @@ class KeyEstablishmentService:
     def _send(self, ieee: zt.EUI64, device_ep: int, data: bytes, tsn: int, peer: _Peer | None = None) -> None:
         self._spawn(peer, self._send_one(ieee, device_ep, data, tsn))
 
-    def _spawn(self, peer: _Peer | None, coro: Awaitable[None]) -> None:
+    def _spawn(self, peer: _Peer | None, coro: Coroutine[Any, Any, None]) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(coro)  # type: ignore[arg-type]
+        task: asyncio.Task[None] = self._loop.create_task(coro)
         owner = peer.tasks if peer is not None else self._tasks
         owner.add(task)
         task.add_done_callback(owner.discard)
@@ -386,14 +387,16 @@ class KeyEstablishmentService:
             LOGGER.info("%s: key establishment frame not sent: the device is gone", ieee)
             return
         own = self._app.state.node_info.nwk
+        # zigpy's integer types have untyped constructors (hence the ignores); the
+        # radio libraries serialize the fields by these types.
         packet = zt.ZigbeePacket(
             src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=own),
-            src_ep=self.endpoint,
+            src_ep=zt.uint8_t(self.endpoint),  # type: ignore[no-untyped-call]
             dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=device.nwk),
-            dst_ep=device_ep,
-            tsn=tsn,
-            profile_id=SE_PROFILE,
-            cluster_id=kf.CLUSTER_ID,
+            dst_ep=zt.uint8_t(device_ep),  # type: ignore[no-untyped-call]
+            tsn=zt.uint8_t(tsn & 0xFF),  # type: ignore[no-untyped-call]
+            profile_id=zt.uint16_t(SE_PROFILE),  # type: ignore[no-untyped-call]
+            cluster_id=zt.uint16_t(kf.CLUSTER_ID),  # type: ignore[no-untyped-call]
             data=zt.SerializableBytes(data),
             source_route=self._app.build_source_route_to(dest=device) if self._app.config[zconf.CONF_SOURCE_ROUTING] else None,
             # NWK security only: no APS link key exists before this exchange ends.
