@@ -380,3 +380,40 @@ def test_the_se_endpoint_offers_key_establishment_only_when_asked() -> None:
     with_ke = han_services.han_zigpy_config("znp", key_establishment=True)
     assert with_ke["additional_endpoints"][0]["input_clusters"] == [0x0000, 0x000A, 0x0019, 0x0800]
     assert han_services.han_endpoint_descriptor(key_establishment=True).input_clusters == [0x0000, 0x000A, 0x0019, 0x0800]
+
+
+async def test_the_sim_coordinator_answers_match_desc_for_key_establishment() -> None:
+    config = han_services.han_zigpy_config("sim", key_establishment=True)
+    app = await start_sim_app([parse_sim_device(f"hcalcs:{DEVICE_TEXT}:query_delay=3600")], timeout=20, config=config)
+    try:
+        answers: list[zt.ZigbeePacket] = []
+        arrived = asyncio.Event()
+        send = app.han.send
+
+        async def spy(packet: zt.ZigbeePacket) -> Any:
+            if packet.cluster_id == 0x8006:
+                answers.append(packet)
+                arrived.set()
+            return await send(packet)
+
+        app.han.send = spy  # type: ignore[method-assign]
+        device = app.han.devices[DEVICE]
+        for tsn, clusters in ((0x61, [CLUSTER]), (0x62, [0x0702])):
+            # Match_Desc_req: NWK of interest 0xFFFD (all rx-on), SE profile, these server clusters
+            req = zt.NWK(0xFFFD).serialize() + zt.uint16_t(SE_PROFILE).serialize()
+            req += zt.LVList[zt.uint16_t, zt.uint8_t](clusters).serialize() + zt.LVList[zt.uint16_t, zt.uint8_t]([]).serialize()
+            device._uplink(profile=0, cluster=0x0006, src_ep=0, dst_ep=0, tsn=tsn, data=bytes([tsn]) + req)
+        ours = bytes([0x61, 0x00, 0x00, 0x00, 0x01, han_services.HAN_ENDPOINT])
+        async with asyncio.timeout(WAIT):
+            # ours for 0x61, and zigpy's for 0x62 (sent after anything of ours for it)
+            while ours not in [p.data.serialize() for p in answers] or 0x62 not in [p.data.serialize()[0] for p in answers]:
+                arrived.clear()
+                await arrived.wait()
+        # tsn, SUCCESS, our NWK, one endpoint: the SE endpoint. zigpy answers too, as it
+        # does behind real firmware, always with no endpoint for a non-HA profile; the
+        # query that matches nothing gets only zigpy's empty answer.
+        bodies = sorted(p.data.serialize() for p in answers)
+        assert [b for b in bodies if b[4]] == [ours]
+        assert all(p.dst is not None and p.dst.address == device.nwk for p in answers)
+    finally:
+        await app.shutdown()

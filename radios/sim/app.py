@@ -28,7 +28,10 @@ one to a second app to restart on the same network. ``send_packet`` hands packet
 failure; the devices' frames come back through ``packet_received``; joins through
 ``handle_join``. ZDO requests addressed to the coordinator itself are answered here
 (as an NCP answers its own ZDO): Node/Active_EP/Simple descriptors, address
-requests, Mgmt_Lqi (the joined devices), Mgmt_NWK_Update (energy scan).
+requests, Mgmt_Lqi (the joined devices), Mgmt_NWK_Update (energy scan). A device's
+Match_Desc_req is answered from the registered endpoints, as EmberZNet and Z-Stack
+answer it from theirs, and still passed up to zigpy, as they pass it (so a device
+asking on Smart Energy finds the SE endpoint and its Key Establishment server).
 
 Defaults applied by ``new_sim`` (overridable with ``config=``): channel 15 (so forming
 needs no energy scan), zigpy's OTA providers off (no network fetches when a device
@@ -154,6 +157,7 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
         self._endpoints: dict[int, zdo_t.SimpleDescriptor] = {}
         self._permit_until = 0.0
         self._link_keys: dict[t.EUI64, t.KeyData] = {}
+        self._zdo_answers: set[asyncio.Task[Any]] = set()
         sim = self._config.get(CONF_SIM) or {}
         self._radio_ieee = parse_ieee(sim.get("coordinator_ieee", DEFAULT_COORDINATOR_IEEE))
 
@@ -336,7 +340,42 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
             )
 
     def _on_uplink(self, packet: t.ZigbeePacket) -> None:
+        if packet.profile_id == 0 and packet.dst_ep == 0 and packet.cluster_id == zdo_t.ZDOCmd.Match_Desc_req:
+            self._answer_match_desc(packet)
         self.packet_received(packet)
+
+    def _answer_match_desc(self, packet: t.ZigbeePacket) -> None:
+        try:
+            hdr, rest = zdo_t.ZDOHeader.deserialize(packet.cluster_id, packet.data.serialize())
+            args, _ = t.deserialize(rest, zdo_t.CLUSTERS[zdo_t.ZDOCmd.Match_Desc_req][1])
+        except (KeyError, ValueError):
+            return
+        nwk, profile, in_clusters, out_clusters = args
+        own = self.state.node_info.nwk
+        if packet.src is None or (nwk != own and nwk < 0xFFFC):
+            return  # about another node: its own stack answers
+        matches = sorted(
+            ep
+            for ep, d in self._endpoints.items()
+            if profile in (d.profile, 0xFFFF)
+            if set(in_clusters) & set(d.input_clusters) or set(out_clusters) & set(d.output_clusters)
+        )
+        if not matches and nwk != own:
+            return  # no answer to a broadcast query without a match
+        fields = [zdo_t.Status.SUCCESS, own, t.LVList[t.uint8_t, t.uint8_t](matches)]
+        reply = t.ZigbeePacket(
+            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=own),
+            src_ep=t.uint8_t(0),
+            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=packet.src.address),
+            dst_ep=t.uint8_t(0),
+            tsn=hdr.tsn,
+            profile_id=t.uint16_t(0),
+            cluster_id=t.uint16_t(zdo_t.ZDOCmd.Match_Desc_rsp),
+            data=t.SerializableBytes(t.uint8_t(hdr.tsn).serialize() + b"".join(f.serialize() for f in fields)),
+        )
+        task = asyncio.get_running_loop().create_task(self.han.send(reply))
+        self._zdo_answers.add(task)
+        task.add_done_callback(self._zdo_answers.discard)
 
     def _on_join(self, ieee: t.EUI64, nwk: t.NWK) -> None:
         # As an NCP's trust-centre join indication; the Device_annce that follows is
