@@ -417,3 +417,23 @@ async def test_the_sim_coordinator_answers_match_desc_for_key_establishment() ->
         assert all(p.dst is not None and p.dst.address == device.nwk for p in answers)
     finally:
         await app.shutdown()
+
+
+def test_the_radio_config_carries_the_cluster_only_when_asked() -> None:
+    from radios.select import zigpy_config
+
+    args: dict[str, Any] = {"path": "/dev/ttyUSB0", "baudrate": None, "flow_control": None, "database": None}
+    plain = zigpy_config("ezsp", **args)
+    assert plain["additional_endpoints"][0]["input_clusters"] == [0x0000, 0x000A, 0x0019]
+    assert zigpy_config("znp", **args, key_establishment=True)["additional_endpoints"][0]["input_clusters"] == [0x0000, 0x000A, 0x0019, 0x0800]
+
+
+async def test_the_sim_radio_registers_the_key_establishment_server_when_asked() -> None:
+    from radios.select import open_app
+
+    specs = [parse_sim_device(f"hcalcs:{DEVICE_TEXT}:query_delay=3600")]
+    app = await open_app("sim", sim_devices=specs, key_establishment=True)
+    try:
+        assert CLUSTER in app._endpoints[han_services.HAN_ENDPOINT].input_clusters
+    finally:
+        await app.shutdown()

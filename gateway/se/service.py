@@ -47,7 +47,7 @@ import struct
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import zigpy.config as zconf
@@ -99,7 +99,6 @@ class _Peer:
     server: ks.KeServer
     device_ep: int = 1
     timer: asyncio.TimerHandle | None = None
-    tasks: set[asyncio.Future[Any]] = field(default_factory=set)
 
 
 class KeyEstablishmentService:
@@ -149,12 +148,13 @@ class KeyEstablishmentService:
         if self._remove_tap is not None:
             self._remove_tap()
             self._remove_tap = None
-        pending: set[asyncio.Future[Any]] = set(self._tasks)
         for peer in self._peers.values():
             if peer.timer is not None:
                 peer.timer.cancel()
-            pending |= peer.tasks
         self._peers.clear()
+        # Sends, key installs and computations (a computation's thread runs on; its
+        # result finds no exchange and is dropped).
+        pending = set(self._tasks)
         for task in pending:
             task.cancel()
         if pending:
@@ -269,7 +269,7 @@ class KeyEstablishmentService:
             return
         if any(isinstance(a, ks.Established) for a in actions):
             # The key first, then the answers (see the module docstring).
-            self._spawn(peer, self._establish(peer, actions))
+            self._spawn(self._establish(peer, actions))
         else:
             self._execute(peer, actions)
         self._rearm(peer)
@@ -278,10 +278,10 @@ class KeyEstablishmentService:
         for action in actions:
             if isinstance(action, ks.Send):
                 data = _header(_FT_CLUSTER, action.tsn, action.command_id) + action.payload
-                self._send(peer.ieee, peer.device_ep, data, action.tsn, peer)
+                self._send(peer.ieee, peer.device_ep, data, action.tsn)
             elif isinstance(action, ks.SendDefaultResponse):
                 data = _header(_FT_GENERAL, action.tsn, _DEFAULT_RESPONSE) + bytes([action.command_id, action.status])
-                self._send(peer.ieee, peer.device_ep, data, action.tsn, peer)
+                self._send(peer.ieee, peer.device_ep, data, action.tsn)
             elif isinstance(action, ks.Compute):
                 self._compute(peer, action)
             elif isinstance(action, ks.Failed):
@@ -305,7 +305,7 @@ class KeyEstablishmentService:
             # The device must not keep a key the coordinator does not hold.
             tsn = next((a.tsn for a in actions if isinstance(a, ks.Send)), 0)
             frame = kf.TerminateKeyEstablishment(int(kf.KeStatus.NO_RESOURCES), self.ke_config.wait_time, self.ke_config.suite_bitmap)
-            self._send(peer.ieee, peer.device_ep, _header(_FT_CLUSTER, tsn, frame.command_id) + frame.to_bytes(), tsn, peer)
+            self._send(peer.ieee, peer.device_ep, _header(_FT_CLUSTER, tsn, frame.command_id) + frame.to_bytes(), tsn)
             self._registry.update(peer.ieee, state=KeyState.FAILED, suite=number, status=None, side="hub", why=why, seconds=None)
             self._event("ke.terminated", peer.ieee, status=kf.KeStatus.NO_RESOURCES.name, side="hub", why=why)
             return
@@ -327,8 +327,8 @@ class KeyEstablishmentService:
             event: ks.Event = ks.Computed(action.kind, action.ticket, f.result()) if error is None else ks.ComputeFailed(action.kind, action.ticket, error)
             self._run(peer, lambda now: peer.server.handle(event, now))
 
-        peer.tasks.add(future)
-        future.add_done_callback(peer.tasks.discard)
+        self._tasks.add(future)
+        future.add_done_callback(self._tasks.discard)
         future.add_done_callback(done)
 
     def _failed(self, peer: _Peer, action: ks.Failed) -> None:
@@ -370,15 +370,15 @@ class KeyEstablishmentService:
 
     # ------------------------------------------------------------------ sending
 
-    def _send(self, ieee: zt.EUI64, device_ep: int, data: bytes, tsn: int, peer: _Peer | None = None) -> None:
-        self._spawn(peer, self._send_one(ieee, device_ep, data, tsn))
+    def _send(self, ieee: zt.EUI64, device_ep: int, data: bytes, tsn: int) -> None:
+        # Each frame in its own task: send_packet waits for the radio's confirmation.
+        self._spawn(self._send_one(ieee, device_ep, data, tsn))
 
-    def _spawn(self, peer: _Peer | None, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._loop is not None
         task: asyncio.Task[None] = self._loop.create_task(coro)
-        owner = peer.tasks if peer is not None else self._tasks
-        owner.add(task)
-        task.add_done_callback(owner.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _send_one(self, ieee: zt.EUI64, device_ep: int, data: bytes, tsn: int) -> None:
         try:
