@@ -27,10 +27,12 @@ the hub's services on it. With zigpy 2.4 and its radio libraries we can give the
   link key from the code with zigpy's ``convert_install_code`` (CRC check, AES-MMO
   hash) and calls ``app.permit_with_link_key(ieee, key, time_s)``.
 
-What zigpy cannot do, and a lab must bring (see docs/radios.md): Smart Energy Key
-Establishment (CBKE, cluster 0x0800) and the SE certificates it uses, so the
+What zigpy cannot do: Smart Energy Key Establishment (CBKE, cluster 0x0800), so the
 APS link keys GBCS devices expect after joining; devices whose firmware insists on
-CBKE leave a network whose trust center never starts it.
+CBKE leave a network whose trust center never starts it. The gateway runs it itself
+(gateway/se/service.py) when configured with the hub's SE certificates: the endpoint
+then offers the Key Establishment server cluster too (``key_establishment=True``),
+so the firmware's Match_Desc answer names it.
 """
 
 from __future__ import annotations

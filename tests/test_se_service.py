@@ -11,6 +11,7 @@ run on its own CPU: the loop-lag probe measures the hub's side only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class Lab:
     number: int
     config: ks.KeConfig
     client: kc.KeyEstablishmentClient
+    initiator_config: kc.InitiatorConfig
 
 
 def lab(app: Any, number: int, fault: str | None = None, seed: int = 11) -> Lab:
@@ -70,10 +72,8 @@ def lab(app: Any, number: int, fault: str | None = None, seed: int = 11) -> Lab:
     ss = se_keys.SUITES[number]
     sim_ca = se_keys.KeyPair(int.from_bytes(ca.private_key, "big"), ss.curve.decompress(ca.public_key))
     creds = kc.device_credentials(number, written(DEVICE), sim_ca, ISSUER, rng, fault)
-    client = kc.KeyEstablishmentClient(
-        kc.InitiatorConfig(ieee=written(DEVICE), trust_center_ieee=written(hub), credentials=[creds], fault=fault), rng
-    )
-    return Lab(number, config, client)
+    initiator = kc.InitiatorConfig(ieee=written(DEVICE), trust_center_ieee=written(hub), credentials=[creds], fault=fault)
+    return Lab(number, config, kc.KeyEstablishmentClient(initiator, rng), initiator)
 
 
 @dataclass
@@ -88,9 +88,10 @@ class Initiator:
     tsn: int = 0x20
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    below: Any = None
 
     def __post_init__(self) -> None:
-        below = self.app.send_packet
+        below = self.below = self.app.send_packet
 
         async def send_packet(packet: zt.ZigbeePacket) -> None:
             if packet.cluster_id == CLUSTER and packet.dst is not None and packet.dst.address == self.device_nwk:
@@ -239,6 +240,47 @@ async def test_a_device_establishes_a_link_key_that_lands_in_the_coordinator(app
         assert zt.TransmitOptions.APS_Encryption not in p.tx_options
     if number == 2:
         assert lags and max(lags) < 0.05, f"the event loop was blocked {max(lags) * 1000:.0f} ms"
+
+
+async def test_a_device_that_keys_again_gets_a_new_exchange_and_a_new_key(app: Any) -> None:
+    bench = lab(app, 1)
+    service, registry, audit = await running(app, bench.config)
+    nwk = app.get_device(ieee=DEVICE).nwk
+    keys = []
+    try:
+        for n in range(2):
+            # a rejoined device: a new initiator with the same credentials
+            client = kc.KeyEstablishmentClient(bench.initiator_config, random.Random(100 + n))
+            device = Initiator(app, client, nwk)
+            device.start()
+            outcome = await device.outcome()
+            assert isinstance(outcome, kc.Established)
+            # The key was installed before the confirmation the device just accepted left.
+            assert app.han.link_key(DEVICE) == outcome.key_data
+            assert registry.get(DEVICE).state is KeyState.ESTABLISHED
+            keys.append(outcome.key_data)
+            app.send_packet = device.below  # unwrap for the next device
+    finally:
+        await service.close()
+    assert keys[0] != keys[1] and app.han.link_key(DEVICE) == keys[1]
+    assert audit.names() == ["ke.started", "ke.established", "ke.key_installed"] * 2
+
+
+async def test_a_device_that_falls_silent_is_timed_out_by_the_hubs_timer(app: Any) -> None:
+    bench = lab(app, 1, "silent")
+    config = dataclasses.replace(bench.config, margin_s=0.0)  # the device's 2 s only
+    service, registry, audit = await running(app, config)
+    device = Initiator(app, bench.client, app.get_device(ieee=DEVICE).nwk)
+    try:
+        device.start()
+        await settled(registry, DEVICE)
+    finally:
+        await service.close()
+    security = registry.get(DEVICE)
+    assert (security.state, security.status, security.side) == (KeyState.FAILED, None, "hub")
+    assert security.why is not None and security.why.startswith("timeout: waited in vain for the device's Ephemeral Data Request")
+    assert [f.data.serialize()[2] for f in device.sent_by_hub] == [0x00]  # nothing sent after the Initiate Response
+    assert audit.names() == ["ke.started", "ke.terminated"]
 
 
 @pytest.mark.parametrize(

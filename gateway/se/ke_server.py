@@ -523,10 +523,11 @@ class KeServer:
         self.config = config
         #: The device's EUI-64 in zigpy's order (``bytes(EUI64)``), and in certificate order.
         try:
-            self.peer_ieee = Eui64.of(peer_ieee, "peer IEEE address").air
+            peer = Eui64.of(peer_ieee, "peer IEEE address")
         except Eui64Error as err:  # the caller's mistake, in this module's terms
             raise KeConfigError(str(err)) from None
-        self._peer_subject = self.peer_ieee[::-1]
+        self.peer_ieee = peer.air
+        self._peer_subject = peer.written
         self._rng = rng
         self.state = KeState.IDLE
         #: Why the machine is where it is (the last Failed's why, or the last step).
