@@ -344,13 +344,16 @@ ZSTACK: Final = StackQuirks(
 )
 
 SIM: Final = StackQuirks(
-    # The sim radio answers only what zigpy asks of its own coordinator (loopback
+    # The sim radio answers what zigpy asks of its own coordinator (loopback
     # unicasts): the interview, address lookups, Mgmt_Lqi for the topology and the
     # requests zigpy sends when it permits joins or binds. Energy scans go through
-    # ControllerApplication.energy_scan instead.
+    # ControllerApplication.energy_scan instead. From devices it answers Match_Desc,
+    # as EmberZNet and Z-Stack do from their registered endpoints (an SE device finds
+    # the Key Establishment server so).
     name="sim",
     answers=frozenset(
         {
+            C.Match_Desc_req,
             C.Node_Desc_req,
             C.Active_EP_req,
             C.Simple_Desc_req,
@@ -363,7 +366,7 @@ SIM: Final = StackQuirks(
             C.Unbind_req,
         }
     ),
-    broadcast_answers=frozenset(),  # zigpy's broadcasts go to the air, never to the loopback
+    broadcast_answers=frozenset({C.Match_Desc_req}),  # a device's broadcast query; zigpy's own go to the air
     max_buffer_size=82,
     max_transfer_size=255,
     server_mask=(22 << 9) | 0x0001,  # primary trust centre, stack revision 22

@@ -29,7 +29,10 @@ failure; the devices' frames come back through ``packet_received``; joins throug
 ``handle_join``. ZDO requests addressed to the coordinator itself are answered here
 (as an NCP answers its own ZDO, by radios/coordinator_zdo.py with the ``SIM`` quirks):
 Node/Active_EP/Simple descriptors, address requests, Mgmt_Lqi (the joined devices);
-Mgmt_NWK_Update goes unanswered (energy scans go through ``energy_scan``).
+Mgmt_NWK_Update goes unanswered (energy scans go through ``energy_scan``). A device's
+Match_Desc_req is answered the same way from the registered endpoints, as EmberZNet and
+Z-Stack answer it from theirs, and still passed up to zigpy, as they pass it (so a
+device asking on Smart Energy finds the SE endpoint and its Key Establishment server).
 
 Defaults applied by ``new_sim`` (overridable with ``config=``): channel 15 (so forming
 needs no energy scan), zigpy's OTA providers off (no network fetches when a device
@@ -158,6 +161,7 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
         self._endpoints: dict[int, Endpoint] = {}
         self._permit_until = 0.0
         self._link_keys: dict[t.EUI64, t.KeyData] = {}
+        self._zdo_answers: set[asyncio.Task[Any]] = set()
         sim = self._config.get(CONF_SIM) or {}
         self._radio_ieee = parse_ieee(sim.get("coordinator_ieee", DEFAULT_COORDINATOR_IEEE))
 
@@ -340,7 +344,35 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
             )
 
     def _on_uplink(self, packet: t.ZigbeePacket) -> None:
+        if packet.profile_id == 0 and packet.dst_ep == 0 and packet.cluster_id == zdo_t.ZDOCmd.Match_Desc_req:
+            self._answer_match_desc(packet)
         self.packet_received(packet)
+
+    def _answer_match_desc(self, packet: t.ZigbeePacket) -> None:
+        """A device's Match_Desc_req, answered from the registered endpoints as EmberZNet
+        and Z-Stack answer it from theirs (radios/coordinator_zdo.py); zigpy gets the
+        request too, as from those stacks."""
+        if packet.src is None:
+            return
+        node = self.state.node_info
+        me = Coordinator(nwk=node.nwk, ieee=node.ieee, endpoints=self._endpoints, neighbors=self._neighbors)
+        broadcast = packet.dst is not None and packet.dst.addr_mode == t.AddrMode.Broadcast
+        result = zdo_answer(packet.cluster_id, packet.data.serialize(), me, SIM, broadcast=broadcast)
+        if result.reply is None:
+            return
+        reply = t.ZigbeePacket(
+            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=node.nwk),
+            src_ep=t.uint8_t(0),
+            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=packet.src.address),
+            dst_ep=t.uint8_t(0),
+            tsn=t.uint8_t(result.reply.tsn),
+            profile_id=t.uint16_t(0),
+            cluster_id=t.uint16_t(result.reply.cluster_id),
+            data=t.SerializableBytes(result.reply.payload),
+        )
+        task = asyncio.get_running_loop().create_task(self.han.send(reply))
+        self._zdo_answers.add(task)
+        task.add_done_callback(self._zdo_answers.discard)
 
     def _on_join(self, ieee: t.EUI64, nwk: t.NWK) -> None:
         # As an NCP's trust-centre join indication; the Device_annce that follows is
