@@ -285,4 +285,4 @@ def test_quirks_naming_a_request_nothing_answers_are_refused_at_construction() -
     with pytest.raises(ValueError, match="no answer is built for \\['Mgmt_Leave_req'\\]"):
         dataclasses.replace(ZSTACK, answers=ZSTACK.answers | {C.Mgmt_Leave_req})
     with pytest.raises(ValueError, match="subset"):
-        dataclasses.replace(SIM, broadcast_answers=frozenset({C.Match_Desc_req}))
+        dataclasses.replace(SIM, broadcast_answers=frozenset({C.Power_Desc_req}))
