@@ -5,7 +5,7 @@ apart from the hub's responder, driven here through raw packets: its commands ar
 injected into ``app.packet_received`` as the radio would deliver them, and what the
 service hands ``app.send_packet`` on cluster 0x0800 is fed back to it (and still goes
 out on the simulated air). Its crypto runs in an executor, as a real device's would
-run on its own CPU: the loop-lag probe measures the hub's side only.
+run on its own CPU.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,31 +199,37 @@ async def running(app: Any, config: ks.KeConfig | None, **kw: Any) -> tuple[KeyE
     return service, registry, audit
 
 
+class SpyExecutor(ThreadPoolExecutor):
+    """Counts the work handed to it and the threads that ran it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.jobs = 0
+        self.threads: set[int] = set()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.jobs += 1
+
+        def run() -> Any:
+            self.threads.add(threading.get_ident())
+            return fn(*args, **kwargs)
+
+        return super().submit(run)
+
+
 @pytest.mark.parametrize("number", [1, 2])
 async def test_a_device_establishes_a_link_key_that_lands_in_the_coordinator(app: Any, number: int) -> None:
     bench = lab(app, number)
-    service, registry, audit = await running(app, bench.config)
+    crypto = SpyExecutor()
+    service, registry, audit = await running(app, bench.config, executor=crypto)
     device = Initiator(app, bench.client, app.get_device(ieee=DEVICE).nwk)
-    lags: list[float] = []
-    stop = asyncio.Event()
-
-    async def probe() -> None:
-        # How late does the loop wake a 10 ms sleep while the exchange runs?
-        loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            before = loop.time()
-            await asyncio.sleep(0.01)
-            lags.append(loop.time() - before - 0.01)
-
-    prober = asyncio.create_task(probe())
     try:
         device.start()
         await settled(registry, DEVICE)
         outcome = await device.outcome()
     finally:
-        stop.set()
-        await prober
         await service.close()
+        crypto.shutdown()
     security = registry.get(DEVICE)
     assert security.state is KeyState.ESTABLISHED and security.suite == number and security.aps
     assert security.seconds is not None and security.seconds > 0
@@ -238,8 +246,10 @@ async def test_a_device_establishes_a_link_key_that_lands_in_the_coordinator(app
         assert p.data.serialize()[0] == 0x19
         assert (p.src_ep, p.dst_ep, p.profile_id, p.cluster_id) == (han_services.HAN_ENDPOINT, 1, SE_PROFILE, CLUSTER)
         assert zt.TransmitOptions.APS_Encryption not in p.tx_options
-    if number == 2:
-        assert lags and max(lags) < 0.05, f"the event loop was blocked {max(lags) * 1000:.0f} ms"
+    # The event loop never ran the crypto: the start-up key check, ECQV + the ephemeral
+    # key and the agreement all went to the executor, on its own thread. (How long the
+    # loop waits meanwhile is measured in bench/cbke.py, not asserted here.)
+    assert crypto.jobs >= 3 and crypto.threads and threading.get_ident() not in crypto.threads
 
 
 async def test_a_device_that_keys_again_gets_a_new_exchange_and_a_new_key(app: Any) -> None:
