@@ -121,10 +121,13 @@ def _zcl(tsn: int, command_id: int, *, general: bool = False) -> bytes:
 class Hub:
     """Answers Match_Desc for 0x0800, runs one KeServer per device, records every uplink."""
 
-    def __init__(self, app: SimControllerApplication, config: ks.KeConfig, *, answer_match: bool = True) -> None:
+    def __init__(
+        self, app: SimControllerApplication, config: ks.KeConfig, *, answer_match: bool = True, refuse_ke: bool = False
+    ) -> None:
         self.app = app
         self.config = config
         self.answer_match = answer_match
+        self.refuse_ke = refuse_ke  # answer every KE request with Default Response UNSUPPORTED_CLUSTER
         self.servers: dict[t.EUI64, ks.KeServer] = {}
         self.outcomes: list[tuple[t.EUI64, ks.Established | ks.Failed]] = []
         self.uplinks: list[t.ZigbeePacket] = []
@@ -153,6 +156,10 @@ class Hub:
         if packet.cluster_id == CLUSTER_KE:
             data = packet.data.serialize()
             hdr, payload = foundation.ZCLHeader.deserialize(data)
+            if self.refuse_ke:
+                body = bytes([hdr.command_id, foundation.Status.UNSUPPORTED_CLUSTER])
+                self._spawn(self._send(packet, HUB_ENDPOINT, CLUSTER_KE, _zcl(hdr.tsn, 0x0B, general=True) + body))
+                return True
             ieee = self._ieee(packet)
             server = self.servers.get(ieee)
             if server is None or (server.done and hdr.command_id == 0x00):
@@ -218,6 +225,11 @@ class Hub:
                 tx_options=t.TransmitOptions.ACK,
             )
         )
+
+    async def send_ke(self, device: SimDevice, *, tsn: int, command_id: int, payload: bytes = b"") -> None:
+        """A Key Establishment frame of the test's own, server -> client."""
+        request = t.ZigbeePacket(src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=device.nwk), src_ep=1)
+        await self._send(request, HUB_ENDPOINT, CLUSTER_KE, _zcl(tsn, command_id) + payload)
 
     async def wait(self, predicate: Callable[[Hub], bool], timeout: float = WAIT) -> None:
         async with asyncio.timeout(timeout):
@@ -302,8 +314,20 @@ async def test_se_device_registers_then_queries_for_an_image_only_aps_secured(be
     assert len(hub.outcomes) == 1
 
 
+async def test_a_sleepy_se_device_registers_through_its_parents_indirect_queue(bench) -> None:
+    # No fast polling after the join: it polls after each of its own frames and while
+    # it registers, not every 600 s.
+    spec = se_spec(1, sleepy_poll=600.0, fast_poll=0.1, join_fast_poll=0.0)
+    app, hub, device = await bench(spec, hub_config(1))
+    # At one poll per 600 s its three answers would take half an hour to arrive.
+    await device.wait_for_event("ke_established", timeout=WAIT)
+    assert device.aps_link_key is not None and device.aps_link_key == app.han.link_key(DEVICE_IEEE)
+    delivered = [e for e in device.events("poll_delivered") if e.detail["cluster"] == CLUSTER_KE]
+    assert len(delivered) == 3  # Initiate, Ephemeral Data and Confirm Key responses, each at a poll
+
+
 async def test_ota_frames_before_the_key_are_dropped_and_a_silent_device_times_the_hub_out(bench) -> None:
-    spec = se_spec(1, "silent", ke_timeout=8.0)
+    spec = se_spec(1, "silent", ke_timeout=5.0)
     app, hub, device = await bench(spec, hub_config(1, margin_s=1.0))
     await device.wait_for_event("ke_initiate", timeout=WAIT)
     await aps.send_ota_read(app, device, 0x61, secured=False)
@@ -314,12 +338,17 @@ async def test_ota_frames_before_the_key_are_dropped_and_a_silent_device_times_t
 
     await device.wait_for(lambda d: mine(d) == {0x61, 0x62}, timeout=WAIT)
     assert device.client is None and [e for e in device.events("read_attributes") if e.detail["cluster"] == aps.CLUSTER_OTA] == []
+    # A command the cluster does not define gets the Default Response the client asks for.
+    mark = len(device.history)
+    await hub.send_ke(device, tsn=0x63, command_id=0x07)
+    refused = await device.wait_for_event("default_response", timeout=WAIT, since=mark)
+    assert refused.detail == {"cluster": CLUSTER_KE, "command_id": 0x07, "status": "UNSUP_CLUSTER_COMMAND"}
 
     await hub.wait(lambda h: bool(h.outcomes))
     failed = first_outcome(hub)
     assert isinstance(failed, ks.Failed) and failed.status is None and failed.side == "hub" and "timeout" in failed.why
     gave_up = await device.wait_for_event("ke_failed", timeout=WAIT)
-    assert "no key after 8 s" in gave_up.detail["reason"]
+    assert "no key after 5 s" in gave_up.detail["reason"]
     await device.wait_for_event("power_off", timeout=WAIT)
     assert device.events("leave")[0].detail == {"rejoin": False}
     assert device.aps_link_key is None and app.han.link_key(DEVICE_IEEE) is None
@@ -354,6 +383,15 @@ async def test_a_device_with_no_key_establishment_server_leaves(bench) -> None:
     assert len(device.events("ke_discovery")) == none.detail["requests"] == 3
     assert device.events("ke_discovery_empty") and none.detail["empty_answers"] >= 1
     assert device.events("ke_initiate") == [] and hub.outcomes == [] and device.events("leave")
+
+
+async def test_a_failure_default_response_to_its_requests_ends_each_attempt(bench) -> None:
+    app, hub, device = await bench(se_spec(1), hub_config(1), refuse_ke=True)
+    failed = await device.wait_for_event("ke_failed", timeout=WAIT)
+    await device.wait_for_event("power_off", timeout=WAIT)
+    refused = device.events("ke_refused")
+    assert [(e.detail["command_id"], e.detail["status"]) for e in refused] == [(0x00, 0xC3)] * 2
+    assert "status 0xC3" in failed.detail["reason"] and device.aps_link_key is None
 
 
 async def test_suite_2_off_the_event_loop(bench) -> None:
