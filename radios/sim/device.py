@@ -68,6 +68,7 @@ from .ota_client import (
     SendCommand,
 )
 from .link import LinkModel
+from .se_identity import credentials_for
 from .se_join import SeJoin, SeJoinConfig
 from .se_keys import SUITES, Credentials
 from .signature import load_supplier_key
@@ -372,8 +373,6 @@ class SimDevice:
     def _load_credentials(self) -> Credentials:
         """What the device holds (computed once, in a worker thread: curve arithmetic)."""
         if self._credentials is None:
-            from .se_identity import credentials_for
-
             s = self.spec
             assert s.cbke_cert is not None and s.cbke_key is not None and s.cbke_ca is not None  # the spec's check
             # Its own generator: the result must not depend on which thread or boot asks.
