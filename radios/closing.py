@@ -13,11 +13,14 @@ handed to the radio library get their ACK, with a bound, then shut down.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from zigpy.application import ControllerApplication
 
 __all__ = ["shutdown_app"]
+
+LOGGER = logging.getLogger(__name__)
 
 #: How long frames already in the radio library may take to be acknowledged.
 IN_FLIGHT_TIMEOUT_S = 2.0
@@ -25,12 +28,24 @@ _POLL_S = 0.01
 
 
 async def shutdown_app(app: ControllerApplication, *, in_flight_timeout: float = IN_FLIGHT_TIMEOUT_S) -> None:
-    await _quiesce(app, in_flight_timeout)
+    # The quiet-down is a courtesy; the shutdown (which closes zigpy's database thread)
+    # must happen whatever it meets.
+    try:
+        await _quiesce(app, in_flight_timeout)
+    except Exception:
+        LOGGER.debug("quieting %r before shutdown failed", app, exc_info=True)
     await app.shutdown()
 
 
 async def _quiesce(app: ControllerApplication, timeout: float) -> None:
-    tasks = [task for task in (getattr(app, "_watchdog_task", None), *getattr(app, "_tasks", ())) if isinstance(task, asyncio.Task) and not task.done()]
+    # Never our own task: a shutdown may run inside one of zigpy's tasks, and cancelling
+    # it would end the shutdown itself at its next await, the database left open.
+    me = asyncio.current_task()
+    tasks = [
+        task
+        for task in (getattr(app, "_watchdog_task", None), *getattr(app, "_tasks", ()))
+        if isinstance(task, asyncio.Task) and not task.done() and task is not me
+    ]
     for task in tasks:
         task.cancel()
     if tasks:
@@ -42,7 +57,12 @@ async def _quiesce(app: ControllerApplication, timeout: float) -> None:
 
 
 def _frames_in_flight(app: Any) -> int:
-    """Frames bellows' ASH layer has sent and awaits an ACK for (0 for other radios)."""
-    ash = getattr(getattr(getattr(app, "_ezsp", None), "_gw", None), "_transport", None)
-    pending = getattr(ash, "_pending_data_frames", None)
+    """Frames bellows' ASH layer has sent and awaits an ACK for; 0 for other radios and
+    for bellows on its serial thread (the CLI's), whose gateway is a ThreadsafeProxy
+    that refuses attribute reads and whose frames live on that thread's loop."""
+    try:
+        ash = getattr(getattr(getattr(app, "_ezsp", None), "_gw", None), "_transport", None)
+        pending = getattr(ash, "_pending_data_frames", None)
+    except Exception:
+        return 0
     return len(pending) if isinstance(pending, dict) else 0
