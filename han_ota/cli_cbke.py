@@ -96,9 +96,9 @@ def _material(
     `cbke ca`), or as hex text itself. A file wins over hex that happens to name one."""
     path = Path(value)
     what = f"{option} file {value}"
-    if path.exists():
+    if _exists(path):
         data = _read_file(path, f"{option} file")
-    elif prefix_suffix is not None and Path(value + prefix_suffix).exists():
+    elif prefix_suffix is not None and _exists(Path(value + prefix_suffix)):
         what = f"{option} file {value + prefix_suffix}"
         data = _read_file(Path(value + prefix_suffix), f"{option} file")
     elif is_hex_text(value.encode("ascii", "replace")):
@@ -131,10 +131,18 @@ def _ieee(text: str, option: str) -> bytes:
 
 
 def _issuer(text: str) -> bytes:
-    digits = text.strip().replace(":", "").replace("-", "")
-    if len(digits) != 16 or not is_hex_text(digits.encode("ascii", "replace")):
+    try:
+        return parse_eui64(text)  # an issuer id has an EUI-64's form
+    except SeError:
         _usage(f"--issuer {text!r}: needs 16 hex digits (8 bytes), e.g. 5445535453454341")
-    return bytes.fromhex(digits)
+
+
+def _exists(path: Path) -> bool:
+    """Hex given on the command line may be too long for a file name: then it names none."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------- writing outputs
@@ -173,7 +181,7 @@ def _write_all(files: list[tuple[Path, str, bool]], force: bool) -> None:
 
 def _lines(pairs: list[tuple[str, object]]) -> None:
     for label, value in pairs:
-        typer.echo(f"{label + ':':<27}{value}")
+        typer.echo(f"{label + ':' if label else '':<27}{value}")
 
 
 # --------------------------------------------------------------------------- the CA files
@@ -333,7 +341,8 @@ def issue_cmd(
             ("subject", cert.subject_ieee),
             ("issuer", _hex(cert.issuer)),
             ("public key", f"{_hex(public)} (reconstructs from the certificate with the CA's key: checked)"),
-            ("hub config", f'certificate_{tag} = "{cert_path}"  private_key_{tag} = "{key_path}"'),
+            ("as the hub's", f'certificate_{tag} = "{cert_path}"'),
+            ("", f'private_key_{tag} = "{key_path}"'),
         ]
     )
 
@@ -363,7 +372,7 @@ def _certificate_fields(cert: ImplicitCertificate) -> dict[str, Any]:
     # Suite 2 certificates have every one of these; "or 0" only satisfies the types.
     valid_from, valid_to = cert.valid_from or 0, cert.valid_to or 0
     fields.update(
-        type=cert.cert_type,
+        type=f"0x{cert.cert_type or 0:02X}",
         serial=_hex(cert.serial or b""),
         curve_id=f"0x{cert.curve_id:02X}",
         hash_id=f"0x{cert.hash_id:02X}",
@@ -392,7 +401,7 @@ _S2_ROWS = [
 def _shown(fields: dict[str, Any], name: str) -> object:
     value = fields[name]
     if name == "type":
-        return f"0x{value:02X} (implicit)"
+        return f"{value} (implicit)"
     if name == "curve_id":
         return f"{value} (sect283k1)"
     if name == "hash_id":

@@ -207,7 +207,7 @@ def test_ca_issue_inspect_round_trip(tmp_path: Path, suite: Suite, subject: str,
         assert seen["public_key"] == public_of(suite, key_hex)
         assert seen["ca_public_key"] == made["public_key"]
     if suite.number == 2:
-        assert (seen["type"], seen["curve_id"], seen["hash_id"], seen["key_usage"]) == (0, "0x0D", "0x08", "0x08")
+        assert (seen["type"], seen["curve_id"], seen["hash_id"], seen["key_usage"]) == ("0x00", "0x0D", "0x08", "0x08")
         assert seen["valid_to"] == 0xFFFFFFFF and seen["valid_until_utc"] is None and seen["key_agreement"] is True
         assert len(seen["serial"]) == 16
     else:
@@ -293,6 +293,7 @@ def test_issue_refusals(tmp_path: Path) -> None:
 
 def test_ca_refusals(tmp_path: Path) -> None:
     assert "--issuer" in refused("ca", "--suite", "2", "-o", str(tmp_path / "c"), "--issuer", "1234", code=2)
+    assert "--issuer" in refused("ca", "--suite", "2", "-o", str(tmp_path / "c"), "--issuer", "12345678 9ABCDEF", code=2)
     assert "--suite 0" in refused("ca", "--suite", "0", "-o", str(tmp_path / "c"), code=2)
     assert "cannot write" in refused("ca", "--suite", "1", "-o", str(tmp_path / "no-dir" / "c"), code=2)
     assert not list(tmp_path.iterdir())
@@ -305,6 +306,8 @@ def test_inspect_refusals_name_field_and_offset(tmp_path: Path) -> None:
     s2 = bytearray(74)
     s2[9], s2[10], s2[37] = 0x0E, 0x08, 0x02
     assert refused("inspect", s2.hex()) == "CERT: certificate curve at offset 9: 0x0E, must be 0x0D (sect283k1)"
+    # Hex too long for a file name is still read as hex (and refused for its length).
+    assert "300 bytes" in refused("inspect", "AB" * 300)
     raw = tmp_path / "c.bin"
     raw.write_bytes(bytes.fromhex(good1)[:40])
     assert "40 bytes" in refused("inspect", str(raw))
