@@ -23,6 +23,7 @@ STRICT = [
     "gateway/ota/pacing.py",
     "gateway/ota/session.py",
     "gateway/ota/state.py",
+    "gateway/se",
 ]
 
 

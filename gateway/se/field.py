@@ -72,6 +72,8 @@ class BinaryField:
         u, v = a, self.poly
         g1, g2 = 1, 0
         while u != 1:
+            if u == 0:  # gcd(a, poly) != 1: a was not reduced, or poly is not irreducible
+                raise ZeroDivisionError(f"{a:#x} has no inverse modulo {self.poly:#x}")
             j = u.bit_length() - v.bit_length()
             if j < 0:
                 u, v = v, u
