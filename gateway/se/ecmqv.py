@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .curves import BinaryCurve
-from .ecqv import private_scalar
-from .errors import PointError, SeError
+from .ecqv import decode_point, private_scalar
+from .errors import SeError
 from .mmo import aes_mmo, hmac_mmo
 from .suites import Suite
 
@@ -36,13 +36,6 @@ class Agreement:
 def _avf(curve: BinaryCurve, p: tuple[int, int]) -> int:
     k = (curve.n.bit_length() + 1) // 2
     return (p[0] & ((1 << k) - 1)) | (1 << k)
-
-
-def _point(curve: BinaryCurve, data: bytes, what: str) -> tuple[int, int]:
-    try:
-        return curve.decompress(bytes(data))
-    except PointError as exc:
-        raise PointError(f"{what}: {exc}") from None
 
 
 def _ieee(data: bytes, what: str) -> bytes:
@@ -63,12 +56,15 @@ def agree(
     peer_ephemeral_public: bytes,
     peer_ieee: bytes,
 ) -> Agreement:
+    """Both sides' keys in, the agreed secrets out. Raises PointError naming the bad
+    point, SeError for a bad private key or IEEE, or a shared point at infinity. The
+    own ephemeral public key is trusted to be the private key's (it is ours)."""
     curve = suite.curve
     d_static = private_scalar(suite, own_static_private, "own static private key")
     d_eph = private_scalar(suite, own_ephemeral_private, "own ephemeral private key")
-    own_eph = _point(curve, own_ephemeral_public, "own ephemeral public key")
-    peer_static = _point(curve, peer_static_public, "peer static public key")
-    peer_eph = _point(curve, peer_ephemeral_public, "peer ephemeral public key")
+    own_eph = decode_point(curve, own_ephemeral_public, "own ephemeral public key")
+    peer_static = decode_point(curve, peer_static_public, "peer static public key")
+    peer_eph = decode_point(curve, peer_ephemeral_public, "peer ephemeral public key")
     own_id = _ieee(own_ieee, "own IEEE address")
     peer_id = _ieee(peer_ieee, "peer IEEE address")
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .certificate import ImplicitCertificate, build_certificate
-from .errors import CertificateError, SeError
+from .curves import BinaryCurve
+from .errors import CertificateError, PointError, SeError
 from .mmo import aes_mmo
 from .suites import Suite
 
@@ -49,14 +50,22 @@ def random_scalar(suite: Suite, rng: Rng = os.urandom) -> int:
     raise SeError("random source gave no usable scalar in 1000 draws")
 
 
+def decode_point(curve: BinaryCurve, data: bytes, what: str) -> tuple[int, int]:
+    """``curve.decompress`` whose PointError says which point was wrong."""
+    try:
+        return curve.decompress(bytes(data))
+    except PointError as exc:
+        raise PointError(f"{what}: {exc}") from None
+
+
 def certificate_hash(cert: ImplicitCertificate) -> int:
     return int.from_bytes(aes_mmo(cert.raw), "big")
 
 
 def reconstruct_public_key(cert: ImplicitCertificate, ca_public_key: bytes) -> bytes:
     curve = cert.suite.curve
-    q_ca = curve.decompress(ca_public_key)
-    b = curve.decompress(cert.reconstruction_point)
+    q_ca = decode_point(curve, ca_public_key, "CA public key")
+    b = decode_point(curve, cert.reconstruction_point, "certificate reconstruction point")
     q = curve.add(curve.multiply(certificate_hash(cert), b), q_ca)
     if q is None:
         name, offset = ("reconstruction point", 0 if cert.suite.number == 1 else 37)
