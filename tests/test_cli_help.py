@@ -31,7 +31,7 @@ COMMANDS = list(_commands())
 
 def test_the_tree_is_whole() -> None:
     names = {" ".join(path) for path, _ in COMMANDS}
-    assert {"push", "run", "image inspect", "gbcs verify", "radio detect", "emulate znp", "config check"} <= names
+    assert {"push", "run", "image inspect", "gbcs verify", "radio detect", "emulate znp", "config check", "cbke ca", "cbke issue", "cbke inspect", "cbke derive"} <= names
 
 
 @pytest.mark.parametrize("path,cmd", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
