@@ -16,6 +16,7 @@ import zigpy.types as zt
 
 from eui64 import FORMS, Eui64, Eui64Error
 from gateway.se.errors import SeError
+from gateway.se.material import decode_material
 from gateway.se.ke_server import HubIdentity, KeConfig, TrustedCa
 from gateway.se.security import SecurityMode
 from gateway.se.suites import suite as se_suite
@@ -376,28 +377,17 @@ def _parse_key_establishment(t: object, rel: Any, src: str | None) -> KeyEstabli
 
 
 def _key_file(key: str, path: Path, length: int, what: str, src: str | None) -> bytes:
-    """A file of ``length`` raw bytes, or of their hex text (whitespace and colons ignored)."""
+    """A file of ``length`` raw bytes, or of their hex text (gateway.se.material)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(key, str(path), f"no such file: {what} ({length} bytes, raw or hex; `han-ota cbke issue` writes one)", src) from None
     except OSError as exc:
         raise ConfigError(key, str(path), f"cannot be read: {exc.strerror}", src) from None
-    if len(raw) == length:
-        return raw
     try:
-        text = raw.decode("ascii")
-        if not text.isprintable() and not all(ch.isprintable() or ch.isspace() for ch in text):
-            raise UnicodeDecodeError("ascii", raw, 0, 1, "not text")
-    except UnicodeDecodeError:
-        raise ConfigError(key, str(path), f"{len(raw)} bytes: {what} is {length} raw bytes or {2 * length} hex digits", src) from None
-    digits = "".join(text.split()).replace(":", "")
-    bad = next((i for i, ch in enumerate(digits) if ch not in "0123456789abcdefABCDEF"), None)
-    if bad is not None:
-        raise ConfigError(key, str(path), f"neither {length} raw bytes nor hex text ({digits[bad]!r} at hex digit {bad} is not hex): {what}", src)
-    if len(digits) != 2 * length:
-        raise ConfigError(key, str(path), f"{len(digits)} hex digits: {what} is {2 * length} hex digits ({length} bytes)", src)
-    return bytes.fromhex(digits)
+        return decode_material(raw, {length}, what)
+    except SeError as exc:
+        raise ConfigError(key, str(path), str(exc), src) from None
 
 
 def _ca_public_keys(key: str, value: object, point_length: int, src: str | None) -> list[bytes | TrustedCa]:

@@ -28,7 +28,7 @@ from gateway.se.certificate import NO_EXPIRY, ImplicitCertificate, parse_certifi
 from gateway.se.ecmqv import agree
 from gateway.se.ecqv import KeyPair, issue as ecqv_issue, new_key_pair, reconstruct_public_key
 from gateway.se.errors import SeError
-from gateway.se.material import decode_material, is_hex_text, parse_any_certificate, parse_eui64, public_key
+from gateway.se.material import decode_eui64, decode_material, is_hex_text, parse_any_certificate, public_key
 from gateway.se.suites import Suite, suite as suite_by_number
 from han_ota.cli_app import new_app, print_json
 
@@ -125,14 +125,14 @@ def _certificate(value: str, option: str, s: Suite | None) -> ImplicitCertificat
 
 def _ieee(text: str, option: str) -> bytes:
     try:
-        return parse_eui64(text)
+        return decode_eui64(text, option)
     except SeError as exc:
-        _usage(f"{option}: {exc}")
+        _usage(str(exc))
 
 
 def _issuer(text: str) -> bytes:
     try:
-        return parse_eui64(text)  # an issuer id has an EUI-64's form
+        return decode_eui64(text, "--issuer")  # an issuer id has an EUI-64's form
     except SeError:
         _usage(f"--issuer {text!r}: needs 16 hex digits (8 bytes), e.g. 5445535453454341")
 

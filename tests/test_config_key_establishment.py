@@ -118,15 +118,15 @@ def test_missing_file_wrong_length_and_bad_hex_are_named(tmp_path: Path) -> None
 
     (tmp_path / "short.key").write_bytes(bytes(20))
     text = refusal(tmp_path, {**public(s1), "private_key_163k1": "short.key"})
-    assert "key_establishment.private_key_163k1" in text and "20 bytes: the hub's suite-1 private key is 21 raw bytes or 42 hex digits" in text
+    assert "key_establishment.private_key_163k1" in text and "the hub's suite-1 private key: 20 bytes, needs 21 bytes (raw, or 42 hex digits)" in text
 
     (tmp_path / "bad.key").write_text("00" * 20 + "zz")
     text = refusal(tmp_path, {**public(s1), "private_key_163k1": "bad.key"})
-    assert "key_establishment.private_key_163k1" in text and "'z' at hex digit 40 is not hex" in text
+    assert "key_establishment.private_key_163k1" in text and "'z' at hex digit 40 is not hex" in text and "nor raw" in text
 
     (tmp_path / "odd.key").write_text("00" * 22)
     text = refusal(tmp_path, {**public(s1), "private_key_163k1": "odd.key"})
-    assert "44 hex digits: the hub's suite-1 private key is 42 hex digits (21 bytes)" in text
+    assert "the hub's suite-1 private key: hex text of 22 bytes, needs 21 bytes (raw, or 42 hex digits)" in text
 
 
 def test_bad_ca_public_keys_and_suites_are_refused(tmp_path: Path) -> None:

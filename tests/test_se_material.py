@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.se.errors import CertificateError, SeError
-from gateway.se.material import decode_material, parse_any_certificate, parse_eui64, public_key, suite_of_certificate
+from gateway.se.material import decode_eui64, decode_material, parse_any_certificate, public_key, suite_of_certificate
 from gateway.se.suites import SUITE_1, SUITE_2
 
 # The suite-1 worked example's responder (07-5356 Annex C.5).
@@ -29,9 +29,9 @@ def test_hex_text_of_a_point_is_not_taken_for_a_raw_suite2_certificate() -> None
 
 
 def test_refusals_say_what_and_never_show_the_bytes() -> None:
-    with pytest.raises(SeError, match=r"^key: hex text of 20 bytes, needs 21$"):
+    with pytest.raises(SeError, match=r"^key: hex text of 20 bytes, needs 21 bytes \(raw, or 42 hex digits\)$"):
         decode_material(PRIVATE_1.hex()[:-2].encode(), {21}, "key")
-    with pytest.raises(SeError, match=r"^key: 22 bytes, needs 21 or 36$"):
+    with pytest.raises(SeError, match=r"^key: 22 bytes, needs 21 or 36 bytes \(raw, or 42 or 72 hex digits\)$"):
         decode_material(b"\x01" * 22, {36, 21}, "key")
     with pytest.raises(SeError, match=r"^key: hex text with an odd number of digits \(3\)$") as info:
         decode_material(b"A1B", {21}, "key")
@@ -53,12 +53,19 @@ def test_public_key_of_the_worked_example() -> None:
         public_key(SUITE_1, PRIVATE_1[1:])
 
 
-@pytest.mark.parametrize("text", ["00:0d:6f:00:0a:bc:de:f0", "000D6F000ABCDEF0", "00-0d-6f-00-0a-bc-de-f0", " 000d6f000abcdef0\n"])
+@pytest.mark.parametrize("text", ["00:0d:6f:00:0a:bc:de:f0", "000D6F000ABCDEF0", " 000d6f000abcdef0\n"])
 def test_eui64_forms(text: str) -> None:
-    assert parse_eui64(text) == bytes.fromhex("000d6f000abcdef0")
+    assert decode_eui64(text) == bytes.fromhex("000d6f000abcdef0")
 
 
-@pytest.mark.parametrize("text", ["00:0d:6f", "000D6F000ABCDEFG", "000D6F000ABCDEF0AA", ""])
+@pytest.mark.parametrize("text", ["00:0d:6f", "000D6F000ABCDEFG", "000D6F000ABCDEF0AA", "", "00-0d-6f-00-0a-bc-de-f0"])
 def test_eui64_refused(text: str) -> None:
     with pytest.raises(SeError, match="16 hex digits"):
-        parse_eui64(text)
+        decode_eui64(text)
+
+
+def test_hex_text_may_carry_a_capture_tools_colons_and_text_that_is_not_hex_is_named_by_position() -> None:
+    assert decode_material(PUBLIC_1.hex(":").encode(), {22}, "point") == PUBLIC_1
+    with pytest.raises(SeError, match=r"'z' at hex digit 40 is not hex") as info:
+        decode_material(b"00" * 20 + b"zz", {21}, "key")
+    assert "0000" not in str(info.value)
