@@ -1,0 +1,228 @@
+"""APS-secured OTA (issue 12, item 4): the engine and driver follow each device's
+security in the registry (gateway.se.security) over the simulated radio.
+
+The real key establishment arrives from another branch: here the test plays its part,
+installing the link key on the simulated coordinator and on the SimDevice and writing
+the registry, as KeyEstablishmentService does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import zigpy.types as zt
+
+from gateway.engine import Engine, Job, security_registry
+from gateway.ota import events as ev
+from gateway.ota.config import MAX_BLOCK_DATA, MAX_BLOCK_DATA_APS_ENCRYPTED
+from gateway.se.security import KeyState, SecurityMode, SecurityRegistry
+from radios.keys import install_link_key
+from radios.select import open_app
+from test_engine_e2e import FAST_OTA, HCALCS, IEEE, QUICK, _device_packet, image, spec, until
+
+OTA = 0x0019
+KEY = zt.KeyData(bytes(range(0x30, 0x40)))
+IMAGE_BLOCK_RESPONSE = 0x05
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One frame the air handed the device: its ZCL bytes and the APS key it was secured with."""
+
+    data: bytes
+    aps_key: bytes | None
+
+    @property
+    def block_size(self) -> int | None:
+        """The data size of a successful Image Block Response, else None."""
+        d = self.data
+        # header (3) status (1) manufacturer (2) type (2) version (4) offset (4) size (1)
+        if len(d) > 16 and d[0] & 0x03 == 0x01 and d[2] == IMAGE_BLOCK_RESPONSE and d[3] == 0x00:
+            return d[16]
+        return None
+
+
+def spy_ota_deliveries(sim: Any) -> list[Delivered]:
+    """Every OTA-cluster frame the air delivers to ``sim``, whatever the device does with it."""
+    seen: list[Delivered] = []
+    deliver = sim.deliver
+
+    def spy(packet: zt.ZigbeePacket, *, broadcast: bool = False, aps_key: bytes | None = None) -> None:
+        if packet.cluster_id == OTA and packet.dst_ep != 0:
+            seen.append(Delivered(packet.data.serialize(), aps_key))
+        deliver(packet, broadcast=broadcast, aps_key=aps_key)
+
+    sim.deliver = spy
+    return seen
+
+
+@asynccontextmanager
+async def network(registry: SecurityRegistry, *specs: Any) -> AsyncIterator[tuple[Any, Engine]]:
+    app = await open_app("sim", sim_devices=list(specs) or [spec()])
+    engine = Engine(app, FAST_OTA, session_overrides=QUICK, security=registry)
+    try:
+        yield app, engine
+    finally:
+        await engine.close()
+        await app.shutdown()
+
+
+async def establish(app: Any, registry: SecurityRegistry, ieee: zt.EUI64 = IEEE) -> None:
+    """What a successful key establishment leaves behind: the key on both ends, the registry told."""
+    await install_link_key(app, ieee, KEY)
+    app.han.devices[ieee].aps_link_key = bytes(KEY)
+    registry.update(ieee, state=KeyState.ESTABLISHED, suite=2, seconds=1.5)
+
+
+async def held_then_released(engine: Engine, job: Job) -> None:
+    assert await engine.wait(job, {ev.SessionState.HELD}, timeout=60) is ev.SessionState.HELD
+    engine.activate(job.ieee, why="test")
+    assert await engine.wait(job, {ev.SessionState.CONFIRMED}, timeout=30) is ev.SessionState.CONFIRMED
+
+
+def test_registry_from_config_devices_tolerates_tables_without_security() -> None:
+    @dataclass
+    class Table:
+        ieee: Any
+        security: Any = None
+
+    from eui64 import Eui64
+
+    registry = security_registry([Table(Eui64.parse(HCALCS), SecurityMode.SE), Table(Eui64.parse("00:db:12:34:56:78:90:a1"))])
+    assert registry.get(IEEE).mode is SecurityMode.SE
+    assert registry.get(zt.EUI64.convert("00:db:12:34:56:78:90:a1")).mode is SecurityMode.AUTO
+    assert security_registry([Table(Eui64.parse(HCALCS), "install-code")]).get(IEEE).mode is SecurityMode.INSTALL_CODE
+
+
+async def test_established_device_gets_the_whole_push_aps_encrypted_and_is_released() -> None:
+    registry = SecurityRegistry({IEEE: SecurityMode.SE})
+    size = 20_000
+    async with network(registry) as (app, engine):
+        await establish(app, registry)
+        sim = app.han.devices[IEEE]
+        delivered = spy_ota_deliveries(sim)
+        secured_before = sim.radio.aps_secured_received
+        job = engine.push(image(size), IEEE)
+        assert job.session.config.effective_block_cap == MAX_BLOCK_DATA_APS_ENCRYPTED
+        await held_then_released(engine, job)
+
+        assert delivered, "nothing reached the device"
+        assert [d for d in delivered if d.aps_key != bytes(KEY)] == [], "an OTA frame went without the device's key"
+        blocks = [d.block_size for d in delivered if d.block_size is not None]
+        assert sum(blocks) >= size and max(blocks) == MAX_BLOCK_DATA_APS_ENCRYPTED
+        assert sim.radio.aps_secured_received - secured_before >= len(blocks)
+        assert not sim.events("aps_drop")
+        assert job.to_dict()["security"]["aps_security"] is True
+        assert engine.driver.unsecured_frames == 0
+
+
+async def test_unsecured_ota_request_from_a_secured_device_is_ignored_and_counted() -> None:
+    registry = SecurityRegistry({IEEE: SecurityMode.SE})
+    async with network(registry) as (app, engine):
+        await establish(app, registry)
+        sim = app.han.devices[IEEE]
+        job = engine.push(image(3000), IEEE)
+        assert await engine.wait(job, {ev.SessionState.HELD}, timeout=60) is ev.SessionState.HELD
+        held = job.session.held_requests
+        sent: list[bytes] = []
+        original = app.send_packet
+
+        async def spy(packet: zt.ZigbeePacket) -> None:
+            if packet.cluster_id == OTA:
+                sent.append(packet.data.serialize())
+            await original(packet)
+
+        app.send_packet = spy
+        # An Upgrade End Request (SUCCESS, our image) as the network key alone would carry
+        # it: were it fed to the session, it would be answered with hold.
+        end = bytes.fromhex("01 90 06 00 1d12 0000 02000000".replace(" ", ""))
+        for _ in range(3):
+            app.packet_received(_device_packet(app, end))
+        assert engine.driver.unsecured_frames == 3
+        assert job.session.held_requests == held
+        assert [d for d in sent if len(d) > 1 and d[1] == 0x90] == []
+        # the device's own (secured) frames still count: released, it reports its new
+        # version (a secured read response, through zigpy)
+        engine.activate(IEEE, why="test")
+        assert await engine.wait(job, {ev.SessionState.CONFIRMED}, timeout=30) is ev.SessionState.CONFIRMED
+        assert sim.current_file_version == 2
+        assert engine.driver.unsecured_frames == 3
+
+
+async def test_se_device_without_its_key_gets_no_ota_frame_then_the_push_runs_once_established() -> None:
+    registry = SecurityRegistry({IEEE: SecurityMode.SE})
+    # The device queries by itself soon and often: those queries must not be answered.
+    async with network(registry, spec("query_delay=0.2:query_interval=0.5")) as (app, engine):
+        sim = app.han.devices[IEEE]
+        delivered = spy_ota_deliveries(sim)
+        job = engine.push(image(4000), IEEE)
+        assert job.state is ev.SessionState.PENDING
+        status = job.to_dict()
+        assert status["reason"] == registry.get(IEEE).waiting_reason is not None
+        assert "key establishment" in status["reason"]
+        assert status["security"]["mode"] == "se" and status["security"]["aps_security"] is False
+        queried = sim.counters.queries_sent
+        await until(lambda: sim.counters.queries_sent >= queried + 2, timeout=30)
+        await until(lambda: engine.driver.blocked_frames >= 2, timeout=30)
+        registry.update(IEEE, state=KeyState.ESTABLISHING)
+        assert "waiting for key establishment to finish" in job.to_dict()["reason"]
+        assert delivered == [], f"OTA frames reached an SE device before its key: {delivered}"
+        assert job.state is ev.SessionState.PENDING and job.session.notifies_sent == 0
+
+        await establish(app, registry)
+        await held_then_released(engine, job)
+        assert delivered and all(d.aps_key == bytes(KEY) for d in delivered)
+        blocks = [d.block_size for d in delivered if d.block_size is not None]
+        assert blocks and max(blocks) <= MAX_BLOCK_DATA_APS_ENCRYPTED
+        assert job.to_dict()["security"]["key_establishment"] == "established"
+
+
+async def test_failed_key_establishment_is_the_pending_jobs_reason() -> None:
+    registry = SecurityRegistry({IEEE: SecurityMode.SE})
+    async with network(registry) as (app, engine):
+        sim = app.han.devices[IEEE]
+        delivered = spy_ota_deliveries(sim)
+        job = engine.push(image(2000), IEEE)
+        registry.update(IEEE, state=KeyState.FAILED, status="UNKNOWN_ISSUER", side="hub", why="issuer 0x1122 is not a configured CA")
+        status = job.to_dict()
+        assert status["state"] == "pending"
+        assert status["reason"] == "key establishment failed: UNKNOWN_ISSUER (hub): issuer 0x1122 is not a configured CA"
+        assert status["security"]["status"] == "UNKNOWN_ISSUER"
+        assert delivered == []
+
+
+async def test_key_established_mid_push_caps_the_later_blocks() -> None:
+    registry = SecurityRegistry()  # AUTO: served at once, unsecured, 63-byte blocks
+    size = 30_000
+    async with network(registry) as (app, engine):
+        sim = app.han.devices[IEEE]
+        delivered = spy_ota_deliveries(sim)
+        job = engine.push(image(size), IEEE)
+        assert job.session.config.effective_block_cap == MAX_BLOCK_DATA
+        await until(lambda: sim.counters.bytes_received >= 5000, timeout=30)
+        await establish(app, registry)
+        assert job.session.config.effective_block_cap == MAX_BLOCK_DATA_APS_ENCRYPTED
+        await held_then_released(engine, job)
+        # Blocks already handed to the radio when the key came may still arrive unsecured
+        # (the device, now holding its key, drops them and asks again): every secured one
+        # fits the APS frame budget.
+        plain = [d.block_size for d in delivered if d.block_size is not None and d.aps_key is None]
+        secured = [d.block_size for d in delivered if d.block_size is not None and d.aps_key == bytes(KEY)]
+        assert max(plain) == MAX_BLOCK_DATA
+        assert secured and max(secured) == MAX_BLOCK_DATA_APS_ENCRYPTED
+        assert len(plain) + len(secured) == len([d for d in delivered if d.block_size is not None])
+
+
+async def test_install_code_device_is_served_as_before() -> None:
+    registry = SecurityRegistry({IEEE: SecurityMode.INSTALL_CODE})
+    async with network(registry) as (app, engine):
+        sim = app.han.devices[IEEE]
+        delivered = spy_ota_deliveries(sim)
+        job = engine.push(image(3000), IEEE)
+        await held_then_released(engine, job)
+        assert delivered and all(d.aps_key is None for d in delivered)
+        assert max(d.block_size for d in delivered if d.block_size is not None) == MAX_BLOCK_DATA
+        assert job.to_dict()["security"] == registry.get(IEEE).to_dict()
