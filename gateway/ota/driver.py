@@ -497,10 +497,13 @@ class OtaDriver:
             binding = self._bindings.get(ieee)
             if binding is not None and not binding.allowed:
                 raise PermissionError(f"not sent: {binding.why_not}")
-            # zigpy's request() takes aps_encryption (and passes it to the radio).
-            secured = {"aps_encryption": True} if binding is not None and binding.aps else {}
+            if binding is not None and binding.aps:
+                # zigpy's Cluster.aps_encryption: all of the cluster's requests and
+                # replies go APS-encrypted (zigpy/zcl/__init__.py, Cluster.request).
+                # Never cleared here: the device insists from now on.
+                cluster.aps_encryption = True
             async with asyncio.timeout(ATTRIBUTE_READ_TIMEOUT_S):
-                success, _failure = await cluster.read_attributes(list(action.attribute_ids), allow_cache=False, **secured)
+                success, _failure = await cluster.read_attributes(list(action.attribute_ids), allow_cache=False)
         except Exception as exc:  # any radio, any failure: the session decides what it means
             self._feed(ieee, ev.AttributeReadFailed(f"{type(exc).__name__}: {exc}"))
             return
