@@ -21,6 +21,7 @@ from gateway.ota.config import MAX_BLOCK_DATA, MAX_BLOCK_DATA_APS_ENCRYPTED
 from gateway.se.security import KeyState, SecurityMode, SecurityRegistry
 from radios.keys import install_link_key
 from radios.select import open_app
+from test_ota_driver import spy_zigpy_device
 from test_engine_e2e import FAST_OTA, HCALCS, IEEE, QUICK, _device_packet, image, spec, until
 
 OTA = 0x0019
@@ -45,8 +46,20 @@ class Delivered:
         return None
 
 
+async def after_zigpys_interview(sim: Any) -> None:
+    """zigpy's interview ends with a Read Attributes and an Image Notify on every new
+    device's OTA cluster (zigpy/device.py, Device._initialize): not ours, and not yet
+    sent when open_app returns. The device queries at once, and zigpy answers
+    NO_IMAGE_AVAILABLE: wait for that answer too, and the device idle again."""
+    await sim.wait_for(lambda d: any(e.kind == "image_notify" and e.detail["payload_type"] == 0 for e in d.history), timeout=30)
+    notified = next(i for i, e in enumerate(sim.history) if e.kind == "image_notify")
+    await sim.wait_for(lambda d: any(e.kind in ("query_response", "timeout") for e in d.history[notified:]), timeout=30)
+    await sim.wait_for(lambda d: d.state == "idle", timeout=30)
+
+
 def spy_ota_deliveries(sim: Any) -> list[Delivered]:
-    """Every OTA-cluster frame the air delivers to ``sim``, whatever the device does with it."""
+    """Every OTA-cluster frame the air delivers to ``sim``, whatever the device does with it
+    (from now on: call after `after_zigpys_interview`)."""
     seen: list[Delivered] = []
     deliver = sim.deliver
 
@@ -62,7 +75,9 @@ def spy_ota_deliveries(sim: Any) -> list[Delivered]:
 @asynccontextmanager
 async def network(registry: SecurityRegistry, *specs: Any) -> AsyncIterator[tuple[Any, Engine]]:
     app = await open_app("sim", sim_devices=list(specs) or [spec()])
-    engine = Engine(app, FAST_OTA, session_overrides=QUICK, security=registry)
+    # Image Notify again soon while pending: a device busy with a query of its own
+    # ignores one (ZCL OTA), which the default interval (60 s) would make slow.
+    engine = Engine(app, FAST_OTA, session_overrides={**QUICK, "notify_interval_s": 1.0, "notify_attempts": 30}, security=registry)
     try:
         yield app, engine
     finally:
@@ -101,8 +116,9 @@ async def test_established_device_gets_the_whole_push_aps_encrypted_and_is_relea
     registry = SecurityRegistry({IEEE: SecurityMode.SE})
     size = 20_000
     async with network(registry) as (app, engine):
-        await establish(app, registry)
         sim = app.han.devices[IEEE]
+        await after_zigpys_interview(sim)
+        await establish(app, registry)
         delivered = spy_ota_deliveries(sim)
         secured_before = sim.radio.aps_secured_received
         job = engine.push(image(size), IEEE)
@@ -122,8 +138,9 @@ async def test_established_device_gets_the_whole_push_aps_encrypted_and_is_relea
 async def test_unsecured_ota_request_from_a_secured_device_is_ignored_and_counted() -> None:
     registry = SecurityRegistry({IEEE: SecurityMode.SE})
     async with network(registry) as (app, engine):
-        await establish(app, registry)
         sim = app.han.devices[IEEE]
+        await after_zigpys_interview(sim)
+        await establish(app, registry)
         job = engine.push(image(3000), IEEE)
         assert await engine.wait(job, {ev.SessionState.HELD}, timeout=60) is ev.SessionState.HELD
         held = job.session.held_requests
@@ -154,9 +171,11 @@ async def test_unsecured_ota_request_from_a_secured_device_is_ignored_and_counte
 
 async def test_se_device_without_its_key_gets_no_ota_frame_then_the_push_runs_once_established() -> None:
     registry = SecurityRegistry({IEEE: SecurityMode.SE})
-    # The device queries by itself soon and often: those queries must not be answered.
-    async with network(registry, spec("query_delay=0.2:query_interval=0.5")) as (app, engine):
+    # No query of the device's own (its timing would race zigpy's answers before the
+    # push): the test sends its queries for it.
+    async with network(registry, spec("query_delay=3600")) as (app, engine):
         sim = app.han.devices[IEEE]
+        await after_zigpys_interview(sim)
         delivered = spy_ota_deliveries(sim)
         job = engine.push(image(4000), IEEE)
         assert job.state is ev.SessionState.PENDING
@@ -164,9 +183,15 @@ async def test_se_device_without_its_key_gets_no_ota_frame_then_the_push_runs_on
         assert status["reason"] == registry.get(IEEE).waiting_reason is not None
         assert "key establishment" in status["reason"]
         assert status["security"]["mode"] == "se" and status["security"]["aps_security"] is False
-        queried = sim.counters.queries_sent
-        await until(lambda: sim.counters.queries_sent >= queried + 2, timeout=30)
-        await until(lambda: engine.driver.blocked_frames >= 2, timeout=30)
+        # Query Next Image (our manufacturer and type, version 1), as the device sends
+        # it before its key: neither served by the session nor answered by zigpy.
+        query = bytes.fromhex("01 91 01 00 1d12 0000 01000000".replace(" ", ""))
+        to_zigpy = spy_zigpy_device(app, IEEE)
+        for _ in range(2):
+            app.packet_received(_device_packet(app, query))
+        assert engine.driver.blocked_frames == 2
+        assert to_zigpy == [], "zigpy's Ota handler got the query (it would answer NO_IMAGE_AVAILABLE)"
+        assert job.session.state is ev.SessionState.PENDING and job.session.device_file_version is None
         registry.update(IEEE, state=KeyState.ESTABLISHING)
         assert "waiting for key establishment to finish" in job.to_dict()["reason"]
         assert delivered == [], f"OTA frames reached an SE device before its key: {delivered}"
@@ -184,6 +209,7 @@ async def test_failed_key_establishment_is_the_pending_jobs_reason() -> None:
     registry = SecurityRegistry({IEEE: SecurityMode.SE})
     async with network(registry) as (app, engine):
         sim = app.han.devices[IEEE]
+        await after_zigpys_interview(sim)
         delivered = spy_ota_deliveries(sim)
         job = engine.push(image(2000), IEEE)
         registry.update(IEEE, state=KeyState.FAILED, status="UNKNOWN_ISSUER", side="hub", why="issuer 0x1122 is not a configured CA")
@@ -199,6 +225,7 @@ async def test_key_established_mid_push_caps_the_later_blocks() -> None:
     size = 30_000
     async with network(registry) as (app, engine):
         sim = app.han.devices[IEEE]
+        await after_zigpys_interview(sim)
         delivered = spy_ota_deliveries(sim)
         job = engine.push(image(size), IEEE)
         assert job.session.config.effective_block_cap == MAX_BLOCK_DATA
@@ -220,9 +247,77 @@ async def test_install_code_device_is_served_as_before() -> None:
     registry = SecurityRegistry({IEEE: SecurityMode.INSTALL_CODE})
     async with network(registry) as (app, engine):
         sim = app.han.devices[IEEE]
+        await after_zigpys_interview(sim)
         delivered = spy_ota_deliveries(sim)
         job = engine.push(image(3000), IEEE)
         await held_then_released(engine, job)
         assert delivered and all(d.aps_key is None for d in delivered)
         assert max(d.block_size for d in delivered if d.block_size is not None) == MAX_BLOCK_DATA
         assert job.to_dict()["security"] == registry.get(IEEE).to_dict()
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+@dataclass(frozen=True)
+class SeDevice:
+    """A [[device]] table with `security` (DeviceConfig gains the field on h-se-hub's branch)."""
+
+    ieee: Any
+    kind: str = "hcalcs"
+    supplier: str | None = None
+    stall_timeout_s: float | None = None
+    security: SecurityMode = SecurityMode.SE
+
+
+async def test_daemon_keeps_an_se_push_pending_shows_security_and_audits_key_events(tmp_path_factory: Any) -> None:
+    import asyncio
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from eui64 import Eui64
+    from han_ota.client import Client
+    from han_ota.security import security_cell
+    from test_daemon import FAST, Bench, call, events, image as daemon_image, make_config, started
+
+    root = Path(tempfile.mkdtemp(prefix="hoa", dir="/tmp"))  # a short Unix socket path
+    bench = Bench(f"hcalcs:{HCALCS}:{FAST}")
+    try:
+        cfg = make_config(root, devices=(SeDevice(Eui64.parse(HCALCS)),))
+        fw = daemon_image(root)
+        daemon = await started(cfg, bench)
+        client = Client(cfg.control_socket, timeout=5)
+        try:
+            sim = bench.device(HCALCS)
+            await after_zigpys_interview(sim)
+            delivered = spy_ota_deliveries(sim)
+            job = await call(client.push, fw, HCALCS)
+            assert job["state"] == "pending" and "key establishment" in job["reason"]
+            assert job["security"]["mode"] == "se"
+            listed = await call(client.devices)
+            assert listed[0]["security"] == daemon.security.get(IEEE).to_dict()
+            assert security_cell(listed[0]["security"]) == "se"
+            # The device's own queries are dropped by the driver: nothing answers them.
+            # Once idle again it takes our Image Notify (a querying device ignores one;
+            # the daemon's re-notify is a minute away).
+            queried = sim.counters.queries_sent
+            await until(lambda: sim.counters.queries_sent > queried or sim.state == "idle", timeout=30)
+            await until(lambda: sim.state == "idle", timeout=30)
+            assert delivered == []
+
+            # What KeyEstablishmentService does on success, then its audit event.
+            await establish(daemon.app, daemon.security)
+            daemon._ke_event("ke.established", IEEE, suite=2, seconds=1.5)
+            held = await call(client.wait_job, job["job"], ("held",), timeout=30)
+            assert held["state"] == "held" and held["security"]["aps_security"] is True
+            assert security_cell((await call(client.devices))[0]["security"]) == "se aps s2"
+            assert delivered and all(d.aps_key == bytes(KEY) for d in delivered)
+        finally:
+            await daemon.stop("test")
+        ke = [r for r in events(cfg) if r.event == "ke.established"]
+        assert len(ke) == 1 and ke[0].device == str(IEEE)
+    finally:
+        await bench.close()
+        await asyncio.sleep(0)
+        shutil.rmtree(root, ignore_errors=True)

@@ -417,18 +417,23 @@ class OtaDriver:
             self._execute(ieee, binding, binding.session.handle(event, self._loop.time()))
 
     def _start_send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action | None) -> None:
-        task = self._loop.create_task(self._send_one(ieee, binding, data, seq, action))
+        # The security of the moment the frame was made: a block cut to 63 bytes before
+        # the device's key came into force must not go out APS-encrypted (too long for
+        # one frame); it goes as it was made, and the device asks again.
+        task = self._loop.create_task(self._send_one(ieee, binding, data, seq, action, binding.tx_options))
         binding.sends.add(task)
         task.add_done_callback(binding.sends.discard)
 
-    async def _send_one(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action | None) -> None:
-        error = await self._send(ieee, binding, data, seq)
+    async def _send_one(
+        self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action | None, tx_options: zt.TransmitOptions | None,
+    ) -> None:
+        error = await self._send(ieee, binding, data, seq, tx_options)
         if isinstance(action, ev.SendImageNotify):
             self._feed(ieee, ev.NotifyDelivered() if error is None else ev.NotifyFailed(error))
         if error is None and action is not None:
             self._observe(ieee, binding, action)
 
-    async def _send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int) -> str | None:
+    async def _send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, tx_options: zt.TransmitOptions | None = None) -> str | None:
         """Send one frame; returns None on success or why it failed."""
         if not binding.allowed:
             # The engine does not start a session before the registry allows it; this
@@ -442,7 +447,7 @@ class OtaDriver:
                 device = self._app.get_device(ieee=ieee)
             except KeyError:
                 return "device not known to the radio"
-        packet = self._packet(device, binding, data, seq)
+        packet = self._packet(device, binding, data, seq, tx_options)
         pacer = self._pacer
         if pacer is not None:
             pacer.sent_started(self._loop.time())
@@ -456,7 +461,7 @@ class OtaDriver:
                 pacer.sent_finished(self._loop.time())
         return None
 
-    def _packet(self, device: Device, binding: _Binding, data: bytes, seq: int) -> zt.ZigbeePacket:
+    def _packet(self, device: Device, binding: _Binding, data: bytes, seq: int, tx_options: zt.TransmitOptions | None = None) -> zt.ZigbeePacket:
         """What zigpy's ``request(..., expect_reply=False)`` hands the radio."""
         profile, device_ep = self._addressing(device, binding)
         own = self._app.state.node_info.nwk
@@ -476,7 +481,7 @@ class OtaDriver:
             cluster_id=codec.OTA_CLUSTER_ID,
             data=zt.SerializableBytes(data),
             source_route=self._app.build_source_route_to(dest=device) if self._app.config[zconf.CONF_SOURCE_ROUTING] else None,
-            tx_options=self._tx_options if binding.tx_options is None else binding.tx_options,
+            tx_options=tx_options or binding.tx_options or self._tx_options,
             priority=zt.PacketPriority.NORMAL,
         )
 
