@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import zigpy.types as zt
+
 from eui64 import FORMS, Eui64, Eui64Error
+from gateway.se.errors import SeError
+from gateway.se.ke_server import HubIdentity, KeConfig, TrustedCa
+from gateway.se.security import SecurityMode
+from gateway.se.suites import suite as se_suite
 
 DEFAULT_CONFIG_PATH = Path("/etc/han-ota/config.toml")
 RADIO_KINDS = ("sim", "ezsp", "znp")
@@ -88,6 +94,26 @@ class DeviceConfig:
     kind: str
     supplier: str | None = None
     stall_timeout_s: float | None = None
+    #: The `security` key; unset is AUTO (chosen from what the device does).
+    security: SecurityMode = SecurityMode.AUTO
+
+
+#: The suites a hub may offer and the suffix of their keys in [key_establishment].
+KE_SUITE_CURVES = {2: "283k1", 1: "163k1"}
+
+
+@dataclass(frozen=True)
+class KeyEstablishmentConfig:
+    """The [key_establishment] table, read and checked: the hub's certificates, keys
+    and trusted CAs per suite, already the ``KeConfig`` the responder takes."""
+
+    ke_config: KeConfig
+    #: The files each suite's identity came from, for messages (never their content).
+    files: Mapping[int, tuple[Path, Path]] = field(default_factory=dict)
+
+    @property
+    def suites(self) -> tuple[int, ...]:
+        return self.ke_config.suites
 
 
 @dataclass(frozen=True)
@@ -104,6 +130,12 @@ class Config:
     suppliers: tuple[SupplierConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     sim_devices: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    #: None: no [key_establishment] table (the hub runs no key establishment).
+    key_establishment: KeyEstablishmentConfig | None = None
+
+    def security_modes(self) -> dict[zt.EUI64, SecurityMode]:
+        """The devices whose `security` is set, keyed as ``SecurityRegistry`` keys them."""
+        return {zt.EUI64(d.ieee.air): d.security for d in self.devices if d.security is not SecurityMode.AUTO}
 
     def device(self, ieee: Eui64) -> DeviceConfig | None:
         """The [[device]] table for ``ieee`` (from zigpy's EUI64: ``Eui64.from_air(ieee)``)."""
@@ -130,7 +162,8 @@ def load_config(path: Path | str) -> Config:
     return parse_config(data, base=path.parent, source=path)
 
 
-_TOP_KEYS = {"state_dir", "control_socket", "control_tcp", "radio", "ota", "supplier", "device", "sim_device"}
+_TOP_KEYS = {"state_dir", "control_socket", "control_tcp", "radio", "ota", "supplier", "device", "sim_device", "key_establishment"}
+_SECURITY_MODES = {m.value: m for m in (SecurityMode.SE, SecurityMode.INSTALL_CODE)}
 
 
 def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Path | None = None) -> Config:
@@ -178,7 +211,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
     devices = []
     for i, entry in enumerate(_array(data, "device", src)):
         key = f"device[{i}]"
-        _no_unknown(entry, {"ieee", "kind", "supplier", "stall_timeout"}, key + ".", src)
+        _no_unknown(entry, {"ieee", "kind", "supplier", "stall_timeout", "security"}, key + ".", src)
         if not isinstance(entry.get("ieee"), str):
             raise ConfigError(f"{key}.ieee", entry.get("ieee"), "expected a string such as \"00:db:12:34:56:78:90:a0\"", src)
         try:
@@ -196,13 +229,26 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
         stall = entry.get("stall_timeout")
         if stall is not None:
             stall = _positive_number(stall, f"{key}.stall_timeout", src)
-        devices.append(DeviceConfig(ieee=ieee, kind=kind, supplier=supplier, stall_timeout_s=stall))
+        security = entry.get("security")
+        if security is not None and security not in _SECURITY_MODES:
+            raise ConfigError(
+                f"{key}.security", security,
+                "expected \"se\" (key establishment before any OTA) or \"install-code\" (no key establishment); omit it to decide from what the device does",
+                src,
+            )
+        devices.append(
+            DeviceConfig(
+                ieee=ieee, kind=kind, supplier=supplier, stall_timeout_s=stall,
+                security=_SECURITY_MODES[security] if security is not None else SecurityMode.AUTO,
+            )
+        )
     seen = [d.ieee for d in devices]
     if len(set(seen)) != len(seen):
         dup = next(d for d in seen if seen.count(d) > 1)
         raise ConfigError("device.ieee", str(dup), "each device may be listed once", src)
 
     sim_devices = tuple(dict(entry) for entry in _array(data, "sim_device", src))
+    key_establishment = _parse_key_establishment(data["key_establishment"], rel, src) if "key_establishment" in data else None
     return Config(
         source=source,
         state_dir=state_dir,
@@ -214,6 +260,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
         suppliers=tuple(suppliers),
         devices=tuple(devices),
         sim_devices=sim_devices,
+        key_establishment=key_establishment,
     )
 
 
@@ -276,6 +323,107 @@ def _parse_ota(t: Mapping[str, Any], src: str | None) -> OtaConfig:
         burst_bytes=burst,
         max_inflight=inflight,
     )
+
+
+def _parse_key_establishment(t: object, rel: Any, src: str | None) -> KeyEstablishmentConfig:
+    """[key_establishment]: ``suites`` in order of preference and, per suite N with
+    curve C (2: 283k1, 1: 163k1), ``certificate_C``, ``private_key_C`` (files, raw
+    bytes or hex text) and ``ca_public_keys_C`` (hex compressed points, or
+    "ISSUER:POINT" to name the issuer a CA signs as). Everything is read and checked
+    here, once; nothing of a key is put in a message."""
+    if not isinstance(t, dict):
+        raise ConfigError("key_establishment", t, "expected a [key_establishment] table", src)
+    allowed = {"suites"} | {f"{k}_{c}" for c in KE_SUITE_CURVES.values() for k in ("certificate", "private_key", "ca_public_keys")}
+    _no_unknown(t, allowed, "key_establishment.", src)
+    given = [n for n, c in KE_SUITE_CURVES.items() if any(f"{k}_{c}" in t for k in ("certificate", "private_key", "ca_public_keys"))]
+    suites = t.get("suites", given)
+    if (
+        not isinstance(suites, list)
+        or not suites
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n in KE_SUITE_CURVES for n in suites)
+        or len(set(suites)) != len(suites)
+    ):
+        raise ConfigError(
+            "key_establishment.suites", suites,
+            "expected a list of crypto suites in order of preference, each once: 2 (sect283k1), 1 (sect163k1), e.g. [2, 1]",
+            src,
+        )
+    identities: list[HubIdentity] = []
+    files: dict[int, tuple[Path, Path]] = {}
+    for number in sorted(set(suites) | set(given)):
+        curve = KE_SUITE_CURVES[number]
+        keys = {k: f"key_establishment.{k}_{curve}" for k in ("certificate", "private_key", "ca_public_keys")}
+        for k, full in keys.items():
+            if f"{k}_{curve}" not in t:
+                why = f"suite {number} is offered in suites" if number in suites else f"the other suite-{number} keys are given"
+                raise ConfigError(full, None, f"missing: {why}; give {', '.join(keys.values())}", src)
+        s = se_suite(number)
+        cert_path = rel(keys["certificate"], t[f"certificate_{curve}"])
+        key_path = rel(keys["private_key"], t[f"private_key_{curve}"])
+        cert = _key_file(keys["certificate"], cert_path, s.certificate_length, f"the hub's suite-{number} implicit certificate", src)
+        private = _key_file(keys["private_key"], key_path, s.private_key_length, f"the hub's suite-{number} private key", src)
+        cas = _ca_public_keys(keys["ca_public_keys"], t[f"ca_public_keys_{curve}"], s.point_length, src)
+        try:
+            identities.append(HubIdentity.load(number, cert, private, cas))
+        except SeError as err:
+            raise ConfigError(keys["certificate"], str(cert_path), f"{err}", src) from None
+        files[number] = (cert_path, key_path)
+    try:
+        ke_config = KeConfig.build(identities, suites)
+    except SeError as err:  # pragma: no cover - every case is refused above with its key
+        raise ConfigError("key_establishment", suites, str(err), src) from None
+    return KeyEstablishmentConfig(ke_config, files)
+
+
+def _key_file(key: str, path: Path, length: int, what: str, src: str | None) -> bytes:
+    """A file of ``length`` raw bytes, or of their hex text (whitespace and colons ignored)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(key, str(path), f"no such file: {what} ({length} bytes, raw or hex; `han-ota cbke issue` writes one)", src) from None
+    except OSError as exc:
+        raise ConfigError(key, str(path), f"cannot be read: {exc.strerror}", src) from None
+    if len(raw) == length:
+        return raw
+    try:
+        text = raw.decode("ascii")
+        if not text.isprintable() and not all(ch.isprintable() or ch.isspace() for ch in text):
+            raise UnicodeDecodeError("ascii", raw, 0, 1, "not text")
+    except UnicodeDecodeError:
+        raise ConfigError(key, str(path), f"{len(raw)} bytes: {what} is {length} raw bytes or {2 * length} hex digits", src) from None
+    digits = "".join(text.split()).replace(":", "")
+    bad = next((i for i, ch in enumerate(digits) if ch not in "0123456789abcdefABCDEF"), None)
+    if bad is not None:
+        raise ConfigError(key, str(path), f"neither {length} raw bytes nor hex text ({digits[bad]!r} at hex digit {bad} is not hex): {what}", src)
+    if len(digits) != 2 * length:
+        raise ConfigError(key, str(path), f"{len(digits)} hex digits: {what} is {2 * length} hex digits ({length} bytes)", src)
+    return bytes.fromhex(digits)
+
+
+def _ca_public_keys(key: str, value: object, point_length: int, src: str | None) -> list[bytes | TrustedCa]:
+    form = f"hex compressed points of {point_length} bytes (02... or 03..., {2 * point_length} digits), or \"ISSUER:POINT\" with the issuer's 16 hex digits"
+    if not isinstance(value, list) or not value:
+        raise ConfigError(key, value, f"expected a non-empty list of {form}", src)
+    out: list[bytes | TrustedCa] = []
+    for i, entry in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(entry, str):
+            raise ConfigError(where, entry, f"expected a string: {form}", src)
+        issuer_text, _, point_text = entry.strip().rpartition(":")
+        issuer: bytes | None = None
+        if issuer_text:
+            try:
+                issuer = Eui64.parse(issuer_text, where).written
+            except Eui64Error as exc:
+                raise ConfigError(where, entry, f"issuer: {exc.reason}; expected {form}", src) from None
+        try:
+            point = bytes.fromhex(point_text)
+        except ValueError:
+            raise ConfigError(where, entry, f"the point is not hex; expected {form}", src) from None
+        if len(point) != point_length or point[:1] not in (b"\x02", b"\x03"):
+            raise ConfigError(where, entry, f"{len(point)} bytes starting {point[:1].hex() or 'nothing'}; expected {form}", src)
+        out.append(TrustedCa(issuer, point) if issuer is not None else point)
+    return out
 
 
 def _table(data: Mapping[str, Any], key: str, src: str | None) -> Mapping[str, Any]:

@@ -27,10 +27,12 @@ the hub's services on it. With zigpy 2.4 and its radio libraries we can give the
   link key from the code with zigpy's ``convert_install_code`` (CRC check, AES-MMO
   hash) and calls ``app.permit_with_link_key(ieee, key, time_s)``.
 
-What zigpy cannot do, and a lab must bring (see docs/radios.md): Smart Energy Key
-Establishment (CBKE, cluster 0x0800) and the SE certificates it uses, so the
+What zigpy cannot do: Smart Energy Key Establishment (CBKE, cluster 0x0800), so the
 APS link keys GBCS devices expect after joining; devices whose firmware insists on
-CBKE leave a network whose trust center never starts it.
+CBKE leave a network whose trust center never starts it. The gateway runs it itself
+(gateway/se/service.py) when configured with the hub's SE certificates: the endpoint
+then offers the Key Establishment server cluster too (``key_establishment=True``),
+so the firmware's Match_Desc answer names it.
 """
 
 from __future__ import annotations
@@ -72,19 +74,26 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def han_endpoint_descriptor(endpoint: int = HAN_ENDPOINT) -> zdo_t.SimpleDescriptor:
-    """The SE endpoint: ESI device type, server clusters Basic, Time and OTA Upgrade."""
+def han_server_clusters(key_establishment: bool = False) -> tuple[int, ...]:
+    """The SE endpoint's server clusters: Basic, Time, OTA Upgrade, and Key Establishment
+    when the hub is configured to run it (a device that finds the cluster starts CBKE)."""
+    return HAN_SERVER_CLUSTERS + ((CLUSTER_KEY_ESTABLISHMENT,) if key_establishment else ())
+
+
+def han_endpoint_descriptor(endpoint: int = HAN_ENDPOINT, *, key_establishment: bool = False) -> zdo_t.SimpleDescriptor:
+    """The SE endpoint: ESI device type, server clusters Basic, Time and OTA Upgrade
+    (and Key Establishment 0x0800 with ``key_establishment``)."""
     return zdo_t.SimpleDescriptor(
         endpoint=endpoint,
         profile=SE_PROFILE,
         device_type=ESI_DEVICE_TYPE,
         device_version=0,
-        input_clusters=list(HAN_SERVER_CLUSTERS),
+        input_clusters=list(han_server_clusters(key_establishment)),
         output_clusters=[],
     )
 
 
-def han_zigpy_config(kind: str | None = None, endpoint: int = HAN_ENDPOINT) -> dict[str, Any]:
+def han_zigpy_config(kind: str | None = None, endpoint: int = HAN_ENDPOINT, *, key_establishment: bool = False) -> dict[str, Any]:
     """zigpy config keys for the HAN services; merge with ``apply_han_config``.
 
     * ``additional_endpoints``: the SE endpoint, registered by the driver at start-up
@@ -94,8 +103,11 @@ def han_zigpy_config(kind: str | None = None, endpoint: int = HAN_ENDPOINT) -> d
       puts on the air, so an SE device would get our OTA and Time answers on the wrong
       profile. With it off, zigpy-znp picks the registered endpoint that matches the
       frame's profile and cluster (ours, for 0x0109).
+
+    ``key_establishment`` adds the Key Establishment server cluster to the endpoint, so
+    the firmware's (or the simulated coordinator's) Match_Desc answer names it.
     """
-    d = han_endpoint_descriptor(endpoint)
+    d = han_endpoint_descriptor(endpoint, key_establishment=key_establishment)
     config: dict[str, Any] = {
         "additional_endpoints": [
             {
@@ -113,11 +125,13 @@ def han_zigpy_config(kind: str | None = None, endpoint: int = HAN_ENDPOINT) -> d
     return config
 
 
-def apply_han_config(config: dict[str, Any], kind: str | None = None, endpoint: int = HAN_ENDPOINT) -> dict[str, Any]:
+def apply_han_config(
+    config: dict[str, Any], kind: str | None = None, endpoint: int = HAN_ENDPOINT, *, key_establishment: bool = False
+) -> dict[str, Any]:
     """A copy of a zigpy config with ``han_zigpy_config(kind)`` merged in (lists appended,
     the ``znp_config`` table updated)."""
     merged = dict(config)
-    extra = han_zigpy_config(kind, endpoint)
+    extra = han_zigpy_config(kind, endpoint, key_establishment=key_establishment)
     merged["additional_endpoints"] = [e for e in merged.get("additional_endpoints", []) if _ep_number(e) != endpoint] + extra["additional_endpoints"]
     if "znp_config" in extra:
         merged["znp_config"] = {**merged.get("znp_config", {}), **extra["znp_config"]}
@@ -301,7 +315,8 @@ def _coordinator_device(app: Any) -> Any:
 
 
 async def setup_han_services(app: Any, *, endpoint: int = HAN_ENDPOINT, time_server: bool = True, clock: Clock = utc_now,
-                             install_codes: Mapping[t.EUI64, bytes | str] | None = None, permit_s: int = 60) -> HanServices:
+                             install_codes: Mapping[t.EUI64, bytes | str] | None = None, permit_s: int = 60,
+                             key_establishment: bool = False) -> HanServices:
     """Put the hub's HAN services on a started application (call again after every reconnect).
 
     * makes sure the SE endpoint exists: already registered through ``han_zigpy_config()``
@@ -313,7 +328,7 @@ async def setup_han_services(app: Any, *, endpoint: int = HAN_ENDPOINT, time_ser
       ``permit_s`` seconds (one at a time: each call replaces the previous permit's key
       on some firmware, so pass one device per call in practice).
     """
-    descriptor = han_endpoint_descriptor(endpoint)
+    descriptor = han_endpoint_descriptor(endpoint, key_establishment=key_establishment)
     coordinator = _coordinator_device(app)
     status: str
     if coordinator is not None and endpoint in coordinator.endpoints and getattr(coordinator.endpoints[endpoint], "profile_id", None) == SE_PROFILE:
@@ -331,7 +346,7 @@ async def setup_han_services(app: Any, *, endpoint: int = HAN_ENDPOINT, time_ser
                 ep = coordinator.add_endpoint(endpoint)
                 ep.profile_id = SE_PROFILE
                 ep.device_type = ESI_DEVICE_TYPE
-                for cluster_id in HAN_SERVER_CLUSTERS:
+                for cluster_id in han_server_clusters(key_establishment):
                     ep.add_input_cluster(cluster_id)
                 ep.status = zigpy.endpoint.Status.ZDO_INIT
     server = TimeServer(app, clock) if time_server else None
@@ -360,6 +375,7 @@ __all__ = [
     "SE_PROFILE",
     "TimeServer",
     "han_endpoint_descriptor",
+    "han_server_clusters",
     "apply_han_config",
     "han_zigpy_config",
     "link_key_from_install_code",

@@ -17,6 +17,7 @@ from typing import Any
 
 from zigpy.application import ControllerApplication
 
+from radios.closing import shutdown_app
 from radios.han_services import apply_han_config
 
 LOGGER = logging.getLogger(__name__)
@@ -68,7 +69,10 @@ def database_for(state_dir: Path, kind: str, path: str | None) -> Path | None:
     return database
 
 
-def zigpy_config(kind: str, *, path: str, baudrate: int | None, flow_control: str | None, database: Path | None, han_endpoint: bool = True) -> dict[str, Any]:
+def zigpy_config(
+    kind: str, *, path: str, baudrate: int | None, flow_control: str | None, database: Path | None, han_endpoint: bool = True,
+    key_establishment: bool = False,
+) -> dict[str, Any]:
     defaults = DEFAULTS[kind]
     flow = flow_control if flow_control is not None else defaults.flow_control
     device: dict[str, Any] = {"path": path, "baudrate": baudrate or defaults.baudrate}
@@ -79,8 +83,9 @@ def zigpy_config(kind: str, *, path: str, baudrate: int | None, flow_control: st
         # (0 of 60 without it); the event loop is fast enough for one coordinator.
         config["use_thread"] = False
     # The Smart Energy endpoint with the OTA server and Time clusters, registered at
-    # start-up (EmberZNet refuses new endpoints once its stack runs).
-    return apply_han_config(config, kind) if han_endpoint else config
+    # start-up (EmberZNet refuses new endpoints once its stack runs); with
+    # ``key_establishment`` it offers the Key Establishment server cluster too.
+    return apply_han_config(config, kind, key_establishment=key_establishment) if han_endpoint else config
 
 
 async def open_app(
@@ -93,11 +98,15 @@ async def open_app(
     sim_devices: Sequence[Any] = (),
     link: Any = None,
     han_endpoint: bool = True,
+    key_establishment: bool = False,
 ) -> ControllerApplication:
     if kind == "sim":
         from radios.sim.app import start_sim_app
 
-        return await start_sim_app(list(sim_devices), link=link, database_path=database)
+        # The sim registers the SE endpoint from its zigpy config only when key
+        # establishment is on (otherwise setup_han_services adds it, as before).
+        extra = apply_han_config({}, "sim", key_establishment=True) if han_endpoint and key_establishment else None
+        return await start_sim_app(list(sim_devices), link=link, database_path=database, config=extra)
     if kind not in DEFAULTS:
         raise RadioError(f"radio kind {kind!r} is not one of {', '.join(RADIO_KINDS)}")
     if not path:
@@ -111,7 +120,10 @@ async def open_app(
         from zigpy_znp.zigbee.application import ControllerApplication as ZnpApp
 
         cls = ZnpApp
-    config = zigpy_config(kind, path=path, baudrate=baudrate, flow_control=flow_control, database=database, han_endpoint=han_endpoint)
+    config = zigpy_config(
+        kind, path=path, baudrate=baudrate, flow_control=flow_control, database=database, han_endpoint=han_endpoint,
+        key_establishment=key_establishment,
+    )
     # new() opens zigpy's database in aiosqlite's non-daemon thread. Cancelled halfway
     # (a SIGTERM while the dongle is away), the app would be lost with the thread still
     # running, and the process could never exit: let it finish, then close it.
@@ -139,7 +151,7 @@ async def open_app(
 
 async def _close(app: ControllerApplication) -> None:
     """Shut ``app`` down, database thread included, even while being cancelled again."""
-    closing = asyncio.ensure_future(app.shutdown())
+    closing = asyncio.ensure_future(shutdown_app(app))
     with contextlib.suppress(BaseException):
         await asyncio.wait_for(asyncio.shield(closing), SHUTDOWN_TIMEOUT_S)
     if not closing.done():

@@ -38,6 +38,8 @@ from typing import Any
 
 from zigpy.application import ControllerApplication
 
+from radios.closing import shutdown_app
+
 LOGGER = logging.getLogger(__name__)
 
 BACKOFF_S: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 60)
@@ -261,7 +263,7 @@ class RadioSupervisor:
         self._quiet = True
         try:
             async with asyncio.timeout(self.shutdown_timeout):
-                await app.shutdown()
+                await shutdown_app(app)
         except Exception as exc:  # a dead radio may fail to say goodbye
             LOGGER.info("%s: shutdown of the old application: %s: %s", self.name, type(exc).__name__, exc)
         finally:

@@ -110,7 +110,7 @@ async def test_se_endpoint_from_config_time_answered_on_se_profile():
         try:
             # the firmware registered the SE endpoint at start-up, with our clusters
             ep = server.coordinator.endpoints[HAN_ENDPOINT]
-            assert ep.profile == SE_PROFILE and sorted(ep.in_clusters) == [0x0000, 0x000A, 0x0019]
+            assert ep.profile == SE_PROFILE and sorted(ep.input_clusters) == [0x0000, 0x000A, 0x0019]
             services = await setup_han_services(app, clock=lambda: CLOCK)
             assert services.endpoint_status == "registered" and services.warnings == []
             # the stack describes it (Simple_Desc_req answered by the firmware; the firmware

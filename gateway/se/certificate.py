@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eui64 import Eui64
+
 from .errors import CertificateError, SeError
 from .suites import SUITE_1, SUITE_2, Suite
 
@@ -55,10 +57,6 @@ def _field(raw: bytes, spec: tuple[str, int, int]) -> bytes:
     return raw[offset : offset + length]
 
 
-def eui64_display(eui: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in eui)
-
-
 @dataclass(frozen=True)
 class ImplicitCertificate:
     suite: Suite
@@ -78,11 +76,11 @@ class ImplicitCertificate:
     @property
     def subject_ieee(self) -> str:
         """The subject as zigpy prints an EUI64, e.g. "00:00:00:00:00:00:00:01"."""
-        return eui64_display(self.subject)
+        return str(Eui64(self.subject))
 
     @property
     def issuer_ieee(self) -> str:
-        return eui64_display(self.issuer)
+        return str(Eui64(self.issuer))
 
     @property
     def allows_key_agreement(self) -> bool:

@@ -89,6 +89,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from eui64 import Eui64, Eui64Error
 from gateway.se.certificate import ImplicitCertificate, parse_certificate, require_key_agreement
 from gateway.se.ecmqv import Agreement, agree
 from gateway.se.ecqv import KeyPair, Rng, new_key_pair, private_scalar, reconstruct_public_key
@@ -479,24 +480,9 @@ for _state in (_D, _E, _G, _C):
 # --------------------------------------------------------------------------- helpers
 
 
-def _ieee_bytes(value: bytes | Sequence[int] | str) -> bytes:
-    """8 bytes in zigpy's over-the-air order: bytes or ints as ``bytes(EUI64)`` gives
-    them, a string in display order ("00:0d:6f:...")."""
-    if isinstance(value, str):
-        digits = value.replace(":", "").replace("-", "")
-        try:
-            raw = bytes.fromhex(digits)[::-1]
-        except ValueError:
-            raise KeConfigError(f"IEEE address {value!r} is not hex") from None
-    else:
-        raw = bytes(value)
-    if len(raw) != 8:
-        raise KeConfigError(f"IEEE address must be 8 bytes, not {len(raw)}")
-    return raw
-
-
-def _display(display_order: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in display_order)
+def _display(written: bytes) -> str:
+    """An EUI-64 (subject, issuer) in certificate order, as people write it."""
+    return str(Eui64(bytes(written)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,8 +522,12 @@ class KeServer:
     def __init__(self, config: KeConfig, peer_ieee: bytes | Sequence[int] | str, *, rng: Rng = os.urandom) -> None:
         self.config = config
         #: The device's EUI-64 in zigpy's order (``bytes(EUI64)``), and in certificate order.
-        self.peer_ieee = _ieee_bytes(peer_ieee)
-        self._peer_subject = self.peer_ieee[::-1]
+        try:
+            peer = Eui64.of(peer_ieee, "peer IEEE address")
+        except Eui64Error as err:  # the caller's mistake, in this module's terms
+            raise KeConfigError(str(err)) from None
+        self.peer_ieee = peer.air
+        self._peer_subject = peer.written
         self._rng = rng
         self.state = KeState.IDLE
         #: Why the machine is where it is (the last Failed's why, or the last step).

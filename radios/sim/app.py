@@ -27,8 +27,12 @@ one to a second app to restart on the same network. ``send_packet`` hands packet
 ``SimHan.send`` and raises `zigpy.exceptions.DeliveryError` when the link reports a
 failure; the devices' frames come back through ``packet_received``; joins through
 ``handle_join``. ZDO requests addressed to the coordinator itself are answered here
-(as an NCP answers its own ZDO): Node/Active_EP/Simple descriptors, address
-requests, Mgmt_Lqi (the joined devices), Mgmt_NWK_Update (energy scan).
+(as an NCP answers its own ZDO, by radios/coordinator_zdo.py with the ``SIM`` quirks):
+Node/Active_EP/Simple descriptors, address requests, Mgmt_Lqi (the joined devices);
+Mgmt_NWK_Update goes unanswered (energy scans go through ``energy_scan``). A device's
+Match_Desc_req is answered the same way from the registered endpoints, as EmberZNet and
+Z-Stack answer it from theirs, and still passed up to zigpy, as they pass it (so a
+device asking on Smart Energy finds the SE endpoint and its Key Establishment server).
 
 Defaults applied by ``new_sim`` (overridable with ``config=``): channel 15 (so forming
 needs no energy scan), zigpy's OTA providers off (no network fetches when a device
@@ -53,6 +57,9 @@ import zigpy.exceptions
 import zigpy.state
 import zigpy.types as t
 import zigpy.zdo.types as zdo_t
+
+from radios.coordinator_zdo import SIM, Coordinator, Endpoint
+from radios.coordinator_zdo import answer as zdo_answer
 
 from .han import DeliveryResult, SimHan
 from .link import LinkModel
@@ -151,9 +158,10 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
         self._owns_han = han is None
         self.nvram = nvram if nvram is not None else SimNvram()
         self._connected = False
-        self._endpoints: dict[int, zdo_t.SimpleDescriptor] = {}
+        self._endpoints: dict[int, Endpoint] = {}
         self._permit_until = 0.0
         self._link_keys: dict[t.EUI64, t.KeyData] = {}
+        self._zdo_answers: set[asyncio.Task[Any]] = set()
         sim = self._config.get(CONF_SIM) or {}
         self._radio_ieee = parse_ieee(sim.get("coordinator_ieee", DEFAULT_COORDINATOR_IEEE))
 
@@ -294,7 +302,7 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
             device.leave(rejoin=False)
 
     async def add_endpoint(self, descriptor: zdo_t.SimpleDescriptor) -> None:
-        self._endpoints[int(descriptor.endpoint)] = descriptor
+        self._endpoints[int(descriptor.endpoint)] = Endpoint.from_descriptor(descriptor)
 
     async def permit_ncp(self, time_s: int = 60) -> None:
         self._permit_until = asyncio.get_running_loop().time() + time_s
@@ -336,7 +344,35 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
             )
 
     def _on_uplink(self, packet: t.ZigbeePacket) -> None:
+        if packet.profile_id == 0 and packet.dst_ep == 0 and packet.cluster_id == zdo_t.ZDOCmd.Match_Desc_req:
+            self._answer_match_desc(packet)
         self.packet_received(packet)
+
+    def _answer_match_desc(self, packet: t.ZigbeePacket) -> None:
+        """A device's Match_Desc_req, answered from the registered endpoints as EmberZNet
+        and Z-Stack answer it from theirs (radios/coordinator_zdo.py); zigpy gets the
+        request too, as from those stacks."""
+        if packet.src is None:
+            return
+        node = self.state.node_info
+        me = Coordinator(nwk=node.nwk, ieee=node.ieee, endpoints=self._endpoints, neighbors=self._neighbors)
+        broadcast = packet.dst is not None and packet.dst.addr_mode == t.AddrMode.Broadcast
+        result = zdo_answer(packet.cluster_id, packet.data.serialize(), me, SIM, broadcast=broadcast)
+        if result.reply is None:
+            return
+        reply = t.ZigbeePacket(
+            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=node.nwk),
+            src_ep=t.uint8_t(0),
+            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=packet.src.address),
+            dst_ep=t.uint8_t(0),
+            tsn=t.uint8_t(result.reply.tsn),
+            profile_id=t.uint16_t(0),
+            cluster_id=t.uint16_t(result.reply.cluster_id),
+            data=t.SerializableBytes(result.reply.payload),
+        )
+        task = asyncio.get_running_loop().create_task(self.han.send(reply))
+        self._zdo_answers.add(task)
+        task.add_done_callback(self._zdo_answers.discard)
 
     def _on_join(self, ieee: t.EUI64, nwk: t.NWK) -> None:
         # As an NCP's trust-centre join indication; the Device_annce that follows is
@@ -348,76 +384,32 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
     def _loopback(self, packet: t.ZigbeePacket) -> None:
         if packet.dst_ep != 0 or packet.profile_id != 0:
             return  # ZCL to ourselves: nothing listens
-        data = packet.data.serialize()
-        try:
-            command = zdo_t.ZDOCmd(packet.cluster_id)
-            hdr, rest = zdo_t.ZDOHeader.deserialize(packet.cluster_id, data)
-            args, _ = t.deserialize(rest, zdo_t.CLUSTERS[command][1])
-        except (KeyError, ValueError):
-            LOGGER.debug("sim coordinator: unparsable ZDO to itself: %r", packet)
-            return
-        if command & 0x8000:
-            return
+        if packet.cluster_id & 0x8000:
+            return  # a response to ourselves: nothing asked
         node = self.state.node_info
-        ok = zdo_t.Status.SUCCESS
-        C = zdo_t.ZDOCmd
-        fields: list[Any] | None
-        if command == C.Node_Desc_req:
-            fields = [ok, node.nwk, self._node_descriptor()]
-        elif command == C.Active_EP_req:
-            fields = [ok, node.nwk, t.LVList[t.uint8_t, t.uint8_t](sorted(self._endpoints))]
-        elif command == C.Simple_Desc_req:
-            desc = self._endpoints.get(int(args[1]))
-            if desc is None:
-                fields = [zdo_t.Status.NOT_ACTIVE, node.nwk, t.uint8_t(0)]
-            else:
-                fields = [ok, node.nwk, zdo_t.SizePrefixedSimpleDescriptor(*desc.as_tuple())]
-        elif command in (C.NWK_addr_req, C.IEEE_addr_req):
-            fields = [ok, node.ieee, node.nwk]
-        elif command == C.Mgmt_Lqi_req:
-            fields = [ok, self._neighbors(int(args[0]))]
-        elif command == C.Mgmt_NWK_Update_req:
-            fields = None  # energy scans go through energy_scan() above
-        elif command in (C.Mgmt_Permit_Joining_req, C.Bind_req, C.Unbind_req):
-            fields = [ok]
-        else:
-            fields = [zdo_t.Status.NOT_SUPPORTED]
-        if fields is None:
+        me = Coordinator(nwk=node.nwk, ieee=node.ieee, endpoints=self._endpoints, neighbors=self._neighbors)
+        result = zdo_answer(packet.cluster_id, packet.data.serialize(), me, SIM)
+        if result.error is not None:
+            LOGGER.debug("sim coordinator: unparsable ZDO to itself: %r (%s)", packet, result.error)
+        # Effects (permit joining) are not applied here: zigpy opens the sim's network
+        # through permit_ncp, as it does an NCP's.
+        if result.reply is None:
             return
-        rsp_id = command | 0x8000
         reply = t.ZigbeePacket(
             src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=node.nwk),
             src_ep=t.uint8_t(0),
             dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=node.nwk),
             dst_ep=t.uint8_t(0),
-            tsn=hdr.tsn,
+            tsn=t.uint8_t(result.reply.tsn),
             profile_id=t.uint16_t(0),
-            cluster_id=t.uint16_t(rsp_id),
-            data=t.SerializableBytes(t.uint8_t(hdr.tsn).serialize() + b"".join(f.serialize() for f in fields)),
+            cluster_id=t.uint16_t(result.reply.cluster_id),
+            data=t.SerializableBytes(result.reply.payload),
             lqi=255,
             rssi=0,
         )
         asyncio.get_running_loop().call_soon(self.packet_received, reply)
 
-    def _node_descriptor(self) -> zdo_t.NodeDescriptor:
-        F = zdo_t.MACCapabilityFlags
-        return zdo_t.NodeDescriptor(
-            logical_type=zdo_t.LogicalType.Coordinator,
-            complex_descriptor_available=0,
-            user_descriptor_available=0,
-            reserved=0,
-            aps_flags=0,
-            frequency_band=zdo_t.NodeDescriptor.FrequencyBand.Freq2400MHz,
-            mac_capability_flags=F.AlternatePanCoordinator | F.FullFunctionDevice | F.MainsPowered | F.RxOnWhenIdle | F.AllocateAddress,
-            manufacturer_code=0x0000,
-            maximum_buffer_size=82,
-            maximum_incoming_transfer_size=255,
-            server_mask=(22 << 9) | 0x0001,  # primary trust centre, stack revision 22
-            maximum_outgoing_transfer_size=255,
-            descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability.NONE,
-        )
-
-    def _neighbors(self, start: int) -> zdo_t.Neighbors:
+    def _neighbors(self) -> list[zdo_t.Neighbor]:
         joined = [d for d in self.han.devices.values() if d.online]
         N = zdo_t.Neighbor
         table = [
@@ -436,8 +428,7 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
             )
             for d in joined
         ]
-        page = table[start : start + 2]  # two per frame, as small NCPs do
-        return zdo_t.Neighbors(Entries=len(table), StartIndex=start, NeighborTableList=page)
+        return table
 
     # -- waiting for the devices -------------------------------------------------------
 

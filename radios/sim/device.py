@@ -25,6 +25,15 @@ the network's TC link key it joined with) or an unsecured frame on such a cluste
 dropped and recorded as "aps_drop". The device's own frames on those clusters go
 secured with its link key.
 
+Smart Energy registration (``security=se``, se_join.py): after joining, a device that
+holds no APS link key finds the Key Establishment server (Match_Desc for 0x0800 on
+profile 0x0109), runs CBKE as initiator, takes KeyData as ``aps_link_key`` and only
+then starts its OTA client; a failure (or no server) makes it leave. Until it holds
+its key, every OTA frame that reaches it is recorded as "ota_before_key" and dropped.
+Its endpoint lists 0x0800 as a client cluster; Key Establishment frames travel on the
+SE profile with NWK security only, both ways. A device that boots holding its key
+(flash) skips all of this.
+
 Observability: ``device.history`` (a list of `SimEvent`: loop time, kind, details),
 ``device.counters`` (OTA client counters plus radio ones), ``device.state``,
 ``device.current_file_version``, and `wait_for` / `wait_for_event` for tests.
@@ -45,6 +54,9 @@ from zigpy.zcl import foundation
 from zigpy.zcl.clusters.general import ImageUpgradeStatus
 import zigpy.zdo.types as zdo_t
 
+from eui64 import Eui64
+
+from .key_establishment import CLUSTER_KEY_ESTABLISHMENT
 from .ota_client import (
     Activate,
     ClientConfig,
@@ -56,8 +68,11 @@ from .ota_client import (
     SendCommand,
 )
 from .link import LinkModel
+from .se_identity import credentials_for
+from .se_join import SeJoin, SeJoinConfig
+from .se_keys import SUITES, Credentials
 from .signature import load_supplier_key
-from .spec import SimDeviceSpec
+from .spec import PROFILE_SE, SimDeviceSpec
 
 
 
@@ -170,6 +185,11 @@ class SimDevice:
         self._polls_allowed = asyncio.Event()  # cleared by hold_polls()
         self._polls_allowed.set()
         self._waiters: list[tuple[Callable[[SimDevice], bool], asyncio.Future[None]]] = []
+        # Smart Energy registration (security=se): one per boot while no key is held.
+        self.se: SeJoin | None = None
+        self._ke_rng = random.Random(seed ^ 0xCB4E_0800)
+        self._ke_seed = seed ^ 0x1D_0800
+        self._credentials: Credentials | None = None
 
     # -- facts -----------------------------------------------------------------------
 
@@ -194,7 +214,23 @@ class SimDevice:
             return "off"
         if not self.joined:
             return "left"
+        if self.client is None and self.se is not None and self.se.active:
+            return "key_establishment"
         return self.client.state.value if self.client is not None else "booting"
+
+    @property
+    def se_security(self) -> bool:
+        """A Smart Energy device: registers with key establishment after joining."""
+        return self.spec.security == "se"
+
+    @property
+    def awaiting_key(self) -> bool:
+        """An SE device without its APS link key: no OTA yet, either way."""
+        return self.se_security and self.aps_link_key is None
+
+    @property
+    def client_clusters(self) -> tuple[int, ...]:
+        return (*CLIENT_CLUSTERS, CLUSTER_KEY_ESTABLISHMENT) if self.se_security else CLIENT_CLUSTERS
 
     @property
     def rx_on_when_idle(self) -> bool:
@@ -289,7 +325,7 @@ class SimDevice:
         self._inbox = asyncio.Queue()
         self._outbox = asyncio.Queue()
         self._poll_wakeup = asyncio.Event()
-        self.client = OtaClient(self._client_config(), self.flash, self.rng, self.counters, self.record)
+        self.client = None
         self.record(
             "boot",
             boot=self.radio.boots,
@@ -300,12 +336,89 @@ class SimDevice:
         self._spawn(self._inbox_worker())
         self._spawn(self._outbox_worker())
         self._join(rejoin=self.radio.boots > 1)
+        if self.awaiting_key:
+            self._start_registration()
+        else:
+            if self.se_security:
+                self.record("ke_skipped", reason="APS link key held in flash")
+            self._start_ota(loop.time())
+        if self.spec.is_sleepy:
+            self._spawn(self._poll_loop())
+
+    def _start_ota(self, now: float) -> None:
+        """The OTA client: at boot, or for an SE device once it holds its link key
+        (it does not query for images before it is registered)."""
+        self.client = OtaClient(self._client_config(), self.flash, self.rng, self.counters, self.record)
         if self._report_version_on_boot:
             self._report_version_on_boot = False
             self._send_report_version()
-        self._apply(self.client.boot(loop.time()))
-        if self.spec.is_sleepy:
-            self._spawn(self._poll_loop())
+        self._apply(self.client.boot(now))
+
+    # -- Smart Energy registration (se_join.Host) ---------------------------------------
+
+    def _start_registration(self) -> None:
+        s = self.spec
+        cfg = SeJoinConfig(
+            ieee=Eui64.from_air(self.ieee).written,
+            trust_center_ieee=Eui64.from_air(self._han.coordinator_ieee).written,
+            fault=s.cbke_fail,
+            server_wait=s.ke_server_wait,
+            attempts=s.ke_attempts,
+            retry_delay=s.ke_retry_delay,
+            timeout=s.ke_timeout,
+        )
+        self.se = SeJoin(self, cfg, self._load_credentials, self._ke_rng)
+        self.se.start()
+
+    def _load_credentials(self) -> Credentials:
+        """What the device holds (computed once, in a worker thread: curve arithmetic)."""
+        if self._credentials is None:
+            s = self.spec
+            assert s.cbke_cert is not None and s.cbke_key is not None and s.cbke_ca is not None  # the spec's check
+            # Its own generator: the result must not depend on which thread or boot asks.
+            rng = random.Random(self._ke_seed)
+            self._credentials = credentials_for(s.cbke_suite, s.cbke_cert, s.cbke_key, s.cbke_ca, self.ieee, s.cbke_fail, rng)
+        return self._credentials
+
+    def se_send_match_desc(self) -> int:
+        tsn = self._next_tsn()
+        clusters = t.LVList[t.uint16_t, t.uint8_t]
+        payload = _zdo_rsp_payload(
+            COORDINATOR_NWK, t.uint16_t(PROFILE_SE), clusters([CLUSTER_KEY_ESTABLISHMENT]), clusters([])
+        )
+        self.record("ke_discovery", tsn=tsn)
+        self._send_zdo(zdo_t.ZDOCmd.Match_Desc_req, tsn, payload)
+        return tsn
+
+    def se_send_command(self, command_id: int, payload: bytes, dst_ep: int) -> None:
+        self._send_zcl(
+            CLUSTER_KEY_ESTABLISHMENT,
+            general=False,
+            command_id=command_id,
+            direction=Dir.Client_to_Server,
+            payload=payload,
+            dst_ep=dst_ep,
+            profile=PROFILE_SE,
+        )
+
+    def se_refuse(self, request: object, status: int) -> None:
+        if isinstance(request, tuple):
+            packet, hdr, broadcast = request
+            self._default_response(packet, hdr, Status(status), broadcast)
+
+    def se_established(self, suite: int, key_data: bytes, seconds: float) -> None:
+        if not self.powered:
+            return
+        self.aps_link_key = bytes(key_data)  # the air now requires APS on OTA and Tunneling
+        attempts = self.se.client.counters.attempts if self.se is not None and self.se.client is not None else 0
+        self.record("ke_established", suite=suite, seconds=round(seconds, 3), attempts=attempts)
+        self._start_ota(self._now())
+
+    def se_failed(self, reason: str) -> None:
+        if not self.powered:
+            return
+        self.record("ke_failed", reason=reason)
+        self.leave(rejoin=False)
 
     def _join(self, *, rejoin: bool) -> None:
         self.joined = True
@@ -324,6 +437,9 @@ class SimDevice:
         self.record("power_off", reason=reason)
         self.powered = False
         self.joined = False
+        if self.se is not None:
+            self.se.stop()
+            self.se = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -467,7 +583,12 @@ class SimDevice:
             lqi=max(20, round(255 * (1 - loss))),
             rssi=round(-40 - 50 * loss),
         )
-        aps_key = self.aps_link_key if profile != 0x0000 and self.aps_required(cluster) else None
+        # Key Establishment runs before there is a key: NWK security only, always.
+        aps_key = (
+            self.aps_link_key
+            if profile != 0x0000 and cluster != CLUSTER_KEY_ESTABLISHMENT and self.aps_required(cluster)
+            else None
+        )
         if aps_key is not None:
             packet = packet.replace(tx_options=t.TransmitOptions.APS_Encryption)
             self.radio.aps_secured_sent += 1
@@ -510,6 +631,7 @@ class SimDevice:
         tsn: int | None = None,
         disable_default_response: bool = True,
         dst_ep: int | None = None,
+        profile: int | None = None,
     ) -> None:
         hdr = foundation.ZCLHeader(
             frame_control=foundation.FrameControl(
@@ -523,7 +645,7 @@ class SimDevice:
             command_id=command_id,
         )
         self._uplink(
-            profile=self.spec.profile,
+            profile=self.spec.profile if profile is None else profile,
             cluster=cluster,
             src_ep=ENDPOINT,
             dst_ep=self._server_ep if dst_ep is None else dst_ep,
@@ -569,6 +691,7 @@ class SimDevice:
             payload=t.uint8_t(hdr.command_id).serialize() + status.serialize(),
             tsn=hdr.tsn,
             dst_ep=packet.src_ep,
+            profile=PROFILE_SE if packet.cluster_id == CLUSTER_KEY_ESTABLISHMENT else None,
         )
 
     # -- receiving ---------------------------------------------------------------------
@@ -621,6 +744,10 @@ class SimDevice:
 
     def _handle(self, packet: t.ZigbeePacket, broadcast: bool) -> None:
         data = packet.data.serialize()
+        if packet.cluster_id == CLUSTER_OTA and packet.profile_id != 0x0000 and self.awaiting_key:
+            # An SE device takes no OTA before it is registered: tests assert on this.
+            self.record("ota_before_key", data=data.hex(), broadcast=broadcast)
+            return
         if packet.dst_ep == ZDO_ENDPOINT and packet.profile_id == 0x0000:
             self._handle_zdo(packet, data, broadcast)
         elif packet.dst_ep in (ENDPOINT, 0xFF):
@@ -654,7 +781,7 @@ class SimDevice:
             device_type=DEVICE_TYPE[self.spec.kind],
             device_version=0,
             input_clusters=list(SERVER_CLUSTERS),
-            output_clusters=list(CLIENT_CLUSTERS),
+            output_clusters=list(self.client_clusters),
         )
 
     def _power_descriptor(self) -> zdo_t.PowerDescriptor:
@@ -685,6 +812,11 @@ class SimDevice:
             args, _ = t.deserialize(rest, param_types)
         except (KeyError, ValueError) as exc:
             self.record("zdo_malformed", cluster=cluster, error=str(exc), data=data.hex())
+            return
+        if command == zdo_t.ZDOCmd.Match_Desc_rsp and self.se is not None:
+            status, _nwk, matches = args
+            self.record("zdo", command=command.name, endpoints=[int(e) for e in matches])
+            self.se.match_desc_response(hdr.tsn, int(status), [int(e) for e in matches])
             return
         if command & 0x8000:
             self.record("zdo_ignored", command=command.name)
@@ -743,7 +875,7 @@ class SimDevice:
             # Our server clusters match the requester's client list and vice versa.
             profile_ok = profile in (self.spec.profile, 0xFFFF)
             hit = profile_ok and (
-                bool(set(in_clusters) & set(SERVER_CLUSTERS)) or bool(set(out_clusters) & set(CLIENT_CLUSTERS))
+                bool(set(in_clusters) & set(SERVER_CLUSTERS)) or bool(set(out_clusters) & set(self.client_clusters))
             )
             if nwk not in (self.nwk,) and nwk < 0xFFFC:
                 return
@@ -851,6 +983,9 @@ class SimDevice:
             }
         if cluster == CLUSTER_TIME:
             return {0xFFFD: foundation.TypeValue(type=D.uint16, value=t.uint16_t(2))}
+        if cluster == CLUSTER_KEY_ESTABLISHMENT and self.se_security:
+            suite_bit = SUITES[self.spec.cbke_suite].bit  # client KeyEstablishmentSuite
+            return {0x0000: foundation.TypeValue(type=D.enum16, value=t.uint16_t(suite_bit))}
         if cluster == CLUSTER_OTA and self.client is not None:
             out = {}
             for attrid in self.client.SUPPORTED_ATTRIBUTES:
@@ -867,7 +1002,8 @@ class SimDevice:
         except ValueError as exc:
             self.record("zcl_malformed", cluster=cluster, error=str(exc), data=data.hex())
             return  # no header, no TSN: nothing can be answered
-        self._server_ep = packet.src_ep if packet.src_ep is not None else self._server_ep
+        if cluster != CLUSTER_KEY_ESTABLISHMENT:  # the KE server's endpoint is the registration's
+            self._server_ep = packet.src_ep if packet.src_ep is not None else self._server_ep
         fc = hdr.frame_control
         self.record(
             "zcl",
@@ -881,7 +1017,7 @@ class SimDevice:
             self._default_response(packet, hdr, Status.MALFORMED_COMMAND, broadcast)
             return
         ours = (cluster in SERVER_CLUSTERS and hdr.direction == Dir.Client_to_Server) or (
-            cluster in CLIENT_CLUSTERS and hdr.direction == Dir.Server_to_Client
+            cluster in self.client_clusters and hdr.direction == Dir.Server_to_Client
         )
         if not ours:
             if not (fc.is_general and hdr.command_id == GC.Default_Response):
@@ -985,6 +1121,8 @@ class SimDevice:
             except ValueError:
                 self.record("malformed", cluster=cluster, command_id=command)
                 return
+            if cluster == CLUSTER_KEY_ESTABLISHMENT and self.se is not None:
+                self.se.default_response(int(rsp.command_id), int(rsp.status))
             if cluster == CLUSTER_OTA and self.client is not None:
                 # ABORT to an Upgrade End Request makes the client drop its image.
                 self._apply(self.client.handle_default_response(rsp.command_id, rsp.status, now=self._now()))
@@ -1003,6 +1141,12 @@ class SimDevice:
         self, packet: t.ZigbeePacket, hdr: foundation.ZCLHeader, payload: bytes, broadcast: bool
     ) -> None:
         cluster = packet.cluster_id
+        if cluster == CLUSTER_KEY_ESTABLISHMENT:
+            if self.se is not None and self.se.active and not broadcast:
+                self.se.command(hdr.command_id, payload, request=(packet, hdr, broadcast))
+            else:
+                self.record("ke_ignored", command_id=hdr.command_id, reason="not registering")
+            return
         if cluster == CLUSTER_OTA and self.client is not None:
             self.client.note_server(self._han.coordinator_ieee)
             actions = self.client.handle_command(hdr.command_id, payload, broadcast=broadcast, now=self._now())
@@ -1028,7 +1172,8 @@ class SimDevice:
 
     def poll_interval(self) -> float:
         now = self._now()
-        fast = now < self._fast_until or (self.client is not None and self.client.busy)
+        registering = self.se is not None and self.se.active
+        fast = now < self._fast_until or registering or (self.client is not None and self.client.busy)
         return self.spec.fast_poll if fast else self.spec.sleepy_poll
 
     def hold_polls(self, held: bool = True) -> None:

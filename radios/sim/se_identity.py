@@ -22,6 +22,8 @@ import re
 
 import zigpy.types as t
 
+from eui64 import Eui64
+
 from .se_keys import SUITES, CertificateError, Credentials, issue, make_ca, parse_certificate, reconstruct_public_key
 
 __all__ = ["check_identity", "credentials_for", "ieee_bytes", "read_blob"]
@@ -42,8 +44,8 @@ def read_blob(text: str) -> bytes:
 
 
 def ieee_bytes(ieee: t.EUI64) -> bytes:
-    """Certificate (display) order: most significant byte first."""
-    return bytes(reversed(ieee.serialize()))
+    """Certificate (written) order, most significant byte first: eui64's one swap."""
+    return Eui64.from_air(ieee).written
 
 
 def check_identity(suite_number: int, cert_text: str, key_text: str, ca_text: str, ieee: t.EUI64, fault: str | None) -> Credentials:

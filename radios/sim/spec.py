@@ -39,8 +39,9 @@ Smart Energy security (issue 12): ``security=se`` with ``cbke_suite`` (1 or 2),
 ``cbke_cert``, ``cbke_key`` and ``cbke_ca`` (hex, or files of raw bytes or hex) gives
 the device a key-establishment identity, checked here for lengths and subject
 (se_identity.py; the key against the certificate is checked when the device builds
-it); ``cbke_fail`` injects unknown-issuer, bad-certificate, bad-mac or silent. The
-device does not act on these yet: the HAN wiring is the integrator's.
+it); ``cbke_fail`` injects unknown-issuer, bad-certificate, bad-mac or silent. ``ke_server_wait``,
+``ke_attempts``, ``ke_retry_delay`` and ``ke_timeout`` time the registration
+(radios/sim/se_join.py says what the device does with all of these).
 """
 
 from __future__ import annotations
@@ -370,6 +371,13 @@ class SimDeviceSpec:
     cbke_key: str | None = None
     cbke_ca: str | None = None
     cbke_fail: str | None = None
+    # The SE registration's own timers (se_join.py): how long to wait for a Key
+    # Establishment server to answer Match_Desc (per request, 3 requests), attempts and
+    # the pause between them, and the bound on the whole registration (then: leave).
+    ke_server_wait: float = 5.0
+    ke_attempts: int = 3
+    ke_retry_delay: float = 10.0
+    ke_timeout: float = 120.0
 
     # Radio behaviour
     sleepy_poll: float = 0.0
@@ -488,6 +496,10 @@ _KEYS: Final[dict[str, Callable[[str, object], Any]]] = {
     "cbke_key": _opt_blob,
     "cbke_ca": _opt_blob,
     "cbke_fail": _opt_fault,
+    "ke_server_wait": _float_range(0, math.inf, lo_open=True),
+    "ke_attempts": _int_range(1, 10),
+    "ke_retry_delay": _float_range(0, math.inf),
+    "ke_timeout": _float_range(0, math.inf, lo_open=True),
     "sleepy_poll": _float_range(0, math.inf),
     "fast_poll": _float_range(0, math.inf, lo_open=True),
     "join_fast_poll": _float_range(0, math.inf),

@@ -37,7 +37,8 @@ removeDevice, sendUnicast, sendBroadcast, sendMulticast.
 Callbacks: stackStatusHandler, messageSentHandler, incomingMessageHandler,
 trustCenterJoinHandler, childJoinHandler, energyScanResultHandler, scanCompleteHandler.
 The stack answers the ZDO requests EmberZNet answers itself (Node/Power/Simple/Active EP
-descriptors, Match_Desc, NWK/IEEE address of the coordinator), see ``zdo.py``.
+descriptors, Match_Desc, NWK/IEEE address of the coordinator), see
+``radios/coordinator_zdo.py`` (``EMBERZNET``).
 """
 
 from .ash import RESET_POWER_ON, RESET_SOFTWARE, RESET_WATCHDOG

@@ -2,7 +2,8 @@
 
 One :class:`Faults` object per emulator. Tests call its methods; the CLI passes option
 strings such as ``"fail-deliveries=3"``, ``"reset-after-frames=200"``,
-``"drop-after-frames=300"`` (see :meth:`Faults.parse`).
+``"drop-after-frames=300"`` (see :meth:`Faults.parse`; read by
+radios/emulate/fault_options.py, shared with the ZNP emulator).
 
 * ``fail-deliveries=N``: the next N unicasts get ``messageSentHandler`` with a delivery
   failure (``ZIGBEE_DELIVERY_FAILED``) and never reach the device.
@@ -26,9 +27,13 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 
+from ..fault_options import FaultOption, parse_fault_options
+
 LOGGER = logging.getLogger(__name__)
 
 _FRAME_FAULTS = ("reset", "drop", "error")
+#: option name -> smallest N
+_OPTIONS = {"fail-deliveries": 0, **{f"{name}-after-frames": 0 for name in _FRAME_FAULTS}}
 
 
 @dataclasses.dataclass
@@ -47,37 +52,20 @@ class Faults:
     def parse(cls, options: str | Iterable[str] | None) -> Faults:
         """Build from ``"fail-deliveries=3,reset-after-frames=200"`` or a list of such."""
         faults = cls()
-        if options is None:
-            return faults
-        if isinstance(options, str):
-            options = [options]
-        for chunk in options:
-            for item in chunk.split(","):
-                item = item.strip()
-                if item:
-                    faults.apply(item)
+        for option in parse_fault_options(options, known=_OPTIONS):
+            faults._arm(option)
         return faults
 
     def apply(self, option: str) -> None:
-        name, sep, value = option.partition("=")
-        name = name.strip().lower()
-        if not sep:
-            raise ValueError(f"fault option {option!r}: expected NAME=N")
-        try:
-            count = int(value, 0)
-        except ValueError:
-            raise ValueError(f"fault option {option!r}: {value!r} is not a number") from None
-        if count < 0:
-            raise ValueError(f"fault option {option!r}: N must be >= 0")
-        if name == "fail-deliveries":
-            self.fail_next_deliveries(count)
-        elif name.endswith("-after-frames") and name[: -len("-after-frames")] in _FRAME_FAULTS:
-            self._armed[name[: -len("-after-frames")]] = self.frames_seen + count
+        """One more option, e.g. ``"drop-after-frames=0x10"`` (`FaultSpecError` if bad)."""
+        for parsed in parse_fault_options(option, known=_OPTIONS):
+            self._arm(parsed)
+
+    def _arm(self, option: FaultOption) -> None:
+        if option.name == "fail-deliveries":
+            self.fail_next_deliveries(option.count)
         else:
-            raise ValueError(
-                f"unknown fault {name!r}: expected fail-deliveries, reset-after-frames,"
-                " drop-after-frames or error-after-frames"
-            )
+            self._armed[option.name.removesuffix("-after-frames")] = self.frames_seen + option.count
 
     def fail_next_deliveries(self, count: int, *, nwk: int | None = None,
                              cluster: int | None = None) -> None:

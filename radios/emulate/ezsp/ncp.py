@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import bellows.types as t
 import zigpy.types as zt
 
-from . import zdo
+from radios.coordinator_zdo import EMBERZNET, Coordinator, Endpoint, ZdoFrame, answer as zdo_answer
 from .faults import Faults
 from .frames import (
     SUPPORTED_VERSIONS,
@@ -320,7 +320,7 @@ class EmberNcp:
         self.negotiated: int | None = None
         self.network_up = False
         self.stack_initialised = False  # configuration is frozen once the stack runs
-        self.endpoints: dict[int, zdo.Endpoint] = {}
+        self.endpoints: dict[int, Endpoint] = {}
         self.config: dict[str, int] = dict(DEFAULT_CONFIG)
         self.values: dict[int, bytes] = {
             t.EzspValueId.VALUE_FORCE_TX_AFTER_FAILED_CCA_ATTEMPTS: b"\x00",
@@ -693,7 +693,7 @@ class EmberNcp:
     ) -> dict:
         if self.stack_initialised or endpoint in self.endpoints or endpoint in (0, 0xFF):
             return {"status": t.sl_Status.INVALID_STATE}
-        self.endpoints[int(endpoint)] = zdo.Endpoint(
+        self.endpoints[int(endpoint)] = Endpoint(
             endpoint=int(endpoint), profile=int(profileId), device_type=int(deviceId),
             device_version=int(deviceVersion),
             input_clusters=tuple(int(c) for c in inputClusterList),
@@ -1316,17 +1316,24 @@ class EmberNcp:
 
         pass_to_host = True
         if self.stack_zdo and aps.profileId == 0x0000 and aps.destinationEndpoint == 0 and aps.clusterId < 0x8000:
-            supported, reply = zdo.answer(
+            # With CONFIG_APPLICATION_ZDO_FLAGS = APP_RECEIVES_SUPPORTED_ZDO_REQUESTS |
+            # APP_HANDLES_UNSUPPORTED_ZDO_REQUESTS (what bellows configures), the NCP's stack
+            # still answers the requests it supports *and* passes a copy to the host;
+            # unsupported ones go to the host only. So a device's Match_Desc_req for the OTA
+            # cluster gets the stack's answer and zigpy's, as on a real dongle. (The answers:
+            # radios/coordinator_zdo.py, EMBERZNET; unreadable requests go to the host too.)
+            result = zdo_answer(
                 aps.clusterId, message,
-                dst_is_broadcast=message_type != t.EmberIncomingMessageType.INCOMING_UNICAST,
-                own_nwk=COORDINATOR_NWK, own_ieee=self.nvram.eui64,
-                manufacturer_code=self.manufacturer_code, endpoints=self.endpoints,
+                Coordinator(nwk=COORDINATOR_NWK, ieee=self.nvram.eui64, endpoints=self.endpoints,
+                            manufacturer_code=self.manufacturer_code),
+                EMBERZNET,
+                broadcast=message_type != t.EmberIncomingMessageType.INCOMING_UNICAST,
             )
-            if supported:
+            if result.supported:
                 flags = self.config["CONFIG_APPLICATION_ZDO_FLAGS"]
                 pass_to_host = bool(flags & APP_RECEIVES_SUPPORTED_ZDO_REQUESTS)
-            if reply is not None:
-                self._stack_zdo_reply(nwk, aps, reply)
+            if result.reply is not None:
+                self._stack_zdo_reply(nwk, aps, result.reply)
 
         if pass_to_host:
             self.callback(
@@ -1339,7 +1346,7 @@ class EmberNcp:
                 timestamp=self._uptime_ms(), message=message,
             )
 
-    def _stack_zdo_reply(self, requester: int, request: t.EmberApsFrame, reply: zdo.ZdoAnswer) -> None:
+    def _stack_zdo_reply(self, requester: int, request: t.EmberApsFrame, reply: ZdoFrame) -> None:
         aps = t.EmberApsFrame(
             profileId=0x0000, clusterId=reply.cluster_id, sourceEndpoint=0, destinationEndpoint=0,
             options=t.EmberApsOption.APS_OPTION_NONE, groupId=0, sequence=self._next_aps_counter(),

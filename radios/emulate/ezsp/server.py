@@ -22,10 +22,10 @@ import errno
 import logging
 import os
 import tempfile
-import tty
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from ..host_link import listen_tcp, open_raw_pty, point_symlink
 from . import ash
 from .faults import Faults
 from .ncp import EmberNcp, HanLike, NetworkSettings
@@ -152,38 +152,15 @@ class EzspServer:
         await self.close()
 
 
-class _TcpProtocol(asyncio.Protocol):
-    def __init__(self, server: TcpEzspServer) -> None:
-        self._server = server
-        self._session: _Session | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        peer = transport.get_extra_info("peername")
-        self._session = self._server._new_session(
-            transport.write, transport.abort, f"tcp {peer[0]}:{peer[1]}" if peer else "tcp"
-        )
-
-    def data_received(self, data: bytes) -> None:
-        if self._session is not None:
-            self._session.data_received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._session is not None:
-            self._session.lost()
-
-
 class TcpEzspServer(EzspServer):
     """The NCP behind a TCP listener: ``path`` is ``socket://HOST:PORT``."""
 
     _listener: asyncio.base_events.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
-        loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(lambda: _TcpProtocol(self), host, port)
-        sock_host, sock_port = self._listener.sockets[0].getsockname()[:2]
-        self.host, self.port = sock_host, sock_port
-        self.path = f"socket://{sock_host}:{sock_port}"
+        # radios/emulate/host_link.py accepts; each connection becomes a _Session
+        self._listener, self.host, self.port = await listen_tcp(host, port, self._new_session)
+        self.path = f"socket://{self.host}:{self.port}"
         LOGGER.info("EZSP emulator listening on %s (EZSPv%d)", self.path, self.ncp.version)
 
     async def close(self) -> None:
@@ -209,19 +186,12 @@ class PtyEzspServer(EzspServer):
         self._pty_session: _Session | None = None
 
     def start(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo, no line discipline before the host configures it
-        self.pty_name = os.ttyname(slave)
+        master, slave, self.pty_name = open_raw_pty()
         os.close(slave)  # the host opens it by name; its EIO tells us when it is closed
-        os.set_blocking(master, False)
         self._master = master
         self._out.clear()
         if self.symlink:
-            tmp = f"{self.symlink}.new"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            os.symlink(self.pty_name, tmp)
-            os.replace(tmp, self.symlink)
+            point_symlink(self.symlink, self.pty_name)
             self.path = self.symlink
         else:
             self.path = self.pty_name

@@ -32,7 +32,8 @@ What the firmware does, and we do, for the host (zigpy-znp):
   SecurityUse says whether the device's frame was;
 * ZDO requests addressed to the coordinator itself (Node/Simple/Active EP descriptors,
   address requests, Mgmt_Lqi/Rtg/Bind, Mgmt_NWK_Update energy scans and channel change,
-  Mgmt_Permit_Joining) are answered by "our" ZDO, as Z-Stack's ZDO does.
+  Mgmt_Permit_Joining) are answered by "our" ZDO, as Z-Stack's ZDO does
+  (radios/coordinator_zdo.py, ``ZSTACK``).
 
 Anything else gets an RPC error SRSP (or a ZDO NOT_SUPPORTED) and an ERROR log line, and
 is recorded in ``ZnpCoordinator.unimplemented`` so tests can assert there were no gaps.
@@ -53,6 +54,9 @@ import zigpy.zdo.types as zdo_t
 import zigpy_znp.commands as c  # command schemas (see mt.py)
 import zigpy_znp.types as zt
 from zigpy_znp.types.nvids import ExNvIds, NvSysIds, OsalNvIds
+
+from radios.coordinator_zdo import ZSTACK, ChangeChannel, Coordinator, Endpoint, EnergyScan, Handling, PermitJoining
+from radios.coordinator_zdo import answer as zdo_answer
 
 from . import mt
 from .faults import Faults
@@ -95,11 +99,6 @@ CAPABILITIES = (
 #: "manual" - never; the caller starts the HAN.
 HAN_START_MODES = ("ready", "permit", "manual")
 
-ZDO_STATUS_NOT_SUPPORTED = 0x84
-ZDO_STATUS_INVALID_EP = 0x82
-ZDO_STATUS_NOT_ACTIVE = 0x83
-ZDO_STATUS_DEVICE_NOT_FOUND = 0x81
-
 #: Largest APS payload that fits one AF.IncomingMsg (250 minus 20 bytes of fields).
 MAX_INCOMING_MSG_DATA = 230
 
@@ -116,33 +115,6 @@ RESET_TIME = 0.02
 ZDSECMGR_ENTRY_MAX = 3
 NWK_FRAMECOUNTER_SAVE_AFTER = 1000
 NWK_FRAMECOUNTER_RESTORE_AHEAD = 1000 + 250
-
-COORDINATOR_NODE_DESC = zdo_t.NodeDescriptor(
-    logical_type=zdo_t.LogicalType.Coordinator,
-    complex_descriptor_available=0,
-    user_descriptor_available=0,
-    reserved=0,
-    aps_flags=0,
-    frequency_band=zdo_t.NodeDescriptor.FrequencyBand.Freq2400MHz,
-    mac_capability_flags=zdo_t.NodeDescriptor.MACCapabilityFlags(0x8F),
-    manufacturer_code=0x0000,
-    maximum_buffer_size=0x50,
-    maximum_incoming_transfer_size=160,
-    server_mask=0x2C41,
-    maximum_outgoing_transfer_size=160,
-    descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability.NONE,
-)
-
-
-@dataclasses.dataclass
-class Endpoint:
-    endpoint: int
-    profile: int
-    device_type: int
-    device_version: int
-    in_clusters: list[int]
-    out_clusters: list[int]
-
 
 @dataclasses.dataclass
 class Child:
@@ -714,12 +686,12 @@ class ZnpCoordinator:
         if req.Endpoint in self.endpoints or req.Endpoint in (0, 0xFF):
             return c.AF.Register.Rsp(Status=zt.Status.APS_DUPLICATE_ENTRY)
         self.endpoints[req.Endpoint] = Endpoint(
-            endpoint=req.Endpoint,
-            profile=req.ProfileId,
-            device_type=req.DeviceId,
-            device_version=req.DeviceVersion,
-            in_clusters=list(req.InputClusters),
-            out_clusters=list(req.OutputClusters),
+            endpoint=int(req.Endpoint),
+            profile=int(req.ProfileId),
+            device_type=int(req.DeviceId),
+            device_version=int(req.DeviceVersion),
+            input_clusters=tuple(int(cluster) for cluster in req.InputClusters),
+            output_clusters=tuple(int(cluster) for cluster in req.OutputClusters),
         )
         return c.AF.Register.Rsp(Status=zt.Status.SUCCESS)
 
@@ -962,9 +934,10 @@ class ZnpCoordinator:
     async def _zdo_local(self, packet: t.ZigbeePacket, *, broadcast: bool = False) -> None:
         """Z-Stack's ZDO answering a request addressed to the coordinator.
 
-        Its effects (permit join, channel change) apply at once, in the host's request
-        order as Z-Stack's one ZDO task does; only the reply waits CALLBACK_GAP. (A
-        delayed effect let a permit(60) broadcast land after a later permit(0).)"""
+        The answer is built by radios/coordinator_zdo.py (``ZSTACK``). Its effects (permit
+        join, channel change) apply at once, in the host's request order as Z-Stack's one
+        ZDO task does; only the reply waits CALLBACK_GAP. (A delayed effect let a
+        permit(60) broadcast land after a later permit(0).)"""
         data = bytes(packet.data.serialize())
         cluster = int(packet.cluster_id)
         if cluster & 0x8000:
@@ -972,108 +945,48 @@ class ZnpCoordinator:
             return
         if not data:
             return
-        tsn, payload = data[0], data[1:]
-        try:
-            cmd = zdo_t.ZDOCmd(cluster)
-            names, types = zdo_t.CLUSTERS[cmd]
-            args, _ = t.deserialize(payload, types)
-        except (KeyError, ValueError) as e:
-            if not broadcast:
-                self._gap(f"ZDO request 0x{cluster:04X} to coordinator (unparsable: {e})")
-                await asyncio.sleep(CALLBACK_GAP)
-                self._zdo_reply(cluster | 0x8000, tsn, bytes([ZDO_STATUS_NOT_SUPPORTED]))
-            return
-
-        rsp = self._zdo_answer(cmd, args, broadcast)
-        if rsp is None:
+        result = zdo_answer(cluster, data, self._zdo_coordinator(), ZSTACK, broadcast=broadcast)
+        if not broadcast:
+            if result.handling is Handling.MALFORMED:
+                self._gap(f"ZDO request 0x{cluster:04X} to coordinator (unparsable: {result.error})")
+            elif result.handling is Handling.UNSUPPORTED and result.command is not None:
+                self._gap(f"ZDO {result.command.name} to coordinator")
+        for effect in result.effects:
+            if isinstance(effect, PermitJoining):
+                self._set_permit(effect.duration)
+            elif isinstance(effect, ChangeChannel):
+                self._change_channel(effect.channel)
+        if result.reply is None:
             return
         await asyncio.sleep(CALLBACK_GAP)
-        rsp_cmd, values = rsp
-        if isinstance(values, bytes):
-            body = values
-        else:
-            _, rsp_types = zdo_t.CLUSTERS[rsp_cmd]
-            body = t.serialize(values, rsp_types[: len(values)])
-        self._zdo_reply(rsp_cmd, tsn, body)
+        self._zdo_reply(result.reply.cluster_id, result.reply.tsn, result.reply.body)
 
-    def _zdo_answer(self, cmd: zdo_t.ZDOCmd, args: list, broadcast: bool):
-        Z = zdo_t.ZDOCmd
-        ok = zdo_t.Status.SUCCESS
-        me = t.NWK(0x0000)
+    def _zdo_coordinator(self) -> Coordinator:
+        return Coordinator(
+            nwk=0x0000,
+            ieee=self.ieee,
+            endpoints=self.endpoints,
+            neighbors=self._neighbors,
+            energy_scan=self._energy_scan,
+        )
 
-        if cmd == Z.NWK_addr_req:
-            if args[0] != self.ieee:
-                return None
-            return Z.NWK_addr_rsp, [ok, self.ieee, me, 0, 0, []]
-        if cmd == Z.IEEE_addr_req:
-            if args[0] not in (me, 0xFFFF, 0xFFFD, 0xFFFC):
-                return None
-            return Z.IEEE_addr_rsp, [ok, self.ieee, me, 0, 0, []]
-        if broadcast:
-            if cmd == Z.Mgmt_Permit_Joining_req:
-                self._set_permit(args[0])
-            elif cmd == Z.Mgmt_NWK_Update_req and args[0].ScanDuration == zdo_t.NwkUpdate.CHANNEL_CHANGE_REQ:
-                channels = list(args[0].ScanChannels)
-                if len(channels) == 1:
-                    self._change_channel(channels[0])
-            return None
-        if cmd == Z.Node_Desc_req:
-            return Z.Node_Desc_rsp, [ok, me, COORDINATOR_NODE_DESC]
-        if cmd == Z.Active_EP_req:
-            return Z.Active_EP_rsp, [ok, me, sorted(self.endpoints)]
-        if cmd == Z.Simple_Desc_req:
-            ep = self.endpoints.get(args[1])
-            if ep is None:
-                return Z.Simple_Desc_rsp, bytes([ZDO_STATUS_NOT_ACTIVE]) + me.serialize() + b"\x00"
-            desc = zdo_t.SizePrefixedSimpleDescriptor(
-                endpoint=ep.endpoint, profile=ep.profile, device_type=ep.device_type,
-                device_version=ep.device_version, input_clusters=ep.in_clusters, output_clusters=ep.out_clusters,
+    def _neighbors(self) -> list[zdo_t.Neighbor]:
+        nib = self.nib
+        return [
+            zdo_t.Neighbor(
+                extended_pan_id=nib.extendedPANID, ieee=ch.ieee, nwk=ch.nwk,
+                device_type=zdo_t.Neighbor.DeviceType.Router, rx_on_when_idle=zdo_t.Neighbor.RxOnWhenIdle.On,
+                relationship=zdo_t.Neighbor.Relationship.Child, reserved1=0,
+                permit_joining=zdo_t.Neighbor.PermitJoins.Unknown, reserved2=0, depth=1, lqi=200,
             )
-            return Z.Simple_Desc_rsp, [ok, me, desc]
-        if cmd == Z.Match_Desc_req:
-            _, profile, in_clusters, out_clusters = args
-            matches = [
-                ep.endpoint for ep in self.endpoints.values()
-                if ep.profile == profile and (set(in_clusters) & set(ep.in_clusters) or set(out_clusters) & set(ep.out_clusters))
-            ]
-            return Z.Match_Desc_rsp, [ok, me, matches]
-        if cmd == Z.Mgmt_Lqi_req:
-            start = args[0]
-            nib = self.nib
-            neighbors = [
-                zdo_t.Neighbor(
-                    extended_pan_id=nib.extendedPANID, ieee=ch.ieee, nwk=ch.nwk,
-                    device_type=zdo_t.Neighbor.DeviceType.Router, rx_on_when_idle=zdo_t.Neighbor.RxOnWhenIdle.On,
-                    relationship=zdo_t.Neighbor.Relationship.Child, reserved1=0,
-                    permit_joining=zdo_t.Neighbor.PermitJoins.Unknown, reserved2=0, depth=1, lqi=200,
-                )
-                for ch in self.children.values()
-            ]
-            page = neighbors[start : start + 3]
-            return Z.Mgmt_Lqi_rsp, [ok, zdo_t.Neighbors(Entries=len(neighbors), StartIndex=start, NeighborTableList=page)]
-        if cmd == Z.Mgmt_Rtg_req:
-            return Z.Mgmt_Rtg_rsp, [ok, zdo_t.Routes(Entries=0, StartIndex=args[0], RoutingTableList=[])]
-        if cmd == Z.Mgmt_Bind_req:
-            return Z.Mgmt_Bind_rsp, [ok, 0, args[0], []]
-        if cmd == Z.Mgmt_Permit_Joining_req:
-            self._set_permit(args[0])
-            return Z.Mgmt_Permit_Joining_rsp, [ok]
-        if cmd == Z.Mgmt_NWK_Update_req:
-            update = args[0]
-            if update.ScanDuration == zdo_t.NwkUpdate.CHANNEL_CHANGE_REQ:
-                channels = list(update.ScanChannels)
-                if len(channels) == 1:
-                    self._change_channel(channels[0])
-                return None
-            if update.ScanDuration == zdo_t.NwkUpdate.CHANNEL_MASK_MANAGER_ADDR_CHANGE_REQ:
-                return None
-            channels = list(update.ScanChannels)
-            # A quiet lab: every channel reads low energy, with small fixed differences
-            energies = [(ch * 37) % 23 + 5 for ch in channels]
-            return Z.Mgmt_NWK_Update_rsp, [ok, update.ScanChannels, self.nwk_frame_counter & 0xFFFF, 0, energies]
+            for ch in self.children.values()
+        ]
 
-        self._gap(f"ZDO {cmd.name} to coordinator")
-        return cmd | 0x8000, bytes([ZDO_STATUS_NOT_SUPPORTED])
+    def _energy_scan(self, channels: t.Channels) -> EnergyScan:
+        # A quiet lab: every channel reads low energy, with small fixed differences
+        energies = tuple((ch * 37) % 23 + 5 for ch in channels)
+        return EnergyScan(total_transmissions=self.nwk_frame_counter & 0xFFFF, transmission_failures=0,
+                          energies=energies)
 
     def _zdo_reply(self, cluster: int, tsn: int, body: bytes, *, src: int = 0x0000, broadcast: bool = False) -> None:
         if 0xFFFF not in self.zdo_callbacks and cluster not in self.zdo_callbacks:

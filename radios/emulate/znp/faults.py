@@ -11,7 +11,8 @@ counters, safe to change while the emulator runs.  Option strings (CLI form)::
     drop-after-frames=N          after N more host frames the emulator closes the link
                                  (socket closed / pty hung up)
 
-Several options may be given as a list or joined with commas.
+Several options may be given as a list or joined with commas (read by
+radios/emulate/fault_options.py, shared with the EZSP emulator).
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from collections.abc import Iterable
 
 import zigpy_znp.types as zt
 
+from ..fault_options import FaultOption, FaultSpecError, parse_fault_options
 
-class FaultSpecError(ValueError):
-    """An option string could not be parsed; the message names the option."""
+__all__ = ["FaultSpecError", "Faults"]
+
+#: option name -> smallest N
+_OPTIONS = {"fail-deliveries": 0, "reset-after-frames": 1, "drop-after-frames": 1}
 
 
 @dataclasses.dataclass
@@ -70,47 +74,21 @@ class Faults:
     @classmethod
     def parse(cls, specs: str | Iterable[str] | None) -> Faults:
         faults = cls()
-        if specs is None:
-            return faults
-        if isinstance(specs, str):
-            specs = [specs]
-        for spec in specs:
-            for item in spec.split(","):
-                item = item.strip()
-                if item:
-                    faults._apply(item)
+        for option in parse_fault_options(specs, known=_OPTIONS, with_detail=frozenset({"fail-deliveries"})):
+            faults._apply(option)
         return faults
 
-    def _apply(self, item: str) -> None:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise FaultSpecError(f"fault option {item!r}: expected KEY=VALUE")
-        key = key.strip()
-        value = value.strip()
-        try:
-            if key == "fail-deliveries":
-                count, _, status = value.partition(":")
-                self.fail_next_deliveries(_count(count), status or zt.Status.MAC_NO_ACK)
-            elif key == "reset-after-frames":
-                self.reset_after_frames = _count(value, minimum=1)
-            elif key == "drop-after-frames":
-                self.drop_after_frames = _count(value, minimum=1)
-            else:
-                raise FaultSpecError(
-                    f"fault option {item!r}: unknown key {key!r} "
-                    "(known: fail-deliveries, reset-after-frames, drop-after-frames)"
-                )
-        except FaultSpecError:
-            raise
-        except (ValueError, KeyError) as e:
-            raise FaultSpecError(f"fault option {item!r}: {e}") from e
-
-
-def _count(value: str, *, minimum: int = 0) -> int:
-    n = int(value, 0)
-    if n < minimum:
-        raise ValueError(f"must be >= {minimum}, got {n}")
-    return n
+    def _apply(self, option: FaultOption) -> None:
+        if option.name == "fail-deliveries":
+            try:
+                status = _status(option.detail) if option.detail else zt.Status.MAC_NO_ACK
+            except (ValueError, KeyError) as e:
+                raise FaultSpecError(f"fault option {option.text!r}: status {option.detail!r}: {e}") from e
+            self.fail_next_deliveries(option.count, status)
+        elif option.name == "reset-after-frames":
+            self.reset_after_frames = option.count
+        elif option.name == "drop-after-frames":
+            self.drop_after_frames = option.count
 
 
 def _status(status: zt.Status | str | int) -> zt.Status:

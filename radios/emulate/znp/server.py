@@ -18,10 +18,10 @@ import errno
 import logging
 import os
 import tempfile
-import tty
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
+from ..host_link import listen_tcp, open_raw_pty, point_symlink
 from . import mt
 from .coordinator import ZnpCoordinator
 from .faults import Faults
@@ -135,38 +135,31 @@ class _Link:
 
 
 # ====================================================================== TCP ====
-class _TcpLink(_Link, asyncio.Protocol):
-    def __init__(self, server: TcpZnpServer) -> None:
-        _Link.__init__(self)
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.peer = None
+class _TcpLink(_Link):
+    """One TCP connection (radios/emulate/host_link.py accepts it)."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.peer = transport.get_extra_info("peername")
-        self.server._attach(self)
+    def __init__(self, server: TcpZnpServer, write: Callable[[bytes], None], abort: Callable[[], None], name: str) -> None:
+        super().__init__()
+        self.server = server
+        self._write = write
+        self._abort = abort
+        self.name = name
 
     def data_received(self, data: bytes) -> None:
         self.server._data(self, data)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def lost(self) -> None:
         if self.server._link is self:
             self.server._detach(self)
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        self._write(data)
 
     def close(self, *, abort: bool = False) -> None:
-        if self.transport is not None:
-            if abort:
-                self.transport.abort()
-            else:
-                self.transport.close()
+        self._abort()  # every close of a host link here is a cut (replaced, dropped, shut down)
 
     def __repr__(self) -> str:
-        return f"tcp peer {self.peer}"
+        return self.name
 
 
 class TcpZnpServer(ZnpServer):
@@ -177,12 +170,14 @@ class TcpZnpServer(ZnpServer):
         self.port = 0
 
     async def _start(self, host: str, port: int) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _TcpLink(self), host, port)
-        sockname = self._server.sockets[0].getsockname()
-        self.host, self.port = sockname[0], sockname[1]
+        self._server, self.host, self.port = await listen_tcp(host, port, self._connected)
         self.url = f"socket://{self.host}:{self.port}"
         LOGGER.info("ZNP emulator listening on %s", self.url)
+
+    def _connected(self, write: Callable[[bytes], None], abort: Callable[[], None], name: str) -> _TcpLink:
+        link = _TcpLink(self, write, abort, name)
+        self._attach(link)
+        return link
 
     async def _close_transport(self) -> None:
         if self._server is not None:
@@ -195,10 +190,7 @@ class _PtyLink(_Link):
     def __init__(self, server: PtyZnpServer) -> None:
         super().__init__()
         self.server = server
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        os.set_blocking(self.master, False)
-        self.name = os.ttyname(self.slave)
+        self.master, self.slave, self.name = open_raw_pty()
         self._out = bytearray()
         self._closed = False
         loop = asyncio.get_running_loop()
@@ -270,11 +262,7 @@ class PtyZnpServer(ZnpServer):
 
     def _open_pty(self) -> None:
         self._pty = _PtyLink(self)
-        tmp = self.path + ".new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        os.symlink(self._pty.name, tmp)
-        os.replace(tmp, self.path)
+        point_symlink(self.path, self._pty.name)
         LOGGER.info("ZNP emulator on pty %s (link %s)", self._pty.name, self.path)
 
     def _pty_closed(self, link: _PtyLink) -> None:
