@@ -467,6 +467,8 @@ class Daemon:
             database=database,
             sim_devices=self.specs,
             link=self.link,
+            # With [key_establishment] the SE endpoint offers the Key Establishment server.
+            key_establishment=self.config.key_establishment is not None,
         )
 
     async def _open_radio_audited(self) -> ControllerApplication:

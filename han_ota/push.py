@@ -140,6 +140,9 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     if database is None and req.radio != "sim":
         database = database_for(ensure_state_dir(req.config), req.radio, req.path)
 
+    # With [key_establishment] the SE endpoint offers the Key Establishment server cluster.
+    keyed = req.config.key_establishment is not None
+
     async def factory() -> Any:
         app = await open_app(
             req.radio,
@@ -149,9 +152,10 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
             database=database,
             sim_devices=specs,
             link=req.link,
+            key_establishment=keyed,
         )
         if req.radio != "sim":
-            await setup_han_services(app)
+            await setup_han_services(app, key_establishment=keyed)
         return app
 
     # A real coordinator may reset or drop off the USB bus mid-transfer: the supervisor

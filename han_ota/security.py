@@ -32,14 +32,14 @@ async def start_key_establishment(app: Any, config: Any, registry: SecurityRegis
     `KeyEstablishmentUnavailable` when the configured identity cannot serve (its
     certificate is for another coordinator, say).
     """
-    ke = getattr(config, "key_establishment", None)
+    ke = config.key_establishment
     if ke is None:
         return None
     # Imported here: a run without [key_establishment] needs none of it.
     from gateway.se.service import KeyEstablishmentService, KeyEstablishmentStartError
 
     # Config.key_establishment wraps the responder's KeConfig with the files it came from.
-    service = KeyEstablishmentService(app, getattr(ke, "ke_config", ke), registry, on_event=on_event)
+    service = KeyEstablishmentService(app, ke.ke_config, registry, on_event=on_event)
     try:
         await service.start()
     except KeyEstablishmentStartError as exc:
