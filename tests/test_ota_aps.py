@@ -118,7 +118,11 @@ async def test_established_device_gets_the_whole_push_aps_encrypted_and_is_relea
     async with network(registry) as (app, engine):
         sim = app.han.devices[IEEE]
         await after_zigpys_interview(sim)
+        ota_cluster = app.get_device(ieee=IEEE).endpoints[1].out_clusters[OTA]
+        assert ota_cluster.aps_encryption is False
         await establish(app, registry)
+        # zigpy's own OTA traffic with it (its Ota handler's answers) is secured too
+        assert ota_cluster.aps_encryption is True
         delivered = spy_ota_deliveries(sim)
         secured_before = sim.radio.aps_secured_received
         job = engine.push(image(size), IEEE)

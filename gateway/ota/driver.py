@@ -41,6 +41,7 @@ listener, so the per-block path reads an attribute rather than hashing an EUI64.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -222,6 +223,14 @@ class OtaDriver:
         binding = self._bindings.get(ieee)
         if binding is not None:
             self._apply_security(binding, security)
+        if security.aps:
+            # zigpy's own OTA traffic with the device (its interview's read, its Ota
+            # handler's answers) goes APS-encrypted too from now on: the device drops
+            # anything else. Cluster.aps_encryption is zigpy's per-cluster switch.
+            device = self._app.devices.get(ieee)
+            with contextlib.suppress(LookupError):
+                if device is not None:
+                    _ota_client_cluster(device).aps_encryption = True
 
     def _log_security(self, ieee: zt.EUI64, kind: str, msg: str, *args: Any) -> None:
         """One warning per device and kind a minute; the counters carry the rest."""
