@@ -79,6 +79,13 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
             plan.append(Scenario(f"one/{mode}/{impl}", "one_device",
                                  {"impl": impl, "mode": mode, "link": "realistic", "image_size": one, "scale": s},
                                  loop=args.loop))
+    # An APS-secured device (its key established, as after CBKE): ours APS-encrypts
+    # every frame with 56-byte blocks; zigpy with its Ota cluster's aps_encryption set
+    # (bench/scenarios.py says why that is zigpy's own switch).
+    for impl in ("ours", "zigpy"):
+        plan.append(Scenario(f"one-aps/block/{impl}", "one_device",
+                             {"impl": impl, "mode": "block", "link": "realistic", "image_size": one, "scale": s, "aps": True},
+                             loop=args.loop))
     if not args.quick:
         for impl in ("ours", "zigpy"):  # the same on asyncio's default (epoll) loop
             plan.append(Scenario(f"one-epoll/block/{impl}", "one_device",
@@ -348,6 +355,8 @@ def render(scs: list[Scenario], results: dict[str, dict[str, Any]], bnd: dict[st
             for k in ("wait_for_data", "retries", "response_timeouts", "gave_up", "aborts"):
                 if c.get(k):
                     notes.append(f"{k}={c[k]}")
+            if r.get("aps"):
+                notes.append(f"aps_secured={r.get('aps_secured_received')} aps_drops={r.get('aps_drops')}")
             if r.get("failed"):
                 notes.append(f"FAILED: {r['failed']}")
             w(f"   {sc.name:<22}{r['event_loop']:<7}{r['image_size'] // KIB:>5}{_f(r.get('block_size'), '{}'):>6}{r.get('blocks', 0):>7}"
@@ -357,18 +366,19 @@ def render(scs: list[Scenario], results: dict[str, dict[str, Any]], bnd: dict[st
         sends = [f"{n} {b['model_block_send_ms']:.2f}" for n, b in bnd.items() if n.startswith("one/")]
         if sends:
             w(f"   send ms in the link model (UART + data frame + APS ack + UART confirmation): {', '.join(sends)}")
-        for mode in ("block", "page"):
-            o, z = results.get(f"one/{mode}/ours"), results.get(f"one/{mode}/zigpy")
+        for mode in ("block", "page", "aps-block"):
+            prefix = "one-aps/block" if mode == "aps-block" else f"one/{mode}"
+            o, z = results.get(f"{prefix}/ours"), results.get(f"{prefix}/zigpy")
             if o and z and o.get("seconds_to_end") and z.get("seconds_to_end"):
                 act = ""
                 if o.get("seconds_to_activate") and z.get("seconds_to_activate"):
                     act = f", to activation {z['seconds_to_activate'] / o['seconds_to_activate']:.2f}x"
                 w(f"   {mode}: zigpy/ours = {z['seconds_to_end'] / o['seconds_to_end']:.2f}x to Upgrade End{act}")
-            b = bnd.get(f"one/{mode}/ours")
+            b = bnd.get(f"{prefix}/ours")
             if b:
                 w(f"   {mode} bound: {b['seconds']:.2f} s at {b['block']}-byte blocks (frames+UART only {b['frames_only_seconds']:.2f} s);"
                   f" at our {b['own_block']}-byte cap {b['own_block_seconds']:.2f} s;"
-                  f" zigpy's 50: {bnd.get(f'one/{mode}/zigpy', {}).get('own_block_seconds', float('nan')):.2f} s;"
+                  f" zigpy's 50: {bnd.get(f'{prefix}/zigpy', {}).get('own_block_seconds', float('nan')):.2f} s;"
                   f" link.py lower_bound_seconds(): {b['link_py_lower_bound_seconds']:.2f} s")
         w("")
     manys = [sc for sc in scs if sc.name.startswith("many") or sc.name.startswith("hub")]

@@ -19,6 +19,17 @@ applying the image (its ``activate`` event): for us after the hold, a call to
 ``Engine.activate`` and our unsolicited Upgrade End Response; for zigpy after its
 answer to the Upgrade End Request.
 
+``aps=True`` (`one_device`, in-process HAN only): the device holds an APS link key
+that the coordinator has too, as after key establishment, and insists on APS security
+for OTA. Ours is told so by its security registry (state ESTABLISHED): every frame
+APS-encrypted, blocks of at most 56 bytes. zigpy 2.4's ``update_firmware`` takes no
+APS option, but its OTAManager sends through the device's Ota cluster, whose
+``request``/``reply`` pass the cluster's ``aps_encryption`` attribute to the radio
+("All traffic on this cluster is APS encrypted with the device's link key",
+zigpy/zcl/__init__.py; zigpy's own KeepAlive cluster sets it): the zigpy run sets it
+on the device's Ota client cluster, so every frame of zigpy's OTA goes APS-encrypted
+(zigpy's blocks stay at its own 50-byte cap). Without it the device drops them all.
+
 Times are read from the devices' event histories (loop time), so the watcher's
 polling interval does not change them. The benchmark drops history it has read
 (it would otherwise grow by a few events per block and inflate the process RSS).
@@ -48,6 +59,7 @@ import zigpy.types as zt
 from zigpy.ota import OtaImageWithMetadata
 from zigpy.ota.image import parse_ota_image
 from zigpy.ota.providers import BaseOtaImageMetadata
+from zigpy.zcl import ClusterType
 
 from bench import model
 from bench.floor import BLOCK_CAP as FLOOR_BLOCK
@@ -59,6 +71,7 @@ from gateway.engine import Engine
 from gateway.image import FirmwareImage, parse_image
 from gateway.image_build import build_image
 from gateway.ota import events as ev
+from gateway.se.security import KeyState, SecurityRegistry
 from radios.sim.app import start_sim_app
 from radios.sim.han import DeliveryResult
 from radios.sim.link import LinkModel
@@ -80,6 +93,8 @@ LOGGERS = ("gateway", "han_ota", "radios", "zigpy", "bellows", "zigpy_znp", "asy
 #: The device events a remote HAN sends as they happen (few per device: the hub pays
 #: for each); every other event is only counted in the child and read at the end.
 REPORT_EVENTS = ("upgrade_end_request", "activate", "query_response")
+#: The APS link key of ``aps=True`` runs (on the coordinator and the device).
+APS_LINK_KEY = bytes(range(0xA0, 0xB0))
 
 
 def quiet_logging(level: int = logging.WARNING) -> None:
@@ -415,14 +430,24 @@ async def one_device(
     remote: bool = False,
     child_loop: str = "select",
     database: bool = False,
+    aps: bool = False,
 ) -> dict[str, Any]:
     """One HCALCS, block or page requests: time to Upgrade End Request SUCCESS, and
     (``activate``) to the device applying the image. ``remote``: the simulated HAN in a
     child process (``child_loop``: its event loop). ``database``: zigpy keeps its
-    database, as the daemon does with a real radio."""
+    database, as the daemon does with a real radio. ``aps``: an APS-secured device
+    (see the module docstring)."""
+    if aps and remote:
+        raise ValueError("aps=True needs the in-process HAN (the key goes on its SimDevice)")
     lm = make_link(link, scale)
     run = await _network(1, mode == "page", lm, remote, child_loop, database)
     app, (ieee,) = run.app, run.sims.ieees
+    registry: SecurityRegistry | None = None
+    if aps:
+        await app.install_link_key(ieee, zt.KeyData(APS_LINK_KEY))
+        app.han.devices[ieee].aps_link_key = APS_LINK_KEY
+        registry = SecurityRegistry()
+        registry.update(ieee, state=KeyState.ESTABLISHED, suite=2)
     data = image_bytes(image_size)
     loop = asyncio.get_running_loop()
     watcher = Watcher(run.sims)
@@ -430,10 +455,10 @@ async def one_device(
     engine: Engine | None = None
     task: asyncio.Task[Any] | None = None
     result: dict[str, Any] = {"impl": impl, "mode": mode, "link": link, "scale": lm.scale if lm.timed else None, "database": database,
-                              "image_size": image_size, "devices": 1}
+                              "image_size": image_size, "devices": 1, "aps": aps}
     try:
         if impl == "ours":
-            engine = Engine(app, config)
+            engine = Engine(app, config, security=registry)
             run.probe.wrap_listener(engine.driver)
             image = parse_image(data)
             result["ota_config"] = {"rate_bytes_per_s": config.rate_bytes_per_s, "burst_bytes": config.burst_bytes,
@@ -445,6 +470,9 @@ async def one_device(
         elif impl == "zigpy":
             zimage = zigpy_image(data)
             dev = app.devices[ieee]
+            if aps:
+                # zigpy's own switch (see the module docstring).
+                dev.find_cluster(cluster_id=0x0019, cluster_type=ClusterType.Client).aps_encryption = True
             run.probe.install(app)
             rep0 = await run.sims.report()
             cpu0, t0 = cpu_seconds(), loop.time()
@@ -486,6 +514,12 @@ async def one_device(
         )
         result["blocks"] = result["counters"]["blocks_received"]
         result["block_size"] = run.probe.served_max
+        if aps:
+            radio = app.han.devices[ieee].radio
+            result["aps_secured_received"] = radio.aps_secured_received
+            result["aps_drops"] = radio.aps_drops
+            if task is not None and task.done() and not task.cancelled() and task.exception() is None:
+                result["zigpy_result"] = repr(task.result())
         return result
     finally:
         if task is not None and not task.done():

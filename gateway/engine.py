@@ -5,6 +5,15 @@ the OTA driver and the coordinator-wide pacer, creates a session per job, logs e
 step the session takes with device, image and offset, and lets callers wait for a
 job to reach a state. Activation goes through ``activate`` only: the CLI's
 ``--activate-now`` (lab images, logged as such) and the activation gate call it.
+
+HAN security: the engine holds the one `SecurityRegistry` (gateway.se.security) and
+hands it to its driver. A push to a device the registry does not allow OTA to (an SE
+device before its key is established) is accepted and stays PENDING with the
+registry's waiting reason as the job's reason: its session is attached unstarted (so
+that zigpy's own OTA handler stays quiet and the driver drops what the device sends),
+and started, Image Notify first, when the registry says the device is allowed. A
+session's blocks are capped for APS encryption (56) when the device's key is in force
+at accept time, or from the moment it comes into force mid-push.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from gateway.ota import events as ev
 from gateway.ota.driver import OtaDriver
 from gateway.ota.pacing import Pacer
 from gateway.ota.session import ImageInfo, OtaSession, SessionConfig
+from gateway.se.security import DeviceSecurity, SecurityMode, SecurityRegistry
 
 LOGGER = logging.getLogger("han_ota.ota")
 
@@ -56,6 +66,10 @@ class Job:
     finished: float | None = None
     warnings: list[str] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Why the session has not been started (the registry's waiting reason), else None.
+    waiting: str | None = None
+    #: The device's security when last seen (`DeviceSecurity.to_dict`), for status.
+    security: dict[str, Any] | None = None
 
     @property
     def state(self) -> ev.SessionState:
@@ -102,12 +116,14 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         end = self.finished if self.finished is not None else time.monotonic()
         rate, eta = self.rate_and_eta()
-        return {
+        ended = self.state in (ev.SessionState.FAILED, ev.SessionState.CANCELLED)
+        waiting = self.waiting if self.state is ev.SessionState.PENDING else None
+        out = {
             "job": self.id,
             "device": str(Eui64.from_air(self.ieee)),
             "state": self.state.value,
-            "reason": self.session.reason if self.state in (ev.SessionState.FAILED, ev.SessionState.CANCELLED) else None,
-            "detail": self.session.reason,
+            "reason": self.session.reason if ended else waiting,
+            "detail": waiting or self.session.reason,
             "manufacturer_code": self.image.manufacturer_code,
             "image_type": self.image.image_type,
             "file_version": self.image.file_version,
@@ -123,6 +139,9 @@ class Job:
             "image": str(self.image_path) if self.image_path else None,
             "warnings": list(self.warnings),
         }
+        if self.security is not None:
+            out["security"] = dict(self.security)
+        return out
 
 
 def image_info(image: FirmwareImage) -> ImageInfo:
@@ -139,6 +158,19 @@ def image_info(image: FirmwareImage) -> ImageInfo:
     )
 
 
+def security_mode(device: object) -> SecurityMode:
+    """A [[device]] table's security mode; AUTO where the config has none (yet)."""
+    mode = getattr(device, "security", None)
+    if mode is None:
+        return SecurityMode.AUTO
+    return mode if isinstance(mode, SecurityMode) else SecurityMode(str(mode))
+
+
+def security_registry(devices: Iterable[Any] = ()) -> SecurityRegistry:
+    """The one registry of a run, from the config's [[device]] tables (``Config.devices``)."""
+    return SecurityRegistry({zt.EUI64(Eui64.of(d.ieee).air): security_mode(d) for d in devices})
+
+
 class Engine:
     def __init__(
         self,
@@ -147,11 +179,16 @@ class Engine:
         *,
         observer: JobObserver | None = None,
         session_overrides: dict[str, Any] | None = None,
+        security: SecurityRegistry | None = None,
     ) -> None:
         self.app = app
         self.ota = ota
         self.pacer = Pacer(bytes_per_s=ota.rate_bytes_per_s, burst_bytes=ota.burst_bytes, max_inflight=ota.max_inflight)
-        self.driver = OtaDriver(app, observer=self._observe, pacer=self.pacer, aps_encryption=ota.aps_encryption)
+        #: Every device's HAN security; without a config's modes every device is AUTO,
+        #: which before any key establishment is today's (install-code) behaviour.
+        self.security = security if security is not None else SecurityRegistry()
+        self.driver = OtaDriver(app, observer=self._observe, pacer=self.pacer, aps_encryption=ota.aps_encryption, security=self.security)
+        self._unlisten = self.security.listen(self._security_changed)
         self._observers: list[JobObserver] = [observer] if observer is not None else []
         self._session_overrides = dict(session_overrides or {})
         self._jobs: dict[str, Job] = {}
@@ -166,10 +203,12 @@ class Engine:
 
     # ------------------------------------------------------------------ jobs
 
-    def session_config(self, stall_timeout_s: float | None = None) -> SessionConfig:
+    def session_config(self, stall_timeout_s: float | None = None, ieee: zt.EUI64 | None = None) -> SessionConfig:
+        """``ieee``: cap the blocks for APS encryption if that device's key is in force."""
+        aps = self.ota.aps_encryption or (ieee is not None and self.security.get(ieee).aps)
         kwargs: dict[str, Any] = dict(
             block_cap=self.ota.block_cap,
-            aps_encryption=self.ota.aps_encryption,
+            aps_encryption=aps,
             stall_timeout_s=stall_timeout_s or self.ota.stall_timeout_s,
         )
         kwargs.update(self._session_overrides)
@@ -200,13 +239,22 @@ class Engine:
         # session answers it from now on (one session per device), so it takes over the
         # duty to make the device discard that image before it can take ours.
         discard = current.session.discard_images if current is not None else frozenset()
-        session = OtaSession(Eui64.from_air(ieee), image_info(image), self.session_config(stall_timeout_s), self.pacer, discard=discard, allow_downgrade=allow_downgrade)
+        session = OtaSession(Eui64.from_air(ieee), image_info(image), self.session_config(stall_timeout_s, ieee), self.pacer, discard=discard, allow_downgrade=allow_downgrade)
         job = Job(id=job_id or f"J{next(self._ids):04d}", ieee=ieee, image=image, session=session, image_path=image_path, activation=activation)
         self._jobs[job.id] = job
         self._by_device[ieee] = job
         self._by_session[session] = job
         self._log(job, logging.INFO, "job accepted: %s bytes, activation=%s", image.size, activation)
-        self.driver.attach(ieee, session)
+        security = self.security.get(ieee)
+        job.security = security.to_dict()
+        if security.ota_allowed:
+            self.driver.attach(ieee, session)
+        else:
+            # Attached unstarted: not one OTA frame goes before the key (the driver
+            # drops what the device sends meanwhile); _security_changed starts it.
+            job.waiting = security.waiting_reason
+            self._log(job, logging.INFO, "waiting: %s", job.waiting)
+            self.driver.attach(ieee, session, start=False)
         return job
 
     def adopt(self, job: Job, *, start: bool = False) -> Job:
@@ -218,6 +266,11 @@ class Engine:
         self._jobs[job.id] = job
         self._by_device[job.ieee] = job
         self._by_session[job.session] = job
+        security = self.security.get(job.ieee)
+        job.security = security.to_dict()
+        if start and not security.ota_allowed:
+            job.waiting = security.waiting_reason
+            start = False
         self.driver.attach(job.ieee, job.session, start=start)
         return job
 
@@ -231,7 +284,7 @@ class Engine:
         except Exception:  # the old app may be half torn down; nothing of it is needed
             LOGGER.debug("closing the old OTA driver failed", exc_info=True)
         self.app = app
-        self.driver = OtaDriver(app, observer=self._observe, pacer=self.pacer, aps_encryption=self.ota.aps_encryption)
+        self.driver = OtaDriver(app, observer=self._observe, pacer=self.pacer, aps_encryption=self.ota.aps_encryption, security=self.security)
 
     def job(self, job_id: str) -> Job:
         try:
@@ -294,7 +347,33 @@ class Engine:
         await self.driver.drain(timeout)
 
     async def close(self) -> None:
+        self._unlisten()
         await self.driver.close()
+
+    # ------------------------------------------------------------------ security
+
+    def _security_changed(self, ieee: zt.EUI64, security: DeviceSecurity) -> None:
+        """Registry listener (after the driver's, which refreshed the device's flags)."""
+        job = self._by_device.get(ieee)
+        if job is None or job.done:
+            return
+        job.security = security.to_dict()
+        aps = self.ota.aps_encryption or security.aps
+        if job.session.config.aps_encryption != aps:
+            job.session.set_aps_encryption(aps)
+            self._log(job, logging.INFO, "APS security %s: blocks of at most %d bytes", "in force" if aps else "off", job.session.config.effective_block_cap)
+        if job.waiting is None:
+            job.changed.set()
+            return
+        if security.ota_allowed:
+            job.waiting = None
+            self._log(job, logging.INFO, "device allowed OTA (key establishment %s): starting", security.state.value)
+            if self.driver.session(ieee) is job.session:
+                self.driver.run(ieee, lambda now: job.session.start(now))
+        else:
+            job.waiting = security.waiting_reason
+            self._log(job, logging.INFO, "still waiting: %s", job.waiting)
+        job.changed.set()
 
     # ------------------------------------------------------------------ observation
 

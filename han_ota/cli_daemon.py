@@ -29,6 +29,7 @@ from gateway.config import Config, ConfigError, load_config
 from han_ota.cli_app import new_app, print_json
 from han_ota.client import Client, DaemonError, elsewhere, find_daemon, resolve_config
 from han_ota.statedir import describe, with_state_dir
+from han_ota.security import security_cell
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -192,9 +193,10 @@ def devices(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     if not listing:
         typer.echo("no devices on the network (is the radio up? see han-ota status)")
         return
-    rows = [("IEEE", "NWK", "KIND", "MODEL", "MANUFACTURER", "JOB", "STATE")]
+    rows = [("IEEE", "NWK", "KIND", "MODEL", "MANUFACTURER", "SECURITY", "JOB", "STATE")]
     for d in listing:
-        rows.append((d["ieee"], d["nwk"], d.get("kind") or "-", d.get("model") or "-", d.get("manufacturer") or "-", d.get("job") or "-", d.get("state") or "-"))
+        rows.append((d["ieee"], d["nwk"], d.get("kind") or "-", d.get("model") or "-", d.get("manufacturer") or "-",
+                     security_cell(d.get("security")), d.get("job") or "-", d.get("state") or "-"))
     for line in _table(rows):
         typer.echo(line)
 

@@ -64,7 +64,7 @@ from gateway.activation import ActivationService, SubmitResult, check_image_sign
 from gateway.audit import AuditError, AuditLog
 from gateway.config import Config, ConfigError, parse_eui64
 from gateway.crashpoint import crashpoint
-from gateway.engine import Engine, EngineError, Job, image_info
+from gateway.engine import Engine, EngineError, Job, image_info, security_registry
 from gateway.files import NotRegularFile, open_regular
 from gateway.gbcs.command import decode_hex_text
 from gateway.gbcs.errors import GbcsError
@@ -83,6 +83,7 @@ from gateway.store import (
 )
 from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
+from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
 from han_ota.statedir import StateDirError, StateDirLock, ensure_state_dir
 from radios.supervisor import RadioSupervisor
 from radios.sim.spec import SimDeviceSpec, SimNetworkError, sim_network
@@ -266,6 +267,10 @@ class Daemon:
         self._lock: StateDirLock | None = None
         self.app: ControllerApplication | None = None
         self.engine: Engine | None = None
+        #: Every device's HAN security (gateway.se.security): the engine reads it, the
+        #: key-establishment service (with [key_establishment]) writes it.
+        self.security = security_registry(config.devices)
+        self.ke_service: Any = None
         self.activation: _DaemonActivation | None = None
         self.control: ControlServer | None = None
         self.started_wall = time.time()
@@ -350,6 +355,8 @@ class Daemon:
         # OTA handler, which answers ABORT (a device then erases its partial download).
         for task in self._nudgers.values():
             task.cancel()
+        await close_key_establishment(self.ke_service)
+        self.ke_service = None
         await self.supervisor.close()
         self.app = None
         if self.engine is not None:
@@ -460,6 +467,8 @@ class Daemon:
             database=database,
             sim_devices=self.specs,
             link=self.link,
+            # With [key_establishment] the SE endpoint offers the Key Establishment server.
+            key_establishment=self.config.key_establishment is not None,
         )
 
     async def _open_radio_audited(self) -> ControllerApplication:
@@ -510,7 +519,7 @@ class Daemon:
         self.app = app
         first = self.engine is None
         if self.engine is None:
-            self.engine = Engine(app, self.config.ota, session_overrides=self.session_overrides)
+            self.engine = Engine(app, self.config.ota, session_overrides=self.session_overrides, security=self.security)
             self.engine.add_observer(self._on_job_action)
             self.activation = _DaemonActivation(
                 self.engine,
@@ -524,6 +533,7 @@ class Daemon:
             self.activation.daemon = self
         else:
             await rebind_engine(self.engine, app)
+        await self._start_key_establishment(app)
         self.radio.reconnects = self.supervisor.reconnects
         self.radio.up = True
         self.radio.since = time.time()
@@ -536,6 +546,24 @@ class Daemon:
         self._after_radio_up()
         self._radio_ready.set()
         self._refresh_status()
+
+    async def _start_key_establishment(self, app: ControllerApplication) -> None:
+        """(Re)start key establishment on this application, if configured. A hub identity
+        that cannot serve is logged and audited; the daemon runs on, and SE devices'
+        pushes wait (their reason in status)."""
+        await close_key_establishment(self.ke_service)
+        self.ke_service = None
+        try:
+            self.ke_service = await start_key_establishment(app, self.config, self.security, self._ke_event)
+        except KeyEstablishmentUnavailable as exc:
+            LOGGER.error("%s", exc)
+            self._audit("ke.unavailable", error=str(exc))
+
+    def _ke_event(self, name: str, device: object | None = None, **fields: Any) -> None:
+        """The key-establishment service's events (ke.started, ke.established, ...) into
+        the audit log. Fields never carry key material (the service's rule)."""
+        fields.pop("job", None)
+        self._audit(name, device, **fields)
 
     def _park(self) -> None:
         """Snapshot and detach every bound session: no timer runs while the radio is away."""
@@ -941,6 +969,7 @@ class Daemon:
             at = self.activation.scheduled_at(job.ieee)
             view["scheduled_at"] = None if at is None else at.isoformat()
         view["parked"] = job.id in self._parked
+        view["security"] = self.security.get(job.ieee).to_dict()
         return view
 
     def _stored_view(self, rec: Any) -> dict[str, Any]:
@@ -1037,6 +1066,7 @@ class Daemon:
                         "kind": self._kind_of(ieee),
                         "job": None if job is None else job.id,
                         "state": None if job is None else job.state.value,
+                        "security": self.security.get(ieee).to_dict(),
                     }
                 )
         return 200, {"radio": self.radio.to_dict(), "devices": out}

@@ -19,7 +19,7 @@ import zigpy.types as zt
 
 from gateway.activation import ActivationService, MemoryCounters, SignatureCheck, check_image_signature, load_trust
 from gateway.config import Config, parse_eui64
-from gateway.engine import Engine, EngineError, Job
+from gateway.engine import Engine, EngineError, Job, security_registry
 from gateway.files import NotRegularFile
 from gateway.gbcs.errors import GbcsError
 from gateway.gbcs.trust import TrustStore
@@ -27,6 +27,7 @@ from gateway.image import FirmwareImage, ImageForm, load_image
 from gateway.ota.events import SessionState
 from han_ota.cli_radio import follow_radio
 from han_ota.progress import ProgressLine
+from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
 from han_ota.statedir import ensure_state_dir
 from radios.han_services import setup_han_services
 from radios.select import database_for, open_app
@@ -139,6 +140,9 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     if database is None and req.radio != "sim":
         database = database_for(ensure_state_dir(req.config), req.radio, req.path)
 
+    # With [key_establishment] the SE endpoint offers the Key Establishment server cluster.
+    keyed = req.config.key_establishment is not None
+
     async def factory() -> Any:
         app = await open_app(
             req.radio,
@@ -148,19 +152,28 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
             database=database,
             sim_devices=specs,
             link=req.link,
+            key_establishment=keyed,
         )
         if req.radio != "sim":
-            await setup_han_services(app)
+            await setup_han_services(app, key_establishment=keyed)
         return app
 
     # A real coordinator may reset or drop off the USB bus mid-transfer: the supervisor
     # reopens it with backoff and the follower moves the job onto the new app.
     supervisor = RadioSupervisor(factory, name=req.radio)
     app = await supervisor.start()
-    engine = Engine(app, req.config.ota, session_overrides=req.session_overrides)
+    registry = security_registry(req.config.devices)
+    engine = Engine(app, req.config.ota, session_overrides=req.session_overrides, security=registry)
     follower = follow_radio(engine, supervisor) if req.radio != "sim" else None
     wanted = wanted_state(req)
+    ke_service = None
     try:
+        # Before the device is waited for: an SE device runs key establishment right
+        # after joining. (It stays on this app: a reopened radio gets none.)
+        try:
+            ke_service = await start_key_establishment(app, req.config, registry, _log_ke_event)
+        except KeyEstablishmentUnavailable as exc:
+            raise EngineError(str(exc)) from None
         if req.radio != "sim":
             await wait_for_device(app, ieee, req.join_timeout_s, stream)
         service = None
@@ -196,8 +209,15 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         # first, a held device's next Upgrade End would reach zigpy's own OTA handler,
         # whose answer (ABORT) makes it discard the image.
         await engine.drain()
+        await close_key_establishment(ke_service)
         await supervisor.close()
         await engine.close()
+
+
+def _log_ke_event(name: str, device: object = None, **fields: object) -> None:
+    """The one-shot push keeps no audit log: key-establishment events go to the log."""
+    details = " ".join(f"{k}={v}" for k, v in fields.items())
+    LOGGER.info("%s %s %s", device or "-", name, details)
 
 
 async def _drive(engine: Engine, job: Job, req: PushRequest, bar: ProgressLine | None) -> None:

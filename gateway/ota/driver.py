@@ -24,11 +24,24 @@ next one. The driver builds the `ZigbeePacket` itself and calls the radio's
 ``send_packet``, as zigpy's ``ControllerApplication.request`` would (NWK addressing,
 APS ack, source route when configured), with the addresses kept per device rather
 than built per frame.
+
+HAN security (gateway.se.security): with a `SecurityRegistry`, each device's frames
+follow its state. A device with APS link-key security in force (its key established)
+gets every OTA frame with ``TransmitOptions.APS_Encryption``, and its OTA frames that
+arrive without APS security (``packet.tx_options``, as bellows and zigpy-znp report
+it) are dropped at the tap, counted (``unsecured_frames``) and logged once a minute
+per device: a frame an attacker could have forged with the network key alone must not
+move the session. A device the registry does not allow OTA to (an SE device before its
+key) is sent nothing at all (``withheld_frames``; an Image Notify then fails as
+undelivered) and what it sends on the cluster is not fed to its session
+(``blocked_frames``). The flags live on the binding, refreshed by the registry's
+listener, so the per-block path reads an attribute rather than hashing an EUI64.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +56,7 @@ from zigpy.device import Device
 
 from gateway.ota import codec
 from gateway.ota import events as ev
+from gateway.se.security import DeviceSecurity, SecurityRegistry
 from radios.tap import install_packet_tap
 
 LOGGER = logging.getLogger(__name__)
@@ -57,6 +71,8 @@ ATTRIBUTE_READ_TIMEOUT_S = 30.0
 # served. The database keeps last_seen at 30 s resolution; the tap sets it at most
 # this often per device.
 LAST_SEEN_EVERY_S = 1.0
+# A device that keeps sending unsecured (or too early) frames is logged this often.
+SECURITY_LOG_EVERY_S = 60.0
 
 
 class Session(Protocol):
@@ -90,6 +106,12 @@ class _Binding:
     dst: zt.AddrModeAddress | None = None
     #: Loop time at which the tap last set the device's last_seen.
     last_seen_set: float = float("-inf")
+    #: The device's security, as the registry says (see the module docstring);
+    #: ``tx_options`` None: the driver's own (set by attach).
+    tx_options: zt.TransmitOptions | None = None
+    aps: bool = False
+    allowed: bool = True
+    why_not: str | None = None
 
 
 class OtaDriver:
@@ -100,6 +122,7 @@ class OtaDriver:
         observer: Observer | None = None,
         pacer: Any = None,
         aps_encryption: bool = False,
+        security: SecurityRegistry | None = None,
     ) -> None:
         self._app = app
         self._observer = observer
@@ -117,7 +140,17 @@ class OtaDriver:
         self._timer_slack = time.get_clock_info("monotonic").resolution
         tx = zt.TransmitOptions.ACK  # zigpy's request() with expect_reply=False
         self._tx_options = tx | zt.TransmitOptions.APS_Encryption if aps_encryption else tx
+        self._aps_all = aps_encryption
         self.unparseable_frames = 0
+        #: OTA frames from an APS-secured device that arrived without APS security.
+        self.unsecured_frames = 0
+        #: OTA frames from a device not yet allowed OTA, not fed to its session.
+        self.blocked_frames = 0
+        #: OTA frames a session emitted for a device not allowed OTA, not sent.
+        self.withheld_frames = 0
+        self._security_logged: dict[tuple[zt.EUI64, str], float] = {}
+        self.security = security
+        self._unlisten = security.listen(self._security_changed) if security is not None else None
 
     # ------------------------------------------------------------------ sessions
 
@@ -125,6 +158,7 @@ class OtaDriver:
         """Give the device to a session; ``start`` sends the Image Notify."""
         self.detach(ieee)
         binding = _Binding(session=session)
+        self._apply_security(binding, None if self.security is None else self.security.get(ieee))
         self._bindings[ieee] = binding
         self._routes.clear()
         self._set_ota_in_progress(ieee, True)
@@ -171,6 +205,41 @@ class OtaDriver:
             self.detach(ieee)
         self._app.remove_listener(self._listener_id)
         self._remove_tap()
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+
+    # ------------------------------------------------------------------ security
+
+    def _apply_security(self, binding: _Binding, security: DeviceSecurity | None) -> None:
+        aps = self._aps_all or (security is not None and security.aps)
+        binding.aps = aps
+        binding.tx_options = self._tx_options | zt.TransmitOptions.APS_Encryption if aps else self._tx_options
+        binding.allowed = security is None or security.ota_allowed
+        binding.why_not = None if security is None else security.waiting_reason
+
+    def _security_changed(self, ieee: zt.EUI64, security: DeviceSecurity) -> None:
+        """Registry listener: a device's key was established, failed or renewed."""
+        binding = self._bindings.get(ieee)
+        if binding is not None:
+            self._apply_security(binding, security)
+        if security.aps:
+            # zigpy's own OTA traffic with the device (its interview's read, its Ota
+            # handler's answers) goes APS-encrypted too from now on: the device drops
+            # anything else. Cluster.aps_encryption is zigpy's per-cluster switch.
+            device = self._app.devices.get(ieee)
+            with contextlib.suppress(LookupError):
+                if device is not None:
+                    _ota_client_cluster(device).aps_encryption = True
+
+    def _log_security(self, ieee: zt.EUI64, kind: str, msg: str, *args: Any) -> None:
+        """One warning per device and kind a minute; the counters carry the rest."""
+        now = self._loop.time()
+        key = (ieee, kind)
+        if now - self._security_logged.get(key, float("-inf")) < SECURITY_LOG_EVERY_S:
+            return
+        self._security_logged[key] = now
+        LOGGER.warning("%s: " + msg + " (further ones this minute only counted)", ieee, *args)
 
     # ------------------------------------------------------------------ receiving
 
@@ -187,14 +256,25 @@ class OtaDriver:
             # and the radio library logs a traceback per frame: nobody can use it.
             self._drop_unreadable(packet.src, header, data)
             return True
-        # Only requests: the rest (reports, read responses, Default Responses) must
-        # reach zigpy, which matches replies.
-        if not self._bindings or header.frame_type == 0 or header.server_to_client:
+        if not self._bindings:
             return False
         route = self._route(packet.src)
         if route is None:
             return False
         device, binding = route
+        if binding.aps and zt.TransmitOptions.APS_Encryption not in packet.tx_options:
+            # Every OTA frame of a secured device, replies included: zigpy must not
+            # match an unsecured read response to our read either.
+            self.unsecured_frames += 1
+            self._log_security(
+                device.ieee, "unsecured", "ignored an OTA frame without APS security (command 0x%02X, %d so far)",
+                header.command_id, self.unsecured_frames,
+            )
+            return True
+        # Only requests: the rest (reports, read responses, Default Responses) must
+        # reach zigpy, which matches replies.
+        if header.frame_type == 0 or header.server_to_client:
+            return False
         # What zigpy's Device.packet_received would have recorded (last_seen less often).
         now = self._loop.time()
         if now - binding.last_seen_set >= LAST_SEEN_EVERY_S:
@@ -259,6 +339,10 @@ class OtaDriver:
         # (re)joined after the session was attached.
         if not device.ota_in_progress:
             device.ota_in_progress = True
+        if not binding.allowed:
+            self.blocked_frames += 1
+            self._log_security(device.ieee, "blocked", "OTA frame not served: %s", binding.why_not)
+            return
         binding.profile, binding.device_ep, binding.server_ep = profile, src_ep, dst_ep
         binding.device = device
         decoded = codec.decode_device_frame(data, header)
@@ -342,26 +426,37 @@ class OtaDriver:
             self._execute(ieee, binding, binding.session.handle(event, self._loop.time()))
 
     def _start_send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action | None) -> None:
-        task = self._loop.create_task(self._send_one(ieee, binding, data, seq, action))
+        # The security of the moment the frame was made: a block cut to 63 bytes before
+        # the device's key came into force must not go out APS-encrypted (too long for
+        # one frame); it goes as it was made, and the device asks again.
+        task = self._loop.create_task(self._send_one(ieee, binding, data, seq, action, binding.tx_options))
         binding.sends.add(task)
         task.add_done_callback(binding.sends.discard)
 
-    async def _send_one(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action | None) -> None:
-        error = await self._send(ieee, binding, data, seq)
+    async def _send_one(
+        self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action | None, tx_options: zt.TransmitOptions | None,
+    ) -> None:
+        error = await self._send(ieee, binding, data, seq, tx_options)
         if isinstance(action, ev.SendImageNotify):
             self._feed(ieee, ev.NotifyDelivered() if error is None else ev.NotifyFailed(error))
         if error is None and action is not None:
             self._observe(ieee, binding, action)
 
-    async def _send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int) -> str | None:
+    async def _send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, tx_options: zt.TransmitOptions | None = None) -> str | None:
         """Send one frame; returns None on success or why it failed."""
+        if not binding.allowed:
+            # The engine does not start a session before the registry allows it; this
+            # catches a key lost (or renegotiating) mid-push.
+            self.withheld_frames += 1
+            self._log_security(ieee, "withheld", "OTA frame not sent: %s", binding.why_not)
+            return f"not sent: {binding.why_not}"
         device = binding.device
         if device is None:
             try:
                 device = self._app.get_device(ieee=ieee)
             except KeyError:
                 return "device not known to the radio"
-        packet = self._packet(device, binding, data, seq)
+        packet = self._packet(device, binding, data, seq, tx_options)
         pacer = self._pacer
         if pacer is not None:
             pacer.sent_started(self._loop.time())
@@ -375,7 +470,7 @@ class OtaDriver:
                 pacer.sent_finished(self._loop.time())
         return None
 
-    def _packet(self, device: Device, binding: _Binding, data: bytes, seq: int) -> zt.ZigbeePacket:
+    def _packet(self, device: Device, binding: _Binding, data: bytes, seq: int, tx_options: zt.TransmitOptions | None = None) -> zt.ZigbeePacket:
         """What zigpy's ``request(..., expect_reply=False)`` hands the radio."""
         profile, device_ep = self._addressing(device, binding)
         own = self._app.state.node_info.nwk
@@ -395,7 +490,7 @@ class OtaDriver:
             cluster_id=codec.OTA_CLUSTER_ID,
             data=zt.SerializableBytes(data),
             source_route=self._app.build_source_route_to(dest=device) if self._app.config[zconf.CONF_SOURCE_ROUTING] else None,
-            tx_options=self._tx_options,
+            tx_options=tx_options or binding.tx_options or self._tx_options,
             priority=zt.PacketPriority.NORMAL,
         )
 
@@ -413,6 +508,14 @@ class OtaDriver:
         try:
             device = self._app.get_device(ieee=ieee)
             cluster = _ota_client_cluster(device)
+            binding = self._bindings.get(ieee)
+            if binding is not None and not binding.allowed:
+                raise PermissionError(f"not sent: {binding.why_not}")
+            if binding is not None and binding.aps:
+                # zigpy's Cluster.aps_encryption: all of the cluster's requests and
+                # replies go APS-encrypted (zigpy/zcl/__init__.py, Cluster.request).
+                # Never cleared here: the device insists from now on.
+                cluster.aps_encryption = True
             async with asyncio.timeout(ATTRIBUTE_READ_TIMEOUT_S):
                 success, _failure = await cluster.read_attributes(list(action.attribute_ids), allow_cache=False)
         except Exception as exc:  # any radio, any failure: the session decides what it means

@@ -27,7 +27,7 @@ import datetime as dt
 import hashlib
 import math
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from eui64 import Eui64
@@ -279,6 +279,19 @@ class OtaSession:
         Default Response ABORT (the client discards the image): cancelling never
         lets a device activate. Raises ``LocalProtocolError`` in an end state."""
         return self._call(Call.CANCEL, now, reason)
+
+    def set_aps_encryption(self, on: bool) -> None:
+        """APS link-key security came into force for the device (or went): later blocks,
+        those of an unfinished page included, fit the APS-encrypted frame budget (56).
+
+        A device's key may be established after its push was accepted, so the cap is
+        the session's to change, not only its config's. Blocks already sent stay as
+        they were; the device asks for the rest by offset.
+        """
+        self.config = replace(self.config, aps_encryption=on)
+        self._block_cap = self.config.effective_block_cap
+        if self._page is not None:
+            self._page.cap = min(self._page.cap, self._block_cap)
 
     # ------------------------------------------------------------------ persistence
 
