@@ -57,3 +57,35 @@ def install_packet_tap(app: ControllerApplication, tap: PacketTap) -> Callable[[
 
 def _decline(packet: zt.ZigbeePacket) -> bool:
     return False
+
+
+#: Returns a reason to refuse ``packet`` (it is never sent), or None to let it go.
+SendFilter = Callable[[zt.ZigbeePacket], "str | None"]
+
+
+def install_send_filter(app: ControllerApplication, refuse: SendFilter) -> Callable[[], None]:
+    """Ask ``refuse`` about every packet before the radio sends it; a refused packet
+    raises `zigpy.exceptions.DeliveryError` with the reason, as an undeliverable one
+    would. Every sender goes through ``send_packet``: our drivers and zigpy itself
+    (its interview, its Ota cluster), which no other hook reaches. Returns the function
+    that removes the filter."""
+    import zigpy.exceptions
+
+    below = app.send_packet
+
+    async def send_packet(packet: zt.ZigbeePacket) -> None:
+        why = refuse(packet)
+        if why is not None:
+            raise zigpy.exceptions.DeliveryError(f"not sent: {why}")
+        await below(packet)
+
+    app.send_packet = send_packet  # type: ignore[method-assign]
+
+    def remove() -> None:
+        if vars(app).get("send_packet") is send_packet:
+            if getattr(below, "__self__", None) is app and getattr(below, "__func__", None) is type(app).send_packet:
+                del app.send_packet
+            else:
+                app.send_packet = below  # type: ignore[method-assign]
+
+    return remove

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+import zigpy.exceptions
 import zigpy.types as zt
 
 from gateway.engine import Engine, Job, security_registry
@@ -196,6 +198,12 @@ async def test_se_device_without_its_key_gets_no_ota_frame_then_the_push_runs_on
         assert engine.driver.blocked_frames == 2
         assert to_zigpy == [], "zigpy's Ota handler got the query (it would answer NO_IMAGE_AVAILABLE)"
         assert job.session.state is ev.SessionState.PENDING and job.session.device_file_version is None
+        # zigpy's own OTA frames (its interview's read, its Ota cluster) are held back too.
+        zigpy_ota = next(ep.out_clusters[OTA] for ep in app.get_device(ieee=IEEE).non_zdo_endpoints if OTA in ep.out_clusters)
+        withheld = engine.driver.withheld_frames
+        with pytest.raises(zigpy.exceptions.DeliveryError, match="not sent: waiting for the device to run key establishment"):
+            await zigpy_ota.read_attributes(["current_file_version"])
+        assert engine.driver.withheld_frames > withheld
         registry.update(IEEE, state=KeyState.ESTABLISHING)
         assert "waiting for key establishment to finish" in job.to_dict()["reason"]
         assert delivered == [], f"OTA frames reached an SE device before its key: {delivered}"
