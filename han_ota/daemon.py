@@ -469,6 +469,8 @@ class Daemon:
             link=self.link,
             # With [key_establishment] the SE endpoint offers the Key Establishment server.
             key_establishment=self.config.key_establishment is not None,
+            # Before the simulated HAN is waited for: its SE devices key right after joining.
+            on_started=self._start_key_establishment,
         )
 
     async def _open_radio_audited(self) -> ControllerApplication:
@@ -551,6 +553,8 @@ class Daemon:
         """(Re)start key establishment on this application, if configured. A hub identity
         that cannot serve is logged and audited; the daemon runs on, and SE devices'
         pushes wait (their reason in status)."""
+        if self.ke_service is not None and self.ke_service.app is app:
+            return  # started already, as the radio came up (open_app's on_started)
         await close_key_establishment(self.ke_service)
         self.ke_service = None
         try:

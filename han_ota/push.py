@@ -143,6 +143,17 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     # With [key_establishment] the SE endpoint offers the Key Establishment server cluster.
     keyed = req.config.key_establishment is not None
 
+    ke: dict[str, Any] = {}
+
+    async def start_ke(app: Any) -> None:
+        # Before the device is waited for: an SE device runs key establishment right
+        # after joining.
+        # Not a radio failure (the supervisor would retry it): kept, and raised below.
+        try:
+            ke["service"] = await start_key_establishment(app, req.config, registry, _log_ke_event)
+        except KeyEstablishmentUnavailable as exc:
+            ke["error"] = str(exc)
+
     async def factory() -> Any:
         app = await open_app(
             req.radio,
@@ -153,6 +164,7 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
             sim_devices=specs,
             link=req.link,
             key_establishment=keyed,
+            on_started=None if ke else start_ke,  # the first app only: the service stays there
         )
         if req.radio != "sim":
             await setup_han_services(app, key_establishment=keyed)
@@ -161,19 +173,16 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     # A real coordinator may reset or drop off the USB bus mid-transfer: the supervisor
     # reopens it with backoff and the follower moves the job onto the new app.
     supervisor = RadioSupervisor(factory, name=req.radio)
-    app = await supervisor.start()
     registry = security_registry(req.config.devices)
+    app = await supervisor.start()
     engine = Engine(app, req.config.ota, session_overrides=req.session_overrides, security=registry)
     follower = follow_radio(engine, supervisor) if req.radio != "sim" else None
     wanted = wanted_state(req)
     ke_service = None
     try:
-        # Before the device is waited for: an SE device runs key establishment right
-        # after joining. (It stays on this app: a reopened radio gets none.)
-        try:
-            ke_service = await start_key_establishment(app, req.config, registry, _log_ke_event)
-        except KeyEstablishmentUnavailable as exc:
-            raise EngineError(str(exc)) from None
+        ke_service = ke.get("service")  # started as the radio came up (a reopened radio gets none)
+        if "error" in ke:
+            raise EngineError(ke["error"])
         if req.radio != "sim":
             await wait_for_device(app, ieee, req.join_timeout_s, stream)
         service = None

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from gateway.ota.guard import OtaSecurityGuard
 from gateway.se.security import SecurityRegistry
 
 LOGGER = logging.getLogger("han_ota.security")
@@ -23,37 +25,52 @@ class KeyEstablishmentUnavailable(RuntimeError):
     """The configured key establishment cannot start; the message names the fix."""
 
 
-async def start_key_establishment(app: Any, config: Any, registry: SecurityRegistry, on_event: OnEvent) -> Any | None:
-    """Start the key-establishment service on ``app`` when the config has a
-    [key_establishment] table; None (and no import of it) otherwise.
+@dataclass
+class HanSecurity:
+    """What guards one application's HAN security: the key-establishment service and
+    the guard on zigpy's own OTA frames (gateway/ota/guard.py)."""
+
+    app: Any
+    service: Any
+    guard: OtaSecurityGuard
+
+
+async def start_key_establishment(app: Any, config: Any, registry: SecurityRegistry, on_event: OnEvent) -> HanSecurity:
+    """Start the key-establishment service on ``app``, and the guard that holds zigpy's
+    own OTA frames to a device until its key is established. Without a
+    [key_establishment] table the service only refuses (a device that initiates gets
+    Terminate, and the start-up log says how to configure it).
 
     ``on_event(name, device=ieee, **fields)`` gets its audit events (ke.started,
-    ke.established, ke.terminated, ke.key_installed, ...). Raises what its start raises
+    ke.established, ke.terminated, ke.key_installed, ...). Raises
     `KeyEstablishmentUnavailable` when the configured identity cannot serve (its
     certificate is for another coordinator, say).
     """
-    ke = config.key_establishment
-    if ke is None:
-        return None
-    # Imported here: a run without [key_establishment] needs none of it.
     from gateway.se.service import KeyEstablishmentService, KeyEstablishmentStartError
 
+    ke = config.key_establishment
     # Config.key_establishment wraps the responder's KeConfig with the files it came from.
-    service = KeyEstablishmentService(app, ke.ke_config, registry, on_event=on_event)
+    service = KeyEstablishmentService(app, None if ke is None else ke.ke_config, registry, on_event=on_event)
     try:
         await service.start()
     except KeyEstablishmentStartError as exc:
-        await close_key_establishment(service)
+        await _close_service(service)
         raise KeyEstablishmentUnavailable(str(exc)) from None
-    return service
+    return HanSecurity(app, service, OtaSecurityGuard(app, registry))
 
 
-async def close_key_establishment(service: Any | None) -> None:
-    if service is not None:
-        try:
-            await service.close()
-        except Exception:  # shutting down: nothing of it is needed any more
-            LOGGER.debug("closing the key-establishment service failed", exc_info=True)
+async def close_key_establishment(security: HanSecurity | None) -> None:
+    if security is None:
+        return
+    security.guard.close()
+    await _close_service(security.service)
+
+
+async def _close_service(service: Any) -> None:
+    try:
+        await service.close()
+    except Exception:  # shutting down: nothing of it is needed any more
+        LOGGER.debug("closing the key-establishment service failed", exc_info=True)
 
 
 def security_cell(security: dict[str, Any] | None) -> str:

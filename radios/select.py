@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ class RadioError(RuntimeError):
 LEGACY_DATABASE = "zigbee.db"
 # Closing an app whose radio is away: zigpy's own shutdown gives up on it by then.
 SHUTDOWN_TIMEOUT_S = 10.0
+
+StartedHook = Callable[[ControllerApplication], Awaitable[None]]
 
 
 def database_for(state_dir: Path, kind: str, path: str | None) -> Path | None:
@@ -99,14 +101,18 @@ async def open_app(
     link: Any = None,
     han_endpoint: bool = True,
     key_establishment: bool = False,
+    on_started: StartedHook | None = None,
 ) -> ControllerApplication:
+    """``on_started(app)`` runs once the network is up and before anything waits for
+    devices: where the hub's own servers go that a joining device talks to at once
+    (key establishment). A failure in it closes the app, like a failed start."""
     if kind == "sim":
         from radios.sim.app import start_sim_app
 
         # The sim registers the SE endpoint from its zigpy config only when key
         # establishment is on (otherwise setup_han_services adds it, as before).
         extra = apply_han_config({}, "sim", key_establishment=True) if han_endpoint and key_establishment else None
-        return await start_sim_app(list(sim_devices), link=link, database_path=database, config=extra)
+        return await start_sim_app(list(sim_devices), link=link, database_path=database, config=extra, on_started=on_started)
     if kind not in DEFAULTS:
         raise RadioError(f"radio kind {kind!r} is not one of {', '.join(RADIO_KINDS)}")
     if not path:
@@ -138,6 +144,8 @@ async def open_app(
         raise RadioError(f"could not start the {kind} radio at {path}: {describe(exc)}") from exc
     try:
         await app.startup(auto_form=True)
+        if on_started is not None:
+            await on_started(app)
     except BaseException as exc:
         # zigpy's startup() shuts down with db=False on failure (so a caller may retry
         # the same app), which leaves aiosqlite's non-daemon thread running: the

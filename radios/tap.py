@@ -12,7 +12,7 @@ consumed the packet; zigpy then never sees it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import zigpy.types as zt
 from zigpy.application import ControllerApplication
@@ -59,25 +59,21 @@ def _decline(packet: zt.ZigbeePacket) -> bool:
     return False
 
 
-#: Returns a reason to refuse ``packet`` (it is never sent), or None to let it go.
-SendFilter = Callable[[zt.ZigbeePacket], "str | None"]
+#: Given a packet about to be sent, returns the packet to send (the same, or one with
+#: other transmit options), possibly after a wait; raises to refuse it.
+SendFilter = Callable[[zt.ZigbeePacket], Awaitable[zt.ZigbeePacket]]
 
 
-def install_send_filter(app: ControllerApplication, refuse: SendFilter) -> Callable[[], None]:
-    """Ask ``refuse`` about every packet before the radio sends it; a refused packet
-    raises `zigpy.exceptions.DeliveryError` with the reason, as an undeliverable one
-    would. Every sender goes through ``send_packet``: our drivers and zigpy itself
-    (its interview, its Ota cluster), which no other hook reaches. Returns the function
-    that removes the filter."""
-    import zigpy.exceptions
-
+def install_send_filter(app: ControllerApplication, admit: SendFilter) -> Callable[[], None]:
+    """Pass every packet through ``admit`` before the radio sends it. Every sender goes
+    through ``send_packet``: our drivers and zigpy itself (its interview, its Ota
+    cluster), which no other hook reaches. A refusal is best raised as
+    `zigpy.exceptions.DeliveryError`, as an undeliverable packet would be. Returns the
+    function that removes the filter."""
     below = app.send_packet
 
     async def send_packet(packet: zt.ZigbeePacket) -> None:
-        why = refuse(packet)
-        if why is not None:
-            raise zigpy.exceptions.DeliveryError(f"not sent: {why}")
-        await below(packet)
+        await below(await admit(packet))
 
     app.send_packet = send_packet  # type: ignore[method-assign]
 

@@ -8,18 +8,20 @@ the registry, as KeyEstablishmentService does.
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import zigpy.exceptions
 import zigpy.types as zt
 
 from gateway.engine import Engine, Job, security_registry
 from gateway.ota import events as ev
 from gateway.ota.config import MAX_BLOCK_DATA, MAX_BLOCK_DATA_APS_ENCRYPTED
+from gateway.ota.guard import OtaSecurityGuard
 from gateway.se.security import KeyState, SecurityMode, SecurityRegistry
 from radios.keys import install_link_key
 from radios.select import open_app
@@ -198,18 +200,26 @@ async def test_se_device_without_its_key_gets_no_ota_frame_then_the_push_runs_on
         assert engine.driver.blocked_frames == 2
         assert to_zigpy == [], "zigpy's Ota handler got the query (it would answer NO_IMAGE_AVAILABLE)"
         assert job.session.state is ev.SessionState.PENDING and job.session.device_file_version is None
-        # zigpy's own OTA frames (its interview's read, its Ota cluster) are held back too.
+        # zigpy's own OTA frames (its interview's read, its Ota cluster) wait for the key
+        # (the guard the daemon and the push install as the radio comes up).
+        guard = OtaSecurityGuard(app, registry)
         zigpy_ota = next(ep.out_clusters[OTA] for ep in app.get_device(ieee=IEEE).non_zdo_endpoints if OTA in ep.out_clusters)
-        withheld = engine.driver.withheld_frames
-        with pytest.raises(zigpy.exceptions.DeliveryError, match="not sent: waiting for the device to run key establishment"):
-            await zigpy_ota.read_attributes(["current_file_version"])
-        assert engine.driver.withheld_frames > withheld
+        zigpys_read = asyncio.get_running_loop().create_task(zigpy_ota.read_attributes(["current_file_version"]))
         registry.update(IEEE, state=KeyState.ESTABLISHING)
         assert "waiting for key establishment to finish" in job.to_dict()["reason"]
         assert delivered == [], f"OTA frames reached an SE device before its key: {delivered}"
         assert job.state is ev.SessionState.PENDING and job.session.notifies_sent == 0
 
+        async with asyncio.timeout(30):
+            while guard.held == 0:  # zigpy's read reached the radio's send and waits there
+                await asyncio.sleep(0.01)
+        assert not zigpys_read.done()
         await establish(app, registry)
+        # Once the key is in force zigpy's held read goes, APS-secured, and is answered.
+        async with asyncio.timeout(30):
+            await zigpys_read
+        assert delivered and delivered[0].aps_key == bytes(KEY) and guard.held == 1
+        guard.close()
         await held_then_released(engine, job)
         assert delivered and all(d.aps_key == bytes(KEY) for d in delivered)
         blocks = [d.block_size for d in delivered if d.block_size is not None]

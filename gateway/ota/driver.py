@@ -57,7 +57,7 @@ from zigpy.device import Device
 from gateway.ota import codec
 from gateway.ota import events as ev
 from gateway.se.security import DeviceSecurity, SecurityRegistry
-from radios.tap import install_packet_tap, install_send_filter
+from radios.tap import install_packet_tap
 
 LOGGER = logging.getLogger(__name__)
 
@@ -131,11 +131,6 @@ class OtaDriver:
         self._loop = asyncio.get_running_loop()
         self._listener_id = app.add_listener(self)
         self._remove_tap = install_packet_tap(app, self.handle_packet)
-        # zigpy sends OTA frames of its own (its interview reads the OTA client's
-        # attributes; its Ota cluster notifies): those too must not reach a device whose
-        # key is not established yet, which would drop them (and a real one may take
-        # them as a hub that ignores SE security).
-        self._remove_send_filter = install_send_filter(app, self._refuse_send) if security is not None else None
         # NWK address -> (device, binding) for the tap: hashing a zigpy EUI64 costs
         # microseconds (its repr), and zigpy's get_device(nwk=) walks every device.
         # Emptied whenever a session or zigpy's device table changes.
@@ -210,8 +205,6 @@ class OtaDriver:
             self.detach(ieee)
         self._app.remove_listener(self._listener_id)
         self._remove_tap()
-        if self._remove_send_filter is not None:
-            self._remove_send_filter()
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
@@ -224,25 +217,6 @@ class OtaDriver:
         binding.tx_options = self._tx_options | zt.TransmitOptions.APS_Encryption if aps else self._tx_options
         binding.allowed = security is None or security.ota_allowed
         binding.why_not = None if security is None else security.waiting_reason
-
-    def _refuse_send(self, packet: zt.ZigbeePacket) -> str | None:
-        if packet.cluster_id != codec.OTA_CLUSTER_ID or packet.dst_ep == 0 or self.security is None or packet.dst is None:
-            return None
-        if packet.dst.addr_mode == zt.AddrMode.IEEE:
-            ieee = zt.EUI64(packet.dst.address)
-        elif packet.dst.addr_mode == zt.AddrMode.NWK:
-            try:
-                ieee = self._app.get_device(nwk=packet.dst.address).ieee
-            except KeyError:
-                return None
-        else:
-            return None  # broadcasts and groups carry no unicast OTA of ours
-        security = self.security.get(ieee)
-        if security.ota_allowed:
-            return None
-        self.withheld_frames += 1
-        self._log_security(ieee, "withheld", "OTA frame not sent: %s", security.waiting_reason)
-        return security.waiting_reason
 
     def _security_changed(self, ieee: zt.EUI64, security: DeviceSecurity) -> None:
         """Registry listener: a device's key was established, failed or renewed."""

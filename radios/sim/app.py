@@ -42,7 +42,7 @@ queries), topology scans and periodic backups off.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 import copy
 from dataclasses import dataclass
 import logging
@@ -480,8 +480,12 @@ async def start_sim_app(
     han: SimHan | None = None,
     nvram: SimNvram | None = None,
     config: Mapping[str, Any] | None = None,
+    on_started: Callable[[SimControllerApplication], Awaitable[None]] | None = None,
 ) -> SimControllerApplication:
     """A started sim app with every device joined and initialised by zigpy.
+
+    ``on_started(app)`` runs after the network is up, before the wait for the devices
+    (which join at once): the hub's servers they need while joining go there.
 
     Raises `SimStartError` naming the devices that did not initialise in ``timeout``
     seconds (the app is shut down first).
@@ -492,6 +496,8 @@ async def start_sim_app(
     await app._load_db()
     await app.startup(auto_form=auto_form)
     try:
+        if on_started is not None:
+            await on_started(app)
         await app.wait_initialized(timeout=timeout)
     except BaseException:
         await app.shutdown()
