@@ -206,7 +206,9 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         try:
             await asyncio.wait_for(_drive(engine, job, req, bar), req.timeout_s)
         except asyncio.TimeoutError:
-            engine.cancel(job.id, f"push timed out after {req.timeout_s:g} s")
+            # Waiting on the device's security (its key establishment failed, say): say so.
+            why = f" ({job.waiting})" if job.waiting else ""
+            engine.cancel(job.id, f"push timed out after {req.timeout_s:g} s{why}")
         finally:
             if bar is not None:
                 bar.close()

@@ -134,15 +134,22 @@ class KeyEstablishmentService:
     async def start(self) -> None:
         """Check the hub's identity (if configured) and start taking frames."""
         self._loop = asyncio.get_running_loop()
+        # Taking frames first: devices key as they join, which is now, and the identity
+        # check below takes two scalar multiplications (up to a few hundred ms); a
+        # device's Initiate lost meanwhile would cost it a timeout and a retry wait.
+        self._remove_tap = install_packet_tap(self._app, self.handle_packet)
         if self.ke_config is None:
             LOGGER.info(UNCONFIGURED_HINT)
-        else:
+            return
+        try:
             await self._check_identities(self.ke_config)
-            LOGGER.info(
-                "key establishment: offering suites %s on endpoint %d",
-                ", ".join(str(n) for n in self.ke_config.suites), self.endpoint,
-            )
-        self._remove_tap = install_packet_tap(self._app, self.handle_packet)
+        except BaseException:
+            await self.close()
+            raise
+        LOGGER.info(
+            "key establishment: offering suites %s on endpoint %d",
+            ", ".join(str(n) for n in self.ke_config.suites), self.endpoint,
+        )
 
     async def close(self) -> None:
         if self._remove_tap is not None:
