@@ -57,12 +57,15 @@ async def _quiesce(app: ControllerApplication, timeout: float) -> None:
 
 
 def _frames_in_flight(app: Any) -> int:
-    """Frames bellows' ASH layer has sent and awaits an ACK for; 0 for other radios and
+    """Frames bellows' ASH layer has sent and awaits an ACK for, or holds for its window; 0 for other radios and
     for bellows on its serial thread (the CLI's), whose gateway is a ThreadsafeProxy
     that refuses attribute reads and whose frames live on that thread's loop."""
     try:
         ash = getattr(getattr(getattr(app, "_ezsp", None), "_gw", None), "_transport", None)
         pending = getattr(ash, "_pending_data_frames", None)
+        # Frames still queued for the ASH window (its semaphore) are in flight too: their
+        # callers may be cancelled already, and they would fail on the closed port.
+        queued = getattr(getattr(ash, "_send_data_frame_semaphore", None), "_waiters", None) or ()
     except Exception:
         return 0
-    return len(pending) if isinstance(pending, dict) else 0
+    return (len(pending) if isinstance(pending, dict) else 0) + sum(1 for w in queued if not w.done())

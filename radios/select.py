@@ -142,6 +142,8 @@ async def open_app(
         raise
     except Exception as exc:
         raise RadioError(f"could not start the {kind} radio at {path}: {describe(exc)}") from exc
+    if kind == "ezsp" and han_endpoint:
+        _keep_endpoints_across_resets(app)
     try:
         await app.startup(auto_form=True)
         if on_started is not None:
@@ -155,6 +157,25 @@ async def open_app(
             raise  # cancellation, Ctrl-C
         raise RadioError(f"could not start the {kind} radio at {path}: {describe(exc)}") from exc
     return app
+
+
+def _keep_endpoints_across_resets(app: Any) -> None:
+    """bellows forms a new network by resetting the NCP (reset_network_info -> _reset)
+    after it registered our endpoints, and does not register them again: EmberZNet
+    forgets endpoints at every reset and takes new ones only before the stack runs, so
+    the first start on a fresh dongle left the SE endpoint (and the Key Establishment
+    server an SE device looks for) unregistered until the next start. Register them
+    after each such reset, as bellows' own connect() does after its first one."""
+    reset = getattr(app, "_reset", None)
+    if reset is None or not hasattr(app, "register_endpoints") or not hasattr(app, "_created_device_endpoints"):
+        return  # another bellows: nothing to keep
+
+    async def reset_then_register() -> None:
+        await reset()
+        app._created_device_endpoints.clear()
+        await app.register_endpoints()
+
+    app._reset = reset_then_register
 
 
 async def _close(app: ControllerApplication) -> None:

@@ -14,7 +14,10 @@ from gateway.image_build import build_image
 from gateway.se import ecqv
 from gateway.se.suites import suite as hub_suite
 from han_ota.push import PushRequest, run_push
+from radios.emulate.ezsp.ncp import DEFAULT_EUI64
+from radios.emulate.ezsp.server import running_ezsp_emulator
 from radios.sim.app import DEFAULT_COORDINATOR_IEEE
+from radios.sim.spec import parse_sim_device
 
 PPMID = "00:db:12:34:56:78:90:a1"
 ISSUER = bytes.fromhex("5445535453454341")
@@ -24,13 +27,13 @@ def written(ieee: str) -> bytes:
     return bytes.fromhex(ieee.replace(":", ""))
 
 
-def lab(tmp_path: Path, number: int, *, device_ca_is_the_hubs: bool = True) -> tuple[Path, str]:
+def lab(tmp_path: Path, number: int, *, device_ca_is_the_hubs: bool = True, coordinator: str = DEFAULT_COORDINATOR_IEEE) -> tuple[Path, str]:
     """Files and config for one suite; the device's certificate from the hub's CA, or
     from a CA the hub does not know."""
     rng = random.Random(number)
     s = hub_suite(number)
     ca = ecqv.new_key_pair(s, rng.randbytes)
-    hub_cert, hub_key = ecqv.issue(s, ca, written(DEFAULT_COORDINATOR_IEEE), ISSUER, rng.randbytes)
+    hub_cert, hub_key = ecqv.issue(s, ca, written(coordinator), ISSUER, rng.randbytes)
     device_ca = ca if device_ca_is_the_hubs else ecqv.new_key_pair(s, rng.randbytes)
     issuer = ISSUER if device_ca_is_the_hubs else bytes.fromhex("00000000C0FFEE00")
     dev_cert, dev_key = ecqv.issue(s, device_ca, written(PPMID), issuer, rng.randbytes)
@@ -86,3 +89,32 @@ async def test_a_device_from_an_unknown_issuer_is_refused_and_its_push_waits_wit
     assert s["security"]["side"] == "hub" and s["bytes"] == 0
     # The push gave up, saying why it never started.
     assert "push timed out after 15 s (key establishment failed: UNKNOWN_ISSUER (hub)" in (s["reason"] or ""), s
+
+
+async def test_the_same_through_the_ezsp_emulator_with_unmodified_bellows(tmp_path: Path) -> None:
+    # The hub's certificate names the NCP's EUI-64; the key goes in with importLinkKey.
+    config, spec = lab(tmp_path, 1, coordinator=str(DEFAULT_EUI64))
+    async with running_ezsp_emulator([parse_sim_device(spec)]) as (path, _server):
+        outcome = await run_push(
+            PushRequest(
+                image=image(tmp_path), device=PPMID, radio="ezsp", path=path, config=load_config(config),
+                activate_now=True, progress=False, timeout_s=120,
+            )
+        )
+    s = outcome.summary
+    assert outcome.reached and s["state"] == "confirmed", s
+    assert s["security"]["key_establishment"] == "established" and s["security"]["aps_security"] is True
+
+
+async def test_a_fresh_ezsp_network_keeps_the_se_endpoint_bellows_registered_before_forming() -> None:
+    # bellows resets the NCP while forming; EmberZNet forgets endpoints at a reset.
+    from radios.han_services import CLUSTER_KEY_ESTABLISHMENT, HAN_ENDPOINT
+    from radios.select import open_app
+
+    async with running_ezsp_emulator([]) as (path, server):
+        app = await open_app("ezsp", path=path, key_establishment=True)
+        try:
+            assert HAN_ENDPOINT in server.ncp.endpoints, server.ncp.endpoints
+            assert CLUSTER_KEY_ESTABLISHMENT in server.ncp.endpoints[HAN_ENDPOINT].input_clusters
+        finally:
+            await app.shutdown()
