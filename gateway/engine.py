@@ -38,7 +38,7 @@ from gateway.ota import events as ev
 from gateway.ota.driver import OtaDriver
 from gateway.ota.pacing import Pacer
 from gateway.ota.session import ImageInfo, OtaSession, SessionConfig
-from gateway.se.security import DeviceSecurity, SecurityMode, SecurityRegistry
+from gateway.se.security import DeviceSecurity, SecurityRegistry
 
 LOGGER = logging.getLogger("han_ota.ota")
 
@@ -156,19 +156,6 @@ def image_info(image: FirmwareImage) -> ImageInfo:
         # compares against the over-the-air bytes zigpy sends.
         destination=None if image.destination is None else Eui64(image.destination).air,
     )
-
-
-def security_mode(device: object) -> SecurityMode:
-    """A [[device]] table's security mode; AUTO where the config has none (yet)."""
-    mode = getattr(device, "security", None)
-    if mode is None:
-        return SecurityMode.AUTO
-    return mode if isinstance(mode, SecurityMode) else SecurityMode(str(mode))
-
-
-def security_registry(devices: Iterable[Any] = ()) -> SecurityRegistry:
-    """The one registry of a run, from the config's [[device]] tables (``Config.devices``)."""
-    return SecurityRegistry({zt.EUI64(Eui64.of(d.ieee).air): security_mode(d) for d in devices})
 
 
 class Engine:

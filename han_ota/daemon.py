@@ -64,7 +64,7 @@ from gateway.activation import ActivationService, SubmitResult, check_image_sign
 from gateway.audit import AuditError, AuditLog
 from gateway.config import Config, ConfigError, parse_eui64
 from gateway.crashpoint import crashpoint
-from gateway.engine import Engine, EngineError, Job, image_info, security_registry
+from gateway.engine import Engine, EngineError, Job, image_info
 from gateway.files import NotRegularFile, open_regular
 from gateway.gbcs.command import decode_hex_text
 from gateway.gbcs.errors import GbcsError
@@ -72,6 +72,7 @@ from gateway.gbcs.trust import TrustStore
 from gateway.image import FirmwareImage, ImageError, parse_image
 from gateway.ota import events as ev
 from gateway.ota.session import OtaSession
+from gateway.se.security import SecurityRegistry
 from gateway.store import (
     ActivationMode,
     ActivationRequest,
@@ -269,7 +270,7 @@ class Daemon:
         self.engine: Engine | None = None
         #: Every device's HAN security (gateway.se.security): the engine reads it, the
         #: key-establishment service (with [key_establishment]) writes it.
-        self.security = security_registry(config.devices)
+        self.security = SecurityRegistry(config.security_modes())
         self.ke_service: Any = None
         self.activation: _DaemonActivation | None = None
         self.control: ControlServer | None = None

@@ -19,12 +19,13 @@ import zigpy.types as zt
 
 from gateway.activation import ActivationService, MemoryCounters, SignatureCheck, check_image_signature, load_trust
 from gateway.config import Config, parse_eui64
-from gateway.engine import Engine, EngineError, Job, security_registry
+from gateway.engine import Engine, EngineError, Job
 from gateway.files import NotRegularFile
 from gateway.gbcs.errors import GbcsError
 from gateway.gbcs.trust import TrustStore
 from gateway.image import FirmwareImage, ImageForm, load_image
 from gateway.ota.events import SessionState
+from gateway.se.security import SecurityRegistry
 from han_ota.cli_radio import follow_radio
 from han_ota.progress import ProgressLine
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
@@ -173,7 +174,7 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     # A real coordinator may reset or drop off the USB bus mid-transfer: the supervisor
     # reopens it with backoff and the follower moves the job onto the new app.
     supervisor = RadioSupervisor(factory, name=req.radio)
-    registry = security_registry(req.config.devices)
+    registry = SecurityRegistry(req.config.security_modes())
     app = await supervisor.start()
     engine = Engine(app, req.config.ota, session_overrides=req.session_overrides, security=registry)
     follower = follow_radio(engine, supervisor) if req.radio != "sim" else None

@@ -2,7 +2,7 @@
 and how `devices` and `status` show a device's security.
 
 The registry itself (gateway.se.security) is made once per run from the config
-(gateway.engine.security_registry) and shared by the engine, its driver and the
+(``SecurityRegistry(config.security_modes())``) and shared by the engine, its driver and the
 key-establishment service, which writes it.
 """
 

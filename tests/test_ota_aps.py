@@ -13,12 +13,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zigpy.exceptions
 import zigpy.types as zt
 
-from gateway.engine import Engine, Job, security_registry
+from gateway.config import load_config
+from gateway.engine import Engine, Job
 from gateway.ota import events as ev
 from gateway.ota.config import MAX_BLOCK_DATA, MAX_BLOCK_DATA_APS_ENCRYPTED
 from gateway.ota.guard import OtaSecurityGuard
@@ -102,18 +104,18 @@ async def held_then_released(engine: Engine, job: Job) -> None:
     assert await engine.wait(job, {ev.SessionState.CONFIRMED}, timeout=30) is ev.SessionState.CONFIRMED
 
 
-def test_registry_from_config_devices_tolerates_tables_without_security() -> None:
-    @dataclass
-    class Table:
-        ieee: Any
-        security: Any = None
-
-    from eui64 import Eui64
-
-    registry = security_registry([Table(Eui64.parse(HCALCS), SecurityMode.SE), Table(Eui64.parse("00:db:12:34:56:78:90:a1"))])
+def test_the_run_registry_takes_each_devices_mode_from_the_config(tmp_path: Path) -> None:
+    other = "00:db:12:34:56:78:90:a1"
+    third = "00:db:12:34:56:78:90:a2"
+    (tmp_path / "config.toml").write_text(
+        f'[[device]]\nieee = "{HCALCS}"\nkind = "hcalcs"\nsecurity = "se"\n'
+        f'[[device]]\nieee = "{other}"\nkind = "ppmid"\n'
+        f'[[device]]\nieee = "{third}"\nkind = "ppmid"\nsecurity = "install-code"\n'
+    )
+    registry = SecurityRegistry(load_config(tmp_path / "config.toml").security_modes())
     assert registry.get(IEEE).mode is SecurityMode.SE
-    assert registry.get(zt.EUI64.convert("00:db:12:34:56:78:90:a1")).mode is SecurityMode.AUTO
-    assert security_registry([Table(Eui64.parse(HCALCS), "install-code")]).get(IEEE).mode is SecurityMode.INSTALL_CODE
+    assert registry.get(zt.EUI64.convert(other)).mode is SecurityMode.AUTO
+    assert registry.get(zt.EUI64.convert(third)).mode is SecurityMode.INSTALL_CODE
 
 
 async def test_established_device_gets_the_whole_push_aps_encrypted_and_is_released() -> None:
