@@ -551,9 +551,10 @@ class Daemon:
         self._refresh_status()
 
     async def _start_key_establishment(self, app: ControllerApplication) -> None:
-        """(Re)start key establishment on this application, if configured. A hub identity
-        that cannot serve is logged and audited; the daemon runs on, and SE devices'
-        pushes wait (their reason in status)."""
+        """(Re)start key establishment and the OTA guard on this application (without
+        [key_establishment] the service only refuses). A hub identity that cannot serve
+        is logged and audited; the daemon runs on, and SE devices' pushes wait (their
+        reason in status)."""
         if self.ke_service is not None and self.ke_service.app is app:
             return  # started already, as the radio came up (open_app's on_started)
         await close_key_establishment(self.ke_service)
