@@ -43,6 +43,10 @@ class OtaSecurityGuard:
         self._registry = registry
         self._hold_s = hold_s
         self._changed: dict[zt.EUI64, asyncio.Event] = {}
+        # Devices whose OTA frames this guard changes or holds (not yet allowed, or
+        # APS-secured): with none, every frame passes without a device lookup, which
+        # matters on the per-block path (zigpy's get_device(nwk=) walks every device).
+        self._guarded: set[zt.EUI64] = {ieee for ieee, sec in registry.known().items() if _guarded(sec)}
         #: zigpy's OTA frames that waited for a key, and those refused.
         self.held = 0
         self.refused = 0
@@ -58,6 +62,10 @@ class OtaSecurityGuard:
             self._unlisten = None
 
     def _on_change(self, ieee: zt.EUI64, security: DeviceSecurity) -> None:
+        if _guarded(security):
+            self._guarded.add(ieee)
+        else:
+            self._guarded.discard(ieee)
         changed = self._changed.get(ieee)
         if changed is not None:
             changed.set()
@@ -76,7 +84,7 @@ class OtaSecurityGuard:
         return None  # broadcasts and groups carry no unicast OTA
 
     async def admit(self, packet: zt.ZigbeePacket) -> zt.ZigbeePacket:
-        if packet.cluster_id != codec.OTA_CLUSTER_ID or packet.dst_ep == 0:
+        if not self._guarded or packet.cluster_id != codec.OTA_CLUSTER_ID or packet.dst_ep == 0:
             return packet
         ieee = self._ieee(packet)
         if ieee is None:
@@ -101,3 +109,7 @@ class OtaSecurityGuard:
         if security.aps and zt.TransmitOptions.APS_Encryption not in packet.tx_options:
             packet = packet.replace(tx_options=packet.tx_options | zt.TransmitOptions.APS_Encryption)
         return packet
+
+
+def _guarded(security: DeviceSecurity) -> bool:
+    return security.aps or not security.ota_allowed
