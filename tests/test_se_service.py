@@ -132,20 +132,7 @@ class Initiator:
 
     def send_raw(self, data: bytes, *, profile: int = SE_PROFILE, dst_ep: int = han_services.HAN_ENDPOINT) -> None:
         """A frame from the device, as the radio hands it to zigpy."""
-        self.app.packet_received(
-            zt.ZigbeePacket(
-                src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=zt.NWK(self.device_nwk)),
-                src_ep=1,
-                dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=zt.NWK(0x0000)),
-                dst_ep=dst_ep,
-                tsn=data[1],
-                profile_id=profile,
-                cluster_id=CLUSTER,
-                data=zt.SerializableBytes(data),
-                lqi=255,
-                rssi=-40,
-            )
-        )
+        self.app.packet_received(_packet(self, data, profile=profile, dst_ep=dst_ep))
 
     async def outcome(self) -> kc.Action:
         """The device's end of it: Established or Leave."""
@@ -371,6 +358,7 @@ async def test_frames_for_other_endpoints_and_profiles_are_left_to_zigpy(app: An
 
 
 def _packet(device: Initiator, data: bytes, *, profile: int = SE_PROFILE, dst_ep: int = han_services.HAN_ENDPOINT) -> zt.ZigbeePacket:
+    """A frame from the device, as a radio delivers it."""
     return zt.ZigbeePacket(
         src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=zt.NWK(device.device_nwk)),
         src_ep=1,
@@ -380,6 +368,8 @@ def _packet(device: Initiator, data: bytes, *, profile: int = SE_PROFILE, dst_ep
         profile_id=profile,
         cluster_id=CLUSTER,
         data=zt.SerializableBytes(data),
+        lqi=255,
+        rssi=-40,
     )
 
 
