@@ -354,22 +354,10 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
         request too, as from those stacks."""
         if packet.src is None:
             return
-        node = self.state.node_info
-        me = Coordinator(nwk=node.nwk, ieee=node.ieee, endpoints=self._endpoints, neighbors=self._neighbors)
         broadcast = packet.dst is not None and packet.dst.addr_mode == t.AddrMode.Broadcast
-        result = zdo_answer(packet.cluster_id, packet.data.serialize(), me, SIM, broadcast=broadcast)
-        if result.reply is None:
+        reply, _ = self._zdo_reply(packet, to=packet.src.address, broadcast=broadcast)
+        if reply is None:
             return
-        reply = t.ZigbeePacket(
-            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=node.nwk),
-            src_ep=t.uint8_t(0),
-            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=packet.src.address),
-            dst_ep=t.uint8_t(0),
-            tsn=t.uint8_t(result.reply.tsn),
-            profile_id=t.uint16_t(0),
-            cluster_id=t.uint16_t(result.reply.cluster_id),
-            data=t.SerializableBytes(result.reply.payload),
-        )
         task = asyncio.get_running_loop().create_task(self.han.send(reply))
         self._zdo_answers.add(task)
         task.add_done_callback(self._zdo_answers.discard)
@@ -381,32 +369,42 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
 
     # -- the coordinator's own ZDO -----------------------------------------------------
 
-    def _loopback(self, packet: t.ZigbeePacket) -> None:
-        if packet.dst_ep != 0 or packet.profile_id != 0:
-            return  # ZCL to ourselves: nothing listens
-        if packet.cluster_id & 0x8000:
-            return  # a response to ourselves: nothing asked
+    def _zdo_reply(
+        self, packet: t.ZigbeePacket, *, to: int, broadcast: bool = False, lqi: int | None = None, rssi: int | None = None
+    ) -> tuple[t.ZigbeePacket | None, str | None]:
+        """The coordinator's answer to a ZDO request (radios/coordinator_zdo.py with the
+        SIM quirks) as a packet to ``to``, or None; and the request's parse error, if any."""
         node = self.state.node_info
         me = Coordinator(nwk=node.nwk, ieee=node.ieee, endpoints=self._endpoints, neighbors=self._neighbors)
-        result = zdo_answer(packet.cluster_id, packet.data.serialize(), me, SIM)
-        if result.error is not None:
-            LOGGER.debug("sim coordinator: unparsable ZDO to itself: %r (%s)", packet, result.error)
-        # Effects (permit joining) are not applied here: zigpy opens the sim's network
-        # through permit_ncp, as it does an NCP's.
+        result = zdo_answer(packet.cluster_id, packet.data.serialize(), me, SIM, broadcast=broadcast)
         if result.reply is None:
-            return
+            return None, result.error
         reply = t.ZigbeePacket(
             src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=node.nwk),
             src_ep=t.uint8_t(0),
-            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=node.nwk),
+            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(to)),
             dst_ep=t.uint8_t(0),
             tsn=t.uint8_t(result.reply.tsn),
             profile_id=t.uint16_t(0),
             cluster_id=t.uint16_t(result.reply.cluster_id),
             data=t.SerializableBytes(result.reply.payload),
-            lqi=255,
-            rssi=0,
+            lqi=lqi,
+            rssi=rssi,
         )
+        return reply, result.error
+
+    def _loopback(self, packet: t.ZigbeePacket) -> None:
+        if packet.dst_ep != 0 or packet.profile_id != 0:
+            return  # ZCL to ourselves: nothing listens
+        if packet.cluster_id & 0x8000:
+            return  # a response to ourselves: nothing asked
+        reply, error = self._zdo_reply(packet, to=self.state.node_info.nwk, lqi=255, rssi=0)
+        if error is not None:
+            LOGGER.debug("sim coordinator: unparsable ZDO to itself: %r (%s)", packet, error)
+        # Effects (permit joining) are not applied here: zigpy opens the sim's network
+        # through permit_ncp, as it does an NCP's.
+        if reply is None:
+            return
         asyncio.get_running_loop().call_soon(self.packet_received, reply)
 
     def _neighbors(self) -> list[zdo_t.Neighbor]:
