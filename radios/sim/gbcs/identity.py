@@ -1,9 +1,12 @@
 """A simulated device's GBCS signing identity, and the supplier keys it trusts.
 
 Each device signs with its own ECDSA P-256 key. Its certificate is a self-signed X.509
-certificate naming the device's entity id the way GB organisation certificates do (the
-subject's x500UniqueIdentifier, a BIT STRING ``00 || EUI-64``), so a hub can learn
-"this key speaks for that entity" from the certificate alone. Validity runs to
+certificate naming the device's entity id twice: as GB device certificates do (a
+critical subjectAltName otherName hardwareModuleName, RFC 4108, whose serial number is
+the EUI-64; the RTDS device certificates in tests/data/gbcs/ carry theirs so) and as
+GB organisation certificates do (the subject's x500UniqueIdentifier, a BIT STRING
+``00 || EUI-64``), so a hub reading either form learns "this key speaks for that
+entity" from the certificate alone. Validity runs to
 9999-12-31 23:59:59 (X.509's "no well-defined expiration"), and no clock is read: the
 dates are fixed, as GBCS devices ignore certificate dates anyway.
 """
@@ -24,6 +27,9 @@ from eui64 import Eui64
 
 __all__ = ["GbcsIdentity", "entity_id_of", "generate_identity", "load_anchor", "load_identity"]
 
+_HARDWARE_MODULE_NAME = x509.ObjectIdentifier("1.3.6.1.5.5.7.8.4")  # id-on-hardwareModuleName
+# The hwType of the RTDS device certificates (SMKI's device type OID), as DER.
+_HW_TYPE = bytes.fromhex("060D2A863A0001848FB90F01020201")
 _NOT_BEFORE = dt.datetime(2015, 1, 1, tzinfo=dt.timezone.utc)
 _NOT_AFTER = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)
 
@@ -56,12 +62,26 @@ def _p256_public(key: object, what: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
+def _hardware_module_name(entity_id: Eui64) -> bytes:
+    """HardwareModuleName ::= SEQUENCE { hwType OID, hwSerialNum OCTET STRING }, as DER."""
+    body = _HW_TYPE + b"\x04\x08" + entity_id.written
+    return bytes([0x30, len(body)]) + body
+
+
 def entity_id_of(cert: x509.Certificate) -> Eui64 | None:
-    """The entity id a certificate's x500UniqueIdentifier names, if it names one."""
+    """The entity id a certificate names (x500UniqueIdentifier, else hardwareModuleName), if any."""
     for attr in cert.subject.get_attributes_for_oid(NameOID.X500_UNIQUE_IDENTIFIER):
         value = attr.value
         if isinstance(value, bytes) and len(value) == 9 and value[0] == 0:  # no unused bits, 8 bytes
             return Eui64(value[1:])
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for other in names.get_values_for_type(x509.OtherName):
+        # The serial number is the SEQUENCE's last 8 bytes, after 04 08.
+        if other.type_id == _HARDWARE_MODULE_NAME and len(other.value) >= 12 and other.value[-10:-8] == b"\x04\x08":
+            return Eui64(other.value[-8:])
     return None
 
 
@@ -84,6 +104,10 @@ def _self_signed(entity_id: Eui64, key: ec.EllipticCurvePrivateKey, name: str) -
         .not_valid_after(_NOT_AFTER)
         .add_extension(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.OtherName(_HARDWARE_MODULE_NAME, _hardware_module_name(entity_id))]),
+            critical=True,
         )
         .sign(key, hashes.SHA256())
     )
