@@ -18,6 +18,7 @@ never imports spec.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -25,10 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from eui64 import Eui64
 
-from .identity import generate_identity, load_anchor, load_identity
+from .identity import GbcsIdentity, generate_identity, load_anchor, load_identity
 from .peer import DEFAULT_ACB_ID, DEFAULT_SUPPLIER_ID, GbcsPeer
 
-__all__ = ["GbcsSpec", "peer_for_spec", "supplier_anchor"]
+__all__ = ["GbcsSpec", "entity_for_spec", "identity_for_spec", "peer_for_spec", "suppliers_for_spec"]
 
 
 class GbcsSpec(Protocol):
@@ -37,7 +38,7 @@ class GbcsSpec(Protocol):
     @property
     def kind(self) -> str: ...
     @property
-    def ieee(self) -> bytes: ...  # zigpy's EUI64: over-the-air order
+    def ieee(self) -> Iterable[int]: ...  # zigpy's EUI64: over-the-air order
     @property
     def file_version(self) -> int | None: ...
     @property
@@ -60,31 +61,41 @@ def _id(text: str | None, default: Eui64, field: str) -> Eui64:
     return default if text is None else Eui64.parse(text, field)
 
 
-def supplier_anchor(path: str, supplier_id: str | None) -> tuple[Eui64, ec.EllipticCurvePublicKey]:
-    """The supplier's entity id and key; a certificate naming another id than ``supplier_id`` is refused."""
-    named, key = load_anchor(Path(path).read_bytes())
-    given = None if supplier_id is None else Eui64.parse(supplier_id, "supplier_id")
+def entity_for_spec(spec: GbcsSpec) -> Eui64:
+    return _id(spec.entity_id, Eui64.from_air(spec.ieee), "entity_id")
+
+
+def identity_for_spec(spec: GbcsSpec) -> GbcsIdentity:
+    """The configured identity, or (no ``gbcs_key``) a fresh one; ValueError / OSError if the files do not fit."""
+    entity = entity_for_spec(spec)
+    name = f"simulated {spec.kind.upper()} {entity.hex()}"
+    if spec.gbcs_key is None:
+        return generate_identity(entity, name)
+    cert = None if spec.gbcs_cert is None else Path(spec.gbcs_cert).read_bytes()
+    return load_identity(entity, Path(spec.gbcs_key).read_bytes(), cert, name)
+
+
+def suppliers_for_spec(spec: GbcsSpec) -> dict[Eui64, ec.EllipticCurvePublicKey]:
+    """The supplier the device trusts, by entity id: the certificate's, else ``supplier_id``, else the RTDS one.
+
+    A certificate naming another id than ``supplier_id`` is refused (ValueError).
+    """
+    if spec.supplier_key is None:
+        return {}
+    named, key = load_anchor(Path(spec.supplier_key).read_bytes())
+    given = None if spec.supplier_id is None else Eui64.parse(spec.supplier_id, "supplier_id")
     if named is not None and given is not None and named != given:
-        raise ValueError(f"{path} names supplier {named.hex()}, not supplier_id {given.hex()}")
-    return named or given or DEFAULT_SUPPLIER_ID, key
+        raise ValueError(f"{spec.supplier_key} names supplier {named.hex()}, not supplier_id {given.hex()}")
+    return {named or given or DEFAULT_SUPPLIER_ID: key}
 
 
 def peer_for_spec(spec: GbcsSpec) -> GbcsPeer:
-    """The device's GBCS peer; reads its key files (ValueError / OSError if they do not do)."""
-    entity = _id(spec.entity_id, Eui64.from_air(spec.ieee), "entity_id")
-    name = f"simulated {spec.kind.upper()} {entity.hex()}"
-    if spec.gbcs_key is None:
-        identity = generate_identity(entity, name)
-    else:
-        cert = None if spec.gbcs_cert is None else Path(spec.gbcs_cert).read_bytes()
-        identity = load_identity(entity, Path(spec.gbcs_key).read_bytes(), cert, name)
-    suppliers: dict[Eui64, ec.EllipticCurvePublicKey] = {}
-    if spec.supplier_key is not None:
-        supplier, key = supplier_anchor(spec.supplier_key, spec.supplier_id)
-        suppliers[supplier] = key
+    """The device's GBCS peer; build it once per device (it keeps counters and the held image)."""
+    identity = identity_for_spec(spec)
+    suppliers = suppliers_for_spec(spec)
     return GbcsPeer(
         spec.kind,
-        entity,
+        identity.entity_id,
         identity.signing_key,
         identity.certificate,
         suppliers,
