@@ -304,3 +304,21 @@ def test_alert_counters_follow_the_clock_and_always_rise() -> None:
     assert first == T2015 * 1000 and second == first + 1 and later == first + 2
     rebuilt = hcalcs()  # a device rebuilt after a restart, an hour on
     assert read_message(rebuilt.on_image_downloaded(SR11_1_HASH, True, T2015 + 3600)[0]).counter > later
+
+
+def test_the_downloaded_sample_image_with_rtds_commands_and_one_for_its_real_hash() -> None:
+    """As the device will do it: hash what it downloaded, hold it, take CS06s."""
+    from radios.sim.gbcs import manufacturer_image_hash
+    from sim_gbcs_support import DATA
+
+    image = (DATA / "sr11.1-firmware-image.bin").read_bytes()
+    peer = hcalcs()
+    image_hash = manufacturer_image_hash(image)
+    [receipt] = peer.on_image_downloaded(image_hash, True, T2015)
+    assert read_message(receipt).content.endswith(SR11_1_HASH)
+    peer.hold_image(image_hash, int.from_bytes(image[14:18], "little").to_bytes(4, "big"))  # the header's file version
+    out = peer.on_message(IMMEDIATE, T2015)  # the RTDS command names the placeholder hash
+    assert out.activate is None and read_message(out.replies[0]).content[4] == 2  # hash mismatch
+    out = peer.on_message(own_cs06(supplier_private_key(), 1003, SR11_1_HASH), T2015)
+    assert out.activate == SR11_1_HASH and out.firmware_version == image[14:18][::-1]
+    assert read_message(out.replies[0]).content == bytes.fromhex("300902010004 04") + image[14:18][::-1]

@@ -87,7 +87,7 @@ from .cursor import GbcsReadError
 from .reader import CRA_ALERT, CRA_COMMAND, CRA_RESPONSE, SignedMessage, read_message, signature_verifies
 from .signer import cosem_date_time, signed_message
 
-__all__ = ["DEFAULT_ACB_ID", "DEFAULT_SUPPLIER_ID", "GbcsPeer", "PeerOutput"]
+__all__ = ["DEFAULT_ACB_ID", "DEFAULT_SUPPLIER_ID", "GbcsPeer", "HeldImage", "PeerOutput"]
 
 KINDS: Final = ("hcalcs", "ppmid")
 # The RTDS 4.5.0 test supplier and Access Control Broker: a lab bench's defaults.
@@ -106,7 +106,8 @@ class PeerOutput:
 
 
 @dataclass(frozen=True)
-class _Held:
+class HeldImage:
+    """A downloaded image the device keeps until it is activated."""
     image_hash: bytes
     firmware_version: bytes
 
@@ -153,7 +154,7 @@ class GbcsPeer:
         self.acb_id = acb_id
         self.activation_fails = activation_fails
         self.firmware_version = _version(firmware_version)
-        self.held: _Held | None = None
+        self.held: HeldImage | None = None
         self._pending: _Pending | None = None
         self._last_command: dict[Eui64, int] = {}  # per originator
         self._clock_counters = originator_counter is None
@@ -170,7 +171,7 @@ class GbcsPeer:
     # -- what the device tells the peer -------------------------------------------------
 
     def hold_image(self, image_hash: bytes, firmware_version: bytes) -> None:
-        self.held = _Held(bytes(image_hash), _version(firmware_version))
+        self.held = HeldImage(bytes(image_hash), _version(firmware_version))
 
     def drop_image(self) -> None:
         self.held = None

@@ -128,14 +128,13 @@ def _read_signing(cur: Cursor) -> SignedMessage:
     content_offset = cur.offset
     content = cur.take(content_len, "content")
     signed_to = cur.offset
-    at = cur.offset
     tag = cur.byte("signature length")
     if tag == SIGNATURE_TAG:
         signature: bytes | None = cur.take(SIGNATURE_SIZE, "signature")
     elif tag == 0x00:
         signature = None
     else:
-        raise GbcsReadError("signature length", at, f"0x{tag:02X} (40 signed, 00 unsigned)")
+        raise GbcsReadError("signature length", signed_to, f"0x{tag:02X} (40 signed, 00 unsigned)")
     return SignedMessage(
         cra_flag=cra,
         counter=counter,
