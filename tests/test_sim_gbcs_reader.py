@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from radios.sim.gbcs import GbcsReadError, manufacturer_image_hash, read_message, signature_verifies
+from radios.sim.gbcs import GbcsReadError, manufacturer_image_hash, read_message, receipt_hash, signature_verifies
 from radios.sim.gbcs import der
 from radios.sim.gbcs.content import read_cs06
 from radios.sim.gbcs.cursor import Cursor
@@ -155,3 +155,12 @@ def test_manufacturer_image_of_a_zigbee_sub_element_file() -> None:
     import hashlib
 
     assert manufacturer_image_hash(image) == hashlib.sha256(firmware).digest()
+
+
+def test_receipt_hash_falls_back_to_the_whole_file_when_no_header_is_readable() -> None:
+    import hashlib
+
+    sr = (DATA / "sr11.1-firmware-image.bin").read_bytes()
+    assert receipt_hash(sr) == SR11_1_HASH
+    broken = sr[:6] + b"\xff\xff" + sr[8:]  # header length beyond the file
+    assert receipt_hash(broken) == hashlib.sha256(broken).digest()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .cursor import GbcsReadError
 from .from_spec import peer_for_spec
 from .identity import GbcsIdentity, generate_identity, load_identity
-from .image_hash import manufacturer_image_hash
+from .image_hash import manufacturer_image_hash, receipt_hash
 from .peer import GbcsPeer, PeerOutput
 from .reader import SignedMessage, read_message, signature_verifies
 
@@ -25,5 +25,6 @@ __all__ = [
     "manufacturer_image_hash",
     "peer_for_spec",
     "read_message",
+    "receipt_hash",
     "signature_verifies",
 ]

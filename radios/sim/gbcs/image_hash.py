@@ -20,7 +20,7 @@ from typing import Final
 
 from .cursor import GbcsReadError
 
-__all__ = ["manufacturer_image", "manufacturer_image_hash"]
+__all__ = ["manufacturer_image", "manufacturer_image_hash", "receipt_hash"]
 
 _HEADER_LENGTH_AT: Final = 6
 _MIN_HEADER: Final = 56
@@ -62,3 +62,15 @@ def manufacturer_image(image: bytes) -> bytes:
 def manufacturer_image_hash(image: bytes) -> bytes:
     """SHA-256 over `manufacturer_image`: what a CS06 must name to activate ``image``."""
     return hashlib.sha256(manufacturer_image(image)).digest()
+
+
+def receipt_hash(image: bytes) -> bytes:
+    """The hash a Firmware Distribution Receipt Alert reports for what was downloaded.
+
+    The Manufacturer Image Hash; for a file whose OTA header cannot be read (so no
+    Manufacturer Image can be found: a failed download's 0x8F1C), SHA-256 of the file.
+    """
+    try:
+        return manufacturer_image_hash(image)
+    except GbcsReadError:
+        return hashlib.sha256(image).digest()
