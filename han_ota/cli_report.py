@@ -151,7 +151,7 @@ def _read_audit(directory: Path) -> tuple[list[TrialRecord], str]:
 
 def _read_store(directory: Path) -> list[StoredJob]:
     """The store's jobs, when there is a store: they name jobs accepted before --since."""
-    from gateway.report.records import StoredJob
+    from gateway.report.records import ImageRef, JobIdentity, StoredJob
     from gateway.store import DEFAULT_FILENAME, StateStore, StoreError
 
     path = directory / DEFAULT_FILENAME
@@ -163,23 +163,13 @@ def _read_store(directory: Path) -> list[StoredJob]:
     except StoreError as exc:
         typer.echo(f"warning: {exc}; the report uses the audit log alone", err=True)
         return []
-    return [
-        StoredJob(
-            job=j.job_id,
-            device=j.record.device,
-            kind=j.record.kind.value,
-            size=j.record.size,
-            manufacturer_code=j.record.manufacturer_code,
-            image_type=j.record.image_type,
-            file_version=j.record.file_version,
-            sha256=j.record.image_sha256,
-            activation=j.record.activation.mode.value,
-            state=j.state.value,
-            reason=j.reason,
-            created=j.record.created_utc,
-        )
-        for j in jobs
-    ]
+    out = []
+    for j in jobs:
+        r = j.record
+        image = ImageRef(r.manufacturer_code, r.image_type, r.file_version, r.size, r.image_sha256)
+        identity = JobIdentity(r.device, r.kind.value, image, r.activation.mode.value)
+        out.append(StoredJob(j.job_id, identity, j.state.value, j.reason, r.created_utc))
+    return out
 
 
 def _write(path: Path, text: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.report.export import CSV_COLUMNS, to_csv, to_json_obj
 from gateway.report.figures import NoTrialData, RateSegment, compute_trial, total_rate
-from gateway.report.records import ReportInputError, StoredJob, parse_record, parse_records
+from gateway.report.records import ImageRef, JobIdentity, ReportInputError, StoredJob, parse_record, parse_records
 
 DATA = Path(__file__).parent / "data" / "report"
 T0 = dt.datetime(2026, 12, 4, 0, 0, 0, tzinfo=dt.timezone.utc)
@@ -137,7 +137,7 @@ def test_selection_by_job_and_window() -> None:
     since = T0 + dt.timedelta(seconds=6)
     with pytest.raises(NoTrialData, match="job 1: its job.accepted record is outside the selection"):
         compute_trial(records, capacity_bps=500, since=since)
-    stored = StoredJob(1, A, "hcalcs", 1000, 0x121D, 0, 2, "ab" * 32, "none", "confirmed", None, T0)
+    stored = StoredJob(1, JobIdentity(A, "hcalcs", ImageRef(0x121D, 0, 2, 1000, "ab" * 32), "none"), "confirmed", None, T0)
     trial = compute_trial(records, capacity_bps=500, since=since, stored=[stored])
     a = trial.devices[0]
     assert (a.job, a.image.size, a.transfer_s, a.bytes_sent) == (1, 1000, 7.0, 1000)  # 6..13 s inside the window

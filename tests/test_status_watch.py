@@ -6,11 +6,9 @@ import asyncio
 import io
 import json
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,8 @@ from han_ota.cli_daemon import format_status, watch_status
 from han_ota.client import Client, DaemonError, resolve_config
 from han_ota.daemon import Daemon
 from radios.sim.testing import build_ota_image
+from test_cli_daemon import HCALCS, short_dir, write_config  # noqa: F401 - short_dir is a fixture
 
-HCALCS = "00:11:22:33:44:55:66:77"
 
 
 def body(*jobs: dict[str, Any]) -> dict[str, Any]:
@@ -111,13 +109,6 @@ def test_priority_column_appears_once_jobs_have_one() -> None:
 # --------------------------------------------------------------------------- against a daemon
 
 
-@pytest.fixture
-def short_dir() -> Any:
-    path = Path(tempfile.mkdtemp(prefix="how", dir="/tmp"))  # a Unix socket path must be short
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def _frames_seen(proc: subprocess.Popen[str], want: int, timeout: float = 30.0) -> list[str]:
     """Lines of output until ``want`` frames have begun (each starts with the header line)."""
     assert proc.stdout is not None
@@ -135,9 +126,7 @@ def _frames_seen(proc: subprocess.Popen[str], want: int, timeout: float = 30.0) 
 
 
 async def test_watch_against_a_daemon_then_ctrl_c(short_dir: Path) -> None:
-    (short_dir / "state").mkdir()
-    path = short_dir / "config.toml"
-    path.write_text('state_dir = "state"\ncontrol_socket = "run/control.sock"\n')
+    path = write_config(short_dir)
     cfg = resolve_config(path)
     fw = short_dir / "fw.ota"
     fw.write_bytes(build_ota_image(0x121D, 0x0000, 2, b"\x5a" * 60_000, min_hw=0x1111, max_hw=0x1111))

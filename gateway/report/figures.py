@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from gateway.report.records import (
     FrameSent,
     GbcsRecord,
+    ImageRef,
     JobAccepted,
+    JobIdentity,
     Nudge,
     ProgressMark,
     SessionNote,
@@ -70,15 +72,6 @@ NOT_RECORDED = (
     "the radio reported undelivered. The audit log has no record per block, so a block a device asked for "
     "again is not counted."
 )
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    manufacturer_code: int
-    image_type: int
-    file_version: int
-    size: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -246,7 +239,8 @@ def _device(
     progress = [r for r in records if isinstance(r, ProgressMark)]
     notes = [r for r in records if isinstance(r, SessionNote)]
     sent = [r for r in records if isinstance(r, FrameSent)]
-    size, image, device, kind, activation, priority = _identity(job, accepted, stored, progress)
+    identity = _identity(job, accepted, stored)
+    size = identity.image.size
 
     # States: from acceptance (pending) or, for a job accepted before the window, from
     # the window's start in the first change's old state; to the window's end.
@@ -297,11 +291,11 @@ def _device(
     )
     return DeviceFigures(
         job=job,
-        device=device,
-        kind=kind,
-        priority=priority,
-        image=image,
-        activation=activation,
+        device=identity.device,
+        kind=identity.kind,
+        priority=identity.priority,
+        image=identity.image,
+        activation=identity.activation,
         mode=mode,
         block_size=block,
         transfer_s=transfer_s,
@@ -326,17 +320,11 @@ def _device(
     )
 
 
-def _identity(
-    job: int, accepted: JobAccepted | None, stored: StoredJob | None, progress: list[ProgressMark]
-) -> tuple[int, ImageRef, str, str, str, str | None]:
+def _identity(job: int, accepted: JobAccepted | None, stored: StoredJob | None) -> JobIdentity:
     if accepted is not None:
-        a = accepted
-        image = ImageRef(a.manufacturer_code, a.image_type, a.file_version, a.size, a.sha256)
-        return a.size, image, a.device, a.kind, a.activation, a.priority
+        return accepted.identity
     if stored is not None:
-        s = stored
-        image = ImageRef(s.manufacturer_code, s.image_type, s.file_version, s.size, s.sha256)
-        return s.size, image, s.device, s.kind, s.activation, s.priority
+        return stored.identity
     raise NoTrialData(
         f"job {job}: its job.accepted record is outside the selection and the state store does not have it; "
         "widen --since, or give --state-dir the directory whose store holds it"

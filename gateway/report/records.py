@@ -31,19 +31,31 @@ class ReportInputError(ValueError):
 
 
 @dataclass(frozen=True)
+class ImageRef:
+    manufacturer_code: int
+    image_type: int
+    file_version: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """What a job pushes to which device: the same from the audit log's job.accepted and from the store."""
+
+    device: str
+    kind: str
+    image: ImageRef
+    activation: str
+    priority: str | None = None
+
+
+@dataclass(frozen=True)
 class JobAccepted:
     seq: int
     at: dt.datetime
     job: int
-    device: str
-    kind: str
-    size: int
-    manufacturer_code: int
-    image_type: int
-    file_version: int
-    sha256: str
-    activation: str
-    priority: str | None
+    identity: JobIdentity
 
 
 @dataclass(frozen=True)
@@ -51,18 +63,10 @@ class StoredJob:
     """A job as the store keeps it: what the report knows of a job whose acceptance lies outside the window."""
 
     job: int
-    device: str
-    kind: str
-    size: int
-    manufacturer_code: int
-    image_type: int
-    file_version: int
-    sha256: str
-    activation: str
+    identity: JobIdentity
     state: str
     reason: str | None
     created: dt.datetime
-    priority: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,20 +177,15 @@ def parse_record(row: Mapping[str, Any]) -> TrialRecord | None:
     job = reader.integer("job")
     assert job is not None
     if event == "job.accepted":
-        return JobAccepted(
-            reader.seq,
-            reader.at,
-            job,
-            reader.text("device"),
-            reader.text("kind"),
-            reader.required_int("size"),
+        image = ImageRef(
             reader.required_int("manufacturer_code"),
             reader.required_int("image_type"),
             reader.required_int("file_version"),
+            reader.required_int("size"),
             reader.text("sha256"),
-            reader.text("activation"),
-            reader.priority(),
         )
+        identity = JobIdentity(reader.text("device"), reader.text("kind"), image, reader.text("activation"), reader.priority())
+        return JobAccepted(reader.seq, reader.at, job, identity)
     if event == "job.state":
         return StateChange(reader.seq, reader.at, job, reader.text("old"), reader.text("new"), reader.text("reason", optional=True), reader.integer("offset", optional=True))
     if event == "job.progress":
