@@ -140,3 +140,46 @@ def test_text_from_the_records_is_escaped(tmp_path: Path) -> None:
 
 def test_ranges() -> None:
     assert _ranges([1, 2, 3, 5, 7, 8]) == "1-3, 5, 7-8" and _ranges([]) == ""
+
+
+async def test_a_report_of_what_a_daemon_just_wrote(tmp_path: Path) -> None:
+    """The figures read the records the daemon writes today, not only the kept fixture."""
+    import asyncio
+    import tempfile
+
+    from han_ota.client import Client, resolve_config
+    from han_ota.daemon import Daemon
+    from radios.sim.testing import build_ota_image
+
+    short = Path(tempfile.mkdtemp(prefix="hor", dir="/tmp"))  # a Unix socket path must be short
+    try:
+        (short / "state").mkdir()
+        path = short / "config.toml"
+        path.write_text('state_dir = "state"\ncontrol_socket = "run/c.sock"\n[ota]\nrate_bytes_per_s = 4000\n')
+        cfg = resolve_config(path)
+        fw = short / "fw.ota"
+        fw.write_bytes(build_ota_image(0x121D, 0x0000, 2, b"\x5a" * 3000, min_hw=0x1111, max_hw=0x1111))
+        one, two = "00:11:22:33:44:55:66:01", "00:11:22:33:44:55:66:02"
+        daemon = Daemon(cfg, [f"hcalcs:{one}:query_delay=0.05", f"hcalcs:{two}:query_delay=0.05"])
+        await daemon.start()
+        await daemon.wait_radio(10)
+        try:
+            client = Client(cfg.control_socket)
+            first = await asyncio.to_thread(client.push, fw, one, activate_now=True)
+            second = await asyncio.to_thread(client.push, fw, two)
+            assert (await asyncio.to_thread(client.wait_job, first["job"], ("confirmed",), timeout=60))["state"] == "confirmed"
+            assert (await asyncio.to_thread(client.wait_job, second["job"], ("held",), timeout=60))["state"] == "held"
+        finally:
+            await daemon.stop("test")
+        out = tmp_path / "r.json"
+        result = await asyncio.to_thread(runner.invoke, app, ["report", "--config", str(path), "-o", str(tmp_path / "r.html"), "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        a, b = json.loads(out.read_text())["devices"]
+        size = a["image_size"]
+        assert (a["state"], a["mode"], a["block_size"], a["bytes_sent"]) == ("confirmed", "block", 63, size)
+        assert a["transfer_s"] > 0 and a["throughput_bps"] == pytest.approx(size / a["transfer_s"], rel=0.01)  # rounded in JSON
+        assert a["activation_latency_s"] is not None and "activation response 0 alert 0x8F43" in a["gbcs_codes"]
+        assert (b["state"], b["outcome"], b["activation_latency_s"]) == ("held", "held: waiting for a CS06 Activate Firmware", None)
+        assert b["hold_s"] > 0 and "device_verification alert 0x8F72" in b["gbcs_codes"]
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
