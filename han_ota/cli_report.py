@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
@@ -47,14 +46,14 @@ def parse_when(text: str, option: str) -> dt.datetime:
 
 
 def report(
-    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML report to write (one self-contained file: opens offline).")],
-    job: Annotated[list[int], typer.Option("--job", help="Only this job (repeatable; the numbers `han-ota status` shows). Default: every job in the window.", min=1)] = [],  # noqa: B006 - typer reads the default
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML report to write (one self-contained file: opens offline).", metavar="FILE")],
+    job: Annotated[list[int], typer.Option("--job", help="Only this job (repeatable; the numbers `han-ota status` shows). Default: every job in the window.", min=1, metavar="ID")] = [],  # noqa: B006 - typer reads the default
     since: Annotated[Optional[str], typer.Option("--since", help="Only records at or after TIME (ISO 8601; without a zone: local time).", metavar="TIME")] = None,
     until: Annotated[Optional[str], typer.Option("--until", help="Only records at or before TIME.", metavar="TIME")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON to PATH.", metavar="PATH")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write one CSV row per device to PATH.", metavar="PATH")] = None,
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="Read this state directory (a daemon's, running or not, or a copy) instead of the config's.", metavar="DIR")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML configuration file: its state directory and [ota] rate_bytes_per_s (the channel capacity the shares are of).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML configuration file: its state directory and [ota] rate_bytes_per_s (the channel capacity the shares are of).", metavar="PATH")] = None,
 ) -> None:
     """Write a trial report: per device image, block size and mode, transfer time, throughput, share of the channel, retries, WAIT_FOR_DATA, hold, activation latency and outcome with GBCS codes; charts of progress, throughput, states and background traffic."""
     from gateway.report.figures import NoTrialData, compute_trial
@@ -173,14 +172,12 @@ def _read_store(directory: Path) -> list[StoredJob]:
 
 
 def _write(path: Path, text: str) -> None:
-    # Written beside the target and renamed over it: a reader never sees half a report.
-    temporary = path.with_name(f".{path.name}.tmp")
+    # Written in place, not through a renamed temporary file: a rename would replace a
+    # link (e.g. /dev/stdout) or a device with a regular file instead of writing to it.
     try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
         _fail(f"cannot write {path}: {exc.strerror or exc}; check that its directory exists and is writable")
 
 

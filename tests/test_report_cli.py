@@ -183,3 +183,14 @@ async def test_a_report_of_what_a_daemon_just_wrote(tmp_path: Path) -> None:
         assert b["hold_s"] > 0 and "device_verification alert 0x8F72" in b["gbcs_codes"]
     finally:
         shutil.rmtree(short, ignore_errors=True)
+
+
+def test_an_output_behind_a_link_is_written_through_it(bench: Path) -> None:
+    """`--csv /dev/stdout` must write to standard output, never replace the link with a file."""
+    target = bench / "target.csv"
+    target.write_text("old")
+    link = bench / "link.csv"
+    link.symlink_to(target)
+    result = report(bench, "-o", str(bench / "r.html"), "--csv", str(link))
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and target.read_text().startswith("job,device,kind")
