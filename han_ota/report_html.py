@@ -136,7 +136,7 @@ def _device_table(devices: Sequence[DeviceFigures]) -> str:
                 value = row[key] if key else None
             cells.append(f"<td>{html.escape('-' if value is None else str(value))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return f'<div class="wide"><table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
 def _outcome_table(devices: Sequence[DeviceFigures]) -> str:
@@ -244,7 +244,7 @@ def _timeline_chart(devices: Sequence[DeviceFigures]) -> str:
     ax.set_xlabel("seconds after the trial's start")
     ax.grid(axis="x", alpha=0.3)
     order = [s for s in STATE_COLOURS if s in seen] + [s for s in seen if s not in STATE_COLOURS]
-    ax.legend(handles=[Patch(color=seen[s], label=s) for s in order], fontsize="x-small", ncols=len(order), loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(devices) < 4 else -0.08))
+    fig.legend(handles=[Patch(color=seen[s], label=s) for s in order], fontsize="x-small", ncols=max(1, len(order)), loc="outside lower center")
     return _svg(fig)
 
 
@@ -297,4 +297,5 @@ table.grid thead th{background:#f3f4f6}
 table.kv th{font-weight:normal;color:#555}
 figure.chart{margin:0}figure.chart svg{width:100%;height:auto}
 .empty{color:#555;font-style:italic}
+.wide{overflow-x:auto}
 """
