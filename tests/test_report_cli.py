@@ -194,3 +194,14 @@ def test_an_output_behind_a_link_is_written_through_it(bench: Path) -> None:
     result = report(bench, "-o", str(bench / "r.html"), "--csv", str(link))
     assert result.exit_code == 0, result.output
     assert link.is_symlink() and target.read_text().startswith("job,device,kind")
+
+
+def test_the_daemon_and_the_cli_never_load_matplotlib() -> None:
+    """Only `han-ota report` draws charts; a hub's daemon must not pay for a plotting library."""
+    import subprocess
+    import sys
+
+    code = "import sys, han_ota.cli as c, han_ota.daemon, gateway.report.figures; c._mount(); print('matplotlib' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
