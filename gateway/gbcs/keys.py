@@ -40,7 +40,7 @@ _COORDINATE_SIZE = 32
 PEM_LIMIT = 64 * 1024  # a key or certificate is a few hundred bytes; a larger file is not one
 
 FIX_SIGNING = "give the supplier's P-256 private key as unencrypted PEM (`han-ota gbcs keygen` writes one)"
-FIX_VERIFYING = "give the supplier's P-256 certificate or public key as PEM"
+FIX_VERIFYING = "give the supplier's P-256 certificate or public key as PEM (never its private key)"
 
 _CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 _PUBLIC_KEY = b"-----BEGIN PUBLIC KEY-----"
@@ -94,7 +94,7 @@ def p256_public_key(key: object, what: str, *, source: str | None = None) -> ec.
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return key
     raise KeyRefused(
-        f"{what} is {_kind(key)}, not an ECDSA P-256 public key (GBCS signatures are ECDSA P-256)",
+        f"{what} is {_kind(key)}, not ECDSA P-256",
         source=source,
         fix=FIX_VERIFYING,
     )
@@ -105,7 +105,7 @@ def p256_private_key(key: object, what: str, *, source: str | None = None) -> ec
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
         return key
     raise KeyRefused(
-        f"{what} is {_kind(key)}, not an ECDSA P-256 private key (GBCS signatures are ECDSA P-256)",
+        f"{what} is {_kind(key)}, not ECDSA P-256",
         source=source,
         fix=FIX_SIGNING,
     )
@@ -148,7 +148,7 @@ def load_verifying_pem(pem: bytes, *, source: str | None = None) -> VerifyingPem
         raise KeyRefused(f"unreadable PEM ({exc})", source=source, fix=FIX_VERIFYING) from None
     if _PRIVATE_KEY in pem:  # the mistake most worth naming: a supplier's secret in the wrong place
         raise KeyRefused(
-            "holds a private key; a trust anchor is a certificate or public key", source=source, fix=FIX_VERIFYING
+            "holds a private key, where a certificate or public key belongs", source=source, fix=FIX_VERIFYING
         )
     raise KeyRefused("neither a PEM certificate nor a PEM public key", source=source, fix=FIX_VERIFYING)
 
