@@ -74,15 +74,15 @@ class VerifyingPem(NamedTuple):
     certificate: x509.Certificate | None
 
 
-def _kind(key: object) -> str:
-    """A key's kind for a refusal ("an EC private key on secp384r1"); TypeError if no key."""
+def _mismatch(key: object, private: bool) -> str:
+    """Why ``key`` is not the P-256 key wanted ("an EC key on secp384r1, not ECDSA P-256")."""
+    if isinstance(key, _PRIVATE_TYPES if not private else _PUBLIC_TYPES):
+        have, want = ("a public key", "a private key") if private else ("a private key", "a public key or certificate")
+        return f"{have}, not {want}"
     if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
-        side = "private" if isinstance(key, ec.EllipticCurvePrivateKey) else "public"
-        return f"an EC {side} key on {key.curve.name}"
-    if isinstance(key, _PRIVATE_TYPES):
-        return f"a private key ({type(key).__name__.lstrip('_')})"
-    if isinstance(key, _PUBLIC_TYPES):
-        return f"a public key ({type(key).__name__.lstrip('_')})"
+        return f"an EC key on {key.curve.name}, not ECDSA P-256"
+    if isinstance(key, _PUBLIC_TYPES + _PRIVATE_TYPES):
+        return f"a key of type {type(key).__name__.lstrip('_')}, not ECDSA P-256"
     # Not a key at all: a caller's bug (a type checker catches it), not a user's file.
     raise TypeError(f"expected a key or certificate, got {type(key).__name__}")
 
@@ -93,22 +93,14 @@ def p256_public_key(key: object, what: str, *, source: str | None = None) -> ec.
         key = key.public_key()
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return key
-    raise KeyRefused(
-        f"{what} is {_kind(key)}, not ECDSA P-256",
-        source=source,
-        fix=FIX_VERIFYING,
-    )
+    raise KeyRefused(f"{what} is {_mismatch(key, private=False)}", source=source, fix=FIX_VERIFYING)
 
 
 def p256_private_key(key: object, what: str, *, source: str | None = None) -> ec.EllipticCurvePrivateKey:
     """``key`` if it is a P-256 private key; KeyRefused otherwise."""
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
         return key
-    raise KeyRefused(
-        f"{what} is {_kind(key)}, not ECDSA P-256",
-        source=source,
-        fix=FIX_SIGNING,
-    )
+    raise KeyRefused(f"{what} is {_mismatch(key, private=True)}", source=source, fix=FIX_SIGNING)
 
 
 def load_signing_key(pem: bytes, *, source: str | None = None) -> ec.EllipticCurvePrivateKey:
