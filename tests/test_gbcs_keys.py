@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -87,31 +88,6 @@ def test_the_reference_supplier_key_loads_in_pkcs8_and_sec1() -> None:
     assert load_signing_key(sec1).private_numbers() == key.private_numbers()
 
 
-@pytest.mark.parametrize(
-    ("pem", "problem"),
-    [
-        (CERT_FILE.read_bytes(), "not an unencrypted PEM private key (it holds a certificate, which has only the public key)"),
-        (public_pem(P256), "not an unencrypted PEM private key (it holds a public key)"),
-        (b"garbage\n", "not an unencrypted PEM private key (no PEM private key block in it)"),
-        (private_pem(P256, encryption=serialization.BestAvailableEncryption(b"pw")),
-         "not an unencrypted PEM private key (Password was not given but private key is encrypted)"),
-        (private_pem(P384), "the private key is an EC key on secp384r1, not ECDSA P-256"),
-        (private_pem(ED), "the private key is a key of type Ed25519PrivateKey, not ECDSA P-256"),
-    ],
-    ids=["certificate", "public-key", "garbage", "encrypted", "p384", "ed25519"],
-)
-def test_signing_key_refusals_name_the_file_the_problem_and_the_fix(tmp_path: Path, pem: bytes, problem: str) -> None:
-    with pytest.raises(KeyRefused) as bare:
-        load_signing_key(pem)
-    assert str(bare.value) == f"{problem}; {FIX_SIGNING}"
-    path = tmp_path / "key.pem"
-    path.write_bytes(pem)
-    with pytest.raises(KeyRefused) as named:
-        read_signing_key(path)
-    assert str(named.value) == f"{path}: {problem}; {FIX_SIGNING}"
-    assert named.value.source == str(path)
-
-
 # --------------------------------------------------------------------------- verifying keys
 
 
@@ -127,26 +103,44 @@ def test_certificates_and_public_keys_give_the_key() -> None:
     assert read_verifying_pem(CERT_FILE).public_key.public_numbers() == reference.public_key.public_numbers()
 
 
-@pytest.mark.parametrize(
-    ("pem", "problem"),
-    [
-        (KEY_FILE.read_bytes(), "holds a private key, where a certificate or public key belongs"),
-        (b"not a key\n", "neither a PEM certificate nor a PEM public key"),
-        (public_pem(P384), "the public key is an EC key on secp384r1, not ECDSA P-256"),
-        (public_pem(ED), "the public key is a key of type Ed25519PublicKey, not ECDSA P-256"),
-        (certificate_pem(P384), "the certificate's key is an EC key on secp384r1, not ECDSA P-256"),
-    ],
-    ids=["private-key", "junk", "p384", "ed25519", "p384-certificate"],
-)
-def test_verifying_refusals_name_the_file_the_problem_and_the_fix(tmp_path: Path, pem: bytes, problem: str) -> None:
+SIGNING_REFUSALS = {
+    "certificate": (CERT_FILE.read_bytes(), "not an unencrypted PEM private key (it holds a certificate, which has only the public key)"),
+    "public-key": (public_pem(P256), "not an unencrypted PEM private key (it holds a public key)"),
+    "garbage": (b"garbage\n", "not an unencrypted PEM private key (no PEM private key block in it)"),
+    "encrypted": (private_pem(P256, encryption=serialization.BestAvailableEncryption(b"pw")),
+                  "not an unencrypted PEM private key (Password was not given but private key is encrypted)"),
+    "p384": (private_pem(P384), "the private key is an EC key on secp384r1, not ECDSA P-256"),
+    "ed25519": (private_pem(ED), "the private key is a key of type Ed25519PrivateKey, not ECDSA P-256"),
+}
+VERIFYING_REFUSALS = {
+    "private-key": (KEY_FILE.read_bytes(), "holds a private key, where a certificate or public key belongs"),
+    "junk": (b"not a key\n", "neither a PEM certificate nor a PEM public key"),
+    "p384": (public_pem(P384), "the public key is an EC key on secp384r1, not ECDSA P-256"),
+    "ed25519": (public_pem(ED), "the public key is a key of type Ed25519PublicKey, not ECDSA P-256"),
+    "p384-certificate": (certificate_pem(P384), "the certificate's key is an EC key on secp384r1, not ECDSA P-256"),
+}
+REFUSALS = [
+    pytest.param(load_signing_key, read_signing_key, FIX_SIGNING, pem, problem, id=f"signing-{name}")
+    for name, (pem, problem) in SIGNING_REFUSALS.items()
+] + [
+    pytest.param(load_verifying_pem, read_verifying_pem, FIX_VERIFYING, pem, problem, id=f"verifying-{name}")
+    for name, (pem, problem) in VERIFYING_REFUSALS.items()
+]
+
+
+@pytest.mark.parametrize(("load", "read", "fix", "pem", "problem"), REFUSALS)
+def test_refusals_name_the_file_the_problem_and_the_fix(
+    tmp_path: Path, load: Callable[[bytes], object], read: Callable[[Path], object], fix: str, pem: bytes, problem: str
+) -> None:
     with pytest.raises(KeyRefused) as bare:
-        load_verifying_pem(pem)
-    assert str(bare.value) == f"{problem}; {FIX_VERIFYING}"
-    path = tmp_path / "anchor.pem"
+        load(pem)
+    assert str(bare.value) == f"{problem}; {fix}"
+    path = tmp_path / "key.pem"
     path.write_bytes(pem)
     with pytest.raises(KeyRefused) as named:
-        read_verifying_pem(path)
-    assert str(named.value) == f"{path}: {problem}; {FIX_VERIFYING}"
+        read(path)
+    assert str(named.value) == f"{path}: {problem}; {fix}"
+    assert (named.value.problem, named.value.source, named.value.fix) == (problem, str(path), fix)
 
 
 def test_a_broken_pem_block_says_what_the_library_said(tmp_path: Path) -> None:
