@@ -28,7 +28,6 @@ from gateway.gbcs import (
     encode_hex_text,
     generate_supplier_identity,
     iso_utc,
-    load_signing_key,
     message_label,
     parse_command_file,
     read_anchor,
@@ -36,6 +35,7 @@ from gateway.gbcs import (
     verify_activation,
 )
 from gateway.files import FileRefused, read_small
+from gateway.gbcs.keys import read_signing_key
 from han_ota.cli_app import new_app
 
 EXIT_REFUSED = 1
@@ -113,8 +113,8 @@ def _resolve_trust(specs: list[str], originator: EntityId) -> tuple[TrustStore, 
                 pass  # an '=' inside a path: take it all as the path
         try:
             anchor = read_anchor(path)
-        except GbcsUsageError as exc:
-            _usage(f"{path}: {exc}", "--trust")
+        except GbcsUsageError as exc:  # names the file already
+            _usage(str(exc), "--trust")
         if explicit is not None and anchor.entity_id is not None and explicit != anchor.entity_id:
             _usage(f"{path} names entity {anchor.entity_id}, not {explicit}", "--trust")
         if explicit is not None:
@@ -381,11 +381,9 @@ def sign_activation_cmd(
     recipient = _entity(device, "--device")
     digest = _hash(image_hash)
     try:
-        signing_key = load_signing_key(key.read_bytes())
-    except OSError as exc:
-        _usage(f"{key}: {exc.strerror}", "--key")
-    except GbcsUsageError as exc:
-        _usage(f"{key}: {exc}", "--key")
+        signing_key = read_signing_key(key)
+    except GbcsUsageError as exc:  # names the file already
+        _usage(str(exc), "--key")
     try:
         message = sign_activation(
             signing_key,

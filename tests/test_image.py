@@ -594,6 +594,9 @@ def test_trust_anchor_refusals(tmp_path: Path) -> None:
     broken.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     with pytest.raises(ValueError, match=str(broken)):
         load_trust_anchor(broken)
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(ValueError, match=f"cannot read trust anchor {missing}: No such file"):
+        load_trust_anchor(missing)
 
 
 def test_verify_refuses_a_key_of_the_wrong_kind(sr11_1: bytes) -> None:
