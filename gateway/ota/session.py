@@ -370,19 +370,10 @@ class OtaSession:
         (the device asks again for what it missed).
         """
 
-        def remaining(at: float | None) -> float | None:
-            return None if at is None else max(0.0, at - self._now)
-
         if self._rebase is not None:
-            timers: dict[str, float | None] = {k: v for k, v in self._rebase.items() if k != "stall"}
+            timers = {k: v for k, v in self._rebase.items() if k != "stall"}
         else:
-            timers = {
-                "notify": remaining(self._notify_at),
-                "read": remaining(self._read_at),
-                "confirm": remaining(self._confirm_by),
-                "grace": remaining(self._grace_until),
-                "nudge": remaining(self._nudge_at),
-            }
+            timers = self._timers_left()
         return {
             "format": SNAPSHOT_FORMAT,
             "device_ieee": str(Eui64.from_air(self.device_ieee)),
@@ -408,7 +399,7 @@ class OtaSession:
             "scheduled_at": None if self.scheduled_at is None else self.scheduled_at.isoformat(),
             "discard": [list(ids) for ids in sorted(self.discard_images)],
             "discard_requests": self.discard_requests,
-            "timers": {k: v for k, v in timers.items() if v is not None},
+            "timers": timers,
         }
 
     @classmethod
@@ -483,6 +474,18 @@ class OtaSession:
         return session
 
     # ------------------------------------------------------------------ machinery
+
+    def _timers_left(self) -> dict[str, float]:
+        """Seconds left on each armed timer but the stall and a page's (neither is kept:
+        see ``snapshot``), by the names snapshots use."""
+        timers = {
+            "notify": self._notify_at,
+            "read": self._read_at,
+            "confirm": self._confirm_by,
+            "grace": self._grace_until,
+            "nudge": self._nudge_at,
+        }
+        return {name: max(0.0, at - self._now) for name, at in timers.items() if at is not None}
 
     def _tick(self, now: float) -> None:
         self._now = now
@@ -684,18 +687,7 @@ class OtaSession:
     def _park(self) -> None:
         if self._parked:
             return
-
-        def remaining(at: float | None) -> float | None:
-            return None if at is None else max(0.0, at - self._now)
-
-        frozen = {
-            "notify": remaining(self._notify_at),
-            "read": remaining(self._read_at),
-            "confirm": remaining(self._confirm_by),
-            "grace": remaining(self._grace_until),
-            "nudge": remaining(self._nudge_at),
-        }
-        self._rebase = {k: v for k, v in frozen.items() if v is not None}
+        self._rebase = self._timers_left()
         self._notify_at = self._stall_at = self._read_at = self._confirm_by = self._grace_until = self._nudge_at = None
         self._page = None
         self._parked = True
