@@ -329,7 +329,7 @@ class Engine:
         for job in list(self._jobs.values()):
             if self.driver.session(job.ieee) is not job.session:
                 continue
-            self.driver.run(job.ieee, lambda now, s=job.session: s.park(now))
+            self.driver.run(job.ieee, job.session.park)
             self.driver.detach(job.ieee, hand_back=False)
             self._parked[job.id] = job
             parked.append(job)
