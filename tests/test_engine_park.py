@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.engine import Engine
 from gateway.ota import events as ev
 from gateway.ota.session import NOTIFY_QUERY_JITTER
-from radios.supervisor import RadioSupervisor
 from radios.select import open_app
+from radios.supervisor import RadioSupervisor
 from test_engine_e2e import FAST_OTA, IEEE, image, network, notes, received, spec, until
-
-from gateway.engine import Engine
 
 SLOW = "min_block_period_ms=2"
 # Retries 0.2 s apart, then idle until a query an hour away: only a notify brings it back.
