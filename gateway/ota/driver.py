@@ -25,6 +25,14 @@ next one. The driver builds the `ZigbeePacket` itself and calls the radio's
 APS ack, source route when configured), with the addresses kept per device rather
 than built per frame.
 
+Every frame's outcome goes back to the session that made it, one event per frame
+(``NotifyDelivered``/``NotifyFailed`` for Image Notify, ``FrameDelivered``/
+``FrameNotDelivered`` for the rest), also when it was never sent (withheld, not
+encodable, or its task cancelled by a detach before it ran): the session counts the
+frame in flight on its pacer until then. The driver itself never touches the pacer,
+and answers nothing by itself: a command the server does not implement reaches the
+session as ``UnsupportedCommandReceived``.
+
 HAN security (gateway.se.security): with a `SecurityRegistry`, each device's frames
 follow its state. A device with APS link-key security in force (its key established)
 gets every OTA frame with ``TransmitOptions.APS_Encryption``, and its OTA frames that
