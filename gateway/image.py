@@ -59,6 +59,9 @@ GBCS_SIGNATURE_LENGTH = 64
 GBCS_TAIL_LENGTH = 1 + 1 + GBCS_SIGNATURE_LENGTH  # CH byte, 0x40, r||s
 
 TOTAL_SIZE_OFFSET = 52
+# Image types of PPMID firmware (the prepayment meter interface device, as the
+# simulated PPMID's spec has it); every other image is taken for an HCALCS's.
+PPMID_IMAGE_TYPES: frozenset[int] = frozenset({0x0084})
 
 SUBELEMENT_TAG_NAMES = {
     0x0000: "upgrade image",
@@ -186,6 +189,11 @@ class FirmwareImage:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    @property
+    def device_kind(self) -> str:
+        """The kind of device the image is for when nothing else says: ppmid or hcalcs."""
+        return "ppmid" if self.image_type in PPMID_IMAGE_TYPES else "hcalcs"
 
     @property
     def manufacturer_image(self) -> bytes:

@@ -26,7 +26,6 @@ from gateway.gbcs.trust import TrustStore
 from gateway.image import FirmwareImage, ImageForm, load_image
 from gateway.ota.events import SessionState
 from gateway.se.security import SecurityRegistry
-from han_ota.cli_radio import follow_radio
 from han_ota.progress import ProgressLine
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
 from han_ota.statedir import ensure_state_dir
@@ -36,8 +35,6 @@ from radios.supervisor import RadioSupervisor
 from radios.sim.spec import SimDeviceSpec, parse_sim_device, sim_network
 
 LOGGER = logging.getLogger("han_ota.push")
-
-PPMID_IMAGE_TYPES = {0x0084}
 
 
 @dataclass
@@ -82,7 +79,7 @@ def sim_specs_for(req: PushRequest, image: FirmwareImage, ieee: zt.EUI64, notes:
     quick trials, announced on stderr)."""
     specs = sim_network(req.sim_devices, req.config.sim_devices, str(req.config.source or "config"))
     if not any(s.ieee == ieee for s in specs):
-        kind = "ppmid" if image.image_type in PPMID_IMAGE_TYPES else "hcalcs"
+        kind = image.device_kind
         configured = req.config.device(parse_eui64(req.device))
         if configured is not None:
             kind = configured.kind
@@ -172,12 +169,14 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         return app
 
     # A real coordinator may reset or drop off the USB bus mid-transfer: the supervisor
-    # reopens it with backoff and the follower moves the job onto the new app.
+    # reopens it with backoff and the engine follows it: the job is parked, then resumed
+    # on the new app.
     supervisor = RadioSupervisor(factory, name=req.radio)
     registry = SecurityRegistry(req.config.security_modes())
     app = await supervisor.start()
     engine = Engine(app, req.config.ota, session_overrides=req.session_overrides, security=registry)
-    follower = follow_radio(engine, supervisor) if req.radio != "sim" else None
+    if req.radio != "sim":
+        engine.follow(supervisor)
     wanted = wanted_state(req)
     ke_service = None
     try:
@@ -215,8 +214,6 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
                 bar.close()
         return PushOutcome(job.to_dict(), job.state is wanted, wanted)
     finally:
-        if follower is not None:
-            follower.close()
         # Frames in flight out, then the radio off, then the sessions detached: detached
         # first, a held device's next Upgrade End would reach zigpy's own OTA handler,
         # whose answer (ABORT) makes it discard the image.

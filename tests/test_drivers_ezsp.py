@@ -12,7 +12,7 @@ activation confirmed by the device; ``han-ota emulate ezsp`` + ``han-ota push --
 ezsp`` as subprocesses; lost deliveries; an NCP reset (RSTACK, which bellows reports as
 ``connection_lost``) and a dropped connection mid-transfer, recovered by
 ``radios.supervisor.RadioSupervisor`` with the engine following; and a device that gave
-up during a long outage being brought back by the follower's Image Notify.
+up during a long outage being brought back by the session's Image Notify (a nudge).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import sign_activation
 from gateway.image_build import build_image
 from gateway.ota.events import SessionState
-from han_ota.cli_radio import follow_radio
 from radios.emulate.ezsp import NetworkSettings, running_ezsp_emulator
 from radios.han_services import permit_with_install_code
 from radios.select import open_app
@@ -207,7 +206,7 @@ async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(s
         supervisor = RadioSupervisor(factory, name="ezsp", backoff=(0.2, 0.5, 1.0))
         app = await supervisor.start()
         engine = Engine(app, config.ota)
-        follower = follow_radio(engine, supervisor)
+        engine.follow(supervisor)
         try:
             sim = server.han.devices[HCALCS_IEEE]
             job = engine.push(fw, HCALCS_IEEE)
@@ -218,7 +217,7 @@ async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(s
             else:
                 server.faults.drop_now()  # the link goes away
             new_app = await supervisor.reconnected(1, timeout=30)
-            assert new_app is not app and engine.app is new_app and follower.rebinds == 1
+            assert new_app is not app and engine.app is new_app and engine.rebinds == 1
             assert HCALCS_IEEE in new_app.devices
             assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
             assert job.session.offset == fw.size > before
@@ -227,14 +226,13 @@ async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(s
             assert [e.kind for e in supervisor.events][:3] == ["up", "lost", "reconnected"]
             assert server.connections == 2 and server.ncp.unhandled == []
         finally:
-            follower.close()
             await engine.close()
             await supervisor.close()
 
 
 async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier, tmp_path):
     """The radio is away longer than the device keeps retrying (here 0.2 s x 2): the device
-    goes idle with its partial image; after the reconnect the follower's Image Notify makes
+    goes idle with its partial image; after the reconnect the session's Image Notify (a nudge) makes
     it query, and it resumes at its offset instead of starting over."""
     _, config = supplier
     fw = make_image(size=16000)
@@ -254,8 +252,8 @@ async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier,
         supervisor = RadioSupervisor(factory, name="ezsp", backoff=(0.2,))
         app = await supervisor.start()
         engine = Engine(app, config.ota)
-        follower = follow_radio(engine, supervisor)
-        follower.nudge_after_s = 0.5
+        engine.follow(supervisor)
+        engine.nudge_after_s = 0.5
         try:
             sim = server.han.devices[HCALCS_IEEE]
             job = engine.push(fw, HCALCS_IEEE)
@@ -267,10 +265,9 @@ async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier,
             away.set()
             await supervisor.reconnected(1, timeout=30)
             assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
-            assert follower.notifies_sent >= 1
+            assert job.session.nudge_attempt >= 1  # the session's Image Notify after the silence
             assert sim.counters.resumed >= 1  # picked up at its offset, did not start over
             assert job.session.offset == fw.size
         finally:
-            follower.close()
             await engine.close()
             await supervisor.close()

@@ -688,3 +688,10 @@ def test_image_error_survives_pickling() -> None:
     e = ImageError("total_size", 52, "msg", path="/x.ota")
     back = pickle.loads(pickle.dumps(e))
     assert (type(back), back.field, back.offset, back.path, str(back)) == (ImageError, "total_size", 52, "/x.ota", "msg")
+
+
+@pytest.mark.parametrize(("image_type", "kind"), [(0x0084, "ppmid"), (0x0000, "hcalcs"), (0x0085, "hcalcs")])
+def test_an_image_says_which_kind_of_device_it_is_for(image_type: int, kind: str) -> None:
+    # The one rule the push's default simulated device and the daemon's job kind both use.
+    image = parse_image(build_image(b"fw", manufacturer_code=0x121D, image_type=image_type, file_version=2))
+    assert image.device_kind == kind
