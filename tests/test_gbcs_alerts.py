@@ -115,8 +115,10 @@ def test_bad_content_is_refused_with_field_and_offset() -> None:
     content[-1] = 9  # responseCode 9
     with pytest.raises(MalformedCommand, match=r"offset 40: CCS08 response code: 9 is not 0, 1, 2 or 3"):
         decode_transfer_alert(bytes(content))
-    with pytest.raises(MalformedCommand, match="CCS08 firmware version"):
-        decode_transfer_alert(bytes(content[:-6]) + bytes([0x04, 0x03, 1, 2, 3]))
+    short = bytes(content).replace(bytes.fromhex("04040123ABCD"), bytes.fromhex("04030123AB"))
+    short = bytes([0x30, short[1] - 1]) + short[2:]
+    with pytest.raises(MalformedCommand, match=r"offset 36: CCS08 firmware version: expected 4 bytes, got 3"):
+        decode_transfer_alert(short)
 
 
 # ---------------------------------------------------------------- read_message
