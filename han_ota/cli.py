@@ -141,7 +141,7 @@ def push(
             _push_via_daemon(client, image, device, command, activate_now, stall_timeout, wait, timeout, json_out, config, allow_downgrade)
             return
     counters = None
-    if command is not None:
+    if command is not None or cfg.hub != type(cfg.hub)():  # [hub]: its alert counter lives there too
         counters = _counter_store(cfg)
     req = PushRequest(
         image=image,
