@@ -21,13 +21,14 @@ app = new_app(
 
 
 def _mount() -> None:
-    from han_ota import cli_cbke, cli_daemon, cli_gbcs, cli_image, cli_radio
+    from han_ota import cli_cbke, cli_daemon, cli_gbcs, cli_image, cli_messages, cli_radio
 
     app.add_typer(cli_image.app, name="image", help="Inspect and build firmware images.")
     app.add_typer(cli_gbcs.app, name="gbcs", help="Verify, sign and make keys for GBCS activation commands.")
     app.add_typer(cli_cbke.app, name="cbke", help="Smart Energy key establishment in a lab: test CA, certificates, inspection, ECMQV.")
     cli_daemon.register(app)
     cli_radio.register(app)
+    cli_messages.register(app)
 
 
 SIM_DEVICE_HELP = (

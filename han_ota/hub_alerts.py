@@ -171,7 +171,7 @@ class HubMessages:
         self.emit(job.ieee, number, details, engine_job=job.id)
 
     def _already_sent(self, job: Job, number: int | None, outcome: TransferResponse) -> bool:
-        if any(m.get("details", {}).get("response_code") == int(outcome) for m in self._by_job.get(job.id, ())):
+        if any(m["direction"] == "hub" and (m["details"] or {}).get("response_code") == int(outcome) for m in self._by_job.get(job.id, ())):
             return True
         if self.store is None or number is None:
             return False
