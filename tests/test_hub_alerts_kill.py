@@ -1,0 +1,133 @@
+"""`han-ota run` killed while it signs its CCS08 (the kill-test pattern of
+tests/test_daemon_kill.py, on the simulated radio as tests/test_daemon_restart.py):
+after the restart the alert is there once, with the counter reserved for it, and the
+hub's counter never goes back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.audit import read_records, verify_log
+from gateway.config import load_config
+from gateway.crashpoint import ENV as CRASH_ENV
+from gateway.crashpoint import HUB_ALERT_POINTS
+from gateway.gbcs.ids import EntityId
+from gateway.gbcs.sign import generate_supplier_identity
+from gateway.store import StateStore
+from han_ota.client import Client, DaemonError, find_daemon
+from radios.sim.testing import build_ota_image
+
+HCALCS = "00:11:22:33:44:55:66:77"
+CONFIG = """\
+state_dir = "state"
+control_socket = "run/control.sock"
+[ota]
+rate_bytes_per_s = 1000000
+burst_bytes = 100000
+[hub]
+signing_key = "hub.key"
+certificate = "hub.pem"
+[[sim_device]]
+kind = "hcalcs"
+ieee = "00:11:22:33:44:55:66:77"
+query_delay = 0.1
+response_timeout = 0.5
+wait_interval = 0.3
+"""
+
+
+@pytest.fixture
+def bench_dir() -> Any:
+    path = Path(tempfile.mkdtemp(prefix="hoak", dir="/tmp"))
+    (path / "state").mkdir()
+    (path / "config.toml").write_text(CONFIG)
+    key_pem, cert_pem = generate_supplier_identity(EntityId.parse("00DB1234567890A2"), role="CHF")
+    (path / "hub.key").write_bytes(key_pem)
+    (path / "hub.pem").write_bytes(cert_pem)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def start(root: Path, log_name: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.pop(CRASH_ENV, None)
+    if crash_at is not None:
+        env[CRASH_ENV] = crash_at
+    log = open(root / log_name, "wb")  # noqa: SIM115 - the process owns it
+    return subprocess.Popen([sys.executable, "-m", "han_ota.cli_daemon", "run", "--config", str(root / "config.toml")], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_until(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the daemon exited ({proc.returncode}) while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def radio_up(cfg: Any) -> Client | None:
+    client = find_daemon(cfg)
+    if client is None:
+        return None
+    try:
+        return client if client.status()["daemon"]["radio"]["up"] else None
+    except DaemonError:
+        return None
+
+
+@pytest.mark.parametrize("point", HUB_ALERT_POINTS)
+def test_killed_while_signing_the_alert_nothing_lost_no_counter_reused(bench_dir: Path, point: str) -> None:
+    cfg = load_config(bench_dir / "config.toml")
+    fw = bench_dir / "fw.ota"
+    fw.write_bytes(build_ota_image(0x121D, 0x0000, 2, os.urandom(6000), min_hw=0x1111, max_hw=0x1111))
+
+    first = start(bench_dir, "first.log", crash_at=point)
+    try:
+        client = wait_until(lambda: radio_up(cfg), 30, "the first daemon's radio", first)
+        client.push(fw, HCALCS)
+        first.wait(60)  # it dies at the crash point as the transfer ends
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+    assert first.returncode == 137, (bench_dir / "first.log").read_text()
+    with StateStore.in_state_dir(cfg.state_dir) as store:
+        [reserved] = store.pending_hub_messages()
+        assert store.list_messages() == []
+        counter_at_kill = store.hub_counter()
+    assert reserved.counter is not None and counter_at_kill == (reserved.counter, None)
+
+    second = start(bench_dir, "second.log")
+    try:
+        client = wait_until(lambda: radio_up(cfg), 30, "the second daemon's radio", second)
+        client.wait_job("1", ("held",), timeout=60)
+        kept = client.messages()["messages"]
+        # The reservation finished at start with its counter; the job held again: no second alert.
+        assert [(m["id"], m["counter"], m["signature"], m["job"]) for m in kept] == [(reserved.message_id, reserved.counter, "valid", "1")]
+        client.cancel("1")
+        kept = wait_until(lambda: (lambda ms: ms if len(ms) == 2 else None)(client.messages()["messages"]), 30, "the discard alert", second)
+        assert kept[1]["counter"] > reserved.counter
+    finally:
+        second.terminate()
+        second.wait(15)
+    with StateStore.in_state_dir(cfg.state_dir) as store:
+        assert store.pending_hub_messages() == []
+        last, committed = store.hub_counter() or (0, None)
+        assert last == committed == kept[1]["counter"]
+    assert verify_log(cfg.state_dir / "audit.jsonl").ok
+    audited = [r.fields["counter"] for r in read_records(cfg.state_dir / "audit.jsonl") if r.event == "gbcs.message"]
+    assert audited == [reserved.counter, kept[1]["counter"]]
