@@ -286,12 +286,7 @@ class StoredMessage:
         """A message kept in memory only (a push without a state directory): id 0."""
         return cls(
             message_id=0, at_utc=at, direction=MessageDirection(direction), status="recorded",
-            device=None if device is None else normalize_ieee(device), job_id=None, data=info.data,
-            message_code=None if info.message_code is None else int(info.message_code),
-            cra=None if info.cra_flag is None else info.cra_flag.name.lower(),
-            originator=None if info.originator is None else str(info.originator),
-            recipient=None if info.recipient is None else str(info.recipient),
-            counter=info.counter, signature=info.verdict.value, details=details,
+            device=None if device is None else normalize_ieee(device), job_id=None, details=details, **_info_fields(info),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -1184,16 +1179,25 @@ _MESSAGE_SELECT = (
 )
 
 
+def _info_fields(info: MessageInfo) -> dict[str, Any]:
+    """A parsed message's header as the message store keeps it (StoredMessage's fields)."""
+    return {
+        "data": info.data,
+        "message_code": None if info.message_code is None else int(info.message_code),
+        "cra": None if info.cra_flag is None else info.cra_flag.name.lower(),
+        "originator": None if info.originator is None else str(info.originator),
+        "recipient": None if info.recipient is None else str(info.recipient),
+        "counter": info.counter,
+        "signature": info.verdict.value,
+    }
+
+
 def _info_values(info: MessageInfo) -> tuple[Any, ...]:
-    return (
-        info.data,
-        None if info.message_code is None else int(info.message_code),
-        None if info.cra_flag is None else info.cra_flag.name.lower(),
-        None if info.originator is None else str(info.originator),
-        None if info.recipient is None else str(info.recipient),
-        None if info.counter is None else _counter_text(info.counter),
-        info.verdict.value,
-    )
+    """The same, in _INFO_COLUMNS order, as the columns hold them."""
+    fields = _info_fields(info)
+    counter = fields["counter"]
+    fields["counter"] = None if counter is None else _counter_text(counter)
+    return tuple(fields[name.strip()] for name in _INFO_COLUMNS.split(","))
 
 
 def _message_from_row(r: Sequence[Any]) -> StoredMessage:

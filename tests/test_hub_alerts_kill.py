@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +22,19 @@ from gateway.crashpoint import HUB_ALERT_POINTS
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import generate_supplier_identity
 from gateway.store import StateStore
-from han_ota.client import Client, DaemonError, find_daemon
 from radios.sim.testing import build_ota_image
+from test_daemon_restart import CONFIG as RESTART_CONFIG
+from test_daemon_restart import radio_up, wait_until
 
 HCALCS = "00:11:22:33:44:55:66:77"
-CONFIG = """\
-state_dir = "state"
-control_socket = "run/control.sock"
+# The restart test's bench (one simulated HCALCS), fast, with a hub key.
+CONFIG = RESTART_CONFIG + """\
 [ota]
 rate_bytes_per_s = 1000000
 burst_bytes = 100000
 [hub]
 signing_key = "hub.key"
 certificate = "hub.pem"
-[[sim_device]]
-kind = "hcalcs"
-ieee = "00:11:22:33:44:55:66:77"
-query_delay = 0.1
-response_timeout = 0.5
-wait_interval = 0.3
 """
 
 
@@ -64,29 +57,6 @@ def start(root: Path, log_name: str, crash_at: str | None = None) -> subprocess.
         env[CRASH_ENV] = crash_at
     log = open(root / log_name, "wb")  # noqa: SIM115 - the process owns it
     return subprocess.Popen([sys.executable, "-m", "han_ota.cli_daemon", "run", "--config", str(root / "config.toml")], stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def wait_until(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the daemon exited ({proc.returncode}) while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def radio_up(cfg: Any) -> Client | None:
-    client = find_daemon(cfg)
-    if client is None:
-        return None
-    try:
-        return client if client.status()["daemon"]["radio"]["up"] else None
-    except DaemonError:
-        return None
 
 
 @pytest.mark.parametrize("point", HUB_ALERT_POINTS)

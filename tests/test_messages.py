@@ -9,7 +9,6 @@ import dataclasses
 import json
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from han_ota.cli import app, _mount
 from han_ota.client import Client
 from han_ota.daemon import Daemon
 from radios.sim.testing import build_ota_image
+from test_daemon import call, wait_for
 
 HCALCS = "00:11:22:33:44:55:66:77"
 FAST = "query_delay=0.05:wait_interval=0.2:reboot_time=0.05:response_timeout=0.5"
@@ -53,18 +53,6 @@ def write_config(root: Path) -> Path:
         '[hub]\nsigning_key = "hub.key"\ncertificate = "hub.pem"\n'
     )
     return path
-
-
-async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-async def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def alert_of(message: dict[str, Any]) -> Any:
