@@ -73,12 +73,14 @@ def transfer_outcome(action: ev.StateChanged) -> TransferResponse | None:
     return None
 
 
-def known_keys(config: Config, suppliers: TrustStore) -> TrustStore:
-    """The keys a message's signature is judged against: the suppliers' and the hub's own."""
+def known_keys(config: Config, suppliers: TrustStore, devices: Mapping[EntityId, Any] | None = None) -> TrustStore:
+    """The keys a message's signature is judged against: the suppliers', the devices'
+    (their digital-signing certificates' keys, where known) and the hub's own."""
+    known = TrustStore({**suppliers, **(devices or {})})
     hub = config.hub
     if hub.key is None or hub.entity_id is None:
-        return suppliers
-    return suppliers.with_anchor(EntityId.parse(hub.entity_id), hub.key.public_key())
+        return known
+    return known.with_anchor(EntityId.parse(hub.entity_id), hub.key.public_key())
 
 
 def counter_floor(now: dt.datetime) -> int:
@@ -97,10 +99,11 @@ class HubMessages:
         audit: Audit | None = None,
         durable_job_id: Callable[[Job], int | None] = lambda job: None,
         clock: Callable[[], dt.datetime] | None = None,
+        device_keys: Mapping[EntityId, Any] | None = None,
     ) -> None:
         self.hub: HubConfig = config.hub
         self.store = store
-        self.known = known_keys(config, trust)
+        self.known = known_keys(config, trust, device_keys)
         self._audit = audit
         self.engine: Any = None  # the engine watched (``watch``): its app names the coordinator
         self._durable_job_id = durable_job_id
@@ -284,12 +287,14 @@ async def start_hub_messages(
     trust: TrustStore,
     audit: Audit | None = None,
     durable_job_id: Callable[[Job], int | None] = lambda job: None,
+    device_keys: Mapping[EntityId, Any] | None = None,
 ) -> HubMessages:
     """A started ``HubMessages`` (feed listening, crash leftovers finished), watching
     ``engine`` if given. ``store`` that is not a StateStore (a push without one) keeps
     the messages in memory."""
     hub = HubMessages(
-        config, store if isinstance(store, StateStore) else None, trust=trust, audit=audit, durable_job_id=durable_job_id
+        config, store if isinstance(store, StateStore) else None, trust=trust, audit=audit, durable_job_id=durable_job_id,
+        device_keys=device_keys,
     )
     if engine is not None:
         hub.watch(engine)

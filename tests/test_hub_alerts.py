@@ -85,6 +85,24 @@ def test_transfer_outcome(old: S, new: S, reason: str | None, expected: Transfer
     assert transfer_outcome(ev.StateChanged(old, new, reason)) == expected
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (ev.QueryNextImageRequested(1, 0x121D, 1, 1, 0x0001), TransferResponse.HARDWARE_VERSION_MISMATCH),
+        (ev.QueryNextImageRequested(1, 0x121D, 1, 2, 0x0003), TransferResponse.FILE_TRANSFER_FAILURE),  # runs the image's version
+        (ev.QueryNextImageRequested(1, 0x9999, 1, 1, 0x0003), TransferResponse.FILE_TRANSFER_FAILURE),
+    ],
+)
+def test_the_sessions_own_refusals_map_to_their_codes(query: ev.QueryNextImageRequested, expected: TransferResponse) -> None:
+    """With the OTA session's own wording of its refusals, not a copy of it."""
+    from gateway.ota.session import ImageInfo, OtaSession, SessionConfig
+
+    session = OtaSession(DEVICE, ImageInfo(0x121D, 1, 2, bytes(100), min_hardware_version=2, max_hardware_version=5), SessionConfig())
+    session.start(0.0)
+    [change] = [a for a in session.handle(query, 1.0) if isinstance(a, ev.StateChanged)]
+    assert transfer_outcome(change) is expected
+
+
 # ---------------------------------------------------------------- the counter in the store
 
 
@@ -165,6 +183,23 @@ def test_without_a_key_alerts_are_unsigned_from_the_coordinator(tmp_path: Path, 
         assert (row.signature, row.originator, row.recipient) == ("unsigned", "000D6F0000000001", "90B3D51F30000002")
         assert row.data is not None and row.data.endswith(b"\x00")
         assert content_of(row.to_dict()["hex"])[1].response_code == TransferResponse.FILE_TRANSFER_FAILURE
+
+
+def test_device_keys_are_known_too(tmp_path: Path, hub_files: tuple[Path, Path]) -> None:
+    key_pem, cert_pem = generate_supplier_identity(EntityId.parse("00DB1234567890A4"))
+    from gateway.gbcs.alerts import FirmwareTransferAlert, build_transfer_alert
+
+    device_id = EntityId.parse("00DB1234567890A4")
+    signed = build_transfer_alert(
+        load_signing_key(key_pem), originator=device_id, recipient=EntityId.parse(HUB_ID), counter=3,
+        alert=FirmwareTransferAlert.ended(TransferResponse.SUCCESS, device=device_id, firmware_version=1, at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)),
+    )
+    with StateStore.in_state_dir(tmp_path) as store:
+        plain = HubMessages(hub_config(hub_files), store, trust=TrustStore())
+        assert plain.record("in", DEVICE, signed)["signature"] == "unknown signer"
+        hub = HubMessages(hub_config(hub_files), store, trust=TrustStore(), device_keys={device_id: load_anchor(cert_pem).public_key})
+        assert hub.record("in", DEVICE, signed)["signature"] == "valid"
+        assert HUB_ID in {str(e) for e in hub.known}
 
 
 def test_without_a_store_alerts_are_kept_for_the_job_in_memory(hub_files: tuple[Path, Path]) -> None:

@@ -143,3 +143,57 @@ def test_messages_offline_without_a_store_says_so(tmp_path: Path) -> None:
     out = cli("messages", "--state-dir", str(tmp_path))
     assert out.exit_code == 1 and "no state store in" in out.output
     assert cli("messages", "--state-dir", str(tmp_path), "--device", "nope").exit_code == 2
+
+
+def test_messages_follow_prints_each_new_message_once(tmp_path: Path) -> None:
+    import queue
+    import subprocess
+    import sys
+    import threading
+
+    from gateway.store import StateStore
+
+    cs09 = bytes.fromhex((DATA / "cs09-8f8b-alert.hex").read_text())
+    fdra = bytes.fromhex((DATA / "fdra-zigbee-8f72-alert.hex").read_text())
+    with StateStore.in_state_dir(tmp_path) as store:
+        store.record_message("in", HCALCS, cs09)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "han_ota.cli", "messages", "--state-dir", str(tmp_path), "--follow", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()], daemon=True).start()
+    try:
+        first = json.loads(lines.get(timeout=60))
+        assert (first["id"], first["hex"]) == (1, cs09.hex().upper())
+        with StateStore.in_state_dir(tmp_path) as store:
+            store.record_message("in", HCALCS, fdra)
+        second = json.loads(lines.get(timeout=60))
+        assert (second["id"], second["code_hex"], second["signature"]) == (2, "0x00CF", "unknown signer")
+        with pytest.raises(queue.Empty):
+            lines.get(timeout=1.5)  # three polls later: nothing printed twice
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+async def test_control_messages_route_and_its_query() -> None:
+    from han_ota.control import HttpError, Request, dispatch
+
+    seen: list[tuple[Any, ...]] = []
+
+    class Api:
+        async def messages(self, device: str | None, after: int | None, limit: int) -> tuple[int, Any]:
+            seen.append((device, after, limit))
+            return 200, {"messages": []}
+
+    def request(query: dict[str, str]) -> Any:
+        return Request(method="GET", target="/v1/messages", path="/v1/messages", query=query, headers={})
+
+    assert await dispatch(Api(), request({})) == (200, {"messages": []})  # type: ignore[arg-type]
+    await dispatch(Api(), request({"device": HCALCS, "after": "5", "limit": "7"}))  # type: ignore[arg-type]
+    assert seen == [(None, None, 1000), (HCALCS, 5, 7)]
+    with pytest.raises(HttpError, match="unknown query parameter"):
+        await dispatch(Api(), request({"since": "1"}))  # type: ignore[arg-type]
+    with pytest.raises(HttpError, match="limit=0 must be between 1 and 10000"):
+        await dispatch(Api(), request({"limit": "0"}))  # type: ignore[arg-type]
