@@ -436,7 +436,7 @@ def _parse_hub(t: Mapping[str, Any], rel: Any, src: str | None) -> HubConfig:
             anchor = load_anchor(_read_file("hub.certificate", cert_path, src))
         except GbcsError as exc:
             raise ConfigError("hub.certificate", str(cert_path), str(exc), src) from None
-        if anchor.public_key.public_numbers() != key.public_key().public_numbers():
+        if key is None or anchor.public_key.public_numbers() != key.public_key().public_numbers():
             raise ConfigError("hub.certificate", str(cert_path), f"its key is not the public half of hub.signing_key {key_path}", src)
         named = anchor.entity_id
         if named is not None and entity is not None and named != EntityId.parse(entity):

@@ -1150,7 +1150,8 @@ class StateStore:
         limit: int | None = None,
     ) -> list[StoredMessage]:
         """Messages in the order kept; ``after_id`` for following; ``status`` None: any."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if device is not None:
             where.append("device = ?")
             args.append(normalize_ieee(device))

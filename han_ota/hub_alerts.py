@@ -189,7 +189,7 @@ class HubMessages:
         ieee = _coordinator_ieee(self.engine)
         if ieee is None:
             return EntityId.parse(FALLBACK_HUB_ID)
-        return EntityId(Eui64.from_air(ieee).written) if isinstance(ieee, zt.EUI64) else EntityId(Eui64.of(ieee).written)
+        return EntityId(_device(ieee).written)
 
     # ------------------------------------------------------------------ emitting and keeping
 
@@ -261,7 +261,10 @@ class HubMessages:
 
 
 def _device(ieee: object) -> Eui64:
-    return Eui64.from_air(ieee) if isinstance(ieee, zt.EUI64) else Eui64.of(ieee)
+    """zigpy's EUI64 (over-the-air order) or a written form, as ``Eui64``."""
+    if isinstance(ieee, zt.EUI64):
+        return Eui64.from_air(ieee)
+    return Eui64.of(ieee)  # type: ignore[arg-type]  # Eui64.of refuses anything else, naming its type
 
 
 def hub_summary(config: Config) -> dict[str, Any]:
