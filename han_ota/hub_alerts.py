@@ -115,9 +115,10 @@ class HubMessages:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def start(self, unsigned_level: int = logging.WARNING) -> None:
+        """Listen for the feed and finish what a crash left; say so when alerts go unsigned."""
         if not self.hub.signed:
-            LOGGER.warning("no [hub] signing_key: the hub's CCS08 alerts are recorded unsigned (`han-ota gbcs keygen -o PREFIX` makes a key)")
+            LOGGER.log(unsigned_level, "no [hub] signing_key: the hub's CCS08 alerts are recorded unsigned (`han-ota gbcs keygen -o PREFIX` makes a key)")
         if self.feed is not None:
             await self.feed.start()
         self.recover()
@@ -235,7 +236,8 @@ class HubMessages:
         if self.store is None:
             view = self._unstored(MessageDirection(direction), ieee, bytes(data), None)
         else:
-            view = self.store.record_message(direction, _device(ieee), bytes(data), job_id, known=self.known).to_dict()
+            device = None if ieee is None else _device(ieee)
+            view = self.store.record_message(direction, device, bytes(data), job_id, known=self.known).to_dict()
         return self._kept(view, ieee, job_id, bytes(data), engine_job)
 
     def _unstored(self, direction: MessageDirection, ieee: object, data: bytes, details: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -291,6 +293,7 @@ async def start_hub_messages(
     audit: Audit | None = None,
     durable_job_id: Callable[[Job], int | None] = lambda job: None,
     device_keys: Mapping[EntityId, Any] | None = None,
+    unsigned_level: int = logging.WARNING,
 ) -> HubMessages:
     """A started ``HubMessages`` (feed listening, crash leftovers finished), watching
     ``engine`` if given. ``store`` that is not a StateStore (a push without one) keeps
@@ -301,7 +304,7 @@ async def start_hub_messages(
     )
     if engine is not None:
         hub.watch(engine)
-    await hub.start()
+    await hub.start(unsigned_level)
     return hub
 
 

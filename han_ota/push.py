@@ -179,7 +179,8 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     app = await supervisor.start()
     engine = Engine(app, req.config.ota, session_overrides=req.session_overrides, security=registry)
     # The hub's CCS08 alerts, kept with the anti-replay counters' store when there is one.
-    hub = await start_hub_messages(req.config, req.counters, engine, trust=trust or TrustStore(), audit=_log_ke_event)
+    # Unsigned is the default for a quick push: said at INFO (the daemon warns at start).
+    hub = await start_hub_messages(req.config, req.counters, engine, trust=trust or TrustStore(), audit=_log_ke_event, unsigned_level=logging.INFO)
     follower = follow_radio(engine, supervisor) if req.radio != "sim" else None
     wanted = wanted_state(req)
     ke_service = None
