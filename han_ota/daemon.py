@@ -1011,6 +1011,7 @@ class Daemon:
             "image_sha256": r.image_sha256,
             "created": r.created_utc.isoformat(),
             "updated": rec.updated_utc.isoformat(),
+            "messages": [m.to_dict() for m in self._store_read(lambda s: s.list_messages(job_id=rec.job_id))],
         }
 
     # ------------------------------------------------------------------ control API (han_ota.control.ControlApi)
