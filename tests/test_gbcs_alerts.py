@@ -167,3 +167,17 @@ def test_bytes_that_are_not_gbcs_are_kept_as_malformed() -> None:
     assert info.message_code is None and info.to_dict()["hex"] == "0102"
     trailing = read_message(VECTOR + b"\x00")
     assert trailing.verdict is SignatureVerdict.MALFORMED and "1 trailing bytes" in (trailing.error or "")
+
+
+def test_the_devices_vectors_verify_with_their_rtds_device_certificates() -> None:
+    """Device certificates name the device in subjectAltName, not x500UniqueIdentifier:
+    the hub knows them by the entity id it is given (HubMessages device_keys)."""
+    known = TrustStore({
+        EntityId.parse(f"00DB1234567890{suffix}"): load_anchor((DATA / f"device-00db1234567890{suffix.lower()}-ds.pem").read_bytes()).public_key
+        for suffix in ("A0", "A1", "A4")
+    })
+    names = ["cs06-immediate-success-response.hex", "cs06-future-dated-success-response.hex", "cs06-cancellation-success-response.hex",
+             "cs06-8f66-future-dated-success-alert.hex", "cs09-8f8b-alert.hex", "fdra-zigbee-8f72-alert.hex"]
+    for name in names:
+        info = read_message(bytes.fromhex((DATA / name).read_text()), known)
+        assert info.verdict is SignatureVerdict.VALID, name
