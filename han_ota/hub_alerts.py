@@ -42,7 +42,7 @@ from gateway.gbcs.ids import EntityId
 from gateway.gbcs.messages import read_message
 from gateway.gbcs.trust import TrustStore
 from gateway.ota import events as ev
-from gateway.store import MessageDirection, StateStore, StoredMessage
+from gateway.store import MessageDirection, StateStore, StoredMessage, StoreError
 from han_ota.gfi_feed import GfiFeed
 
 LOGGER = logging.getLogger("han_ota.hub_alerts")
@@ -172,7 +172,12 @@ class HubMessages:
             "engine_job": job.id,
             "reason": action.reason,
         }
-        self.emit(job.ieee, number, details, engine_job=job.id)
+        try:
+            self.emit(job.ieee, number, details, engine_job=job.id)
+        except StoreError as exc:
+            # Before the reservation: no counter was spent and the alert is not kept. After
+            # it: the next start finishes it (recover).
+            LOGGER.error("%s job=%s CCS08 %s not recorded: %s", job.ieee, job.id, details["alert_code"], exc)
 
     def _already_sent(self, job: Job, number: int | None, outcome: TransferResponse) -> bool:
         if any(m["direction"] == "hub" and (m["details"] or {}).get("response_code") == int(outcome) for m in self._by_job.get(job.id, ())):

@@ -296,6 +296,7 @@ def refused_summary(req: PushRequest, image: FirmwareImage, verdict: dict[str, A
         "seconds": 0.0,
         "activation": "command",
         "verdict": verdict,
+        "messages": [],  # nothing reached the device: no transfer ended
     }
 
 

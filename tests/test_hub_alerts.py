@@ -299,6 +299,33 @@ def test_keygen_makes_a_hub_identity_the_config_takes(tmp_path: Path) -> None:
     assert load_anchor(Path(prefix + ".pem").read_bytes()).role == "CHF"
 
 
+def test_config_check_shows_the_hub(tmp_path: Path, hub_files: tuple[Path, Path]) -> None:
+    key, cert = hub_files
+    path = tmp_path / "config.toml"
+    path.write_text(f'state_dir = "{tmp_path}"\n[hub]\nsigning_key = "{key}"\ncertificate = "{cert}"\ngfi_feed = "127.0.0.1:23456"\n')
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "han_ota.cli", "config", "check", str(path), "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    hub = json.loads(out.stdout)["hub"]
+    assert hub == {"entity_id": HUB_ID, "signing_key": str(key), "certificate": str(cert), "acb_id": "90B3D51F30000002", "gfi_feed": "127.0.0.1:23456", "alerts": "signed"}
+    text = subprocess.run([sys.executable, "-m", "han_ota.cli", "config", "check", str(path)], env=env, capture_output=True, text=True, timeout=120)
+    assert f"hub             entity {HUB_ID}, alerts to 90B3D51F30000002 signed, GFI feed on 127.0.0.1:23456" in text.stdout
+
+
+def test_a_store_failure_is_logged_and_the_observer_carries_on(tmp_path: Path, hub_files: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("database or disk is full")
+
+    with StateStore.in_state_dir(tmp_path) as store:
+        hub = HubMessages(hub_config(hub_files), store, trust=TrustStore())
+        store.reserve_hub_message = full  # type: ignore[method-assign]
+        hub.observer(fake_job(), ev.StateChanged(S.TRANSFERRING, S.HELD))
+        assert "CCS08 0x8F8A not recorded: database or disk is full" in caplog.text
+        assert store.hub_counter() is None and store.list_messages(status=None) == []
+
+
 # ---------------------------------------------------------------- the GFI feed
 
 
