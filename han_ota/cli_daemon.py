@@ -495,6 +495,7 @@ def config_check(
 ) -> None:
     """Validate PATH as `han-ota run` would read it; print a summary, or the first error (exit 1)."""
     from han_ota.daemon import DaemonStartError, sim_specs
+    from han_ota.hub_alerts import hub_summary
 
     try:
         cfg = with_state_dir(load_config(path))
@@ -540,6 +541,7 @@ def config_check(
         "suppliers": [{"id": s.id, "anchor": str(s.anchor)} for s in cfg.suppliers],
         "devices": [{"ieee": str(d.ieee), "kind": d.kind, "supplier": d.supplier} for d in cfg.devices],
         "sim_devices": [{"ieee": str(s.ieee), "kind": s.kind} for s in specs],
+        "hub": hub_summary(cfg),
         "warnings": warnings,
     }
     if as_json:
@@ -556,6 +558,8 @@ def config_check(
     typer.echo(f"  devices         {len(cfg.devices)} configured" + "".join(f"\n                  {str(d.ieee)} {d.kind} supplier {d.supplier or '-'}" for d in cfg.devices))
     if cfg.radio.kind == "sim":
         typer.echo(f"  sim devices     {', '.join(f'{s.kind}:{s.ieee}' for s in specs) or 'none'}")
+    hub = summary["hub"]
+    typer.echo(f"  hub             entity {hub['entity_id']}, alerts to {hub['acb_id']} {hub['alerts']}" + (f", GFI feed on {hub['gfi_feed']}" if hub["gfi_feed"] else ""))
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
 

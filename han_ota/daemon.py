@@ -84,6 +84,7 @@ from gateway.store import (
 )
 from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
+from han_ota.hub_alerts import HubMessages, start_hub_messages
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
 from han_ota.statedir import StateDirError, StateDirLock, ensure_state_dir
 from radios.supervisor import RadioSupervisor
@@ -266,6 +267,8 @@ class Daemon:
         #: key-establishment service (with [key_establishment]) writes it.
         self.security = SecurityRegistry(config.security_modes())
         self.ke_service: Any = None
+        #: The hub's GBCS messages (its CCS08 alerts, every message kept): han_ota.hub_alerts.
+        self.hub: HubMessages | None = None
         self.activation: _DaemonActivation | None = None
         self.control: ControlServer | None = None
         self.started_wall = time.time()
@@ -301,6 +304,11 @@ class Daemon:
             self._close_state()
             raise DaemonStartError(f"{self.config.source or 'config'}: [[supplier]] trust anchors cannot be loaded: {exc}") from None
         self._audit("daemon.start", version=version(), pid=os.getpid(), config=str(self.config.source) if self.config.source else None, radio=self.radio.kind, state_dir=str(self.config.state_dir))
+        try:  # before the radio: alerts a crash left reserved are finished first
+            self.hub = await start_hub_messages(self.config, self.store, trust=self._trust, audit=self._audit, durable_job_id=_store_id)
+        except OSError as exc:  # the GFI feed's port
+            self._close_state()
+            raise DaemonStartError(f"[hub] gfi_feed = {self.config.hub.gfi_feed!r} cannot listen: {exc.strerror or exc}") from None
         self.control = ControlServer(self, self.config.control_socket, self.config.control_tcp)
         try:
             await self.control.start()
@@ -354,6 +362,8 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.engine.close()
         self._persist_all(force=True)
+        if self.hub is not None:
+            await self.hub.close()
         self._audit("daemon.stop", reason=reason)
         self._close_state()
 
@@ -511,6 +521,8 @@ class Daemon:
         first = self.engine is None
         if self.engine is None:
             self.engine = Engine(app, self.config.ota, session_overrides=self.session_overrides, security=self.security, nudge_after_s=self.nudge_after_s)
+            if self.hub is not None:
+                self.hub.watch(self.engine)  # first: an alert's counter is reserved before the job's state is written
             self.engine.add_observer(self._on_job_action)
             self.activation = _DaemonActivation(
                 self.engine,
@@ -889,6 +901,7 @@ class Daemon:
             view["scheduled_at"] = None if at is None else at.isoformat()
         view["parked"] = self.engine is not None and self.engine.parked(job)
         view["security"] = self.security.get(job.ieee).to_dict()
+        view["messages"] = [] if self.hub is None else self._store_read(lambda _: self.hub.job_messages(job, _store_id(job)))  # type: ignore[union-attr]
         return view
 
     def _stored_view(self, rec: Any) -> dict[str, Any]:
@@ -911,6 +924,7 @@ class Daemon:
             "image_sha256": r.image_sha256,
             "created": r.created_utc.isoformat(),
             "updated": rec.updated_utc.isoformat(),
+            "messages": [m.to_dict() for m in self._store_read(lambda s: s.list_messages(job_id=rec.job_id))],
         }
 
     # ------------------------------------------------------------------ control API (han_ota.control.ControlApi)
@@ -1166,6 +1180,12 @@ class Daemon:
         head = self.audit.head()
         result = await asyncio.to_thread(self.audit.verify, head)
         return 200, dataclasses.asdict(result) | {"path": str(self.audit.path)}
+
+    async def messages(self, device: str | None, after: int | None, limit: int) -> tuple[int, Any]:
+        """GET /v1/messages: the GBCS messages kept (han_ota.hub_alerts), oldest first."""
+        dev = None if device is None else str(_parse_device(device))
+        rows = self._store_read(lambda s: s.list_messages(device=dev, after_id=after, limit=limit))
+        return 200, {"messages": [m.to_dict() for m in rows], "limit": limit}
 
     def _store_read(self, body: Callable[[StateStore], list[Any]]) -> list[Any]:
         if self.store is None:
