@@ -18,7 +18,8 @@ does for its sessions:
 * ``Established``: the key goes to the coordinator (``install_key``) *before* the
   Confirm Key Data Response that comes with it is sent: a device uses its new key as
   soon as it has verified our MACV, and the coordinator must be able to check its
-  first secured frame. If the coordinator refuses the key, the device gets Terminate
+  first secured frame. The registry says ESTABLISHED (and OTA may use the key) only
+  once that confirmation is delivered. If the coordinator refuses the key, the device gets Terminate
   NO_RESOURCES instead of the confirmation (it drops the key and retries after the
   wait time), and the registry says FAILED with the radio's reason.
 * ``Failed``: the registry says FAILED with the status name, side and why.
@@ -284,8 +285,7 @@ class KeyEstablishmentService:
     def _execute(self, peer: _Peer, actions: Sequence[ks.Action]) -> None:
         for action in actions:
             if isinstance(action, ks.Send):
-                data = _header(_FT_CLUSTER, action.tsn, action.command_id) + action.payload
-                self._send(peer.ieee, peer.device_ep, data, action.tsn)
+                self._send(peer.ieee, peer.device_ep, _cluster_frame(action), action.tsn)
             elif isinstance(action, ks.SendDefaultResponse):
                 data = _header(_FT_GENERAL, action.tsn, _DEFAULT_RESPONSE) + bytes([action.command_id, action.status])
                 self._send(peer.ieee, peer.device_ep, data, action.tsn)
@@ -316,7 +316,14 @@ class KeyEstablishmentService:
             self._registry.update(peer.ieee, state=KeyState.FAILED, suite=number, status=None, side="hub", why=why, seconds=None)
             self._event("ke.terminated", peer.ieee, status=kf.KeStatus.NO_RESOURCES.name, side="hub", why=why)
             return
-        self._execute(peer, [a for a in actions if not isinstance(a, ks.Established)])
+        # The Confirm Key Data Response is delivered (awaited, not spawned) before the
+        # registry lets OTA use the key: a device takes its new key only once it has
+        # verified our MACV, and it drops a frame secured with a key it does not yet
+        # hold (an Image Notify sent beside the confirmation was lost so).
+        for action in actions:
+            if isinstance(action, ks.Send):
+                await self._send_one(peer.ieee, peer.device_ep, _cluster_frame(action), action.tsn)
+        self._execute(peer, [a for a in actions if not isinstance(a, (ks.Established, ks.Send))])
         self._registry.update(
             peer.ieee, state=KeyState.ESTABLISHED, suite=number, seconds=established.seconds, status=None, side=None, why=None
         )
@@ -423,6 +430,10 @@ class KeyEstablishmentService:
             self._on_event(name, device=ieee, **fields)
         except Exception:
             LOGGER.exception("key establishment event callback failed on %s", name)
+
+
+def _cluster_frame(action: ks.Send) -> bytes:
+    return _header(_FT_CLUSTER, action.tsn, action.command_id) + action.payload
 
 
 def _header(frame_type: int, tsn: int, command_id: int) -> bytes:
