@@ -3,7 +3,8 @@
 It takes every Key Establishment frame (cluster 0x0800, Smart Energy profile) a device
 sends to our SE endpoint off zigpy's receive path with a packet tap (radios/tap.py;
 zigpy 2.4 does not parse the SE profile anyway), feeds it to that device's responder
-with ``loop.time()``, and carries out what the responder returns, as the OTA driver
+with ``loop.time()`` (and the hub's clock, ``time.time()``, against which a suite-2
+certificate's validity is checked), and carries out what the responder returns, as the OTA driver
 does for its sessions:
 
 * ``Send`` / ``SendDefaultResponse``: a ZCL frame server -> client (cluster-specific,
@@ -212,7 +213,7 @@ class KeyEstablishmentService:
         elif self.ke_config is None:
             self._unconfigured(device, device_ep, header.tsn, header.command_id)
         else:
-            self._feed_frame(device, device_ep, ks.FrameReceived(header.tsn, header.command_id, payload))
+            self._feed_frame(device, device_ep, ks.FrameReceived(header.tsn, header.command_id, payload, utc=time.time()))
         return True
 
     def _device(self, src: zt.AddrModeAddress | None) -> Any:
