@@ -6,15 +6,11 @@ the control socket; the audit log shows every step, in order.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import zigpy.types as t
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from gateway.audit import read_records, verify_log
 from gateway.config import load_config
@@ -24,20 +20,9 @@ from gateway.image import parse_image
 from han_ota.client import Client
 from han_ota.daemon import Daemon
 from se_lab import PPMID, assert_the_whole_push_went_under_the_derived_key, image, lab
+from test_daemon import call, short_dir  # noqa: F401  short_dir: the fixture (Unix socket paths are short)
 
 SUPPLIER = "90B3D51F30010000"
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    # Unix socket paths are limited to 108 bytes; pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="hose", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def the_steps(records: list[Any]) -> list[str]:
@@ -66,8 +51,6 @@ async def test_an_se_ppmid_keys_takes_the_push_aps_encrypted_and_a_verified_cs06
     )
     cfg = load_config(config_path)
     fw = image(short_dir)
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
     command = sign_activation(
         load_pem_private_key(key_pem, None),  # type: ignore[arg-type]
         originator=EntityId.parse(SUPPLIER), device=EntityId.parse(PPMID),
