@@ -931,13 +931,20 @@ class ZnpCoordinator:
         return c.ZDO.StartupFromApp.Rsp(State=state)
 
     # ============================================================ ZDO (our own) ====
-    async def _zdo_local(self, packet: t.ZigbeePacket, *, broadcast: bool = False) -> None:
+    async def _zdo_local(self, packet: t.ZigbeePacket, *, broadcast: bool = False, requester: int = 0x0000) -> None:
         """Z-Stack's ZDO answering a request addressed to the coordinator.
 
         The answer is built by radios/coordinator_zdo.py (``ZSTACK``). Its effects (permit
         join, channel change) apply at once, in the host's request order as Z-Stack's one
         ZDO task does; only the reply waits CALLBACK_GAP. (A delayed effect let a
-        permit(60) broadcast land after a later permit(0).)"""
+        permit(60) broadcast land after a later permit(0).)
+
+        The reply goes back to whoever asked: the host's own requests to the host, a
+        device's over the air to the device. Z-Stack's ZDP_IncomingData hands a device's
+        request to the MT callbacks (ZDO_SendMsgCBs: the host's copy) and then to the
+        stack's own processor (zdpMsgProcs, e.g. ZDO_ProcessMatchDescReq), which answers
+        inMsg->srcAddr (stack/zdo/ZDProfile.c, ZDObject.c). An SE device's Match_Desc for
+        the Key Establishment cluster is answered so, by the stack, not by the host."""
         data = bytes(packet.data.serialize())
         cluster = int(packet.cluster_id)
         if cluster & 0x8000:
@@ -959,7 +966,20 @@ class ZnpCoordinator:
         if result.reply is None:
             return
         await asyncio.sleep(CALLBACK_GAP)
-        self._zdo_reply(result.reply.cluster_id, result.reply.tsn, result.reply.body)
+        if requester == 0x0000:
+            self._zdo_reply(result.reply.cluster_id, result.reply.tsn, result.reply.body)
+        else:
+            await self._deliver(self._zdo_air_reply(requester, result.reply), confirm=False)
+
+    def _zdo_air_reply(self, requester: int, reply: Any) -> t.ZigbeePacket:
+        """Our ZDO's answer as the frame the air carries to the device that asked."""
+        self._frame_sent()
+        return t.ZigbeePacket(
+            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(0x0000)), src_ep=0,
+            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(requester)), dst_ep=0,
+            tsn=reply.tsn, profile_id=0x0000, cluster_id=reply.cluster_id,
+            data=t.SerializableBytes(reply.payload), tx_options=t.TransmitOptions.NONE,
+        )
 
     def _zdo_coordinator(self) -> Coordinator:
         return Coordinator(
@@ -1126,9 +1146,10 @@ class ZnpCoordinator:
                     Src=src_nwk, NWK=nwk, IEEE=ieee, Capabilities=c.zdo.MACCapabilities(capability)))
         elif cluster == zdo_t.ZDOCmd.Mgmt_Permit_Joining_rsp and body:
             self.send(c.ZDO.MgmtPermitJoinRsp.Callback(Src=src_nwk, Status=zdo_t.Status(body[0])))
-        elif not cluster & 0x8000 and not broadcast and packet.dst is not None and packet.dst.address == 0x0000:
-            # A device asking our ZDO something (e.g. IEEE_addr_req, Match_Desc_req)
-            self._spawn(self._zdo_local(packet), "zdo-local-from-device")
+        elif not cluster & 0x8000 and packet.dst is not None and (broadcast or packet.dst.address == 0x0000):
+            # A device asking our ZDO something (e.g. IEEE_addr_req, Match_Desc_req):
+            # answered to it over the air (broadcasts only where ZSTACK answers them)
+            self._spawn(self._zdo_local(packet, broadcast=broadcast, requester=src_nwk), "zdo-local-from-device")
 
         self._zdo_reply(cluster, tsn, body, src=src_nwk, broadcast=broadcast)
 
