@@ -54,6 +54,17 @@ def formed() -> NetworkSettings:
     return NetworkSettings(channel=20, pan_id=0x4D2B)
 
 
+@pytest.fixture(params=[13, 14], ids=lambda version: f"ezsp{version}")
+def ezsp_version(request) -> int:
+    """Every driver test runs against EmberZNet 7.4 (EZSP 13, the default) and 8.0 (14):
+    bellows runs different code for each."""
+    return request.param
+
+
+def emulator(ezsp_version: int, specs, **options):
+    return running_ezsp_emulator(specs, network=formed(), protocol_version=ezsp_version, **options)
+
+
 async def open_and_join(path: str, **kwargs):
     """Open the radio like the gateway, let the HCALCS join, wait for zigpy's interview."""
     app = await open_app("ezsp", path=path, **kwargs)
@@ -78,10 +89,11 @@ def make_image(key=None, size: int = 8192, version: int = 2):
 # ----------------------------------------------------------------------------- start-up
 
 
-async def test_startup_hcalcs_joins_and_is_interviewed():
-    async with running_ezsp_emulator([hcalcs_spec()], network=formed()) as (path, server):
+async def test_startup_hcalcs_joins_and_is_interviewed(ezsp_version):
+    async with emulator(ezsp_version, [hcalcs_spec()]) as (path, server):
         app = await open_and_join(path)
         try:
+            assert app._ezsp.ezsp_version == ezsp_version
             device = app.devices[HCALCS_IEEE]
             sim = server.han.devices[HCALCS_IEEE]
             assert app.state.network_info.channel == 20 and app.state.network_info.pan_id == 0x4D2B
@@ -102,10 +114,10 @@ async def test_startup_hcalcs_joins_and_is_interviewed():
 # ----------------------------------------------------------------------------- full push
 
 
-async def test_full_push_hold_then_verified_cs06_activates(supplier):
+async def test_full_push_hold_then_verified_cs06_activates(supplier, ezsp_version):
     key, config = supplier
     fw = make_image(key)
-    async with running_ezsp_emulator([hcalcs_spec(FAST_DEVICE)], network=formed()) as (path, server):
+    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
         app = await open_and_join(path)
         engine = Engine(app, config.ota)
         outcomes: list[tuple[str, int | None]] = []
@@ -169,10 +181,10 @@ async def test_cli_emulate_then_push_leaves_device_held(tmp_path):
 # ----------------------------------------------------------------------------- faults
 
 
-async def test_lost_deliveries_mid_transfer_device_retries_and_transfer_finishes(supplier):
+async def test_lost_deliveries_mid_transfer_device_retries_and_transfer_finishes(supplier, ezsp_version):
     _, config = supplier
     fw = make_image(size=12000)
-    async with running_ezsp_emulator([hcalcs_spec(FAST_DEVICE)], network=formed()) as (path, server):
+    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
         app = await open_and_join(path)
         engine = Engine(app, config.ota)
         try:
@@ -191,10 +203,10 @@ async def test_lost_deliveries_mid_transfer_device_retries_and_transfer_finishes
 
 
 @pytest.mark.parametrize("fault", ["reset", "drop"])
-async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(supplier, tmp_path, fault):
+async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(supplier, tmp_path, fault, ezsp_version):
     _, config = supplier
     fw = make_image(size=16000)
-    async with running_ezsp_emulator([hcalcs_spec(FAST_DEVICE)], network=formed()) as (path, server):
+    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
         database = tmp_path / "zigbee.db"
         first = await open_and_join(path, database=database)
         made = [first]
@@ -232,14 +244,14 @@ async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(s
             await supervisor.close()
 
 
-async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier, tmp_path):
+async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier, tmp_path, ezsp_version):
     """The radio is away longer than the device keeps retrying (here 0.2 s x 2): the device
     goes idle with its partial image; after the reconnect the follower's Image Notify makes
     it query, and it resumes at its offset instead of starting over."""
     _, config = supplier
     fw = make_image(size=16000)
     spec = hcalcs_spec("response_timeout=0.2:max_retries=2:query_delay=3600:notify_delay=0")
-    async with running_ezsp_emulator([spec], network=formed()) as (path, server):
+    async with emulator(ezsp_version, [spec]) as (path, server):
         database = tmp_path / "zigbee.db"
         first = await open_and_join(path, database=database)
         made = [first]

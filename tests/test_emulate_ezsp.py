@@ -263,13 +263,12 @@ async def test_stack_answers_a_devices_match_desc_and_passes_it_on() -> None:
     await ncp.close()
 
 
-@pytest.mark.parametrize("version", [14, 16, 17, 18, 19])
+@pytest.mark.parametrize("version", [13, 14, 16, 17, 18, 19])
 async def test_every_handler_answers_in_the_layout_bellows_defines(
     version: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Each emulated command's response serialises with bellows' schema for the version."""
     from radios.emulate.ezsp import EmberNcp
-    from radios.emulate.ezsp.frames import encode_fields
 
     ieee = zt.EUI64.convert("00:0d:6f:00:0a:bc:de:09")
     aps = bt.EmberApsFrame(profileId=0x0104, clusterId=6, sourceEndpoint=1, destinationEndpoint=1,
@@ -326,11 +325,13 @@ async def test_every_handler_answers_in_the_layout_bellows_defines(
     ncp.attach(lambda frame: None)
     ncp.negotiated = version
     for name, args in calls:
+        if name not in ncp.commands.by_name:
+            continue  # e.g. getAddressTableInfo, new in 14
         if name == "setTokenData":
             token = ncp._cmd_getTokenData(bt.NV3KeyId.NVM3KEY_STACK_TRUST_CENTER, 0)["value"]
             args = (args[0], args[1], token)
         fields = getattr(ncp, f"_cmd_{name}")(*args)
-        encode_fields(ncp.commands[name], fields)  # raises on a missing or mistyped field
+        ncp._encode(ncp.commands[name], fields)  # raises on a missing or mistyped field
         await asyncio.sleep(0)
     assert ncp.nvram.network is not None and ncp.nvram.network.pan_id == 0x1111
     await asyncio.sleep(0.01)  # the callbacks the sends and the scan produce
@@ -415,8 +416,8 @@ async def test_bellows_forms_a_network_and_finds_it_again_after_reconnecting() -
             assert info.network_key.key == net.network_key
             assert app.state.node_info.ieee == server.ncp.nvram.eui64
             assert app.state.node_info.nwk == 0x0000
-            assert info.metadata["ezsp"]["stack_version"] == 14
-            assert app.state.node_info.version == "8.0.2.0 build 401"
+            assert info.metadata["ezsp"]["stack_version"] == 13  # the default: EmberZNet 7.4
+            assert app.state.node_info.version == "7.4.4.0 build 0"
             # bellows forms with a hashed TC link key; it must read back what it wrote
             assert net.hashed_tclk
             assert info.stack_specific["ezsp"]["hashed_tclk"] == net.tc_link_key.serialize().hex()
@@ -449,7 +450,7 @@ async def test_bellows_without_a_network_refuses_to_start_unless_forming() -> No
         assert server.ncp.nvram.network is None
 
 
-@pytest.mark.parametrize("version", [14, 19])
+@pytest.mark.parametrize("version", [13, 14, 19])
 async def test_hcalcs_joins_is_interviewed_and_its_ota_attribute_reads(version: int) -> None:
     spec = SimDeviceSpec(kind="hcalcs", ieee=HCALCS_IEEE, file_version=0x00000105)
     async with running_ezsp_emulator([spec], network=_preformed(), protocol_version=version) as (path, server):

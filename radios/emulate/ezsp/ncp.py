@@ -11,8 +11,10 @@ State comes in two lifetimes, as on a real dongle:
 
 Command handlers are ``_cmd_<name>`` methods taking the command's parameters by name and
 returning its response fields by name; names follow bellows' EZSPv14+ tables, which is
-what this NCP speaks (see ``frames.SUPPORTED_VERSIONS``). A command without a handler
-is answered with EZSP ``invalidCommand`` and logged at WARNING, so gaps show.
+the NCP's own (see ``frames.SUPPORTED_VERSIONS``); for EZSP 13 the frame codec renames
+fields (``layouts.py``) and turns ``sl_Status`` into EmberStatus/EzspStatus codes
+(``status.py``). A command without a handler is answered with EZSP ``invalidCommand``
+as the firmware encodes it (one EzspStatus byte) and logged at WARNING, so gaps show.
 
 The HAN (``radios.sim.han.SimHan`` or anything with its interface) is the air:
 ``sendUnicast`` becomes ``await han.send(packet)`` in a task, then ``messageSentHandler``;
@@ -38,6 +40,7 @@ import bellows.types as t
 import zigpy.types as zt
 
 from radios.coordinator_zdo import EMBERZNET, Coordinator, Endpoint, ZdoFrame, answer as zdo_answer
+from . import layouts
 from .faults import Faults
 from .frames import (
     SUPPORTED_VERSIONS,
@@ -57,6 +60,12 @@ DEFAULT_EUI64 = zt.EUI64.convert("00:0b:57:ff:fe:4a:10:01")  # Silicon Labs OUI
 DEFAULT_MANUFACTURER_CODE = 0x1002  # Ember, what an EmberZNet sample NCP reports
 STACK_TYPE_ZIGBEE_PRO = 0x02
 COORDINATOR_NWK = 0x0000
+# The EZSP protocol version a new emulator speaks: what most lab dongles ship today.
+# EmberZNet 7.4.x (EZSP 13) is the firmware Home Assistant's ZBT-1/SkyConnect web
+# flasher installs (Koenkk/zigbee2mqtt#22635: a freshly flashed SkyConnect answers 13),
+# while 8.0.x (14) was judged broken by bellows' own maintainer when v14 support landed
+# (zigpy/bellows#631) and shipped on few dongles.
+DEFAULT_PROTOCOL_VERSION = 13
 # emberMaximumApsPayloadLength() for a NWK-secured unicast without source route
 MAX_APS_PAYLOAD = 82
 APS_ENCRYPTION_OVERHEAD = 9  # APS auxiliary header (5) + MIC (4)
@@ -66,8 +75,11 @@ EMPTY_EUI64 = zt.EUI64.convert("00:00:00:00:00:00:00:00")
 WILDCARD_EUI64 = zt.EUI64.convert("ff:ff:ff:ff:ff:ff:ff:ff")
 WELL_KNOWN_TCLK = t.KeyData(b"ZigBeeAlliance09")
 
-# (major, minor, patch, special, build) of the EmberZNet release each version belongs to
+# (major, minor, patch, special, build) of the EmberZNet release each version belongs to.
+# 13: 7.4.4.0 build 0, as Nabu Casa's SkyConnect/ZBT-1 firmware reports it (bellows
+# special-cases exactly "7.4.4.0 build 0" in ezsp/__init__.py get_xncp_features).
 STACK_RELEASES = {
+    13: (7, 4, 4, 0, 0),
     14: (8, 0, 2, 0, 401),
     16: (8, 1, 0, 0, 200),
     17: (8, 2, 0, 0, 100),
@@ -128,6 +140,7 @@ DEFAULT_CONFIG: dict[str, int] = {
 }
 
 APP_RECEIVES_SUPPORTED_ZDO_REQUESTS = 0x01
+INVALID_COMMAND_FRAME_ID = 0x0058
 
 
 class HanLike(Protocol):
@@ -265,7 +278,7 @@ class EmberNcp:
         *,
         eui64: zt.EUI64 | str | None = None,
         network: NetworkSettings | None = None,
-        protocol_version: int = 14,
+        protocol_version: int = DEFAULT_PROTOCOL_VERSION,
         faults: Faults | None = None,
         han_start: HanStart | str = HanStart.PERMIT,
         stack_zdo: bool = True,
@@ -447,17 +460,19 @@ class EmberNcp:
             return
         if self.negotiated is None:
             self._invalid_command(frame, f"{cmd.name} before the version was negotiated",
-                                  status=t.sl_Status.INVALID_STATE)
+                                  reason=t.EzspStatus.ERROR_VERSION_NOT_SET)
             return
         handler = getattr(self, f"_cmd_{cmd.name}", None)
         if handler is None:
             self._invalid_command(frame, f"{cmd.name} is not emulated", gap=True)
             return
         try:
-            params = decode_params(cmd, frame.params)
+            params = layouts.handler_params(self.version, cmd.name, decode_params(cmd, frame.params))
         except Exception as exc:  # noqa: BLE001 - a malformed command must not kill the NCP
             LOGGER.warning("EZSP NCP: %s: bad parameters %s: %s", cmd.name, frame.params.hex(), exc)
-            self._invalid_command(frame, f"{cmd.name}: bad parameters", status=t.sl_Status.INVALID_PARAMETER, gap=True)
+            # (which EzspStatus the firmware gives short parameters is our guess)
+            self._invalid_command(frame, f"{cmd.name}: bad parameters",
+                                  reason=t.EzspStatus.ERROR_INVALID_VALUE, gap=True)
             return
         self.command_log.append(cmd.name)
         LOGGER.debug("EZSP NCP: <- %s %s", cmd.name, params)
@@ -469,13 +484,17 @@ class EmberNcp:
             return
         self._persist()
         LOGGER.debug("EZSP NCP: -> %s %s", cmd.name, fields)
-        self._send(build_ncp_frame(frame.seq, frame.fmt, cmd.frame_id, encode_fields(cmd, fields)))
+        self._send(build_ncp_frame(frame.seq, frame.fmt, cmd.frame_id, self._encode(cmd, fields)))
 
     def _send(self, data: bytes) -> None:
         if self._sink is not None:
             self._sink(data)
 
-    def _invalid_command(self, frame: HostFrame, why: str, *, status: t.sl_Status | None = None,
+    def _encode(self, cmd: Any, fields: dict[str, Any]) -> bytes:
+        return encode_fields(cmd, layouts.wire_fields(self.version, cmd.name, fields))
+
+    def _invalid_command(self, frame: HostFrame, why: str, *,
+                         reason: t.EzspStatus = t.EzspStatus.ERROR_INVALID_FRAME_ID,
                          gap: bool = False) -> None:
         if gap:
             LOGGER.warning("EZSP NCP: NOT EMULATED, answering invalidCommand: %s", why)
@@ -483,10 +502,12 @@ class EmberNcp:
         else:
             LOGGER.info("EZSP NCP: invalidCommand: %s", why)
             self.rejected.append(why)
-        cmd = self.commands["invalidCommand"]
-        status = t.sl_Status.ZIGBEE_EZSP_ERROR if status is None else status
-        self._send(build_ncp_frame(frame.seq, FrameFormat.EXTENDED, cmd.frame_id,
-                                   encode_fields(cmd, {"status": status})))
+        # invalidCommand carries one EzspStatus byte in every protocol version, 14+
+        # included: Silicon Labs' own host reads exactly that byte (simplicity_sdk
+        # protocol/zigbee/app/util/ezsp/ezsp.c, responseReceived), where bellows' v14+
+        # table expects a four-byte sl_status_t and cannot parse the frame.
+        self._send(build_ncp_frame(frame.seq, FrameFormat.EXTENDED, INVALID_COMMAND_FRAME_ID,
+                                   bytes((int(reason),))))
 
     def callback(self, name: str, **fields: Any) -> bool:
         """Send an asynchronous callback; False if no host could receive it."""
@@ -497,7 +518,7 @@ class EmberNcp:
         LOGGER.debug("EZSP NCP: => %s %s", name, fields)
         self.callback_log.append(name)
         self._send(build_ncp_frame(self._last_seq, FrameFormat.EXTENDED, cmd.frame_id,
-                                   encode_fields(cmd, fields), callback=True))
+                                   self._encode(cmd, fields), callback=True))
         return True
 
     def _version_request(self, frame: HostFrame) -> None:
@@ -1089,6 +1110,17 @@ class EmberNcp:
                     else t.sl_Status.NOT_FOUND, "nwk": NULL_NODE_ID, "eui64": EMPTY_EUI64}
         nwk, eui64, _ = entry
         return {"status": t.sl_Status.OK, "nwk": nwk, "eui64": eui64}
+
+    # EZSP 13 and older read the address table one field at a time (14 replaced these
+    # with getAddressTableInfo); an unused entry reads as EMBER_TABLE_ENTRY_UNUSED_NODE_ID
+    # (0xFFFF) and an EUI64 of zeros (stack/include/ember-types.h).
+    def _cmd_getAddressTableRemoteNodeId(self, addressTableIndex: int) -> dict:
+        entry = self.address_table.get(int(addressTableIndex))
+        return {"nodeId": entry[0] if entry else NULL_NODE_ID}
+
+    def _cmd_getAddressTableRemoteEui64(self, addressTableIndex: int) -> dict:
+        entry = self.address_table.get(int(addressTableIndex))
+        return {"eui64": entry[1] if entry else EMPTY_EUI64}
 
     def _cmd_removeDevice(self, destShort, destLong, targetLong) -> dict:
         self.nvram.devices.pop(zt.EUI64(targetLong), None)
