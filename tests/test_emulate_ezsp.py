@@ -81,11 +81,12 @@ def test_ash_decoder_cancel_substitute_and_flow_control() -> None:
 class _FakeHost:
     """Drives an AshNcp from the host side and records what the NCP writes."""
 
-    def __init__(self, tx_window: int = 1) -> None:
+    def __init__(self, **config) -> None:
         self.written = bytearray()
         self.ezsp: list[bytes] = []
         self.resets = 0
-        self.ncp = ash.AshNcp(self.written.extend, self._on_ezsp, self._on_rst, tx_window=tx_window)
+        config.setdefault("reboot_delay", 0.0)
+        self.ncp = ash.AshNcp(self.written.extend, self._on_ezsp, self._on_rst, config=ash.AshConfig(**config))
         self.echo = True
 
     def _on_ezsp(self, data: bytes) -> None:
@@ -96,18 +97,35 @@ class _FakeHost:
     def _on_rst(self) -> None:
         self.resets += 1
 
-    def frames(self) -> list[ash.Frame]:
-        items = ash.AshDecoder().feed(bytes(self.written))
+    def raw(self) -> bytes:
+        out = bytes(self.written)
         self.written.clear()
-        return [ash.parse_frame(item) for item in items]
+        return out
+
+    def frames(self) -> list[ash.Frame]:
+        return [ash.parse_frame(item) for item in ash.AshDecoder().feed(self.raw())]
+
+    async def until(self, predicate, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.005)
+
+    async def reset(self) -> bytes:
+        """RST, then what the NCP sends once it rebooted."""
+        self.ncp.data_received(ash.rst_frame())
+        await self.until(lambda: self.ncp.state is not ash.AshState.REBOOTING)
+        return self.raw()
+
+
+CANCEL = bytes([ash.CANCEL])
 
 
 async def test_ash_ncp_acks_naks_and_rejects() -> None:
     host = _FakeHost()
-    host.ncp.data_received(ash.rst_frame())
+    # RST: the chip reboots, then Cancel + RSTACK(software), as a real NCP sends it
+    # (1a c1 02 0b 0a 52 7e, zigbee-herdsman's RECD_RSTACK_BYTES)
+    assert await host.reset() == bytes.fromhex("1ac1020b0a527e")
     assert host.resets == 1
-    (rstack,) = host.frames()
-    assert rstack.kind is ash.FrameKind.RSTACK and rstack.data == bytes([2, ash.RESET_SOFTWARE])
 
     # In-sequence DATA: delivered, and the response piggy-backs the acknowledgement
     host.ncp.data_received(ash.data_frame(0, 0, b"\x00\x00\x01\x05\x00"))
@@ -137,6 +155,32 @@ async def test_ash_ncp_acks_naks_and_rejects() -> None:
     assert (ack.kind, ack.ack_num) == (ash.FrameKind.ACK, 2)
     assert len(host.ezsp) == 2
 
+    # An ackNum outside the frames in flight (the NCP sent 0 and 1, both acknowledged,
+    # so only 2 is valid): the DATA frame is invalid, NAKed and not delivered
+    host.ncp.data_received(ash.data_frame(2, 5, b"\x02\x00\x01\x05\x00"))
+    (nak,) = host.frames()
+    assert (nak.kind, nak.ack_num) == (ash.FrameKind.NAK, 2) and len(host.ezsp) == 2
+    # ... and an ACK with a bad ackNum is dropped without a NAK
+    host.ncp.data_received(ash.data_frame(2, 2, b"\x02\x00\x01\x05\x00"))
+    host.frames()
+    host.ncp.data_received(ash.ack_frame(6))
+    assert host.frames() == [] and host.ncp.stats["bad_acknum"] == 2
+
+
+async def test_ash_ncp_sends_five_frames_before_it_waits_for_an_ack() -> None:
+    host = _FakeHost()
+    await host.reset()
+    for n in range(7):
+        host.ncp.send(bytes([n, 0x90, 0x01, 0x19, 0x00, 0x00]))  # callbacks
+    sent = host.frames()
+    assert [f.frm_num for f in sent] == [0, 1, 2, 3, 4]  # ASH_TX_K = 5
+    host.ncp.data_received(ash.ack_frame(2))  # the host has 0 and 1
+    assert [f.frm_num for f in host.frames()] == [5, 6]
+    # A NAK makes it retransmit everything not yet acknowledged, from ackNum on
+    host.ncp.data_received(ash.nak_frame(2))
+    again = host.frames()
+    assert [(f.frm_num, f.re_tx) for f in again] == [(n, True) for n in (2, 3, 4, 5, 6)]
+
 
 async def test_ash_ncp_retransmits_then_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     # Our own timing constants, shortened so the test is quick
@@ -144,26 +188,47 @@ async def test_ash_ncp_retransmits_then_fails(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(ash, "T_RX_ACK_MIN", 0.02)
     monkeypatch.setattr(ash, "T_RX_ACK_MAX", 0.04)
     host = _FakeHost()
-    host.ncp.data_received(ash.rst_frame())
-    host.frames()
+    await host.reset()
     host.echo = False
     host.ncp.send(b"\x07\x90\x01\x19\x00\x15\x00\x00\x00")  # a callback the host never ACKs
     (first,) = host.frames()
     assert first.kind is ash.FrameKind.DATA and not first.re_tx
-    await asyncio.sleep(0.5)
-    frames = host.frames()
+    await host.until(lambda: host.ncp.state is ash.AshState.FAILED)
+    raw = host.raw()
+    frames = [ash.parse_frame(item) for item in ash.AshDecoder().feed(raw)]
     retransmissions = [f for f in frames if f.kind is ash.FrameKind.DATA]
-    assert len(retransmissions) == ash.ACK_TIMEOUTS
+    # ASH_MAX_TIMEOUTS = 3: three retransmissions, and the fourth timeout is fatal
+    assert len(retransmissions) == ash.MAX_TIMEOUTS == 3
     assert all(f.re_tx and f.frm_num == first.frm_num for f in retransmissions)
     assert frames[-1].kind is ash.FrameKind.ERROR
     assert frames[-1].data == bytes([2, ash.ERROR_EXCEEDED_MAXIMUM_ACK_TIMEOUT_COUNT])
-    assert host.ncp.state is ash.AshState.FAILED
-    # Only RST gets it out of the FAILED state
+    assert CANCEL not in raw  # this ERROR comes without a Cancel (only a start has one)
+    # Not connected: every frame is answered with ERROR, nothing is delivered
     host.ncp.data_received(ash.data_frame(0, 0, b"\x00\x00\x01\x05\x00"))
-    assert host.frames() == []
-    host.ncp.data_received(ash.rst_frame())
-    assert host.frames()[0].kind is ash.FrameKind.RSTACK
+    host.ncp.data_received(ash.ack_frame(0))
+    assert [f.kind for f in host.frames()] == [ash.FrameKind.ERROR] * 2 and host.ezsp == []
+    # Only RST gets it out
+    assert await host.reset() == CANCEL + ash.rstack_frame(ash.RESET_SOFTWARE)
     assert host.ncp.state is ash.AshState.CONNECTED
+
+
+async def test_ash_ncp_watchdog_reset_is_cancel_error_then_silence_until_rst() -> None:
+    host = _FakeHost(reboot_delay=0.05)
+    await host.reset()
+    host.ncp.restart(ash.RESET_WATCHDOG)
+    # While the chip reboots, nothing is sent and what the host sends is lost
+    host.ncp.data_received(ash.data_frame(0, 0, b"\x00\x00\x01\x05\x00"))
+    assert host.raw() == b"" and host.ezsp == []
+    await host.until(lambda: host.ncp.state is not ash.AshState.REBOOTING)
+    # ashStart() for a watchdog reset: Cancel + ERROR(version 2, code 0x03), not RSTACK
+    assert host.raw() == CANCEL + ash.error_frame(ash.RESET_WATCHDOG) == bytes.fromhex("1ac20203d20a7e")
+    assert host.ncp.state is ash.AshState.FAILED and host.ncp.pending_error == ash.RESET_WATCHDOG
+    await asyncio.sleep(0.2)
+    assert host.raw() == b""  # never an unsolicited RSTACK
+    host.ncp.data_received(ash.data_frame(0, 0, b"\x00\x00\x01\x05\x00"))
+    assert host.frames()[0].data == bytes([2, ash.RESET_WATCHDOG])  # ERROR again, same code
+    assert await host.reset() == CANCEL + ash.rstack_frame(ash.RESET_SOFTWARE)
+    assert host.resets == 2
 
 
 def test_fault_options_parse() -> None:

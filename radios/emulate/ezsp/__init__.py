@@ -45,7 +45,7 @@ descriptors, Match_Desc, NWK/IEEE address of the coordinator), see
 ``radios/coordinator_zdo.py`` (``EMBERZNET``).
 """
 
-from .ash import RESET_POWER_ON, RESET_SOFTWARE, RESET_WATCHDOG
+from .ash import RESET_POWER_ON, RESET_SOFTWARE, RESET_WATCHDOG, AshConfig
 from .faults import Faults
 from .frames import SUPPORTED_VERSIONS
 from .ncp import DEFAULT_PROTOCOL_VERSION, EmberNcp, HanStart, JoinedDevice, NetworkSettings
@@ -59,6 +59,7 @@ from .server import (
 )
 
 __all__ = [
+    "AshConfig",
     "DEFAULT_PROTOCOL_VERSION",
     "RESET_POWER_ON",
     "RESET_SOFTWARE",
