@@ -33,7 +33,7 @@ from gateway.gbcs.sign import sign_activation
 from gateway.image_build import build_image
 from gateway.ota.events import SessionState
 from han_ota.cli_radio import follow_radio
-from radios.emulate.ezsp import NetworkSettings, running_ezsp_emulator
+from radios.emulate.ezsp import RESET_SOFTWARE, RESET_WATCHDOG, AshConfig, NetworkSettings, running_ezsp_emulator
 from radios.han_services import permit_with_install_code
 from radios.select import open_app
 from radios.supervisor import RadioSupervisor
@@ -61,8 +61,10 @@ def ezsp_version(request) -> int:
     return request.param
 
 
-def emulator(ezsp_version: int, specs, **options):
-    return running_ezsp_emulator(specs, network=formed(), protocol_version=ezsp_version, **options)
+def emulator(ezsp_version: int, specs, *, reboot_delay: float = 0.1):
+    """The NCP reboots in ``reboot_delay`` (the firmware's 1 s where timing matters)."""
+    return running_ezsp_emulator(specs, network=formed(), protocol_version=ezsp_version,
+                                 ash_config=AshConfig(reboot_delay=reboot_delay))
 
 
 async def open_and_join(path: str, **kwargs):
@@ -204,9 +206,11 @@ async def test_lost_deliveries_mid_transfer_device_retries_and_transfer_finishes
 
 @pytest.mark.parametrize("fault", ["reset", "drop"])
 async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(supplier, tmp_path, fault, ezsp_version):
+    """A watchdog reset is signalled as the NCP firmware does it: after its 1 s reboot,
+    Cancel + ERROR(0x03), then silence until the host's RST (no RSTACK by itself)."""
     _, config = supplier
     fw = make_image(size=16000)
-    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
+    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)], reboot_delay=1.0 if fault == "reset" else 0.1) as (path, server):
         database = tmp_path / "zigbee.db"
         first = await open_and_join(path, database=database)
         made = [first]
@@ -226,7 +230,7 @@ async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(s
             await wait_offset(job, 4000)
             before = job.session.offset
             if fault == "reset":
-                server.faults.reset_now()  # the NCP's watchdog: RSTACK, stack state lost
+                server.faults.reset_now()  # the NCP's watchdog: stack state lost, ERROR(0x03)
             else:
                 server.faults.drop_now()  # the link goes away
             new_app = await supervisor.reconnected(1, timeout=30)
@@ -237,6 +241,10 @@ async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(s
             await sim.wait_for(lambda d: d.state == "holding", timeout=5)
             assert fault in server.faults.history
             assert [e.kind for e in supervisor.events][:3] == ["up", "lost", "reconnected"]
+            if fault == "reset":  # ERROR(watchdog), then an RSTACK only for the host's RST
+                signals = server.ash_signals
+                after = signals[signals.index(("ERROR", RESET_WATCHDOG)) + 1:]
+                assert after[:1] == [("RSTACK", RESET_SOFTWARE)] and ("RSTACK", RESET_WATCHDOG) not in signals
             assert server.connections == 2 and server.ncp.unhandled == []
         finally:
             follower.close()

@@ -118,6 +118,9 @@ class _FakeHost:
 
 
 CANCEL = bytes([ash.CANCEL])
+# The firmware waits 1 s before each RSTACK; bellows resets at every start (and again
+# to form), so the tests with bellows use a shorter reboot
+FAST_ASH = ash.AshConfig(reboot_delay=0.05)
 
 
 async def test_ash_ncp_acks_naks_and_rejects() -> None:
@@ -468,7 +471,7 @@ def _preformed() -> NetworkSettings:
 
 
 async def test_bellows_forms_a_network_and_finds_it_again_after_reconnecting() -> None:
-    server = await serve_ezsp("127.0.0.1", 0, None)
+    server = await serve_ezsp("127.0.0.1", 0, None, ash_config=FAST_ASH)
     try:
         assert server.path.startswith("socket://127.0.0.1:")
         app = await _start(server.path, auto_form=True, channel=25, pan_id=0x1234)
@@ -509,7 +512,7 @@ async def test_bellows_forms_a_network_and_finds_it_again_after_reconnecting() -
 
 
 async def test_bellows_without_a_network_refuses_to_start_unless_forming() -> None:
-    async with running_ezsp_emulator() as (path, server):
+    async with running_ezsp_emulator(ash_config=FAST_ASH) as (path, server):
         with pytest.raises(zigpy.exceptions.NetworkNotFormed):
             await _start(path, auto_form=False)
         assert server.ncp.nvram.network is None
@@ -518,7 +521,7 @@ async def test_bellows_without_a_network_refuses_to_start_unless_forming() -> No
 @pytest.mark.parametrize("version", [13, 14, 19])
 async def test_hcalcs_joins_is_interviewed_and_its_ota_attribute_reads(version: int) -> None:
     spec = SimDeviceSpec(kind="hcalcs", ieee=HCALCS_IEEE, file_version=0x00000105)
-    async with running_ezsp_emulator([spec], network=_preformed(), protocol_version=version) as (path, server):
+    async with running_ezsp_emulator([spec], network=_preformed(), ash_config=FAST_ASH, protocol_version=version) as (path, server):
         app = await _start(path)
         try:
             assert app._ezsp.ezsp_version == version
@@ -547,7 +550,7 @@ async def test_end_devices_join_as_children_over_a_realistic_link() -> None:
         SimDeviceSpec(kind="ppmid", ieee=ppmid, link="realistic"),
         SimDeviceSpec(kind="ppmid", ieee=sleepy, sleepy_poll=1.0, link="realistic"),
     ]
-    async with running_ezsp_emulator(specs, network=_preformed()) as (path, server):
+    async with running_ezsp_emulator(specs, network=_preformed(), ash_config=FAST_ASH) as (path, server):
         app = await _start(path)
         try:
             devices = await asyncio.gather(*(_join(app, ieee) for ieee in (HCALCS_IEEE, ppmid, sleepy)))
@@ -574,7 +577,7 @@ async def test_end_devices_join_as_children_over_a_realistic_link() -> None:
 
 async def test_delivery_failures_surface_as_zigpy_delivery_errors() -> None:
     spec = SimDeviceSpec(kind="hcalcs", ieee=HCALCS_IEEE)
-    async with running_ezsp_emulator([spec], network=_preformed()) as (path, server):
+    async with running_ezsp_emulator([spec], network=_preformed(), ash_config=FAST_ASH) as (path, server):
         app = await _start(path)
         try:
             device = await _join(app, HCALCS_IEEE)
@@ -604,7 +607,7 @@ async def test_delivery_failures_surface_as_zigpy_delivery_errors() -> None:
 
 
 async def test_a_command_the_ncp_lacks_gets_invalid_command_not_a_hang() -> None:
-    async with running_ezsp_emulator(network=_preformed()) as (path, server):
+    async with running_ezsp_emulator(network=_preformed(), ash_config=FAST_ASH) as (path, server):
         app = await _start(path)
         try:
             async with asyncio.timeout(2):  # bellows itself would wait 10 s
@@ -624,7 +627,7 @@ async def test_ncp_fault_makes_bellows_lose_the_connection_and_a_reconnect_recov
 ) -> None:
     spec = SimDeviceSpec(kind="hcalcs", ieee=HCALCS_IEEE)
     database = tmp_path / "zigbee.db"
-    async with running_ezsp_emulator([spec], network=_preformed()) as (path, server):
+    async with running_ezsp_emulator([spec], network=_preformed(), ash_config=FAST_ASH) as (path, server):
         app = await _start(path, database)
         lost = _LostListener()
         app.add_listener(lost)
@@ -676,7 +679,7 @@ async def _shutdown_after_loss(app: ControllerApplication) -> None:
 
 
 async def test_pty_transport_forms_drops_and_reconnects() -> None:
-    path, server = await serve_ezsp_pty(None)
+    path, server = await serve_ezsp_pty(None, ash_config=FAST_ASH)
     try:
         assert path.startswith("/dev/pts/") and os.path.exists(path)
         app = await _start(path, auto_form=True, channel=15)
@@ -701,7 +704,7 @@ async def test_pty_transport_forms_drops_and_reconnects() -> None:
 
 
 async def test_running_emulator_on_a_pty_keeps_a_stable_path_across_drops() -> None:
-    async with running_ezsp_emulator(transport="pty", network=_preformed()) as (path, server):
+    async with running_ezsp_emulator(transport="pty", network=_preformed(), ash_config=FAST_ASH) as (path, server):
         assert os.path.islink(path)
         app = await _start(path)
         lost = _LostListener()

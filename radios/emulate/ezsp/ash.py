@@ -342,6 +342,8 @@ class AshNcp:
         self._reboot: asyncio.TimerHandle | None = None
         self._reboot_code: int | None = None
         self.stats = collections.Counter()
+        # ("RSTACK" | "ERROR", code) for every reset or failure signalled, oldest first
+        self.signals: list[tuple[str, int]] = []
 
     # -- receiving ---------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -545,6 +547,7 @@ class AshNcp:
             self.state = AshState.CONNECTED
             self.error_code = None
             self.stats["rstack_tx"] += 1
+            self.signals.append(("RSTACK", code))
             self._write(bytes((CANCEL,)) + rstack_frame(code))
         else:
             LOGGER.warning("ASH: NCP restarted after reset 0x%02x: Cancel + ERROR, waiting for RST", code)
@@ -574,6 +577,7 @@ class AshNcp:
     def _enter_failed(self, error_code: int, *, cancel: bool) -> None:
         self.state = AshState.FAILED
         self.error_code = error_code
+        self.signals.append(("ERROR", error_code))
         if cancel:
             self._write(bytes((CANCEL,)))
         self._send_error()

@@ -48,6 +48,7 @@ class _Session:
         self.ash = ash.AshNcp(
             self._write, server.ncp.handle_frame, server.ncp.power_cycle, config=config,
         )
+        self.ash.signals = server.ash_signals
         if failed_with is not None:
             # The dongle stays not-connected across the host closing and reopening the
             # port: only an RST brings it back (ash-ncp.c keeps its flags until reboot)
@@ -85,6 +86,8 @@ class EzspServer:
         self.faults = faults
         self.ash_config = ash_config if ash_config is not None else ash.AshConfig()
         self._failed_with: int | None = None  # the NCP's ASH error while no host is attached
+        # Every RSTACK/ERROR the NCP signalled, over all host connections (ash.AshNcp.signals)
+        self.ash_signals: list[tuple[str, int]] = []
         self.path: str = ""
         self.connections = 0  # host connections accepted so far
         self.session: _Session | None = None
