@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+import bellows.types as bt
 import pytest
 import zigpy.types as zt
 
@@ -294,3 +295,39 @@ async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier,
             follower.close()
             await engine.close()
             await supervisor.close()
+
+
+# ----------------------------------------------------------------------------- payload limits
+
+
+async def test_a_device_behind_a_relay_gets_frames_that_fit_its_source_route(ezsp_version):
+    """The NCP learns the device's source route (a Route Record; bellows passes it to
+    zigpy as the device's relays) and refuses at once, with MESSAGE_TOO_LONG, an APS
+    payload longer than 82 less the route's 2 + 2 per relay: an Image Block Response
+    with 63 data bytes (80 bytes) no longer fits, one with 61 (78 bytes) does."""
+    import zigpy.exceptions
+
+    async with emulator(ezsp_version, [hcalcs_spec()]) as (path, server):
+        app = await open_and_join(path)
+        try:
+            device = app.devices[HCALCS_IEEE]
+            server.ncp.learn_source_route(device.nwk, [0x7A01])
+            await support.wait_until(lambda: device.relays == [0x7A01])
+
+            def packet(size: int) -> zt.ZigbeePacket:
+                return zt.ZigbeePacket(
+                    src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=0x0000), src_ep=1,
+                    dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=device.nwk), dst_ep=1,
+                    tsn=0x10, profile_id=0x0104, cluster_id=0x0019, data=zt.SerializableBytes(bytes(size)),
+                    tx_options=zt.TransmitOptions.ACK, radius=0,
+                )
+
+            with pytest.raises(zigpy.exceptions.DeliveryError) as refused:
+                await app.send_packet(packet(17 + 63))
+            assert refused.value.status == bt.sl_Status.MESSAGE_TOO_LONG
+            await app.send_packet(packet(17 + 61))  # delivered: messageSentHandler OK
+            assert server.ncp.max_payload(bt.EmberApsFrame(
+                profileId=0x0104, clusterId=0x0019, sourceEndpoint=1, destinationEndpoint=1,
+                options=bt.EmberApsOption.APS_OPTION_ENCRYPTION, groupId=0, sequence=0), device.nwk) == 69
+        finally:
+            await app.shutdown()

@@ -331,6 +331,41 @@ async def test_stack_answers_a_devices_match_desc_and_passes_it_on() -> None:
     await ncp.close()
 
 
+@pytest.mark.parametrize("version", [13, 14])
+async def test_unicast_limit_counts_aps_encryption_and_the_source_route(version: int) -> None:
+    """emberAfMaximumApsPayloadLength: 82, less 9 for APS encryption, less 2 + 2 per relay."""
+    from radios.emulate.ezsp import EmberNcp
+
+    ncp = EmberNcp(_FakeHan(), network=_preformed(), protocol_version=version)
+    frames: list[bytes] = []
+    ncp.attach(frames.append)
+    ncp.negotiated = version
+    ncp._cmd_networkInit(0)
+    plain = bt.EmberApsFrame(profileId=0x0104, clusterId=OTA_CLUSTER, sourceEndpoint=1, destinationEndpoint=1,
+                             options=bt.EmberApsOption.APS_OPTION_RETRY, groupId=0, sequence=0)
+    secured = plain.replace(options=plain.options | bt.EmberApsOption.APS_OPTION_ENCRYPTION)
+    direct, behind_one, behind_two = 0x1111, 0x2222, 0x3333
+    ncp.learn_source_route(behind_one, [0x7001])
+    ncp.learn_source_route(behind_two, [0x7002, 0x7001])
+    assert ncp.callback_log.count("incomingRouteRecordHandler") == 2
+
+    def longest(nwk: int, aps: bt.EmberApsFrame) -> int:
+        fits = [n for n in range(60, 90)
+                if ncp._cmd_sendUnicast(bt.EmberOutgoingMessageType.OUTGOING_DIRECT, nwk, aps, 1, bytes(n))["status"]
+                == bt.sl_Status.OK]
+        return max(fits)
+
+    assert [longest(nwk, plain) for nwk in (direct, behind_one, behind_two)] == [82, 78, 76]
+    assert [longest(nwk, secured) for nwk in (direct, behind_one, behind_two)] == [73, 69, 67]
+    # The refusal as the version puts it on the wire: EMBER_MESSAGE_TOO_LONG (0x74) on 13
+    refused = ncp._cmd_sendUnicast(bt.EmberOutgoingMessageType.OUTGOING_DIRECT, behind_one, plain, 1, bytes(79))
+    wire = ncp._encode(ncp.commands["sendUnicast"], refused)
+    assert wire[0] == 0x74 if version == 13 else int.from_bytes(wire[:4], "little") == bt.sl_Status.MESSAGE_TOO_LONG
+    # A 63-byte OTA block is 80 bytes of APS payload: it fits a direct neighbour only
+    assert 78 < 17 + 63 <= 82
+    await ncp.close()
+
+
 @pytest.mark.parametrize("version", [13, 14, 16, 17, 18, 19])
 async def test_every_handler_answers_in_the_layout_bellows_defines(
     version: int, caplog: pytest.LogCaptureFixture

@@ -67,8 +67,15 @@ COORDINATOR_NWK = 0x0000
 # (zigpy/bellows#631) and shipped on few dongles.
 DEFAULT_PROTOCOL_VERSION = 13
 # emberMaximumApsPayloadLength() for a NWK-secured unicast without source route
+# What the stack accepts for one APS frame (emberAfMaximumApsPayloadLength, Ember AF
+# util.c, with EMBER_AF_MAXIMUM_APS_PAYLOAD_LENGTH 82 under NWK security and these
+# overheads from af.h / config.h): less 9 for APS encryption (auxiliary header 5 + MIC
+# 4), less 2 + 2 per relay when the frame carries a source route. A longer payload is
+# refused at once with MESSAGE_TOO_LONG (EMBER_MESSAGE_TOO_LONG 0x74 on EZSP 13).
 MAX_APS_PAYLOAD = 82
-APS_ENCRYPTION_OVERHEAD = 9  # APS auxiliary header (5) + MIC (4)
+APS_ENCRYPTION_OVERHEAD = 9  # EMBER_AF_APS_ENCRYPTION_OVERHEAD
+SOURCE_ROUTE_OVERHEAD = 2  # EMBER_AF_NWK_SOURCE_ROUTE_OVERHEAD: relay count + relay index
+SOURCE_ROUTE_PER_RELAY = 2  # EMBER_AF_NWK_SOURCE_ROUTE_PER_RELAY_ADDRESS_OVERHEAD
 NULL_NODE_ID = 0xFFFF
 BROADCAST_ADDRESSES = frozenset({0xFFFF, 0xFFFD, 0xFFFC, 0xFFFB})
 EMPTY_EUI64 = zt.EUI64.convert("00:00:00:00:00:00:00:00")
@@ -349,6 +356,9 @@ class EmberNcp:
         self.manufacturer_code = DEFAULT_MANUFACTURER_CODE
         self.radio_power: int | None = None
         self.concentrator = False
+        # The source route table (RAM, CONFIG_SOURCE_ROUTE_TABLE_SIZE): destination ->
+        # relays nearest the destination first, as Route Records carry them; lost at reset
+        self.source_routes: dict[int, tuple[int, ...]] = {}
         self.aps_counter = int.from_bytes(os.urandom(1), "little")
         self.boot_time = time.monotonic()
         self._last_seq = 0
@@ -1131,10 +1141,29 @@ class EmberNcp:
         self.aps_counter = (self.aps_counter + 1) & 0xFF
         return self.aps_counter
 
-    def _max_payload(self, aps_frame: t.EmberApsFrame) -> int:
+    def max_payload(self, aps_frame: t.EmberApsFrame, destination: int | None = None) -> int:
+        """The longest APS payload the stack sends in one frame to ``destination``."""
+        limit = MAX_APS_PAYLOAD
         if t.EmberApsOption.APS_OPTION_ENCRYPTION in aps_frame.options:
-            return MAX_APS_PAYLOAD - APS_ENCRYPTION_OVERHEAD
-        return MAX_APS_PAYLOAD
+            limit -= APS_ENCRYPTION_OVERHEAD
+        relays = self.source_routes.get(destination, ()) if destination is not None else ()
+        if relays:
+            limit -= SOURCE_ROUTE_OVERHEAD + SOURCE_ROUTE_PER_RELAY * len(relays)
+        return limit
+
+    def learn_source_route(self, nwk: int, relays: tuple[int, ...] | list[int]) -> None:
+        """A Route Record from ``nwk`` reached us through ``relays`` (nearest the device
+        first): the stack keeps the source route and tells the host
+        (incomingRouteRecordHandler, which bellows hands to zigpy as the device's relays)."""
+        relays = tuple(int(r) for r in relays)
+        if relays:
+            self.source_routes[int(nwk)] = relays
+        else:
+            self.source_routes.pop(int(nwk), None)
+        dev = self._device_by_nwk(int(nwk))
+        self.callback("incomingRouteRecordHandler", source=int(nwk),
+                      sourceEui=dev.ieee if dev else WILDCARD_EUI64, lastHopLqi=0xFF,
+                      lastHopRssi=-40, relayList=[t.EmberNodeId(r) for r in relays])
 
     def _outgoing_packet(self, dst: zt.AddrModeAddress, aps_frame: t.EmberApsFrame,
                          message: bytes, radius: int = 0) -> zt.ZigbeePacket:
@@ -1180,7 +1209,7 @@ class EmberNcp:
             return {"status": t.sl_Status.INVALID_PARAMETER, "sequence": 0}
         if destination in BROADCAST_ADDRESSES:
             return {"status": t.sl_Status.INVALID_PARAMETER, "sequence": 0}
-        if len(message) > self._max_payload(aps_frame):
+        if len(message) > self.max_payload(aps_frame, destination):
             return {"status": t.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
         sequence = self._next_aps_counter()
         aps = aps_frame.replace(sequence=sequence)
@@ -1253,7 +1282,7 @@ class EmberNcp:
             return {"status": t.sl_Status.NETWORK_DOWN, "sequence": 0}
         if int(destination) not in BROADCAST_ADDRESSES:
             return {"status": t.sl_Status.INVALID_PARAMETER, "sequence": 0}
-        if len(message) > self._max_payload(aps_frame):
+        if len(message) > self.max_payload(aps_frame):
             return {"status": t.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
         with_alias = alias != NULL_NODE_ID
         seq = int(sequence) if with_alias else self._next_aps_counter()
@@ -1268,7 +1297,7 @@ class EmberNcp:
     def _cmd_sendMulticast(self, aps_frame, hops, broadcast_addr, alias, sequence, message_tag, message) -> dict:
         if not self.network_up:
             return {"status": t.sl_Status.NETWORK_DOWN, "sequence": 0}
-        if len(message) > self._max_payload(aps_frame):
+        if len(message) > self.max_payload(aps_frame):
             return {"status": t.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
         with_alias = alias != NULL_NODE_ID
         seq = int(sequence) if with_alias else self._next_aps_counter()
@@ -1327,6 +1356,7 @@ class EmberNcp:
             return
 
         nwk, ieee = self._resolve_src(packet)
+        self._route_record(nwk, message_type)
         message = bytes(packet.data.serialize())
         options = t.EmberApsOption.APS_OPTION_NONE
         # The air passes a frame on as APS-secured only once the coordinator's key
@@ -1377,6 +1407,17 @@ class EmberNcp:
                 rssi=packet.rssi if packet.rssi is not None else -40,
                 timestamp=self._uptime_ms(), message=message,
             )
+
+    def _route_record(self, nwk: int, message_type: t.EmberIncomingMessageType) -> None:
+        """A device more than one hop away sends a Route Record with its unicasts to the
+        concentrator; the HAN says which relays a device is behind, if it models hops
+        (``han.relays_of(nwk)``, optional)."""
+        relays_of = getattr(self.han, "relays_of", None)
+        if relays_of is None or message_type != t.EmberIncomingMessageType.INCOMING_UNICAST:
+            return
+        relays = tuple(relays_of(nwk))
+        if relays != self.source_routes.get(nwk, ()):
+            self.learn_source_route(nwk, relays)
 
     def _stack_zdo_reply(self, requester: int, request: t.EmberApsFrame, reply: ZdoFrame) -> None:
         aps = t.EmberApsFrame(
