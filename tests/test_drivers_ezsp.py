@@ -7,12 +7,17 @@ permits joining (as a new device on a bench does); the emulated NCP starts with 
 formed network so bellows does not spend ~8 s forming one per test (the CLI test forms
 one, as a new dongle would).
 
+Every test but the CLI ones runs on EZSP 13 (EmberZNet 7.4, the emulator's default) and
+14 (8.0): bellows runs different code for each (the ``ezsp_version`` fixture).
+
 Covered: start-up, join and interview; a full push with the hold and a CS06-gated
 activation confirmed by the device; ``han-ota emulate ezsp`` + ``han-ota push --radio
 ezsp`` as subprocesses; lost deliveries; an NCP reset (RSTACK, which bellows reports as
 ``connection_lost``) and a dropped connection mid-transfer, recovered by
-``radios.supervisor.RadioSupervisor`` with the engine following; and a device that gave
-up during a long outage being brought back by the follower's Image Notify.
+``radios.supervisor.RadioSupervisor`` with the engine following (the reset signalled as
+the firmware does: Cancel + ERROR(0x03) after a 1 s reboot, silence until RST); a device
+that gave up during a long outage being brought back by the follower's Image Notify; and
+the payload limit behind a relay.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -42,6 +48,7 @@ from radios.supervisor import RadioSupervisor
 import driver_test_support as support
 from driver_test_support import FAST_DEVICE, MANUFACTURER, SUPPLIER, lab_supplier, wait_offset
 
+EXIT_USAGE = 2  # han-ota: a usage error
 HCALCS = "00:db:12:34:56:78:90:b0"
 HCALCS_IEEE = zt.EUI64.convert(HCALCS)
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +162,7 @@ async def test_cli_emulate_then_push_leaves_device_held(tmp_path):
     cfg.write_text(f'state_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "control.sock"}"\n')
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     emulator = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("han-ota")), "emulate", "ezsp", "--listen", "127.0.0.1:0", "--json",
+        str(Path(sys.executable).with_name("han-ota")), "emulate", "ezsp", "--listen", "127.0.0.1:0", "--json", "--ezsp-version", "14",
         "--sim-device", f"hcalcs:{HCALCS}:file_version=1:hardware_version=0x1111",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT, env=env,
     )
@@ -179,6 +186,15 @@ async def test_cli_emulate_then_push_leaves_device_held(tmp_path):
             emulator.send_signal(2)
             async with asyncio.timeout(10):
                 assert await emulator.wait() == 0
+
+
+def test_cli_emulate_refuses_an_ezsp_version_it_does_not_emulate():
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("han-ota")), "emulate", "ezsp", "--ezsp-version", "12", "--json"],
+        capture_output=True, timeout=60, cwd=ROOT,
+    )
+    assert done.returncode == EXIT_USAGE
+    assert "--ezsp-version 12: give one of 13, 14, 16, 17, 18, 19" in (done.stdout + done.stderr).decode()
 
 
 # ----------------------------------------------------------------------------- faults

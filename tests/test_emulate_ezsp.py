@@ -331,6 +331,23 @@ async def test_stack_answers_a_devices_match_desc_and_passes_it_on() -> None:
     await ncp.close()
 
 
+def test_v13_status_tables_cover_the_handlers_and_read_back_through_bellows() -> None:
+    import re
+
+    from radios.emulate.ezsp import status
+
+    source = (Path(status.__file__).parent / "ncp.py").read_text()
+    used = {bt.sl_Status[name] for name in re.findall(r"t\.sl_Status\.([A-Z_]+)", source)}
+    assert used <= set(status.EMBER_STATUS), sorted(s.name for s in used - set(status.EMBER_STATUS))
+    for table, kind in ((status.EMBER_STATUS, bt.EmberStatus), (status.EZSP_STATUS, bt.EzspStatus)):
+        for meant, code in table.items():
+            assert isinstance(code, kind)
+            expected = status.BELLOWS_READS_OTHERWISE.get((kind, meant), meant)
+            assert bt.sl_Status.from_ember_status(code) == expected, (meant, code)
+    assert status.on_wire(bt.sl_Status.NOT_JOINED, bt.EmberStatus) == bt.EmberStatus.NOT_JOINED == 0x93
+    assert status.on_wire(bt.sl_Status.NOT_JOINED, bt.sl_Status) == bt.sl_Status.NOT_JOINED
+
+
 @pytest.mark.parametrize("version", [13, 14])
 async def test_unicast_limit_counts_aps_encryption_and_the_source_route(version: int) -> None:
     """emberAfMaximumApsPayloadLength: 82, less 9 for APS encryption, less 2 + 2 per relay."""
