@@ -234,6 +234,38 @@ async def test_ash_ncp_watchdog_reset_is_cancel_error_then_silence_until_rst() -
     assert host.resets == 2
 
 
+async def test_a_failed_ncp_stays_failed_when_the_host_reopens_the_port() -> None:
+    """Over TCP, as over a serial port: closing and reopening the link does not reset the
+    dongle; after a watchdog reset it answers ERROR(0x03) until an RST."""
+    server = await serve_ezsp("127.0.0.1", 0, None, ash_config=FAST_ASH)
+    try:
+        async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.open_connection(server.host, server.port)
+
+        async def read_frame(reader: asyncio.StreamReader) -> bytes:
+            async with asyncio.timeout(5):
+                return await reader.readuntil(bytes([ash.FLAG]))
+
+        reader, writer = await connect()
+        writer.write(bytes([ash.CANCEL]) + ash.rst_frame())
+        assert await read_frame(reader) == CANCEL + ash.rstack_frame(ash.RESET_SOFTWARE)
+        server.reset_ncp()  # the watchdog
+        assert await read_frame(reader) == CANCEL + ash.error_frame(ash.RESET_WATCHDOG)
+        writer.close()
+        await server.wait_for_connections(1)
+
+        reader, writer = await connect()
+        await server.wait_for_connections(2)
+        writer.write(ash.ack_frame(0))
+        assert await read_frame(reader) == ash.error_frame(ash.RESET_WATCHDOG)
+        writer.write(ash.rst_frame())
+        assert await read_frame(reader) == CANCEL + ash.rstack_frame(ash.RESET_SOFTWARE)
+        assert server.ash_signals == [("RSTACK", 0x0B), ("ERROR", 0x03), ("RSTACK", 0x0B)]
+        writer.close()
+    finally:
+        await server.close()
+
+
 def test_fault_options_parse() -> None:
     faults = Faults.parse("fail-deliveries=3, reset-after-frames=200")
     assert faults.fail_deliveries == 3

@@ -36,6 +36,21 @@ async def _timed(awaitable) -> tuple[BaseException, float]:
     return caught.value, time.monotonic() - started
 
 
+def test_bellows_alone_cannot_read_the_firmwares_invalid_command_on_14() -> None:
+    """The premise: one EzspStatus byte, as EmberZNet sends it, parses with bellows' v13
+    table and not with its v14 one (a four-byte sl_Status)."""
+    import bellows.ezsp.v13.commands as v13
+    import bellows.ezsp.v14.commands as v14
+
+    reason = bytes([bt.EzspStatus.ERROR_INVALID_FRAME_ID])
+    (_, _, schema13) = v13.COMMANDS["invalidCommand"]
+    (_, _, schema14) = v14.COMMANDS["invalidCommand"]
+    values, rest = bt.deserialize_dict(reason, schema13)
+    assert values == {"status": bt.EzspStatus.ERROR_INVALID_FRAME_ID} and rest == b""
+    with pytest.raises(ValueError):
+        bt.deserialize_dict(reason, schema14)
+
+
 @pytest.mark.parametrize("version", [13, 14, 18])
 async def test_a_command_the_firmware_lacks_is_an_error_at_once(version: int) -> None:
     async with _emulator(version) as (path, server):
