@@ -36,10 +36,14 @@ getCurrentSecurityState, exportKey, getNetworkKeyInfo, importTransientKey,
 importLinkKey, exportLinkKeyByIndex, findKeyTableEntry, eraseKeyTableEntry,
 getTokenData/setTokenData (NV3 node data, trust center, network management),
 getChildData, setChildData, lookupNodeIdByEui64, lookupEui64ByNodeId,
-getExtendedTimeout, setExtendedTimeout, replaceAddressTableEntry, getAddressTableInfo,
-removeDevice, sendUnicast, sendBroadcast, sendMulticast.
+getExtendedTimeout, setExtendedTimeout, replaceAddressTableEntry, getAddressTableInfo
+(14+) or getAddressTableRemoteNodeId/Eui64 (13), removeDevice, sendUnicast,
+sendBroadcast, sendMulticast.
 Callbacks: stackStatusHandler, messageSentHandler, incomingMessageHandler,
-trustCenterJoinHandler, childJoinHandler, energyScanResultHandler, scanCompleteHandler.
+trustCenterJoinHandler, childJoinHandler, energyScanResultHandler, scanCompleteHandler,
+incomingRouteRecordHandler (a source route learnt: ``EmberNcp.learn_source_route``).
+Unicasts longer than the stack takes (82, less 9 APS-encrypted, less 2 + 2 per relay)
+are refused with MESSAGE_TOO_LONG (``EmberNcp.max_payload``).
 The stack answers the ZDO requests EmberZNet answers itself (Node/Power/Simple/Active EP
 descriptors, Match_Desc, NWK/IEEE address of the coordinator), see
 ``radios/coordinator_zdo.py`` (``EMBERZNET``).
