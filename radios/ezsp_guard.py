@@ -42,7 +42,7 @@ INVALID_COMMAND = 0x0058
 CALLBACK_TYPE_MASK = 0x18
 
 
-class UnreadableResponse(EzspError):
+class UnreadableResponse(EzspError):  # type: ignore[misc]  # bellows ships no type hints
     """The NCP answered a command with a frame bellows could not parse."""
 
 
@@ -92,7 +92,7 @@ def _ezsp_status(params: bytes) -> str:
     if not params:
         return "no reason given"
     try:
-        return t.EzspStatus(params[0]).name
+        return str(t.EzspStatus(params[0]).name)
     except ValueError:
         return f"EzspStatus 0x{params[0]:02x}"
 
