@@ -363,6 +363,37 @@ async def test_stack_answers_a_devices_match_desc_and_passes_it_on() -> None:
     await ncp.close()
 
 
+async def test_a_han_that_models_hops_feeds_the_source_route_table() -> None:
+    """A device behind relays sends a Route Record with its unicasts to the concentrator:
+    the NCP learns the route (and tells the host) before it passes the message on."""
+    from radios.emulate.ezsp import EmberNcp
+
+    class _HopsHan(_FakeHan):
+        def relays_of(self, nwk: int) -> tuple[int, ...]:
+            return (0x7001,) if nwk == 0x2222 else ()
+
+    han = _HopsHan()
+    ncp = EmberNcp(han, network=_preformed())
+    ncp.attach(lambda frame: None)
+    ncp.negotiated = ncp.version
+    ncp._cmd_networkInit(0)
+    await asyncio.sleep(0)
+
+    def uplink(nwk: int) -> None:
+        han.uplink(zt.ZigbeePacket(
+            src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=nwk), src_ep=1,
+            dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=0x0000), dst_ep=1,
+            tsn=1, profile_id=0x0104, cluster_id=OTA_CLUSTER, data=zt.SerializableBytes(b"\x01\x01\x01")))
+
+    uplink(0x2222)
+    uplink(0x2222)  # the same route: learnt once
+    uplink(0x1111)  # a neighbour: no route
+    assert ncp.source_routes == {0x2222: (0x7001,)}
+    log = [name for name in ncp.callback_log if name != "stackStatusHandler"]
+    assert log == ["incomingRouteRecordHandler"] + ["incomingMessageHandler"] * 3
+    await ncp.close()
+
+
 def test_v13_status_tables_cover_the_handlers_and_read_back_through_bellows() -> None:
     import re
 
