@@ -32,7 +32,7 @@ from gateway.gbcs.codes import Reason
 from gateway.gbcs.command import SignedCommand, decode_hex_text, parse_command
 from gateway.gbcs.errors import GbcsError, GbcsUsageError
 from gateway.gbcs.ids import EntityId
-from gateway.gbcs.trust import SUPPLIER_ROLE, TrustStore, describe_role, load_anchor, read_anchor_file
+from gateway.gbcs.trust import SUPPLIER_ROLE, TrustStore, describe_role, read_anchor
 from gateway.gbcs.verify import Verdict, verify_activation
 from gateway.image import FirmwareImage, ImageForm, verify_image_signature
 from gateway.store import Acceptance, accepted_for
@@ -549,18 +549,19 @@ def load_trust(config: Config) -> TrustStore:
     """
     if not config.suppliers:
         return TrustStore()
-    pems = {EntityId.parse(s.id): read_anchor_file(s.anchor) for s in config.suppliers}
+    # Each file read and parsed once; a refusal names the file (gateway.gbcs.keys).
+    anchors = {EntityId.parse(s.id): read_anchor(s.anchor) for s in config.suppliers}
     for i, s in enumerate(config.suppliers):
         if s.certificate is None:
             continue
-        anchor = load_anchor(pems[EntityId.parse(s.id)])
+        anchor = anchors[EntityId.parse(s.id)]
         if anchor.role == SUPPLIER_ROLE:
             continue
         what = f"supplier[{i}] {s.id}: certificate {s.certificate} has {describe_role(anchor.role)}, not Supplier (OU={SUPPLIER_ROLE})"
         if not s.allow_any_role:
             raise GbcsUsageError(f"{what}; configure the supplier's own digital-signing certificate, or set allow_any_role = true on this [[supplier]] for lab use")
         LOGGER.warning("%s; accepted because allow_any_role = true (lab use only)", what)
-    return TrustStore.from_pem(pems)
+    return TrustStore.from_anchors(anchors)
 
 
 __all__ = ["ActivationService", "CounterStore", "MemoryCounters", "SignatureCheck", "SubmitResult", "check_image_signature", "load_trust", "utc_now"]

@@ -15,6 +15,10 @@ from typing import Any, Mapping
 import zigpy.types as zt
 
 from eui64 import FORMS, Eui64, Eui64Error
+from gateway.gbcs.errors import GbcsError
+from gateway.gbcs.ids import EntityId
+from gateway.gbcs.sign import load_signing_key
+from gateway.gbcs.trust import TrustAnchor, load_anchor
 from gateway.se.errors import SeError
 from gateway.se.material import decode_material
 from gateway.se.ke_server import HubIdentity, KeConfig, TrustedCa
@@ -117,6 +121,32 @@ class KeyEstablishmentConfig:
         return self.ke_config.suites
 
 
+#: The RTDS Access Control Broker (gbcs-vectors/README.md): the recipient of the hub's
+#: alerts when [hub] names none, as the reference tools expect on a bench.
+DEFAULT_ACB_ID = "90B3D51F30000002"
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """The [hub] table: the hub's own GBCS identity, for the alerts it signs (issue 13).
+
+    ``entity_id`` None: the coordinator's IEEE address (a CHF's entity id is its EUI-64).
+    Without ``signing_key`` the hub's alerts are recorded unsigned.
+    """
+
+    entity_id: str | None = None
+    signing_key: Path | None = None
+    certificate: Path | None = None
+    acb_id: str = DEFAULT_ACB_ID
+    gfi_feed: str | None = None  # "HOST:PORT" of the GFI text feed; None: off
+    key: Any = field(default=None, repr=False, compare=False)  # the loaded P-256 private key
+    anchor: TrustAnchor | None = field(default=None, repr=False, compare=False)  # the certificate's key
+
+    @property
+    def signed(self) -> bool:
+        return self.key is not None
+
+
 @dataclass(frozen=True)
 class Config:
     source: Path | None = None
@@ -133,6 +163,8 @@ class Config:
     sim_devices: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
     #: None: no [key_establishment] table (the hub runs no key establishment).
     key_establishment: KeyEstablishmentConfig | None = None
+    #: The [hub] table; its defaults when the file has none (unsigned alerts).
+    hub: HubConfig = HubConfig()
 
     def security_modes(self) -> dict[zt.EUI64, SecurityMode]:
         """The devices whose `security` is set, keyed as ``SecurityRegistry`` keys them."""
@@ -163,7 +195,7 @@ def load_config(path: Path | str) -> Config:
     return parse_config(data, base=path.parent, source=path)
 
 
-_TOP_KEYS = {"state_dir", "control_socket", "control_tcp", "radio", "ota", "supplier", "device", "sim_device", "key_establishment"}
+_TOP_KEYS = {"state_dir", "control_socket", "control_tcp", "radio", "ota", "supplier", "device", "sim_device", "key_establishment", "hub"}
 _SECURITY_MODES = {m.value: m for m in (SecurityMode.SE, SecurityMode.INSTALL_CODE)}
 
 
@@ -250,6 +282,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
 
     sim_devices = tuple(dict(entry) for entry in _array(data, "sim_device", src))
     key_establishment = _parse_key_establishment(data["key_establishment"], rel, src) if "key_establishment" in data else None
+    hub = _parse_hub(_table(data, "hub", src), rel, src)
     return Config(
         source=source,
         state_dir=state_dir,
@@ -262,6 +295,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
         devices=tuple(devices),
         sim_devices=sim_devices,
         key_establishment=key_establishment,
+        hub=hub,
     )
 
 
@@ -374,6 +408,51 @@ def _parse_key_establishment(t: object, rel: Any, src: str | None) -> KeyEstabli
     except SeError as err:  # pragma: no cover - every case is refused above with its key
         raise ConfigError("key_establishment", suites, str(err), src) from None
     return KeyEstablishmentConfig(ke_config, files)
+
+
+def _parse_hub(t: Mapping[str, Any], rel: Any, src: str | None) -> HubConfig:
+    """[hub]: the key and certificate are read and checked here, once: a P-256 key, the
+    certificate's key its public half, and the entity id the certificate names (if any)
+    the configured one."""
+    _no_unknown(t, {"entity_id", "signing_key", "certificate", "acb_id", "gfi_feed"}, "hub.", src)
+    entity = _entity_id(t["entity_id"], "hub.entity_id", src) if "entity_id" in t else None
+    acb = _entity_id(t.get("acb_id", DEFAULT_ACB_ID), "hub.acb_id", src)
+    feed = t.get("gfi_feed")
+    port = feed.rpartition(":")[2] if isinstance(feed, str) and ":" in feed else ""
+    if feed is not None and (not port.isdigit() or int(port) > 65535):
+        raise ConfigError("hub.gfi_feed", feed, 'expected HOST:PORT, e.g. "127.0.0.1:23456" (port 0: any free one; omit it to keep the feed off)', src)
+    key_path = rel("hub.signing_key", t["signing_key"]) if "signing_key" in t else None
+    cert_path = rel("hub.certificate", t["certificate"]) if "certificate" in t else None
+    if cert_path is not None and key_path is None:
+        raise ConfigError("hub.certificate", str(cert_path), "a certificate needs its signing_key (`han-ota gbcs keygen -o PREFIX` makes both)", src)
+    key = anchor = None
+    if key_path is not None:
+        try:
+            key = load_signing_key(_read_file("hub.signing_key", key_path, src))
+        except GbcsError as exc:
+            raise ConfigError("hub.signing_key", str(key_path), str(exc), src) from None
+    if cert_path is not None:
+        try:
+            anchor = load_anchor(_read_file("hub.certificate", cert_path, src))
+        except GbcsError as exc:
+            raise ConfigError("hub.certificate", str(cert_path), str(exc), src) from None
+        if key is None or anchor.public_key.public_numbers() != key.public_key().public_numbers():
+            raise ConfigError("hub.certificate", str(cert_path), f"its key is not the public half of hub.signing_key {key_path}", src)
+        named = anchor.entity_id
+        if named is not None and entity is not None and named != EntityId.parse(entity):
+            raise ConfigError("hub.certificate", str(cert_path), f"names entity {named}, not hub.entity_id {entity}", src)
+        if entity is None and named is not None:
+            entity = str(named)
+    return HubConfig(entity, key_path, cert_path, acb, feed, key, anchor)
+
+
+def _read_file(key: str, path: Path, src: str | None) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(key, str(path), "no such file (`han-ota gbcs keygen -o PREFIX` writes PREFIX.key and PREFIX.pem)", src) from None
+    except OSError as exc:
+        raise ConfigError(key, str(path), f"cannot be read: {exc.strerror}", src) from None
 
 
 def _key_file(key: str, path: Path, length: int, what: str, src: str | None) -> bytes:

@@ -14,6 +14,15 @@ that zigpy's own OTA handler stays quiet and the driver drops what the device se
 and started, Image Notify first, when the registry says the device is allowed. A
 session's blocks are capped for APS encryption (56) when the device's key is in force
 at accept time, or from the moment it comes into force mid-push.
+
+Radio outages: ``park`` (the radio is going away) freezes every job's session and
+takes it off the radio, keeping zigpy's own OTA handler out; ``reconnected(app)``
+moves the engine to the new application and resumes them there, without a new Image
+Notify (the device asks again for the block it misses), nudging a transfer that stays
+silent (``OtaSession.resume``). ``follow(supervisor)`` wires both to a
+``radios.supervisor.RadioSupervisor``'s hooks. A job restored from the store after a
+restart (``restore``) is resumed the same way. Snapshots are the engine's to make and
+read (``snapshot``, ``restore``): its callers store them as they are.
 """
 
 from __future__ import annotations
@@ -41,6 +50,13 @@ from gateway.ota.session import ImageInfo, OtaSession, SessionConfig
 from gateway.se.security import DeviceSecurity, SecurityRegistry
 
 LOGGER = logging.getLogger("han_ota.ota")
+
+#: A transfer silent this long after the radio came back (or a restart) gets Image
+#: Notify, up to NUDGES times (see ``OtaSession.resume``).
+NUDGE_AFTER_S = 5.0
+NUDGES = 3
+# What the engine adds to a session's snapshot: what it needs to rebuild the session's config.
+SNAPSHOT_ENGINE_KEY = "daemon"  # the name snapshots in existing stores carry
 
 # (job, action) for every note, progress and state change; the daemon audits these.
 JobObserver = Callable[["Job", ev.Action], None]
@@ -167,6 +183,8 @@ class Engine:
         observer: JobObserver | None = None,
         session_overrides: dict[str, Any] | None = None,
         security: SecurityRegistry | None = None,
+        nudge_after_s: float = NUDGE_AFTER_S,
+        nudges: int = NUDGES,
     ) -> None:
         self.app = app
         self.ota = ota
@@ -174,7 +192,14 @@ class Engine:
         #: Every device's HAN security; without a config's modes every device is AUTO,
         #: which before any key establishment is today's (install-code) behaviour.
         self.security = security if security is not None else SecurityRegistry()
-        self.driver = OtaDriver(app, observer=self._observe, pacer=self.pacer, aps_encryption=ota.aps_encryption, security=self.security)
+        self.driver = OtaDriver(app, observer=self._observe, aps_encryption=ota.aps_encryption, security=self.security)
+        #: Resumed transfers silent this long get Image Notify, up to ``nudges`` times
+        #: (0 for either: never).
+        self.nudge_after_s = nudge_after_s
+        self.nudges = nudges
+        #: Applications the engine moved to (``rebind``, ``reconnected``).
+        self.rebinds = 0
+        self._parked: dict[str, Job] = {}
         self._unlisten = self.security.listen(self._security_changed)
         self._observers: list[JobObserver] = [observer] if observer is not None else []
         self._session_overrides = dict(session_overrides or {})
@@ -246,7 +271,8 @@ class Engine:
 
     def adopt(self, job: Job, *, start: bool = False) -> Job:
         """Take over a job whose session was restored (daemon restart), without an Image
-        Notify unless ``start``: a held device keeps being answered with hold."""
+        Notify unless ``start``: a held device keeps being answered with hold, and a
+        transfer that stays silent is nudged (``OtaSession.resume``)."""
         current = self._by_device.get(job.ieee)
         if current is not None and not current.done:
             raise EngineError(f"{job.ieee} already has job {current.id} in state {current.state.value}")
@@ -259,7 +285,90 @@ class Engine:
             job.waiting = security.waiting_reason
             start = False
         self.driver.attach(job.ieee, job.session, start=start)
+        if not start:
+            self._resume(job)
         return job
+
+    def snapshot(self, job: Job) -> dict[str, Any]:
+        """The job's session as JSON-safe data, for a store to keep as it is."""
+        snap = job.session.snapshot()
+        snap[SNAPSHOT_ENGINE_KEY] = {"stall_timeout_s": job.session.config.stall_timeout_s}
+        return snap
+
+    def restore(
+        self,
+        job_id: str,
+        ieee: zt.EUI64,
+        image: FirmwareImage,
+        snap: dict[str, Any] | None,
+        *,
+        image_path: Path | None = None,
+        activation: str = "none",
+    ) -> Job:
+        """Bring back a job kept by ``snapshot`` (after a restart) and take it over
+        (``adopt``). Without a snapshot (accepted, stopped before one was taken) nothing
+        that matters was sent: the push starts over with an Image Notify. Raises
+        ``gateway.ota.session.LocalProtocolError`` for a snapshot of another image."""
+        stall = None
+        if isinstance(snap, dict) and isinstance(snap.get(SNAPSHOT_ENGINE_KEY), dict):
+            stall = snap[SNAPSHOT_ENGINE_KEY].get("stall_timeout_s")
+        config = self.session_config(stall)
+        if snap is None:
+            session = OtaSession(Eui64.from_air(ieee), image_info(image), config, self.pacer)
+        else:
+            session = OtaSession.restore(snap, image_info(image), config, self.pacer, now=asyncio.get_running_loop().time())
+        job = Job(id=job_id, ieee=ieee, image=image, session=session, image_path=image_path, activation=activation)
+        return self.adopt(job, start=snap is None)
+
+    # ------------------------------------------------------------------ radio outages
+
+    def park(self, reason: str = "radio lost") -> list[Job]:
+        """The radio is going away: every job on it is parked (timers frozen) and taken
+        off it, zigpy's own OTA handler kept out. Returns the jobs parked."""
+        parked = []
+        for job in list(self._jobs.values()):
+            if self.driver.session(job.ieee) is not job.session:
+                continue
+            self.driver.run(job.ieee, job.session.park)
+            self.driver.detach(job.ieee, hand_back=False)
+            self._parked[job.id] = job
+            parked.append(job)
+            self._log(job, logging.WARNING, "parked at offset %d (%s): radio down: %s", job.session.offset, job.state.value, reason)
+        return parked
+
+    def parked(self, job: Job) -> bool:
+        """Parked while the radio is away (its calls wait for ``reconnected``)."""
+        return job.id in self._parked
+
+    async def reconnected(self, app: ControllerApplication) -> list[Job]:
+        """The radio is back as ``app``: serve the jobs there and resume the parked ones,
+        without a new Image Notify. Returns the jobs resumed."""
+        await self.rebind(app)
+        return self.resume_parked()
+
+    def resume_parked(self) -> list[Job]:
+        """After ``rebind``: the parked jobs back on the radio, resumed without a new
+        Image Notify. Returns them."""
+        resumed = []
+        parked, self._parked = self._parked, {}
+        for job in parked.values():
+            if self._by_device.get(job.ieee) is not job:
+                continue  # replaced meanwhile
+            self.driver.attach(job.ieee, job.session, start=False)
+            self._resume(job)
+            resumed.append(job)
+            self._log(job, logging.WARNING, "re-attached at offset %d (%s) after reconnect", job.session.offset, job.state.value)
+        return resumed
+
+    def follow(self, supervisor: Any) -> None:
+        """Stay on ``supervisor``'s current application (a ``RadioSupervisor``): park on
+        its ``on_lost``, resume on its ``on_reconnected``."""
+        supervisor.add_hooks(on_lost=self.park, on_reconnected=self.reconnected)
+
+    def _resume(self, job: Job) -> None:
+        session = job.session
+        after, count = max(0.0, self.nudge_after_s), max(0, self.nudges)
+        self.driver.run(job.ieee, lambda now: session.resume(now, nudge_after_s=after, nudges=count))
 
     async def rebind(self, app: ControllerApplication) -> None:
         """Serve the same jobs through a new application object (the radio was reopened).
@@ -271,7 +380,8 @@ class Engine:
         except Exception:  # the old app may be half torn down; nothing of it is needed
             LOGGER.debug("closing the old OTA driver failed", exc_info=True)
         self.app = app
-        self.driver = OtaDriver(app, observer=self._observe, pacer=self.pacer, aps_encryption=self.ota.aps_encryption, security=self.security)
+        self.rebinds += 1
+        self.driver = OtaDriver(app, observer=self._observe, aps_encryption=self.ota.aps_encryption, security=self.security)
 
     def job(self, job_id: str) -> Job:
         try:
@@ -290,27 +400,33 @@ class Engine:
         ``unauthorised`` (a lab's --activate-now, no supplier command) logs a warning."""
         job = self._held_job(ieee)
         self._log(job, logging.WARNING if unauthorised else logging.INFO, "activation requested (%s)", why)
-        self.driver.run(ieee, lambda now: job.session.activate(now, at))
+        self._run(job, lambda now: job.session.activate(now, at))
         return job
 
     def schedule(self, ieee: zt.EUI64, at: dt.datetime, *, why: str) -> Job:
         job = self._held_job(ieee)
         self._log(job, logging.INFO, "activation scheduled for %s (%s)", at.isoformat(), why)
-        self.driver.run(ieee, lambda now: job.session.schedule(now, at))
+        self._run(job, lambda now: job.session.schedule(now, at))
         return job
 
     def unschedule(self, ieee: zt.EUI64, *, why: str) -> Job:
         job = self._held_job(ieee)
         self._log(job, logging.INFO, "scheduled activation removed (%s)", why)
-        self.driver.run(ieee, lambda now: job.session.unschedule(now))
+        self._run(job, lambda now: job.session.unschedule(now))
         return job
 
     def cancel(self, job_id: str, reason: str = "cancelled by the user") -> Job:
         job = self.job(job_id)
         if job.done:
             raise EngineError(f"job {job_id} has already ended ({job.state.value})")
-        self.driver.run(job.ieee, lambda now: job.session.cancel(now, reason))
+        self._run(job, lambda now: job.session.cancel(now, reason))
         return job
+
+    def _run(self, job: Job, call: Callable[[float], list[ev.Action]]) -> None:
+        if self.driver.session(job.ieee) is job.session:
+            self.driver.run(job.ieee, call)
+        else:  # parked: the session answers, nothing goes out
+            self.driver.run_unbound(job.ieee, job.session, call)
 
     def _held_job(self, ieee: zt.EUI64) -> Job:
         job = self._by_device.get(ieee)

@@ -40,14 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from zigpy.ota.image import FieldControl, OTAImageHeader
 
 from eui64 import Eui64
 from gateway.files import open_regular
+from gateway.gbcs.keys import p256_public_key, read_verifying_pem, signature_valid
 
 MAGIC = OTAImageHeader.MAGIC_VALUE  # 0x0BEEF11E, little-endian on the wire
 FIXED_HEADER_LENGTH = 56
@@ -61,6 +59,9 @@ GBCS_SIGNATURE_LENGTH = 64
 GBCS_TAIL_LENGTH = 1 + 1 + GBCS_SIGNATURE_LENGTH  # CH byte, 0x40, r||s
 
 TOTAL_SIZE_OFFSET = 52
+# Image types of PPMID firmware (the prepayment meter interface device, as the
+# simulated PPMID's spec has it); every other image is taken for an HCALCS's.
+PPMID_IMAGE_TYPES: frozenset[int] = frozenset({0x0084})
 
 SUBELEMENT_TAG_NAMES = {
     0x0000: "upgrade image",
@@ -188,6 +189,11 @@ class FirmwareImage:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    @property
+    def device_kind(self) -> str:
+        """The kind of device the image is for when nothing else says: ppmid or hcalcs."""
+        return "ppmid" if self.image_type in PPMID_IMAGE_TYPES else "hcalcs"
 
     @property
     def manufacturer_image(self) -> bytes:
@@ -513,52 +519,26 @@ def load_image(
         raise ImageError(e.field, e.offset, f"{p}: {e}", path=str(p)) from e
 
 
-def _p256_public_key(key: object) -> ec.EllipticCurvePublicKey:
-    if isinstance(key, x509.Certificate):
-        key = key.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise TypeError(f"expected an EC public key or certificate, got {type(key).__name__}")
-    if not isinstance(key.curve, ec.SECP256R1):
-        raise ValueError(f"GBCS signatures are ECDSA P-256; this key is on {key.curve.name}")
-    return key
-
-
 def verify_image_signature(
     image: FirmwareImage, public_key_or_cert: ec.EllipticCurvePublicKey | x509.Certificate
 ) -> bool:
     """Whether the GBCS signature over the manufacturer image verifies with the key.
 
-    An image without a signature (not the GBCS form) does not verify: False.
+    An image without a signature (not the GBCS form) does not verify: False. A key that
+    is not P-256 is refused (KeyRefused, a ValueError) whatever the image; an object
+    that is no key at all is a TypeError.
     """
-    key = _p256_public_key(public_key_or_cert)
+    key = p256_public_key(public_key_or_cert, "the trust anchor")
     if image.signature is None:
         return False
-    r = int.from_bytes(image.signature[:32], "big")
-    s = int.from_bytes(image.signature[32:], "big")
-    try:
-        key.verify(encode_dss_signature(r, s), image.manufacturer_image, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        return False
-    return True
+    return signature_valid(key, image.manufacturer_image, image.signature)
 
 
 def load_trust_anchor(path: str | os.PathLike[str]) -> ec.EllipticCurvePublicKey:
-    """A supplier's P-256 key from a PEM certificate or PEM public key.
+    """A supplier's P-256 key from a PEM certificate or PEM public key file.
 
     Certificate dates are not checked: GBCS devices check the signature against the
     trust anchor they hold, not its validity period (the RTDS test certificate expired).
+    Refusals are KeyRefused (a ValueError) naming the file, missing files included.
     """
-    p = Path(path)
-    raw = p.read_bytes()
-    try:
-        if b"-----BEGIN CERTIFICATE-----" in raw:
-            key: object = x509.load_pem_x509_certificate(raw).public_key()
-        elif b"-----BEGIN PUBLIC KEY-----" in raw:
-            key = serialization.load_pem_public_key(raw)
-        elif b"PRIVATE KEY-----" in raw:
-            raise ValueError("holds a private key; a trust anchor is a certificate or public key")
-        else:
-            raise ValueError("neither a PEM certificate nor a PEM public key")
-        return _p256_public_key(key)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{p}: {e}") from e
+    return read_verifying_pem(path).public_key

@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 import zigpy.types as t
 from zigpy.ota.image import FieldControl, HeaderString, HWVersion, OTAImageHeader
 
 from eui64 import Eui64
+from gateway.gbcs.keys import p256_private_key, read_signing_key, sign_raw
 from gateway.image import (
     DEFAULT_MAX_SIZE,
     GBCS_SIGNATURE_TAG,
@@ -21,6 +17,10 @@ from gateway.image import (
     header_length_for,
 )
 
+# A supplier's P-256 private key from a PEM file, by the name image callers know; the
+# one loader (and its refusals, naming the file) is gateway.gbcs.keys.
+load_signing_key = read_signing_key
+
 
 def _check_uint(name: str, value: int, bits: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -28,27 +28,6 @@ def _check_uint(name: str, value: int, bits: int) -> int:
     if not 0 <= value < (1 << bits):
         raise ValueError(f"{name} must fit in {bits} bits unsigned, got {value}")
     return value
-
-
-def load_signing_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePrivateKey:
-    """A supplier's P-256 private key from an unencrypted PEM file (lab keys only)."""
-    p = Path(path)
-    raw = p.read_bytes()
-    try:
-        key = serialization.load_pem_private_key(raw, password=None)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{p}: not an unencrypted PEM private key ({e})") from e
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise ValueError(f"{p}: not an EC P-256 private key; GBCS signatures are ECDSA P-256")
-    return key
-
-
-def sign_manufacturer_image(manufacturer_image: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
-    """ECDSA P-256/SHA-256 signature as GBCS carries it: r‖s, 32 bytes each, big-endian."""
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise ValueError("gbcs_key must be an EC P-256 private key")
-    r, s = decode_dss_signature(key.sign(manufacturer_image, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def build_image(
@@ -91,6 +70,8 @@ def build_image(
         _check_uint(name, value, bits)
     if gbcs_key is not None and zigbee_subelement:
         raise ValueError("gbcs_key and zigbee_subelement are exclusive: the GBCS form has no sub-elements")
+    if gbcs_key is not None:
+        p256_private_key(gbcs_key, "gbcs_key")  # refused before any work, by its name
     encoded = header_string.encode("utf-8")
     if len(encoded) > 32:
         raise ValueError(f"header_string is {len(encoded)} bytes in UTF-8; the header holds 32")
@@ -124,7 +105,7 @@ def build_image(
         body = payload
     tail = b""
     if gbcs_key is not None:
-        tail = bytes([ch_byte, GBCS_SIGNATURE_TAG]) + sign_manufacturer_image(payload, gbcs_key)
+        tail = bytes([ch_byte, GBCS_SIGNATURE_TAG]) + sign_raw(gbcs_key, payload)
 
     header_length = header_length_for(int(fc))
     total = header_length + len(body) + len(tail)

@@ -21,20 +21,24 @@ app = new_app(
 
 
 def _mount() -> None:
-    from han_ota import cli_cbke, cli_daemon, cli_gbcs, cli_image, cli_radio
+    from han_ota import cli_cbke, cli_daemon, cli_gbcs, cli_image, cli_messages, cli_radio, cli_report
 
     app.add_typer(cli_image.app, name="image", help="Inspect and build firmware images.")
     app.add_typer(cli_gbcs.app, name="gbcs", help="Verify, sign and make keys for GBCS activation commands.")
     app.add_typer(cli_cbke.app, name="cbke", help="Smart Energy key establishment in a lab: test CA, certificates, inspection, ECMQV.")
     cli_daemon.register(app)
     cli_radio.register(app)
+    cli_report.register(app)
+    cli_messages.register(app)
 
 
 SIM_DEVICE_HELP = (
     "A simulated device KIND:IEEE[:key=value...] (repeatable). KIND ppmid or hcalcs; keys: manufacturer_code, "
     "image_type, file_version, hardware_version, max_data_size, page_requests, page_size, sleepy_poll (s), loss (0-1), "
     "link (instant|realistic), self_activate_after, min_block_period_ms, timeout_policy, activation_policy, "
-    "activation_fails, corrupt, supplier_key (PEM: verify the GBCS supplier signature)."
+    "activation_fails, corrupt, supplier_key (PEM: verify the GBCS supplier signature, of images and of CS06); "
+    "GBCS: entity_id (16 hex digits; default the IEEE), gbcs_key and gbcs_cert (PEM: the device's own P-256 "
+    "signing key and certificate; generated when absent), supplier_id (when supplier_key names none), acb_id."
 )
 
 
@@ -141,7 +145,7 @@ def push(
             _push_via_daemon(client, image, device, command, activate_now, stall_timeout, wait, timeout, json_out, config, allow_downgrade)
             return
     counters = None
-    if command is not None:
+    if command is not None or cfg.hub != type(cfg.hub)():  # [hub]: its alert counter lives there too
         counters = _counter_store(cfg)
     req = PushRequest(
         image=image,

@@ -20,7 +20,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, Optional, TextIO
 
 import typer
 
@@ -109,10 +110,17 @@ def _setup_logging(verbose: int) -> None:
 # --------------------------------------------------------------------------- status
 
 
-def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def status(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw the table of all jobs every --interval seconds until interrupted (Ctrl-C exits 0). With --json: one status object per line.")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between redraws with --watch.", min=0.1)] = 2.0,
+) -> None:
     """Jobs, holds and schedules of the running daemon, and its radio."""
     cfg = _config(config, as_json=as_json)
     client = _client(cfg, as_json=as_json)
+    if watch:
+        raise typer.Exit(watch_status(client.status, interval, sys.stdout, as_json=as_json))
     try:
         body = client.status()
     except DaemonError as exc:
@@ -122,6 +130,46 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         return
     for line in format_status(body):
         typer.echo(line)
+
+
+def watch_status(
+    fetch: Callable[[], dict[str, Any]],
+    interval: float,
+    out: TextIO,
+    *,
+    as_json: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """``status --watch``: redraw until Ctrl-C, then exit 0.
+
+    On a terminal each frame replaces the last (clear screen, cursor home); into a
+    pipe or file frames follow one another, a blank line apart, so a log of them reads
+    back. A daemon that stops answering is said in the frame and asked again: a watch
+    outlives a daemon restart.
+    """
+    redraw = "\x1b[H\x1b[2J" if out.isatty() and not as_json else ""
+    frames = 0
+    try:
+        while True:
+            try:
+                body = fetch()
+            except DaemonError as exc:
+                body, lines = None, [f"daemon not answering: {exc}; asking again every {interval:g} s"]
+            else:
+                lines = format_status(body)
+            if as_json:
+                out.write(json.dumps(body if body is not None else {"error": lines[0]}) + "\n")
+            else:
+                head = f"{time.strftime('%H:%M:%S')}  every {interval:g} s; Ctrl-C to stop"
+                out.write(redraw + ("\n" if frames and not redraw else "") + "\n".join([head, *lines]) + "\n")
+            out.flush()
+            frames += 1
+            sleep(interval)
+    except KeyboardInterrupt:
+        if not as_json:
+            out.write("\n")
+            out.flush()
+        return 0
 
 
 def format_status(body: dict[str, Any]) -> list[str]:
@@ -145,7 +193,9 @@ def format_status(body: dict[str, Any]) -> list[str]:
     if not jobs:
         lines.append("no jobs")
         return lines
-    rows = [("JOB", "DEVICE", "KIND", "STATE", "PROGRESS", "RATE", "ETA", "REASON")]
+    # PRIORITY once jobs carry one (issue 15 part 1); until then the table keeps its columns.
+    priorities = any(j.get("priority") is not None for j in jobs)
+    rows = [("JOB", "DEVICE", "KIND", "STATE", "PROGRESS", "RATE", "ETA", *(("PRIORITY",) if priorities else ()), "REASON")]
     for j in jobs:
         size = j.get("size") or 0
         done = j.get("bytes") or 0
@@ -157,7 +207,8 @@ def format_status(body: dict[str, Any]) -> list[str]:
         reason = j.get("reason") or ""
         if j["state"] == "scheduled" and j.get("scheduled_at"):
             reason = f"activation at {j['scheduled_at']}" + (f"; {reason}" if reason else "")
-        rows.append((str(j["job"]), j["device"], j.get("kind") or "-", j["state"], pct, rate_s, eta_s, reason))
+        priority = (str(j["priority"]) if j.get("priority") is not None else "-",) if priorities else ()
+        rows.append((str(j["job"]), j["device"], j.get("kind") or "-", j["state"], pct, rate_s, eta_s, *priority, reason))
     lines += _table(rows)
     if body.get("schedules"):
         lines.append("")
@@ -444,6 +495,7 @@ def config_check(
 ) -> None:
     """Validate PATH as `han-ota run` would read it; print a summary, or the first error (exit 1)."""
     from han_ota.daemon import DaemonStartError, sim_specs
+    from han_ota.hub_alerts import hub_summary
 
     try:
         cfg = with_state_dir(load_config(path))
@@ -489,6 +541,7 @@ def config_check(
         "suppliers": [{"id": s.id, "anchor": str(s.anchor)} for s in cfg.suppliers],
         "devices": [{"ieee": str(d.ieee), "kind": d.kind, "supplier": d.supplier} for d in cfg.devices],
         "sim_devices": [{"ieee": str(s.ieee), "kind": s.kind} for s in specs],
+        "hub": hub_summary(cfg),
         "warnings": warnings,
     }
     if as_json:
@@ -505,6 +558,8 @@ def config_check(
     typer.echo(f"  devices         {len(cfg.devices)} configured" + "".join(f"\n                  {str(d.ieee)} {d.kind} supplier {d.supplier or '-'}" for d in cfg.devices))
     if cfg.radio.kind == "sim":
         typer.echo(f"  sim devices     {', '.join(f'{s.kind}:{s.ieee}' for s in specs) or 'none'}")
+    hub = summary["hub"]
+    typer.echo(f"  hub             entity {hub['entity_id']}, alerts to {hub['acb_id']} {hub['alerts']}" + (f", GFI feed on {hub['gfi_feed']}" if hub["gfi_feed"] else ""))
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
 
@@ -526,7 +581,7 @@ def register(app: typer.Typer) -> None:
 standalone = new_app(name="han-ota")
 register(standalone)
 
-__all__ = ["config_app", "format_status", "register", "standalone"]
+__all__ = ["config_app", "format_status", "register", "standalone", "watch_status"]
 
 if __name__ == "__main__":
     standalone()

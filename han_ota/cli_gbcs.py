@@ -28,7 +28,6 @@ from gateway.gbcs import (
     encode_hex_text,
     generate_supplier_identity,
     iso_utc,
-    load_signing_key,
     message_label,
     parse_command_file,
     read_anchor,
@@ -36,6 +35,7 @@ from gateway.gbcs import (
     verify_activation,
 )
 from gateway.files import FileRefused, read_small
+from gateway.gbcs.keys import read_signing_key
 from han_ota.cli_app import new_app
 
 EXIT_REFUSED = 1
@@ -113,8 +113,8 @@ def _resolve_trust(specs: list[str], originator: EntityId) -> tuple[TrustStore, 
                 pass  # an '=' inside a path: take it all as the path
         try:
             anchor = read_anchor(path)
-        except GbcsUsageError as exc:
-            _usage(f"{path}: {exc}", "--trust")
+        except GbcsUsageError as exc:  # names the file already
+            _usage(str(exc), "--trust")
         if explicit is not None and anchor.entity_id is not None and explicit != anchor.entity_id:
             _usage(f"{path} names entity {anchor.entity_id}, not {explicit}", "--trust")
         if explicit is not None:
@@ -334,27 +334,43 @@ def _write_private(path: Path, data: bytes, force: bool) -> None:
         os.close(fd)
 
 
+#: The RTDS Communications Hub (gbcs-vectors/README.md): a hub key's entity id when none is given.
+RTDS_HUB_ID = "00DB1234567890A2"
+#: The subject OU of a hub's certificate: a CHF is a device, not a GBCS organisation role.
+HUB_ROLE = "CHF"
+
+
 @app.command()
 def keygen(
-    entity_id: Annotated[str, typer.Option("--entity-id", metavar="ID", help="The supplier's entity id (16 hex digits or colon pairs).")],
     output: Annotated[str, typer.Option("-o", "--output", metavar="PREFIX", help="Prefix: writes PREFIX.key (0600) and PREFIX.pem.")],
+    entity_id: Annotated[
+        Optional[str],
+        typer.Option("--entity-id", metavar="ID", help=f"The entity id (16 hex digits or colon pairs): a supplier's; without it, a hub key for [hub] with the RTDS hub's id {RTDS_HUB_ID}."),
+    ] = None,
+    hub: Annotated[bool, typer.Option("--hub", help="A Communications Hub's digital-signing key for [hub] signing_key/certificate (its alerts), not a supplier's.")] = False,
     common_name: Annotated[Optional[str], typer.Option("--cn", metavar="NAME", help="Certificate common name.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
-    """Make a P-256 supplier signing key and a self-signed certificate naming ENTITY_ID."""
-    entity = _entity(entity_id, "--entity-id")
+    """Make a P-256 signing key and a self-signed certificate naming its entity id: a supplier's, or the hub's (--hub, or no --entity-id)."""
+    hub = hub or entity_id is None
+    entity = _entity(entity_id or RTDS_HUB_ID, "--entity-id")
     key_path, cert_path = Path(output + ".key"), Path(output + ".pem")
     if not force:
         for existing in (key_path, cert_path):
             if existing.exists():
                 _usage(f"{existing} exists; use --force to overwrite", "-o")
-    key_pem, cert_pem = generate_supplier_identity(entity, common_name=common_name)
+    if hub:
+        key_pem, cert_pem = generate_supplier_identity(entity, common_name=common_name or f"COMMUNICATIONS HUB {entity}", role=HUB_ROLE)
+    else:
+        key_pem, cert_pem = generate_supplier_identity(entity, common_name=common_name)
     try:
         _write_private(key_path, key_pem, force)
         cert_path.write_bytes(cert_pem)
     except OSError as exc:
         _usage(f"{exc.filename}: {exc.strerror}", "-o")
     typer.echo(f"wrote {key_path} (private key, mode 0600) and {cert_path} (certificate for entity {entity})")
+    if hub:
+        typer.echo(f'for the hub\'s alerts: [hub] entity_id = "{entity}", signing_key = "{key_path}", certificate = "{cert_path}"')
 
 
 @app.command("sign-activation")
@@ -381,11 +397,9 @@ def sign_activation_cmd(
     recipient = _entity(device, "--device")
     digest = _hash(image_hash)
     try:
-        signing_key = load_signing_key(key.read_bytes())
-    except OSError as exc:
-        _usage(f"{key}: {exc.strerror}", "--key")
-    except GbcsUsageError as exc:
-        _usage(f"{key}: {exc}", "--key")
+        signing_key = read_signing_key(key)
+    except GbcsUsageError as exc:  # names the file already
+        _usage(str(exc), "--key")
     try:
         message = sign_activation(
             signing_key,

@@ -23,11 +23,11 @@ from gateway.image import (
     ImageError,
     ImageForm,
     load_image,
-    load_trust_anchor,
     parse_image,
     verify_image_signature,
 )
-from gateway.image_build import build_image, load_signing_key
+from gateway.image_build import build_image
+from gateway.gbcs.keys import read_signing_key, read_verifying_pem
 from han_ota.cli_app import new_app, print_json
 
 EXIT_REFUSED = 1
@@ -148,10 +148,8 @@ def inspect(
     problem: str | None = None
     if trust is not None:
         try:
-            key = load_trust_anchor(trust)
-        except OSError as e:
-            problem = _os_error(e)
-        except ValueError as e:
+            key = read_verifying_pem(trust).public_key
+        except ValueError as e:  # KeyRefused: names the file, what is wrong and the fix
             problem = str(e)
         else:
             verdict = verify_image_signature(image, key)
@@ -233,7 +231,7 @@ def build(
     try:
         with payload.open("rb") as f:
             data = f.read(DEFAULT_MAX_SIZE + 1)
-        signing_key = load_signing_key(key) if key is not None else None
+        signing_key = read_signing_key(key) if key is not None else None
     except OSError as e:
         _fail(_os_error(e), EXIT_REFUSED)
     except ValueError as e:

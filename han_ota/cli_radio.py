@@ -4,11 +4,6 @@ Wiring only: the work is in ``radios.detect``, ``radios.network`` and the emulat
 ``radios.emulate``. ``register(app)`` adds the two command groups to the main
 ``han-ota`` app; ``python -m han_ota.cli_radio ...`` gives the same commands on their own.
 
-This module also holds ``EngineFollower`` / ``follow_radio(engine, supervisor)``: the
-glue that keeps a ``gateway.engine.Engine`` on the application a
-``radios.supervisor.RadioSupervisor`` currently has (for in-process pushes; the daemon
-has its own copy of the same steps).
-
 Exit codes: 0 ok; 1 the radio refused or failed (the message names the port and the
 fix); 2 usage or configuration error; 130 interrupted.
 """
@@ -464,98 +459,6 @@ def emulate_ezsp(listen: ListenOption = "127.0.0.1:0", sim_device: SimDeviceOpti
     _emulate("ezsp", listen, sim_device, fault, link, han_start, pty, config, json_out, verbose, ezsp_version)
 
 
-# ------------------------------------------------------------------------------ engine glue
-
-
-class EngineFollower:
-    """Keeps an ``Engine`` on the supervisor's current application.
-
-    On ``connection_lost`` (or a coordinator reset) every bound session is snapshotted
-    and detached, so no stall timer runs out while the radio is away; once the
-    supervisor has a new application, the engine is rebound to it
-    (``Engine.rebind``) and the sessions are restored from their
-    snapshots and re-attached *without* a new Image Notify: the device asks again for
-    the block it is missing and the transfer goes on from there. Held devices stay held.
-
-    A device whose retries ran out while the radio was away goes idle, keeping its
-    partial image until its next periodic query (hours, on some clients). So when a
-    re-attached transfer has heard nothing for ``nudge_after_s``, the follower sends
-    one unicast Image Notify (payload type 3, this image's ids, jitter 100), up to
-    ``nudges`` times ``nudge_after_s`` apart: the device queries, the session offers the
-    same image, and the device resumes at its offset.
-    """
-
-    def __init__(self, engine: Any, *, nudge_after_s: float = 5.0, nudges: int = 3) -> None:
-        self.engine = engine
-        self.nudge_after_s = nudge_after_s
-        self.nudges = nudges
-        self._parked: dict[str, dict[str, Any]] = {}
-        self._nudgers: dict[str, asyncio.Task[None]] = {}
-        self.rebinds = 0
-        self.notifies_sent = 0
-
-    def on_lost(self, reason: str) -> None:
-        for task in self._nudgers.values():
-            task.cancel()
-        self._nudgers.clear()
-        for job in list(self.engine.jobs()):
-            if self.engine.driver.session(job.ieee) is job.session:
-                self._parked[job.id] = job.session.snapshot()
-                self.engine.driver.detach(job.ieee)
-                LOGGER.warning("%s job=%s parked at offset %d (%s): radio down: %s", job.ieee, job.id, job.session.offset, job.state.value, reason)
-
-    async def on_reconnected(self, app: Any) -> None:
-        from gateway.engine import image_info
-        from gateway.ota.events import SessionState
-        from gateway.ota.session import OtaSession
-
-        await self.engine.rebind(app)
-        self.rebinds += 1
-        now = asyncio.get_running_loop().time()
-        for job_id, snap in list(self._parked.items()):
-            job = self.engine.job(job_id)
-            try:
-                session = OtaSession.restore(snap, image_info(job.image), job.session.config, self.engine.pacer, now=now)
-            except Exception as exc:  # our own snapshot of the same image: should not happen
-                LOGGER.error("job %s: snapshot did not restore (%s); re-attaching the session as it was", job.id, exc)
-                session = job.session
-            job.session = session
-            self.engine.driver.attach(job.ieee, session, start=False)
-            LOGGER.warning("%s job=%s re-attached at offset %d (%s) after reconnect", job.ieee, job.id, session.offset, session.state.value)
-            if session.state is SessionState.TRANSFERRING and self.nudges > 0:
-                self._nudgers[job.id] = asyncio.get_running_loop().create_task(self._nudge(job), name=f"ota-nudge-{job.ieee}")
-        self._parked.clear()
-
-    async def _nudge(self, job: Any) -> None:
-        from gateway.ota import events as ev
-        from gateway.ota.events import SessionState
-
-        for _ in range(self.nudges):
-            heard = job.session.offset, job.session.state
-            await asyncio.sleep(self.nudge_after_s)
-            if job.session.state is not SessionState.TRANSFERRING or (job.session.offset, job.session.state) != heard:
-                return  # the device is talking again
-            if self.engine.driver.session(job.ieee) is not job.session:
-                return
-            image = job.image
-            notify = ev.SendImageNotify(100, image.manufacturer_code, image.image_type, image.file_version)
-            LOGGER.warning("%s job=%s silent at offset %d since the reconnect: Image Notify to resume", job.ieee, job.id, job.session.offset)
-            self.engine.driver.run(job.ieee, lambda now, n=notify: [n])
-            self.notifies_sent += 1
-
-    def close(self) -> None:
-        for task in self._nudgers.values():
-            task.cancel()
-        self._nudgers.clear()
-
-
-def follow_radio(engine: Any, supervisor: Any) -> EngineFollower:
-    """Keep ``engine`` on ``supervisor``'s application across reconnects."""
-    follower = EngineFollower(engine)
-    supervisor.add_hooks(on_lost=follower.on_lost, on_reconnected=follower.on_reconnected)
-    return follower
-
-
 # ------------------------------------------------------------------------------ mounting
 
 
@@ -568,7 +471,7 @@ def register(app: typer.Typer) -> None:
 standalone = new_app(name="han-ota")
 register(standalone)
 
-__all__ = ["EngineFollower", "emulate_app", "follow_radio", "parse_listen", "radio_app", "register", "resolve_target", "serve_emulator", "standalone"]
+__all__ = ["emulate_app", "parse_listen", "radio_app", "register", "resolve_target", "serve_emulator", "standalone"]
 
 if __name__ == "__main__":
     standalone()

@@ -151,6 +151,11 @@ class Client:
     def log_verify(self) -> dict[str, Any]:
         return self._call("GET", "/v1/log/verify")
 
+    def messages(self, device: str | None = None, after: int | None = None, limit: int | None = None) -> dict[str, Any]:
+        """{"messages": [...]}: the GBCS messages kept with id > after, the newest limit (issue 13)."""
+        query = {k: v for k, v in (("device", device), ("after", after), ("limit", limit)) if v is not None}
+        return self._call("GET", "/v1/messages" + (f"?{urlencode(query)}" if query else ""))
+
     # -------------------------------------------------------------- helpers
 
     def wait_job(

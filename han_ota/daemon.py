@@ -28,10 +28,11 @@ not on disk.
 
 Radio loss: ``radios.supervisor.RadioSupervisor`` notices it (zigpy's
 ``connection_lost``, or a Z-Stack reset) and reopens the radio with backoff; before
-it closes the dead application the sessions are snapshotted and detached (so no
-stall timer runs out while the dongle is away); on the new application the engine
-is rebound and the sessions are restored and re-attached without a new Image
-Notify. A transfer that then stays silent gets one (``_watch_for_silence``).
+it closes the dead application the engine parks the jobs (``Engine.park``: timers
+frozen, so no stall timer runs out while the dongle is away); on the new application
+the engine is rebound and the jobs resumed without a new Image Notify
+(``Engine.resume_parked``). A transfer that then stays silent gets one (the session's
+nudges, audited as ``job.nudge``).
 """
 
 from __future__ import annotations
@@ -64,14 +65,13 @@ from gateway.activation import ActivationService, SubmitResult, check_image_sign
 from gateway.audit import AuditError, AuditLog
 from gateway.config import Config, ConfigError, parse_eui64
 from gateway.crashpoint import crashpoint
-from gateway.engine import Engine, EngineError, Job, image_info
+from gateway.engine import NUDGE_AFTER_S, Engine, EngineError, Job
 from gateway.files import NotRegularFile, open_regular
 from gateway.gbcs.command import decode_hex_text
 from gateway.gbcs.errors import GbcsError
 from gateway.gbcs.trust import TrustStore
 from gateway.image import FirmwareImage, ImageError, parse_image
 from gateway.ota import events as ev
-from gateway.ota.session import OtaSession
 from gateway.se.security import SecurityRegistry
 from gateway.store import (
     ActivationMode,
@@ -84,6 +84,7 @@ from gateway.store import (
 )
 from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
+from han_ota.hub_alerts import HubMessages, start_hub_messages
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
 from han_ota.statedir import StateDirError, StateDirLock, ensure_state_dir
 from radios.supervisor import RadioSupervisor
@@ -95,16 +96,10 @@ BACKOFF_S: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 60)
 PROGRESS_BYTES = 4096
 PROGRESS_SECONDS = 2.0
 TICK_S = 1.0
-NUDGE_AFTER_S = 5.0
-NUDGES = 3
-NOTIFY_QUERY_JITTER = 100  # a unicast Image Notify: every client that hears it queries
-PPMID_IMAGE_TYPES = frozenset({0x0084})
 IMAGES_DIR = "images"
 # A local image reads in milliseconds; past this the file is on a hung filesystem
 # (NFS, FUSE), and the push says so rather than wait with the client.
 FILE_READ_TIMEOUT_S = 30.0
-# Session snapshots carry this extra key: what the daemon needs to rebuild the session's config.
-SNAPSHOT_DAEMON_KEY = "daemon"
 LIVE_HOLD = (ev.SessionState.HELD, ev.SessionState.SCHEDULED)
 SENT_OF_INTEREST = (
     ev.SendImageNotify,
@@ -272,6 +267,8 @@ class Daemon:
         #: key-establishment service (with [key_establishment]) writes it.
         self.security = SecurityRegistry(config.security_modes())
         self.ke_service: Any = None
+        #: The hub's GBCS messages (its CCS08 alerts, every message kept): han_ota.hub_alerts.
+        self.hub: HubMessages | None = None
         self.activation: _DaemonActivation | None = None
         self.control: ControlServer | None = None
         self.started_wall = time.time()
@@ -285,11 +282,9 @@ class Daemon:
 
         self._trust: Any = None
         self._tracks: dict[str, _Track] = {}
-        self._parked: dict[str, dict[str, Any]] = {}  # job id -> snapshot while the radio is away
         self._due_while_down: set[zt.EUI64] = set()
         self._radio_ready = asyncio.Event()
         self._open_failures = 0
-        self._nudgers: dict[str, asyncio.Task[None]] = {}
         self.supervisor = RadioSupervisor(factory=self._open_radio_audited, name=config.radio.kind, backoff=self.backoff)
         self.supervisor.add_hooks(on_lost=self._radio_lost, on_reconnected=self._radio_reconnected)
         self._stop = asyncio.Event()
@@ -309,6 +304,11 @@ class Daemon:
             self._close_state()
             raise DaemonStartError(f"{self.config.source or 'config'}: [[supplier]] trust anchors cannot be loaded: {exc}") from None
         self._audit("daemon.start", version=version(), pid=os.getpid(), config=str(self.config.source) if self.config.source else None, radio=self.radio.kind, state_dir=str(self.config.state_dir))
+        try:  # before the radio: alerts a crash left reserved are finished first
+            self.hub = await start_hub_messages(self.config, self.store, trust=self._trust, audit=self._audit, durable_job_id=_store_id)
+        except OSError as exc:  # the GFI feed's port
+            self._close_state()
+            raise DaemonStartError(f"[hub] gfi_feed = {self.config.hub.gfi_feed!r} cannot listen: {exc.strerror or exc}") from None
         self.control = ControlServer(self, self.config.control_socket, self.config.control_tcp)
         try:
             await self.control.start()
@@ -354,8 +354,6 @@ class Daemon:
         self._persist_all(force=True)
         # Radio off first: detaching the sessions would hand the devices to zigpy's own
         # OTA handler, which answers ABORT (a device then erases its partial download).
-        for task in self._nudgers.values():
-            task.cancel()
         await close_key_establishment(self.ke_service)
         self.ke_service = None
         await self.supervisor.close()
@@ -364,6 +362,8 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.engine.close()
         self._persist_all(force=True)
+        if self.hub is not None:
+            await self.hub.close()
         self._audit("daemon.stop", reason=reason)
         self._close_state()
 
@@ -502,10 +502,8 @@ class Daemon:
         self.radio.last_error = reason
         self._radio_ready.clear()
         self._audit("radio.down", reason=reason)
-        for task in self._nudgers.values():
-            task.cancel()
-        self._nudgers.clear()
-        self._park()
+        if self.engine is not None:
+            self.engine.park(reason)
         self.app = None
         self._persist_all(force=True)
         self._refresh_status()
@@ -522,7 +520,9 @@ class Daemon:
         self.app = app
         first = self.engine is None
         if self.engine is None:
-            self.engine = Engine(app, self.config.ota, session_overrides=self.session_overrides, security=self.security)
+            self.engine = Engine(app, self.config.ota, session_overrides=self.session_overrides, security=self.security, nudge_after_s=self.nudge_after_s)
+            if self.hub is not None:
+                self.hub.watch(self.engine)  # first: an alert's counter is reserved before the job's state is written
             self.engine.add_observer(self._on_job_action)
             self.activation = _DaemonActivation(
                 self.engine,
@@ -535,7 +535,7 @@ class Daemon:
             )
             self.activation.daemon = self
         else:
-            await rebind_engine(self.engine, app)
+            await self.engine.rebind(app)
         await self._start_key_establishment(app)
         self.radio.reconnects = self.supervisor.reconnects
         self.radio.up = True
@@ -571,70 +571,10 @@ class Daemon:
         fields.pop("job", None)
         self._audit(name, device, **fields)
 
-    def _park(self) -> None:
-        """Snapshot and detach every bound session: no timer runs while the radio is away."""
-        if self.engine is None:
-            return
-        for job in list(self.engine.jobs()):
-            if self.engine.driver.session(job.ieee) is job.session:
-                self._parked[job.id] = self._snapshot(job)
-                self.engine.driver.detach(job.ieee)
-                # detach hands the device back to zigpy's own OTA handler, which would
-                # answer ABORT / NO_IMAGE_AVAILABLE (and erase a partial download) if the
-                # dying radio still delivered a request: keep zigpy out.
-                device = self.app.devices.get(job.ieee) if self.app is not None else None
-                if device is not None:
-                    device.ota_in_progress = True
-
     def _unpark(self) -> None:
         assert self.engine is not None
-        loop = asyncio.get_running_loop()
-        for job_id, snap in list(self._parked.items()):
-            job = self.engine.job(job_id)
-            try:
-                session = OtaSession.restore(snap, image_info(job.image), job.session.config, self.engine.pacer, now=loop.time())
-            except Exception as exc:  # cannot happen for our own snapshot; keep the old session
-                LOGGER.error("job %s: snapshot did not restore (%s); re-attaching the session as it was", job.id, exc)
-                session = job.session
-            job.session = session
-            self.engine.driver.attach(job.ieee, session, start=False)
-            self._audit("job.reattached", job.ieee, job=_store_id(job), state=job.state.value, offset=session.offset)
-            self._watch_for_silence(job)
-        self._parked.clear()
-
-    def _watch_for_silence(self, job: Job) -> None:
-        """After a restart or a reconnect a transfer continues without Image Notify: the
-        device asks again for the block it misses. One whose retries ran out while we
-        were away went idle with its partial image until its next periodic query
-        (hours on some clients), and the stall timeout would fail the job first. So a
-        transfer that stays silent gets a unicast Image Notify, up to NUDGES times:
-        the device queries, is offered the same image and resumes at its offset.
-        Held devices never get one (they keep asking Upgrade End by themselves)."""
-        if job.state is not ev.SessionState.TRANSFERRING or self.nudge_after_s <= 0:
-            return
-        old = self._nudgers.pop(job.id, None)
-        if old is not None:
-            old.cancel()
-        self._nudgers[job.id] = asyncio.get_running_loop().create_task(self._nudge(job), name=f"han-ota-nudge-{job.ieee}")
-
-    async def _nudge(self, job: Job) -> None:
-        try:
-            for attempt in range(1, NUDGES + 1):
-                seen = (job.session, job.session.offset)
-                await asyncio.sleep(self.nudge_after_s)
-                session = job.session
-                if session.state is not ev.SessionState.TRANSFERRING or (session, session.offset) != seen:
-                    return  # the device is talking again (or the job moved on)
-                if self.engine is None or not self.radio.up or self.engine.driver.session(job.ieee) is not session:
-                    return
-                image = job.image
-                notify = ev.SendImageNotify(NOTIFY_QUERY_JITTER, image.manufacturer_code, image.image_type, image.file_version)
-                LOGGER.warning("%s job=%s silent at offset %d: Image Notify #%d so that it resumes", job.ieee, job.id, session.offset, attempt)
-                self._audit("job.nudge", job.ieee, job=_store_id(job), offset=session.offset, attempt=attempt)
-                self.engine.driver.run(job.ieee, lambda now, n=notify: [n])
-        finally:
-            if self._nudgers.get(job.id) is asyncio.current_task():
-                del self._nudgers[job.id]
+        for job in self.engine.resume_parked():
+            self._audit("job.reattached", job.ieee, job=_store_id(job), state=job.state.value, offset=job.session.offset)
 
     def _after_radio_up(self) -> None:
         """Work that waited for the radio: lab activations and schedules that fell due."""
@@ -731,25 +671,13 @@ class Daemon:
             raise RuntimeError(f"image {path} has changed since the job was accepted (sha256 {digest[:16]}..., expected {record.image_sha256[:16]}...); push the image again")
         image = parse_image(data)
         ieee = zt.EUI64(Eui64.parse(record.device).air)
-        snap = rec.session_snapshot
-        stall = None
-        if isinstance(snap, dict) and isinstance(snap.get(SNAPSHOT_DAEMON_KEY), dict):
-            stall = snap[SNAPSHOT_DAEMON_KEY].get("stall_timeout_s")
-        config = self.engine.session_config(stall)
-        loop = asyncio.get_running_loop()
-        start = snap is None
-        if snap is None:
-            # Accepted but never snapshotted (stopped within moments): nothing was sent
-            # that matters, so start over with an Image Notify.
-            session = OtaSession(Eui64.from_air(ieee), image_info(image), config, self.engine.pacer)
-        else:
-            session = OtaSession.restore(snap, image_info(image), config, self.engine.pacer, now=loop.time())
+        # Accepted but never snapshotted (stopped within moments): the engine starts it
+        # over with an Image Notify.
+        start = rec.session_snapshot is None
         mode = record.activation.mode.value
-        job = Job(id=str(rec.job_id), ieee=ieee, image=image, session=session, image_path=path, activation=mode)
-        self._tracks[job.id] = _Track(kind=record.kind.value, persisted_offset=rec.offset, persisted_at=time.monotonic())
-        restore_job(self.engine, job, start=start)
-        if not start:
-            self._watch_for_silence(job)
+        self._tracks[str(rec.job_id)] = _Track(kind=record.kind.value, persisted_offset=rec.offset, persisted_at=time.monotonic())
+        job = self.engine.restore(str(rec.job_id), ieee, image, rec.session_snapshot, image_path=path, activation=mode)
+        session = job.session
         self._audit("job.restored", ieee, job=rec.job_id, state=job.state.value, offset=session.offset, size=image.size, notify=start)
         LOGGER.info("job %s (%s): resumed %s at offset %d of %d", job.id, ieee, job.state.value, session.offset, image.size)
         if job.state in ev.END_STATES:
@@ -796,6 +724,9 @@ class Daemon:
             if decile != track.decile:
                 track.decile = decile
                 self._audit("job.progress", job.ieee, job=number, offset=action.offset, size=action.total, percent=decile * 10)
+        elif isinstance(action, ev.Note) and action.kind is ev.NoteKind.NUDGE:
+            # docs/control-api.md's name for it, from before nudges were the session's.
+            self._audit("job.nudge", job.ieee, job=number, offset=action.offset, attempt=job.session.nudge_attempt, message=action.message)
         elif isinstance(action, ev.Note):
             self._audit(f"ota.{action.kind.value}", job.ieee, job=number, message=action.message, offset=action.offset, warning=action.warning)
         elif isinstance(action, SENT_OF_INTEREST):
@@ -850,29 +781,25 @@ class Daemon:
 
     # ------------------------------------------------------------------ persistence
 
-    def _snapshot(self, job: Job) -> dict[str, Any]:
-        snap = job.session.snapshot()
-        snap[SNAPSHOT_DAEMON_KEY] = {"stall_timeout_s": job.session.config.stall_timeout_s}
-        return snap
-
     def _persist(self, job: Job) -> bool:
         assert self.store is not None
         track = self._tracks.setdefault(job.id, _Track(kind="hcalcs"))
-        snap = self._parked.get(job.id) or self._snapshot(job)
+        assert self.engine is not None
+        offset = job.session.offset
         try:
             self.store.update_job(
                 _store_id(job),
-                state=ev.SessionState(snap["state"]),
-                reason=snap.get("reason"),
-                offset=int(snap["offset"]),
-                session_snapshot=snap,
+                state=job.state,
+                reason=job.session.reason,
+                offset=offset,
+                session_snapshot=self.engine.snapshot(job),
             )
         except StoreError as exc:
             track.dirty = True
             self._store_failed(exc)
             return False
         track.dirty = False
-        track.persisted_offset = int(snap["offset"])
+        track.persisted_offset = offset
         track.persisted_at = time.monotonic()
         if self.store_error is not None and not any(t.dirty for t in self._tracks.values()):
             LOGGER.info("state store writes work again")
@@ -963,9 +890,7 @@ class Daemon:
         for spec in self.specs:
             if spec.ieee == ieee:
                 return spec.kind
-        if image is not None and image.image_type in PPMID_IMAGE_TYPES:
-            return "ppmid"
-        return "hcalcs"
+        return "hcalcs" if image is None else image.device_kind
 
     def job_view(self, job: Job) -> dict[str, Any]:
         view = job.to_dict()
@@ -974,8 +899,9 @@ class Daemon:
         if self.activation is not None:
             at = self.activation.scheduled_at(job.ieee)
             view["scheduled_at"] = None if at is None else at.isoformat()
-        view["parked"] = job.id in self._parked
+        view["parked"] = self.engine is not None and self.engine.parked(job)
         view["security"] = self.security.get(job.ieee).to_dict()
+        view["messages"] = [] if self.hub is None else self._store_read(lambda _: self.hub.job_messages(job, _store_id(job)))  # type: ignore[union-attr]
         return view
 
     def _stored_view(self, rec: Any) -> dict[str, Any]:
@@ -998,6 +924,7 @@ class Daemon:
             "image_sha256": r.image_sha256,
             "created": r.created_utc.isoformat(),
             "updated": rec.updated_utc.isoformat(),
+            "messages": [m.to_dict() for m in self._store_read(lambda s: s.list_messages(job_id=rec.job_id))],
         }
 
     # ------------------------------------------------------------------ control API (han_ota.control.ControlApi)
@@ -1223,7 +1150,7 @@ class Daemon:
             raise HttpError(409, f"job {number} has already ended ({body['job']['state']})") from None
         if job.done:
             raise HttpError(409, f"job {number} has already ended ({job.state.value})")
-        if job.id in self._parked:
+        if self.engine.parked(job):
             raise HttpError(503, f"the radio ({self.radio.kind}) is down and job {number} is parked; cancel it when `{self._cli('status')}` shows the radio up")
         self._audit("job.cancel_requested", job.ieee, job=number)
         self.engine.cancel(job.id)
@@ -1253,6 +1180,12 @@ class Daemon:
         head = self.audit.head()
         result = await asyncio.to_thread(self.audit.verify, head)
         return 200, dataclasses.asdict(result) | {"path": str(self.audit.path)}
+
+    async def messages(self, device: str | None, after: int | None, limit: int) -> tuple[int, Any]:
+        """GET /v1/messages: the GBCS messages kept (han_ota.hub_alerts), oldest first."""
+        dev = None if device is None else str(_parse_device(device))
+        rows = self._store_read(lambda s: s.list_messages(device=dev, after_id=after, limit=limit))
+        return 200, {"messages": [m.to_dict() for m in rows], "limit": limit}
 
     def _store_read(self, body: Callable[[StateStore], list[Any]]) -> list[Any]:
         if self.store is None:

@@ -26,7 +26,7 @@ from gateway.activation import ActivationService, MemoryCounters
 from gateway.config import Config, DeviceConfig, OtaConfig, SupplierConfig, parse_eui64
 from gateway.engine import Engine, Job
 from gateway.gbcs.ids import EntityId
-from gateway.gbcs.sign import generate_supplier_identity, sign_activation
+from gateway.gbcs.sign import generate_supplier_identity, load_signing_key, sign_activation
 from gateway.image import parse_image
 from gateway.image_build import build_image
 from gateway.ota.events import SessionState
@@ -65,10 +65,8 @@ async def run_demo() -> int:
         work = Path(tmp)
         key_pem, cert_pem = generate_supplier_identity(EntityId.parse(SUPPLIER), common_name="DEMO LAB SUPPLIER")
         (work / "supplier.pem").write_bytes(cert_pem)
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-        key = load_pem_private_key(key_pem, password=None)
-        hcalcs_image = build_image(bytes(range(256)) * 64, manufacturer_code=MANUFACTURER, image_type=0x0000, file_version=0x00000002, header_string="HCALCS demo image v2", min_hw=0x1111, max_hw=0x1211, gbcs_key=key)  # type: ignore[arg-type]
+        key = load_signing_key(key_pem)
+        hcalcs_image = build_image(bytes(range(256)) * 64, manufacturer_code=MANUFACTURER, image_type=0x0000, file_version=0x00000002, header_string="HCALCS demo image v2", min_hw=0x1111, max_hw=0x1211, gbcs_key=key)
         ppmid_image = build_image(bytes(reversed(range(256))) * 48, manufacturer_code=MANUFACTURER, image_type=0x0084, file_version=0x00000002, header_string="PPMID demo image v2", min_hw=0x1111, max_hw=0x1211)
         hcalcs_fw, ppmid_fw = parse_image(hcalcs_image), parse_image(ppmid_image)
 

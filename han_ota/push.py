@@ -26,7 +26,7 @@ from gateway.gbcs.trust import TrustStore
 from gateway.image import FirmwareImage, ImageForm, load_image
 from gateway.ota.events import SessionState
 from gateway.se.security import SecurityRegistry
-from han_ota.cli_radio import follow_radio
+from han_ota.hub_alerts import start_hub_messages
 from han_ota.progress import ProgressLine
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
 from han_ota.statedir import ensure_state_dir
@@ -36,8 +36,6 @@ from radios.supervisor import RadioSupervisor
 from radios.sim.spec import SimDeviceSpec, parse_sim_device, sim_network
 
 LOGGER = logging.getLogger("han_ota.push")
-
-PPMID_IMAGE_TYPES = {0x0084}
 
 
 @dataclass
@@ -82,7 +80,7 @@ def sim_specs_for(req: PushRequest, image: FirmwareImage, ieee: zt.EUI64, notes:
     quick trials, announced on stderr)."""
     specs = sim_network(req.sim_devices, req.config.sim_devices, str(req.config.source or "config"))
     if not any(s.ieee == ieee for s in specs):
-        kind = "ppmid" if image.image_type in PPMID_IMAGE_TYPES else "hcalcs"
+        kind = image.device_kind
         configured = req.config.device(parse_eui64(req.device))
         if configured is not None:
             kind = configured.kind
@@ -172,12 +170,17 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         return app
 
     # A real coordinator may reset or drop off the USB bus mid-transfer: the supervisor
-    # reopens it with backoff and the follower moves the job onto the new app.
+    # reopens it with backoff and the engine follows it: the job is parked, then resumed
+    # on the new app.
     supervisor = RadioSupervisor(factory, name=req.radio)
     registry = SecurityRegistry(req.config.security_modes())
     app = await supervisor.start()
     engine = Engine(app, req.config.ota, session_overrides=req.session_overrides, security=registry)
-    follower = follow_radio(engine, supervisor) if req.radio != "sim" else None
+    # The hub's CCS08 alerts, kept with the anti-replay counters' store when there is one.
+    # Unsigned is the default for a quick push: said at INFO (the daemon warns at start).
+    hub = await start_hub_messages(req.config, req.counters, engine, trust=trust or TrustStore(), audit=_log_ke_event, unsigned_level=logging.INFO)
+    if req.radio != "sim":
+        engine.follow(supervisor)
     wanted = wanted_state(req)
     ke_service = None
     try:
@@ -213,10 +216,8 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         finally:
             if bar is not None:
                 bar.close()
-        return PushOutcome(job.to_dict(), job.state is wanted, wanted)
+        return PushOutcome({**job.to_dict(), "messages": hub.job_messages(job)}, job.state is wanted, wanted)
     finally:
-        if follower is not None:
-            follower.close()
         # Frames in flight out, then the radio off, then the sessions detached: detached
         # first, a held device's next Upgrade End would reach zigpy's own OTA handler,
         # whose answer (ABORT) makes it discard the image.
@@ -224,10 +225,12 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         await close_key_establishment(ke_service)
         await supervisor.close()
         await engine.close()
+        await hub.close()
 
 
 def _log_ke_event(name: str, device: object = None, **fields: object) -> None:
-    """The one-shot push keeps no audit log: key-establishment events go to the log."""
+    """The one-shot push keeps no audit log: key-establishment events (and the hub's
+    messages) go to the log."""
     details = " ".join(f"{k}={v}" for k, v in fields.items())
     LOGGER.info("%s %s %s", device or "-", name, details)
 
@@ -290,6 +293,7 @@ def refused_summary(req: PushRequest, image: FirmwareImage, verdict: dict[str, A
         "seconds": 0.0,
         "activation": "command",
         "verdict": verdict,
+        "messages": [],  # nothing reached the device: no transfer ended
     }
 
 

@@ -12,12 +12,12 @@ Every test but the CLI ones runs on EZSP 13 (EmberZNet 7.4, the emulator's defau
 
 Covered: start-up, join and interview; a full push with the hold and a CS06-gated
 activation confirmed by the device; ``han-ota emulate ezsp`` + ``han-ota push --radio
-ezsp`` as subprocesses; lost deliveries; an NCP reset (RSTACK, which bellows reports as
+ezsp`` as subprocesses; lost deliveries; an NCP reset (which bellows reports as
 ``connection_lost``) and a dropped connection mid-transfer, recovered by
 ``radios.supervisor.RadioSupervisor`` with the engine following (the reset signalled as
 the firmware does: Cancel + ERROR(0x03) after a 1 s reboot, silence until RST); a device
-that gave up during a long outage being brought back by the follower's Image Notify; and
-the payload limit behind a relay.
+that gave up during a long outage being brought back by the session's Image Notify (a
+nudge); and the payload limit behind a relay.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import sign_activation
 from gateway.image_build import build_image
 from gateway.ota.events import SessionState
-from han_ota.cli_radio import follow_radio
 from radios.emulate.ezsp import RESET_SOFTWARE, RESET_WATCHDOG, AshConfig, NetworkSettings, running_ezsp_emulator
 from radios.han_services import permit_with_install_code
 from radios.select import open_app
@@ -240,7 +239,7 @@ async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(s
         supervisor = RadioSupervisor(factory, name="ezsp", backoff=(0.2, 0.5, 1.0))
         app = await supervisor.start()
         engine = Engine(app, config.ota)
-        follower = follow_radio(engine, supervisor)
+        engine.follow(supervisor)
         try:
             sim = server.han.devices[HCALCS_IEEE]
             job = engine.push(fw, HCALCS_IEEE)
@@ -251,7 +250,7 @@ async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(s
             else:
                 server.faults.drop_now()  # the link goes away
             new_app = await supervisor.reconnected(1, timeout=30)
-            assert new_app is not app and engine.app is new_app and follower.rebinds == 1
+            assert new_app is not app and engine.app is new_app and engine.rebinds == 1
             assert HCALCS_IEEE in new_app.devices
             assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
             assert job.session.offset == fw.size > before
@@ -264,14 +263,13 @@ async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(s
                 assert after[:1] == [("RSTACK", RESET_SOFTWARE)] and ("RSTACK", RESET_WATCHDOG) not in signals
             assert server.connections == 2 and server.ncp.unhandled == []
         finally:
-            follower.close()
             await engine.close()
             await supervisor.close()
 
 
 async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier, tmp_path, ezsp_version):
     """The radio is away longer than the device keeps retrying (here 0.2 s x 2): the device
-    goes idle with its partial image; after the reconnect the follower's Image Notify makes
+    goes idle with its partial image; after the reconnect the session's Image Notify (a nudge) makes
     it query, and it resumes at its offset instead of starting over."""
     _, config = supplier
     fw = make_image(size=16000)
@@ -291,8 +289,8 @@ async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier,
         supervisor = RadioSupervisor(factory, name="ezsp", backoff=(0.2,))
         app = await supervisor.start()
         engine = Engine(app, config.ota)
-        follower = follow_radio(engine, supervisor)
-        follower.nudge_after_s = 0.5
+        engine.follow(supervisor)
+        engine.nudge_after_s = 0.5
         try:
             sim = server.han.devices[HCALCS_IEEE]
             job = engine.push(fw, HCALCS_IEEE)
@@ -304,11 +302,10 @@ async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier,
             away.set()
             await supervisor.reconnected(1, timeout=30)
             assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
-            assert follower.notifies_sent >= 1
+            assert job.session.nudge_attempt >= 1  # the session's Image Notify after the silence
             assert sim.counters.resumed >= 1  # picked up at its offset, did not start over
             assert job.session.offset == fw.size
         finally:
-            follower.close()
             await engine.close()
             await supervisor.close()
 

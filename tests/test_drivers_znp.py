@@ -10,7 +10,7 @@ supplier key) ending in the device reporting the new version; the CLI path
 (``han-ota emulate znp`` and ``han-ota push`` as subprocesses); and recovery from each
 injected fault with the transfer finishing: lost deliveries (the device retries),
 a coordinator reset and a dropped connection mid-transfer (``radios.supervisor``
-reconnects, ``han_ota.cli_radio.follow_radio`` rebinds the engine).
+reconnects, ``Engine.follow`` parks the job and resumes it on the new application).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import sign_activation
 from gateway.image_build import build_image
 from gateway.ota.events import SessionState
-from han_ota.cli_radio import follow_radio
 from radios.emulate.znp import running_znp_emulator
 from radios.select import open_app
 from radios.supervisor import RadioSupervisor
@@ -215,7 +214,7 @@ async def test_coordinator_fault_mid_transfer_gateway_reconnects_and_transfer_fi
         supervisor = RadioSupervisor(lambda: open_app("znp", path=path, database=database), name="znp", backoff=(0.2, 0.5, 1.0))
         app = await supervisor.start()
         engine = Engine(app, config.ota)
-        follower = follow_radio(engine, supervisor)
+        engine.follow(supervisor)
         try:
             await wait_known(app)
             sim = server.coordinator.han.devices[HCALCS_IEEE]
@@ -228,7 +227,7 @@ async def test_coordinator_fault_mid_transfer_gateway_reconnects_and_transfer_fi
             else:
                 server.drop_connection()
             new_app = await supervisor.reconnected(1, timeout=30)
-            assert new_app is not app and engine.app is new_app and follower.rebinds == 1
+            assert new_app is not app and engine.app is new_app and engine.rebinds == 1
             assert HCALCS_IEEE in new_app.devices  # from the zigpy database
             assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
             assert job.session.offset == fw.size > before

@@ -121,3 +121,32 @@ def test_load_trust_refuses_a_non_supplier_certificate_unless_allowed(tmp_path: 
     with caplog.at_level("WARNING"):
         assert set(load_trust(Config(suppliers=(lab,)))) == {OTHER}
     assert "allow_any_role = true" in caplog.text
+
+
+def test_refusals_from_files_name_the_file(tmp_path: Path) -> None:
+    p384 = tmp_path / "p384.pem"
+    p384.write_bytes(pub_pem(ec.generate_private_key(ec.SECP384R1())))
+    with pytest.raises(GbcsUsageError) as info:
+        read_anchor(p384)
+    assert str(info.value).startswith(f"{p384}: the public key is an EC key on secp384r1, not ECDSA P-256; ")
+    anchor = read_anchor(DATA / "supplier-90b3d51f30010000-ds.pem")
+    assert anchor.source == str(DATA / "supplier-90b3d51f30010000-ds.pem") and load_anchor(CERT).source is None
+    with pytest.raises(GbcsUsageError) as mismatch:
+        TrustStore.from_files({OTHER: DATA / "supplier-90b3d51f30010000-ds.pem"})
+    assert str(mismatch.value) == f"{anchor.source}: anchor configured for 1122334455667788 names entity 90B3D51F30010000"
+
+
+def test_load_trust_names_the_supplier_file_it_cannot_use(tmp_path: Path) -> None:
+    from gateway.activation import load_trust
+    from gateway.config import Config, SupplierConfig
+
+    (tmp_path / "key.pem").write_bytes((DATA / "supplier-90b3d51f30010000-ds.key").read_bytes())
+    supplier = SupplierConfig(id="90B3D51F30010000", certificate=tmp_path / "key.pem")
+    with pytest.raises(GbcsUsageError) as info:
+        load_trust(Config(suppliers=(supplier,)))
+    assert str(info.value).startswith(f"{tmp_path / 'key.pem'}: holds a private key, where a certificate or public key belongs; ")
+    missing = SupplierConfig(id="90B3D51F30010000", certificate=tmp_path / "missing.pem")
+    with pytest.raises(GbcsUsageError, match=f"cannot read trust anchor {tmp_path / 'missing.pem'}: No such file"):
+        load_trust(Config(suppliers=(missing,)))
+    good = SupplierConfig(id="90B3D51F30010000", certificate=DATA / "supplier-90b3d51f30010000-ds.pem")
+    assert set(load_trust(Config(suppliers=(good,)))) == {SUPPLIER}

@@ -594,6 +594,9 @@ def test_trust_anchor_refusals(tmp_path: Path) -> None:
     broken.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     with pytest.raises(ValueError, match=str(broken)):
         load_trust_anchor(broken)
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(ValueError, match=f"cannot read trust anchor {missing}: No such file"):
+        load_trust_anchor(missing)
 
 
 def test_verify_refuses_a_key_of_the_wrong_kind(sr11_1: bytes) -> None:
@@ -685,3 +688,10 @@ def test_image_error_survives_pickling() -> None:
     e = ImageError("total_size", 52, "msg", path="/x.ota")
     back = pickle.loads(pickle.dumps(e))
     assert (type(back), back.field, back.offset, back.path, str(back)) == (ImageError, "total_size", 52, "/x.ota", "msg")
+
+
+@pytest.mark.parametrize(("image_type", "kind"), [(0x0084, "ppmid"), (0x0000, "hcalcs"), (0x0085, "hcalcs")])
+def test_an_image_says_which_kind_of_device_it_is_for(image_type: int, kind: str) -> None:
+    # The one rule the push's default simulated device and the daemon's job kind both use.
+    image = parse_image(build_image(b"fw", manufacturer_code=0x121D, image_type=image_type, file_version=2))
+    assert image.device_kind == kind

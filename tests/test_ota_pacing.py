@@ -246,13 +246,16 @@ def simulate(
     queue: list[tuple[float, int]] = []
     for i, s in enumerate(sessions):
         start = 0.001 * i
-        s.handle(ev.QueryNextImageRequested(0, MFR, ITYPE, OLD), start)
+        for _frame in [a for a in s.handle(ev.QueryNextImageRequested(0, MFR, ITYPE, OLD), start) if isinstance(a, ev.FRAME_ACTION_TYPES)]:
+            s.handle(ev.FRAME_DELIVERED, start)
         heapq.heappush(queue, (start, i))
     while queue:
         now, i = heapq.heappop(queue)
         if now > duration:
             break
         acts = sessions[i].handle(ev.ImageBlockRequested(1, MFR, ITYPE, NEW, offsets[i], 63), now)
+        for _frame in [a for a in acts if isinstance(a, ev.FRAME_ACTION_TYPES)]:
+            sessions[i].handle(ev.FRAME_DELIVERED, now)  # the radio sends at once
         sent = [a for a in acts if isinstance(a, ev.SendImageBlock)]
         waits = [a for a in acts if isinstance(a, ev.SendWaitForData)]
         assert len(sent) + len(waits) == 1

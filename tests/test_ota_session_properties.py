@@ -82,10 +82,13 @@ def events(size: int) -> st.SearchStrategy[Any]:
         st.builds(ev.AttributeReadFailed, st.text(max_size=10)),
         st.just(ev.NotifyDelivered()),
         st.builds(ev.NotifyFailed, st.text(max_size=10)),
+        st.builds(ev.UnsupportedCommandReceived, tsns, st.sampled_from([0x08, 0x0A, 0x42])),
+        st.just(ev.FRAME_DELIVERED),
+        st.builds(ev.FrameNotDelivered, st.text(max_size=10)),
     )
 
 
-CALLS = ["timer", "timer", "start", "activate", "activate", "activate_at", "schedule", "unschedule", "cancel", "snapshot"]
+CALLS = ["timer", "timer", "start", "activate", "activate", "activate_at", "schedule", "unschedule", "cancel", "snapshot", "park", "resume"]
 
 
 @st.composite
@@ -153,6 +156,7 @@ REQUESTS = (
     ev.UpgradeEndRequested,
     ev.MalformedFrameReceived,
     ev.ManufacturerSpecificReceived,
+    ev.UnsupportedCommandReceived,
 )
 ANSWERS = (
     ev.SendQueryNextImageResponse,
@@ -185,6 +189,7 @@ def test_random_sequences(scenario: tuple[OtaSession, list[tuple[float, Any]]]) 
             try:
                 if step == "timer":
                     acts = s.handle_timer(now)
+                    assert not (s.parked and acts), acts  # a parked push's timers are frozen
                 elif step == "start":
                     acts = s.start(now)
                 elif step == "activate":
@@ -195,6 +200,10 @@ def test_random_sequences(scenario: tuple[OtaSession, list[tuple[float, Any]]]) 
                     acts = s.schedule(now, BASE_UTC)
                 elif step == "unschedule":
                     acts = s.unschedule(now)
+                elif step == "park":
+                    acts = s.park(now)
+                elif step == "resume":
+                    acts = s.resume(now, nudge_after_s=1.0, nudges=2)
                 else:
                     acts = s.cancel(now, "random")
             except OtaProtocolError as err:
@@ -207,9 +216,13 @@ def test_random_sequences(scenario: tuple[OtaSession, list[tuple[float, Any]]]) 
             if step == "cancel":
                 cancelled = True
         else:
+            parked = s.parked
             acts = s.handle(step, now)  # must never raise
             tsn_answers = [a for a in acts if isinstance(a, ANSWERS) and a.tsn is not None]
-            if isinstance(step, REQUESTS):
+            if parked and not isinstance(step, ev.SEND_OUTCOMES):
+                # The radio is away: nothing is heard, nothing is answered.
+                assert [type(a) for a in acts] == [ev.Note] and acts[0].kind is ev.NoteKind.IGNORED, (step, acts)
+            elif isinstance(step, REQUESTS):
                 # Never leave a request unanswered, never answer it twice.
                 assert len(tsn_answers) == 1, (step, acts)
                 assert tsn_answers[0].tsn == step.tsn

@@ -1,6 +1,8 @@
 """Signing: CS06 commands laid out exactly as the reference data, and test identities.
 
-This is the supplier's side, for the bench: the gateway itself only verifies. Output
+This is the supplier's side, for the bench: the gateway itself only verifies. Keys and
+r‖s signatures come from ``keys`` (``load_signing_key``, ``sign_raw`` are re-exported
+here, where callers have always found them). Output
 reproduces the reference vectors byte for byte except the signature (ECDSA is
 randomised) and the General Ciphering MAC, which we cannot compute (it needs the
 Access Control Broker's key) and set to 12 zero bytes.
@@ -14,7 +16,6 @@ import secrets
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.name import _ASN1Type  # no public name for the BIT STRING type
 from cryptography.x509.oid import NameOID
 
@@ -29,26 +30,8 @@ from .codes import CraFlag, MessageCode
 from .cs06 import CANCELLATION_TIME, ActivateFirmware, encode_activate_firmware
 from .errors import GbcsUsageError
 from .ids import EntityId
+from .keys import load_signing_key as load_signing_key, sign_raw as sign_raw  # the names callers know
 from .trust import SUPPLIER_ROLE
-
-
-def load_signing_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
-    """An unencrypted PEM private key, which must be P-256."""
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise GbcsUsageError(f"not an unencrypted PEM private key: {exc}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise GbcsUsageError("signing key is not an ECDSA P-256 private key")
-    return key
-
-
-def sign_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    """ECDSA P-256 / SHA-256 over ``data`` as GBCS carries it: r||s, 32 bytes each."""
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise GbcsUsageError("signing key is not an ECDSA P-256 private key")
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def sign_general_signing(

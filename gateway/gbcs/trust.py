@@ -10,18 +10,19 @@ organisation certificates, the entity id in the subject's x500UniqueIdentifier
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from .errors import GbcsUsageError
 from .ids import EntityId
+from .keys import load_verifying_pem, p256_public_key as p256_public_key, read_pem
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,7 @@ class TrustAnchor:
     entity_id: EntityId | None = None
     subject: str | None = None  # the certificate subject, for display
     role: str | None = None  # the certificate's GBCS role (subject OU), e.g. "02" Supplier
-
-
-def p256_public_key(key: object, what: str) -> ec.EllipticCurvePublicKey:
-    """``key`` itself if it is a P-256 public key; refused otherwise."""
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise GbcsUsageError(f"{what} is not an ECDSA P-256 public key")
-    return key
+    source: str | None = None  # the file it was read from, for messages
 
 
 def entity_id_of(cert: x509.Certificate) -> EntityId | None:
@@ -71,30 +66,25 @@ def describe_role(role: str | None) -> str:
     return f"role OU={role}" + (f" ({name})" if name else "")
 
 
-def load_anchor(pem: bytes) -> TrustAnchor:
-    """A trust anchor from a PEM certificate or PEM public key (dates are ignored)."""
-    try:
-        if b"-----BEGIN CERTIFICATE-----" in pem:
-            cert = x509.load_pem_x509_certificate(pem)
-            key = p256_public_key(cert.public_key(), "certificate key")
-            return TrustAnchor(key, entity_id_of(cert), cert.subject.rfc4514_string(), role_of(cert))
-        loaded = serialization.load_pem_public_key(pem)
-    except ValueError as exc:
-        raise GbcsUsageError(f"not a PEM certificate or public key: {exc}") from None
-    return TrustAnchor(p256_public_key(loaded, "public key"))
+def load_anchor(pem: bytes, *, source: str | None = None) -> TrustAnchor:
+    """A trust anchor from a PEM certificate or PEM public key (dates are ignored).
+
+    ``source`` names where the PEM came from in refusals (``read_anchor`` passes the path).
+    """
+    key, cert = load_verifying_pem(pem, source=source)
+    if cert is None:
+        return TrustAnchor(key, source=source)
+    return TrustAnchor(key, entity_id_of(cert), cert.subject.rfc4514_string(), role_of(cert), source)
 
 
 def read_anchor_file(path: str | Path) -> bytes:
     """A trust anchor file's PEM bytes, or a GbcsUsageError naming the file."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise GbcsUsageError(f"cannot read trust anchor {path}: {exc.strerror}") from None
+    return read_pem(path, "trust anchor")
 
 
 def read_anchor(path: str | Path) -> TrustAnchor:
-    """``load_anchor`` on a file's contents."""
-    return load_anchor(read_anchor_file(path))
+    """``load_anchor`` on a file's contents; every refusal names the file."""
+    return load_anchor(read_anchor_file(path), source=os.fspath(path))
 
 
 class TrustStore(Mapping[EntityId, ec.EllipticCurvePublicKey]):
@@ -126,24 +116,29 @@ class TrustStore(Mapping[EntityId, ec.EllipticCurvePublicKey]):
         return TrustStore({**self._anchors, entity: key})
 
     @classmethod
-    def from_pem(cls, anchors: Mapping[EntityId, bytes]) -> TrustStore:
-        """From PEM certificates or public keys keyed by entity id.
+    def from_anchors(cls, anchors: Mapping[EntityId, TrustAnchor]) -> TrustStore:
+        """From anchors already read, keyed by the entity each is configured for.
 
         A certificate naming a different entity id than its key here is refused: that
         is a configuration mistake that would hand one supplier another's authority.
         """
         keys: dict[EntityId, ec.EllipticCurvePublicKey] = {}
-        for entity, pem in anchors.items():
-            anchor = load_anchor(pem)
+        for entity, anchor in anchors.items():
             if anchor.entity_id is not None and anchor.entity_id != entity:
-                raise GbcsUsageError(f"anchor configured for {entity} names entity {anchor.entity_id}")
+                where = "" if anchor.source is None else f"{anchor.source}: "
+                raise GbcsUsageError(f"{where}anchor configured for {entity} names entity {anchor.entity_id}")
             keys[entity] = anchor.public_key
         return cls(keys)
 
     @classmethod
+    def from_pem(cls, anchors: Mapping[EntityId, bytes]) -> TrustStore:
+        """From PEM certificates or public keys keyed by entity id (as ``from_anchors``)."""
+        return cls.from_anchors({entity: load_anchor(pem) for entity, pem in anchors.items()})
+
+    @classmethod
     def from_files(cls, anchors: Mapping[EntityId, str | Path]) -> TrustStore:
-        """As ``from_pem``, reading each file."""
-        return cls.from_pem({entity: read_anchor_file(path) for entity, path in anchors.items()})
+        """As ``from_pem``, reading each file; refusals name the file."""
+        return cls.from_anchors({entity: read_anchor(path) for entity, path in anchors.items()})
 
     @classmethod
     def from_certificates(cls, pems: list[bytes]) -> TrustStore:

@@ -31,16 +31,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
 from .codes import REASON_CODES, AlertCode, CraFlag, MessageCode, Reason, ResponseCode, message_label
 from .command import SignedCommand, parse_command
 from .cs06 import HASH_SIZE, ActivateFirmware, iso_utc
 from .errors import GbcsUsageError, MalformedCommand
 from .ids import EntityId
+from .keys import signature_valid as signature_valid  # r‖s, the one check images use too
 from .trust import TrustStore
 
 
@@ -68,19 +64,6 @@ class Verdict:
 def _verdict(reason: Reason, message: str, command: SignedCommand | None) -> Verdict:
     response, alert = REASON_CODES[reason]
     return Verdict(reason, message, response, alert, command)
-
-
-def signature_valid(key: ec.EllipticCurvePublicKey, signed_data: bytes, signature: bytes) -> bool:
-    """ECDSA P-256 / SHA-256 over ``signed_data``; ``signature`` is r||s, 32 bytes each."""
-    if len(signature) != 64:
-        return False
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:], "big")
-    try:
-        key.verify(encode_dss_signature(r, s), signed_data, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        return False
-    return True
 
 
 def verify_activation(

@@ -24,12 +24,9 @@ OTA_CLUSTER_ID = 0x0019
 # Zigbee UTCTime counts seconds from 2000-01-01T00:00:00Z (ZCL 2.6.2.9).
 ZIGBEE_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 
-@dataclass(frozen=True)
-class Unsupported:
-    """A cluster command the server does not implement (answered UNSUP_CLUSTER_COMMAND)."""
-
-    tsn: int
-    command_id: int
+#: A cluster command the server does not implement: an event, which the session
+#: answers UNSUP_CLUSTER_COMMAND like any other refusal (the old name stays for callers).
+Unsupported = ev.UnsupportedCommandReceived
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ class Unparseable:
     reason: str
 
 
-Decoded = ev.Event | Unsupported | NotForSession | Unparseable
+Decoded = ev.Event | NotForSession | Unparseable
 
 
 def to_zigbee_time(when: dt.datetime) -> int:
@@ -289,7 +286,8 @@ def _encode(action: ev.Action, tsn: int, now: dt.datetime | None) -> bytes:
 
 
 def encode_unsupported(item: Unsupported) -> bytes:
-    return _DEFAULT_RSP.pack(_FC_GENERAL_REPLY, item.tsn, _DEFAULT_RESPONSE, item.command_id, ev.Status.UNSUP_CLUSTER_COMMAND)
+    """The session's answer to ``item`` (Default Response UNSUP_CLUSTER_COMMAND), encoded."""
+    return encode_action(ev.SendDefaultResponse(item.tsn, item.command_id, ev.Status.UNSUP_CLUSTER_COMMAND), item.tsn)
 
 
 def reply_tsn(action: ev.Action) -> int | None:

@@ -25,6 +25,14 @@ next one. The driver builds the `ZigbeePacket` itself and calls the radio's
 APS ack, source route when configured), with the addresses kept per device rather
 than built per frame.
 
+Every frame's outcome goes back to the session that made it, one event per frame
+(``NotifyDelivered``/``NotifyFailed`` for Image Notify, ``FrameDelivered``/
+``FrameNotDelivered`` for the rest), also when it was never sent (withheld, not
+encodable, or its task cancelled by a detach before it ran): the session counts the
+frame in flight on its pacer until then. The driver itself never touches the pacer,
+and answers nothing by itself: a command the server does not implement reaches the
+session as ``UnsupportedCommandReceived``.
+
 HAN security (gateway.se.security): with a `SecurityRegistry`, each device's frames
 follow its state. A device with APS link-key security in force (its key established)
 gets every OTA frame with ``TransmitOptions.APS_Encryption``, and its OTA frames that
@@ -120,13 +128,11 @@ class OtaDriver:
         app: ControllerApplication,
         *,
         observer: Observer | None = None,
-        pacer: Any = None,
         aps_encryption: bool = False,
         security: SecurityRegistry | None = None,
     ) -> None:
         self._app = app
         self._observer = observer
-        self._pacer = pacer
         self._bindings: dict[zt.EUI64, _Binding] = {}
         self._loop = asyncio.get_running_loop()
         self._listener_id = app.add_listener(self)
@@ -167,7 +173,12 @@ class OtaDriver:
         else:
             self._rearm(ieee, binding)
 
-    def detach(self, ieee: zt.EUI64) -> None:
+    def detach(self, ieee: zt.EUI64, *, hand_back: bool = True) -> None:
+        """Take the device from its session: its timer stops, frames not yet sent are
+        cancelled (the session hears of each). ``hand_back`` False keeps zigpy's own OTA
+        handler out (``ota_in_progress`` stays set): it would answer a parked device's
+        request with ABORT or NO_IMAGE_AVAILABLE, and a device erases a partial download
+        on ABORT."""
         binding = self._bindings.pop(ieee, None)
         if binding is None:
             return
@@ -176,7 +187,8 @@ class OtaDriver:
             binding.timer.cancel()
         for task in list(binding.sends):
             task.cancel()
-        self._set_ota_in_progress(ieee, False)
+        if hand_back:
+            self._set_ota_in_progress(ieee, False)
 
     def session(self, ieee: zt.EUI64) -> Session | None:
         binding = self._bindings.get(ieee)
@@ -189,6 +201,16 @@ class OtaDriver:
         """
         binding = self._bindings[ieee]
         self._execute(ieee, binding, call(self._loop.time()))
+
+    def run_unbound(self, ieee: zt.EUI64, session: Session, call: Callable[[float], list[ev.Action]]) -> None:
+        """Call into a session no device is bound to (parked while the radio is away):
+        its notes and state changes are observed; a frame it returns cannot go out, and
+        is answered as not sent."""
+        for action in call(self._loop.time()):
+            if isinstance(action, (ev.Note, ev.Progress, ev.StateChanged)):
+                self._observe_session(ieee, session, action)
+            elif isinstance(action, ev.FRAME_ACTION_TYPES):
+                self._outcome(ieee, session, action, "not sent: the session is not bound to the radio")
 
     async def drain(self, timeout: float) -> None:
         """Wait (up to ``timeout``) for frames already handed to the radio to be sent.
@@ -349,9 +371,6 @@ class OtaDriver:
         if isinstance(decoded, codec.Unparseable):  # only if the tap was bypassed
             self._drop_unreadable(device.ieee, decoded, data)
             return
-        if isinstance(decoded, codec.Unsupported):
-            self._start_send(device.ieee, binding, codec.encode_unsupported(decoded), decoded.tsn, None)
-            return
         if isinstance(decoded, codec.NotForSession):
             return
         try:
@@ -383,14 +402,18 @@ class OtaDriver:
                     data = codec.encode_action(action, seq)
                 except (ValueError, TypeError) as exc:
                     LOGGER.error("%s: cannot encode %r: %s", ieee, action, exc)
+                    self._outcome(ieee, binding.session, action, f"not encodable: {exc}")
                     continue
                 self._start_send(ieee, binding, data, seq, action)
         self._rearm(ieee, binding)
 
     def _observe(self, ieee: zt.EUI64, binding: _Binding, action: ev.Action) -> None:
+        self._observe_session(ieee, binding.session, action)
+
+    def _observe_session(self, ieee: zt.EUI64, session: Session, action: ev.Action) -> None:
         if self._observer is not None:
             try:
-                self._observer(ieee, action, binding.session)
+                self._observer(ieee, action, session)
             except Exception:
                 LOGGER.exception("OTA observer failed on %r", action)
 
@@ -425,22 +448,52 @@ class OtaDriver:
         if binding is not None:
             self._execute(ieee, binding, binding.session.handle(event, self._loop.time()))
 
-    def _start_send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action | None) -> None:
+    def _start_send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action) -> None:
         # The security of the moment the frame was made: a block cut to 63 bytes before
         # the device's key came into force must not go out APS-encrypted (too long for
         # one frame); it goes as it was made, and the device asks again.
         task = self._loop.create_task(self._send_one(ieee, binding, data, seq, action, binding.tx_options))
         binding.sends.add(task)
-        task.add_done_callback(binding.sends.discard)
+        session = binding.session
+
+        def done(task: asyncio.Task[None]) -> None:
+            binding.sends.discard(task)
+            if task.cancelled():
+                # Detached (or closed) with the frame unsent, perhaps before the task
+                # ever ran: the session still hears of it, or its pacer counts it in
+                # flight for ever.
+                self._outcome(ieee, session, action, "cancelled: the session was detached")
+
+        task.add_done_callback(done)
 
     async def _send_one(
-        self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action | None, tx_options: zt.TransmitOptions | None,
+        self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action, tx_options: zt.TransmitOptions | None,
     ) -> None:
-        error = await self._send(ieee, binding, data, seq, tx_options)
-        if isinstance(action, ev.SendImageNotify):
-            self._feed(ieee, ev.NotifyDelivered() if error is None else ev.NotifyFailed(error))
-        if error is None and action is not None:
+        try:
+            error = await self._send(ieee, binding, data, seq, tx_options)
+        except Exception as exc:  # a radio library's own failure (a closed link): the frame is lost
+            LOGGER.warning("%s: OTA frame (seq %d) not sent: %s: %s", ieee, seq, type(exc).__name__, exc)
+            error = f"{type(exc).__name__}: {exc}"
+        self._outcome(ieee, binding.session, action, error)
+        if error is None:
             self._observe(ieee, binding, action)
+
+    def _outcome(self, ieee: zt.EUI64, session: Session, action: ev.Action, error: str | None) -> None:
+        """Hand a frame's send outcome back to the session that made it (SEND_OUTCOMES)."""
+        if isinstance(action, ev.SendImageNotify):
+            event: ev.Event = ev.NotifyDelivered() if error is None else ev.NotifyFailed(error)
+        else:
+            event = ev.FRAME_DELIVERED if error is None else ev.FrameNotDelivered(error)
+        binding = self._bindings.get(ieee)
+        if binding is not None and binding.session is session:
+            self._execute(ieee, binding, session.handle(event, self._loop.time()))
+            return
+        # A session no longer bound (parked, replaced, closed): it must still hear the
+        # outcome; what it answers has nowhere to go.
+        try:
+            session.handle(event, self._loop.time())
+        except Exception:
+            LOGGER.exception("%s: OTA session failed on %r", ieee, event)
 
     async def _send(self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, tx_options: zt.TransmitOptions | None = None) -> str | None:
         """Send one frame; returns None on success or why it failed."""
@@ -457,17 +510,11 @@ class OtaDriver:
             except KeyError:
                 return "device not known to the radio"
         packet = self._packet(device, binding, data, seq, tx_options)
-        pacer = self._pacer
-        if pacer is not None:
-            pacer.sent_started(self._loop.time())
         try:
             await self._app.send_packet(packet)
         except (zigpy.exceptions.DeliveryError, asyncio.TimeoutError, zigpy.exceptions.ZigbeeException) as exc:
             LOGGER.info("%s: OTA frame (seq %d) not delivered: %s", ieee, seq, exc)
             return str(exc) or type(exc).__name__
-        finally:
-            if pacer is not None:
-                pacer.sent_finished(self._loop.time())
         return None
 
     def _packet(self, device: Device, binding: _Binding, data: bytes, seq: int, tx_options: zt.TransmitOptions | None = None) -> zt.ZigbeePacket:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import typing
 from dataclasses import dataclass, field
 
 # ZCL status codes the OTA cluster uses (ZCL 7, 11.13; zigbee-ota-notes.md).
@@ -136,6 +137,15 @@ class ManufacturerSpecificReceived:
 
 
 @dataclass(frozen=True)
+class UnsupportedCommandReceived:
+    """An OTA cluster command (client to server) that this server does not implement,
+    e.g. Query Device Specific File: answered Default Response UNSUP_CLUSTER_COMMAND."""
+
+    tsn: int
+    command_id: int
+
+
+@dataclass(frozen=True)
 class MalformedFrameReceived:
     """An OTA cluster frame from the device that did not parse."""
 
@@ -174,18 +184,47 @@ class NotifyFailed:
     reason: str
 
 
+@dataclass(frozen=True)
+class FrameDelivered:
+    """The radio took one of the session's frames other than Image Notify (sent)."""
+
+
+@dataclass(frozen=True)
+class FrameNotDelivered:
+    """One of the session's frames other than Image Notify was not sent (or not acked).
+
+    Never changes a push: the device asks again for what it missed.
+    """
+
+    reason: str
+
+
+#: The one FrameDelivered the driver hands back (the event has no fields).
+FRAME_DELIVERED = FrameDelivered()
+
+
 Event = (
     QueryNextImageRequested
     | ImageBlockRequested
     | ImagePageRequested
     | UpgradeEndRequested
     | ManufacturerSpecificReceived
+    | UnsupportedCommandReceived
     | MalformedFrameReceived
     | AttributesRead
     | AttributeReadFailed
     | NotifyDelivered
     | NotifyFailed
+    | FrameDelivered
+    | FrameNotDelivered
 )
+
+#: Send outcomes: every frame action the session returns (``FrameAction``) is answered
+#: by exactly one of these, fed back through ``handle`` -- NotifyDelivered/NotifyFailed
+#: for Image Notify, FrameDelivered/FrameNotDelivered for the rest -- also when the frame
+#: was never sent (withheld, not encodable, cancelled). The session counts each frame in
+#: flight on its pacer from the moment it returns it until its outcome comes back.
+SEND_OUTCOMES: tuple[type, ...] = (NotifyDelivered, NotifyFailed, FrameDelivered, FrameNotDelivered)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -304,6 +343,8 @@ class NoteKind(enum.Enum):
     SCHEDULE = "schedule"  # activation scheduled or the schedule withdrawn
     # Issue 11 item 5:
     DISCARD = "discard"  # Upgrade End Request answered ABORT: the device must drop that image
+    # Issue 17 item 1:
+    NUDGE = "nudge"  # Image Notify to a transfer silent since the radio came back (resume)
 
 
 @dataclass(frozen=True)
@@ -334,7 +375,8 @@ class StateChanged:
     device_status: int | None = None
 
 
-Action = (
+#: The actions that are frames for the device (each answered by one send outcome).
+FrameAction = (
     SendImageNotify
     | SendQueryNextImageResponse
     | SendImageBlock
@@ -342,8 +384,15 @@ Action = (
     | SendAbort
     | SendUpgradeEndResponse
     | SendDefaultResponse
+)
+
+Action = (
+    FrameAction
     | ReadAttributes
     | Note
     | Progress
     | StateChanged
 )
+
+#: The ``FrameAction`` types, for isinstance checks.
+FRAME_ACTION_TYPES: tuple[type, ...] = typing.get_args(FrameAction)

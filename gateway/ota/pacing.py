@@ -9,9 +9,11 @@ anything else is the number of seconds until it would be allowed, which the sess
 turns into WAIT_FOR_DATA (for a block request) or a deferred page block.
 
 The budget is a token bucket of ``bytes_per_s`` holding at most ``burst_bytes``.
-The driver also reports ``sent_started(now)`` / ``sent_finished(now)`` around each
-frame it hands to the radio; while ``max_inflight`` frames are waiting for the
-radio, nothing new is granted, however many tokens there are.
+Each session also reports ``sent_started(now)`` for every frame it returns and
+``sent_finished(now)`` when that frame's send outcome comes back to it (the driver
+hands every frame's outcome to its session, and never touches the pacer itself);
+while ``max_inflight`` frames are waiting for the radio, nothing new is granted,
+however many tokens there are.
 
 Fairness
 ~~~~~~~~
@@ -207,15 +209,16 @@ class Pacer:
         return min(0xFFFF, max(0, math.ceil(SHARE_SLACK * 1000.0 * nbytes / share)))
 
     def sent_started(self, now: float) -> None:
-        """The driver handed a frame to the radio."""
+        """A session returned a frame for the radio."""
         self._refill(now)
         self._inflight += 1
 
     def sent_finished(self, now: float) -> None:
         """The radio is done with a frame (sent, failed or timed out).
 
-        An unmatched call is clamped at zero rather than raised: the driver calls
-        this from cleanup paths, and a miscount must not stop the radio loop.
+        An unmatched call is clamped at zero rather than raised: outcomes also come
+        from cleanup paths (a detach cancelling frames), and a miscount must not stop
+        the radio loop.
         """
         self._refill(now)
         self._inflight = max(0, self._inflight - 1)

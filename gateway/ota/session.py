@@ -38,8 +38,12 @@ from gateway.ota.events import (
     Attribute,
     AttributeReadFailed,
     AttributesRead,
+    FRAME_ACTION_TYPES,
+    SEND_OUTCOMES,
     DeviceCommand,
     Event,
+    FrameDelivered,
+    FrameNotDelivered,
     ImageBlockRequested,
     ImagePageRequested,
     MalformedFrameReceived,
@@ -61,6 +65,7 @@ from gateway.ota.events import (
     SessionState,
     StateChanged,
     Status,
+    UnsupportedCommandReceived,
     UpgradeEndRequested,
 )
 from gateway.ota.pacing import Pacer
@@ -99,6 +104,17 @@ SNAPSHOT_FORMAT = 1
 ImageIds = tuple[int, int, int]
 #: Image Notify query jitter: 100 asks every client that hears it to query.
 NOTIFY_QUERY_JITTER = 100
+#: The device's requests: hearing any of them ends the nudges of a resumed transfer.
+_REQUESTS = (QueryNextImageRequested, ImageBlockRequested, ImagePageRequested, UpgradeEndRequested)
+#: Timer names in snapshots and frozen (parked) timers, with the states they run in.
+_TIMER_STATES = {
+    "notify": frozenset({P}),
+    "stall": frozenset({T}),
+    "nudge": frozenset({T}),
+    "read": frozenset({A}),
+    "confirm": frozenset({A}),
+    "grace": frozenset({A}),
+}
 #: What the session reads once per push before the transfer (ZCL OTA client attributes).
 TRANSFER_START_ATTRIBUTES = (
     int(Attribute.UPGRADE_ACTIVATION_POLICY),
@@ -172,7 +188,10 @@ class OtaSession:
         self.device_file_version: int | None = None
         #: Upgrade End Requests answered with hold (upgrade time 0xFFFFFFFF).
         self.held_requests = 0
+        #: Image Notify frames sent: start, re-notifies while PENDING, and nudges.
         self.notifies_sent = 0
+        #: Nudges (Image Notify to a silent resumed transfer) since the last ``resume``.
+        self.nudge_attempt = 0
         #: The device's MinimumBlockPeriod (ms) from its last block request.
         self.minimum_block_period_ms: int | None = None
         #: The activation time sent with activate() (None: now), once activated.
@@ -198,8 +217,14 @@ class OtaSession:
         self._read_at: float | None = None
         self._confirm_by: float | None = None
         self._grace_until: float | None = None
-        # Remaining seconds per timer of a restored session not yet given a `now`.
+        # Nudges armed by resume(): the next one, how many are left, how far apart.
+        self._nudge_at: float | None = None
+        self._nudges_left = 0
+        self._nudge_every = 0.0
+        # Remaining seconds per timer of a restored session not yet given a `now`, or of
+        # a parked one (frozen until resume).
         self._rebase: dict[str, float] | None = None
+        self._parked = False
 
         self._image_sha256 = hashlib.sha256(image.data).hexdigest()  # for snapshots
         self._now = 0.0
@@ -221,26 +246,40 @@ class OtaSession:
         return self._call(Call.START, now)
 
     def handle(self, event: Event, now: float) -> list[Action]:
-        """Feed one event from the device. Never raises: a device must not crash the
-        gateway. Every request gets its answer among the returned actions."""
+        """Feed one event from the device, or a send outcome. Never raises: a device must
+        not crash the gateway. Every request gets its answer among the returned actions."""
+        kind = type(event)
+        if self._parked and kind not in SEND_OUTCOMES:
+            # Nothing reaches a parked session but the outcomes of frames it sent before.
+            return [Note(NoteKind.IGNORED, f"{kind.__name__} ignored: the push is parked while the radio is away", self._offset_or_none())]
         self._tick(now)
-        cell = event_cell(self.state, type(event))
+        cell = event_cell(self.state, kind)
         if cell is None:
-            name = type(event).__name__
-            return [Note(NoteKind.IGNORED, f"{name} ignored: the push is {self.state.value}", self._offset_or_none())]
+            return [Note(NoteKind.IGNORED, f"{kind.__name__} ignored: the push is {self.state.value}", self._offset_or_none())]
+        if self._nudge_at is not None and kind in _REQUESTS:
+            self._stop_nudging()  # the device is talking again
         return self._run(cell, event)
+
+    @property
+    def parked(self) -> bool:
+        """Between ``park`` and ``resume``: timers frozen, the device out of reach."""
+        return self._parked
 
     def get_timer(self) -> float | None:
         """The monotonic time at which ``handle_timer`` must next be called, or None."""
+        if self._parked:
+            return None
         if self._rebase:
             return self._now  # a restored session: call handle_timer at once to re-arm
-        times = [t for t in (self._notify_at, self._stall_at, self._read_at, self._confirm_by) if t is not None]
+        times = [t for t in (self._notify_at, self._stall_at, self._read_at, self._confirm_by, self._nudge_at) if t is not None]
         if self._page is not None:
             times.append(self._page.due)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> list[Action]:
         """Run whatever is due at ``now``. Calling it early or late is harmless."""
+        if self._parked:
+            return []  # frozen until resume
         self._tick(now)
         cell = TRANSITIONS[self.state].get(Call.TIMER)
         if cell is None:
@@ -280,6 +319,33 @@ class OtaSession:
         lets a device activate. Raises ``LocalProtocolError`` in an end state."""
         return self._call(Call.CANCEL, now, reason)
 
+    def park(self, now: float) -> list[Action]:
+        """The radio is going away: freeze every timer (as seconds left) until ``resume``.
+
+        No stall timeout runs out and no notify falls due while the device cannot be
+        reached; an unfinished page is dropped (the device asks again for what it
+        missed). Until ``resume`` only the outcomes of frames already returned are
+        taken (others are ignored with a Note) and only ``cancel`` among the calls.
+        Allowed in every state; parking a parked push changes nothing.
+        """
+        return self._call(Call.PARK, now)
+
+    def resume(self, now: float, *, nudge_after_s: float = 0.0, nudges: int = 0) -> list[Action]:
+        """The radio is back (or the gateway restarted): re-arm the timers from ``now``.
+
+        A parked transfer gets its stall timeout in full (the outage was not the
+        device's fault), and its next request at an offset above 0 is noted as a resume.
+        With ``nudges`` > 0, a TRANSFERRING push that hears no request for
+        ``nudge_after_s`` sends Image Notify (counted in ``notifies_sent``), up to
+        ``nudges`` times that far apart; any request from the device ends them. Other
+        states get none: a held device keeps asking Upgrade End by itself.
+        """
+        if not (isinstance(nudge_after_s, (int, float)) and math.isfinite(nudge_after_s) and nudge_after_s >= 0):
+            raise LocalProtocolError(f"nudge_after_s must be a number of seconds, not {nudge_after_s!r}")
+        if not isinstance(nudges, int) or nudges < 0:
+            raise LocalProtocolError(f"nudges must be a whole number, not {nudges!r}")
+        return self._call(Call.RESUME, now, float(nudge_after_s), nudges)
+
     def set_aps_encryption(self, on: bool) -> None:
         """APS link-key security came into force for the device (or went): later blocks,
         those of an unfinished page included, fit the APS-encrypted frame budget (56).
@@ -304,18 +370,10 @@ class OtaSession:
         (the device asks again for what it missed).
         """
 
-        def remaining(at: float | None) -> float | None:
-            return None if at is None else max(0.0, at - self._now)
-
         if self._rebase is not None:
-            timers: dict[str, float | None] = {k: v for k, v in self._rebase.items() if k != "stall"}
+            timers = {k: v for k, v in self._rebase.items() if k != "stall"}
         else:
-            timers = {
-                "notify": remaining(self._notify_at),
-                "read": remaining(self._read_at),
-                "confirm": remaining(self._confirm_by),
-                "grace": remaining(self._grace_until),
-            }
+            timers = self._timers_left()
         return {
             "format": SNAPSHOT_FORMAT,
             "device_ieee": str(Eui64.from_air(self.device_ieee)),
@@ -332,6 +390,7 @@ class OtaSession:
             "device_file_version": self.device_file_version,
             "held_requests": self.held_requests,
             "notifies_sent": self.notifies_sent,
+            "nudges": {"left": self._nudges_left, "every_s": self._nudge_every, "attempt": self.nudge_attempt},
             "minimum_block_period_ms": self.minimum_block_period_ms,
             "attributes_requested": self._attributes_requested,
             "was_held": self._was_held,
@@ -340,7 +399,7 @@ class OtaSession:
             "scheduled_at": None if self.scheduled_at is None else self.scheduled_at.isoformat(),
             "discard": [list(ids) for ids in sorted(self.discard_images)],
             "discard_requests": self.discard_requests,
-            "timers": {k: v for k, v in timers.items() if v is not None},
+            "timers": timers,
         }
 
     @classmethod
@@ -385,6 +444,10 @@ class OtaSession:
             session.device_file_version = snap["device_file_version"]
             session.held_requests = int(snap["held_requests"])
             session.notifies_sent = int(snap["notifies_sent"])
+            nudges = snap.get("nudges") or {}  # absent before nudges were the session's
+            session._nudges_left = int(nudges.get("left", 0))
+            session._nudge_every = float(nudges.get("every_s", 0.0))
+            session.nudge_attempt = int(nudges.get("attempt", 0))
             session.minimum_block_period_ms = snap["minimum_block_period_ms"]
             session._attributes_requested = bool(snap["attributes_requested"])
             session._was_held = bool(snap["was_held"])
@@ -412,20 +475,39 @@ class OtaSession:
 
     # ------------------------------------------------------------------ machinery
 
+    def _timers_left(self) -> dict[str, float]:
+        """Seconds left on each armed timer but the stall and a page's (neither is kept:
+        see ``snapshot``), by the names snapshots use."""
+        timers = {
+            "notify": self._notify_at,
+            "read": self._read_at,
+            "confirm": self._confirm_by,
+            "grace": self._grace_until,
+            "nudge": self._nudge_at,
+        }
+        return {name: max(0.0, at - self._now) for name, at in timers.items() if at is not None}
+
     def _tick(self, now: float) -> None:
         self._now = now
-        if self._rebase is not None:
+        if self._rebase is not None and not self._parked:
             rebase, self._rebase = self._rebase, None
-            at = {name: now + seconds for name, seconds in rebase.items()}
+            # Only the timers of the state the push is in now: one cancelled while parked
+            # must not wake up to a notify.
+            at = {name: now + seconds for name, seconds in rebase.items() if self.state in _TIMER_STATES.get(name, ())}
             self._notify_at = at.get("notify")
             self._stall_at = at.get("stall")
             self._read_at = at.get("read")
             self._confirm_by = at.get("confirm")
             self._grace_until = at.get("grace")
+            self._nudge_at = at.get("nudge")
+            if self._nudge_at is None:
+                self._nudges_left = 0
 
     def _call(self, call: Call, now: float, *args: Any, cell: Cell | None = None) -> list[Action]:
         if cell is None:
             cell = call_cell(self.state, call)  # raises before anything changes
+        if self._parked and call not in (Call.PARK, Call.RESUME, Call.CANCEL):
+            raise LocalProtocolError(f"cannot {call.value} a parked push (the radio is away): it resumes when the radio is back")
         self._tick(now)
         return self._run(cell, *args)
 
@@ -440,6 +522,12 @@ class OtaSession:
             self._out = []
 
     def _emit(self, *actions: Action) -> None:
+        pacer = self.pacer
+        if pacer is not None:
+            for action in actions:
+                if isinstance(action, FRAME_ACTION_TYPES):
+                    # In flight from now until its send outcome comes back (SEND_OUTCOMES).
+                    pacer.sent_started(self._now)
         self._out.extend(actions)
 
     def _note(self, kind: NoteKind, message: str, offset: int | None = None, *, warning: bool = False) -> None:
@@ -461,6 +549,8 @@ class OtaSession:
         now = self._now
         if new is not P:
             self._notify_at = None
+        if new is not T:
+            self._stop_nudging()
         if new is T:
             self._stall_at = now + self.config.stall_timeout_s
             self._fresh = True
@@ -552,9 +642,14 @@ class OtaSession:
     def _start(self) -> None:
         self._send_notify()
 
-    def _send_notify(self) -> None:
+    def _emit_notify(self) -> None:
+        """Unicast Image Notify, payload type 3 (this image's ids): every Image Notify
+        the session sends, counted."""
         self.notifies_sent += 1
         self._emit(SendImageNotify(NOTIFY_QUERY_JITTER, *self._image_ids()))
+
+    def _send_notify(self) -> None:
+        self._emit_notify()
         if self.notifies_sent < self.config.notify_attempts:
             self._notify_at = self._now + self.config.notify_interval_s
             then = f"again in {self.config.notify_interval_s:g} s unless the device queries"
@@ -568,11 +663,67 @@ class OtaSession:
             self._send_notify()
 
     def _note_notify_delivered(self, ev: NotifyDelivered) -> None:
+        self._frame_done(ev)
         self._note(NoteKind.NOTIFY, "Image Notify delivered; waiting for the device's Query Next Image")
 
     def _note_notify_failed(self, ev: NotifyFailed) -> None:
+        self._frame_done(ev)
         # A lost notify never fails the push: a sleepy device is reached only when it polls.
-        self._note(NoteKind.WARNING, f"Image Notify not delivered ({ev.reason}); the push stays pending until the device queries")
+        self._note(NoteKind.WARNING, f"Image Notify not delivered ({ev.reason}); the push stays {self.state.value} until the device queries")
+
+    def _note_notify_late(self, ev: NotifyDelivered | NotifyFailed) -> None:
+        self._frame_done(ev)
+        outcome = "delivered" if isinstance(ev, NotifyDelivered) else f"not delivered ({ev.reason})"
+        self._note(NoteKind.IGNORED, f"Image Notify {outcome} after the push moved on: it is {self.state.value}", self._offset_or_none())
+
+    def _frame_done(self, ev: NotifyDelivered | NotifyFailed | FrameDelivered | FrameNotDelivered) -> None:
+        # The frame's count in flight ends (it began when the session returned it). A
+        # lost frame changes nothing else: the device asks again for what it missed.
+        if self.pacer is not None:
+            self.pacer.sent_finished(self._now)
+
+    # ------------------------------------------------------------------ park, resume, nudges
+
+    def _park(self) -> None:
+        if self._parked:
+            return
+        self._rebase = self._timers_left()
+        self._notify_at = self._stall_at = self._read_at = self._confirm_by = self._grace_until = self._nudge_at = None
+        self._page = None
+        self._parked = True
+
+    def _resume(self, nudge_after_s: float, nudges: int) -> None:
+        if self._parked:
+            self._parked = False
+            rebase = self._rebase or {}
+            if self.state is T:
+                rebase["stall"] = self.config.stall_timeout_s
+            self._rebase = rebase
+            self._tick(self._now)
+            # As after a restore: the device says where it is with its next request.
+            self.position = self.offset
+            self._fresh = True
+        if self.state is T and nudges > 0 and nudge_after_s > 0:
+            self._nudges_left, self._nudge_every, self.nudge_attempt = nudges, nudge_after_s, 0
+            self._nudge_at = self._now + nudge_after_s
+
+    def _stop_nudging(self) -> None:
+        self._nudge_at = None
+        self._nudges_left = 0
+
+    def _nudge(self) -> None:
+        """A resumed transfer silent for ``nudge_after_s``: Image Notify, so that the
+        device queries, is offered the same image and resumes at its offset."""
+        self._nudges_left -= 1
+        self.nudge_attempt += 1
+        self._emit_notify()
+        self._nudge_at = self._now + self._nudge_every if self._nudges_left > 0 else None
+        self._note(
+            NoteKind.NUDGE,
+            f"silent at offset {self.offset} since the radio came back: Image Notify #{self.notifies_sent} "
+            f"(nudge {self.nudge_attempt}, {self._nudges_left} left) so that it resumes",
+            self.offset,
+        )
 
     # ------------------------------------------------------------------ queries
 
@@ -840,6 +991,8 @@ class OtaSession:
     def _timer_transferring(self) -> None:
         if self._page is not None and self._now >= self._page.due:
             self._send_page_block()
+        if self._nudge_at is not None and self._now >= self._nudge_at:
+            self._nudge()
         if self._stall_at is not None and self._now >= self._stall_at:
             self._fail(f"stalled at offset {self.offset}: no request from the device for {self.config.stall_timeout_s:g} s")
 
@@ -1000,6 +1153,17 @@ class OtaSession:
     def _answer_malformed(self, ev: MalformedFrameReceived) -> None:
         self._emit(SendDefaultResponse(ev.tsn, ev.command_id, Status.MALFORMED_COMMAND))
         self._note(NoteKind.WARNING, f"malformed frame (command 0x{ev.command_id:02X}): {ev.reason}", self._offset_or_none())
+
+    def _refuse_unsupported(self, ev: UnsupportedCommandReceived) -> None:
+        # ZCL 2.5.12: a cluster command the receiver does not implement gets Default
+        # Response UNSUP_CLUSTER_COMMAND, an error, so whatever the frame's
+        # disable-default-response bit says.
+        self._emit(SendDefaultResponse(ev.tsn, ev.command_id, Status.UNSUP_CLUSTER_COMMAND))
+        self._note(
+            NoteKind.IGNORED,
+            f"command 0x{ev.command_id:02X} refused as unsupported (UNSUP_CLUSTER_COMMAND); the push stays {self.state.value}",
+            self._offset_or_none(),
+        )
 
     def _refuse_manufacturer_specific(self, ev: ManufacturerSpecificReceived) -> None:
         # ZCL 2.5.12 (Default Response): a manufacturer-specific command the receiver

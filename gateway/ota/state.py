@@ -25,9 +25,23 @@ the device downloads the same image from this push again. Cancelling never
 activates; a cancelled device ends up without the image instead of holding it for
 ever, and a new push to it can go through.
 
-The device drives everything but the four calls the caller makes: ``start`` (Image
-Notify), ``activate`` and ``schedule``/``unschedule`` (the activation gate), and
-``cancel``. Time only passes through ``handle_timer``.
+The device drives everything but the calls the caller makes: ``start`` (Image
+Notify), ``activate`` and ``schedule``/``unschedule`` (the activation gate),
+``cancel``, and ``park``/``resume`` around a radio outage. Time only passes through
+``handle_timer``.
+
+Park and resume are no states (a parked push is still, say, transferring): ``park``
+freezes the timers while the radio is away (no stall can run out, no notify is due),
+``resume`` re-arms them from the moment the radio is back, the stall timeout in full.
+A transfer resumed that way stays silent if the device gave up meanwhile (it keeps its
+partial image until its next periodic query, hours on some clients), so ``resume`` may
+also arm nudges: while TRANSFERRING and hearing no request, an Image Notify every
+``nudge_after_s``, up to ``nudges`` times, each counted in ``notifies_sent`` like any
+other. Any request from the device ends them; held devices never get one.
+
+Every frame the session returns is answered by one send outcome (``SEND_OUTCOMES``),
+in every state: the session has counted the frame in flight on its pacer since it
+returned it, and the outcome ends that count.
 
 Every rule lives in ``TRANSITIONS`` below: for each state, each trigger (an event
 type or a ``Call``) maps to a ``Cell``, naming the session method that handles it
@@ -38,8 +52,8 @@ truth about where a push can go, and the tests check every cell.
 A lookup miss is deliberate, never an exception out of ``handle``:
 
 * an event with no cell is ignored with ``Note(IGNORED)``. Only events that need
-  no answer are ever missing (attribute results, notify outcomes, in states where
-  they no longer matter): every request from the device has a cell in every state,
+  no answer are ever missing (attribute results, in states where they no longer
+  matter): every request from the device has a cell in every state,
   because a device left unanswered may act on its own (Silicon Labs' client applies
   a held image after ten unanswered Upgrade End Requests when its
   UpgradeTimeoutPolicy is 0);
@@ -66,6 +80,8 @@ from gateway.ota.events import (
     AttributeReadFailed,
     Event,
     AttributesRead,
+    FrameDelivered,
+    FrameNotDelivered,
     ImageBlockRequested,
     ImagePageRequested,
     MalformedFrameReceived,
@@ -75,6 +91,7 @@ from gateway.ota.events import (
     QueryNextImageRequested,
     SessionState,
     Status,
+    UnsupportedCommandReceived,
     UpgradeEndRequested,
 )
 
@@ -134,6 +151,8 @@ class Call(enum.Enum):
     SCHEDULE = "schedule"
     UNSCHEDULE = "unschedule"
     CANCEL = "cancel"
+    PARK = "park"
+    RESUME = "resume"
     TIMER = "timer"
 
 
@@ -232,6 +251,15 @@ for _state in _ALL_STATES:
     # Another manufacturer's command: refused in every state, and no next state, so
     # it can never move a push (its 0x06 is not our Upgrade End Request).
     TRANSITIONS[_state][ManufacturerSpecificReceived] = _cell("_refuse_manufacturer_specific")
+    # A command this server does not implement: refused in every state, never a move.
+    TRANSITIONS[_state][UnsupportedCommandReceived] = _cell("_refuse_unsupported")
+    # Send outcomes end a frame's count on the pacer whatever the state.
+    TRANSITIONS[_state][FrameDelivered] = _cell("_frame_done")
+    TRANSITIONS[_state][FrameNotDelivered] = _cell("_frame_done")
+    # The radio went away and came back: every push, ended ones included (their
+    # devices may still ask), is parked and resumed.
+    TRANSITIONS[_state][Call.PARK] = _cell("_park")
+    TRANSITIONS[_state][Call.RESUME] = _cell("_resume")
 
 for _state in (P, T, H, S, A):
     TRANSITIONS[_state][AttributeReadFailed] = _cell("_note_read_failed")
@@ -241,10 +269,16 @@ TRANSITIONS[T][AttributesRead] = _cell("_record_attributes")
 TRANSITIONS[H][AttributesRead] = _cell("_record_attributes", F)
 TRANSITIONS[S][AttributesRead] = _cell("_record_attributes", F)
 TRANSITIONS[A][AttributesRead] = _cell("_confirm_by_attributes", C, F)
-# Attribute results and notify outcomes in CONFIRMED/FAILED/CANCELLED, and notify
-# outcomes after PENDING, are deliberately missing: late news, ignored with a Note.
-TRANSITIONS[P][NotifyDelivered] = _cell("_note_notify_delivered")
-TRANSITIONS[P][NotifyFailed] = _cell("_note_notify_failed")
+# Attribute results in CONFIRMED/FAILED/CANCELLED are deliberately missing: late
+# news, ignored with a Note. Notify outcomes are not: a notify goes out while PENDING
+# (start, re-notify) and TRANSFERRING (a nudge), and after that it is late news, but
+# its frame still ends its count on the pacer.
+for _state in (P, T):
+    TRANSITIONS[_state][NotifyDelivered] = _cell("_note_notify_delivered")
+    TRANSITIONS[_state][NotifyFailed] = _cell("_note_notify_failed")
+for _state in (H, S, A, C, F, X):
+    TRANSITIONS[_state][NotifyDelivered] = _cell("_note_notify_late")
+    TRANSITIONS[_state][NotifyFailed] = _cell("_note_notify_late")
 
 TRANSITIONS[P][Call.START] = _cell("_start")
 TRANSITIONS[H][Call.ACTIVATE] = _cell("_activate", A)
@@ -252,7 +286,7 @@ TRANSITIONS[S][Call.ACTIVATE] = _cell("_activate", A)
 TRANSITIONS[H][Call.SCHEDULE] = _cell("_schedule", S)
 TRANSITIONS[S][Call.SCHEDULE] = _cell("_schedule")
 TRANSITIONS[S][Call.UNSCHEDULE] = _cell("_unschedule", H)
-# Timers: re-notify while PENDING; page blocks and the stall timeout while
+# Timers: re-notify while PENDING; page blocks, nudges and the stall timeout while
 # TRANSFERRING; version reads and the confirm timeout while ACTIVATED. HELD and
 # SCHEDULED never time out: the device waits for the gate, however long it takes.
 TRANSITIONS[P][Call.TIMER] = _cell("_timer_pending")

@@ -42,6 +42,16 @@ the device a key-establishment identity, checked here for lengths and subject
 it); ``cbke_fail`` injects unknown-issuer, bad-certificate, bad-mac or silent. ``ke_server_wait``,
 ``ke_attempts``, ``ke_retry_delay`` and ``ke_timeout`` time the registration
 (radios/sim/se_join.py says what the device does with all of these).
+
+GBCS (issue 13): ``entity_id`` (default: the IEEE address), ``gbcs_key`` and
+``gbcs_cert`` (PEM files: the device's own P-256 signing key and certificate; without
+a key the device makes one at start and prints its certificate; a key alone gets a
+self-signed certificate), ``supplier_id`` (the supplier whose ``supplier_key`` this
+is, when that file names none; also where receipt alerts go) and ``acb_id`` (where a
+PPMID's CS09 goes). ``supplier_key`` is the trust anchor for CS06 as well as for the
+image signature; ``activation_fails`` makes an HCALCS answer CS06 with 3 (activation
+failure) and a PPMID send its CS09 with activateImage 1. radios/sim/gbcs/from_spec.py
+turns these into the device's `GbcsPeer`.
 """
 
 from __future__ import annotations
@@ -285,6 +295,60 @@ def _cbke_suite(key: str, raw: object) -> int:
 
 _cbke_suite.allowed = "1 (sect163k1) or 2 (sect283k1)"  # type: ignore[attr-defined]
 
+def _opt_entity_id(key: str, raw: object) -> str | None:
+    """An EUI-64 (entity id) as 16 upper-case hex digits, or None."""
+    if raw is None:
+        return None
+    try:
+        addr = Eui64.parse(str(raw).strip(), key)
+    except Eui64Error as exc:
+        raise SimSpecError(key, raw, f"{_opt_entity_id.allowed} ({exc.reason})") from None  # type: ignore[attr-defined]
+    if addr.reserved:
+        raise SimSpecError(key, raw, f"{_opt_entity_id.allowed}, not all zeros or all ones")  # type: ignore[attr-defined]
+    return addr.hex()
+
+
+_opt_entity_id.allowed = "an EUI-64 as 16 hex digits"  # type: ignore[attr-defined]
+
+
+def _opt_pem_file(what: str, load: Callable[[bytes], object]) -> Callable[[str, object], str | None]:
+    allowed = f"a PEM file holding {what}"
+
+    def parse(key: str, raw: object) -> str | None:
+        if raw is None:
+            return None
+        text = str(raw).strip()
+        try:
+            load(Path(text).read_bytes())
+        except (OSError, ValueError, TypeError) as exc:
+            raise SimSpecError(key, raw, f"{allowed} ({exc})") from None
+        return text
+
+    parse.allowed = allowed  # type: ignore[attr-defined]
+    return parse
+
+
+def _load_gbcs_key(pem: bytes) -> object:
+    from cryptography.hazmat.primitives import serialization  # only when a key is given
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("not an ECDSA P-256 private key")
+    return key
+
+
+def _load_gbcs_cert(pem: bytes) -> object:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    cert = x509.load_pem_x509_certificate(pem)
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("its key is not ECDSA P-256")
+    return cert
+
+
 def parse_ieee(raw: object) -> t.EUI64:
     """An IEEE address in a written form (``eui64``) or an EUI64; not all zeros or all ones."""
     if isinstance(raw, t.EUI64):
@@ -379,6 +443,14 @@ class SimDeviceSpec:
     ke_retry_delay: float = 10.0
     ke_timeout: float = 120.0
 
+    # GBCS (issue 13): the device's entity id, its own signing identity (PEM files, or
+    # generated), and the parties it addresses (module docstring; gbcs/from_spec.py).
+    entity_id: str | None = None
+    gbcs_key: str | None = None
+    gbcs_cert: str | None = None
+    supplier_id: str | None = None
+    acb_id: str | None = None
+
     # Radio behaviour
     sleepy_poll: float = 0.0
     fast_poll: float = 0.25
@@ -402,6 +474,25 @@ class SimDeviceSpec:
         if kind == "hcalcs" and self.sleepy_poll > 0:
             raise SimSpecError("sleepy_poll", self.sleepy_poll, "0 for hcalcs (a mains-powered router never sleeps)")
         self._check_security()
+        self._check_gbcs()
+
+    def _check_gbcs(self) -> None:
+        """The GBCS files fit together: key and certificate, entity ids (gbcs/from_spec.py)."""
+        if self.gbcs_key is None and self.gbcs_cert is not None:
+            raise SimSpecError("gbcs_cert", self.gbcs_cert, "only with gbcs_key (the certificate's private key)")
+        if self.gbcs_key is None and self.supplier_key is None:
+            return
+        from .gbcs.from_spec import identity_for_spec, suppliers_for_spec  # cryptography only when files are given
+
+        try:
+            if self.gbcs_key is not None:
+                identity_for_spec(self)
+        except (OSError, ValueError) as exc:
+            raise SimSpecError("gbcs_key", self.gbcs_key, f"the GBCS identity of this device ({exc})") from None
+        try:
+            suppliers_for_spec(self)
+        except (OSError, ValueError) as exc:
+            raise SimSpecError("supplier_id", self.supplier_id, f"the supplier that supplier_key names ({exc})") from None
 
     def _check_security(self) -> None:
         names = ("cbke_cert", "cbke_key", "cbke_ca")
@@ -500,6 +591,11 @@ _KEYS: Final[dict[str, Callable[[str, object], Any]]] = {
     "ke_attempts": _int_range(1, 10),
     "ke_retry_delay": _float_range(0, math.inf),
     "ke_timeout": _float_range(0, math.inf, lo_open=True),
+    "entity_id": _opt_entity_id,
+    "gbcs_key": _opt_pem_file("an ECDSA P-256 private key", _load_gbcs_key),
+    "gbcs_cert": _opt_pem_file("an X.509 certificate with an ECDSA P-256 key", _load_gbcs_cert),
+    "supplier_id": _opt_entity_id,
+    "acb_id": _opt_entity_id,
     "sleepy_poll": _float_range(0, math.inf),
     "fast_poll": _float_range(0, math.inf, lo_open=True),
     "join_fast_poll": _float_range(0, math.inf),
