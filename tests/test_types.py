@@ -28,6 +28,9 @@ STRICT = [
     "gateway/se",  # the crypto and the Key Establishment cluster (ke_frames, ke_server)
     "radios/coordinator_zdo.py",
     "radios/emulate/fault_options.py",
+    "radios/emulate/ezsp/status.py",
+    "radios/emulate/ezsp/layouts.py",
+    "radios/ezsp_guard.py",
     "radios/sim/gbcs",  # the simulated devices' own GBCS reader, signer and peer
 ]
 
