@@ -25,6 +25,8 @@ STRICT = [
     "gateway/ota/session.py",
     "gateway/ota/state.py",
     "gateway/se",  # the crypto and the Key Establishment cluster (ke_frames, ke_server)
+    "gateway/tunnel/frames.py",
+    "gateway/tunnel/client.py",
     "radios/coordinator_zdo.py",
     "radios/emulate/fault_options.py",
 ]
