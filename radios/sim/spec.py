@@ -285,6 +285,15 @@ def _cbke_suite(key: str, raw: object) -> int:
 
 _cbke_suite.allowed = "1 (sect163k1) or 2 (sect283k1)"  # type: ignore[attr-defined]
 
+def _opt_tunnel_refuse(key: str, raw: object) -> str | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none")):
+        return None
+    return _choice("protocol", "flow-control")(key, raw)
+
+
+_opt_tunnel_refuse.allowed = "protocol, flow-control, or none"  # type: ignore[attr-defined]
+
+
 def parse_ieee(raw: object) -> t.EUI64:
     """An IEEE address in a written form (``eui64``) or an EUI64; not all zeros or all ones."""
     if isinstance(raw, t.EUI64):
@@ -378,6 +387,14 @@ class SimDeviceSpec:
     ke_attempts: int = 3
     ke_retry_delay: float = 10.0
     ke_timeout: float = 120.0
+
+    # Tunneling server faults (issue 13, radios/sim/tunnel_server.py): answer BUSY or
+    # NO_MORE_TUNNEL_IDS to that many RequestTunnels; forget the tunnel when the Nth
+    # TransferData arrives (0: never); refuse every tunnel (protocol | flow-control).
+    tunnel_busy: int = 0
+    tunnel_no_ids: int = 0
+    tunnel_drop: int = 0
+    tunnel_refuse: str | None = None
 
     # Radio behaviour
     sleepy_poll: float = 0.0
@@ -500,6 +517,10 @@ _KEYS: Final[dict[str, Callable[[str, object], Any]]] = {
     "ke_attempts": _int_range(1, 10),
     "ke_retry_delay": _float_range(0, math.inf),
     "ke_timeout": _float_range(0, math.inf, lo_open=True),
+    "tunnel_busy": _int_range(0, 1000),
+    "tunnel_no_ids": _int_range(0, 1000),
+    "tunnel_drop": _int_range(0, 1000),
+    "tunnel_refuse": _opt_tunnel_refuse,
     "sleepy_poll": _float_range(0, math.inf),
     "fast_poll": _float_range(0, math.inf, lo_open=True),
     "join_fast_poll": _float_range(0, math.inf),
