@@ -324,3 +324,10 @@ def test_config_refuses_nonsense() -> None:
         tc.TunnelConfig(max_attempts=0)
     with pytest.raises(ValueError, match="busy_retry"):
         tc.TunnelConfig(busy_retry=-1)
+
+
+def test_abandon_fails_the_queue_and_keeps_the_state() -> None:
+    client = tc.TunnelClient()
+    ticket, _ = client.send(DD, 0.0)
+    assert client.abandon("no Tunneling server") == [tc.MessageFailed(ticket, DD, "no Tunneling server")]
+    assert client.state is S.IDLE and client.queued == 0

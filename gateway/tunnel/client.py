@@ -271,6 +271,11 @@ class TunnelClient:
             self._stale_id = self.tunnel_id
         return self._reopen(now, why)
 
+    def abandon(self, reason: str) -> list[Action]:
+        """Fail every queued message, state unchanged (the hub found no tunnel server
+        to open a tunnel with)."""
+        return self._fail_all(reason)
+
     def get_timer(self) -> float | None:
         times = [t for t in (self._open_due, self._retry_at) if t is not None]
         if self._in_flight is not None and self._in_flight.due is not None:
