@@ -85,6 +85,7 @@ from gateway.store import (
 from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
+from han_ota.tunnels import CommandRefused, DaemonTunnels
 from han_ota.statedir import StateDirError, StateDirLock, ensure_state_dir
 from radios.supervisor import RadioSupervisor
 from radios.sim.spec import SimDeviceSpec, SimNetworkError, sim_network
@@ -218,6 +219,10 @@ class _DaemonActivation(ActivationService):
             crashpoint("submit.audited")
         return result
 
+    def _act(self, job: Job, decision: Any, command_hex: str) -> None:
+        # The device's `activation` config: release, forward over the tunnel, or both.
+        self.daemon.tunnels.carry_out(job, command_hex, lambda: super(_DaemonActivation, self)._act(job, decision, command_hex), lambda: self._carried_out(job))
+
     def _fire(self, ieee: zt.EUI64) -> None:
         # A future-dated activation due while the radio is away waits for it: the
         # driver has no session attached then, and the moment has passed either way.
@@ -272,6 +277,8 @@ class Daemon:
         #: key-establishment service (with [key_establishment]) writes it.
         self.security = SecurityRegistry(config.security_modes())
         self.ke_service: Any = None
+        #: The GBCS tunnels to the devices (han_ota/tunnels.py).
+        self.tunnels = DaemonTunnels(config, self.security, audit=self._audit)
         self.activation: _DaemonActivation | None = None
         self.control: ControlServer | None = None
         self.started_wall = time.time()
@@ -356,6 +363,7 @@ class Daemon:
         # OTA handler, which answers ABORT (a device then erases its partial download).
         for task in self._nudgers.values():
             task.cancel()
+        await self.tunnels.close()  # CloseTunnel while the radio still works
         await close_key_establishment(self.ke_service)
         self.ke_service = None
         await self.supervisor.close()
@@ -537,6 +545,7 @@ class Daemon:
         else:
             await rebind_engine(self.engine, app)
         await self._start_key_establishment(app)
+        await self.tunnels.radio_up(app)
         self.radio.reconnects = self.supervisor.reconnects
         self.radio.up = True
         self.radio.since = time.time()
@@ -1199,6 +1208,18 @@ class Daemon:
         result = self.activation.submit(command, device=ieee)
         self._refresh_status()
         return 200, result.to_dict()
+
+    async def gbcs_send(self, command: str, device: str | None, timeout: float | None) -> tuple[int, Any]:
+        ieee = None if device is None else _parse_device(device)
+        if self.activation is None or not self.radio.up:
+            raise HttpError(503, f"the radio ({self.radio.kind}) is not up; send the command when `{self._cli('status')}` shows it up")
+        try:
+            raw = decode_hex_text(command)
+            result = await self.tunnels.send_command(self.activation, raw, ieee, timeout or 60.0)
+        except (CommandRefused, GbcsError) as exc:
+            raise HttpError(422, f"not forwarded: {exc}") from None
+        self._refresh_status()
+        return 200, result
 
     async def job(self, job_id: str) -> tuple[int, Any]:
         number = _parse_job_id(job_id)
