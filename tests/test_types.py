@@ -28,6 +28,8 @@ STRICT = [
     "gateway/tunnel/frames.py",
     "gateway/tunnel/client.py",
     "radios/coordinator_zdo.py",
+    "radios/sim/aps_fragments.py",
+    "radios/sim/tunnel_server.py",
     "radios/emulate/fault_options.py",
 ]
 
