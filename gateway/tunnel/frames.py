@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import ClassVar, cast
 
 __all__ = [
     "CLUSTER_ID",
@@ -107,131 +107,114 @@ class TunnelFrameError(ValueError):
         super().__init__(f"{command}: {field} at offset {offset}: {why}")
 
 
-def _check(name: str, value: int, bits: int) -> None:
-    if not 0 <= value < 1 << bits:
-        raise ValueError(f"{name}={value} does not fit {bits} bits")
+# (name, struct code) of each fixed field, in wire order; TransferData's data is the rest.
+_Layout = tuple[tuple[str, str], ...]
+_TUNNEL_ID: _Layout = (("tunnel_id", "H"),)
+
+
+class _Frame:
+    """Packs and checks the fixed fields its subclass lists in ``FIELDS``."""
+
+    __slots__ = ()
+    NAME: ClassVar[str]
+    FIELDS: ClassVar[_Layout]
+
+    def __post_init__(self) -> None:
+        for name, code in self.FIELDS:
+            value, bits = int(getattr(self, name)), 8 * struct.calcsize("<" + code)
+            if not 0 <= value < 1 << bits:
+                raise ValueError(f"{name}={value} does not fit {bits} bits")
+
+    def to_bytes(self) -> bytes:
+        codes = "".join(code for _, code in self.FIELDS)
+        return struct.pack("<" + codes, *(int(getattr(self, name)) for name, _ in self.FIELDS)) + self._rest()
+
+    def _rest(self) -> bytes:
+        return b""
 
 
 @dataclass(frozen=True, slots=True)
-class RequestTunnel:
+class RequestTunnel(_Frame):
     NAME: ClassVar[str] = "RequestTunnel"
+    FIELDS: ClassVar[_Layout] = (("protocol_id", "B"), ("manufacturer_code", "H"), ("flow_control", "B"), ("max_incoming_transfer_size", "H"))
     protocol_id: int = GB_HGRP_PROTOCOL
     manufacturer_code: int = MANUFACTURER_NONE
     flow_control: bool = False
     max_incoming_transfer_size: int = MAX_TRANSFER_SIZE
 
-    def __post_init__(self) -> None:
-        _check("protocol_id", self.protocol_id, 8)
-        _check("manufacturer_code", self.manufacturer_code, 16)
-        _check("max_incoming_transfer_size", self.max_incoming_transfer_size, 16)
-
-    def to_bytes(self) -> bytes:
-        return struct.pack("<BHBH", self.protocol_id, self.manufacturer_code, int(self.flow_control), self.max_incoming_transfer_size)
-
 
 @dataclass(frozen=True, slots=True)
-class RequestTunnelResponse:
+class RequestTunnelResponse(_Frame):
     NAME: ClassVar[str] = "RequestTunnelResponse"
+    FIELDS: ClassVar[_Layout] = (*_TUNNEL_ID, ("status", "B"), ("max_incoming_transfer_size", "H"))
     tunnel_id: int
     status: int
     max_incoming_transfer_size: int = MAX_TRANSFER_SIZE
 
-    def __post_init__(self) -> None:
-        _check("tunnel_id", self.tunnel_id, 16)
-        _check("status", self.status, 8)
-        _check("max_incoming_transfer_size", self.max_incoming_transfer_size, 16)
-
-    def to_bytes(self) -> bytes:
-        return struct.pack("<HBH", self.tunnel_id, self.status, self.max_incoming_transfer_size)
-
 
 @dataclass(frozen=True, slots=True)
-class CloseTunnel:
+class CloseTunnel(_Frame):
     NAME: ClassVar[str] = "CloseTunnel"
+    FIELDS: ClassVar[_Layout] = _TUNNEL_ID
     tunnel_id: int
-
-    def __post_init__(self) -> None:
-        _check("tunnel_id", self.tunnel_id, 16)
-
-    def to_bytes(self) -> bytes:
-        return struct.pack("<H", self.tunnel_id)
 
 
 @dataclass(frozen=True, slots=True)
-class TunnelClosureNotification:
+class TunnelClosureNotification(_Frame):
     NAME: ClassVar[str] = "TunnelClosureNotification"
+    FIELDS: ClassVar[_Layout] = _TUNNEL_ID
     tunnel_id: int
-
-    def __post_init__(self) -> None:
-        _check("tunnel_id", self.tunnel_id, 16)
-
-    def to_bytes(self) -> bytes:
-        return struct.pack("<H", self.tunnel_id)
 
 
 @dataclass(frozen=True, slots=True)
-class TransferData:
+class TransferData(_Frame):
     """Either direction: the command id says which (0x02 client's, 0x01 server's)."""
 
     NAME: ClassVar[str] = "TransferData"
+    FIELDS: ClassVar[_Layout] = _TUNNEL_ID
     tunnel_id: int
     data: bytes
 
-    def __post_init__(self) -> None:
-        _check("tunnel_id", self.tunnel_id, 16)
-
-    def to_bytes(self) -> bytes:
-        return struct.pack("<H", self.tunnel_id) + bytes(self.data)
+    def _rest(self) -> bytes:
+        return bytes(self.data)
 
 
 @dataclass(frozen=True, slots=True)
-class TransferDataError:
+class TransferDataError(_Frame):
     """Either direction: the command id says which (0x03 client's, 0x02 server's)."""
 
     NAME: ClassVar[str] = "TransferDataError"
+    FIELDS: ClassVar[_Layout] = (*_TUNNEL_ID, ("status", "B"))
     tunnel_id: int
     status: int
-
-    def __post_init__(self) -> None:
-        _check("tunnel_id", self.tunnel_id, 16)
-        _check("status", self.status, 8)
-
-    def to_bytes(self) -> bytes:
-        return struct.pack("<HB", self.tunnel_id, self.status)
 
 
 ClientFrame = RequestTunnel | CloseTunnel | TransferData | TransferDataError
 ServerFrame = RequestTunnelResponse | TransferData | TransferDataError | TunnelClosureNotification
 
-# (name, struct format) of each fixed field, in order; TransferData's data is the rest.
-_Layout = tuple[tuple[str, str], ...]
-_TUNNEL_ID: _Layout = (("tunnel_id", "H"),)
-_CLIENT: dict[int, tuple[type[ClientFrame], _Layout]] = {
-    ClientCommand.REQUEST_TUNNEL: (RequestTunnel, (("protocol_id", "B"), ("manufacturer_code", "H"),
-                                                   ("flow_control", "B"), ("max_incoming_transfer_size", "H"))),
-    ClientCommand.CLOSE_TUNNEL: (CloseTunnel, _TUNNEL_ID),
-    ClientCommand.TRANSFER_DATA: (TransferData, _TUNNEL_ID),
-    ClientCommand.TRANSFER_DATA_ERROR: (TransferDataError, (*_TUNNEL_ID, ("status", "B"))),
+_CLIENT: dict[int, type[_Frame]] = {
+    ClientCommand.REQUEST_TUNNEL: RequestTunnel,
+    ClientCommand.CLOSE_TUNNEL: CloseTunnel,
+    ClientCommand.TRANSFER_DATA: TransferData,
+    ClientCommand.TRANSFER_DATA_ERROR: TransferDataError,
 }
-_SERVER: dict[int, tuple[type[ServerFrame], _Layout]] = {
-    ServerCommand.REQUEST_TUNNEL_RESPONSE: (RequestTunnelResponse, (*_TUNNEL_ID, ("status", "B"),
-                                                                    ("max_incoming_transfer_size", "H"))),
-    ServerCommand.TRANSFER_DATA: (TransferData, _TUNNEL_ID),
-    ServerCommand.TRANSFER_DATA_ERROR: (TransferDataError, (*_TUNNEL_ID, ("status", "B"))),
-    ServerCommand.TUNNEL_CLOSURE_NOTIFICATION: (TunnelClosureNotification, _TUNNEL_ID),
+_SERVER: dict[int, type[_Frame]] = {
+    ServerCommand.REQUEST_TUNNEL_RESPONSE: RequestTunnelResponse,
+    ServerCommand.TRANSFER_DATA: TransferData,
+    ServerCommand.TRANSFER_DATA_ERROR: TransferDataError,
+    ServerCommand.TUNNEL_CLOSURE_NOTIFICATION: TunnelClosureNotification,
 }
 
 
-def _parse(table: Any, side: str, command_id: int, payload: bytes) -> object:
-    entry = table.get(command_id)
-    if entry is None:
+def _parse(table: dict[int, type[_Frame]], side: str, command_id: int, payload: bytes) -> _Frame:
+    cls = table.get(command_id)
+    if cls is None:
         raise TunnelFrameError(f"{side} command 0x{command_id:02X}", "command id", 0, "not a GBCS tunnel command")
-    cls, layout = entry
     name = cls.NAME
     payload = bytes(payload)
     fields: dict[str, object] = {}
     offset = 0
-    for field, fmt in layout:
+    for field, fmt in cls.FIELDS:
         size = struct.calcsize("<" + fmt)
         if len(payload) < offset + size:
             raise TunnelFrameError(name, field, offset, f"truncated: needs {size} bytes, {len(payload) - offset} left")
