@@ -1082,6 +1082,7 @@ class Daemon:
                         "job": None if job is None else job.id,
                         "state": None if job is None else job.state.value,
                         "security": self.security.get(ieee).to_dict(),
+                        "tunnel": self.tunnels.state(ieee),
                     }
                 )
         return 200, {"radio": self.radio.to_dict(), "devices": out}
