@@ -163,3 +163,48 @@ def test_the_activation_key_and_its_defaults(tmp_path: Path) -> None:
     path.write_text('[[device]]\nieee = "00:db:12:34:56:78:90:a0"\nkind = "hcalcs"\nactivation = "later"\n')
     with pytest.raises(ValueError, match=r"device\[0\]\.activation"):
         load_config(path)
+
+
+async def test_a_restarted_daemon_opens_the_tunnel_again(short_dir: Path, key: Any) -> None:
+    daemon, bench, cfg = await held_daemon(short_dir, "tunnel")
+    device = bench.device(HCALCS)
+    try:
+        await daemon.stop()
+        await wait_for(lambda: device.tunnel.tunnel is None, 10, "CloseTunnel")
+        daemon = await started(cfg, bench, session_overrides=dict(confirm_read_after_s=0.2, confirm_timeout_s=20))
+        await wait_for(lambda: daemon.tunnels.state(IEEE)["state"] == "open", 30, "the tunnel after the restart")
+        await wait_for(lambda: (j := daemon.engine.job_for_device(IEEE)) is not None and j.state is ev.SessionState.HELD, 30, "the resumed hold")
+        got = answering(device)
+        command = cs06(key, 1004)  # ECDSA: each signing differs
+        status, result = await daemon.gbcs_send(command.hex(), HCALCS, 20)
+        assert result["forwarded"] and got == [command], result
+    finally:
+        await daemon.stop()
+        await bench.close()
+
+
+async def test_gbcs_send_on_the_command_line_prints_the_response(short_dir: Path, key: Any) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from han_ota import cli_gbcs
+
+    daemon, bench, _ = await held_daemon(short_dir, "tunnel")
+    try:
+        answering(bench.device(HCALCS))
+        config = short_dir / "cli.toml"
+        config.write_text('state_dir = "state"\ncontrol_socket = "run/control.sock"\n')
+        command = short_dir / "cs06.hex"
+        raw = cs06(key, 1005)
+        command.write_text(raw.hex().upper())
+        runner = CliRunner()
+        out = await asyncio.to_thread(runner.invoke, cli_gbcs.app, ["send", str(command), "--device", HCALCS, "--config", str(config), "--json"])
+        assert out.exit_code == 0, out.output
+        result = json.loads(out.output.splitlines()[-1])
+        assert result["forwarded"] and result["response"] == (b"\xdf\x09" + raw[2:12]).hex().upper()
+        text = await asyncio.to_thread(runner.invoke, cli_gbcs.app, ["send", str(command), "--device", HCALCS, "--config", str(config)])
+        assert text.exit_code == 1 and "not forwarded" in text.output and "counter" in text.output  # a replay
+    finally:
+        await daemon.stop()
+        await bench.close()
