@@ -124,6 +124,8 @@ class DaemonTunnels:
         task = asyncio.get_running_loop().create_task(self._forward(ieee, command, timeout))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Logged and audited in _forward; a forward nobody awaits must not warn again.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
         self._forwards[ieee] = task
         return task
 

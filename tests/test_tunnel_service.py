@@ -110,6 +110,18 @@ async def test_busy_then_retry_after_the_configured_wait() -> None:
         await app.shutdown()
 
 
+async def test_no_more_tunnel_ids_then_retry_after_the_configured_wait() -> None:
+    app = await sim("tunnel_no_ids=2")
+    service, _ = await fast(app, no_ids_retry=0.1)
+    try:
+        await service.send(IEEE, CS06, timeout=20)
+        log = app.han.devices[IEEE].tunnel.log
+        assert log[:2] == ["RequestTunnel refused with status 2"] * 2 and app.han.devices[IEEE].tunnel_messages == [CS06]
+    finally:
+        await service.close()
+        await app.shutdown()
+
+
 async def test_a_forgotten_tunnel_is_reopened_and_the_message_resent() -> None:
     app = await sim("tunnel_drop=1")
     service, seen = await fast(app)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -131,7 +132,7 @@ class TunnelService:
         self.app = app
         self._attach(app)
         for peer in list(self._peers.values()):
-            self._run(peer, lambda now, p=peer: p.client.reset(now, "radio reconnected"))
+            self._run(peer, functools.partial(peer.client.reset, why="radio reconnected"))
 
     async def close(self, timeout: float = 2.0) -> None:
         """Shutdown: CloseTunnel to each device with an open tunnel (waited for up to
