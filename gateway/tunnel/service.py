@@ -476,4 +476,8 @@ class TunnelService:
         except (zigpy.exceptions.DeliveryError, asyncio.TimeoutError, zigpy.exceptions.ZigbeeException) as exc:
             LOGGER.info("%s: Tunneling frame (tsn %d) not delivered: %s", peer.ieee, data[1], exc)
             return str(exc) or type(exc).__name__
+        except Exception as exc:  # the radio library refused the frame itself (bellows and
+            # zigpy-znp raise ValueError on a payload longer than they can serialize)
+            LOGGER.warning("%s: the radio library refused a %d-byte Tunneling frame: %s: %s", peer.ieee, len(data), type(exc).__name__, exc)
+            return f"the radio library refused the frame ({len(data)} bytes): {type(exc).__name__}: {exc}"
         return None
