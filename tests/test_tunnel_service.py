@@ -236,3 +236,42 @@ async def test_an_se_device_gets_its_tunnel_only_once_keyed_and_aps_secured() ->
     finally:
         await service.close()
         await app.shutdown()
+
+
+async def test_an_se_device_that_keys_with_the_hub_gets_its_tunnel_aps_encrypted(tmp_path: Any) -> None:
+    # The whole registration: the simulated SE PPMID runs CBKE with the hub's service
+    # as it joins; only then does the hub ask for its tunnel, under the new link key.
+    from gateway.config import load_config
+    from han_ota.security import close_key_establishment, start_key_establishment
+    from radios.select import open_app
+    from test_se_push import PPMID, lab
+
+    config_path, spec = lab(tmp_path, 1)
+    config = load_config(config_path)
+    registry = SecurityRegistry(config.security_modes())
+    ieee = zt.EUI64.convert(PPMID)
+    parts: dict[str, Any] = {}
+
+    async def on_started(app: Any) -> None:
+        parts["ke"] = await start_key_establishment(app, config, registry, lambda *a, **k: None)
+        parts["tunnel"] = service = TunnelService(app, registry)
+        await service.start()
+
+    app = await open_app("sim", sim_devices=[parse_sim_device(spec)], key_establishment=True, on_started=on_started)
+    service = parts["tunnel"]
+    try:
+        await until(lambda: service.tunnel_state(ieee)["state"] == "open", timeout=60)
+        assert registry.get(ieee).aps
+        # Asked for once, after the key (not before it, not lost to the key's arrival).
+        requests = [e for e in app.han.devices[ieee].events("tunnel_rx") if e.detail["command_id"] == 0]
+        assert len(requests) == 1
+        device = app.han.devices[ieee]
+        await service.send(ieee, CS06, timeout=20)
+        assert device.tunnel_messages == [CS06]
+        # (zigpy's own OTA frames are the guard's, not installed here: only ours count)
+        assert [e for e in device.events("aps_drop") if e.detail["cluster"] == 0x0704] == []
+        assert device.radio.aps_secured_received > 0
+    finally:
+        await service.close()
+        await close_key_establishment(parts.get("ke"))
+        await app.shutdown()

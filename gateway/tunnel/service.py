@@ -65,6 +65,8 @@ _DEFAULT_RESPONSE = 0x0B
 #: Match_Desc attempts before a device is taken to have no Tunneling server.
 DISCOVERY_ATTEMPTS = 3
 DISCOVERY_TIMEOUT_S = 10.0
+#: After a device's key is established, before its tunnel is asked for (see _security_changed).
+KEY_SETTLE_S = 1.0
 
 OnMessage = Callable[[str, zt.EUI64, bytes], object]
 
@@ -307,7 +309,15 @@ class TunnelService:
             self._run(peer, lambda now: peer.client.reset(now, "the device announced itself (rebooted or rejoined)"))
 
     def _security_changed(self, ieee: zt.EUI64, security: Any) -> None:
-        if not security.aps:
+        if not security.aps or self._loop is None:
+            return
+        # The registry says "established" as the hub sends its Confirm Key Data
+        # Response; the device takes the key only once that has reached it, and drops
+        # a frame secured with it before. Asking at once would cost an open_retry wait.
+        self._loop.call_later(KEY_SETTLE_S, self._keyed, ieee)
+
+    def _keyed(self, ieee: zt.EUI64) -> None:
+        if self._closed:
             return
         peer = self._peers.get(ieee)
         if peer is not None and peer.endpoint is not None and peer.client.state is not tc.TunnelState.IDLE:
