@@ -562,7 +562,8 @@ async def _join(app: ControllerApplication, ieee: zt.EUI64, timeout: float = 10.
 
 
 def _ota_client(device):
-    (endpoint,) = [ep for ep_id, ep in device.endpoints.items() if ep_id != 0]
+    # Endpoint 1; the simulated devices' endpoint 2 is their SE Tunneling server (issue 13).
+    (endpoint,) = [ep for ep_id, ep in device.endpoints.items() if ep_id != 0 and OTA_CLUSTER in ep.out_clusters]
     return endpoint.out_clusters[OTA_CLUSTER]
 
 
