@@ -46,6 +46,7 @@ import collections
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,37 +59,19 @@ from zigpy_znp.types.nvids import ExNvIds, NvSysIds, OsalNvIds
 from radios.coordinator_zdo import ZSTACK, ChangeChannel, Coordinator, Endpoint, EnergyScan, Handling, PermitJoining
 from radios.coordinator_zdo import answer as zdo_answer
 
-from . import mt
+from . import firmware, mt
 from .faults import Faults
+from .timing import FailureTiming
 from .nvram import NvStore, legacy
 
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_IEEE = t.EUI64.convert("00:12:4b:00:2a:5e:c0:01")  # TI OUI
 
-#: SYS.Version of a CC2652 running Z-Stack 3.30 (product 1 = "Z-Stack 3.x.0")
-VERSION = dict(
-    TransportRev=2,
-    ProductId=1,
-    MajorRel=2,
-    MinorRel=7,
-    MaintRel=1,
-    CodeRevision=20230507,
-    BootloaderBuildType=c.sys.BootloaderBuildType.NON_BOOTLOADER_BUILD,
-    BootloaderRevision=0xFFFFFFFF,
-)
-
-CAPABILITIES = (
-    zt.MTCapabilities.SYS
-    | zt.MTCapabilities.MAC
-    | zt.MTCapabilities.AF
-    | zt.MTCapabilities.ZDO
-    | zt.MTCapabilities.SAPI
-    | zt.MTCapabilities.UTIL
-    | zt.MTCapabilities.APP
-    | zt.MTCapabilities.GP
-    | zt.MTCapabilities.APP_CNF
-)
+#: SYS.Version, SYS.Ping and SYS.ResetInd as Koenkk's 20230507 build answers them
+#: (the values and their sources: firmware.py)
+VERSION_PAYLOAD = firmware.version_payload()
+CAPABILITIES = zt.MTCapabilities(firmware.CAPABILITIES)
 
 #: When the emulator powers the SimHan up:
 #: "ready"  - once the host has started the network and issued its first permit-join
@@ -138,6 +121,7 @@ class ZnpCoordinator:
         faults: Faults | None = None,
         han_start: str = "ready",
         link_key_entries: int = ZDSECMGR_ENTRY_MAX,
+        failure_timing: FailureTiming | None = None,
     ) -> None:
         if han_start not in HAN_START_MODES:
             raise ValueError(f"han_start must be one of {HAN_START_MODES}, not {han_start!r}")
@@ -148,6 +132,14 @@ class ZnpCoordinator:
         self.link_key_entries = link_key_entries
         self.faults = faults if faults is not None else Faults()
         self.han = han
+        #: how long a failed unicast takes to be confirmed (timing.py): by default the
+        #: real stack's retries and route discovery when the air is timed (``--link
+        #: realistic``), at the air's scale; none with an instant air
+        if failure_timing is None:
+            link = getattr(han, "link", None)
+            failure_timing = (FailureTiming.realistic(scale=link.scale)
+                              if link is not None and getattr(link, "timed", False) else FailureTiming.instant())
+        self.failure_timing = failure_timing
         self.han_start = han_start
         self._han_task: asyncio.Task | None = None
         self._han_started_by_us = False
@@ -162,6 +154,8 @@ class ZnpCoordinator:
         self.requests: collections.Counter[str] = collections.Counter()
         self.resets = 0
         self.formations = 0
+        #: AF data requests refused as longer than one frame carries (for tests)
+        self.payloads_refused = 0
         self.host_frames = 0
         self._power_on()
 
@@ -171,6 +165,10 @@ class ZnpCoordinator:
     # ================================================================ RAM state ====
     def _power_on(self) -> None:
         """Everything the firmware keeps in RAM, as after a (re)boot."""
+        self.booted_at = time.monotonic()  # the MAC timestamps count from here
+        self.stack_tune = firmware.StackTuneState()
+        #: the concentrator's source route table (RAM): relays per destination NWK
+        self.source_routes: dict[int, tuple[int, ...]] = {}
         self.nwk_frame_counter = 0  # restored from NV when the network starts
         self._counter_changes = 0
         self._counter_restored = False
@@ -229,7 +227,11 @@ class ZnpCoordinator:
         self._write(frame.encode())
 
     def send(self, command) -> None:
-        """Send an SRSP or AREQ (a zigpy-znp command object) to the host now."""
+        """Send an SRSP or AREQ (a zigpy-znp command object, or a frame built as bytes
+        where the firmware's layout is not the schema's) to the host now."""
+        if isinstance(command, mt.MtFrame):
+            self._send_frame(command)
+            return
         LOGGER.debug("ZNP emulator sends %s", command)
         self._send_frame(mt.encode(command))
 
@@ -318,7 +320,8 @@ class ZnpCoordinator:
                 c.SYS.GetExtAddr.Req: lambda r: c.SYS.GetExtAddr.Rsp(ExtAddr=self.ieee),
                 c.SYS.SetExtAddr.Req: self._sys_set_ext_addr,
                 c.SYS.Random.Req: lambda r: c.SYS.Random.Rsp(Value=random.getrandbits(16)),
-                c.SYS.SetTxPower.Req: lambda r: c.SYS.SetTxPower.Rsp(StatusOrPower=zt.Status.SUCCESS),
+                c.SYS.SetTxPower.Req: self._sys_set_tx_power,
+                c.SYS.StackTune.Req: self._sys_stack_tune,
                 c.SYS.OSALNVItemInit.Req: self._osal_item_init,
                 c.SYS.OSALNVRead.Req: self._osal_read,
                 c.SYS.OSALNVReadExt.Req: self._osal_read,
@@ -380,8 +383,20 @@ class ZnpCoordinator:
     def _sys_ping(self, req):
         return c.SYS.Ping.Rsp(Capabilities=CAPABILITIES)
 
-    def _sys_version(self, req):
-        return c.SYS.Version.Rsp(**VERSION)
+    def _sys_version(self, req) -> mt.MtFrame:
+        # Built as bytes: zigpy-znp's schema would serialise the optional
+        # BootloaderBuildType/BootloaderRevision the real firmware does not send
+        return mt.MtFrame(cmd0=(mt.CmdType.SRSP << 5) | 0x01, cmd1=0x02, data=VERSION_PAYLOAD)
+
+    def _sys_stack_tune(self, req):
+        return c.SYS.StackTune.Rsp(Value=self.stack_tune.tune(int(req.Operation), int(req.Value)))
+
+    def _sys_set_tx_power(self, req):
+        # MT_SysSetTxPower: MAC_MlmeSetReq(MAC_PHY_TRANSMIT_POWER_SIGNED) -> its status
+        status = firmware.tx_power_status(int(req.TXPower) & 0xFF)
+        if status == firmware.Z_SUCCESS:
+            self.stack_tune.tx_power = int(req.TXPower)
+        return c.SYS.SetTxPower.Rsp(StatusOrPower=status)
 
     def _sys_set_ext_addr(self, req):
         self.nv.put(OsalNvIds.EXTADDR, req.ExtAddr)
@@ -407,16 +422,10 @@ class ZnpCoordinator:
 
         async def indicate():
             await asyncio.sleep(RESET_TIME)
-            self.send(
-                c.SYS.ResetInd.Callback(
-                    Reason=reason,
-                    TransportRev=VERSION["TransportRev"],
-                    ProductId=VERSION["ProductId"],
-                    MajorRel=VERSION["MajorRel"],
-                    MinorRel=VERSION["MinorRel"],
-                    MaintRel=VERSION["MaintRel"],
-                )
-            )
+            # MT_SysResetInd: reason 0 on the CC26xx whatever the cause, then the
+            # first five MTVersionString bytes (SDK mt_sys.c)
+            self._send_frame(mt.MtFrame(cmd0=(mt.CmdType.AREQ << 5) | 0x01, cmd1=0x80,
+                                        data=bytes([firmware.RESET_REASON]) + VERSION_PAYLOAD[:5]))
 
         self._spawn(indicate(), "reset-indication")
 
@@ -723,6 +732,11 @@ class ZnpCoordinator:
                 nwk = child.nwk
             dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(nwk))
 
+        source_route = list(req.SourceRoute) if isinstance(req, c.AF.DataRequestSrcRtg.Req) else None
+        refusal = self._too_long(req, dst, source_route)
+        if refusal is not None:
+            return Rsp(Status=refusal)
+
         profile = 0x0000 if req.SrcEndpoint == 0 else self.endpoints[req.SrcEndpoint].profile
         tx_options = t.TransmitOptions.NONE
         if req.Options & c.af.TransmitOptions.ACK_REQUEST:
@@ -735,7 +749,7 @@ class ZnpCoordinator:
             src_ep=req.SrcEndpoint,
             dst=dst,
             dst_ep=req.DstEndpoint,
-            source_route=list(req.SourceRoute) if isinstance(req, c.AF.DataRequestSrcRtg.Req) else None,
+            source_route=source_route,
             tsn=req.TSN,
             profile_id=profile,
             cluster_id=req.ClusterId,
@@ -771,11 +785,32 @@ class ZnpCoordinator:
 
         return Rsp(Status=zt.Status.SUCCESS)
 
+    def _too_long(self, req, dst: t.AddrModeAddress, source_route: list[int] | None) -> zt.Status | None:
+        """AF_DataRequest's refusal of a payload over afDataReqMTU (firmware.py): the
+        SRSP says INVALID_PARAMETER, nothing is sent, no AF.DataConfirm follows.
+        The MTU counts APS security (ENABLE_SECURITY) and the source route the NWK
+        header will carry: the one the host gave, else the concentrator's own."""
+        if source_route is not None:
+            relays = len(source_route)
+        elif dst.addr_mode == t.AddrMode.NWK:
+            relays = len(self.source_routes.get(int(dst.address), ()))
+        else:
+            relays = 0
+        secure = bool(req.Options & c.af.TransmitOptions.ENABLE_SECURITY)
+        limit = firmware.af_mtu(aps_secure=secure, relays=relays)
+        if len(req.Data) <= limit:
+            return None
+        LOGGER.warning("ZNP emulator: %d-byte payload to %s refused: over the %d bytes one frame carries "
+                       "(APS security %s, %d relay(s))", len(req.Data), dst, limit, "on" if secure else "off", relays)
+        self.payloads_refused += 1
+        return zt.Status(firmware.AF_INVALID_PARAMETER)
+
     async def _confirm_later(self, endpoint: int, tsn: int, status: zt.Status) -> None:
-        await asyncio.sleep(CALLBACK_GAP)
+        await asyncio.sleep(max(CALLBACK_GAP, self.failure_timing.failure_delay(int(status))))
         self.send(c.AF.DataConfirm.Callback(Status=status, Endpoint=endpoint, TSN=tsn))
 
     async def _deliver(self, packet: t.ZigbeePacket, *, confirm: bool, multicast: bool = False) -> None:
+        started = time.monotonic()
         if self.han is None:
             status = zt.Status.MAC_NO_ACK if not multicast else zt.Status.SUCCESS
             unicast = packet.dst.addr_mode in (t.AddrMode.NWK, t.AddrMode.IEEE)
@@ -793,6 +828,11 @@ class ZnpCoordinator:
                     LOGGER.info("ZNP emulator: delivery TSN %d to %s failed: %s -> %s",
                                 packet.tsn, packet.dst, getattr(result, "reason", None), status.name)
         if confirm:
+            if status != zt.Status.SUCCESS:
+                # the stack's retries and route discovery take seconds (timing.py)
+                wait = self.failure_timing.failure_delay(int(status)) - (time.monotonic() - started)
+                if wait > 0:
+                    await asyncio.sleep(wait)
             self.send(c.AF.DataConfirm.Callback(Status=status, Endpoint=packet.src_ep, TSN=packet.tsn))
 
     @staticmethod
@@ -1057,7 +1097,11 @@ class ZnpCoordinator:
         if ieee not in self.children and not self.permitting:
             LOGGER.info("ZNP emulator: %s joins while permit-join is off (pre-commissioned bench device)", ieee)
         self._add_child(ieee, nwk)
-        self.send(c.ZDO.TCDevInd.Callback(SrcNwk=nwk, SrcIEEE=ieee, ParentNwk=0x0000))
+        relays = self._relays_of(int(nwk))
+        # the trust centre hears of a join through the parent (the last relay)
+        self.send(c.ZDO.TCDevInd.Callback(SrcNwk=nwk, SrcIEEE=ieee, ParentNwk=relays[-1] if relays else 0x0000))
+        if relays:
+            self._route_record(int(nwk))
 
     def _add_child(self, ieee: t.EUI64, nwk: t.NWK) -> None:
         # A moved device loses its old short address
@@ -1172,7 +1216,7 @@ class ZnpCoordinator:
             self._gap(f"AF.IncomingMsgExt for a {len(data)}-byte frame from 0x{src_nwk:04X} (dropped)")
             return
 
-        tsn = packet.tsn if packet.tsn is not None else 0
+        relays = self._route_record(src_nwk) if not (group or broadcast) else ()
         self.send(
             c.AF.IncomingMsg.Callback(
                 GroupId=group,
@@ -1185,13 +1229,43 @@ class ZnpCoordinator:
                 # the air passes a frame on as APS-secured only once the coordinator's
                 # key verified it (radios/sim/han.py)
                 SecurityUse=t.TransmitOptions.APS_Encryption in packet.tx_options,
-                TimeStamp=int(asyncio.get_running_loop().time() * 1000) & 0xFFFFFFFF,
-                TSN=tsn,
+                # TSN, TimeStamp, MacSrcAddr and MsgResultRadius as a real coordinator
+                # fills them (firmware.py: always 0; MAC backoffs since boot; the last
+                # hop; the radius left after every hop)
+                TimeStamp=firmware.incoming_timestamp(time.monotonic() - self.booted_at),
+                TSN=firmware.INCOMING_TSN,
                 Data=zt.ShortBytes(data),
-                MacSrcAddr=src_nwk,
-                MsgResultRadius=packet.radius or 0,
+                MacSrcAddr=relays[-1] if relays else src_nwk,
+                MsgResultRadius=firmware.result_radius(packet.radius, len(relays)),
             )
         )
+
+    # ============================================================ source routes ====
+    def _relays_of(self, nwk: int) -> tuple[int, ...]:
+        """The relays a device's frames come through, device side first, if the HAN
+        models hops (``han.relays_of(nwk)``, optional, as for the EZSP emulator)."""
+        relays_of = getattr(self.han, "relays_of", None)
+        if relays_of is None:
+            return self.source_routes.get(nwk, ())
+        return tuple(int(r) for r in relays_of(nwk))
+
+    def _route_record(self, nwk: int) -> tuple[int, ...]:
+        """A device behind relays sends a Route Record to the concentrator with its
+        unicast; Z-Stack's NWK hands each one to ZDO_SrcRtgIndCB, and MT_ZDO
+        (MT_ZdoSrcRtgCB, ZDO.SrcRtgInd) tells the host, before the data frame it
+        precedes. Told here once per new or changed route."""
+        relays = self._relays_of(nwk)
+        if relays and relays != self.source_routes.get(nwk):
+            self.learn_source_route(nwk, relays)
+        return relays
+
+    def learn_source_route(self, nwk: int, relays: tuple[int, ...] | list[int]) -> None:
+        """The concentrator learns (or is told, by a test) the relays to ``nwk``:
+        its source route table takes them and the host gets ZDO.SrcRtgInd."""
+        relays = tuple(int(r) for r in relays)
+        self.source_routes[int(nwk)] = relays
+        LOGGER.info("ZNP emulator: route to 0x%04X through %s", nwk, ", ".join(f"0x{r:04X}" for r in relays) or "no relay")
+        self.send(c.ZDO.SrcRtgInd.Callback(DstAddr=int(nwk), Relays=[t.NWK(r) for r in relays]))
 
     # ================================================================ lifecycle ====
     async def close(self) -> None:
