@@ -499,6 +499,10 @@ class ZnpCoordinator:
                 key = (NvSysIds.ZSTACK, ExNvIds.NWK_SEC_MATERIAL_TABLE, sub)
                 break
         self.nv.put(0, zt.NwkSecMaterialDesc(FrameCounter=self.nwk_frame_counter, ExtendedPanID=epid), key=key)
+        # ZCD_NV_NWKKEY keeps the active key with the same counter (a formed CC2652R's
+        # NV: NWKKEY's counter equals NWK_SEC_MATERIAL_TABLE[0]'s)
+        active = self.nv.get(OsalNvIds.NWK_ACTIVE_KEY_INFO, zt.NwkKeyDesc)
+        self.nv.put(OsalNvIds.NWKKEY, zt.NwkActiveKeyItems(Active=active, FrameCounter=self.nwk_frame_counter))
 
     def _load_frame_counter(self) -> None:
         """Once per boot, as ZDApp_RestoreNwkSecMaterial: the counters used since the
