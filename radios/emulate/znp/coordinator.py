@@ -396,7 +396,8 @@ class ZnpCoordinator:
         status = firmware.tx_power_status(int(req.TXPower) & 0xFF)
         if status == firmware.Z_SUCCESS:
             self.stack_tune.tx_power = int(req.TXPower)
-        return c.SYS.SetTxPower.Rsp(StatusOrPower=status)
+        # the status byte travels in zigpy-znp's signed StatusOrPower field
+        return c.SYS.SetTxPower.Rsp(StatusOrPower=status - 256 if status > 127 else status)
 
     def _sys_set_ext_addr(self, req):
         self.nv.put(OsalNvIds.EXTADDR, req.ExtAddr)
