@@ -339,3 +339,61 @@ async def test_a_formed_network_has_the_nv_items_of_a_real_cc2652r(emulator):
     assert key_items.Active == nv.get(OsalNvIds.NWK_ACTIVE_KEY_INFO, zt.NwkKeyDesc)
     assert key_items.FrameCounter == material.FrameCounter and material.ExtendedPanID == nib.extendedPANID
     assert coord.unimplemented == []
+
+
+# ---------------------------------------------------------------------- CLI ----
+
+
+def test_cli_failure_timing_is_read_once_and_refused_with_the_part_named():
+    from typer.testing import CliRunner
+
+    from han_ota.cli_radio import standalone
+
+    bad = CliRunner().invoke(standalone, ["emulate", "znp", "--failure-timing", "aps_ack_wait=soon"])
+    assert bad.exit_code == 2 and "--failure-timing" in bad.output and "'soon' is not a number" in bad.output
+
+
+async def test_cli_failure_timing_reaches_the_coordinator(monkeypatch):
+    import io
+
+    import radios.emulate.znp as znp_package
+    from han_ota.cli_radio import serve_emulator
+
+    servers: list = []
+    real_serve = znp_package.serve_znp
+
+    async def keep(*args, **kwargs):
+        servers.append(await real_serve(*args, **kwargs))
+        return servers[-1]
+
+    monkeypatch.setattr(znp_package, "serve_znp", keep)
+    ready, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(serve_emulator(
+        "znp", "127.0.0.1", 0, [], LinkModel.instant(), None, ready=ready, stop=stop, out=io.StringIO(),
+        znp_options={"failure_timing": FailureTiming.parse("route_discovery=2.5")}))
+    async with asyncio.timeout(10):
+        await ready.wait()
+    assert servers[0].coordinator.failure_timing.failure_delay(zt.Status.NWK_NO_ROUTE) == 2.5
+    stop.set()
+    await task
+
+
+async def test_link_keys_are_kept_in_nv_where_zigpy_znp_reads_its_key_table(emulator):
+    coord = emulator.coordinator
+    app = await start_app(emulator.url)
+    try:
+        ieee = t.EUI64.convert("00:0d:6f:00:0a:bc:de:f0")
+        key = t.KeyData(bytes(range(16)))
+        status = await app._znp.request(c.ZDO.SetLinkKey.Req(NWK=0x4321, IEEE=ieee, LinkKeyData=key))
+        assert status.Status == zt.Status.SUCCESS
+        await app._znp.load_network_info(load_devices=True)
+        (entry,) = [k for k in app._znp.network_info.key_table if k.partner_ieee == ieee]
+        assert entry.key == key
+        assert app._znp.network_info.nwk_addresses[ieee] == 0x4321
+        assert len(coord.nv.items[(1, 0, OsalNvIds.APS_LINK_KEY_TABLE)]) == 20  # still the real item's size
+
+        await app._znp.request(c.ZDO.RemoveLinkKey.Req(IEEE=ieee))
+        await app._znp.load_network_info(load_devices=True)
+        assert [k for k in app._znp.network_info.key_table if k.partner_ieee == ieee] == []
+    finally:
+        await app.shutdown()

@@ -879,6 +879,8 @@ class ZnpCoordinator:
             LOGGER.warning("ZNP emulator: no security manager entry left for %s's link key", ieee)
             return c.ZDO.SetLinkKey.Rsp(Status=zt.Status.BUFFER_FULL)
         self.aps_link_keys[ieee] = t.KeyData(req.LinkKeyData)
+        nwk = int(req.NWK)
+        self._persist_link_keys({ieee: nwk} if nwk < 0xFFF8 else {})
         self._publish_link_keys()
         LOGGER.info("ZNP emulator: APS link key set for %s (0x%04X)", ieee, req.NWK)
         return c.ZDO.SetLinkKey.Rsp(Status=zt.Status.SUCCESS)
@@ -887,8 +889,31 @@ class ZnpCoordinator:
         # MT_ZdoRemoveLinkKey answers ZNwkUnknownDevice for a device without a key
         if self.aps_link_keys.pop(t.EUI64(req.IEEE), None) is None:
             return c.ZDO.RemoveLinkKey.Rsp(Status=zt.Status.NWK_UNKNOWN_DEVICE)
+        self._persist_link_keys({})
         self._publish_link_keys()
         return c.ZDO.RemoveLinkKey.Rsp(Status=zt.Status.SUCCESS)
+
+    def _persist_link_keys(self, nwks: dict[t.EUI64, int]) -> None:
+        """ZDSecMgr's NV: each key in APS_KEY_DATA_TABLE[n] (key, tx and rx counters) and
+        an APS_LINK_KEY_TABLE entry (address manager index of the device, n,
+        AuthenticatedCBCK), the device's address entry marked a security user, as a
+        formed CC2652R's NV holds them (zigpy-znp tests/nvram/CC2652R-ZStack4.formed.json).
+        zigpy-znp reads them back as its key table (read_unhashed_link_keys)."""
+        entries = []
+        for slot, (ieee, key) in enumerate(self.aps_link_keys.items()):
+            index = self._address_entry(ieee, nwks.get(ieee), zt.AddrMgrUserType.Security)
+            if index is None:
+                continue
+            self.nv.put(0, zt.APSKeyDataTableEntry(Key=key, TxFrameCounter=0, RxFrameCounter=0),
+                        key=(NvSysIds.ZSTACK, ExNvIds.APS_KEY_DATA_TABLE, slot))
+            entries.append(zt.APSLinkKeyTableEntry(AddressManagerIndex=index, LinkKeyNvId=slot,
+                                                   AuthenticationState=zt.AuthenticationOption.AuthenticatedCBCK))
+        for slot in range(len(self.aps_link_keys), len(self.nv.table(ExNvIds.APS_KEY_DATA_TABLE))):
+            self.nv.put(0, zt.APSKeyDataTableEntry(Key=t.KeyData(bytes(16)), TxFrameCounter=0, RxFrameCounter=0),
+                        key=(NvSysIds.ZSTACK, ExNvIds.APS_KEY_DATA_TABLE, slot))
+        raw = zt.APSLinkKeyTable(entries).serialize(align=mt.ALIGN_STRUCTS)
+        size = len(self.nv.items[legacy(OsalNvIds.APS_LINK_KEY_TABLE)])
+        self.nv.update(legacy(OsalNvIds.APS_LINK_KEY_TABLE), raw.ljust(size, b"\x00"))
 
     def _publish_link_keys(self) -> None:
         """The air secures frames with the coordinator's keys (a SimHan's optional extras)."""
@@ -1117,20 +1142,8 @@ class ZnpCoordinator:
 
     def _store_device(self, ieee: t.EUI64, nwk: int) -> None:
         """Address manager entry + hashed TC link key, as the trust center persists them."""
-        entries = self.nv.table(ExNvIds.ADDRMGR)
-        target = None
-        for sub, raw in enumerate(entries):
-            entry, _ = zt.AddrMgrEntry.deserialize(bytes(raw), align=mt.ALIGN_STRUCTS)
-            if entry.extAddr == ieee:
-                target = sub
-                break
-            if target is None and entry.extAddr == t.EUI64.convert("FF:FF:FF:FF:FF:FF:FF:FF"):
-                target = sub
-        if target is None:
-            LOGGER.error("ZNP emulator: address manager table full, %s not persisted", ieee)
+        if self._address_entry(ieee, nwk, zt.AddrMgrUserType.Assoc | zt.AddrMgrUserType.Security) is None:
             return
-        entry = zt.AddrMgrEntry(type=zt.AddrMgrUserType.Assoc | zt.AddrMgrUserType.Security, nwkAddr=nwk, extAddr=ieee)
-        self.nv.put(0, entry, key=(NvSysIds.ZSTACK, ExNvIds.ADDRMGR, target))
 
         tclk = self.nv.table(ExNvIds.TCLK_TABLE)
         slot = None
@@ -1147,6 +1160,27 @@ class ZnpCoordinator:
         dev = zt.TCLKDevEntry(txFrmCntr=0, rxFrmCntr=0, extAddr=ieee, keyAttributes=zt.KeyAttributes.VERIFIED_KEY,
                               keyType=zt.KeyType.NONE, SeedShift_IcIndex=0)
         self.nv.put(0, dev, key=(NvSysIds.ZSTACK, ExNvIds.TCLK_TABLE, slot))
+
+    def _address_entry(self, ieee: t.EUI64, nwk: int | None, user: zt.AddrMgrUserType) -> int | None:
+        """The address manager's entry for ``ieee`` (found or taken), with ``user`` added
+        to its users and ``nwk`` (None: the one it has): its index, or None when full."""
+        empty = t.EUI64.convert("FF:FF:FF:FF:FF:FF:FF:FF")
+        target = None
+        users = zt.AddrMgrUserType(0)
+        known = 0xFFFE
+        for sub, raw in enumerate(self.nv.table(ExNvIds.ADDRMGR)):
+            entry, _ = zt.AddrMgrEntry.deserialize(bytes(raw), align=mt.ALIGN_STRUCTS)
+            if entry.extAddr == ieee:
+                target, users, known = sub, entry.type, int(entry.nwkAddr)
+                break
+            if target is None and entry.extAddr == empty:
+                target = sub
+        if target is None:
+            LOGGER.error("ZNP emulator: address manager table full, %s not persisted", ieee)
+            return None
+        entry = zt.AddrMgrEntry(type=users | user, nwkAddr=known if nwk is None else nwk, extAddr=ieee)
+        self.nv.put(0, entry, key=(NvSysIds.ZSTACK, ExNvIds.ADDRMGR, target))
+        return target
 
     def _restore_children(self) -> None:
         """On network start the firmware rebuilds its association table from NV."""
