@@ -1129,9 +1129,8 @@ class ZnpCoordinator:
         self._add_child(ieee, nwk)
         relays = self._relays_of(int(nwk))
         # the trust centre hears of a join through the parent (the last relay)
+        # (its route record comes with its first unicast to us, not with the join)
         self.send(c.ZDO.TCDevInd.Callback(SrcNwk=nwk, SrcIEEE=ieee, ParentNwk=relays[-1] if relays else 0x0000))
-        if relays:
-            self._route_record(int(nwk))
 
     def _add_child(self, ieee: t.EUI64, nwk: t.NWK) -> None:
         # A moved device loses its old short address
@@ -1216,6 +1215,8 @@ class ZnpCoordinator:
         tsn, body = data[0], data[1:]
         cluster = int(packet.cluster_id)
         broadcast = packet.dst is not None and packet.dst.addr_mode == t.AddrMode.Broadcast
+        if not broadcast:
+            self._route_record(src_nwk)
 
         if cluster == zdo_t.ZDOCmd.Device_annce:
             try:
