@@ -8,6 +8,7 @@ the tests drive unmodified zigpy-znp over TCP wherever the host can see the beha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -38,6 +39,16 @@ async def emulator():
         yield server
     finally:
         await server.close()
+
+
+@contextlib.asynccontextmanager
+async def hcalcs_app(path: str):
+    """zigpy-znp started on the emulator, the HCALCS interviewed; shut down after."""
+    app = await start_app_with_hcalcs(path)
+    try:
+        yield app
+    finally:
+        await app.shutdown()
 
 
 def frames_from(coordinator: ZnpCoordinator, request: mt.MtFrame) -> list[mt.MtFrame]:
@@ -143,8 +154,7 @@ async def test_stack_tune_and_tx_power_through_zigpy_znp(emulator):
 async def test_incoming_messages_carry_the_fields_a_real_coordinator_fills(han_emulator):
     path, server = han_emulator
     coord = server.coordinator
-    app = await start_app_with_hcalcs(path)
-    try:
+    async with hcalcs_app(path) as app:
         seen: list[c.AF.IncomingMsg.Callback] = []
         app._znp.callback_for_response(c.AF.IncomingMsg.Callback(partial=True), seen.append)
         before = (time.monotonic() - coord.booted_at) / firmware.BACKOFF_PERIOD
@@ -160,15 +170,12 @@ async def test_incoming_messages_carry_the_fields_a_real_coordinator_fills(han_e
             assert not msg.WasBroadcast and msg.GroupId == 0 and not msg.SecurityUse
             assert before <= msg.TimeStamp <= after  # MAC backoffs (320 us) since the chip booted
         assert seen[0].TimeStamp <= seen[1].TimeStamp
-    finally:
-        await app.shutdown()
 
 
 async def test_a_device_behind_a_relay_is_announced_with_src_rtg_ind_once_per_route(han_emulator):
     path, server = han_emulator
     coord = server.coordinator
-    app = await start_app_with_hcalcs(path)
-    try:
+    async with hcalcs_app(path) as app:
         nwk = int(coord.children[HCALCS_IEEE].nwk)
         route = {nwk: (0x7001,)}
         # the HAN's optional hops extra (radios/sim has none yet): this device is behind 0x7001
@@ -194,8 +201,6 @@ async def test_a_device_behind_a_relay_is_announced_with_src_rtg_ind_once_per_ro
         async with asyncio.timeout(5):
             while order[-1] != "route [0x7003]":
                 await asyncio.sleep(0.01)
-    finally:
-        await app.shutdown()
 
 
 # ------------------------------------------------------------- payload limits ----
@@ -277,8 +282,7 @@ def test_a_timed_air_brings_the_stacks_failure_timing_at_its_scale():
 async def test_realistic_timing_confirms_an_aps_failure_after_the_stacks_retries(han_emulator):
     path, server = han_emulator
     coord = server.coordinator
-    app = await start_app_with_hcalcs(path)
-    try:
+    async with hcalcs_app(path) as app:
         coord.failure_timing = FailureTiming.realistic(scale=0.05)  # 4 s of APS retries, scaled
         confirms: list[float] = []
         app._znp.callback_for_response(c.AF.DataConfirm.Callback(partial=True),
@@ -288,8 +292,6 @@ async def test_realistic_timing_confirms_an_aps_failure_after_the_stacks_retries
         assert await read_ota_version(app) == HCALCS_VERSION  # zigpy's retry gets through
         # not milliseconds: the failure's confirm came no earlier than the model says
         assert confirms and confirms[0] - sent >= coord.failure_timing.failure_delay(zt.Status.APS_NO_ACK)
-    finally:
-        await app.shutdown()
 
 
 # ---------------------------------------------------------------------- NV ----
