@@ -35,6 +35,13 @@ What the firmware does, and we do, for the host (zigpy-znp):
   Mgmt_Permit_Joining) are answered by "our" ZDO, as Z-Stack's ZDO does
   (radios/coordinator_zdo.py, ``ZSTACK``).
 
+* as the shipped firmware answers (firmware.py, each value with its source): SYS.Version
+  (9 bytes), SYS.Ping (1625), SYS.StackTune/SetTxPower (the MAC's status), SYS.ResetInd
+  (reason 0), AF.IncomingMsg (TSN 0, MAC timestamp, last hop, radius left), ZDO.SrcRtgInd
+  before a routed device's unicasts, AF payloads over one frame refused with
+  INVALID_PARAMETER; failures confirmed after the stack's retries on a timed air
+  (timing.py).
+
 Anything else gets an RPC error SRSP (or a ZDO NOT_SUPPORTED) and an ERROR log line, and
 is recorded in ``ZnpCoordinator.unimplemented`` so tests can assert there were no gaps.
 """
