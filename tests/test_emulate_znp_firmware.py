@@ -197,6 +197,10 @@ async def test_a_device_behind_a_relay_is_announced_with_src_rtg_ind_once_per_ro
         assert order[-2:] == ["route [0x7002, 0x7001]", "data"]
         assert coord.source_routes[nwk] == (0x7002, 0x7001)
 
+        route[nwk] = ()  # a neighbour now: no route record, and the old route is dropped
+        await read_ota_version(app)
+        assert order[-1] == "data" and nwk not in coord.source_routes
+
         coord.learn_source_route(nwk, [0x7003])  # a test may tell the concentrator a route
         async with asyncio.timeout(5):
             while order[-1] != "route [0x7003]":

@@ -1304,6 +1304,9 @@ class ZnpCoordinator:
         relays = self._relays_of(nwk)
         if relays and relays != self.source_routes.get(nwk):
             self.learn_source_route(nwk, relays)
+        elif not relays:
+            # now a neighbour (it sends no route record): the stale source route goes
+            self.source_routes.pop(nwk, None)
         return relays
 
     def learn_source_route(self, nwk: int, relays: tuple[int, ...] | list[int]) -> None:
