@@ -35,6 +35,8 @@ STRICT = [
     "radios/emulate/ezsp/status.py",
     "radios/emulate/ezsp/layouts.py",
     "radios/ezsp_guard.py",
+    "radios/emulate/znp/firmware.py",
+    "radios/emulate/znp/timing.py",
     "radios/sim/gbcs",  # the simulated devices' own GBCS reader, signer and peer
 ]
 
