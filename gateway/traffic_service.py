@@ -1,0 +1,107 @@
+"""The asyncio side of the background-traffic measure (gateway/traffic.py holds the rules).
+
+`TrafficService(app, on_sample)`: a packet tap takes the stamped Metering reports before
+zigpy parses them (they are the bench's, no use to zigpy) and meters them on arrival;
+`send_price(ieee, seq, size)` sends one PublishPrice through the radio as zigpy's
+``request(expect_reply=False)`` would, timed to the radio's confirmation. `rebind(app)`
+after a reconnect; `close()` removes the tap. ``on_sample`` gets every `Sample`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+import logging
+import time
+
+import zigpy.exceptions
+import zigpy.types as zt
+from zigpy.application import ControllerApplication
+
+from eui64 import Eui64
+from gateway.traffic import CLUSTER_PRICE, BackgroundFrameError, Sample, StampedReport, TrafficMeter, is_stamped_report, publish_price
+from radios.tap import install_packet_tap
+
+__all__ = ["TrafficService"]
+
+LOGGER = logging.getLogger(__name__)
+HA_PROFILE = 0x0104
+
+
+class TrafficService:
+    def __init__(self, app: ControllerApplication, on_sample: Callable[[Sample], None]) -> None:
+        self.app = app
+        self.on_sample = on_sample
+        self.meter = TrafficMeter()
+        self.refused = 0  # stamped-looking reports that did not parse
+        self._remove_tap: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        if self._remove_tap is None:
+            self._remove_tap = install_packet_tap(self.app, self._tap)
+
+    def rebind(self, app: ControllerApplication) -> None:
+        self.close()
+        self.app = app
+        self.start()
+
+    def close(self) -> None:
+        if self._remove_tap is not None:
+            self._remove_tap()
+            self._remove_tap = None
+
+    def _tap(self, packet: zt.ZigbeePacket) -> bool:
+        data = packet.data.serialize()
+        if not is_stamped_report(int(packet.cluster_id), data):
+            return False
+        received_ms = time.time_ns() / 1e6
+        device = self._device_of(packet)
+        try:
+            report = StampedReport.parse(data)
+        except BackgroundFrameError as exc:
+            self.refused += 1
+            LOGGER.info("background report from %s refused: %s", device, exc)
+            return True
+        for sample in self.meter.report(device, report, received_ms):
+            self.on_sample(sample)
+        return True
+
+    def _device_of(self, packet: zt.ZigbeePacket) -> str:
+        src = packet.src
+        if src is not None and src.addr_mode == zt.AddrMode.NWK:
+            try:
+                return str(Eui64.from_air(self.app.get_device(nwk=src.address).ieee))
+            except KeyError:
+                pass
+        return f"nwk:0x{int(src.address):04X}" if src is not None and src.addr_mode == zt.AddrMode.NWK else "unknown"
+
+    async def send_price(self, ieee: zt.EUI64, seq: int, size: int) -> Sample:
+        """One PublishPrice to ``ieee``; its sample (also given to ``on_sample``)."""
+        loop = asyncio.get_running_loop()
+        device_text = str(Eui64.from_air(ieee))
+        sent = loop.time()
+        delivered = False
+        try:
+            device = self.app.get_device(ieee=ieee)
+            tsn = self.app.get_sequence()
+            packet = zt.ZigbeePacket(
+                src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=self.app.state.node_info.nwk),
+                src_ep=1,
+                dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=device.nwk),
+                dst_ep=1,
+                tsn=tsn,
+                profile_id=HA_PROFILE,
+                cluster_id=CLUSTER_PRICE,
+                data=zt.SerializableBytes(publish_price(tsn, seq, size, int(time.time()))),
+                tx_options=zt.TransmitOptions.NONE,
+                priority=zt.PacketPriority.NORMAL,
+            )
+            await self.app.send_packet(packet)
+            delivered = True
+        except KeyError:
+            LOGGER.info("price to %s not sent: the radio does not know the device", device_text)
+        except (zigpy.exceptions.DeliveryError, asyncio.TimeoutError, zigpy.exceptions.ZigbeeException) as exc:
+            LOGGER.info("price to %s (seq %d) not delivered: %s", device_text, seq, exc)
+        sample = self.meter.price(device_text, seq, sent * 1000, loop.time() * 1000, delivered)
+        self.on_sample(sample)
+        return sample
