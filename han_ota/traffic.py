@@ -3,7 +3,7 @@
 With [[sim_traffic]] tables and the sim radio, `DaemonTraffic.radio_up(app)` starts the
 simulated HAN's generator (radios/sim/traffic.py) and the hub's measure
 (gateway/traffic_service.py), and every sample becomes a ``traffic.sample`` audit record
-(``device``, ``kind``, ``latency_ms`` or null for a lost message, ``seq``). After a
+(``device``, ``kind``, ``latency_ms`` or null for a lost message, ``sequence``). After a
 reconnect the measure follows the new application; the generator keeps running while
 the air is the same `SimHan` (devices outlive the hub's radio), and starts anew on a new one.
 """
@@ -77,7 +77,7 @@ class DaemonTraffic:
 
     def _sample(self, sample: Sample) -> None:
         self.samples += 1
-        self._audit("traffic.sample", sample.device, kind=sample.kind, latency_ms=None if sample.latency_ms is None else round(sample.latency_ms, 3), seq=sample.seq)
+        self._audit("traffic.sample", sample.device, kind=sample.kind, latency_ms=None if sample.latency_ms is None else round(sample.latency_ms, 3), sequence=sample.seq)
 
     async def close(self) -> None:
         if self.generator is not None:
