@@ -145,6 +145,13 @@ def render(results: list[dict[str, Any]]) -> str:
         med = r["background"]["median_ms"]
         if base and med is not None:
             lines.append(f"{r['run']}: background median {med / base:.2f}x its latency without OTA ({r['ota']})")
+    shared = results[-1]
+    # Issue 15's targets for the han_share run.
+    share_ok = shared.get("goodput_share") is not None and shared["goodput_share"] <= 0.5
+    med = shared["background"]["median_ms"]
+    latency_ok = bool(base) and med is not None and med <= 1.5 * base
+    lines.append(f"target: OTA goodput at han_share 0.5 <= 50 % of capacity: {_f(shared.get('goodput_share'), '{:.0%}')}: {'PASS' if share_ok else 'MISS'}")
+    lines.append(f"target: background median at han_share 0.5 <= 1.5x without OTA: {_f(med / base if base and med is not None else None, '{:.2f}x')}: {'PASS' if latency_ok else 'MISS'}")
     return "\n".join(lines)
 
 

@@ -68,12 +68,12 @@ class TrafficService:
 
     def _device_of(self, packet: zt.ZigbeePacket) -> str:
         src = packet.src
-        if src is not None and src.addr_mode == zt.AddrMode.NWK:
-            try:
-                return str(Eui64.from_air(self.app.get_device(nwk=src.address).ieee))
-            except KeyError:
-                pass
-        return f"nwk:0x{int(src.address):04X}" if src is not None and src.addr_mode == zt.AddrMode.NWK else "unknown"
+        if src is None or src.addr_mode != zt.AddrMode.NWK or not isinstance(src.address, int):
+            return "unknown"
+        try:
+            return str(Eui64.from_air(self.app.get_device(nwk=zt.NWK(src.address)).ieee))
+        except KeyError:
+            return f"nwk:0x{src.address:04X}"
 
     async def send_price(self, ieee: zt.EUI64, seq: int, size: int) -> Sample:
         """One PublishPrice to ``ieee``; its sample (also given to ``on_sample``)."""
@@ -86,12 +86,12 @@ class TrafficService:
             tsn = self.app.get_sequence()
             packet = zt.ZigbeePacket(
                 src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=self.app.state.node_info.nwk),
-                src_ep=1,
+                src_ep=zt.uint8_t(1),
                 dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=device.nwk),
-                dst_ep=1,
-                tsn=tsn,
-                profile_id=HA_PROFILE,
-                cluster_id=CLUSTER_PRICE,
+                dst_ep=zt.uint8_t(1),
+                tsn=zt.uint8_t(tsn),
+                profile_id=zt.uint16_t(HA_PROFILE),
+                cluster_id=zt.uint16_t(CLUSTER_PRICE),
                 data=zt.SerializableBytes(publish_price(tsn, seq, size, int(time.time()))),
                 tx_options=zt.TransmitOptions.NONE,
                 priority=zt.PacketPriority.NORMAL,

@@ -29,7 +29,7 @@ LOGGER = logging.getLogger("han_ota.traffic")
 
 def flows_for(tables: Sequence[SimTrafficConfig], han: SimHan) -> list[Flow]:
     """The tables' flows on this air: ``device = "all"`` is every simulated device."""
-    flows = []
+    flows: list[Flow] = []
     for table in tables:
         if table.device is None:
             targets = list(han.devices)

@@ -40,7 +40,7 @@ it) and compares the stamp with its own clock: the bench runs both on one machin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 import logging
 import struct
@@ -148,7 +148,7 @@ def metering_report(seq: int, sent_at_ms: int, size: int, *, tsn: int, manufactu
     return header + records
 
 
-OnPrice = Callable[[t.EUI64, int, int], Awaitable[Any]]
+OnPrice = Callable[[t.EUI64, int, int], Coroutine[Any, Any, Any]]
 
 
 class SimTraffic:
@@ -206,7 +206,7 @@ class SimTraffic:
             if self.on_price is None:
                 self.not_sent += 1
                 return
-            task = asyncio.get_running_loop().create_task(self.on_price(flow.ieee, emit.seq, flow.size))
+            task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self.on_price(flow.ieee, emit.seq, flow.size))
             self._prices.add(task)
             task.add_done_callback(self._price_done)
             self.sent["price"] += 1
