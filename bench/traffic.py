@@ -2,8 +2,9 @@
 
 Three runs on the simulated HAN with a realistic link (radios/sim/link.py: one shared
 channel, every frame booked on it), each on a fresh network of ``--devices`` HCALCS,
-each device sending a stamped Metering report every ``--metering`` s and receiving a
-PublishPrice from the hub every ``--price`` s (radios/sim/traffic.py; measured by the
+each device sending a stamped Metering report every ``--metering`` s, receiving a
+PublishPrice from the hub every ``--price`` s and a ``--tunnel-size``-byte message over
+its GBCS tunnel every ``--tunnel`` s (0: none) (radios/sim/traffic.py; measured by the
 hub's gateway/traffic_service.py, exactly as the daemon does with [[sim_traffic]]):
 
 1. ``no OTA``: the traffic alone for ``--quiet`` s;
@@ -43,6 +44,7 @@ from gateway.image import parse_image
 from gateway.ota import events as ev
 from gateway.traffic import Sample
 from gateway.traffic_service import TrafficService
+from gateway.tunnel.service import TunnelService
 from radios.sim.app import start_sim_app
 from radios.sim.link import LinkModel
 from radios.sim.traffic import Flow, SimTraffic
@@ -80,11 +82,15 @@ async def run(name: str, args: argparse.Namespace, han_share: float | None, push
     app = await start_sim_app(specs, link, timeout=max(60.0, 3.0 * args.devices))
     loop = asyncio.get_running_loop()
     got: list[Timed] = []
-    service = TrafficService(app, lambda s: got.append(Timed(loop.time(), s)))
+    tunnels = TunnelService(app)
+    await tunnels.start()
+    service = TrafficService(app, lambda s: got.append(Timed(loop.time(), s)), tunnel_send=tunnels.send)
     service.start()
     flows = [Flow(s.ieee, "metering", args.metering * args.scale, args.size) for s in specs]
     flows += [Flow(s.ieee, "price", args.price * args.scale, args.size) for s in specs]
-    traffic = SimTraffic(app.han, flows, on_price=service.send_price)
+    if args.tunnel > 0:
+        flows += [Flow(s.ieee, "tunnel", args.tunnel * args.scale, args.tunnel_size) for s in specs]
+    traffic = SimTraffic(app.han, flows, on_hub=service.send)
     config, how = ota_config(han_share)
     engine = Engine(app, config) if push else None
     result: dict[str, Any] = {"run": name, "ota": how if push else None}
@@ -110,6 +116,7 @@ async def run(name: str, args: argparse.Namespace, han_share: float | None, push
             "background": latency(window, args.scale),
             "metering": latency([s for s in window if s.kind == "metering"], args.scale),
             "price": latency([s for s in window if s.kind == "price"], args.scale),
+            "tunnel": latency([s for s in window if s.kind == "tunnel"], args.scale),
         }
         if engine is not None:
             block = min(config.block_cap, model.max_block(link, specs[0].max_data_size))
@@ -119,6 +126,7 @@ async def run(name: str, args: argparse.Namespace, han_share: float | None, push
     finally:
         await traffic.stop()
         service.close()
+        await tunnels.close()
         if engine is not None:
             await engine.drain()
             await engine.close()
@@ -132,19 +140,25 @@ def _f(value: Any, fmt: str) -> str:
 
 
 def render(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'run':<22} {'s':>6} {'median ms':>10} {'p95 ms':>8} {'loss':>6} {'metering med':>13} {'price med':>10} {'OTA B/s':>8} {'of cap':>7} {'air busy':>9}"]
+    lines = [f"{'run':<22} {'s':>6} {'median ms':>10} {'p95 ms':>8} {'loss':>6} {'metering med':>13} {'price med':>10} {'tunnel med':>11} {'OTA B/s':>8} {'of cap':>7} {'air busy':>9}"]
     for r in results:
         bg = r["background"]
         lines.append(
             f"{r['run']:<22} {r['seconds']:>6.1f} {_f(bg['median_ms'], '{:.1f}'):>10} {_f(bg['p95_ms'], '{:.1f}'):>8} "
             f"{_f(bg['loss'], '{:.1%}'):>6} {_f(r['metering']['median_ms'], '{:.1f}'):>13} {_f(r['price']['median_ms'], '{:.1f}'):>10} "
+            f"{_f(r['tunnel']['median_ms'], '{:.1f}'):>11} "
             f"{_f(r.get('goodput_bytes_per_s'), '{:.0f}'):>8} {_f(r.get('goodput_share'), '{:.0%}'):>7} {_f(r['channel_busy'], '{:.0%}'):>9}"
         )
     base = results[0]["background"]["median_ms"]
     for r in results[1:]:
         med = r["background"]["median_ms"]
         if base and med is not None:
-            lines.append(f"{r['run']}: background median {med / base:.2f}x its latency without OTA ({r['ota']})")
+            per_kind = ", ".join(
+                f"{k} {r[k]['median_ms'] / results[0][k]['median_ms']:.2f}x"
+                for k in ("metering", "price", "tunnel")
+                if r[k]["median_ms"] is not None and results[0][k]["median_ms"]
+            )
+            lines.append(f"{r['run']}: background median {med / base:.2f}x its latency without OTA ({per_kind}; {r['ota']})")
     shared = results[-1]
     # Issue 15's targets for the han_share run.
     share_ok = shared.get("goodput_share") is not None and shared["goodput_share"] <= 0.5
@@ -161,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", type=int, default=24 * 1024, help="image size in bytes")
     p.add_argument("--metering", type=float, default=1.0, help="seconds between a device's reports")
     p.add_argument("--price", type=float, default=2.0, help="seconds between the hub's prices to a device")
-    p.add_argument("--size", type=int, default=40, help="background message size (APS payload bytes)")
+    p.add_argument("--size", type=int, default=40, help="metering and price message size (APS payload bytes)")
+    p.add_argument("--tunnel", type=float, default=5.0, help="seconds between the hub's tunnel messages to a device (0: none)")
+    p.add_argument("--tunnel-size", type=int, default=200, help="tunnel message size (bytes of GBCS message)")
     p.add_argument("--quiet", type=float, default=20.0, help="seconds of the no-OTA run")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--timeout", type=float, default=600.0)

@@ -124,13 +124,13 @@ class SimTrafficConfig:
 
     #: None: every simulated device.
     device: Eui64 | None
-    kind: str  # "metering" (device -> hub report) or "price" (hub -> device PublishPrice)
+    kind: str  # "metering" (device -> hub report), "price" (hub -> device PublishPrice), "tunnel" (hub -> device over the GBCS tunnel)
     period_s: float
     size: int  # APS payload bytes
 
 
 #: A background message's size when the table gives none.
-DEFAULT_TRAFFIC_SIZE = {"metering": 40, "price": 40}
+DEFAULT_TRAFFIC_SIZE = {"metering": 40, "price": 40, "tunnel": 200}
 
 
 #: The suites a hub may offer and the suffix of their keys in [key_establishment].
@@ -582,7 +582,8 @@ def _parse_sim_traffic(i: int, entry: Mapping[str, Any], src: str | None) -> Sim
     if kind not in TRAFFIC_KINDS:
         raise ConfigError(
             f"{key}.kind", kind,
-            "expected \"metering\" (the device's Metering 0x0702 report) or \"price\" (the hub's Price 0x0700 PublishPrice)",
+            "expected \"metering\" (the device's Metering 0x0702 report), \"price\" (the hub's Price 0x0700 PublishPrice) "
+            "or \"tunnel\" (a GBCS-sized message over the device's GBCS tunnel)",
             src,
         )
     device = entry.get("device", "all")
@@ -595,7 +596,8 @@ def _parse_sim_traffic(i: int, entry: Mapping[str, Any], src: str | None) -> Sim
         raise ConfigError(f"{key}.period", None, "required: seconds between two messages of each device", src)
     period = _positive_number(entry["period"], f"{key}.period", src)
     size = entry.get("size", DEFAULT_TRAFFIC_SIZE[kind])
-    low = TRAFFIC_MIN_SIZE[kind]
-    if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= TRAFFIC_MAX_SIZE:
-        raise ConfigError(f"{key}.size", size, f"expected the message's APS payload in bytes, {low}..{TRAFFIC_MAX_SIZE} for {kind}", src)
+    low, high = TRAFFIC_MIN_SIZE[kind], TRAFFIC_MAX_SIZE[kind]
+    if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
+        what = "the GBCS message's length" if kind == "tunnel" else "the message's APS payload"
+        raise ConfigError(f"{key}.size", size, f"expected {what} in bytes, {low}..{high} for {kind}", src)
     return SimTrafficConfig(device=ieee, kind=kind, period_s=period, size=size)

@@ -13,6 +13,10 @@ and its own clock:
   of a run is undercounted by at most one per device).
 * ``price``: a Price (0x0700) PublishPrice the hub sends; latency is from handing it to
   the radio until the radio's confirmation (the APS ack), loss is a delivery failure.
+* ``tunnel``: a GBCS-sized message the hub sends over the device's GBCS tunnel
+  (gateway/tunnel); latency is until the tunnel's acknowledgement (the TransferData
+  frames confirmed), loss is a message the tunnel could not carry in time. The bytes
+  (`tunnel_message`) are a bench marker, not a GBCS command: the device only keeps them.
 
 `StampedReport.parse` refuses bad bytes with the field and offset; `is_stamped_report`
 says whether a frame is meant to be one (so any other Metering frame passes by).
@@ -37,11 +41,12 @@ __all__ = [
     "TrafficMeter",
     "is_stamped_report",
     "publish_price",
+    "tunnel_message",
 ]
 
 CLUSTER_PRICE: Final = 0x0700
 CLUSTER_METERING: Final = 0x0702
-KINDS: Final = ("metering", "price")
+KINDS: Final = ("metering", "price", "tunnel")
 
 _METERING_HEADER = struct.Struct("<BHBB")  # frame control, manufacturer, TSN, command
 _RECORDS: Final = ((0x0000, 0x23, 4, "sequence"), (0x0001, 0x25, 6, "sent_at_ms"))
@@ -56,8 +61,11 @@ _FC_SERVER_TO_CLIENT: Final = 0x08
 # time 4, duration 2, price 4.
 _PRICE_FIXED: Final = 3 + 4 + 1 + 4 + 4 + 1 + 2 + 1 + 1 + 4 + 2 + 4  # 31 with an empty label
 _RATE_LABEL_MAX: Final = 12
-MIN_SIZE: Final = {"metering": 25, "price": _PRICE_FIXED}
-MAX_SIZE: Final = 279  # the metering report's padding is one octet string
+_TUNNEL_MARK: Final = b"BENCH-TUNNEL"
+MIN_SIZE: Final = {"metering": 25, "price": _PRICE_FIXED, "tunnel": len(_TUNNEL_MARK) + 4}
+#: The metering report's padding is one octet string; a GBCS message on the tunnel may
+#: be as long as a GBCS command the tunnel carries in one TransferData (1200 here).
+MAX_SIZE: Final = {"metering": 279, "price": 279, "tunnel": 1200}
 
 
 class BackgroundFrameError(ValueError):
@@ -111,8 +119,8 @@ class StampedReport:
 def publish_price(tsn: int, issuer_event_id: int, size: int, now_utc: int) -> bytes:
     """A PublishPrice of ``size`` bytes (server to client, no default response asked):
     the rate label takes up to 12 bytes, the optional fields after it the rest (zero)."""
-    if not MIN_SIZE["price"] <= size <= MAX_SIZE:
-        raise ValueError(f"publish_price: size {size} outside {MIN_SIZE['price']}..{MAX_SIZE}")
+    if not MIN_SIZE["price"] <= size <= MAX_SIZE["price"]:
+        raise ValueError(f"publish_price: size {size} outside {MIN_SIZE['price']}..{MAX_SIZE['price']}")
     label = min(size - _PRICE_FIXED, _RATE_LABEL_MAX)
     optional = size - _PRICE_FIXED - label
     zcl_time = (now_utc - 946684800) & 0xFFFFFFFF  # UTCTime counts from 2000-01-01
@@ -122,6 +130,13 @@ def publish_price(tsn: int, issuer_event_id: int, size: int, now_utc: int) -> by
         + struct.pack("<IIBHBBIHI", issuer_event_id & 0xFFFFFFFF, zcl_time, 0x00, 826, 0x21, 0x11, 0, 0xFFFF, 1500)
         + bytes(optional)
     )
+
+
+def tunnel_message(seq: int, size: int) -> bytes:
+    """``size`` bytes for the tunnel: the bench's mark, the sequence number, padding."""
+    if not MIN_SIZE["tunnel"] <= size <= MAX_SIZE["tunnel"]:
+        raise ValueError(f"tunnel_message: size {size} outside {MIN_SIZE['tunnel']}..{MAX_SIZE['tunnel']}")
+    return _TUNNEL_MARK + struct.pack(">I", seq & 0xFFFFFFFF) + bytes(size - MIN_SIZE["tunnel"])
 
 
 @dataclass(frozen=True)
@@ -152,5 +167,6 @@ class TrafficMeter:
         return out
 
     @staticmethod
-    def price(device: str, seq: int, sent_ms: float, confirmed_ms: float, delivered: bool) -> Sample:
-        return Sample(device, "price", max(0.0, confirmed_ms - sent_ms) if delivered else None, seq)
+    def confirmed(device: str, kind: str, seq: int, sent_ms: float, confirmed_ms: float, delivered: bool) -> Sample:
+        """A message the hub sent (price, tunnel): timed to its confirmation, or lost."""
+        return Sample(device, kind, max(0.0, confirmed_ms - sent_ms) if delivered else None, seq)

@@ -1,16 +1,18 @@
 """The asyncio side of the background-traffic measure (gateway/traffic.py holds the rules).
 
-`TrafficService(app, on_sample)`: a packet tap takes the stamped Metering reports before
-zigpy parses them (they are the bench's, no use to zigpy) and meters them on arrival;
-`send_price(ieee, seq, size)` sends one PublishPrice through the radio as zigpy's
-``request(expect_reply=False)`` would, timed to the radio's confirmation. `rebind(app)`
-after a reconnect; `close()` removes the tap. ``on_sample`` gets every `Sample`.
+`TrafficService(app, on_sample, tunnel_send=None)`: a packet tap takes the stamped
+Metering reports before zigpy parses them (they are the bench's, no use to zigpy) and
+meters them on arrival; `send(kind, ieee, seq, size)` sends one of the hub's messages and
+times it: a PublishPrice through the radio as zigpy's ``request(expect_reply=False)``
+would, to the radio's confirmation; a tunnel message through ``tunnel_send(ieee, data)``
+(the daemon's TunnelService.send), to the tunnel's acknowledgement. `rebind(app)` after a
+reconnect; `close()` removes the tap. ``on_sample`` gets every `Sample`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 import logging
 import time
 
@@ -19,19 +21,33 @@ import zigpy.types as zt
 from zigpy.application import ControllerApplication
 
 from eui64 import Eui64
-from gateway.traffic import CLUSTER_PRICE, BackgroundFrameError, Sample, StampedReport, TrafficMeter, is_stamped_report, publish_price
+from gateway.traffic import (
+    CLUSTER_PRICE,
+    BackgroundFrameError,
+    Sample,
+    StampedReport,
+    TrafficMeter,
+    is_stamped_report,
+    publish_price,
+    tunnel_message,
+)
+from gateway.tunnel.service import TunnelSendError
 from radios.tap import install_packet_tap
 
 __all__ = ["TrafficService"]
 
 LOGGER = logging.getLogger(__name__)
 HA_PROFILE = 0x0104
+TUNNEL_TIMEOUT_S = 30.0  # a tunnel message not acknowledged by then is lost
+
+TunnelSend = Callable[[zt.EUI64, bytes], Awaitable[None]]
 
 
 class TrafficService:
-    def __init__(self, app: ControllerApplication, on_sample: Callable[[Sample], None]) -> None:
+    def __init__(self, app: ControllerApplication, on_sample: Callable[[Sample], None], tunnel_send: TunnelSend | None = None) -> None:
         self.app = app
         self.on_sample = on_sample
+        self.tunnel_send = tunnel_send
         self.meter = TrafficMeter()
         self.refused = 0  # stamped-looking reports that did not parse
         self._remove_tap: Callable[[], None] | None = None
@@ -75,12 +91,35 @@ class TrafficService:
         except KeyError:
             return f"nwk:0x{src.address:04X}"
 
-    async def send_price(self, ieee: zt.EUI64, seq: int, size: int) -> Sample:
-        """One PublishPrice to ``ieee``; its sample (also given to ``on_sample``)."""
+    async def send(self, kind: str, ieee: zt.EUI64, seq: int, size: int) -> Sample:
+        """One of the hub's messages (``price`` or ``tunnel``) to ``ieee``; its sample
+        (also given to ``on_sample``)."""
         loop = asyncio.get_running_loop()
         device_text = str(Eui64.from_air(ieee))
         sent = loop.time()
-        delivered = False
+        if kind == "price":
+            delivered = await self._price(ieee, device_text, seq, size)
+        elif kind == "tunnel":
+            delivered = await self._tunnel(ieee, device_text, seq, size)
+        else:
+            raise ValueError(f"TrafficService.send: kind {kind!r} is not the hub's to send")
+        sample = self.meter.confirmed(device_text, kind, seq, sent * 1000, loop.time() * 1000, delivered)
+        self.on_sample(sample)
+        return sample
+
+    async def _tunnel(self, ieee: zt.EUI64, device_text: str, seq: int, size: int) -> bool:
+        if self.tunnel_send is None:
+            LOGGER.info("tunnel message to %s not sent: no tunnel service", device_text)
+            return False
+        try:
+            async with asyncio.timeout(TUNNEL_TIMEOUT_S):
+                await self.tunnel_send(ieee, tunnel_message(seq, size))
+        except (TunnelSendError, TimeoutError) as exc:
+            LOGGER.info("tunnel message to %s (seq %d) not carried: %s", device_text, seq, exc or "timeout")
+            return False
+        return True
+
+    async def _price(self, ieee: zt.EUI64, device_text: str, seq: int, size: int) -> bool:
         try:
             device = self.app.get_device(ieee=ieee)
             tsn = self.app.get_sequence()
@@ -97,11 +136,10 @@ class TrafficService:
                 priority=zt.PacketPriority.NORMAL,
             )
             await self.app.send_packet(packet)
-            delivered = True
         except KeyError:
             LOGGER.info("price to %s not sent: the radio does not know the device", device_text)
+            return False
         except (zigpy.exceptions.DeliveryError, asyncio.TimeoutError, zigpy.exceptions.ZigbeeException) as exc:
             LOGGER.info("price to %s (seq %d) not delivered: %s", device_text, seq, exc)
-        sample = self.meter.price(device_text, seq, sent * 1000, loop.time() * 1000, delivered)
-        self.on_sample(sample)
-        return sample
+            return False
+        return True

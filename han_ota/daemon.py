@@ -278,7 +278,7 @@ class Daemon:
         #: The GBCS tunnels to the devices (han_ota/tunnels.py).
         self.tunnels = DaemonTunnels(config, self.security, audit=self._audit)
         #: [[sim_traffic]]: background traffic on the simulated HAN, measured (han_ota/traffic.py).
-        self.traffic = DaemonTraffic(config.sim_traffic, audit=self._audit)
+        self.traffic = DaemonTraffic(config.sim_traffic, audit=self._audit, tunnels=self.tunnels)
         self.activation: _DaemonActivation | None = None
         self.control: ControlServer | None = None
         self.started_wall = time.time()

@@ -19,6 +19,8 @@ import zigpy.types as zt
 from gateway.config import SimTrafficConfig
 from gateway.traffic import Sample
 from gateway.traffic_service import TrafficService
+from gateway.tunnel.service import TunnelSendError
+from han_ota.tunnels import DaemonTunnels
 from radios.sim.han import SimHan
 from radios.sim.traffic import Flow, SimTraffic
 
@@ -43,9 +45,10 @@ def flows_for(tables: Sequence[SimTrafficConfig], han: SimHan) -> list[Flow]:
 
 
 class DaemonTraffic:
-    def __init__(self, tables: Sequence[SimTrafficConfig], audit: Callable[..., object]) -> None:
+    def __init__(self, tables: Sequence[SimTrafficConfig], audit: Callable[..., object], tunnels: DaemonTunnels | None = None) -> None:
         self.tables = tuple(tables)
         self._audit = audit
+        self.tunnels = tunnels
         self.service: TrafficService | None = None
         self.generator: SimTraffic | None = None
         self.samples = 0
@@ -58,7 +61,7 @@ class DaemonTraffic:
             LOGGER.warning("[[sim_traffic]] needs the sim radio; no background traffic on %s", type(app).__name__)
             return
         if self.service is None:
-            self.service = TrafficService(app, self._sample)
+            self.service = TrafficService(app, self._sample, tunnel_send=self._tunnel_send)
             self.service.start()
         else:
             self.service.rebind(app)
@@ -72,8 +75,14 @@ class DaemonTraffic:
                 LOGGER.error("%s; no background traffic", exc)
                 self._audit("traffic.unavailable", error=str(exc))
                 return
-            self.generator = SimTraffic(han, flows, on_price=self.service.send_price)
+            self.generator = SimTraffic(han, flows, on_hub=self.service.send)
             self.generator.start()
+
+    async def _tunnel_send(self, ieee: zt.EUI64, data: bytes) -> None:
+        service = self.tunnels.service if self.tunnels is not None else None
+        if service is None:
+            raise TunnelSendError("the daemon's tunnel service is not running")
+        await service.send(ieee, data)
 
     def _sample(self, sample: Sample) -> None:
         self.samples += 1

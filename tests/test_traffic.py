@@ -9,7 +9,7 @@ import zigpy.types as zt
 from zigpy.zcl import foundation
 
 from gateway.config import ConfigError, SimTrafficConfig, parse_config
-from gateway.traffic import BackgroundFrameError, Sample, StampedReport, TrafficMeter, is_stamped_report, publish_price
+from gateway.traffic import BackgroundFrameError, Sample, StampedReport, TrafficMeter, is_stamped_report, publish_price, tunnel_message
 from radios.sim.traffic import METERING_MIN_SIZE, Flow, TrafficSchedule, metering_report
 
 A = zt.EUI64.convert("00:11:22:33:44:55:66:77")
@@ -22,26 +22,36 @@ B = zt.EUI64.convert("00:11:22:33:44:55:66:88")
 def test_flows_are_spread_over_their_period_then_keep_it() -> None:
     flows = [Flow(A, "metering", 3.0, 40), Flow(B, "price", 3.0, 40)]
     s = TrafficSchedule(flows, start=100.0)
-    assert s.get_timer() == pytest.approx(101.0)
-    assert s.handle_timer(100.9) == []
-    (first,) = s.handle_timer(101.0)
-    assert (first.flow.ieee, first.seq, first.due) == (A, 0, pytest.approx(101.0))
-    assert s.get_timer() == pytest.approx(102.0)
-    (second,) = s.handle_timer(102.0)
-    assert (second.flow.ieee, second.seq) == (B, 0)
-    emitted = [(e.flow.ieee, e.seq) for now in (104.0, 105.0, 107.0, 108.0) for e in s.handle_timer(now)]
-    assert emitted == [(A, 1), (B, 1), (A, 2), (B, 2)]
+    # Golden-ratio phases: A at 0.618 of its period, B at 0.236.
+    assert s.get_timer() == pytest.approx(100.0 + 3 * 0.2360680)
+    assert s.handle_timer(100.7) == []
+    (first,) = s.handle_timer(100.71)
+    assert (first.flow.ieee, first.seq, first.due) == (B, 0, pytest.approx(100.7082039))
+    assert s.get_timer() == pytest.approx(100.0 + 3 * 0.6180340)
+    (second,) = s.handle_timer(101.86)
+    assert (second.flow.ieee, second.seq) == (A, 0)
+    emitted = [(e.flow.ieee, e.seq) for now in (103.71, 104.86, 106.71, 107.86) for e in s.handle_timer(now)]
+    assert emitted == [(B, 1), (A, 1), (B, 2), (A, 2)]
     assert s.skipped == 0
 
 
+def test_phases_are_spread_for_any_number_of_flows() -> None:
+    for n in (1, 2, 5, 20):
+        s = TrafficSchedule([Flow(zt.EUI64(bytes([i] * 8)), "metering", 1.0, 40) for i in range(n)], start=0.0)
+        phases = sorted(e.due for e in s.handle_timer(0.9999999))
+        assert len(phases) == n and len(set(phases)) == n
+        # No two flows closer than a third of an even spacing (golden-ratio sequence).
+        assert all(b - a > 1 / (3 * n) for a, b in zip(phases, phases[1:]))
+
+
 def test_a_late_driver_sends_once_and_skips_the_lost_slots() -> None:
-    s = TrafficSchedule([Flow(A, "metering", 1.0, 40)], start=0.0)
-    assert [e.seq for e in s.handle_timer(0.5)] == [0]
-    # 3.2 s late: slots at 1.5, 2.5, 3.5 were due; one message goes, two are skipped.
-    assert [e.seq for e in s.handle_timer(3.7)] == [1]
+    s = TrafficSchedule([Flow(A, "metering", 1.0, 40)], start=0.0)  # due at 0.618, 1.618, ...
+    assert [e.seq for e in s.handle_timer(0.7)] == [0]
+    # 2.4 s late: slots at 1.618, 2.618, 3.618 were due; one message goes, two are skipped.
+    assert [e.seq for e in s.handle_timer(4.0)] == [1]
     assert s.skipped == 2
-    assert s.get_timer() == pytest.approx(4.5)
-    assert [e.seq for e in s.handle_timer(4.5)] == [2]
+    assert s.get_timer() == pytest.approx(4.618034)
+    assert [e.seq for e in s.handle_timer(4.7)] == [2]
 
 
 def test_many_flows_fall_due_in_order_of_their_due_time() -> None:
@@ -116,6 +126,14 @@ def test_publish_price_is_its_size_and_reads_as_zigpy_reads_it(size: int) -> Non
     assert issuer == 9 and zcl_time == 1_764_806_400 - 946_684_800
 
 
+@pytest.mark.parametrize("size", [16, 200, 1200])
+def test_a_tunnel_message_is_its_size_and_names_its_sequence(size: int) -> None:
+    data = tunnel_message(0x01020304, size)
+    assert len(data) == size and data.startswith(b"BENCH-TUNNEL\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="size 15 outside 16..1200"):
+        tunnel_message(1, 15)
+
+
 def test_publish_price_refuses_a_size_it_cannot_fill() -> None:
     with pytest.raises(ValueError, match="size 30 outside 31..279"):
         publish_price(1, 1, 30, now_utc=0)
@@ -141,17 +159,20 @@ def test_a_clock_step_never_gives_a_negative_latency() -> None:
     assert TrafficMeter().report("a", StampedReport(0, 5000), 4990.0)[0].latency_ms == 0.0
 
 
-def test_price_samples() -> None:
-    assert TrafficMeter.price("a", 4, 100.0, 130.5, True) == Sample("a", "price", 30.5, 4)
-    assert TrafficMeter.price("a", 5, 100.0, 900.0, False) == Sample("a", "price", None, 5)
+def test_the_hubs_own_messages_are_timed_to_their_confirmation() -> None:
+    assert TrafficMeter.confirmed("a", "price", 4, 100.0, 130.5, True) == Sample("a", "price", 30.5, 4)
+    assert TrafficMeter.confirmed("a", "tunnel", 5, 100.0, 900.0, False) == Sample("a", "tunnel", None, 5)
 
 
 # --------------------------------------------------------------------------- [[sim_traffic]]
 
 
 def test_sim_traffic_tables() -> None:
-    cfg = parse_config({"sim_traffic": [{"kind": "metering", "period": 5}, {"kind": "price", "period": 0.5, "device": "0011223344556677", "size": 60}]})
-    all_meters, one_price = cfg.sim_traffic
+    cfg = parse_config({"sim_traffic": [
+        {"kind": "metering", "period": 5}, {"kind": "price", "period": 0.5, "device": "0011223344556677", "size": 60}, {"kind": "tunnel", "period": 30},
+    ]})
+    all_meters, one_price, tunnel = cfg.sim_traffic
+    assert (tunnel.kind, tunnel.size, tunnel.device) == ("tunnel", 200, None)
     assert all_meters == SimTrafficConfig(device=None, kind="metering", period_s=5.0, size=40)
     assert str(one_price.device) == "00:11:22:33:44:55:66:77" and (one_price.kind, one_price.period_s, one_price.size) == ("price", 0.5, 60)
     assert parse_config({}).sim_traffic == ()
@@ -160,7 +181,8 @@ def test_sim_traffic_tables() -> None:
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"kind": "tunnel", "period": 1}, "sim_traffic[0].kind = 'tunnel': expected \"metering\""),
+        ({"kind": "voice", "period": 1}, "sim_traffic[0].kind = 'voice': expected \"metering\""),
+        ({"kind": "tunnel", "period": 1, "size": 1201}, "sim_traffic[0].size = 1201: expected the GBCS message's length in bytes, 16..1200 for tunnel"),
         ({"kind": "metering"}, "sim_traffic[0].period = None: required"),
         ({"kind": "metering", "period": -1}, "sim_traffic[0].period = -1: expected a positive number"),
         ({"kind": "price", "period": 1, "size": 30}, "sim_traffic[0].size = 30: expected the message's APS payload in bytes, 31..279 for price"),

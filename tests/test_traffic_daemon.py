@@ -37,15 +37,15 @@ async def test_sim_traffic_is_measured_audited_and_reported_beside_a_push(short_
     bench = Bench(f"hcalcs:{HCALCS}:{FAST}", f"hcalcs:{HCALCS2}:{FAST}")
     # A timed air, so the frames take airtime on the one channel and latencies are real.
     bench.han.link = LinkModel.realistic(scale=0.2, uart_baud=None)
-    cfg = make_config(short_dir, sim_traffic=traffic(metering=0.2, price=0.2))
+    cfg = make_config(short_dir, sim_traffic=traffic(metering=0.2, price=0.2, tunnel=0.5))
     fw = image(short_dir, size=6000)
     daemon = await started(cfg, bench)
     try:
-        # Both kinds from both devices, before any OTA.
+        # Every kind from both devices, before any OTA.
         def seen() -> set[tuple[str, str]]:
             return {(r["device"], r["kind"]) for r in samples(cfg) if r["latency_ms"] is not None}
 
-        await wait_for(lambda: seen() >= {(d, k) for d in (HCALCS, HCALCS2) for k in ("metering", "price")}, 20, "samples of both kinds")
+        await wait_for(lambda: seen() >= {(d, k) for d in (HCALCS, HCALCS2) for k in ("metering", "price", "tunnel")}, 30, "samples of every kind")
         client = Client(cfg.control_socket, timeout=5)
         await call(client.push, fw, HCALCS)
         await call(client.wait_job, "1", ("held",), timeout=60)
@@ -55,13 +55,14 @@ async def test_sim_traffic_is_measured_audited_and_reported_beside_a_push(short_
         device = bench.device(HCALCS)
         assert device.radio.frames_sent > 0
         assert any(e.detail.get("cluster") == CLUSTER_PRICE for e in device.events("zcl"))
+        assert any(m.startswith(b"BENCH-TUNNEL") and len(m) == 200 for m in device.tunnel_messages)
         assert daemon.traffic.generator is not None and daemon.traffic.generator.sent["metering"] > 0
         assert daemon.traffic.service is not None and daemon.traffic.service.refused == 0
     finally:
         await daemon.stop("test")
         await bench.close()
     got = samples(cfg)
-    assert {r["kind"] for r in got} == {"metering", "price"}
+    assert {r["kind"] for r in got} == {"metering", "price", "tunnel"}
     assert all(r["device"] in (HCALCS, HCALCS2) and isinstance(r["sequence"], int) for r in got)
     delivered = [r["latency_ms"] for r in got if r["latency_ms"] is not None]
     assert delivered and all(0 <= ms < 10_000 for ms in delivered)

@@ -4,21 +4,24 @@ Theory of operation
 ===================
 
 A `Flow` is one device's periodic message: ``metering`` (the device's Metering cluster
-0x0702 reporting, device -> hub) or ``price`` (a Price cluster 0x0700 PublishPrice,
+0x0702 reporting, device -> hub), ``price`` (a Price cluster 0x0700 PublishPrice,
+hub -> device) or ``tunnel`` (a GBCS-sized message over the device's GBCS tunnel,
 hub -> device). `TrafficSchedule` is sans-I/O: it holds when each flow is next due and
 `handle_timer(now)` returns what fell due (`Emit`: the flow and its sequence number).
-Flows are spread over their period (flow i of n first at ``start + period*(i+1)/(n+1)``)
-so that ten devices reporting every 10 s do not all speak in the same millisecond. A
+Flows are spread over their period: flow i first at ``start + period * frac((i+1)/phi)``
+(the golden ratio's sequence, evenly spread for any number of flows and never in step
+across periods, as unsynchronised meters are not), so that ten devices reporting every
+10 s do not all speak in the same millisecond, nor a price always meet a tunnel message. A
 driver that runs late by more than a period sends the due message once and skips the
 rest (``skipped``): a meter that missed its slot does not send a burst afterwards.
 
 `SimTraffic` is the thin asyncio driver. A metering message is a frame the device sends
 through its one transmit queue (``SimDevice.send_zcl_frame``), so it waits behind the
 device's own OTA requests and takes airtime on the one `Channel` like any other frame
-(han.py books every exchange there). A price message is the hub's to send: the driver
-calls ``on_price(ieee, seq, size)``, which the daemon points at the hub's sender
-(gateway/traffic.py), so the frame goes through the coordinator's queue and the air as
-a real hub's would.
+(han.py books every exchange there). Price and tunnel messages are the hub's to send:
+the driver calls ``on_hub(kind, ieee, seq, size)``, which the daemon points at the
+hub's senders (gateway/traffic_service.py), so the frames go through the coordinator's
+queue and the air as a real hub's would.
 
 The stamp (how the hub measures without reading the simulator's memory)
 ------------------------------------------------------------------------
@@ -54,6 +57,7 @@ from .han import SimHan
 __all__ = [
     "CLUSTER_METERING",
     "CLUSTER_PRICE",
+    "HUB_KINDS",
     "KINDS",
     "METERING_MIN_SIZE",
     "Emit",
@@ -67,7 +71,8 @@ LOGGER = logging.getLogger(__name__)
 
 CLUSTER_PRICE: Final = 0x0700
 CLUSTER_METERING: Final = 0x0702
-KINDS: Final = ("metering", "price")
+KINDS: Final = ("metering", "price", "tunnel")
+HUB_KINDS: Final = ("price", "tunnel")  # sent by the hub, the driver only says when
 
 # ZCL header (frame control, manufacturer code, TSN, command) + the three records'
 # fixed parts (id 2 + type 1 + value): 5 + (2+1+4) + (2+1+6) + (2+1+1).
@@ -75,6 +80,7 @@ METERING_MIN_SIZE: Final = 25
 _MAX_PADDING: Final = 254  # an octet string's length byte (0xFF means "invalid")
 _FC_MFR_SERVER_TO_CLIENT_NO_DR: Final = 0x04 | 0x08 | 0x10  # global frame
 _REPORT_ATTRIBUTES: Final = 0x0A
+_INVERSE_PHI: Final = (5**0.5 - 1) / 2  # 0.618...
 
 
 @dataclass(frozen=True)
@@ -109,9 +115,8 @@ class TrafficSchedule:
 
     def __init__(self, flows: Sequence[Flow], start: float) -> None:
         self.flows = tuple(flows)
-        n = len(self.flows)
-        self._next = [start + f.period_s * (i + 1) / (n + 1) for i, f in enumerate(self.flows)]
-        self._seq = [0] * n
+        self._next = [start + f.period_s * (((i + 1) * _INVERSE_PHI) % 1.0) for i, f in enumerate(self.flows)]
+        self._seq = [0] * len(self.flows)
         self.skipped = 0
 
     def get_timer(self) -> float | None:
@@ -148,7 +153,7 @@ def metering_report(seq: int, sent_at_ms: int, size: int, *, tsn: int, manufactu
     return header + records
 
 
-OnPrice = Callable[[t.EUI64, int, int], Coroutine[Any, Any, Any]]
+OnHub = Callable[[str, t.EUI64, int, int], Coroutine[Any, Any, Any]]
 
 
 class SimTraffic:
@@ -159,7 +164,7 @@ class SimTraffic:
         han: SimHan,
         flows: Sequence[Flow],
         *,
-        on_price: OnPrice | None = None,
+        on_hub: OnHub | None = None,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         unknown = [str(f.ieee) for f in flows if f.ieee not in han.devices]
@@ -167,13 +172,13 @@ class SimTraffic:
             raise ValueError(f"SimTraffic: no simulated device {', '.join(unknown)}")
         self.han = han
         self.flows = tuple(flows)
-        self.on_price = on_price
+        self.on_hub = on_hub
         self._wall_ms = wall_ms
         self.schedule: TrafficSchedule | None = None
         self.sent: dict[str, int] = {kind: 0 for kind in KINDS}
-        self.not_sent = 0  # due while the device was off, or price with no hub to send it
+        self.not_sent = 0  # due while the device was off, or the hub's with no hub to send it
         self._task: asyncio.Task[None] | None = None
-        self._prices: set[asyncio.Task[Any]] = set()
+        self._hub_sends: set[asyncio.Task[Any]] = set()
 
     def start(self) -> None:
         if self._task is None:
@@ -182,7 +187,7 @@ class SimTraffic:
             self._task = loop.create_task(self._run(self.schedule), name="sim-traffic")
 
     async def stop(self) -> None:
-        tasks = [*self._prices, *([self._task] if self._task is not None else [])]
+        tasks = [*self._hub_sends, *([self._task] if self._task is not None else [])]
         self._task = None
         for task in tasks:
             task.cancel()
@@ -202,14 +207,14 @@ class SimTraffic:
 
     def _emit(self, emit: Emit) -> None:
         flow = emit.flow
-        if flow.kind == "price":
-            if self.on_price is None:
+        if flow.kind in HUB_KINDS:
+            if self.on_hub is None:
                 self.not_sent += 1
                 return
-            task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self.on_price(flow.ieee, emit.seq, flow.size))
-            self._prices.add(task)
-            task.add_done_callback(self._price_done)
-            self.sent["price"] += 1
+            task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self.on_hub(flow.kind, flow.ieee, emit.seq, flow.size))
+            self._hub_sends.add(task)
+            task.add_done_callback(self._hub_done)
+            self.sent[flow.kind] += 1
             return
         device = self.han.devices[flow.ieee]
         if not device.online:
@@ -223,7 +228,7 @@ class SimTraffic:
         )
         self.sent["metering"] += 1
 
-    def _price_done(self, task: asyncio.Task[Any]) -> None:
-        self._prices.discard(task)
+    def _hub_done(self, task: asyncio.Task[Any]) -> None:
+        self._hub_sends.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            LOGGER.error("sim traffic: the hub's price sender failed", exc_info=task.exception())
+            LOGGER.error("sim traffic: the hub's sender failed", exc_info=task.exception())
