@@ -326,7 +326,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
     sim_devices = tuple(dict(entry) for entry in _array(data, "sim_device", src))
     key_establishment = _parse_key_establishment(data["key_establishment"], rel, src) if "key_establishment" in data else None
     hub = _parse_hub(_table(data, "hub", src), rel, src)
-    sim_traffic = tuple(_parse_sim_traffic(i, entry, src) for i, entry in enumerate(_array(data, "sim_traffic", src)))
+    sim_traffic = tuple(_parse_sim_traffic(f"sim_traffic[{i}]", entry, src) for i, entry in enumerate(_array(data, "sim_traffic", src)))
     return Config(
         source=source,
         state_dir=state_dir,
@@ -575,8 +575,30 @@ def _positive_number(value: object, key: str, src: str | None) -> float:
     return float(value)
 
 
-def _parse_sim_traffic(i: int, entry: Mapping[str, Any], src: str | None) -> SimTrafficConfig:
-    key = f"sim_traffic[{i}]"
+def parse_sim_traffic(text: str) -> SimTrafficConfig:
+    """``--sim-traffic KIND:PERIOD[:size=N][:device=IEEE|all]``, read as the table it stands for."""
+    kind, _, rest = text.partition(":")
+    period_text, _, options = rest.partition(":")
+    try:
+        period: object = float(period_text)
+    except ValueError:
+        period = period_text
+    entry: dict[str, Any] = {"kind": kind, "period": period}
+    key = None
+    for part in options.split(":") if options else []:
+        if "=" in part:
+            key, value = part.split("=", 1)
+            entry[key] = value
+        elif key is not None:
+            entry[key] += ":" + part  # an IEEE address in colon pairs
+        else:
+            raise ConfigError("--sim-traffic", text, "expected KIND:PERIOD[:size=N][:device=IEEE|all], e.g. metering:10:size=40")
+    if "size" in entry:
+        entry["size"] = int(entry["size"]) if str(entry["size"]).isdigit() else entry["size"]
+    return _parse_sim_traffic("--sim-traffic", entry, None)
+
+
+def _parse_sim_traffic(key: str, entry: Mapping[str, Any], src: str | None) -> SimTrafficConfig:
     _no_unknown(entry, {"device", "kind", "period", "size"}, key + ".", src)
     kind = entry.get("kind")
     if kind not in TRAFFIC_KINDS:

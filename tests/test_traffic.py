@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 import zigpy.types as zt
 from zigpy.zcl import foundation
 
-from gateway.config import ConfigError, SimTrafficConfig, parse_config
+from gateway.config import ConfigError, SimTrafficConfig, parse_config, parse_sim_traffic
 from gateway.traffic import BackgroundFrameError, Sample, StampedReport, TrafficMeter, is_stamped_report, publish_price, tunnel_message
 from radios.sim.traffic import METERING_MIN_SIZE, Flow, TrafficSchedule, metering_report
 
@@ -195,3 +197,38 @@ def test_sim_traffic_refusals_name_the_key(table: dict[str, object], message: st
     with pytest.raises(ConfigError) as info:
         parse_config({"sim_traffic": [table]})
     assert str(info.value).startswith(message)
+
+
+# --------------------------------------------------------------------------- --sim-traffic
+
+
+def test_sim_traffic_on_the_command_line_reads_as_its_table() -> None:
+    assert parse_sim_traffic("metering:10") == SimTrafficConfig(device=None, kind="metering", period_s=10.0, size=40)
+    one = parse_sim_traffic("price:2.5:size=43:device=00:11:22:33:44:55:66:77")
+    assert (str(one.device), one.kind, one.period_s, one.size) == ("00:11:22:33:44:55:66:77", "price", 2.5, 43)
+    assert parse_sim_traffic("tunnel:30:device=all:size=500") == SimTrafficConfig(device=None, kind="tunnel", period_s=30.0, size=500)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("metering:x", "--sim-traffic.period = 'x': expected a positive number of seconds"),
+        ("metering:1:size=9", "--sim-traffic.size = 9: expected the message's APS payload in bytes, 25..279 for metering"),
+        ("metering:1:bogus", "--sim-traffic = 'metering:1:bogus': expected KIND:PERIOD[:size=N][:device=IEEE|all]"),
+        ("metering:1:every=3", "--sim-traffic.every = '3': unknown key"),
+    ],
+)
+def test_sim_traffic_text_refusals(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_sim_traffic(text)
+    assert str(info.value).startswith(message)
+
+
+def test_han_ota_run_refuses_bad_sim_traffic_before_starting(tmp_path: Path) -> None:
+    from han_ota.cli import _mount, app
+
+    _mount()
+    (tmp_path / "c.toml").write_text(f'state_dir = "{tmp_path}/state"\ncontrol_socket = "{tmp_path}/c.sock"\n')
+    result = CliRunner().invoke(app, ["run", "--config", str(tmp_path / "c.toml"), "--sim-traffic", "voice:1"])
+    assert result.exit_code == 1 and "--sim-traffic.kind = 'voice'" in result.output
+    assert not (tmp_path / "state").exists()  # refused before the daemon made anything
