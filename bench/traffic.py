@@ -68,6 +68,16 @@ def ota_config(han_share: float | None) -> tuple[OtaConfig, str]:
             f"han_share {han_share} emulated: rate_bytes_per_s {base.rate_bytes_per_s:g} -> {base.rate_bytes_per_s * han_share:g} (no [ota] han_share here)")
 
 
+async def loop_lag(out: list[float], every: float = 0.01) -> None:
+    """How late a 10 ms timer fires: the devices and the hub share this loop, so what the
+    hub's CPU costs per block also delays the simulated devices and the measure."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every
+        await asyncio.sleep(every)
+        out.append(loop.time() - due)
+
+
 def latency(samples: list[Sample], scale: float) -> dict[str, Any]:
     ms = sorted(s.latency_ms / scale for s in samples if s.latency_ms is not None)
     lost = sum(s.latency_ms is None for s in samples)
@@ -94,9 +104,12 @@ async def run(name: str, args: argparse.Namespace, han_share: float | None, push
     config, how = ota_config(han_share)
     engine = Engine(app, config) if push else None
     result: dict[str, Any] = {"run": name, "ota": how if push else None}
+    lags: list[float] = []
+    ticker = loop.create_task(loop_lag(lags))
     try:
         traffic.start()
         await asyncio.sleep(args.warmup * args.scale)  # every flow has spoken once
+        lags.clear()
         busy0, t0 = app.han.channel.busy_total, loop.time()
         if engine is None:
             await asyncio.sleep(args.quiet * args.scale)
@@ -109,6 +122,7 @@ async def run(name: str, args: argparse.Namespace, han_share: float | None, push
                     raise RuntimeError(f"{name}: job for {job.ieee} ended {state.value}: {job.session.reason}")
         t1 = loop.time()
         busy = app.han.channel.busy_total - busy0
+        lag = sorted(lags)
         window = [t.sample for t in got if t0 <= t.at <= t1]
         result |= {
             "seconds": (t1 - t0) / args.scale,
@@ -117,6 +131,7 @@ async def run(name: str, args: argparse.Namespace, han_share: float | None, push
             "metering": latency([s for s in window if s.kind == "metering"], args.scale),
             "price": latency([s for s in window if s.kind == "price"], args.scale),
             "tunnel": latency([s for s in window if s.kind == "tunnel"], args.scale),
+            "loop_lag_ms": {"median": statistics.median(lag) * 1000 if lag else None, "p95": lag[int(0.95 * (len(lag) - 1))] * 1000 if lag else None},
         }
         if engine is not None:
             block = min(config.block_cap, model.max_block(link, specs[0].max_data_size))
@@ -124,6 +139,7 @@ async def run(name: str, args: argparse.Namespace, han_share: float | None, push
             goodput = args.devices * args.image / result["seconds"]
             result |= {"block": block, "capacity_bytes_per_s": cap, "goodput_bytes_per_s": goodput, "goodput_share": goodput / cap}
     finally:
+        ticker.cancel()
         await traffic.stop()
         service.close()
         await tunnels.close()
@@ -140,14 +156,15 @@ def _f(value: Any, fmt: str) -> str:
 
 
 def render(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'run':<22} {'s':>6} {'median ms':>10} {'p95 ms':>8} {'loss':>6} {'metering med':>13} {'price med':>10} {'tunnel med':>11} {'OTA B/s':>8} {'of cap':>7} {'air busy':>9}"]
+    lines = [f"{'run':<22} {'s':>6} {'median ms':>10} {'p95 ms':>8} {'loss':>6} {'metering med':>13} {'price med':>10} {'tunnel med':>11} {'OTA B/s':>8} {'of cap':>7} {'air busy':>9} {'loop lag med/p95 ms':>20}"]
     for r in results:
         bg = r["background"]
         lines.append(
             f"{r['run']:<22} {r['seconds']:>6.1f} {_f(bg['median_ms'], '{:.1f}'):>10} {_f(bg['p95_ms'], '{:.1f}'):>8} "
             f"{_f(bg['loss'], '{:.1%}'):>6} {_f(r['metering']['median_ms'], '{:.1f}'):>13} {_f(r['price']['median_ms'], '{:.1f}'):>10} "
             f"{_f(r['tunnel']['median_ms'], '{:.1f}'):>11} "
-            f"{_f(r.get('goodput_bytes_per_s'), '{:.0f}'):>8} {_f(r.get('goodput_share'), '{:.0%}'):>7} {_f(r['channel_busy'], '{:.0%}'):>9}"
+            f"{_f(r.get('goodput_bytes_per_s'), '{:.0f}'):>8} {_f(r.get('goodput_share'), '{:.0%}'):>7} {_f(r['channel_busy'], '{:.0%}'):>9} "
+            f"{_f(r['loop_lag_ms']['median'], '{:.1f}') + ' / ' + _f(r['loop_lag_ms']['p95'], '{:.1f}'):>20}"
         )
     base = results[0]["background"]["median_ms"]
     for r in results[1:]:
