@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from gateway.engine import Engine
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import sign_activation
 from gateway.image_build import build_image
+from gateway.ota import events as ev
 from gateway.ota.events import SessionState
 from radios.emulate.ezsp import RESET_SOFTWARE, RESET_WATCHDOG, AshConfig, NetworkSettings, running_ezsp_emulator
 from radios.han_services import permit_with_install_code
@@ -343,4 +345,69 @@ async def test_a_device_behind_a_relay_gets_frames_that_fit_its_source_route(ezs
                 profileId=0x0104, clusterId=0x0019, sourceEndpoint=1, destinationEndpoint=1,
                 options=bt.EmberApsOption.APS_OPTION_ENCRYPTION, groupId=0, sequence=0), device.nwk) == 69
         finally:
+            await app.shutdown()
+
+
+def block_sizes(engine: Engine) -> list[tuple[int, int]]:
+    """(offset, data bytes) of every Image Block Response the radio took, as the engine saw."""
+    sent: list[tuple[int, int]] = []
+    engine.add_observer(lambda job, action: sent.append((action.file_offset, len(action.data))) if isinstance(action, ev.SendImageBlock) else None)
+    return sent
+
+
+async def test_push_to_a_device_behind_a_relay_completes_with_blocks_that_fit(supplier, ezsp_version, caplog):
+    """Issue 14: the route is known (bellows passed the NCP's Route Record to zigpy as
+    the device's relays) before the push: every block is sized for it, none is refused,
+    and the log says which size was chosen and why."""
+    _, config = supplier
+    fw = make_image(size=6000)
+    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
+        app = await open_and_join(path)
+        engine = Engine(app, config.ota)
+        sent = block_sizes(engine)
+        try:
+            device = app.devices[HCALCS_IEEE]
+            server.ncp.learn_source_route(device.nwk, [0x7A01])
+            await support.wait_until(lambda: device.relays == [0x7A01])
+            with caplog.at_level(logging.INFO, logger="han_ota.ota"):
+                job = engine.push(fw, HCALCS_IEEE)
+                assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
+            assert job.session.offset == fw.size and sum(n for _, n in sent) >= fw.size
+            assert {n for _, n in sent[:-1]} == {61} and server.ncp.refused_too_long == []
+            assert any("block_size: blocks of at most 61 bytes: NWK security only, 1 relay, EZSP limit 82" in r.getMessage()
+                       for r in caplog.records)
+        finally:
+            await engine.close()
+            await app.shutdown()
+
+
+async def test_message_too_long_mid_transfer_shrinks_the_block_and_the_transfer_completes(supplier, ezsp_version, caplog):
+    """The NCP learns a two-relay route mid-transfer that the host never hears of: the next
+    63-byte block is refused with MESSAGE_TOO_LONG, the session shrinks (a relay assumed
+    at a time: 61, still refused, then 59) and serves the same request again; the rest
+    of the image goes in 59-byte blocks and the push reaches HELD."""
+    _, config = supplier
+    fw = make_image(size=9000)
+    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
+        app = await open_and_join(path)
+        engine = Engine(app, config.ota)
+        sent = block_sizes(engine)
+        try:
+            device = app.devices[HCALCS_IEEE]
+            with caplog.at_level(logging.INFO):
+                job = engine.push(fw, HCALCS_IEEE)
+                await wait_offset(job, 3000)
+                server.ncp.learn_source_route(device.nwk, [0x7A01, 0x7A02], announce=False)
+                assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
+            assert job.session.offset == fw.size and device.relays is None
+            refused = [length - 17 for _, length, _ in server.ncp.refused_too_long]
+            assert refused == [63, 61]  # each refused size once: the session never re-sends one
+            sizes = [n for _, n in sent]
+            assert 63 in sizes and sizes[-2] == 59 and set(sizes[sizes.index(59):-1]) == {59}
+            assert job.session.radio_block_limit == 59
+            messages = [r.getMessage() for r in caplog.records]
+            assert any("block of 63 bytes at offset" in m and "refused by the radio as too long" in m for m in messages)
+            assert any("blocks of at most 59 bytes: NWK security only, 2 relays assumed (direct known), EZSP limit 82" in m for m in messages)
+        finally:
+            await engine.close()
             await app.shutdown()

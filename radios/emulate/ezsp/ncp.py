@@ -359,6 +359,8 @@ class EmberNcp:
         # The source route table (RAM, CONFIG_SOURCE_ROUTE_TABLE_SIZE): destination ->
         # relays nearest the destination first, as Route Records carry them; lost at reset
         self.source_routes: dict[int, tuple[int, ...]] = {}
+        #: Unicasts refused as longer than max_payload: (destination, length, limit).
+        self.refused_too_long: list[tuple[int, int, int]] = []
         self.aps_counter = int.from_bytes(os.urandom(1), "little")
         self.boot_time = time.monotonic()
         self._last_seq = 0
@@ -1151,15 +1153,19 @@ class EmberNcp:
             limit -= SOURCE_ROUTE_OVERHEAD + SOURCE_ROUTE_PER_RELAY * len(relays)
         return limit
 
-    def learn_source_route(self, nwk: int, relays: tuple[int, ...] | list[int]) -> None:
+    def learn_source_route(self, nwk: int, relays: tuple[int, ...] | list[int], *, announce: bool = True) -> None:
         """A Route Record from ``nwk`` reached us through ``relays`` (nearest the device
         first): the stack keeps the source route and tells the host
-        (incomingRouteRecordHandler, which bellows hands to zigpy as the device's relays)."""
+        (incomingRouteRecordHandler, which bellows hands to zigpy as the device's relays).
+        ``announce`` False: the host never hears of it (a callback lost, or one bellows
+        dropped for a device it did not know yet), so it cannot size frames for it."""
         relays = tuple(int(r) for r in relays)
         if relays:
             self.source_routes[int(nwk)] = relays
         else:
             self.source_routes.pop(int(nwk), None)
+        if not announce:
+            return
         dev = self._device_by_nwk(int(nwk))
         self.callback("incomingRouteRecordHandler", source=int(nwk),
                       sourceEui=dev.ieee if dev else WILDCARD_EUI64, lastHopLqi=0xFF,
@@ -1209,7 +1215,9 @@ class EmberNcp:
             return {"status": t.sl_Status.INVALID_PARAMETER, "sequence": 0}
         if destination in BROADCAST_ADDRESSES:
             return {"status": t.sl_Status.INVALID_PARAMETER, "sequence": 0}
-        if len(message) > self.max_payload(aps_frame, destination):
+        limit = self.max_payload(aps_frame, destination)
+        if len(message) > limit:
+            self.refused_too_long.append((destination, len(message), limit))
             return {"status": t.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
         sequence = self._next_aps_counter()
         aps = aps_frame.replace(sequence=sequence)
