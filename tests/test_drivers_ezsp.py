@@ -23,6 +23,7 @@ nudge); and the payload limit behind a relay.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -408,6 +409,44 @@ async def test_message_too_long_mid_transfer_shrinks_the_block_and_the_transfer_
             messages = [r.getMessage() for r in caplog.records]
             assert any("block of 63 bytes at offset" in m and "refused by the radio as too long" in m for m in messages)
             assert any("blocks of at most 59 bytes: NWK security only, 2 relays assumed (direct known), EZSP limit 82" in m for m in messages)
+        finally:
+            await engine.close()
+            await app.shutdown()
+
+
+# ----------------------------------------------------------------------------- realistic failure timing
+
+
+async def test_retries_and_stall_timeout_hold_at_real_failure_timing(supplier, ezsp_version):
+    """Issue 14: on a timed link the NCP reports lost unicasts after EmberZNet's APS
+    retries and route discoveries (6.3 s at scale 1), not at once. Everything scaled by
+    0.1 (the air, the NCP's failure timing, the gateway's 120 s stall timeout): the
+    device re-asks long before the NCP reports each loss, the session serves it while
+    the lost frame is still in flight, and the push reaches HELD without stalling."""
+    from radios.emulate.ezsp import FailureTiming
+    from radios.sim.link import LinkModel
+
+    scale = 0.1
+    _, config = supplier
+    ota = dataclasses.replace(config.ota, stall_timeout_s=120.0 * scale)
+    fw = make_image(size=9000)
+    link = LinkModel.realistic(scale=scale, uart_baud=None)
+    async with running_ezsp_emulator([hcalcs_spec(FAST_DEVICE)], link, network=formed(), protocol_version=ezsp_version,
+                                     ash_config=AshConfig(reboot_delay=0.1)) as (path, server):
+        assert server.ncp.failure_timing == FailureTiming(scale=scale)
+        app = await open_and_join(path)
+        engine = Engine(app, ota)
+        try:
+            sim = server.han.devices[HCALCS_IEEE]
+            job = engine.push(fw, HCALCS_IEEE)
+            await wait_offset(job, 3000, timeout=60)
+            server.faults.fail_next_deliveries(4, nwk=sim.nwk, cluster=0x0019)
+            assert await engine.wait(job, {SessionState.HELD}, timeout=90) is SessionState.HELD
+            delays = [after for nwk, after in server.ncp.failed_unicasts if nwk == sim.nwk]
+            assert len(delays) == 4 and min(delays) >= FailureTiming(scale=scale).failure_delay_s
+            assert sim.counters.retries >= 4 and job.session.offset == fw.size
+            # Every lost frame's late outcome came back (the hold answers come and go).
+            await support.wait_until(lambda: engine.pacer.inflight == 0, timeout=10)
         finally:
             await engine.close()
             await app.shutdown()

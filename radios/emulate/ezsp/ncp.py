@@ -42,6 +42,7 @@ import zigpy.types as zt
 from radios.coordinator_zdo import EMBERZNET, Coordinator, Endpoint, ZdoFrame, answer as zdo_answer
 from . import layouts
 from .faults import Faults
+from .failure_timing import FailureTiming
 from .frames import (
     SUPPORTED_VERSIONS,
     EzspFrameError,
@@ -291,6 +292,7 @@ class EmberNcp:
         stack_zdo: bool = True,
         delivery_delay: float = 0.0,
         nvram_path: str | os.PathLike | None = None,
+        failure_timing: FailureTiming | None = None,
     ) -> None:
         if protocol_version not in SUPPORTED_VERSIONS:
             raise ValueError(
@@ -318,6 +320,11 @@ class EmberNcp:
         self.han_started = False
         self.stack_zdo = stack_zdo
         self.delivery_delay = delivery_delay
+        # When a lost unicast is reported (failure_timing.py): EmberZNet's seconds on a
+        # timed HAN link (--link realistic), at once on an instant one, unless given.
+        self.failure_timing = failure_timing if failure_timing is not None else FailureTiming.for_link(getattr(han, "link", None))
+        #: Unicasts reported lost: (destination, seconds from sendUnicast to the report).
+        self.failed_unicasts: list[tuple[int, float]] = []
         # Commands answered with invalidCommand: not emulated (gaps) / refused by the
         # protocol state (e.g. a command before the version was negotiated)
         self.unhandled: list[str] = []
@@ -1229,6 +1236,7 @@ class EmberNcp:
 
     async def _deliver_unicast(self, message_type, nwk_field: int, destination: int,
                                aps: t.EmberApsFrame, tag: int, message: bytes) -> None:
+        started = asyncio.get_running_loop().time()
         if self.delivery_delay:
             await asyncio.sleep(self.delivery_delay)
         status = t.sl_Status.OK
@@ -1254,6 +1262,13 @@ class EmberNcp:
                     LOGGER.debug("EZSP NCP: delivery to 0x%04x failed: %s",
                                  destination, getattr(result, "reason", result))
                     status = t.sl_Status.ZIGBEE_DELIVERY_FAILED
+        if status != t.sl_Status.OK and destination != COORDINATOR_NWK:
+            # The stack reports the loss once its APS retries (and the route discoveries
+            # between them) are spent; the air's MAC retries are already behind us.
+            left = self.failure_timing.failure_delay_s - (asyncio.get_running_loop().time() - started)
+            if left > 0:
+                await asyncio.sleep(left)
+            self.failed_unicasts.append((destination, asyncio.get_running_loop().time() - started))
         if status == t.sl_Status.OK:
             self._count(t.EmberCounterType.COUNTER_MAC_TX_UNICAST_SUCCESS)
             self._count(t.EmberCounterType.COUNTER_APS_DATA_TX_UNICAST_SUCCESS)
