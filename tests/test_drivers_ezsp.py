@@ -17,12 +17,15 @@ ezsp`` as subprocesses; lost deliveries; an NCP reset (which bellows reports as
 ``radios.supervisor.RadioSupervisor`` with the engine following (the reset signalled as
 the firmware does: Cancel + ERROR(0x03) after a 1 s reboot, silence until RST); a device
 that gave up during a long outage being brought back by the session's Image Notify (a
-nudge); and the payload limit behind a relay.
+nudge); the payload limit behind a relay; a push to a device behind a relay in blocks
+that fit, and one shrinking its blocks after MESSAGE_TOO_LONG; retries and the stall
+timeout at EmberZNet's failure timing (scaled).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -349,11 +352,21 @@ async def test_a_device_behind_a_relay_gets_frames_that_fit_its_source_route(ezs
             await app.shutdown()
 
 
-def block_sizes(engine: Engine) -> list[tuple[int, int]]:
-    """(offset, data bytes) of every Image Block Response the radio took, as the engine saw."""
-    sent: list[tuple[int, int]] = []
-    engine.add_observer(lambda job, action: sent.append((action.file_offset, len(action.data))) if isinstance(action, ev.SendImageBlock) else None)
-    return sent
+@contextlib.asynccontextmanager
+async def engine_on_emulator(ezsp_version: int, ota):
+    """(server, app, engine, sent): an engine on bellows on a fresh emulator with the
+    HCALCS joined; ``sent`` gets (offset, data bytes) of every Image Block Response the
+    radio took, as the engine saw them."""
+    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
+        app = await open_and_join(path)
+        engine = Engine(app, ota)
+        sent: list[tuple[int, int]] = []
+        engine.add_observer(lambda job, action: sent.append((action.file_offset, len(action.data))) if isinstance(action, ev.SendImageBlock) else None)
+        try:
+            yield server, app, engine, sent
+        finally:
+            await engine.close()
+            await app.shutdown()
 
 
 async def test_push_to_a_device_behind_a_relay_completes_with_blocks_that_fit(supplier, ezsp_version, caplog):
@@ -362,24 +375,17 @@ async def test_push_to_a_device_behind_a_relay_completes_with_blocks_that_fit(su
     and the log says which size was chosen and why."""
     _, config = supplier
     fw = make_image(size=6000)
-    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
-        app = await open_and_join(path)
-        engine = Engine(app, config.ota)
-        sent = block_sizes(engine)
-        try:
-            device = app.devices[HCALCS_IEEE]
-            server.ncp.learn_source_route(device.nwk, [0x7A01])
-            await support.wait_until(lambda: device.relays == [0x7A01])
-            with caplog.at_level(logging.INFO, logger="han_ota.ota"):
-                job = engine.push(fw, HCALCS_IEEE)
-                assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
-            assert job.session.offset == fw.size and sum(n for _, n in sent) >= fw.size
-            assert {n for _, n in sent[:-1]} == {61} and server.ncp.refused_too_long == []
-            assert any("block_size: blocks of at most 61 bytes: NWK security only, 1 relay, EZSP limit 82" in r.getMessage()
-                       for r in caplog.records)
-        finally:
-            await engine.close()
-            await app.shutdown()
+    async with engine_on_emulator(ezsp_version, config.ota) as (server, app, engine, sent):
+        device = app.devices[HCALCS_IEEE]
+        server.ncp.learn_source_route(device.nwk, [0x7A01])
+        await support.wait_until(lambda: device.relays == [0x7A01])
+        with caplog.at_level(logging.INFO, logger="han_ota.ota"):
+            job = engine.push(fw, HCALCS_IEEE)
+            assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
+        assert job.session.offset == fw.size and sum(n for _, n in sent) >= fw.size
+        assert {n for _, n in sent[:-1]} == {61} and server.ncp.refused_too_long == []
+        assert any("block_size: blocks of at most 61 bytes: NWK security only, 1 relay, EZSP limit 82" in r.getMessage()
+                   for r in caplog.records)
 
 
 async def test_message_too_long_mid_transfer_shrinks_the_block_and_the_transfer_completes(supplier, ezsp_version, caplog):
@@ -389,29 +395,22 @@ async def test_message_too_long_mid_transfer_shrinks_the_block_and_the_transfer_
     of the image goes in 59-byte blocks and the push reaches HELD."""
     _, config = supplier
     fw = make_image(size=9000)
-    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
-        app = await open_and_join(path)
-        engine = Engine(app, config.ota)
-        sent = block_sizes(engine)
-        try:
-            device = app.devices[HCALCS_IEEE]
-            with caplog.at_level(logging.INFO):
-                job = engine.push(fw, HCALCS_IEEE)
-                await wait_offset(job, 3000)
-                server.ncp.learn_source_route(device.nwk, [0x7A01, 0x7A02], announce=False)
-                assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
-            assert job.session.offset == fw.size and device.relays is None
-            refused = [length - 17 for _, length, _ in server.ncp.refused_too_long]
-            assert refused == [63, 61]  # each refused size once: the session never re-sends one
-            sizes = [n for _, n in sent]
-            assert 63 in sizes and sizes[-2] == 59 and set(sizes[sizes.index(59):-1]) == {59}
-            assert job.session.radio_block_limit == 59
-            messages = [r.getMessage() for r in caplog.records]
-            assert any("block of 63 bytes at offset" in m and "refused by the radio as too long" in m for m in messages)
-            assert any("blocks of at most 59 bytes: NWK security only, 2 relays assumed (direct known), EZSP limit 82" in m for m in messages)
-        finally:
-            await engine.close()
-            await app.shutdown()
+    async with engine_on_emulator(ezsp_version, config.ota) as (server, app, engine, sent):
+        device = app.devices[HCALCS_IEEE]
+        with caplog.at_level(logging.INFO):
+            job = engine.push(fw, HCALCS_IEEE)
+            await wait_offset(job, 3000)
+            server.ncp.learn_source_route(device.nwk, [0x7A01, 0x7A02], announce=False)
+            assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
+        assert job.session.offset == fw.size and device.relays is None
+        refused = [length - 17 for _, length, _ in server.ncp.refused_too_long]
+        assert refused == [63, 61]  # each refused size once: the session never re-sends one
+        sizes = [n for _, n in sent]
+        assert 63 in sizes and sizes[-2] == 59 and set(sizes[sizes.index(59):-1]) == {59}
+        assert job.session.radio_block_limit == 59
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("block of 63 bytes at offset" in m and "refused by the radio as too long" in m for m in messages)
+        assert any("blocks of at most 59 bytes: NWK security only, 2 relays assumed (direct known), EZSP limit 82" in m for m in messages)
 
 
 # ----------------------------------------------------------------------------- realistic failure timing
