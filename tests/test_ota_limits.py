@@ -241,3 +241,42 @@ def test_payload_limits_numbers_are_frozen() -> None:
     with pytest.raises(AttributeError):
         EZSP.max_aps_payload = 100  # type: ignore[misc]
     assert PayloadLimits("x", 70).max_payload(aps_encrypted=True, relays=2) == 70 - 9 - 6
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+async def test_the_driver_shrinks_on_zstacks_refusal_and_the_push_completes() -> None:
+    """Z-Stack's equivalent of MESSAGE_TOO_LONG: AF_DataRequest refuses a payload over
+    afDataReqMTU with INVALID_PARAMETER, which zigpy-znp raises as DeliveryError with that
+    status. Here a sim radio's send_packet refuses as a Z-Stack holding a one-relay route
+    the host does not know would (80 - 2 - 2 = 76 bytes): the first 63-byte block is
+    refused, the driver answers BlockTooLong, and the push completes in 59-byte blocks."""
+    import zigpy.exceptions
+    import zigpy_znp.types as znp_t
+
+    from test_engine_e2e import IEEE, image, network
+
+    async with network() as (app, engine, seen):
+        engine.driver.radio_limits = ZSTACK
+        send_packet = app.send_packet
+        refused: list[int] = []
+        delivered: list[int] = []
+
+        async def zstack_send_packet(packet):
+            if packet.cluster_id == 0x0019 and len(packet.data.serialize()) > 76:
+                refused.append(len(packet.data.serialize()) - 17)
+                raise zigpy.exceptions.DeliveryError(f"Failed to send request: {znp_t.Status.INVALID_PARAMETER!r}",
+                                                     status=znp_t.Status.INVALID_PARAMETER)
+            if packet.cluster_id == 0x0019 and packet.data.serialize()[2] == 0x05:  # Image Block Response
+                delivered.append(len(packet.data.serialize()) - 17)
+            return await send_packet(packet)
+
+        app.send_packet = zstack_send_packet
+        fw = image(3000)
+        job = engine.push(fw, IEEE)
+        assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
+        assert refused == [63] and set(delivered[:-1]) == {59} and job.session.offset == fw.size
+        messages = [a.message for _, a in seen if isinstance(a, ev.Note) and a.kind is NoteKind.BLOCK_SIZE]
+        assert messages[0] == "blocks of at most 63 bytes: NWK security only, direct, Z-Stack limit 80"
+        assert "1 relay assumed (direct known), Z-Stack limit 80 (the radio refused 63 bytes as too long)" in messages[1]
