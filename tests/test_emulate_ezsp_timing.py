@@ -17,6 +17,7 @@ import zigpy.types as zt
 from radios.emulate.ezsp import EmberNcp, FailureTiming, NetworkSettings, running_ezsp_emulator
 from radios.emulate.ezsp.failure_timing import APS_ACK_TIMEOUT_S, ROUTE_DISCOVERY_S
 from radios.select import open_app
+from radios.sim.han import SimHan
 from radios.sim.link import LinkModel
 
 import driver_test_support as support
@@ -54,15 +55,13 @@ def test_from_the_han_link() -> None:
 
 
 def test_the_ncp_takes_it_from_its_han_unless_given() -> None:
-    class Han:
-        link = LinkModel.realistic(scale=0.5)
-
-        def attach(self, **_):
-            pass
-
+    # What `han-ota emulate ezsp --link realistic` builds: a SimHan on LinkModel.realistic().
+    assert EmberNcp(SimHan([], LinkModel.realistic())).failure_timing == FailureTiming()
+    assert EmberNcp(SimHan([], LinkModel.realistic(scale=0.5))).failure_timing.scale == 0.5
+    assert EmberNcp(SimHan([], LinkModel.instant())).failure_timing == FailureTiming.instant()
     assert EmberNcp(None).failure_timing == FailureTiming.instant()
-    assert EmberNcp(Han()).failure_timing.scale == 0.5
-    assert EmberNcp(Han(), failure_timing=FailureTiming(scale=2.0)).failure_timing.scale == 2.0
+    given = FailureTiming(scale=2.0, aps_transmissions=1)
+    assert EmberNcp(SimHan([], LinkModel.realistic()), failure_timing=given).failure_timing is given
 
 
 @pytest.mark.parametrize("ezsp_version", [13, 14], ids=lambda v: f"ezsp{v}")
