@@ -17,12 +17,13 @@ are the radios', and `radios/` never imports `gateway/`.
 * Z-Stack 3.x: ``AF_DataRequest`` (af.c in TI's SimpleLink SDK) refuses ``len >
   afDataReqMTU()`` with afStatus_INVALID_PARAMETER (0x02) unless the build has APS
   fragmentation (then it fragments, which an OTA client need not reassemble).
-  ``afDataReqMTU`` is APSDE_DataReqMTU less the AF header; APSDE_DataReqMTU is in TI's
-  binary stack library, not in the sources. We take 80 bytes (TI's documented largest
-  unfragmented AF payload under NWK security), less the same 9 for APS security; the
-  source-route overhead is the Zigbee NWK subframe (2 + 2 per relay). zigpy-znp raises
-  DeliveryError with the SRSP's status; MAC_FRAME_TOO_LONG (0xE5) is the MAC's word for
-  the same thing in a data confirm.
+  ``afDataReqMTU`` is APSDE_DataReqMTU less AF_HDR_V1_1_MAX_LEN (0); APSDE_DataReqMTU
+  is in TI's binary stack library, not in the sources, so the number is the frame
+  format's, as the Z-Stack emulator has it (radios/emulate/znp/firmware.py ``af_mtu``):
+  127 less MAC 11, NWK 8, NWK security 18 and APS 8 = 82, less 9 for APS security, less
+  the NWK source-route subframe (2 + 2 per relay). zigpy-znp raises DeliveryError with
+  the SRSP's status; MAC_FRAME_TOO_LONG (0xE5) is the MAC's word for the same thing in
+  a data confirm.
 * sim: the simulated air's own frame budget (radios/sim/link.py ``max_aps_payload``:
   aMaxPHYPacketSize 127 less MAC, NWK, NWK security and APS overheads = 82). The sim
   never refuses a long payload (it fragments in its timing), so nothing is "too long".
@@ -72,7 +73,7 @@ class PayloadLimits:
 
 
 EZSP = PayloadLimits("EZSP", 82, too_long_statuses=frozenset({"MESSAGE_TOO_LONG"}))
-ZSTACK = PayloadLimits("Z-Stack", 80, too_long_statuses=frozenset({"INVALID_PARAMETER", "MAC_FRAME_TOO_LONG"}))
+ZSTACK = PayloadLimits("Z-Stack", 82, too_long_statuses=frozenset({"INVALID_PARAMETER", "MAC_FRAME_TOO_LONG"}))
 SIM = PayloadLimits("sim", LinkModel().max_aps_payload)
 
 # The top-level package of each radio library's ControllerApplication.

@@ -47,11 +47,11 @@ def test_ezsp_block_sizes(aps: bool, relays: int, size: int) -> None:
 def test_the_reason_names_security_route_and_radio() -> None:
     assert block_limit(EZSP, aps_encrypted=True, relays=1).why == "52 bytes: APS-encrypted, 1 relay, EZSP limit 82"
     assert block_limit(EZSP, aps_encrypted=False, relays=0).why == "65 bytes: NWK security only, direct, EZSP limit 82"
-    assert block_limit(ZSTACK, aps_encrypted=False, relays=2).why == "57 bytes: NWK security only, 2 relays, Z-Stack limit 80"
+    assert block_limit(ZSTACK, aps_encrypted=False, relays=2).why == "59 bytes: NWK security only, 2 relays, Z-Stack limit 82"
 
 
 def test_each_family_has_its_own_numbers() -> None:
-    assert (EZSP.max_aps_payload, ZSTACK.max_aps_payload, SIM.max_aps_payload) == (82, 80, 82)
+    assert (EZSP.max_aps_payload, ZSTACK.max_aps_payload, SIM.max_aps_payload) == (82, 82, 82)
     assert block_limit(SIM, aps_encrypted=False, relays=0).size == 65
 
 
@@ -250,8 +250,8 @@ async def test_the_driver_shrinks_on_zstacks_refusal_and_the_push_completes() ->
     """Z-Stack's equivalent of MESSAGE_TOO_LONG: AF_DataRequest refuses a payload over
     afDataReqMTU with INVALID_PARAMETER, which zigpy-znp raises as DeliveryError with that
     status. Here a sim radio's send_packet refuses as a Z-Stack holding a one-relay route
-    the host does not know would (80 - 2 - 2 = 76 bytes): the first 63-byte block is
-    refused, the driver answers BlockTooLong, and the push completes in 59-byte blocks."""
+    the host does not know would (82 - 2 - 2 = 78 bytes): the first 63-byte block is
+    refused, the driver answers BlockTooLong, and the push completes in 61-byte blocks."""
     import zigpy.exceptions
     import zigpy_znp.types as znp_t
 
@@ -264,7 +264,7 @@ async def test_the_driver_shrinks_on_zstacks_refusal_and_the_push_completes() ->
         delivered: list[int] = []
 
         async def zstack_send_packet(packet):
-            if packet.cluster_id == 0x0019 and len(packet.data.serialize()) > 76:
+            if packet.cluster_id == 0x0019 and len(packet.data.serialize()) > 78:
                 refused.append(len(packet.data.serialize()) - 17)
                 raise zigpy.exceptions.DeliveryError(f"Failed to send request: {znp_t.Status.INVALID_PARAMETER!r}",
                                                      status=znp_t.Status.INVALID_PARAMETER)
@@ -276,7 +276,8 @@ async def test_the_driver_shrinks_on_zstacks_refusal_and_the_push_completes() ->
         fw = image(3000)
         job = engine.push(fw, IEEE)
         assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
-        assert refused == [63] and set(delivered[:-1]) == {59} and job.session.offset == fw.size
+        assert refused == [63] and set(delivered[:-1]) == {61} and job.session.offset == fw.size
         messages = [a.message for _, a in seen if isinstance(a, ev.Note) and a.kind is NoteKind.BLOCK_SIZE]
-        assert messages[0] == "blocks of at most 63 bytes: NWK security only, direct, Z-Stack limit 80"
-        assert "1 relay assumed (direct known), Z-Stack limit 80 (the radio refused 63 bytes as too long)" in messages[1]
+        assert messages[0] == ("blocks of at most 63 bytes: the configured cap "
+                               "(the radio allows 65 bytes: NWK security only, direct, Z-Stack limit 82)")
+        assert "61 bytes: NWK security only, 1 relay assumed (direct known), Z-Stack limit 82 (the radio refused 63 bytes as too long)" in messages[1]
