@@ -101,6 +101,20 @@ class DeviceConfig:
     stall_timeout_s: float | None = None
     #: The `security` key; unset is AUTO (chosen from what the device does).
     security: SecurityMode = SecurityMode.AUTO
+    #: The `activation` key (issue 13): how a verified CS06 reaches the device. "tunnel":
+    #: forwarded over the GBCS tunnel, the hold stays (the device releases itself);
+    #: "upgrade-end": the hub's Upgrade End Response releases it (nothing forwarded);
+    #: "both". Unset: "both" for an HCALCS, "upgrade-end" for a PPMID (the hub manages
+    #: a PPMID's activation itself, SECMP0007).
+    activation: str = "both"
+
+    @property
+    def forwards(self) -> bool:
+        return self.activation in ("tunnel", "both")
+
+    @property
+    def releases(self) -> bool:
+        return self.activation in ("upgrade-end", "both")
 
 
 #: The suites a hub may offer and the suffix of their keys in [key_establishment].
@@ -197,6 +211,8 @@ def load_config(path: Path | str) -> Config:
 
 _TOP_KEYS = {"state_dir", "control_socket", "control_tcp", "radio", "ota", "supplier", "device", "sim_device", "key_establishment", "hub"}
 _SECURITY_MODES = {m.value: m for m in (SecurityMode.SE, SecurityMode.INSTALL_CODE)}
+ACTIVATION_MODES = ("tunnel", "upgrade-end", "both")
+DEFAULT_ACTIVATION = {"hcalcs": "both", "ppmid": "upgrade-end"}
 
 
 def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Path | None = None) -> Config:
@@ -244,7 +260,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
     devices = []
     for i, entry in enumerate(_array(data, "device", src)):
         key = f"device[{i}]"
-        _no_unknown(entry, {"ieee", "kind", "supplier", "stall_timeout", "security"}, key + ".", src)
+        _no_unknown(entry, {"ieee", "kind", "supplier", "stall_timeout", "security", "activation"}, key + ".", src)
         if not isinstance(entry.get("ieee"), str):
             raise ConfigError(f"{key}.ieee", entry.get("ieee"), "expected a string such as \"00:db:12:34:56:78:90:a0\"", src)
         try:
@@ -269,10 +285,19 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
                 "expected \"se\" (key establishment before any OTA) or \"install-code\" (no key establishment); omit it to decide from what the device does",
                 src,
             )
+        activation = entry.get("activation", DEFAULT_ACTIVATION.get(kind, "both"))
+        if activation not in ACTIVATION_MODES:
+            raise ConfigError(
+                f"{key}.activation", activation,
+                "expected \"tunnel\" (the CS06 forwarded, the device releases itself), \"upgrade-end\" "
+                "(the hub's Upgrade End Response releases it) or \"both\"",
+                src,
+            )
         devices.append(
             DeviceConfig(
                 ieee=ieee, kind=kind, supplier=supplier, stall_timeout_s=stall,
                 security=_SECURITY_MODES[security] if security is not None else SecurityMode.AUTO,
+                activation=activation,
             )
         )
     seen = [d.ieee for d in devices]

@@ -430,4 +430,53 @@ def sign_activation_cmd(
     )
 
 
+@app.command("send")
+def send_cmd(
+    command: Annotated[Path, typer.Argument(help="GBCS command file: hex text, base64 or raw bytes (a CS06, a CS08 Read Firmware Version, ...).")],
+    device: Annotated[str, typer.Option("--device", metavar="IEEE", help="The device to send it to (its recipient).")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML configuration file (finds the daemon's control socket).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1.0, metavar="SECONDS", help="How long to wait for the device's response.")] = 60.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Forward a verified GBCS command over the device's tunnel (through the daemon) and print its response.
+
+    A CS06 goes through the activation gate first: a refused one is never forwarded."""
+    from gateway.gbcs.command import decode_message_file
+    from han_ota.client import DaemonError, find_daemon, resolve_config
+
+    try:
+        raw = decode_message_file(read_small(command, MAX_COMMAND_BYTES, "command file"))
+    except (FileRefused, GbcsError) as exc:
+        _unreadable(f"{command}: {exc}", json_out)
+    try:
+        cfg = resolve_config(config)
+    except ValueError as exc:  # ConfigError
+        _usage(str(exc), "--config")
+    client = find_daemon(cfg)
+    if client is None:
+        message = f"no han-ota daemon is listening on {cfg.control_socket}: the tunnel is the daemon's; start it with 'han-ota run --config PATH'"
+        if json_out:
+            typer.echo(json.dumps({"forwarded": False, "error": message}))
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(EXIT_REFUSED)
+    client.timeout = timeout + 30.0  # the daemon answers when the device did
+    try:
+        result = client.gbcs_send(raw.hex().upper(), device, timeout)
+    except DaemonError as exc:
+        if json_out:
+            typer.echo(json.dumps({"forwarded": False, "error": str(exc)}))
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    if json_out:
+        typer.echo(json.dumps(result))
+    elif not result.get("forwarded"):
+        typer.echo(f"{result.get('device')}: not forwarded: {result.get('error')}")
+    elif result.get("response") is None:
+        typer.echo(f"{result.get('device')}: forwarded {result.get('message_code')}; no response within {timeout:g} s")
+    else:
+        typer.echo(f"{result.get('device')}: forwarded {result.get('message_code')}; response {result.get('response_message_code') or '(unparsed)'}:")
+        typer.echo(result["response"])
+    raise typer.Exit(0 if result.get("forwarded") else EXIT_REFUSED)
+
+
 __all__ = ["app"]

@@ -137,6 +137,11 @@ class Client:
     def activate(self, command: str, device: str | None = None) -> dict[str, Any]:
         return self._call("POST", "/v1/activate", {"command": command, "device": device})
 
+    def gbcs_send(self, command: str, device: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Forward a verified GBCS command over the device's tunnel; the daemon answers
+        once the device's response came (or ``timeout`` passed)."""
+        return self._call("POST", "/v1/gbcs/send", {"command": command, "device": device, "timeout": timeout})
+
     def job(self, job_id: str | int) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{quote(str(job_id), safe='')}")["job"]
 

@@ -369,6 +369,7 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/v1/devices", "devices"),
     _route("POST", "/v1/push", "push"),
     _route("POST", "/v1/activate", "activate"),
+    _route("POST", "/v1/gbcs/send", "gbcs_send"),
     _route("GET", "/v1/jobs/{job_id}", "job"),
     _route("POST", "/v1/jobs/{job_id}/cancel", "cancel"),
     _route("GET", "/v1/log", "log"),
@@ -470,6 +471,7 @@ class ControlApi(Protocol):
     async def devices(self) -> tuple[int, Any]: ...
     async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None, allow_downgrade: bool = False) -> tuple[int, Any]: ...
     async def activate(self, command: str, device: str | None) -> tuple[int, Any]: ...
+    async def gbcs_send(self, command: str, device: str | None, timeout: float | None) -> tuple[int, Any]: ...
     async def job(self, job_id: str) -> tuple[int, Any]: ...
     async def cancel(self, job_id: str) -> tuple[int, Any]: ...
     async def log(self, device: str | None, since: int | None, limit: int) -> tuple[int, Any]: ...
@@ -528,6 +530,11 @@ async def dispatch(api: ControlApi, request: Request) -> tuple[int, Any]:
         command = require_str(body, "command")
         assert command is not None
         return await api.activate(command, require_str(body, "device", optional=True))
+    if handler == "gbcs_send":
+        no_unknown_keys(body, {"command", "device", "timeout"})
+        command = require_str(body, "command")
+        assert command is not None
+        return await api.gbcs_send(command, require_str(body, "device", optional=True), require_seconds(body, "timeout"))
     raise HttpError(404, f"no handler for {request.path}")  # pragma: no cover - ROUTES and this agree
 
 

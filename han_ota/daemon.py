@@ -86,6 +86,7 @@ from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
 from han_ota.hub_alerts import HubMessages, start_hub_messages
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
+from han_ota.tunnels import CommandRefused, DaemonTunnels
 from han_ota.statedir import StateDirError, StateDirLock, ensure_state_dir
 from radios.supervisor import RadioSupervisor
 from radios.sim.spec import SimDeviceSpec, SimNetworkError, sim_network
@@ -213,6 +214,10 @@ class _DaemonActivation(ActivationService):
             crashpoint("submit.audited")
         return result
 
+    def _act(self, job: Job, decision: Any, command_hex: str) -> None:
+        # The device's `activation` config: release, forward over the tunnel, or both.
+        self.daemon.tunnels.carry_out(job, command_hex, lambda: super(_DaemonActivation, self)._act(job, decision, command_hex), lambda: self._carried_out(job))
+
     def _fire(self, ieee: zt.EUI64) -> None:
         # A future-dated activation due while the radio is away waits for it: the
         # driver has no session attached then, and the moment has passed either way.
@@ -269,6 +274,8 @@ class Daemon:
         self.ke_service: Any = None
         #: The hub's GBCS messages (its CCS08 alerts, every message kept): han_ota.hub_alerts.
         self.hub: HubMessages | None = None
+        #: The GBCS tunnels to the devices (han_ota/tunnels.py).
+        self.tunnels = DaemonTunnels(config, self.security, audit=self._audit)
         self.activation: _DaemonActivation | None = None
         self.control: ControlServer | None = None
         self.started_wall = time.time()
@@ -352,6 +359,7 @@ class Daemon:
             # store and log they use are closed.
             await self.control.close()
         self._persist_all(force=True)
+        await self.tunnels.close()  # CloseTunnel while the radio still works
         # Radio off first: detaching the sessions would hand the devices to zigpy's own
         # OTA handler, which answers ABORT (a device then erases its partial download).
         await close_key_establishment(self.ke_service)
@@ -537,6 +545,7 @@ class Daemon:
         else:
             await self.engine.rebind(app)
         await self._start_key_establishment(app)
+        await self.tunnels.radio_up(app)
         self.radio.reconnects = self.supervisor.reconnects
         self.radio.up = True
         self.radio.since = time.time()
@@ -1000,6 +1009,7 @@ class Daemon:
                         "job": None if job is None else job.id,
                         "state": None if job is None else job.state.value,
                         "security": self.security.get(ieee).to_dict(),
+                        "tunnel": self.tunnels.state(ieee),
                     }
                 )
         return 200, {"radio": self.radio.to_dict(), "devices": out}
@@ -1126,6 +1136,18 @@ class Daemon:
         result = self.activation.submit(command, device=ieee)
         self._refresh_status()
         return 200, result.to_dict()
+
+    async def gbcs_send(self, command: str, device: str | None, timeout: float | None) -> tuple[int, Any]:
+        ieee = None if device is None else _parse_device(device)
+        if self.activation is None or not self.radio.up:
+            raise HttpError(503, f"the radio ({self.radio.kind}) is not up; send the command when `{self._cli('status')}` shows it up")
+        try:
+            raw = decode_hex_text(command)
+            result = await self.tunnels.send_command(self.activation, raw, ieee, timeout or 60.0)
+        except (CommandRefused, GbcsError) as exc:
+            raise HttpError(422, f"not forwarded: {exc}") from None
+        self._refresh_status()
+        return 200, result
 
     async def job(self, job_id: str) -> tuple[int, Any]:
         number = _parse_job_id(job_id)

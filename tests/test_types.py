@@ -27,12 +27,18 @@ STRICT = [
     "gateway/ota/session.py",
     "gateway/ota/state.py",
     "gateway/se",  # the crypto and the Key Establishment cluster (ke_frames, ke_server)
+    "gateway/tunnel/frames.py",
+    "gateway/tunnel/client.py",
     "radios/coordinator_zdo.py",
+    "radios/sim/aps_fragments.py",
+    "radios/sim/tunnel_server.py",
     "radios/emulate/fault_options.py",
     "radios/emulate/ezsp/status.py",
     "radios/emulate/ezsp/layouts.py",
     "radios/ezsp_guard.py",
     "radios/limits.py",  # each radio family's payload limit (issue 14)
+    "radios/emulate/znp/firmware.py",
+    "radios/emulate/znp/timing.py",
     "radios/sim/gbcs",  # the simulated devices' own GBCS reader, signer and peer
 ]
 
