@@ -143,7 +143,9 @@ async def test_push_to_a_device_behind_a_relay_in_blocks_that_fit_the_source_rou
         # the HAN's optional hops extra: every device is behind the relay
         coord.han.relays_of = lambda nwk: (relay,)
         app = await open_app("znp", path=path)
-        engine = Engine(app, dataclasses.replace(config.ota, block_cap=61))
+        # No block_cap: the gateway sizes blocks from Z-Stack's limit for the device
+        # (radios/limits.py, 82 - 2 - 2 - 17 = 61 behind one relay; issue 14).
+        engine = Engine(app, config.ota)
         try:
             device = await wait_known(app)
             job = engine.push(fw, HCALCS_IEEE, activation="command")
@@ -152,7 +154,11 @@ async def test_push_to_a_device_behind_a_relay_in_blocks_that_fit_the_source_rou
             # the concentrator's table holds the route (zigpy may hear the first route record
             # before it knows the device; the stack sends with the route either way)
             assert coord.source_routes[int(device.nwk)] == (relay,)
-            assert coord.payloads_refused == 0
+            # The first route record may reach zigpy before the device does (then zigpy
+            # keeps no relays): the first 63-byte block is refused with INVALID_PARAMETER
+            # and the session shrinks to 61; never more than that one refusal.
+            assert coord.payloads_refused <= 1
+            assert job.session.radio_block_limit == 61
             assert coord.unimplemented == []
         finally:
             await engine.close()

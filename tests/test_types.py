@@ -22,6 +22,7 @@ STRICT = [
     "gateway/ota/codec.py",
     "gateway/ota/config.py",
     "gateway/ota/events.py",
+    "gateway/ota/limits.py",  # block size from the radio's limit (issue 14)
     "gateway/ota/pacing.py",
     "gateway/ota/session.py",
     "gateway/ota/state.py",
@@ -36,6 +37,7 @@ STRICT = [
     "radios/emulate/ezsp/status.py",
     "radios/emulate/ezsp/layouts.py",
     "radios/ezsp_guard.py",
+    "radios/limits.py",  # each radio family's payload limit (issue 14)
     "radios/emulate/znp/firmware.py",
     "radios/emulate/znp/timing.py",
     "radios/sim/gbcs",  # the simulated devices' own GBCS reader, signer and peer
