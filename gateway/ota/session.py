@@ -164,6 +164,7 @@ class OtaSession:
         device_key: Hashable | None = None,
         allow_downgrade: bool = False,
         discard: Iterable[ImageIds] = (),
+        priority: int = 0,
     ) -> None:
         #: Over-the-air order, as ``bytes(zigpy EUI64)`` and image destinations hold it
         #: (``Eui64.of``: bytes are over-the-air order, text is written order).
@@ -175,6 +176,8 @@ class OtaSession:
         self.allow_downgrade = allow_downgrade
         #: The key of this device's share of the pacer (default: its IEEE bytes).
         self.device_key: Hashable = device_key if device_key is not None else self.device_ieee
+        #: The push's priority (gateway.ota.priority): the pacer serves higher ones first.
+        self.priority = priority
 
         self.state = SessionState.PENDING
         #: Why the session is in its state (the reason of the last StateChanged).
@@ -318,6 +321,13 @@ class OtaSession:
         Default Response ABORT (the client discards the image): cancelling never
         lets a device activate. Raises ``LocalProtocolError`` in an end state."""
         return self._call(Call.CANCEL, now, reason)
+
+    def supersede(self, now: float, reason: str) -> list[Action]:
+        """End the push because a push of higher priority takes the device: as ``cancel``
+        (block requests ABORT, the image discarded on the device's next Upgrade End),
+        ending SUPERSEDED. Only before activation: raises ``LocalProtocolError`` from
+        ACTIVATED and the end states."""
+        return self._call(Call.SUPERSEDE, now, reason)
 
     def park(self, now: float) -> list[Action]:
         """The radio is going away: freeze every timer (as seconds left) until ``resume``.
@@ -506,7 +516,7 @@ class OtaSession:
     def _call(self, call: Call, now: float, *args: Any, cell: Cell | None = None) -> list[Action]:
         if cell is None:
             cell = call_cell(self.state, call)  # raises before anything changes
-        if self._parked and call not in (Call.PARK, Call.RESUME, Call.CANCEL):
+        if self._parked and call not in (Call.PARK, Call.RESUME, Call.CANCEL, Call.SUPERSEDE):
             raise LocalProtocolError(f"cannot {call.value} a parked push (the radio is away): it resumes when the radio is back")
         self._tick(now)
         return self._run(cell, *args)
@@ -887,7 +897,7 @@ class OtaSession:
         self._fresh = False
 
     def _grant(self, nbytes: int) -> float:
-        return 0.0 if self.pacer is None else self.pacer.grant(self.device_key, nbytes, self._now)
+        return 0.0 if self.pacer is None else self.pacer.grant(self.device_key, nbytes, self._now, self.priority)
 
     def _sent(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
@@ -1039,7 +1049,8 @@ class OtaSession:
             return False
         self._emit(SendDefaultResponse(ev.tsn, int(DeviceCommand.UPGRADE_END), Status.ABORT))
         self.discard_requests += 1
-        whose = "this push's image, cancelled" if ids == self._image_ids() else "the image of a cancelled push"
+        ended = "superseded" if self.state is SessionState.SUPERSEDED else "cancelled"
+        whose = f"this push's image, {ended}" if ids == self._image_ids() else "the image of a cancelled or superseded push"
         self._note(
             NoteKind.DISCARD,
             "device holds {}: Upgrade End answered ABORT (#{}) so that it discards manufacturer 0x{:04X}, "
@@ -1227,10 +1238,17 @@ class OtaSession:
     def _cancel(self, reason: str) -> None:
         if self.state is A:
             self._note(NoteKind.WARNING, "activation was already sent: cancelling stops the confirmation, not the device")
-        self._set_state(SessionState.CANCELLED, reason)
+        self._end_discarding(SessionState.CANCELLED, "cancelled", reason)
+
+    def _supersede(self, reason: str) -> None:
+        self._end_discarding(SessionState.SUPERSEDED, "superseded", reason)
+
+    def _end_discarding(self, state: SessionState, verb: str, reason: str) -> None:
+        """Cancel and supersede: the push ends and the device is to drop the image."""
+        self._set_state(state, reason)
         self.discard_images = self.discard_images | {self._image_ids()}
         then = "; its next Upgrade End Request for the image will be answered ABORT, so that it discards it" if self._was_held else ""
-        self._note(NoteKind.CANCEL, f"push cancelled: {reason}{then}", self._offset_or_none())
+        self._note(NoteKind.CANCEL, f"push {verb}: {reason}{then}", self._offset_or_none())
 
 
 def _check_table() -> None:
