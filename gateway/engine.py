@@ -272,7 +272,7 @@ class Engine:
         self.window_change: dt.datetime | None = None
         self._window_timer: asyncio.TimerHandle | None = None
         if self.windows:
-            self._window_tick()
+            self.refresh_windows()
 
     def add_observer(self, observer: JobObserver) -> None:
         self._observers.append(observer)
@@ -628,8 +628,9 @@ class Engine:
 
     # ------------------------------------------------------------------ traffic windows
 
-    def _window_tick(self) -> None:
-        """Apply the window state now and arm the one timer for its next change."""
+    def refresh_windows(self) -> None:
+        """Apply the window state now and arm the one timer for its next change (the
+        timer calls this; so may a caller that knows the wall clock was stepped)."""
         now_utc = self._wall()
         loop = asyncio.get_running_loop()
         was, self.window_open = self.window_open, self.windows.is_open(now_utc)
@@ -643,7 +644,7 @@ class Engine:
         if self._window_timer is not None:
             self._window_timer.cancel()
         # Past the change by a little: a timer may fire a hair early on the loop's clock.
-        self._window_timer = None if after is None else loop.call_later(after + 0.05, self._window_tick)
+        self._window_timer = None if after is None else loop.call_later(after + 0.05, self.refresh_windows)
         if self.window_open and not was:
             LOGGER.info("traffic window open (%s): transfers run", self.windows.describe())
             for job in list(self._by_device.values()):
