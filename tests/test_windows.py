@@ -8,6 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway.ota import events as ev
+from gateway.ota.config import ImageInfo, SessionConfig
+from gateway.ota.pacing import Pacer
+from gateway.ota.session import OtaSession
 from gateway.ota.windows import TrafficWindows, WindowError, parse_window
 
 UTC = dt.timezone.utc
@@ -135,3 +139,26 @@ def test_parse_keeps_the_text_and_zone() -> None:
 def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         TrafficWindows.parse(["01:00-02:00"]).is_open(dt.datetime(2026, 1, 1))
+
+
+# --------------------------------------------------------------------------- the session under a paused pacer
+
+
+def test_a_long_pause_never_fails_a_push_by_our_own_doing() -> None:
+    """WAIT_FOR_DATA stays under half the stall timeout, and a deferred page keeps its
+    stall timer ahead of the deferral: a closed window is not the device's silence."""
+    pacer = Pacer(bytes_per_s=10**6, burst_bytes=10**5, max_inflight=8, pause_retry_s=30.0)
+    s = OtaSession(bytes(8), ImageInfo(0x121D, 0, 2, bytes(1000)), SessionConfig(stall_timeout_s=20.0), pacer)
+    s.handle(ev.QueryNextImageRequested(0, 0x121D, 0, 1), 0.0)
+    pacer.pause(0.0)
+    (wait,) = [a for a in s.handle(ev.ImageBlockRequested(1, 0x121D, 0, 2, 0, 63), 0.0) if isinstance(a, ev.SendWaitForData)]
+    assert wait.delay_s == 10
+    s.handle(ev.ImagePageRequested(2, 0x121D, 0, 2, 0, 63, 512, 10), 1.0)
+    now = 1.0
+    for _ in range(20):  # ten minutes of deferrals
+        now = s.get_timer() or now + 30
+        s.handle_timer(now)
+    assert s.state is ev.SessionState.TRANSFERRING and now > 500
+    pacer.unpause()
+    s.handle_timer(s.get_timer() or now)
+    assert s.offset > 0

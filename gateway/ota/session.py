@@ -929,8 +929,11 @@ class OtaSession:
         wait = self._grant(size)
         if wait > 0:
             # ZCL OTA, Image Block Response WAIT_FOR_DATA (11.13.8.1): ask again after
-            # request time, and no faster than the minimum block period suggested.
-            delay = min(self.config.max_wait_for_data_s, max(1, math.ceil(wait)))
+            # request time, and no faster than the minimum block period suggested. Never
+            # as long as half the stall timeout: a long pause (a closed traffic window)
+            # must not fail the push by our own doing.
+            cap = min(self.config.max_wait_for_data_s, max(1, int(self.config.stall_timeout_s // 2)))
+            delay = min(cap, max(1, math.ceil(wait)))
             period = self._suggested_period_ms(size)
             self._emit(SendWaitForData(ev.tsn, delay, period))
             self._note(
@@ -982,6 +985,8 @@ class OtaSession:
         wait = self._grant(size)
         if wait > 0:
             page.due = self._now + wait
+            # The device waits for our blocks: our deferral (a paused pacer) is not its silence.
+            self._stall_at = max(self._stall_at or 0.0, page.due + self.config.stall_timeout_s)
             self._note(NoteKind.PACING, f"radio budget spent: page block at offset {page.next_offset} deferred {wait:.3f} s", page.next_offset)
             return
         data = self.image.data[page.next_offset : page.next_offset + size]
