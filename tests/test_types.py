@@ -24,6 +24,8 @@ STRICT = [
     "gateway/ota/events.py",
     "gateway/ota/pacing.py",
     "gateway/ota/session.py",
+    "gateway/ota/priority.py",
+    "gateway/ota/windows.py",
     "gateway/ota/state.py",
     "gateway/se",  # the crypto and the Key Establishment cluster (ke_frames, ke_server)
     "radios/coordinator_zdo.py",
