@@ -873,6 +873,11 @@ class OtaSession:
         else:
             self._emit(SendDefaultResponse(ev.tsn, int(command), err.status))
         self._note(NoteKind.WARNING, f"{command.name.lower().replace('_', ' ')} request refused ({err.status.name}): {err.message}", ev.file_offset)
+        if self.state is P and isinstance(err, WrongImageRequested):
+            # The device was downloading another image (a push this one superseded) and
+            # drops it on this ABORT: tell it of ours now, not at the next notify interval
+            # (ZCL OTA: a client that hears a unicast Image Notify queries).
+            self._send_notify()
 
     def _enter_transfer(self, ev: ImageBlockRequested | ImagePageRequested) -> None:
         if self.state is P:
@@ -1062,6 +1067,9 @@ class OtaSession:
             "image type 0x{:04X}, version 0x{:08X} and queries again".format(whose, self.discard_requests, *ids),
             self._offset_or_none(),
         )
+        if self.state is P:
+            # It goes back to normal operation now: tell it of our image at once.
+            self._send_notify()
         return True
 
     def _downloading_again(self) -> None:
