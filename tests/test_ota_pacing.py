@@ -366,9 +366,9 @@ def test_background_device_takes_surplus_only_and_never_reserves() -> None:
     p = Pacer(bytes_per_s=100, burst_bytes=200, max_inflight=8)
     assert p.grant("urgent", 63, 0.0, priority=9) == 0.0  # tokens 137
     assert p.top_priority(0.0) == 9
-    # Background: needs 63 + headroom (100) in the budget; 137 is short.
-    wait = p.grant("bulk", 63, 0.0, priority=1)
-    assert wait == pytest.approx((163 - 137) / 100)
+    # Background: needs 63 + headroom (100) in the budget; 137 is short. Told to come
+    # back no sooner than background_retry_s.
+    assert p.grant("bulk", 63, 0.0, priority=1) == p.background_retry_s == 4.0
     assert not p.reserved("bulk") and p.tokens(0.0) == pytest.approx(137)  # nothing charged
     # The urgent device is still served from what the bulk one left.
     assert p.grant("urgent", 63, 0.0, priority=9) == 0.0
@@ -381,12 +381,28 @@ def test_background_device_takes_surplus_only_and_never_reserves() -> None:
 
 def test_background_devices_leave_room_in_the_radio_queue() -> None:
     p = Pacer(bytes_per_s=10**6, burst_bytes=10**5, max_inflight=8)
-    assert p.background_inflight == 6
+    assert p.background_inflight == 2  # a quarter
     p.grant("urgent", 63, 0.0, priority=9)
-    for _ in range(6):
+    for _ in range(2):
         p.sent_started(0.0)
-    assert p.grant("bulk", 63, 0.0, priority=1) == p.inflight_retry_s
-    assert p.grant("urgent", 63, 0.0, priority=9) == 0.0  # two slots left for it
+    assert p.grant("bulk", 63, 0.0, priority=1) == p.background_retry_s
+    assert p.grant("urgent", 63, 0.0, priority=9) == 0.0  # six slots left for it
+
+
+def test_background_devices_together_take_at_most_their_share() -> None:
+    """However many, however fast they ask: background_share of the budget (plus its
+    small burst), while the urgent device idles and leaves surplus galore."""
+    p = Pacer(bytes_per_s=10_000, burst_bytes=4000, max_inflight=64, background_share=0.25)
+    p.grant("urgent", 63, 0.0, priority=9)
+    granted, now = 0, 0.0
+    while now < 20.0:
+        for key in range(20):
+            if p.grant(key, 63, now, priority=1) == 0.0:
+                granted += 63
+        p.grant("urgent", 0, now, priority=9)  # still active, asking for nothing
+        now += 0.01
+    assert granted <= p.background_burst + 0.25 * 10_000 * 20.0
+    assert granted >= 0.9 * 0.25 * 10_000 * 20.0
 
 
 def test_equal_priorities_keep_the_equal_shares() -> None:

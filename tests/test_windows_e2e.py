@@ -45,9 +45,10 @@ class ShiftedClock:
 
 
 async def test_a_window_opening_mid_run_starts_the_waiting_job(tmp_path: Path) -> None:
-    clock = ShiftedClock(1.5)
-    ota = OtaConfig(rate_bytes_per_s=10_000_000, burst_bytes=1_000_000, stall_timeout_s=30, windows=(clock.window(),))
     app = await open_app("sim", sim_devices=[parse_sim_device(device_spec(0xA0))])
+    # The clock is set once the radio is up, so that a slow start cannot eat the wait.
+    clock = ShiftedClock(2.0)
+    ota = OtaConfig(rate_bytes_per_s=10_000_000, burst_bytes=1_000_000, stall_timeout_s=30, windows=(clock.window(),))
     engine = Engine(app, ota, session_overrides=dict(notify_interval_s=0.5, notify_attempts=100), wall_clock=clock)
     try:
         dev = app.han.devices[IEEE]
