@@ -739,7 +739,12 @@ async def priority_under_bulk(
         urgent_end = watcher.seen[urgent_dev].end_at
         urgent = None if urgent_end is None else _seconds(run, urgent_end - t1)
         await watcher.until(lambda: all(ended(i) or jobs[i].state in ev.END_STATES for i in bulk), timeout, interval=0.1)
-        bulk_times = [_seconds(run, watcher.seen[i].end_at - t1) for i in bulk if watcher.seen[i].end_at is not None]
+        bulk_times: list[float] = []
+        for ieee in bulk:
+            end = watcher.seen[ieee].end_at
+            seconds = None if end is None else _seconds(run, end - t1)
+            if seconds is not None:
+                bulk_times.append(seconds)
         ratio = urgent / alone if urgent is not None and alone else None
         result.update(
             urgent_alone_s=alone,

@@ -1010,17 +1010,7 @@ class Daemon:
                 )
         return 200, {"radio": self.radio.to_dict(), "devices": out}
 
-    async def push(
-        self,
-        image: str,
-        device: str,
-        activation: str | None,
-        activate_now: bool,
-        stall_timeout: float | None,
-        allow_downgrade: bool = False,
-        priority: int | None = None,
-        replace: bool = False,
-    ) -> tuple[int, Any]:
+    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None, allow_downgrade: bool = False, priority: int | None = None, replace: bool = False) -> tuple[int, Any]:
         if self._stopped:
             raise HttpError(503, "the daemon is stopping")
         ieee = _parse_device(device)

@@ -12,27 +12,22 @@ the 1.3x figure).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zigpy.types as zt
 
-from gateway.activation import ActivationService
 from gateway.config import Config, DeviceConfig, OtaConfig, SupplierConfig, parse_eui64
 from gateway.engine import Engine, EngineError, Job, QueueChanged
 from gateway.image import FirmwareImage, parse_image
 from gateway.image_build import build_image
 from gateway.ota import events as ev
 from gateway.ota.priority import PRIORITY_NAMES
-from gateway.store import StateStore
-from radios.select import open_app
-from radios.sim.spec import parse_sim_device
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import sign_activation
 from tests.test_cancel_discard import DATA, SUPPLIER, key
+from tests.test_cancel_discard import gateway as discard_gateway
 
 HIGH, NORMAL, LOW = PRIORITY_NAMES["high"], PRIORITY_NAMES["normal"], PRIORITY_NAMES["low"]
 OLD = 0xACDCACDB
@@ -76,18 +71,8 @@ def config(tmp_path: Path, ota: OtaConfig) -> Config:
     )
 
 
-@asynccontextmanager
-async def gateway(tmp_path: Path, ota: OtaConfig = SLOW, devices: tuple[int, ...] = (0xA0,)) -> AsyncIterator[tuple[Any, Engine, ActivationService]]:
-    app = await open_app("sim", sim_devices=[parse_sim_device(device_spec(n)) for n in devices])
-    engine = Engine(app, ota, session_overrides=dict(notify_interval_s=0.5, notify_attempts=100))
-    store = StateStore.in_state_dir(tmp_path)
-    service = ActivationService(engine, config(tmp_path, ota), store)
-    try:
-        yield app, engine, service
-    finally:
-        await engine.close()
-        await app.shutdown()
-        store.close()
+def gateway(tmp_path: Path, ota: OtaConfig = SLOW, devices: tuple[int, ...] = (0xA0,)) -> Any:
+    return discard_gateway(tmp_path, ota, [device_spec(n) for n in devices], config(tmp_path, ota))
 
 
 async def reach(engine: Engine, job: Job, state: ev.SessionState) -> None:
