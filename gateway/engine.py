@@ -401,6 +401,8 @@ class Engine:
         current = self._by_device.get(ieee)
         if current is not None and not current.done:
             return
+        if self._parked:
+            return  # the radio is away: resume_parked starts it
         queue = self._queues.get(ieee)
         if not queue:
             return
@@ -519,6 +521,8 @@ class Engine:
             self._resume(job)
             resumed.append(job)
             self._log(job, logging.WARNING, "re-attached at offset %d (%s) after reconnect", job.session.offset, job.state.value)
+        for ieee in list(self._queues):  # a device freed while the radio was away
+            self._start_next(ieee)
         return resumed
 
     def follow(self, supervisor: Any) -> None:

@@ -201,3 +201,17 @@ async def test_twenty_bulk_devices_at_low_priority_and_one_urgent_push_all_finis
         for job in [urgent, *jobs]:
             await reach(engine, job, ev.SessionState.HELD)
         assert urgent.priority == HIGH and {j.priority for j in jobs} == {LOW}
+
+
+async def test_a_device_freed_while_the_radio_is_away_starts_its_queue_when_it_is_back(tmp_path: Path) -> None:
+    async with gateway(tmp_path, FAST) as (app, engine, service):
+        first = engine.push(IMAGE_B, IEEE, priority=HIGH)
+        later = engine.push(IMAGE_C, IEEE, priority=LOW)
+        await reach(engine, first, ev.SessionState.HELD)
+        engine.park("test: radio lost")
+        engine.cancel(first.id)
+        await asyncio.sleep(0)  # the call_soon that would start the queue has run
+        assert first.state is ev.SessionState.CANCELLED and later.queued
+        await engine.reconnected(app)
+        assert not later.queued and engine.job_for_device(IEEE) is later
+        await reach(engine, later, ev.SessionState.HELD)
