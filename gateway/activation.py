@@ -350,6 +350,10 @@ class ActivationService:
             if action.device_status == ev.Status.INVALID_IMAGE:
                 self._outcome(job, *gate_outcome(gate.device_verification_outcome(False, reason)))
             self._outcome(job, *gate_outcome(gate.transfer_outcome(False, reason)))
+        elif new in (ev.SessionState.CANCELLED, ev.SessionState.SUPERSEDED):
+            # Its scheduled activation goes with it: kept by device, it would otherwise
+            # release the next push's image at the old command's time (issue 15).
+            self._drop_schedule(job)
         elif action.old is ev.SessionState.ACTIVATED and new in (ev.SessionState.CONFIRMED, ev.SessionState.FAILED):
             future = self._activated_by.pop(job.id, "now") == "future"
             confirmed = new is ev.SessionState.CONFIRMED

@@ -12,6 +12,7 @@ the 1.3x figure).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,18 @@ async def test_a_device_freed_while_the_radio_is_away_starts_its_queue_when_it_i
         await engine.reconnected(app)
         assert not later.queued and engine.job_for_device(IEEE) is later
         await reach(engine, later, ev.SessionState.HELD)
+
+
+async def test_a_superseded_scheduled_job_takes_its_activation_time_with_it(tmp_path: Path) -> None:
+    """A future-dated CS06 for the old image must never release the new one."""
+    async with gateway(tmp_path, FAST) as (app, engine, service):
+        low = engine.push(IMAGE_B, IEEE, priority=LOW)
+        await reach(engine, low, ev.SessionState.HELD)
+        later = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).replace(microsecond=0)
+        command = sign_activation(key(), originator=SUPPLIER, device=EntityId.parse(ieee_text(0xA0)), image_hash=IMAGE_B.manufacturer_image_hash, counter=1, execution_time=later)
+        assert service.submit(command, device=IEEE).accepted
+        assert low.state is ev.SessionState.SCHEDULED and service.scheduled_at(IEEE) is not None
+        high = engine.push(IMAGE_C, IEEE, priority=HIGH)
+        assert low.state is ev.SessionState.SUPERSEDED and service.scheduled_at(IEEE) is None
+        await reach(engine, high, ev.SessionState.HELD)
+        assert high.state is ev.SessionState.HELD and service.scheduled_at(IEEE) is None
