@@ -15,6 +15,10 @@ from typing import Any, Mapping
 import zigpy.types as zt
 
 from eui64 import FORMS, Eui64, Eui64Error
+from gateway.gbcs.errors import GbcsError
+from gateway.gbcs.ids import EntityId
+from gateway.gbcs.sign import load_signing_key
+from gateway.gbcs.trust import TrustAnchor, load_anchor
 from gateway.se.errors import SeError
 from gateway.se.material import decode_material
 from gateway.se.ke_server import HubIdentity, KeConfig, TrustedCa
@@ -22,6 +26,7 @@ from gateway.se.security import SecurityMode
 from gateway.se.suites import suite as se_suite
 from gateway.ota.priority import PriorityError, parse_priority
 from gateway.ota.windows import TrafficWindows, WindowError
+from gateway.traffic import KINDS as TRAFFIC_KINDS, MAX_SIZE as TRAFFIC_MAX_SIZE, MIN_SIZE as TRAFFIC_MIN_SIZE
 
 DEFAULT_CONFIG_PATH = Path("/etc/han-ota/config.toml")
 RADIO_KINDS = ("sim", "ezsp", "znp")
@@ -114,6 +119,35 @@ class DeviceConfig:
     stall_timeout_s: float | None = None
     #: The `security` key; unset is AUTO (chosen from what the device does).
     security: SecurityMode = SecurityMode.AUTO
+    #: The `activation` key (issue 13): how a verified CS06 reaches the device. "tunnel":
+    #: forwarded over the GBCS tunnel, the hold stays (the device releases itself);
+    #: "upgrade-end": the hub's Upgrade End Response releases it (nothing forwarded);
+    #: "both". Unset: "both" for an HCALCS, "upgrade-end" for a PPMID (the hub manages
+    #: a PPMID's activation itself, SECMP0007).
+    activation: str = "both"
+
+    @property
+    def forwards(self) -> bool:
+        return self.activation in ("tunnel", "both")
+
+    @property
+    def releases(self) -> bool:
+        return self.activation in ("upgrade-end", "both")
+
+
+@dataclass(frozen=True)
+class SimTrafficConfig:
+    """One [[sim_traffic]] table (issue 15): background messages on the simulated HAN."""
+
+    #: None: every simulated device.
+    device: Eui64 | None
+    kind: str  # "metering" (device -> hub report), "price" (hub -> device PublishPrice), "tunnel" (hub -> device over the GBCS tunnel)
+    period_s: float
+    size: int  # APS payload bytes
+
+
+#: A background message's size when the table gives none.
+DEFAULT_TRAFFIC_SIZE = {"metering": 40, "price": 40, "tunnel": 200}
 
 
 #: The suites a hub may offer and the suffix of their keys in [key_establishment].
@@ -134,6 +168,32 @@ class KeyEstablishmentConfig:
         return self.ke_config.suites
 
 
+#: The RTDS Access Control Broker (gbcs-vectors/README.md): the recipient of the hub's
+#: alerts when [hub] names none, as the reference tools expect on a bench.
+DEFAULT_ACB_ID = "90B3D51F30000002"
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """The [hub] table: the hub's own GBCS identity, for the alerts it signs (issue 13).
+
+    ``entity_id`` None: the coordinator's IEEE address (a CHF's entity id is its EUI-64).
+    Without ``signing_key`` the hub's alerts are recorded unsigned.
+    """
+
+    entity_id: str | None = None
+    signing_key: Path | None = None
+    certificate: Path | None = None
+    acb_id: str = DEFAULT_ACB_ID
+    gfi_feed: str | None = None  # "HOST:PORT" of the GFI text feed; None: off
+    key: Any = field(default=None, repr=False, compare=False)  # the loaded P-256 private key
+    anchor: TrustAnchor | None = field(default=None, repr=False, compare=False)  # the certificate's key
+
+    @property
+    def signed(self) -> bool:
+        return self.key is not None
+
+
 @dataclass(frozen=True)
 class Config:
     source: Path | None = None
@@ -150,6 +210,10 @@ class Config:
     sim_devices: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
     #: None: no [key_establishment] table (the hub runs no key establishment).
     key_establishment: KeyEstablishmentConfig | None = None
+    #: The [hub] table; its defaults when the file has none (unsigned alerts).
+    hub: HubConfig = HubConfig()
+    #: [[sim_traffic]]: background traffic on the simulated HAN (sim radio only).
+    sim_traffic: tuple[SimTrafficConfig, ...] = ()
 
     def security_modes(self) -> dict[zt.EUI64, SecurityMode]:
         """The devices whose `security` is set, keyed as ``SecurityRegistry`` keys them."""
@@ -180,8 +244,10 @@ def load_config(path: Path | str) -> Config:
     return parse_config(data, base=path.parent, source=path)
 
 
-_TOP_KEYS = {"state_dir", "control_socket", "control_tcp", "radio", "ota", "supplier", "device", "sim_device", "key_establishment"}
+_TOP_KEYS = {"state_dir", "control_socket", "control_tcp", "radio", "ota", "supplier", "device", "sim_device", "key_establishment", "hub", "sim_traffic"}
 _SECURITY_MODES = {m.value: m for m in (SecurityMode.SE, SecurityMode.INSTALL_CODE)}
+ACTIVATION_MODES = ("tunnel", "upgrade-end", "both")
+DEFAULT_ACTIVATION = {"hcalcs": "both", "ppmid": "upgrade-end"}
 
 
 def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Path | None = None) -> Config:
@@ -229,7 +295,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
     devices = []
     for i, entry in enumerate(_array(data, "device", src)):
         key = f"device[{i}]"
-        _no_unknown(entry, {"ieee", "kind", "supplier", "stall_timeout", "security"}, key + ".", src)
+        _no_unknown(entry, {"ieee", "kind", "supplier", "stall_timeout", "security", "activation"}, key + ".", src)
         if not isinstance(entry.get("ieee"), str):
             raise ConfigError(f"{key}.ieee", entry.get("ieee"), "expected a string such as \"00:db:12:34:56:78:90:a0\"", src)
         try:
@@ -254,10 +320,19 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
                 "expected \"se\" (key establishment before any OTA) or \"install-code\" (no key establishment); omit it to decide from what the device does",
                 src,
             )
+        activation = entry.get("activation", DEFAULT_ACTIVATION.get(kind, "both"))
+        if activation not in ACTIVATION_MODES:
+            raise ConfigError(
+                f"{key}.activation", activation,
+                "expected \"tunnel\" (the CS06 forwarded, the device releases itself), \"upgrade-end\" "
+                "(the hub's Upgrade End Response releases it) or \"both\"",
+                src,
+            )
         devices.append(
             DeviceConfig(
                 ieee=ieee, kind=kind, supplier=supplier, stall_timeout_s=stall,
                 security=_SECURITY_MODES[security] if security is not None else SecurityMode.AUTO,
+                activation=activation,
             )
         )
     seen = [d.ieee for d in devices]
@@ -267,6 +342,8 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
 
     sim_devices = tuple(dict(entry) for entry in _array(data, "sim_device", src))
     key_establishment = _parse_key_establishment(data["key_establishment"], rel, src) if "key_establishment" in data else None
+    hub = _parse_hub(_table(data, "hub", src), rel, src)
+    sim_traffic = tuple(_parse_sim_traffic(f"sim_traffic[{i}]", entry, src) for i, entry in enumerate(_array(data, "sim_traffic", src)))
     return Config(
         source=source,
         state_dir=state_dir,
@@ -279,6 +356,8 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
         devices=tuple(devices),
         sim_devices=sim_devices,
         key_establishment=key_establishment,
+        hub=hub,
+        sim_traffic=sim_traffic,
     )
 
 
@@ -417,6 +496,51 @@ def _parse_key_establishment(t: object, rel: Any, src: str | None) -> KeyEstabli
     return KeyEstablishmentConfig(ke_config, files)
 
 
+def _parse_hub(t: Mapping[str, Any], rel: Any, src: str | None) -> HubConfig:
+    """[hub]: the key and certificate are read and checked here, once: a P-256 key, the
+    certificate's key its public half, and the entity id the certificate names (if any)
+    the configured one."""
+    _no_unknown(t, {"entity_id", "signing_key", "certificate", "acb_id", "gfi_feed"}, "hub.", src)
+    entity = _entity_id(t["entity_id"], "hub.entity_id", src) if "entity_id" in t else None
+    acb = _entity_id(t.get("acb_id", DEFAULT_ACB_ID), "hub.acb_id", src)
+    feed = t.get("gfi_feed")
+    port = feed.rpartition(":")[2] if isinstance(feed, str) and ":" in feed else ""
+    if feed is not None and (not port.isdigit() or int(port) > 65535):
+        raise ConfigError("hub.gfi_feed", feed, 'expected HOST:PORT, e.g. "127.0.0.1:23456" (port 0: any free one; omit it to keep the feed off)', src)
+    key_path = rel("hub.signing_key", t["signing_key"]) if "signing_key" in t else None
+    cert_path = rel("hub.certificate", t["certificate"]) if "certificate" in t else None
+    if cert_path is not None and key_path is None:
+        raise ConfigError("hub.certificate", str(cert_path), "a certificate needs its signing_key (`han-ota gbcs keygen -o PREFIX` makes both)", src)
+    key = anchor = None
+    if key_path is not None:
+        try:
+            key = load_signing_key(_read_file("hub.signing_key", key_path, src))
+        except GbcsError as exc:
+            raise ConfigError("hub.signing_key", str(key_path), str(exc), src) from None
+    if cert_path is not None:
+        try:
+            anchor = load_anchor(_read_file("hub.certificate", cert_path, src))
+        except GbcsError as exc:
+            raise ConfigError("hub.certificate", str(cert_path), str(exc), src) from None
+        if key is None or anchor.public_key.public_numbers() != key.public_key().public_numbers():
+            raise ConfigError("hub.certificate", str(cert_path), f"its key is not the public half of hub.signing_key {key_path}", src)
+        named = anchor.entity_id
+        if named is not None and entity is not None and named != EntityId.parse(entity):
+            raise ConfigError("hub.certificate", str(cert_path), f"names entity {named}, not hub.entity_id {entity}", src)
+        if entity is None and named is not None:
+            entity = str(named)
+    return HubConfig(entity, key_path, cert_path, acb, feed, key, anchor)
+
+
+def _read_file(key: str, path: Path, src: str | None) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(key, str(path), "no such file (`han-ota gbcs keygen -o PREFIX` writes PREFIX.key and PREFIX.pem)", src) from None
+    except OSError as exc:
+        raise ConfigError(key, str(path), f"cannot be read: {exc.strerror}", src) from None
+
+
 def _key_file(key: str, path: Path, length: int, what: str, src: str | None) -> bytes:
     """A file of ``length`` raw bytes, or of their hex text (gateway.se.material)."""
     try:
@@ -490,3 +614,53 @@ def _positive_number(value: object, key: str, src: str | None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ConfigError(key, value, "expected a positive number of seconds", src)
     return float(value)
+
+
+def parse_sim_traffic(text: str) -> SimTrafficConfig:
+    """``--sim-traffic KIND:PERIOD[:size=N][:device=IEEE|all]``, read as the table it stands for."""
+    kind, _, rest = text.partition(":")
+    period_text, _, options = rest.partition(":")
+    try:
+        period: object = float(period_text)
+    except ValueError:
+        period = period_text
+    entry: dict[str, Any] = {"kind": kind, "period": period}
+    key = None
+    for part in options.split(":") if options else []:
+        if "=" in part:
+            key, value = part.split("=", 1)
+            entry[key] = value
+        elif key is not None:
+            entry[key] += ":" + part  # an IEEE address in colon pairs
+        else:
+            raise ConfigError("--sim-traffic", text, "expected KIND:PERIOD[:size=N][:device=IEEE|all], e.g. metering:10:size=40")
+    if "size" in entry:
+        entry["size"] = int(entry["size"]) if str(entry["size"]).isdigit() else entry["size"]
+    return _parse_sim_traffic("--sim-traffic", entry, None)
+
+
+def _parse_sim_traffic(key: str, entry: Mapping[str, Any], src: str | None) -> SimTrafficConfig:
+    _no_unknown(entry, {"device", "kind", "period", "size"}, key + ".", src)
+    kind = entry.get("kind")
+    if kind not in TRAFFIC_KINDS:
+        raise ConfigError(
+            f"{key}.kind", kind,
+            "expected \"metering\" (the device's Metering 0x0702 report), \"price\" (the hub's Price 0x0700 PublishPrice) "
+            "or \"tunnel\" (a GBCS-sized message over the device's GBCS tunnel)",
+            src,
+        )
+    device = entry.get("device", "all")
+    ieee = None
+    if device != "all":
+        if not isinstance(device, str):
+            raise ConfigError(f"{key}.device", device, "expected \"all\" or a simulated device's IEEE address", src)
+        ieee = parse_eui64(device, f"{key}.device")
+    if "period" not in entry:
+        raise ConfigError(f"{key}.period", None, "required: seconds between two messages of each device", src)
+    period = _positive_number(entry["period"], f"{key}.period", src)
+    size = entry.get("size", DEFAULT_TRAFFIC_SIZE[kind])
+    low, high = TRAFFIC_MIN_SIZE[kind], TRAFFIC_MAX_SIZE[kind]
+    if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
+        what = "the GBCS message's length" if kind == "tunnel" else "the message's APS payload"
+        raise ConfigError(f"{key}.size", size, f"expected {what} in bytes, {low}..{high} for {kind}", src)
+    return SimTrafficConfig(device=ieee, kind=kind, period_s=period, size=size)

@@ -13,7 +13,10 @@ ENV = "HAN_OTA_CRASH_AT"
 
 #: The steps of accepting a CS06, in order.
 SUBMIT_POINTS = ("submit.verified", "submit.accepted", "submit.acted", "submit.audited")
-POINTS = frozenset(SUBMIT_POINTS)
+#: The hub's own alert (han_ota/hub_alerts.py): its counter reserved, then its bytes signed
+#: but not yet recorded (issue 13).
+HUB_ALERT_POINTS = ("hub_alert.reserved", "hub_alert.signed")
+POINTS = frozenset(SUBMIT_POINTS + HUB_ALERT_POINTS)
 
 
 def crashpoint(name: str) -> None:

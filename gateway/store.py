@@ -17,7 +17,9 @@ Invariants kept here rather than trusted to callers: at most one active (not
 confirmed/failed/cancelled/superseded), not queued job per device (queued jobs wait
 for it, issue 15); a job that reached an end state never
 leaves it; a job that reaches an end state loses its scheduled activation in the
-same transaction; anti-replay counters only ever increase.
+same transaction; anti-replay counters only ever increase; the hub's own originator
+counter only ever increases, and a counter reserved for a message is never handed out
+again (``reserve_hub_message``).
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from eui64 import Eui64
+from gateway.gbcs.messages import MessageInfo, read_message
+from gateway.gbcs.trust import TrustStore
 from gateway.ota.events import END_STATES, SessionState
 from gateway.ota.priority import DEFAULT_PRIORITY, PriorityError, parse_priority
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_FILENAME = "state.sqlite3"
 BUSY_TIMEOUT_MS = 5000  # a CLI reader may hold the lock briefly; wait rather than fail
 
@@ -258,6 +262,65 @@ class Acceptance:
             _require_aware(self.activate_at, "activate_at")
 
 
+class MessageDirection(enum.Enum):
+    """Which way a GBCS message went, as the hub saw it."""
+
+    IN = "in"  # from a HAN device to the hub (a response, an alert)
+    OUT = "out"  # from the hub to a HAN device (a forwarded command)
+    HUB = "hub"  # the hub's own (a CCS08 alert to the Access Control Broker)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One row of the message store. ``data`` is None while a hub message is reserved."""
+
+    message_id: int
+    at_utc: dt.datetime
+    direction: MessageDirection
+    status: str  # "reserved" | "recorded"
+    device: str | None
+    job_id: int | None
+    data: bytes | None
+    message_code: int | None
+    cra: str | None
+    originator: str | None
+    recipient: str | None
+    counter: int | None
+    signature: str | None  # the SignatureVerdict value
+    details: Mapping[str, Any] | None
+
+    @classmethod
+    def unstored(
+        cls, info: MessageInfo, direction: MessageDirection | str, device: object | None, at: dt.datetime,
+        details: Mapping[str, Any] | None = None,
+    ) -> StoredMessage:
+        """A message kept in memory only (a push without a state directory): id 0."""
+        return cls(
+            message_id=0, at_utc=at, direction=MessageDirection(direction), status="recorded",
+            device=None if device is None else normalize_ieee(device), job_id=None, details=details, **_info_fields(info),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of ``han-ota messages --json``, the control API and job views."""
+        return {
+            "id": self.message_id,
+            "at": self.at_utc.isoformat(),
+            "direction": self.direction.value,
+            "status": self.status,
+            "device": self.device,
+            "job": None if self.job_id is None else str(self.job_id),
+            "code": self.message_code,
+            "code_hex": None if self.message_code is None else f"0x{self.message_code:04X}",
+            "cra": self.cra,
+            "originator": self.originator,
+            "recipient": self.recipient,
+            "counter": self.counter,
+            "signature": self.signature,
+            "hex": None if self.data is None else self.data.hex().upper(),
+            "details": None if self.details is None else dict(self.details),
+        }
+
+
 # --------------------------------------------------------------------------- value helpers
 
 
@@ -425,6 +488,41 @@ def _migrate_to_3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_to_4(conn: sqlite3.Connection) -> None:
+    # Every GBCS message the hub emits, forwards or receives (issue 13), and the hub's
+    # own originator counter. A row of the hub's own starts 'reserved' (counter taken,
+    # no bytes yet: the signing is still to come) and becomes 'recorded' with its bytes.
+    conn.execute(
+        """CREATE TABLE messages (
+            message_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at_utc TEXT NOT NULL,
+            direction TEXT NOT NULL CHECK (direction IN ('in', 'out', 'hub')),
+            status TEXT NOT NULL CHECK (status IN ('reserved', 'recorded')),
+            device TEXT,
+            job_id INTEGER,
+            data BLOB,
+            message_code INTEGER,
+            cra TEXT,
+            originator TEXT,
+            recipient TEXT,
+            counter TEXT,
+            signature TEXT,
+            details TEXT
+        )"""
+    )
+    conn.execute("CREATE INDEX messages_by_device ON messages (device, message_id)")
+    conn.execute("CREATE INDEX messages_by_job ON messages (job_id, message_id)")
+    conn.execute(
+        """CREATE TABLE hub_counter (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            reserved TEXT NOT NULL CHECK (length(reserved) = 16),
+            committed TEXT CHECK (length(committed) = 16),
+            updated_utc TEXT NOT NULL
+        )"""
+    )
+
+
+
 def _migrate_priorities(conn: sqlite3.Connection) -> None:
     # Issue 15: each job's priority, and whether it waits queued behind the device's
     # active job. A queued job is active but does not hold the device, and a superseded
@@ -439,7 +537,10 @@ def _migrate_priorities(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3, 4: _migrate_priorities}
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3, 4: _migrate_to_4, 5: _migrate_priorities,
+}
 
 
 # --------------------------------------------------------------------------- the store
@@ -974,6 +1075,188 @@ class StateStore:
             )
             for r in rows
         ]
+
+    # ------------------------------------------------------------------ GBCS messages (issue 13)
+
+    def record_message(
+        self,
+        direction: MessageDirection | str,
+        ieee: object | None,
+        data: bytes,
+        job_id: int | None = None,
+        *,
+        known: TrustStore | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> StoredMessage:
+        """Keep one GBCS message the hub forwarded ("out") or received ("in"), parsed and
+        judged against ``known`` (the keys the hub knows); bytes that are not GBCS are
+        kept too, as malformed. Returns the row as stored."""
+        direction = MessageDirection(direction)
+        device = None if ieee is None else normalize_ieee(ieee)
+        info = read_message(bytes(data), known)
+        now = _to_text(self._clock())
+        extra = _dump_json(details, "details")
+
+        def body(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                f"INSERT INTO messages (at_utc, direction, status, device, job_id, details, {_INFO_COLUMNS})"
+                " VALUES (?, ?, 'recorded', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, direction.value, device, job_id, extra, *_info_values(info)),
+            )
+            return int(cursor.lastrowid or 0)
+
+        return self.get_message(self._write(body))
+
+    def reserve_hub_message(
+        self, ieee: object | None, job_id: int | None, details: Mapping[str, Any], *, floor: int = 1
+    ) -> StoredMessage:
+        """Take the hub's next originator counter for a message not yet signed, in one
+        transaction: the counter and a 'reserved' row carrying ``details`` (what the
+        message will say, so a restart can finish it). The counter is above every one
+        reserved before and at least ``floor``; it is never handed out again."""
+        device = None if ieee is None else normalize_ieee(ieee)
+        _check_counter(floor)
+        now = _to_text(self._clock())
+        extra = _dump_json(details, "details")
+
+        def body(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT reserved FROM hub_counter WHERE id = 1").fetchone()
+            counter = max(floor, 1 if row is None else int(row[0], 16) + 1)
+            text = _counter_text(counter)
+            conn.execute(
+                """INSERT INTO hub_counter (id, reserved, committed, updated_utc) VALUES (1, ?, NULL, ?)
+                   ON CONFLICT (id) DO UPDATE SET reserved = excluded.reserved, updated_utc = excluded.updated_utc""",
+                (text, now),
+            )
+            cursor = conn.execute(
+                "INSERT INTO messages (at_utc, direction, status, device, job_id, counter, details)"
+                " VALUES (?, 'hub', 'reserved', ?, ?, ?, ?)",
+                (now, device, job_id, text, extra),
+            )
+            return int(cursor.lastrowid or 0)
+
+        return self.get_message(self._write(body))
+
+    def complete_hub_message(self, message_id: int, data: bytes, *, known: TrustStore | None = None) -> StoredMessage:
+        """Keep the signed bytes of a reserved hub message and commit its counter, in one
+        transaction. The bytes must carry the counter reserved for them."""
+        info = read_message(bytes(data), known)
+
+        def body(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT status, counter FROM messages WHERE message_id = ? AND direction = 'hub'", (message_id,)).fetchone()
+            if row is None or row[0] != "reserved":
+                raise StoreError(f"hub message {message_id} is not reserved in {self.path}", path=self.path)
+            if info.counter is None or _counter_text(info.counter) != row[1]:
+                raise StoreError(
+                    f"hub message {message_id} was reserved counter {int(row[1], 16)}, its bytes carry {info.counter}", path=self.path
+                )
+            conn.execute(
+                f"UPDATE messages SET status = 'recorded', ({_INFO_COLUMNS}) = (?, ?, ?, ?, ?, ?, ?) WHERE message_id = ?",
+                (*_info_values(info), message_id),
+            )
+            conn.execute(
+                "UPDATE hub_counter SET committed = ? WHERE id = 1 AND (committed IS NULL OR committed < ?)",
+                (row[1], row[1]),
+            )
+
+        self._write(body)
+        return self.get_message(message_id)
+
+    def hub_counter(self) -> tuple[int, int | None] | None:
+        """(last reserved, last committed) of the hub's originator counter; None before the first."""
+        row = self._read(lambda c: c.execute("SELECT reserved, committed FROM hub_counter WHERE id = 1").fetchone())
+        if row is None:
+            return None
+        return int(row[0], 16), None if row[1] is None else int(row[1], 16)
+
+    def pending_hub_messages(self) -> list[StoredMessage]:
+        """Hub messages reserved and not yet recorded (a crash came between): oldest first."""
+        return self.list_messages(status="reserved")
+
+    def get_message(self, message_id: int) -> StoredMessage:
+        rows = self._read(lambda c: c.execute(f"{_MESSAGE_SELECT} WHERE message_id = ?", (message_id,)).fetchall())
+        if not rows:
+            raise StoreError(f"no message {message_id} in {self.path}", path=self.path)
+        return _message_from_row(rows[0])
+
+    def list_messages(
+        self,
+        *,
+        device: object | None = None,
+        job_id: int | None = None,
+        after_id: int | None = None,
+        status: str | None = "recorded",
+        limit: int | None = None,
+    ) -> list[StoredMessage]:
+        """Messages in the order kept; ``after_id`` for following; ``status`` None: any."""
+        where: list[str] = []
+        args: list[object] = []
+        if device is not None:
+            where.append("device = ?")
+            args.append(normalize_ieee(device))
+        if job_id is not None:
+            where.append("job_id = ?")
+            args.append(job_id)
+        if after_id is not None:
+            where.append("message_id > ?")
+            args.append(after_id)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        sql = _MESSAGE_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        if limit is None:
+            rows = self._read(lambda c: c.execute(sql + " ORDER BY message_id", args).fetchall())
+        else:  # the newest ``limit``, still in order
+            rows = self._read(lambda c: c.execute(sql + " ORDER BY message_id DESC LIMIT ?", (*args, int(limit))).fetchall())[::-1]
+        return [_message_from_row(r) for r in rows]
+
+
+
+_INFO_COLUMNS = "data, message_code, cra, originator, recipient, counter, signature"
+_MESSAGE_SELECT = (
+    "SELECT message_id, at_utc, direction, status, device, job_id, data, message_code, cra, originator, recipient,"
+    " counter, signature, details FROM messages"
+)
+
+
+def _info_fields(info: MessageInfo) -> dict[str, Any]:
+    """A parsed message's header as the message store keeps it (StoredMessage's fields)."""
+    return {
+        "data": info.data,
+        "message_code": None if info.message_code is None else int(info.message_code),
+        "cra": None if info.cra_flag is None else info.cra_flag.name.lower(),
+        "originator": None if info.originator is None else str(info.originator),
+        "recipient": None if info.recipient is None else str(info.recipient),
+        "counter": info.counter,
+        "signature": info.verdict.value,
+    }
+
+
+def _info_values(info: MessageInfo) -> tuple[Any, ...]:
+    """The same, in _INFO_COLUMNS order, as the columns hold them."""
+    fields = _info_fields(info)
+    counter = fields["counter"]
+    fields["counter"] = None if counter is None else _counter_text(counter)
+    return tuple(fields[name.strip()] for name in _INFO_COLUMNS.split(","))
+
+
+def _message_from_row(r: Sequence[Any]) -> StoredMessage:
+    return StoredMessage(
+        message_id=r[0],
+        at_utc=_from_text(r[1]),
+        direction=MessageDirection(r[2]),
+        status=r[3],
+        device=r[4],
+        job_id=r[5],
+        data=None if r[6] is None else bytes(r[6]),
+        message_code=r[7],
+        cra=r[8],
+        originator=r[9],
+        recipient=r[10],
+        counter=None if r[11] is None else int(r[11], 16),
+        signature=r[12],
+        details=None if r[13] is None else json.loads(r[13]),
+    )
 
 
 def read_audit_anchor(path: str | os.PathLike[str]) -> tuple[int, str] | None:

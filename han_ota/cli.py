@@ -21,7 +21,7 @@ app = new_app(
 
 
 def _mount() -> None:
-    from han_ota import cli_cbke, cli_daemon, cli_gbcs, cli_image, cli_radio, cli_report
+    from han_ota import cli_cbke, cli_daemon, cli_gbcs, cli_image, cli_messages, cli_radio, cli_report
 
     app.add_typer(cli_image.app, name="image", help="Inspect and build firmware images.")
     app.add_typer(cli_gbcs.app, name="gbcs", help="Verify, sign and make keys for GBCS activation commands.")
@@ -29,6 +29,7 @@ def _mount() -> None:
     cli_daemon.register(app)
     cli_radio.register(app)
     cli_report.register(app)
+    cli_messages.register(app)
 
 
 SIM_DEVICE_HELP = (
@@ -153,7 +154,7 @@ def push(
             _push_via_daemon(client, image, device, command, activate_now, stall_timeout, wait, timeout, json_out, config, allow_downgrade, priority=level, replace=replace)
             return
     counters = None
-    if command is not None:
+    if command is not None or cfg.hub != type(cfg.hub)():  # [hub]: its alert counter lives there too
         counters = _counter_store(cfg)
     req = PushRequest(
         image=image,

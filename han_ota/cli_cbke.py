@@ -14,7 +14,6 @@ printed.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import time
@@ -24,7 +23,7 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 
 from gateway.files import FileRefused, read_small
-from gateway.se.certificate import NO_EXPIRY, ImplicitCertificate, parse_certificate
+from gateway.se.certificate import NO_EXPIRY, ZIGBEE_EPOCH_UNIX, ImplicitCertificate, parse_certificate, utc_text
 from gateway.se.ecmqv import agree
 from gateway.se.ecqv import KeyPair, issue as ecqv_issue, new_key_pair, reconstruct_public_key
 from gateway.se.errors import SeError
@@ -295,7 +294,7 @@ def issue_cmd(
         if valid_days is not None and s.number != 2:
             _usage("--valid-days: suite 1 certificates carry no validity times; drop it or use --suite 2")
         if s.number == 2:
-            now = int(time.time())
+            now = int(time.time()) - ZIGBEE_EPOCH_UNIX  # valid-from counts from 2000-01-01 UTC
             if valid_days is not None and not 0 < valid_days * SECONDS_PER_DAY < NO_EXPIRY:
                 _usage(f"--valid-days {valid_days}: give 1 to {(NO_EXPIRY - 1) // SECONDS_PER_DAY} days, or leave it out for no expiry")
             # Valid-to read as seconds after valid-from (4 bytes against valid-from's 5).
@@ -347,13 +346,6 @@ def issue_cmd(
     )
 
 
-def _time(seconds: int) -> str:
-    try:
-        return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat().replace("+00:00", "Z")
-    except (OverflowError, OSError, ValueError):
-        return "beyond the calendar"
-
-
 def _certificate_fields(cert: ImplicitCertificate) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "suite": cert.suite.number,
@@ -371,6 +363,7 @@ def _certificate_fields(cert: ImplicitCertificate) -> dict[str, Any]:
         return fields
     # Suite 2 certificates have every one of these; "or 0" only satisfies the types.
     valid_from, valid_to = cert.valid_from or 0, cert.valid_to or 0
+    start, until = cert.validity or (0, None)
     fields.update(
         type=f"0x{cert.cert_type or 0:02X}",
         serial=_hex(cert.serial or b""),
@@ -378,9 +371,9 @@ def _certificate_fields(cert: ImplicitCertificate) -> dict[str, Any]:
         hash_id=f"0x{cert.hash_id:02X}",
         issuer=_hex(cert.issuer),
         valid_from=valid_from,
-        valid_from_utc=_time(valid_from),
+        valid_from_utc=utc_text(start),
         valid_to=valid_to,
-        valid_until_utc=None if valid_to == NO_EXPIRY else _time(valid_from + valid_to),
+        valid_until_utc=None if until is None else utc_text(until),
         subject=cert.subject_ieee,
         key_usage=f"0x{cert.key_usage or 0:02X}",
         key_agreement=cert.allows_key_agreement,

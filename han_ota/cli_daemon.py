@@ -84,12 +84,20 @@ def _client(cfg: Config, *, as_json: bool = False) -> Client:
 def run(
     config: ConfigOption = None,
     sim_device: Annotated[list[str], typer.Option("--sim-device", help="A simulated device KIND:IEEE[:key=value...] (repeatable; added to the config's [[sim_device]] tables). See `han-ota push --help` for the keys.")] = [],  # noqa: B006 - typer reads the default
+    sim_traffic: Annotated[list[str], typer.Option("--sim-traffic", help="Background traffic on the simulated HAN, KIND:PERIOD[:size=N][:device=IEEE|all] (KIND metering, price or tunnel; repeatable; added to the config's [[sim_traffic]] tables).")] = [],  # noqa: B006 - typer reads the default
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv includes the radio libraries).")] = 0,
 ) -> None:
     """Run the gateway daemon: radio, jobs, activation gate and the control socket."""
+    import dataclasses
+
+    from gateway.config import ConfigError, parse_sim_traffic
     from han_ota.daemon import DaemonStartError, run_daemon
 
     cfg = _config(config)
+    try:
+        cfg = dataclasses.replace(cfg, sim_traffic=cfg.sim_traffic + tuple(parse_sim_traffic(text) for text in sim_traffic))
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_FAILED)
     _setup_logging(verbose)
     try:
         code = asyncio.run(run_daemon(cfg, sim_device))
@@ -496,6 +504,7 @@ def config_check(
 ) -> None:
     """Validate PATH as `han-ota run` would read it; print a summary, or the first error (exit 1)."""
     from han_ota.daemon import DaemonStartError, sim_specs
+    from han_ota.hub_alerts import hub_summary
 
     try:
         cfg = with_state_dir(load_config(path))
@@ -545,6 +554,7 @@ def config_check(
         "suppliers": [{"id": s.id, "anchor": str(s.anchor)} for s in cfg.suppliers],
         "devices": [{"ieee": str(d.ieee), "kind": d.kind, "supplier": d.supplier} for d in cfg.devices],
         "sim_devices": [{"ieee": str(s.ieee), "kind": s.kind} for s in specs],
+        "hub": hub_summary(cfg),
         "warnings": warnings,
     }
     if as_json:
@@ -564,6 +574,8 @@ def config_check(
     typer.echo(f"  devices         {len(cfg.devices)} configured" + "".join(f"\n                  {str(d.ieee)} {d.kind} supplier {d.supplier or '-'}" for d in cfg.devices))
     if cfg.radio.kind == "sim":
         typer.echo(f"  sim devices     {', '.join(f'{s.kind}:{s.ieee}' for s in specs) or 'none'}")
+    hub = summary["hub"]
+    typer.echo(f"  hub             entity {hub['entity_id']}, alerts to {hub['acb_id']} {hub['alerts']}" + (f", GFI feed on {hub['gfi_feed']}" if hub["gfi_feed"] else ""))
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
 

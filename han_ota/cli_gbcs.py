@@ -334,27 +334,43 @@ def _write_private(path: Path, data: bytes, force: bool) -> None:
         os.close(fd)
 
 
+#: The RTDS Communications Hub (gbcs-vectors/README.md): a hub key's entity id when none is given.
+RTDS_HUB_ID = "00DB1234567890A2"
+#: The subject OU of a hub's certificate: a CHF is a device, not a GBCS organisation role.
+HUB_ROLE = "CHF"
+
+
 @app.command()
 def keygen(
-    entity_id: Annotated[str, typer.Option("--entity-id", metavar="ID", help="The supplier's entity id (16 hex digits or colon pairs).")],
     output: Annotated[str, typer.Option("-o", "--output", metavar="PREFIX", help="Prefix: writes PREFIX.key (0600) and PREFIX.pem.")],
+    entity_id: Annotated[
+        Optional[str],
+        typer.Option("--entity-id", metavar="ID", help=f"The entity id (16 hex digits or colon pairs): a supplier's; without it, a hub key for [hub] with the RTDS hub's id {RTDS_HUB_ID}."),
+    ] = None,
+    hub: Annotated[bool, typer.Option("--hub", help="A Communications Hub's digital-signing key for [hub] signing_key/certificate (its alerts), not a supplier's.")] = False,
     common_name: Annotated[Optional[str], typer.Option("--cn", metavar="NAME", help="Certificate common name.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
-    """Make a P-256 supplier signing key and a self-signed certificate naming ENTITY_ID."""
-    entity = _entity(entity_id, "--entity-id")
+    """Make a P-256 signing key and a self-signed certificate naming its entity id: a supplier's, or the hub's (--hub, or no --entity-id)."""
+    hub = hub or entity_id is None
+    entity = _entity(entity_id or RTDS_HUB_ID, "--entity-id")
     key_path, cert_path = Path(output + ".key"), Path(output + ".pem")
     if not force:
         for existing in (key_path, cert_path):
             if existing.exists():
                 _usage(f"{existing} exists; use --force to overwrite", "-o")
-    key_pem, cert_pem = generate_supplier_identity(entity, common_name=common_name)
+    if hub:
+        key_pem, cert_pem = generate_supplier_identity(entity, common_name=common_name or f"COMMUNICATIONS HUB {entity}", role=HUB_ROLE)
+    else:
+        key_pem, cert_pem = generate_supplier_identity(entity, common_name=common_name)
     try:
         _write_private(key_path, key_pem, force)
         cert_path.write_bytes(cert_pem)
     except OSError as exc:
         _usage(f"{exc.filename}: {exc.strerror}", "-o")
     typer.echo(f"wrote {key_path} (private key, mode 0600) and {cert_path} (certificate for entity {entity})")
+    if hub:
+        typer.echo(f'for the hub\'s alerts: [hub] entity_id = "{entity}", signing_key = "{key_path}", certificate = "{cert_path}"')
 
 
 @app.command("sign-activation")
@@ -412,6 +428,55 @@ def sign_activation_cmd(
         f"wrote {output}: CS06 {what}, counter {counter}, {origin} -> {recipient},"
         f" {'general ciphering' if ciphered else 'general signing'}, {len(message)} bytes"
     )
+
+
+@app.command("send")
+def send_cmd(
+    command: Annotated[Path, typer.Argument(help="GBCS command file: hex text, base64 or raw bytes (a CS06, a CS08 Read Firmware Version, ...).")],
+    device: Annotated[str, typer.Option("--device", metavar="IEEE", help="The device to send it to (its recipient).")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML configuration file (finds the daemon's control socket).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1.0, metavar="SECONDS", help="How long to wait for the device's response.")] = 60.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Forward a verified GBCS command over the device's tunnel (through the daemon) and print its response.
+
+    A CS06 goes through the activation gate first: a refused one is never forwarded."""
+    from gateway.gbcs.command import decode_message_file
+    from han_ota.client import DaemonError, find_daemon, resolve_config
+
+    try:
+        raw = decode_message_file(read_small(command, MAX_COMMAND_BYTES, "command file"))
+    except (FileRefused, GbcsError) as exc:
+        _unreadable(f"{command}: {exc}", json_out)
+    try:
+        cfg = resolve_config(config)
+    except ValueError as exc:  # ConfigError
+        _usage(str(exc), "--config")
+    client = find_daemon(cfg)
+    if client is None:
+        message = f"no han-ota daemon is listening on {cfg.control_socket}: the tunnel is the daemon's; start it with 'han-ota run --config PATH'"
+        if json_out:
+            typer.echo(json.dumps({"forwarded": False, "error": message}))
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(EXIT_REFUSED)
+    client.timeout = timeout + 30.0  # the daemon answers when the device did
+    try:
+        result = client.gbcs_send(raw.hex().upper(), device, timeout)
+    except DaemonError as exc:
+        if json_out:
+            typer.echo(json.dumps({"forwarded": False, "error": str(exc)}))
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    if json_out:
+        typer.echo(json.dumps(result))
+    elif not result.get("forwarded"):
+        typer.echo(f"{result.get('device')}: not forwarded: {result.get('error')}")
+    elif result.get("response") is None:
+        typer.echo(f"{result.get('device')}: forwarded {result.get('message_code')}; no response within {timeout:g} s")
+    else:
+        typer.echo(f"{result.get('device')}: forwarded {result.get('message_code')}; response {result.get('response_message_code') or '(unparsed)'}:")
+        typer.echo(result["response"])
+    raise typer.Exit(0 if result.get("forwarded") else EXIT_REFUSED)
 
 
 __all__ = ["app"]

@@ -143,6 +143,11 @@ class Client:
     def activate(self, command: str, device: str | None = None) -> dict[str, Any]:
         return self._call("POST", "/v1/activate", {"command": command, "device": device})
 
+    def gbcs_send(self, command: str, device: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Forward a verified GBCS command over the device's tunnel; the daemon answers
+        once the device's response came (or ``timeout`` passed)."""
+        return self._call("POST", "/v1/gbcs/send", {"command": command, "device": device, "timeout": timeout})
+
     def job(self, job_id: str | int) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{quote(str(job_id), safe='')}")["job"]
 
@@ -156,6 +161,11 @@ class Client:
 
     def log_verify(self) -> dict[str, Any]:
         return self._call("GET", "/v1/log/verify")
+
+    def messages(self, device: str | None = None, after: int | None = None, limit: int | None = None) -> dict[str, Any]:
+        """{"messages": [...]}: the GBCS messages kept with id > after, the newest limit (issue 13)."""
+        query = {k: v for k, v in (("device", device), ("after", after), ("limit", limit)) if v is not None}
+        return self._call("GET", "/v1/messages" + (f"?{urlencode(query)}" if query else ""))
 
     # -------------------------------------------------------------- helpers
 

@@ -371,17 +371,25 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/v1/devices", "devices"),
     _route("POST", "/v1/push", "push"),
     _route("POST", "/v1/activate", "activate"),
+    _route("POST", "/v1/gbcs/send", "gbcs_send"),
     _route("GET", "/v1/jobs/{job_id}", "job"),
     _route("POST", "/v1/jobs/{job_id}/cancel", "cancel"),
     _route("GET", "/v1/log", "log"),
     _route("GET", "/v1/log/verify", "log_verify"),
 )
 
+# GBCS messages (issue 13): GET /v1/messages?device=IEEE&after=ID&limit=N, the newest
+# `limit` kept after message `after`, oldest first (docs/control-api.md).
+ROUTES = ROUTES + (_route("GET", "/v1/messages", "messages"),)
+MESSAGES_QUERY = frozenset({"device", "after", "limit"})
+MESSAGES_LIMIT_DEFAULT = 1000
+MESSAGES_LIMIT_MAX = 10000
+
 # Handlers that answer from memory at once: not counted against MAX_BUSY.
 CHEAP_HANDLERS = frozenset({"status", "devices", "job"})
 
 # Query parameters each route accepts (anything else is refused, naming these).
-QUERY_PARAMS: dict[str, frozenset[str]] = {"log": frozenset({"device", "since", "limit"})}
+QUERY_PARAMS: dict[str, frozenset[str]] = {"log": frozenset({"device", "since", "limit"}), "messages": MESSAGES_QUERY}
 
 
 def route(method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -465,10 +473,12 @@ class ControlApi(Protocol):
     async def devices(self) -> tuple[int, Any]: ...
     async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None, allow_downgrade: bool = False, priority: int | None = None, replace: bool = False) -> tuple[int, Any]: ...
     async def activate(self, command: str, device: str | None) -> tuple[int, Any]: ...
+    async def gbcs_send(self, command: str, device: str | None, timeout: float | None) -> tuple[int, Any]: ...
     async def job(self, job_id: str) -> tuple[int, Any]: ...
     async def cancel(self, job_id: str) -> tuple[int, Any]: ...
     async def log(self, device: str | None, since: int | None, limit: int) -> tuple[int, Any]: ...
     async def log_verify(self) -> tuple[int, Any]: ...
+    async def messages(self, device: str | None, after: int | None, limit: int) -> tuple[int, Any]: ...
 
 
 LOG_LIMIT_DEFAULT = 1000
@@ -502,6 +512,10 @@ async def dispatch(api: ControlApi, request: Request) -> tuple[int, Any]:
         limit = _query_int(request.query, "limit", 1, LOG_LIMIT_MAX)
         device = request.query.get("device") or None
         return await api.log(device, since, LOG_LIMIT_DEFAULT if limit is None else limit)
+    if handler == "messages":
+        limit = _query_int(request.query, "limit", 1, MESSAGES_LIMIT_MAX)
+        after = _query_int(request.query, "after", 0, None)
+        return await api.messages(request.query.get("device") or None, after, MESSAGES_LIMIT_DEFAULT if limit is None else limit)
     body = request.json()
     if handler == "push":
         no_unknown_keys(body, {"image", "device", "activation", "activate_now", "stall_timeout", "allow_downgrade", "priority", "replace"})
@@ -527,6 +541,11 @@ async def dispatch(api: ControlApi, request: Request) -> tuple[int, Any]:
         command = require_str(body, "command")
         assert command is not None
         return await api.activate(command, require_str(body, "device", optional=True))
+    if handler == "gbcs_send":
+        no_unknown_keys(body, {"command", "device", "timeout"})
+        command = require_str(body, "command")
+        assert command is not None
+        return await api.gbcs_send(command, require_str(body, "device", optional=True), require_seconds(body, "timeout"))
     raise HttpError(404, f"no handler for {request.path}")  # pragma: no cover - ROUTES and this agree
 
 

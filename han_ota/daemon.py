@@ -86,7 +86,10 @@ from gateway.store import (
 )
 from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
+from han_ota.hub_alerts import HubMessages, start_hub_messages
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
+from han_ota.tunnels import CommandRefused, DaemonTunnels
+from han_ota.traffic import DaemonTraffic
 from han_ota.statedir import StateDirError, StateDirLock, ensure_state_dir
 from radios.supervisor import RadioSupervisor
 from radios.sim.spec import SimDeviceSpec, SimNetworkError, sim_network
@@ -214,6 +217,10 @@ class _DaemonActivation(ActivationService):
             crashpoint("submit.audited")
         return result
 
+    def _act(self, job: Job, decision: Any, command_hex: str) -> None:
+        # The device's `activation` config: release, forward over the tunnel, or both.
+        self.daemon.tunnels.carry_out(job, command_hex, lambda: super(_DaemonActivation, self)._act(job, decision, command_hex), lambda: self._carried_out(job))
+
     def _fire(self, ieee: zt.EUI64) -> None:
         # A future-dated activation due while the radio is away waits for it: the
         # driver has no session attached then, and the moment has passed either way.
@@ -268,6 +275,12 @@ class Daemon:
         #: key-establishment service (with [key_establishment]) writes it.
         self.security = SecurityRegistry(config.security_modes())
         self.ke_service: Any = None
+        #: The hub's GBCS messages (its CCS08 alerts, every message kept): han_ota.hub_alerts.
+        self.hub: HubMessages | None = None
+        #: The GBCS tunnels to the devices (han_ota/tunnels.py).
+        self.tunnels = DaemonTunnels(config, self.security, audit=self._audit)
+        #: [[sim_traffic]]: background traffic on the simulated HAN, measured (han_ota/traffic.py).
+        self.traffic = DaemonTraffic(config.sim_traffic, audit=self._audit, tunnels=self.tunnels)
         self.activation: _DaemonActivation | None = None
         self.control: ControlServer | None = None
         self.started_wall = time.time()
@@ -303,6 +316,11 @@ class Daemon:
             self._close_state()
             raise DaemonStartError(f"{self.config.source or 'config'}: [[supplier]] trust anchors cannot be loaded: {exc}") from None
         self._audit("daemon.start", version=version(), pid=os.getpid(), config=str(self.config.source) if self.config.source else None, radio=self.radio.kind, state_dir=str(self.config.state_dir))
+        try:  # before the radio: alerts a crash left reserved are finished first
+            self.hub = await start_hub_messages(self.config, self.store, trust=self._trust, audit=self._audit, durable_job_id=_store_id)
+        except OSError as exc:  # the GFI feed's port
+            self._close_state()
+            raise DaemonStartError(f"[hub] gfi_feed = {self.config.hub.gfi_feed!r} cannot listen: {exc.strerror or exc}") from None
         self.control = ControlServer(self, self.config.control_socket, self.config.control_tcp)
         try:
             await self.control.start()
@@ -346,6 +364,8 @@ class Daemon:
             # store and log they use are closed.
             await self.control.close()
         self._persist_all(force=True)
+        await self.tunnels.close()  # CloseTunnel while the radio still works
+        await self.traffic.close()
         # Radio off first: detaching the sessions would hand the devices to zigpy's own
         # OTA handler, which answers ABORT (a device then erases its partial download).
         await close_key_establishment(self.ke_service)
@@ -356,6 +376,8 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.engine.close()
         self._persist_all(force=True)
+        if self.hub is not None:
+            await self.hub.close()
         self._audit("daemon.stop", reason=reason)
         self._close_state()
 
@@ -513,6 +535,8 @@ class Daemon:
         first = self.engine is None
         if self.engine is None:
             self.engine = Engine(app, self.config.ota, session_overrides=self.session_overrides, security=self.security, nudge_after_s=self.nudge_after_s)
+            if self.hub is not None:
+                self.hub.watch(self.engine)  # first: an alert's counter is reserved before the job's state is written
             self.engine.add_observer(self._on_job_action)
             self.activation = _DaemonActivation(
                 self.engine,
@@ -527,6 +551,8 @@ class Daemon:
         else:
             await self.engine.rebind(app)
         await self._start_key_establishment(app)
+        await self.tunnels.radio_up(app)
+        await self.traffic.radio_up(app)
         self.radio.reconnects = self.supervisor.reconnects
         self.radio.up = True
         self.radio.since = time.time()
@@ -908,6 +934,7 @@ class Daemon:
             view["scheduled_at"] = None if at is None else at.isoformat()
         view["parked"] = self.engine is not None and self.engine.parked(job)
         view["security"] = self.security.get(job.ieee).to_dict()
+        view["messages"] = [] if self.hub is None else self._store_read(lambda _: self.hub.job_messages(job, _store_id(job)))  # type: ignore[union-attr]
         return view
 
     def _stored_view(self, rec: Any) -> dict[str, Any]:
@@ -931,6 +958,7 @@ class Daemon:
             "image_sha256": r.image_sha256,
             "created": r.created_utc.isoformat(),
             "updated": rec.updated_utc.isoformat(),
+            "messages": [m.to_dict() for m in self._store_read(lambda s: s.list_messages(job_id=rec.job_id))],
         }
 
     # ------------------------------------------------------------------ control API (han_ota.control.ControlApi)
@@ -1006,6 +1034,7 @@ class Daemon:
                         "job": None if job is None else job.id,
                         "state": None if job is None else job.state.value,
                         "security": self.security.get(ieee).to_dict(),
+                        "tunnel": self.tunnels.state(ieee),
                     }
                 )
         return 200, {"radio": self.radio.to_dict(), "devices": out}
@@ -1166,6 +1195,18 @@ class Daemon:
         self._refresh_status()
         return 200, result.to_dict()
 
+    async def gbcs_send(self, command: str, device: str | None, timeout: float | None) -> tuple[int, Any]:
+        ieee = None if device is None else _parse_device(device)
+        if self.activation is None or not self.radio.up:
+            raise HttpError(503, f"the radio ({self.radio.kind}) is not up; send the command when `{self._cli('status')}` shows it up")
+        try:
+            raw = decode_hex_text(command)
+            result = await self.tunnels.send_command(self.activation, raw, ieee, timeout or 60.0)
+        except (CommandRefused, GbcsError) as exc:
+            raise HttpError(422, f"not forwarded: {exc}") from None
+        self._refresh_status()
+        return 200, result
+
     async def job(self, job_id: str) -> tuple[int, Any]:
         number = _parse_job_id(job_id)
         if self.engine is not None:
@@ -1219,6 +1260,12 @@ class Daemon:
         head = self.audit.head()
         result = await asyncio.to_thread(self.audit.verify, head)
         return 200, dataclasses.asdict(result) | {"path": str(self.audit.path)}
+
+    async def messages(self, device: str | None, after: int | None, limit: int) -> tuple[int, Any]:
+        """GET /v1/messages: the GBCS messages kept (han_ota.hub_alerts), oldest first."""
+        dev = None if device is None else str(_parse_device(device))
+        rows = self._store_read(lambda s: s.list_messages(device=dev, after_id=after, limit=limit))
+        return 200, {"messages": [m.to_dict() for m in rows], "limit": limit}
 
     def _store_read(self, body: Callable[[StateStore], list[Any]]) -> list[Any]:
         if self.store is None:

@@ -26,6 +26,7 @@ from gateway.gbcs.trust import TrustStore
 from gateway.image import FirmwareImage, ImageForm, load_image
 from gateway.ota.events import SessionState
 from gateway.se.security import SecurityRegistry
+from han_ota.hub_alerts import start_hub_messages
 from han_ota.progress import ProgressLine
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
 from han_ota.statedir import ensure_state_dir
@@ -178,6 +179,9 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
     registry = SecurityRegistry(req.config.security_modes())
     app = await supervisor.start()
     engine = Engine(app, req.config.ota, session_overrides=req.session_overrides, security=registry)
+    # The hub's CCS08 alerts, kept with the anti-replay counters' store when there is one.
+    # Unsigned is the default for a quick push: said at INFO (the daemon warns at start).
+    hub = await start_hub_messages(req.config, req.counters, engine, trust=trust or TrustStore(), audit=_log_ke_event, unsigned_level=logging.INFO)
     if req.radio != "sim":
         engine.follow(supervisor)
     wanted = wanted_state(req)
@@ -217,7 +221,7 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         finally:
             if bar is not None:
                 bar.close()
-        return PushOutcome(job.to_dict(), job.state is wanted, wanted)
+        return PushOutcome({**job.to_dict(), "messages": hub.job_messages(job)}, job.state is wanted, wanted)
     finally:
         # Frames in flight out, then the radio off, then the sessions detached: detached
         # first, a held device's next Upgrade End would reach zigpy's own OTA handler,
@@ -226,10 +230,12 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         await close_key_establishment(ke_service)
         await supervisor.close()
         await engine.close()
+        await hub.close()
 
 
 def _log_ke_event(name: str, device: object = None, **fields: object) -> None:
-    """The one-shot push keeps no audit log: key-establishment events go to the log."""
+    """The one-shot push keeps no audit log: key-establishment events (and the hub's
+    messages) go to the log."""
     details = " ".join(f"{k}={v}" for k, v in fields.items())
     LOGGER.info("%s %s %s", device or "-", name, details)
 
@@ -292,6 +298,7 @@ def refused_summary(req: PushRequest, image: FirmwareImage, verdict: dict[str, A
         "seconds": 0.0,
         "activation": "command",
         "verdict": verdict,
+        "messages": [],  # nothing reached the device: no transfer ended
     }
 
 

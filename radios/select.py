@@ -142,8 +142,14 @@ async def open_app(
         raise
     except Exception as exc:
         raise RadioError(f"could not start the {kind} radio at {path}: {describe(exc)}") from exc
-    if kind == "ezsp" and han_endpoint:
-        _keep_endpoints_across_resets(app)
+    if kind == "ezsp":
+        from radios.ezsp_guard import guard_app
+
+        # An NCP answer bellows cannot parse (real firmware's invalidCommand on EZSP 14+)
+        # is an error at once, not bellows' 10 s command timeout
+        guard_app(app)
+        if han_endpoint:
+            _keep_endpoints_across_resets(app)
     try:
         await app.startup(auto_form=True)
         if on_started is not None:

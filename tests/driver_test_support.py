@@ -41,6 +41,13 @@ async def wait_known(app: Any, ieee: zt.EUI64, timeout: float = 15.0) -> Any:
             await asyncio.sleep(0.05)
 
 
+async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    """``predicate()`` became true (polled; a generous bound, not a timing assertion)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
 async def wait_offset(job: Job, at_least: int, timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while job.session.offset < at_least and not job.done:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import json
 import stat
 from pathlib import Path
@@ -250,6 +252,17 @@ def test_issued_suite2_pair_agrees_with_derive(tmp_path: Path) -> None:
     assert {k: v[k] for k in ("z", "mac_key", "key_data", "macu", "macv")} == {k: u[k] for k in ("z", "mac_key", "key_data", "macu", "macv")}
     seen = ok_json("inspect", p["hub"] + ".cert")
     assert seen["valid_to"] == 30 * 86400 and seen["valid_until_utc"] is not None
+    # Valid-from counts seconds from 2000-01-01 UTC (the Zigbee epoch): issued now, it
+    # reads as today; valid-to counts from valid-from.
+    start = dt.datetime.fromisoformat(seen["valid_from_utc"].replace("Z", "+00:00"))
+    until = dt.datetime.fromisoformat(seen["valid_until_utc"].replace("Z", "+00:00"))
+    assert abs((start - dt.datetime.now(dt.timezone.utc)).total_seconds()) < 600
+    assert until - start == dt.timedelta(days=30)
+    assert seen["valid_from"] == int(start.timestamp()) - 946_684_800
+    code, out, err = run("inspect", p["hub"] + ".cert")
+    assert code == 0, out + err
+    assert f"{seen['valid_from']} ({seen['valid_from_utc']})" in out
+    assert f"2592000 s after valid from (until {seen['valid_until_utc']})" in out
 
 
 def test_existing_output_needs_force(tmp_path: Path) -> None:

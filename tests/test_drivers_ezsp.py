@@ -7,12 +7,17 @@ permits joining (as a new device on a bench does); the emulated NCP starts with 
 formed network so bellows does not spend ~8 s forming one per test (the CLI test forms
 one, as a new dongle would).
 
+Every test but the CLI ones runs on EZSP 13 (EmberZNet 7.4, the emulator's default) and
+14 (8.0): bellows runs different code for each (the ``ezsp_version`` fixture).
+
 Covered: start-up, join and interview; a full push with the hold and a CS06-gated
 activation confirmed by the device; ``han-ota emulate ezsp`` + ``han-ota push --radio
-ezsp`` as subprocesses; lost deliveries; an NCP reset (RSTACK, which bellows reports as
+ezsp`` as subprocesses; lost deliveries; an NCP reset (which bellows reports as
 ``connection_lost``) and a dropped connection mid-transfer, recovered by
-``radios.supervisor.RadioSupervisor`` with the engine following; and a device that gave
-up during a long outage being brought back by the session's Image Notify (a nudge).
+``radios.supervisor.RadioSupervisor`` with the engine following (the reset signalled as
+the firmware does: Cancel + ERROR(0x03) after a 1 s reboot, silence until RST); a device
+that gave up during a long outage being brought back by the session's Image Notify (a
+nudge); and the payload limit behind a relay.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+import bellows.types as bt
 import pytest
 import zigpy.types as zt
 
@@ -32,7 +39,7 @@ from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import sign_activation
 from gateway.image_build import build_image
 from gateway.ota.events import SessionState
-from radios.emulate.ezsp import NetworkSettings, running_ezsp_emulator
+from radios.emulate.ezsp import RESET_SOFTWARE, RESET_WATCHDOG, AshConfig, NetworkSettings, running_ezsp_emulator
 from radios.han_services import permit_with_install_code
 from radios.select import open_app
 from radios.supervisor import RadioSupervisor
@@ -40,6 +47,7 @@ from radios.supervisor import RadioSupervisor
 import driver_test_support as support
 from driver_test_support import FAST_DEVICE, MANUFACTURER, SUPPLIER, lab_supplier, wait_offset
 
+EXIT_USAGE = 2  # han-ota: a usage error
 HCALCS = "00:db:12:34:56:78:90:b0"
 HCALCS_IEEE = zt.EUI64.convert(HCALCS)
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +59,19 @@ def hcalcs_spec(extra: str = ""):
 
 def formed() -> NetworkSettings:
     return NetworkSettings(channel=20, pan_id=0x4D2B)
+
+
+@pytest.fixture(params=[13, 14], ids=lambda version: f"ezsp{version}")
+def ezsp_version(request) -> int:
+    """Every driver test runs against EmberZNet 7.4 (EZSP 13, the default) and 8.0 (14):
+    bellows runs different code for each."""
+    return request.param
+
+
+def emulator(ezsp_version: int, specs, *, reboot_delay: float = 0.1):
+    """The NCP reboots in ``reboot_delay`` (the firmware's 1 s where timing matters)."""
+    return running_ezsp_emulator(specs, network=formed(), protocol_version=ezsp_version,
+                                 ash_config=AshConfig(reboot_delay=reboot_delay))
 
 
 async def open_and_join(path: str, **kwargs):
@@ -77,10 +98,11 @@ def make_image(key=None, size: int = 8192, version: int = 2):
 # ----------------------------------------------------------------------------- start-up
 
 
-async def test_startup_hcalcs_joins_and_is_interviewed():
-    async with running_ezsp_emulator([hcalcs_spec()], network=formed()) as (path, server):
+async def test_startup_hcalcs_joins_and_is_interviewed(ezsp_version):
+    async with emulator(ezsp_version, [hcalcs_spec()]) as (path, server):
         app = await open_and_join(path)
         try:
+            assert app._ezsp.ezsp_version == ezsp_version
             device = app.devices[HCALCS_IEEE]
             sim = server.han.devices[HCALCS_IEEE]
             assert app.state.network_info.channel == 20 and app.state.network_info.pan_id == 0x4D2B
@@ -101,10 +123,10 @@ async def test_startup_hcalcs_joins_and_is_interviewed():
 # ----------------------------------------------------------------------------- full push
 
 
-async def test_full_push_hold_then_verified_cs06_activates(supplier):
+async def test_full_push_hold_then_verified_cs06_activates(supplier, ezsp_version):
     key, config = supplier
     fw = make_image(key)
-    async with running_ezsp_emulator([hcalcs_spec(FAST_DEVICE)], network=formed()) as (path, server):
+    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
         app = await open_and_join(path)
         engine = Engine(app, config.ota)
         outcomes: list[tuple[str, int | None]] = []
@@ -139,7 +161,7 @@ async def test_cli_emulate_then_push_leaves_device_held(tmp_path):
     cfg.write_text(f'state_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "control.sock"}"\n')
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     emulator = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("han-ota")), "emulate", "ezsp", "--listen", "127.0.0.1:0", "--json",
+        str(Path(sys.executable).with_name("han-ota")), "emulate", "ezsp", "--listen", "127.0.0.1:0", "--json", "--ezsp-version", "14",
         "--sim-device", f"hcalcs:{HCALCS}:file_version=1:hardware_version=0x1111",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT, env=env,
     )
@@ -165,13 +187,22 @@ async def test_cli_emulate_then_push_leaves_device_held(tmp_path):
                 assert await emulator.wait() == 0
 
 
+def test_cli_emulate_refuses_an_ezsp_version_it_does_not_emulate():
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("han-ota")), "emulate", "ezsp", "--ezsp-version", "12", "--json"],
+        capture_output=True, timeout=60, cwd=ROOT,
+    )
+    assert done.returncode == EXIT_USAGE
+    assert "--ezsp-version 12: give one of 13, 14, 16, 17, 18, 19" in (done.stdout + done.stderr).decode()
+
+
 # ----------------------------------------------------------------------------- faults
 
 
-async def test_lost_deliveries_mid_transfer_device_retries_and_transfer_finishes(supplier):
+async def test_lost_deliveries_mid_transfer_device_retries_and_transfer_finishes(supplier, ezsp_version):
     _, config = supplier
     fw = make_image(size=12000)
-    async with running_ezsp_emulator([hcalcs_spec(FAST_DEVICE)], network=formed()) as (path, server):
+    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
         app = await open_and_join(path)
         engine = Engine(app, config.ota)
         try:
@@ -190,10 +221,12 @@ async def test_lost_deliveries_mid_transfer_device_retries_and_transfer_finishes
 
 
 @pytest.mark.parametrize("fault", ["reset", "drop"])
-async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(supplier, tmp_path, fault):
+async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(supplier, tmp_path, fault, ezsp_version):
+    """A watchdog reset is signalled as the NCP firmware does it: after its 1 s reboot,
+    Cancel + ERROR(0x03), then silence until the host's RST (no RSTACK by itself)."""
     _, config = supplier
     fw = make_image(size=16000)
-    async with running_ezsp_emulator([hcalcs_spec(FAST_DEVICE)], network=formed()) as (path, server):
+    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)], reboot_delay=1.0 if fault == "reset" else 0.1) as (path, server):
         database = tmp_path / "zigbee.db"
         first = await open_and_join(path, database=database)
         made = [first]
@@ -213,7 +246,7 @@ async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(s
             await wait_offset(job, 4000)
             before = job.session.offset
             if fault == "reset":
-                server.faults.reset_now()  # the NCP's watchdog: RSTACK, stack state lost
+                server.faults.reset_now()  # the NCP's watchdog: stack state lost, ERROR(0x03)
             else:
                 server.faults.drop_now()  # the link goes away
             new_app = await supervisor.reconnected(1, timeout=30)
@@ -224,20 +257,24 @@ async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(s
             await sim.wait_for(lambda d: d.state == "holding", timeout=5)
             assert fault in server.faults.history
             assert [e.kind for e in supervisor.events][:3] == ["up", "lost", "reconnected"]
+            if fault == "reset":  # ERROR(watchdog), then an RSTACK only for the host's RST
+                signals = server.ash_signals
+                after = signals[signals.index(("ERROR", RESET_WATCHDOG)) + 1:]
+                assert after[:1] == [("RSTACK", RESET_SOFTWARE)] and ("RSTACK", RESET_WATCHDOG) not in signals
             assert server.connections == 2 and server.ncp.unhandled == []
         finally:
             await engine.close()
             await supervisor.close()
 
 
-async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier, tmp_path):
+async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier, tmp_path, ezsp_version):
     """The radio is away longer than the device keeps retrying (here 0.2 s x 2): the device
     goes idle with its partial image; after the reconnect the session's Image Notify (a nudge) makes
     it query, and it resumes at its offset instead of starting over."""
     _, config = supplier
     fw = make_image(size=16000)
     spec = hcalcs_spec("response_timeout=0.2:max_retries=2:query_delay=3600:notify_delay=0")
-    async with running_ezsp_emulator([spec], network=formed()) as (path, server):
+    async with emulator(ezsp_version, [spec]) as (path, server):
         database = tmp_path / "zigbee.db"
         first = await open_and_join(path, database=database)
         made = [first]
@@ -271,3 +308,39 @@ async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier,
         finally:
             await engine.close()
             await supervisor.close()
+
+
+# ----------------------------------------------------------------------------- payload limits
+
+
+async def test_a_device_behind_a_relay_gets_frames_that_fit_its_source_route(ezsp_version):
+    """The NCP learns the device's source route (a Route Record; bellows passes it to
+    zigpy as the device's relays) and refuses at once, with MESSAGE_TOO_LONG, an APS
+    payload longer than 82 less the route's 2 + 2 per relay: an Image Block Response
+    with 63 data bytes (80 bytes) no longer fits, one with 61 (78 bytes) does."""
+    import zigpy.exceptions
+
+    async with emulator(ezsp_version, [hcalcs_spec()]) as (path, server):
+        app = await open_and_join(path)
+        try:
+            device = app.devices[HCALCS_IEEE]
+            server.ncp.learn_source_route(device.nwk, [0x7A01])
+            await support.wait_until(lambda: device.relays == [0x7A01])
+
+            def packet(size: int) -> zt.ZigbeePacket:
+                return zt.ZigbeePacket(
+                    src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=0x0000), src_ep=1,
+                    dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=device.nwk), dst_ep=1,
+                    tsn=0x10, profile_id=0x0104, cluster_id=0x0019, data=zt.SerializableBytes(bytes(size)),
+                    tx_options=zt.TransmitOptions.ACK, radius=0,
+                )
+
+            with pytest.raises(zigpy.exceptions.DeliveryError) as refused:
+                await app.send_packet(packet(17 + 63))
+            assert refused.value.status == bt.sl_Status.MESSAGE_TOO_LONG
+            await app.send_packet(packet(17 + 61))  # delivered: messageSentHandler OK
+            assert server.ncp.max_payload(bt.EmberApsFrame(
+                profileId=0x0104, clusterId=0x0019, sourceEndpoint=1, destinationEndpoint=1,
+                options=bt.EmberApsOption.APS_OPTION_ENCRYPTION, groupId=0, sequence=0), device.nwk) == 69
+        finally:
+            await app.shutdown()

@@ -33,13 +33,16 @@ async def open_and_join(path: str) -> Any:
 
 
 async def table(app: Any) -> dict[int, tuple[t.EUI64, bytes]]:
-    """The NCP's key table as bellows reads it back (exportLinkKeyByIndex, EZSP 14 order)."""
+    """The NCP's key table as bellows reads it back (exportLinkKeyByIndex), by field name:
+    EZSP 13 (the emulator's default) answers the EUI64 itself, 14+ a key context."""
     (status, size) = await app._ezsp.getConfigurationValue(configId=bt.EzspConfigId.CONFIG_KEY_TABLE_SIZE)
+    names = list(app._ezsp._protocol.COMMANDS["exportLinkKeyByIndex"][2])
     out = {}
     for index in range(size):
-        status, context, key, _meta = await app._ezsp.exportLinkKeyByIndex(index=index)
-        if status == bt.sl_Status.OK:
-            out[index] = (context.eui64, bytes(key))
+        entry = dict(zip(names, await app._ezsp.exportLinkKeyByIndex(index=index)))
+        if bt.sl_Status.from_ember_status(entry["status"]) == bt.sl_Status.OK:
+            eui64 = entry["eui64"] if "eui64" in entry else entry["context"].eui64
+            out[index] = (eui64, bytes(entry["plaintext_key"]))
     return out
 
 

@@ -1,4 +1,4 @@
-"""The store's priorities, queue and supersession (gateway/store.py schema step 4, issue 15)."""
+"""The store's priorities, queue and supersession (gateway/store.py schema step 5, issue 15)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from tests.test_store import record
 DEVICE = "00:11:22:33:44:55:66:77"
 
 
-def test_a_schema_3_store_gains_priorities_and_its_jobs_keep_theirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_schema_4_store_gains_priorities_and_its_jobs_keep_theirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as m:
-        m.setattr(store_module, "SCHEMA_VERSION", 3)
+        m.setattr(store_module, "SCHEMA_VERSION", 4)
         m.setattr(store_module, "_JOB_SELECT", store_module._JOB_SELECT.replace(", priority, queued", ""))
         with StateStore.in_state_dir(tmp_path) as old:
             raw = old._conn
@@ -29,7 +29,7 @@ def test_a_schema_3_store_gains_priorities_and_its_jobs_keep_theirs(tmp_path: Pa
                 (DEVICE, "a" * 64),
             )
     with StateStore.in_state_dir(tmp_path) as s:
-        assert s.schema_version == 4
+        assert s.schema_version == 5
         (job,) = s.list_jobs()
         assert job.record.priority == 5 and job.queued is False and job.state is SessionState.TRANSFERRING
         # The device is still busy for a second job that is not queued...

@@ -22,8 +22,10 @@ from zigpy.util import aes_mmo_hash
 from gateway.se.certificate import (
     ImplicitCertificate,
     build_certificate,
+    check_validity,
     parse_certificate,
     require_key_agreement,
+    utc_text,
 )
 from gateway.se.curves import SECT163K1, SECT283K1, BinaryCurve, Point
 from gateway.se.ecmqv import Agreement, agree
@@ -436,6 +438,23 @@ def test_suite2_certificate_fields() -> None:
     assert cert.raw[37:] == cert.reconstruction_point and cert.profile_attributes is None
     assert cert.subject_ieee == "00:00:00:00:00:00:00:02"
     require_key_agreement(cert)
+    # Valid-from counts from the Zigbee epoch, valid-to from valid-from.
+    assert cert.validity == (946_684_800 + 1_700_000_000, 946_684_800 + 1_700_000_000 + 86400 * 365)
+    assert utc_text(cert.validity[0]) == "2053-11-13T22:13:20Z"
+
+
+def test_suite2_validity_edges() -> None:
+    ca = new_key_pair(SUITE_2)
+    forever, _ = issue(SUITE_2, ca, subject=bytes(8), issuer=bytes(8))  # the defaults: from the epoch, no expiry
+    assert forever.validity == (946_684_800, None) and utc_text(946_684_800) == "2000-01-01T00:00:00Z"
+    check_validity(forever, 946_684_800)
+    check_validity(forever, 2.0**40)
+    with pytest.raises(CertificateError, match=r"^certificate valid from at offset 19: not valid before 2000-01-01T00:00:00Z \(now 1999-12-31T23:59:59Z\)$"):
+        check_validity(forever, 946_684_799)
+    one_second, _ = issue(SUITE_2, ca, subject=bytes(8), issuer=bytes(8), valid_to=1)
+    check_validity(one_second, 946_684_800)
+    with pytest.raises(CertificateError, match=r"^certificate valid to at offset 24: expired at 2000-01-01T00:00:01Z"):
+        check_validity(one_second, 946_684_801)
 
 
 def test_issue_refuses_a_mismatched_ca_key_pair() -> None:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.se import ke_server as ks
-from gateway.se.certificate import parse_certificate
+from gateway.se.certificate import NO_EXPIRY, ZIGBEE_EPOCH_UNIX, parse_certificate
 from gateway.se.ecmqv import Agreement, agree
 from gateway.se.ecqv import KeyPair, issue, new_key_pair, reconstruct_public_key
 from gateway.se.errors import PointError
@@ -279,6 +279,48 @@ def test_suite_2_key_usage_must_allow_key_agreement(suite2: dict[str, Any]) -> N
     ke = ks.KeServer(config((2,), [suite2["identity"]]), cert.subject[::-1])
     status, why = refusal(ke.handle(initiate(cert.raw, SUITE_2), 0.0))
     assert status is KeStatus.INVALID_CERTIFICATE and "key usage" in why
+
+
+#: A suite-2 validity window: from 2025-05-08T06:13:20Z (800,000,000 s after the
+#: Zigbee epoch 2000-01-01), for 365 days.
+VALID_FROM, VALID_FOR = 800_000_000, 365 * 86400
+FROM_UNIX = ZIGBEE_EPOCH_UNIX + VALID_FROM
+
+
+def with_validity(raw: bytes, valid_from: int, valid_to: int) -> bytes:
+    """A certificate with other validity bytes (offsets 19-27); still its issuer's and
+    subject's, which is all the checks before ECQV look at."""
+    return raw[:19] + valid_from.to_bytes(5, "big") + valid_to.to_bytes(4, "big") + raw[28:]
+
+
+@pytest.mark.parametrize(
+    ("valid_to", "utc", "refused"),
+    [
+        (VALID_FOR, FROM_UNIX - 1, "certificate valid from at offset 19: not valid before 2025-05-08T06:13:20Z (now 2025-05-08T06:13:19Z)"),
+        (VALID_FOR, FROM_UNIX, None),
+        (VALID_FOR, FROM_UNIX + VALID_FOR - 1, None),
+        (VALID_FOR, FROM_UNIX + VALID_FOR, "certificate valid to at offset 24: expired at 2026-05-08T06:13:20Z (now 2026-05-08T06:13:20Z)"),
+        (NO_EXPIRY, FROM_UNIX + (1 << 33), None),  # 0xFFFFFFFF: no expiry, ever
+        (VALID_FOR, None, None),  # a hub without a clock it trusts checks no validity
+    ],
+)
+def test_suite_2_validity_is_checked_at_the_hubs_time(suite2: dict[str, Any], valid_to: int, utc: float | None, refused: str | None) -> None:
+    dev_cert, _ = suite2["device"]
+    cert = with_validity(dev_cert.raw, VALID_FROM, valid_to)
+    ke = ks.KeServer(config((2,), [suite2["identity"]]), dev_cert.subject[::-1])
+    event = InitiateKeyEstablishmentRequest(SUITE_2.bit, *DEVICE_TIMES, cert)
+    actions = ke.handle(ks.FrameReceived(1, event.command_id, event.to_bytes(), utc=utc), 0.0)
+    if refused is None:
+        assert [type(a) for a in actions if not isinstance(a, ks.Note)] == [ks.Compute] and ke.state is ks.KeState.IDENTIFYING
+    else:
+        status, why = refusal(actions)
+        assert status is KeStatus.INVALID_CERTIFICATE and why == f"device certificate: {refused}"
+
+
+def test_suite_1_certificates_carry_no_validity_and_pass_at_any_time() -> None:
+    ke = server()
+    actions = ke.handle(dataclasses.replace(initiate(), utc=0.0), 0.0)
+    assert any(isinstance(a, ks.Compute) for a in actions) and not sends(actions)
 
 
 def off_curve_certificate() -> bytes:

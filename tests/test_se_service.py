@@ -12,21 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import zigpy.types as zt
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.se import ecqv
 from gateway.se import ke_server as ks
-from gateway.se.ke_frames import KeStatus
+from gateway.se.ke_frames import KeStatus, TerminateKeyEstablishment, parse_server_frame
 from gateway.se.security import KeyState, SecurityMode, SecurityRegistry
 from gateway.se.service import UNCONFIGURED_HINT, KeyEstablishmentService, KeyEstablishmentStartError
+from gateway.se.suites import SUITE_1
 from gateway.se.suites import suite as hub_suite
 from radios import han_services
 from radios.keys import LinkKeyError
@@ -479,3 +485,187 @@ async def test_the_sim_radio_registers_the_key_establishment_server_when_asked()
         assert CLUSTER in app._endpoints[han_services.HAN_ENDPOINT].input_clusters
     finally:
         await app.shutdown()
+
+
+# --------------------------------------------------------------------------- any frame, on the loop
+#
+# The responder's own property test (test_se_ke_server.py) holds every answer to the
+# specification, frame by frame, without a loop. Here the same kinds of frames (random,
+# truncated, extended, out of order, repeated, with any ZCL frame control) go through the
+# asyncio service on the simulated radio, with a genuine Initiate among them so that the
+# heavy steps run meanwhile: nothing escapes (no exception in a task, no ERROR line), the
+# hub sends only the cluster's own answers, no key is ever installed, and nothing holds
+# the event loop for more than 50 ms.
+
+LOOP_BUDGET_S = 0.050
+
+
+class LoopWatch:
+    """A ticker on the loop. The loop thread's CPU time between two of its ticks is how
+    long the loop was held: work done on the loop thread (ours, zigpy's). Time the thread
+    spends waiting for a core or for the GIL (the executor's crypto holds it between
+    switch intervals) is not counted, so a busy shared machine does not fail the test,
+    and crypto run on the loop does."""
+
+    def __init__(self, period: float = 0.002) -> None:
+        self.period = period
+        self.worst = 0.0
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        last = time.thread_time()
+        while True:
+            await asyncio.sleep(self.period)
+            now = time.thread_time()
+            self.worst = max(self.worst, now - last)
+            self.ticks += 1
+            last = now
+
+    def __enter__(self) -> LoopWatch:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def test_the_loop_watch_sees_a_callback_that_holds_the_loop() -> None:
+    # The measure below can fail: 80 ms of work on the loop thread shows as such.
+    with LoopWatch() as watch:
+        await asyncio.sleep(0.01)
+        start = time.thread_time()
+        while time.thread_time() - start < 0.08:
+            pass
+        await asyncio.sleep(0.01)
+    assert watch.worst >= 0.08 and watch.ticks >= 2
+
+
+@dataclass
+class FuzzBench:
+    """One event loop and sim app for every example (zigpy's start-up is seconds)."""
+
+    loop: asyncio.AbstractEventLoop
+    app: Any
+    lab: Lab
+    nwk: int
+    base: dict[int, bytes]
+
+
+@pytest.fixture(scope="module")
+def fuzz_bench() -> Iterator[FuzzBench]:
+    loop = asyncio.new_event_loop()
+    app = loop.run_until_complete(start_sim_app([parse_sim_device(f"hcalcs:{DEVICE_TEXT}:query_delay=3600")], timeout=20))
+    bench = lab(app, 1)
+    initiate = bench.client.start(0.0)[0]
+    assert isinstance(initiate, kc.SendCommand)
+    ephemeral = se_keys.SUITES[1].curve.compress(se_keys.keypair(se_keys.SUITES[1].curve, random.Random(5)).public)
+    base = {
+        0x00: initiate.payload,  # the device's genuine Initiate: the hub computes
+        0x01: ephemeral,  # a valid point, out of order unless the exchange is there
+        0x02: bytes(range(16)),  # a MACU that is never the right one
+        0x03: TerminateKeyEstablishment(3, 1, 1).to_bytes(),
+    }
+    try:
+        yield FuzzBench(loop, app, bench, app.get_device(ieee=DEVICE).nwk, base)
+    finally:
+        loop.run_until_complete(app.shutdown())
+        loop.close()
+
+
+@st.composite
+def ke_frames(draw: st.DrawFn, base: dict[int, bytes]) -> bytes:
+    """One frame from the device to the hub's Key Establishment server, header included."""
+    command = draw(st.sampled_from([0, 0, 1, 1, 2, 2, 3, 4, 0x0B, 0xFF]))
+    payload = base.get(command, b"")
+    shape = draw(st.sampled_from(["as is", "as is", "truncated", "extended", "random"]))
+    if shape == "truncated":
+        payload = payload[: draw(st.integers(0, max(len(payload) - 1, 0)))]
+    elif shape == "extended":
+        payload = payload + draw(st.binary(min_size=1, max_size=8))
+    elif shape == "random":
+        payload = draw(st.binary(max_size=80))
+    # Cluster-specific client->server (with or without default response), general
+    # commands (Read Attributes among them), the wrong direction, manufacturer-specific.
+    control = draw(st.sampled_from([0x01, 0x01, 0x01, 0x11, 0x00, 0x10, 0x09, 0x05, 0x04]))
+    tsn = draw(st.integers(0, 3) | st.integers(0, 255))
+    header = bytes([control]) + (b"\x34\x12" if control & 0x04 else b"") + bytes([tsn, command])
+    frame = header + payload
+    if draw(st.integers(0, 19)) == 0:
+        frame = frame[: draw(st.integers(0, 2))]  # no whole ZCL header
+    return frame
+
+
+def answer_is_the_clusters(data: bytes) -> None:
+    """A frame the hub sent on 0x0800: server to client, one of the cluster's answers."""
+    assert len(data) >= 3 and data[0] & 0x08, data.hex()
+    frame_type, command, payload = data[0] & 0x03, data[2], data[3:]
+    if frame_type == 0x01:
+        frame = parse_server_frame(command, payload, SUITE_1)
+        if isinstance(frame, TerminateKeyEstablishment):
+            assert frame.status in set(KeStatus), data.hex()
+    else:
+        # Read Attributes Response, or Default Response UNSUP_CLUSTER_COMMAND
+        assert command == 0x01 or (command == 0x0B and payload[1:2] == bytes([ks.UNSUP_CLUSTER_COMMAND])), data.hex()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_key_establishment_frame_gets_the_clusters_answer_or_none_and_never_holds_the_loop(
+    fuzz_bench: FuzzBench, data: st.DataObject, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = fuzz_bench
+    frames = data.draw(st.lists(ke_frames(b.base), min_size=1, max_size=25), label="frames")
+    # repeats: some frames again, later (a device repeating what it thinks was lost)
+    for index in data.draw(st.lists(st.integers(0, len(frames) - 1), max_size=6), label="repeats"):
+        frames.insert(data.draw(st.integers(index, len(frames)), label="at"), frames[index])
+    pauses = data.draw(st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.02, 0.1]), min_size=len(frames), max_size=len(frames)), label="pauses")
+    caplog.clear()
+    caplog.set_level("WARNING")
+    escaped: list[dict[str, Any]] = []
+    sent: list[bytes] = []
+
+    async def scenario() -> LoopWatch:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: escaped.append(context))
+        service, registry, _ = await running(b.app, b.lab.config)
+        below = b.app.send_packet
+
+        async def send_packet(packet: zt.ZigbeePacket) -> None:
+            if packet.cluster_id == CLUSTER:
+                sent.append(packet.data.serialize())
+            await below(packet)
+
+        b.app.send_packet = send_packet
+        device = SimpleNamespace(device_nwk=b.nwk)
+        try:
+            with LoopWatch() as watch:
+                for frame, pause in zip(frames, pauses):
+                    b.app.packet_received(_packet(device, frame) if len(frame) >= 2 else _packet_short(device, frame))
+                    await asyncio.sleep(pause)
+                async with asyncio.timeout(WAIT):  # its computations and sends, all done
+                    while service._tasks:
+                        await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # the watch ticks at least once
+        finally:
+            b.app.send_packet = below
+            await service.close()
+            loop.set_exception_handler(None)
+        assert registry.get(DEVICE).state is not KeyState.ESTABLISHED
+        return watch
+
+    watch = b.loop.run_until_complete(scenario())
+    assert escaped == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    for answer in sent:
+        answer_is_the_clusters(answer)
+    # one answer per frame at most (a repeat is answered again, as the first may be lost)
+    assert len(sent) <= len(frames)
+    assert b.app.han.link_key(DEVICE) is None
+    assert watch.ticks > 0 and watch.worst < LOOP_BUDGET_S, f"the loop was held {1000 * watch.worst:.1f} ms"
+
+
+def _packet_short(device: Any, data: bytes) -> zt.ZigbeePacket:
+    """A frame too short for a ZCL header (no TSN to copy)."""
+    return dataclasses.replace(_packet(device, data + b"\x00\x00"), data=zt.SerializableBytes(data))

@@ -81,7 +81,8 @@ async def test_interview_requests_answered_in_real_bytes(han_factory) -> None:
     assert desc.is_router and desc.is_mains_powered and desc.manufacturer_code == 0x121D
 
     _, mark = await zdo(hc, dev.nwk, C.Active_EP_req, dev.nwk)
-    assert zdo_args(await hc.expect(cluster=C.Active_EP_rsp, since=mark), C.Active_EP_rsp)[2] == [1]
+    # Endpoint 2: the Smart Energy endpoint of the Tunneling server (issue 13), beside HA's 1.
+    assert zdo_args(await hc.expect(cluster=C.Active_EP_rsp, since=mark), C.Active_EP_rsp)[2] == [1, 2]
 
     _, mark = await zdo(hc, dev.nwk, C.Simple_Desc_req, dev.nwk, t.uint8_t(1))
     status, _, sd = zdo_args(await hc.expect(cluster=C.Simple_Desc_rsp, since=mark), C.Simple_Desc_rsp)
@@ -90,6 +91,10 @@ async def test_interview_requests_answered_in_real_bytes(han_factory) -> None:
     assert list(sd.input_clusters) == [0x0000, 0x0003] and list(sd.output_clusters) == [0x000A, 0x0019]
 
     _, mark = await zdo(hc, dev.nwk, C.Simple_Desc_req, dev.nwk, t.uint8_t(2))
+    status, _, sd = zdo_args(await hc.expect(cluster=C.Simple_Desc_rsp, since=mark), C.Simple_Desc_rsp)
+    assert (status, sd.profile, list(sd.input_clusters), list(sd.output_clusters)) == (zdo_t.Status.SUCCESS, 0x0109, [0x0704], [])
+
+    _, mark = await zdo(hc, dev.nwk, C.Simple_Desc_req, dev.nwk, t.uint8_t(3))
     assert zdo_args(await hc.expect(cluster=C.Simple_Desc_rsp, since=mark), C.Simple_Desc_rsp)[0] == zdo_t.Status.NOT_ACTIVE
 
     _, mark = await zdo(hc, dev.nwk, C.IEEE_addr_req, dev.nwk, zdo_t.AddrRequestType.Single, t.uint8_t(0))

@@ -64,7 +64,7 @@ from zigpy.device import Device
 
 from gateway.ota import codec
 from gateway.ota import events as ev
-from gateway.se.security import DeviceSecurity, SecurityRegistry
+from gateway.se.security import DeviceSecurity, SecurityRegistry, arrived_unsecured
 from radios.tap import install_packet_tap
 
 LOGGER = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ class OtaDriver:
         if route is None:
             return False
         device, binding = route
-        if binding.aps and zt.TransmitOptions.APS_Encryption not in packet.tx_options:
+        if arrived_unsecured(binding.aps, packet.tx_options):
             # Every OTA frame of a secured device, replies included: zigpy must not
             # match an unsecured read response to our read either.
             self.unsecured_frames += 1

@@ -14,13 +14,18 @@ Key Establishment server (``require_key_agreement`` serves it); a certificate wi
 wrong key usage can still be inspected. Whether the point is on the curve is found by
 ECQV reconstruction (``PointError``).
 
-Valid-from is seconds since 1970 (UTC, 40 bits); valid-to is kept as stored (32 bits;
-0xFFFFFFFF is "no expiry"). The hub does not check validity times: a bench hub's clock
-is not trusted for that.
+Validity (suite 2 only; suite-1 certificates carry none): valid-from is 40 bits of
+seconds since 2000-01-01 00:00:00 UTC (the Zigbee epoch, as ZCL UTCTime); valid-to is 32
+bits of seconds *after* valid-from, 0xFFFFFFFF meaning no expiry. Both are kept as
+stored; ``validity`` gives them as Unix seconds and ``check_validity(cert, utc)`` refuses
+a certificate outside them at a time the caller gives (the hub passes its clock; no
+clock is read here). The layout is the one the brief for issue 12 and
+../shared/se-cbke-vectors/README.md give; the Zigbee SE 1.2+ text was not at hand.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from eui64 import Eui64
@@ -33,6 +38,8 @@ CURVE_SECT283K1 = 0x0D
 HASH_AES_MMO = 0x08
 KEY_USAGE_KEY_AGREEMENT = 0x08
 NO_EXPIRY = 0xFFFFFFFF
+#: 2000-01-01 00:00:00 UTC, the Zigbee epoch, in Unix seconds.
+ZIGBEE_EPOCH_UNIX = 946_684_800
 
 # (name, offset, length) of each suite-2 field, in certificate order.
 _S2_TYPE = ("type", 0, 1)
@@ -83,6 +90,15 @@ class ImplicitCertificate:
         return str(Eui64(self.issuer))
 
     @property
+    def validity(self) -> tuple[int, int | None] | None:
+        """(valid from, valid until) in Unix seconds (until None: no expiry); None for
+        suite 1, whose certificates carry no validity."""
+        if self.valid_from is None or self.valid_to is None:
+            return None
+        start = ZIGBEE_EPOCH_UNIX + self.valid_from
+        return start, None if self.valid_to == NO_EXPIRY else start + self.valid_to
+
+    @property
     def allows_key_agreement(self) -> bool:
         """Suite 1 certificates carry no key usage; they exist for key agreement."""
         return self.key_usage is None or bool(self.key_usage & KEY_USAGE_KEY_AGREEMENT)
@@ -93,6 +109,29 @@ def require_key_agreement(cert: ImplicitCertificate) -> None:
     if not cert.allows_key_agreement:
         name, offset, _ = _S2_KEY_USAGE
         raise CertificateError(name, offset, f"0x{cert.key_usage:02X} lacks key agreement (0x08)")
+
+
+def check_validity(cert: ImplicitCertificate, utc: float) -> None:
+    """Refuse a suite-2 certificate that is not yet valid, or has expired, at ``utc``
+    (Unix seconds). Suite-1 certificates pass: they carry no validity."""
+    validity = cert.validity
+    if validity is None:
+        return
+    start, until = validity
+    if utc < start:
+        name, offset, _ = _S2_VALID_FROM
+        raise CertificateError(name, offset, f"not valid before {utc_text(start)} (now {utc_text(utc)})")
+    if until is not None and utc >= until:
+        name, offset, _ = _S2_VALID_TO
+        raise CertificateError(name, offset, f"expired at {utc_text(until)} (now {utc_text(utc)})")
+
+
+def utc_text(unix: float) -> str:
+    """A Unix time as an ISO 8601 UTC string ("2026-12-04T02:30:00Z"), for refusals and reports."""
+    try:
+        return dt.datetime.fromtimestamp(int(unix), dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return "beyond the calendar"
 
 
 def parse_certificate(raw: bytes, suite: Suite) -> ImplicitCertificate:

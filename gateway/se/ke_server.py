@@ -42,6 +42,10 @@ Terminate Key Establishment and its status:
 * its issuer is not a configured CA: UNKNOWN_ISSUER (before the subject check:
   a certificate from an unknown CA says nothing trustworthy about its subject);
 * its subject is not the sender's EUI-64: INVALID_CERTIFICATE;
+* for suite 2, it is not yet valid or has expired at the hub's time (the Initiate's
+  ``FrameReceived.utc``; ``gateway.se.certificate.check_validity``): INVALID_CERTIFICATE,
+  the status the cluster has for a certificate it cannot accept (it has none for
+  expiry alone);
 * ECQV finds its reconstruction point off the curve: INVALID_CERTIFICATE.
 
 Later: a malformed Ephemeral Data or Confirm Key frame, a bad ephemeral point, and
@@ -90,7 +94,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from eui64 import Eui64, Eui64Error
-from gateway.se.certificate import ImplicitCertificate, parse_certificate, require_key_agreement
+from gateway.se.certificate import ImplicitCertificate, check_validity, parse_certificate, require_key_agreement
 from gateway.se.ecmqv import Agreement, agree
 from gateway.se.ecqv import KeyPair, Rng, new_key_pair, private_scalar, reconstruct_public_key
 from gateway.se.errors import SeError
@@ -284,6 +288,10 @@ class FrameReceived:
     tsn: int
     command_id: int
     payload: bytes
+    #: The hub's wall-clock time at arrival (Unix seconds, UTC), against which a suite-2
+    #: certificate's validity is checked; None when the hub has no clock it trusts
+    #: (validity then unchecked). ``now`` stays the monotonic time of the timers.
+    utc: float | None = None
 
 
 class ComputeKind(enum.Enum):
@@ -637,7 +645,7 @@ class KeServer:
         self._forget()
         self._remember(event)
         try:
-            exchange = self._check_initiate(event.payload)
+            exchange = self._check_initiate(event.payload, event.utc)
         except _Refusal as refusal:
             return out + self._refuse(event.tsn, refusal.status, refusal.why)
         self._exchange = exchange
@@ -653,7 +661,7 @@ class KeServer:
         out.append(self._compute(ComputeKind.IDENTIFY, identify, event.tsn))
         return out
 
-    def _check_initiate(self, payload: bytes) -> _Exchange:
+    def _check_initiate(self, payload: bytes, utc: float | None) -> _Exchange:
         name = InitiateKeyEstablishmentRequest.name
         try:
             value = InitiateKeyEstablishmentRequest.peek_suite(payload)
@@ -680,6 +688,11 @@ class KeServer:
                 KeStatus.INVALID_CERTIFICATE,
                 f"device certificate: subject {_display(cert.subject)} is not the sender {_display(self._peer_subject)}",
             )
+        if utc is not None:
+            try:
+                check_validity(cert, utc)
+            except SeError as err:
+                raise _Refusal(KeStatus.INVALID_CERTIFICATE, f"device certificate: {err}") from None
         return _Exchange(s, identity, request, cert, ca_key)
 
     def _identified(self, event: Event | None) -> list[Action]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import zigpy.types as zt
 
-__all__ = ["DeviceSecurity", "KeyState", "SecurityMode", "SecurityRegistry"]
+__all__ = ["DeviceSecurity", "KeyState", "SecurityMode", "SecurityRegistry", "arrived_unsecured"]
 
 
 class SecurityMode(enum.Enum):
@@ -80,6 +80,14 @@ class DeviceSecurity:
             "reason": self.why,
             "seconds": self.seconds,
         }
+
+
+def arrived_unsecured(aps_in_force: bool, tx_options: zt.TransmitOptions) -> bool:
+    """The one rule for a received OTA or Tunneling frame: from a device whose APS link
+    key is in force, a frame without APS security (``packet.tx_options``, as bellows and
+    zigpy-znp report it) could have been forged with the network key alone, and is
+    ignored."""
+    return aps_in_force and zt.TransmitOptions.APS_Encryption not in tx_options
 
 
 Listener = Callable[[zt.EUI64, DeviceSecurity], None]

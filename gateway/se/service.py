@@ -3,7 +3,8 @@
 It takes every Key Establishment frame (cluster 0x0800, Smart Energy profile) a device
 sends to our SE endpoint off zigpy's receive path with a packet tap (radios/tap.py;
 zigpy 2.4 does not parse the SE profile anyway), feeds it to that device's responder
-with ``loop.time()``, and carries out what the responder returns, as the OTA driver
+with ``loop.time()`` (and the hub's clock, ``time.time()``, against which a suite-2
+certificate's validity is checked), and carries out what the responder returns, as the OTA driver
 does for its sessions:
 
 * ``Send`` / ``SendDefaultResponse``: a ZCL frame server -> client (cluster-specific,
@@ -18,7 +19,8 @@ does for its sessions:
 * ``Established``: the key goes to the coordinator (``install_key``) *before* the
   Confirm Key Data Response that comes with it is sent: a device uses its new key as
   soon as it has verified our MACV, and the coordinator must be able to check its
-  first secured frame. If the coordinator refuses the key, the device gets Terminate
+  first secured frame. The registry says ESTABLISHED (and OTA may use the key) only
+  once that confirmation is delivered. If the coordinator refuses the key, the device gets Terminate
   NO_RESOURCES instead of the confirmation (it drops the key and retries after the
   wait time), and the registry says FAILED with the radio's reason.
 * ``Failed``: the registry says FAILED with the status name, side and why.
@@ -211,7 +213,7 @@ class KeyEstablishmentService:
         elif self.ke_config is None:
             self._unconfigured(device, device_ep, header.tsn, header.command_id)
         else:
-            self._feed_frame(device, device_ep, ks.FrameReceived(header.tsn, header.command_id, payload))
+            self._feed_frame(device, device_ep, ks.FrameReceived(header.tsn, header.command_id, payload, utc=time.time()))
         return True
 
     def _device(self, src: zt.AddrModeAddress | None) -> Any:
@@ -284,8 +286,7 @@ class KeyEstablishmentService:
     def _execute(self, peer: _Peer, actions: Sequence[ks.Action]) -> None:
         for action in actions:
             if isinstance(action, ks.Send):
-                data = _header(_FT_CLUSTER, action.tsn, action.command_id) + action.payload
-                self._send(peer.ieee, peer.device_ep, data, action.tsn)
+                self._send(peer.ieee, peer.device_ep, _cluster_frame(action), action.tsn)
             elif isinstance(action, ks.SendDefaultResponse):
                 data = _header(_FT_GENERAL, action.tsn, _DEFAULT_RESPONSE) + bytes([action.command_id, action.status])
                 self._send(peer.ieee, peer.device_ep, data, action.tsn)
@@ -316,7 +317,14 @@ class KeyEstablishmentService:
             self._registry.update(peer.ieee, state=KeyState.FAILED, suite=number, status=None, side="hub", why=why, seconds=None)
             self._event("ke.terminated", peer.ieee, status=kf.KeStatus.NO_RESOURCES.name, side="hub", why=why)
             return
-        self._execute(peer, [a for a in actions if not isinstance(a, ks.Established)])
+        # The Confirm Key Data Response is delivered (awaited, not spawned) before the
+        # registry lets OTA use the key: a device takes its new key only once it has
+        # verified our MACV, and it drops a frame secured with a key it does not yet
+        # hold (an Image Notify sent beside the confirmation was lost so).
+        for action in actions:
+            if isinstance(action, ks.Send):
+                await self._send_one(peer.ieee, peer.device_ep, _cluster_frame(action), action.tsn)
+        self._execute(peer, [a for a in actions if not isinstance(a, (ks.Established, ks.Send))])
         self._registry.update(
             peer.ieee, state=KeyState.ESTABLISHED, suite=number, seconds=established.seconds, status=None, side=None, why=None
         )
@@ -423,6 +431,10 @@ class KeyEstablishmentService:
             self._on_event(name, device=ieee, **fields)
         except Exception:
             LOGGER.exception("key establishment event callback failed on %s", name)
+
+
+def _cluster_frame(action: ks.Send) -> bytes:
+    return _header(_FT_CLUSTER, action.tsn, action.command_id) + action.payload
 
 
 def _header(frame_type: int, tsn: int, command_id: int) -> bytes:

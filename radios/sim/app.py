@@ -87,6 +87,7 @@ _FAILURE_STATUS: Final = {
     "indirect timeout": t.MACStatus.MAC_TRANSACTION_EXPIRED,
     "unknown destination": t.NWKStatus.NWK_UNKNOWN_DEVICE,
     "stopped": t.MACStatus.MAC_CHANNEL_ACCESS_FAILURE,
+    "message too long": t.MACStatus.MAC_FRAME_TOO_LONG,
 }
 
 

@@ -34,6 +34,13 @@ Its endpoint lists 0x0800 as a client cluster; Key Establishment frames travel o
 SE profile with NWK security only, both ways. A device that boots holding its key
 (flash) skips all of this.
 
+GBCS tunnel (issue 13, tunnel_server.py): the Tunneling server (0x0704) on the SE
+endpoint (1 with ``profile=se``, else endpoint 2, SE profile, Tunneling only). Each GBCS
+message it receives goes to ``device.tunnel_handler(data) -> list[bytes]`` (replies sent
+back over the tunnel; by default the message is only kept in ``device.tunnel_messages``);
+``device.tunnel_send(data)`` sends one of the device's own. A power cycle forgets the
+tunnel (RAM).
+
 Observability: ``device.history`` (a list of `SimEvent`: loop time, kind, details),
 ``device.counters`` (OTA client counters plus radio ones), ``device.state``,
 ``device.current_file_version``, and `wait_for` / `wait_for_event` for tests.
@@ -73,6 +80,7 @@ from .se_join import SeJoin, SeJoinConfig
 from .se_keys import SUITES, Credentials
 from .signature import load_supplier_key
 from .spec import PROFILE_SE, SimDeviceSpec
+from .tunnel_server import Answer, TunnelFaults, TunnelServer, TunnelServerSend
 
 
 
@@ -107,6 +115,9 @@ CLUSTER_TUNNELING: Final = 0x0704
 # Smart Energy: frames on these clusters must be APS-secured once a link key is established
 SE_APS_CLUSTERS: Final = frozenset({CLUSTER_OTA, CLUSTER_TUNNELING})
 SERVER_CLUSTERS: Final = (CLUSTER_BASIC, CLUSTER_IDENTIFY)
+# The Tunneling server lives on a Smart Energy endpoint (Match_Desc matches profiles
+# exactly): endpoint 1 when that is SE, else this second endpoint (SE, Tunneling only).
+TUNNEL_ENDPOINT: Final = 2
 CLIENT_CLUSTERS: Final = (CLUSTER_TIME, CLUSTER_OTA)
 # Smart Energy device ids: Prepayment Terminal (PPMID), Load Control Device (HCALCS)
 DEVICE_TYPE: Final = {"ppmid": 0x0507, "hcalcs": 0x0505}
@@ -190,6 +201,15 @@ class SimDevice:
         self._ke_rng = random.Random(seed ^ 0xCB4E_0800)
         self._ke_seed = seed ^ 0x1D_0800
         self._credentials: Credentials | None = None
+        # The GBCS tunnel: H-simgbcs's GBCS content plugs in as tunnel_handler.
+        self.tunnel_messages: list[bytes] = []
+        self.tunnel_handler: Callable[[bytes], list[bytes]] = self._keep_tunnel_message
+        self.tunnel = TunnelServer(
+            handler=lambda data: self.tunnel_handler(data),
+            faults=TunnelFaults(spec.tunnel_busy, spec.tunnel_no_ids, spec.tunnel_drop, spec.tunnel_refuse),
+        )
+        self.tunnel_endpoint = ENDPOINT if spec.profile == PROFILE_SE else TUNNEL_ENDPOINT
+        self._tunnel_peer_ep = ENDPOINT
 
     # -- facts -----------------------------------------------------------------------
 
@@ -447,6 +467,7 @@ class SimDevice:
             task.cancel()
         self._tasks.clear()
         self.client = None
+        self.tunnel.forget()
         self._inbox = None
         self._outbox = None
 
@@ -632,6 +653,7 @@ class SimDevice:
         disable_default_response: bool = True,
         dst_ep: int | None = None,
         profile: int | None = None,
+        src_ep: int = ENDPOINT,
     ) -> None:
         hdr = foundation.ZCLHeader(
             frame_control=foundation.FrameControl(
@@ -647,7 +669,7 @@ class SimDevice:
         self._uplink(
             profile=self.spec.profile if profile is None else profile,
             cluster=cluster,
-            src_ep=ENDPOINT,
+            src_ep=src_ep,
             dst_ep=self._server_ep if dst_ep is None else dst_ep,
             tsn=hdr.tsn,
             data=hdr.serialize() + payload,
@@ -677,6 +699,12 @@ class SimDevice:
             payload=t.List[foundation.Attribute]([record]).serialize(),
         )
 
+    def send_zcl_frame(self, cluster: int, frame: Callable[[int], bytes]) -> None:
+        """A ZCL frame built elsewhere (the background traffic, traffic.py) from endpoint 1
+        to the hub's, through the one transmit queue: ``frame(tsn)`` gives its bytes."""
+        tsn = self._next_tsn()
+        self._uplink(profile=self.spec.profile, cluster=cluster, src_ep=ENDPOINT, dst_ep=self._server_ep, tsn=tsn, data=frame(tsn))
+
     def _default_response(self, packet: t.ZigbeePacket, hdr: foundation.ZCLHeader, status: Status, broadcast: bool) -> None:
         # ZCL 2.5.12.2: never to a broadcast, never to a Default Response.
         if broadcast or (hdr.frame_control.is_general and hdr.command_id == GC.Default_Response):
@@ -691,7 +719,8 @@ class SimDevice:
             payload=t.uint8_t(hdr.command_id).serialize() + status.serialize(),
             tsn=hdr.tsn,
             dst_ep=packet.src_ep,
-            profile=PROFILE_SE if packet.cluster_id == CLUSTER_KEY_ESTABLISHMENT else None,
+            profile=PROFILE_SE if packet.cluster_id in (CLUSTER_KEY_ESTABLISHMENT, CLUSTER_TUNNELING) else None,
+            src_ep=packet.dst_ep if packet.dst_ep not in (None, 0xFF) else ENDPOINT,
         )
 
     # -- receiving ---------------------------------------------------------------------
@@ -750,7 +779,7 @@ class SimDevice:
             return
         if packet.dst_ep == ZDO_ENDPOINT and packet.profile_id == 0x0000:
             self._handle_zdo(packet, data, broadcast)
-        elif packet.dst_ep in (ENDPOINT, 0xFF):
+        elif packet.dst_ep in (ENDPOINT, self.tunnel_endpoint, 0xFF):
             self._handle_zcl(packet, data, broadcast)
         else:
             self.record("ignored", reason=f"endpoint {packet.dst_ep}", cluster=packet.cluster_id)
@@ -774,14 +803,22 @@ class SimDevice:
             descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability.NONE,
         )
 
-    def simple_descriptor(self) -> zdo_t.SimpleDescriptor:
+    @property
+    def endpoints(self) -> list[int]:
+        return sorted({ENDPOINT, self.tunnel_endpoint})
+
+    def _server_clusters(self, endpoint: int) -> list[int]:
+        clusters = list(SERVER_CLUSTERS) if endpoint == ENDPOINT else []
+        return clusters + [CLUSTER_TUNNELING] if endpoint == self.tunnel_endpoint else clusters
+
+    def simple_descriptor(self, endpoint: int = ENDPOINT) -> zdo_t.SimpleDescriptor:
         return zdo_t.SizePrefixedSimpleDescriptor(
-            endpoint=ENDPOINT,
-            profile=self.spec.profile,
+            endpoint=endpoint,
+            profile=self.spec.profile if endpoint == ENDPOINT else PROFILE_SE,
             device_type=DEVICE_TYPE[self.spec.kind],
             device_version=0,
-            input_clusters=list(SERVER_CLUSTERS),
-            output_clusters=list(self.client_clusters),
+            input_clusters=self._server_clusters(endpoint),
+            output_clusters=list(self.client_clusters) if endpoint == ENDPOINT else [],
         )
 
     def _power_descriptor(self) -> zdo_t.PowerDescriptor:
@@ -857,7 +894,7 @@ class SimDevice:
                 reply(zdo_t.Status.DEVICE_NOT_FOUND, args[0])
         elif command == C.Active_EP_req:
             if args[0] == self.nwk:
-                reply(ok, self.nwk, t.LVList[t.uint8_t, t.uint8_t]([ENDPOINT]))
+                reply(ok, self.nwk, t.LVList[t.uint8_t, t.uint8_t](self.endpoints))
             elif not broadcast:
                 reply(zdo_t.Status.DEVICE_NOT_FOUND, args[0], t.LVList[t.uint8_t, t.uint8_t]([]))
         elif command == C.Simple_Desc_req:
@@ -865,22 +902,25 @@ class SimDevice:
             if nwk != self.nwk:
                 if not broadcast:
                     reply(zdo_t.Status.DEVICE_NOT_FOUND, nwk, t.uint8_t(0))
-            elif ep == ENDPOINT:
-                reply(ok, self.nwk, self.simple_descriptor())
+            elif ep in self.endpoints:
+                reply(ok, self.nwk, self.simple_descriptor(ep))
             else:
                 status = zdo_t.Status.NOT_ACTIVE if 1 <= ep <= 240 else zdo_t.Status.INVALID_EP
                 reply(status, self.nwk, t.uint8_t(0))
         elif command == C.Match_Desc_req:
             nwk, profile, in_clusters, out_clusters = args
             # Our server clusters match the requester's client list and vice versa.
-            profile_ok = profile in (self.spec.profile, 0xFFFF)
-            hit = profile_ok and (
-                bool(set(in_clusters) & set(SERVER_CLUSTERS)) or bool(set(out_clusters) & set(self.client_clusters))
-            )
+            hits = []
+            for ep in self.endpoints:
+                desc = self.simple_descriptor(ep)
+                if profile in (desc.profile, 0xFFFF) and (
+                    bool(set(in_clusters) & set(desc.input_clusters)) or bool(set(out_clusters) & set(desc.output_clusters))
+                ):
+                    hits.append(ep)
             if nwk not in (self.nwk,) and nwk < 0xFFFC:
                 return
-            if hit or not broadcast:
-                reply(ok, self.nwk, t.LVList[t.uint8_t, t.uint8_t]([ENDPOINT] if hit else []))
+            if hits or not broadcast:
+                reply(ok, self.nwk, t.LVList[t.uint8_t, t.uint8_t](hits))
         elif command == C.Mgmt_Lqi_req:
             if not self.spec.is_router:
                 if not broadcast:
@@ -1002,7 +1042,7 @@ class SimDevice:
         except ValueError as exc:
             self.record("zcl_malformed", cluster=cluster, error=str(exc), data=data.hex())
             return  # no header, no TSN: nothing can be answered
-        if cluster != CLUSTER_KEY_ESTABLISHMENT:  # the KE server's endpoint is the registration's
+        if cluster not in (CLUSTER_KEY_ESTABLISHMENT, CLUSTER_TUNNELING):  # those peers' endpoints are their own
             self._server_ep = packet.src_ep if packet.src_ep is not None else self._server_ep
         fc = hdr.frame_control
         self.record(
@@ -1016,8 +1056,9 @@ class SimDevice:
         if fc.frame_type not in (foundation.FrameType.GLOBAL_COMMAND, foundation.FrameType.CLUSTER_COMMAND):
             self._default_response(packet, hdr, Status.MALFORMED_COMMAND, broadcast)
             return
-        ours = (cluster in SERVER_CLUSTERS and hdr.direction == Dir.Client_to_Server) or (
-            cluster in self.client_clusters and hdr.direction == Dir.Server_to_Client
+        server_clusters = self._server_clusters(packet.dst_ep) if packet.dst_ep != 0xFF else SERVER_CLUSTERS
+        ours = (cluster in server_clusters and hdr.direction == Dir.Client_to_Server) or (
+            cluster in self.client_clusters and hdr.direction == Dir.Server_to_Client and packet.dst_ep != TUNNEL_ENDPOINT
         )
         if not ours:
             if not (fc.is_general and hdr.command_id == GC.Default_Response):
@@ -1147,6 +1188,9 @@ class SimDevice:
             else:
                 self.record("ke_ignored", command_id=hdr.command_id, reason="not registering")
             return
+        if cluster == CLUSTER_TUNNELING:
+            self._handle_tunnel(packet, hdr, payload, broadcast)
+            return
         if cluster == CLUSTER_OTA and self.client is not None:
             self.client.note_server(self._han.coordinator_ieee)
             actions = self.client.handle_command(hdr.command_id, payload, broadcast=broadcast, now=self._now())
@@ -1167,6 +1211,50 @@ class SimDevice:
             status = Status.UNSUP_CLUSTER_COMMAND
         if status != Status.SUCCESS or not hdr.frame_control.disable_default_response:
             self._default_response(packet, hdr, status, broadcast)
+
+    # -- the GBCS tunnel ----------------------------------------------------------------
+
+    def _keep_tunnel_message(self, data: bytes) -> list[bytes]:
+        """The default tunnel handler: keep the message, answer nothing."""
+        self.tunnel_messages.append(bytes(data))
+        return []
+
+    def _handle_tunnel(self, packet: t.ZigbeePacket, hdr: foundation.ZCLHeader, payload: bytes, broadcast: bool) -> None:
+        if broadcast or packet.src is None:
+            return  # a tunnel is between two devices
+        if hdr.command_id == 0x00 and packet.src_ep is not None:
+            self._tunnel_peer_ep = int(packet.src_ep)  # where the client's endpoint is
+        self.record("tunnel_rx", command_id=hdr.command_id, length=len(payload))
+        wants = not hdr.frame_control.disable_default_response
+        self._tunnel_out(self.tunnel.receive(int(packet.src.address), hdr.tsn, hdr.command_id, payload, wants), packet, hdr)
+
+    def tunnel_send(self, data: bytes) -> None:
+        """A GBCS message of the device's own (an alert): over the tunnel, now or once
+        one opens."""
+        self.record("tunnel_originate", length=len(data))
+        self._tunnel_out(self.tunnel.originate(data))
+
+    def _tunnel_out(self, out: list[Any], packet: t.ZigbeePacket | None = None, hdr: foundation.ZCLHeader | None = None) -> None:
+        for item in out:
+            if isinstance(item, Answer):
+                assert packet is not None and hdr is not None  # answers answer a frame
+                self._default_response(packet, hdr, Status(item.status), False)
+            elif isinstance(item, TunnelServerSend):
+                # A response carries the request's TSN; the device's own frames a new one.
+                tsn = hdr.tsn if hdr is not None and item.command_id == 0x00 and not item.wants_default_response else None
+                self.record("tunnel_tx", command_id=item.command_id, length=len(item.payload))
+                self._send_zcl(
+                    CLUSTER_TUNNELING,
+                    general=False,
+                    command_id=item.command_id,
+                    direction=Dir.Server_to_Client,
+                    payload=item.payload,
+                    tsn=tsn,
+                    disable_default_response=not item.wants_default_response,
+                    dst_ep=self._tunnel_peer_ep,
+                    profile=PROFILE_SE,
+                    src_ep=self.tunnel_endpoint,
+                )
 
     # -- sleepy polling ----------------------------------------------------------------
 

@@ -28,6 +28,14 @@ Optional extras beyond the contract: ``han.coordinator_ieee`` and
 ``han.extended_pan_id`` (set them once the network is formed: devices report them as
 their parent and as UpgradeServerID), ``han.link``, ``han.channel`` (busy totals).
 
+APS fragmentation (Zigbee 2.2.8.4.5, aps_fragments.py): a unicast longer than one frame
+(``link.frame_capacity``: 82 bytes, 73 APS-secured) goes, either way, as blocks behind
+the extended header, ``link.aps_window`` per APS ack, lost blocks resent; the receiving
+APS layer (the device's, or the coordinator's before the host hears of it) hands up
+the reassembled ASDU. Every fragmented exchange is recorded on the device
+("aps_fragmented", and "aps_fragment_retry" per resent window). A broadcast or group
+frame that long is refused ("message too long"): fragmentation is unicast only.
+
 APS security (the coordinator's key table lives here, since the air is where frames
 are secured and checked)::
 
@@ -66,6 +74,7 @@ from typing import Any, Final
 
 import zigpy.types as t
 
+from .aps_fragments import FragmentAck, Reassembly, split
 from .device import SimDevice
 from .link import Channel, LinkModel
 from .spec import SimDeviceSpec
@@ -224,6 +233,9 @@ class SimHan:
         self.frames_down += 1
         ready = self._uart(self.uart_tx, loop.time(), payload_len)
 
+        if dst.addr_mode in (t.AddrMode.Broadcast, t.AddrMode.Group) and payload_len > self.link.max_aps_payload:
+            await self._sleep_until(ready)
+            return DeliveryResult(False, "message too long")
         if dst.addr_mode == t.AddrMode.Broadcast:
             return await self._broadcast(packet, int(dst.address), ready)
         if dst.addr_mode == t.AddrMode.Group:
@@ -267,6 +279,16 @@ class SimHan:
     ) -> DeliveryResult:
         """Direct transmission: data frame(s) with MAC retries, delivery, APS ack back."""
         loop = asyncio.get_running_loop()
+        data = packet.data.serialize()
+        if len(data) > self.link.frame_capacity(aps_key is not None):
+            accepts = aps_key is None or device.aps_key_matches(aps_key)
+            whole, ok, when = self._fragmented(device, data, start, aps_key is not None, accepts, downlink=True)
+            if whole is not None:
+                loop.call_at(when, self._deliver, device, packet.replace(data=t.SerializableBytes(whole)), False, aps_key)
+            await self._sleep_until(when)
+            if ok:
+                return DeliveryResult(True)
+            return DeliveryResult(False, "no ack" if not device.online else "no aps ack")
         when = start
         for psdu in self._frames(len(packet.data.serialize())):
             if not device.online:
@@ -374,8 +396,20 @@ class SimHan:
         ``APS_Encryption``), None when unsecured.
         """
         loop = asyncio.get_running_loop()
-        payload_len = len(packet.data.serialize())
+        data = packet.data.serialize()
+        payload_len = len(data)
         when = loop.time()
+        accepts = aps_key is None or aps_key == self._coordinator_key(device.ieee)
+        if payload_len > self.link.frame_capacity(aps_key is not None) and accepts:
+            # The coordinator's APS layer reassembles before the host hears of it.
+            whole, ok, when = self._fragmented(device, data, when, aps_key is not None, True, downlink=False)
+            if whole is not None:
+                packet = packet.replace(data=t.SerializableBytes(whole))
+                secured = t.TransmitOptions.APS_Encryption if aps_key is not None else t.TransmitOptions.NONE
+                tx_options = (packet.tx_options & ~t.TransmitOptions.APS_Encryption) | secured
+                loop.call_at(self._uart(self.uart_rx, when, payload_len), self._to_host, packet.replace(tx_options=tx_options))
+            await self._sleep_until(when)
+            return ok
         for psdu in self._frames(payload_len):
             attempt = self.link.mac_transmit(self.channel, when, psdu, device.spec.loss, device.link_rng)
             when = attempt.end
@@ -383,7 +417,7 @@ class SimHan:
                 await self._sleep_until(when)
                 return False
         host_at = self._uart(self.uart_rx, when, payload_len)
-        if aps_key is not None and aps_key != self._coordinator_key(device.ieee):
+        if not accepts:
             # The coordinator's APS MIC check fails: the frame goes no further than its
             # radio (it is still acked at the MAC layer, as the MAC knows nothing of APS).
             self.aps_mic_failures += 1
@@ -409,6 +443,46 @@ class SimHan:
             self._uplink(packet)
         except Exception:  # the coordinator's bug must not kill the air
             LOGGER.exception("SimHan: uplink callback failed for %r", packet)
+
+    def _fragmented(
+        self, device: SimDevice, asdu: bytes, when: float, secured: bool, accepts: bool, *, downlink: bool
+    ) -> tuple[bytes | None, bool, float]:
+        """One fragmented unicast between the coordinator and ``device`` (either way),
+        window by window (aps_fragments.py). Returns the reassembled ASDU (None unless
+        every block got in), whether the sender saw every window acked, and when it
+        knows. ``accepts``: the receiver can unsecure the blocks (else it drops them
+        and acks nothing, as for a single frame)."""
+        link = self.link
+        fragments = split(asdu, link.fragment_part_size(secured))
+        rx = Reassembly()
+        acked_all = True
+        for first in range(0, len(fragments), link.aps_window):
+            window = fragments[first : first + link.aps_window]
+            missing = window
+            for attempt in range(link.aps_max_frame_retries + 1):
+                for fragment in missing:
+                    loss = device.spec.loss if device.online else 1.0
+                    tx = link.mac_transmit(self.channel, when, link.fragment_psdu(len(fragment.part), secured), loss, device.link_rng)
+                    when = tx.end
+                    if tx.delivered and accepts and (device.online or not downlink):
+                        rx.receive(fragment.to_bytes())
+                if not accepts or not (device.online or not downlink):
+                    break  # nothing will ack: the sender's ack wait runs out
+                ack = rx.ack(window[0].block, len(window))
+                back = link.mac_transmit(self.channel, when, link.fragment_ack_psdu, device.spec.loss, device.link_rng)
+                when = back.end
+                if back.delivered:
+                    got = FragmentAck.parse(ack.to_bytes()).blocks()
+                    missing = [f for f in window if f.block not in got]
+                if not missing:
+                    break
+                device.record("aps_fragment_retry", downlink=downlink, first_block=window[0].block, attempt=attempt + 1)
+            if missing:
+                acked_all = False
+                break
+        whole = rx.complete()
+        device.record("aps_fragmented", downlink=downlink, blocks=len(fragments), length=len(asdu), delivered=whole is not None)
+        return whole, acked_all and whole is not None, when
 
     def _device_joined(self, device: SimDevice) -> None:
         if self._on_join is not None:

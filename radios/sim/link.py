@@ -16,8 +16,12 @@ What a unicast costs, as modelled (all 2.4 GHz O-QPSK, IEEE 802.15.4-2006):
   1 SFD, 1 length = 6 bytes), so ``frame_air_time(127) = 133 * 32 us = 4.256 ms``.
 * Data frame PSDU = APS payload + 45 bytes: MAC header 9 + FCS 2 (short addresses,
   PAN id compression), NWK header 8, NWK auxiliary security header 14 + MIC 4, APS
-  header 8. aMaxPHYPacketSize 127 leaves 82 bytes of APS payload; longer payloads
-  are sent as APS fragments of at most 82 bytes each (each its own MAC exchange).
+  header 8. aMaxPHYPacketSize 127 leaves 82 bytes of APS payload (73 with APS
+  security: auxiliary header 5 + MIC 4). A longer unicast goes by APS fragmentation
+  (aps_fragments.py, run by han.py): blocks of 80 (71) bytes behind a 2-byte extended
+  header, ``aps_window`` blocks per APS ack, missing blocks resent up to
+  ``aps_max_frame_retries`` times; the only APS retries modelled (see Loss).
+  ``data_psdus`` (the benchmark's bound) still counts plain 82-byte pieces.
 * One MAC exchange: CSMA-CA random backoff (unit 20 symbols = 320 us, BE from
   macMinBE=3 up to macMaxBE=5; the *average* first backoff is (2^3-1)/2 * 320 us =
   1.12 ms), one CCA (8 symbols = 128 us), the frame, aTurnaroundTime (12 symbols =
@@ -142,6 +146,14 @@ class LinkModel:
     nwk_security_overhead: int = 18  # aux header 14 + MIC 4
     aps_overhead: int = 8
     aps_ack_psdu: int = 45
+    # APS security (link key): auxiliary header (security control 1, frame counter 4)
+    # and the 4-byte MIC, inside the APS frame.
+    aps_security_overhead: int = 9
+
+    # APS fragmentation (Zigbee 2.2.8.4.5): apsMaxWindowSize blocks per ack (1..8;
+    # Z-Stack's and EmberZNet's default is 1), resent up to apscMaxFrameRetries times.
+    aps_window: int = 1
+    aps_max_frame_retries: int = 3
     data_request_psdu: int = 12
 
     # Coordinator UART
@@ -168,6 +180,10 @@ class LinkModel:
             raise ValueError(f"LinkModel.realistic: scale={scale!r} must be a finite number > 0")
         return cls(timed=True, scale=scale, uart_baud=uart_baud, **overrides)
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.aps_window <= 8:
+            raise ValueError(f"LinkModel: aps_window={self.aps_window} must be 1..8 (apsMaxWindowSize)")
+
     def replace(self, **changes: Any) -> LinkModel:
         return dataclasses.replace(self, **changes)
 
@@ -188,6 +204,22 @@ class LinkModel:
     @property
     def max_aps_payload(self) -> int:
         return self.max_psdu - self.data_overhead  # 82
+
+    def frame_capacity(self, aps_secured: bool) -> int:
+        """The largest ASDU one frame carries (73 APS-secured); beyond it, fragments."""
+        return self.max_aps_payload - (self.aps_security_overhead if aps_secured else 0)
+
+    def fragment_part_size(self, aps_secured: bool) -> int:
+        """ASDU bytes per fragment: the frame less the 2-byte extended header."""
+        return self.frame_capacity(aps_secured) - 2
+
+    def fragment_psdu(self, part_len: int, aps_secured: bool) -> int:
+        return self.data_overhead + 2 + part_len + (self.aps_security_overhead if aps_secured else 0)
+
+    @property
+    def fragment_ack_psdu(self) -> int:
+        """An APS ack of a window: the extended header and its ack bitfield added."""
+        return self.aps_ack_psdu + 3
 
     def data_psdus(self, aps_payload_len: int) -> list[int]:
         """PSDU lengths of the frame(s) carrying ``aps_payload_len`` bytes (APS fragments)."""

@@ -347,6 +347,13 @@ def _load_gbcs_cert(pem: bytes) -> object:
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ValueError("its key is not ECDSA P-256")
     return cert
+def _opt_tunnel_refuse(key: str, raw: object) -> str | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none")):
+        return None
+    return _choice("protocol", "flow-control")(key, raw)
+
+
+_opt_tunnel_refuse.allowed = "protocol, flow-control, or none"  # type: ignore[attr-defined]
 
 
 def parse_ieee(raw: object) -> t.EUI64:
@@ -450,6 +457,13 @@ class SimDeviceSpec:
     gbcs_cert: str | None = None
     supplier_id: str | None = None
     acb_id: str | None = None
+    # Tunneling server faults (issue 13, radios/sim/tunnel_server.py): answer BUSY or
+    # NO_MORE_TUNNEL_IDS to that many RequestTunnels; forget the tunnel when the Nth
+    # TransferData arrives (0: never); refuse every tunnel (protocol | flow-control).
+    tunnel_busy: int = 0
+    tunnel_no_ids: int = 0
+    tunnel_drop: int = 0
+    tunnel_refuse: str | None = None
 
     # Radio behaviour
     sleepy_poll: float = 0.0
@@ -596,6 +610,10 @@ _KEYS: Final[dict[str, Callable[[str, object], Any]]] = {
     "gbcs_cert": _opt_pem_file("an X.509 certificate with an ECDSA P-256 key", _load_gbcs_cert),
     "supplier_id": _opt_entity_id,
     "acb_id": _opt_entity_id,
+    "tunnel_busy": _int_range(0, 1000),
+    "tunnel_no_ids": _int_range(0, 1000),
+    "tunnel_drop": _int_range(0, 1000),
+    "tunnel_refuse": _opt_tunnel_refuse,
     "sleepy_poll": _float_range(0, math.inf),
     "fast_poll": _float_range(0, math.inf, lo_open=True),
     "join_fast_poll": _float_range(0, math.inf),

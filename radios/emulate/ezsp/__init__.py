@@ -9,15 +9,19 @@ The simulated HAN (``radios.sim.han.SimHan``) sits behind it as the air. Entry p
 Give ``path`` to bellows as the device path. Faults: ``server.faults`` (:class:`Faults`),
 or ``faults="fail-deliveries=3,reset-after-frames=200,drop-after-frames=300"``.
 
-EZSP version: the NCP speaks **EZSPv14** (EmberZNet 8.0) by default; 16-19 work too
-(``protocol_version=``), they share every layout emulated here. Why 14: it is the first
-version where bellows needs no status translation (sl_status_t throughout, the status
-first in responses), it has the modern ``messageSentHandler``/``incomingMessageHandler``
-layouts bellows reads natively, the security-manager key export (``exportKey``,
-``getNetworkKeyInfo``) bellows uses since v13, and NV3 token access; v13 (EmberZNet 7.4)
-would need EmberStatus and older layouts for many commands and is not emulated.
-bellows opens with a legacy-format ``version(4)``; the NCP answers 14 and bellows
-re-negotiates in the extended frame format, as with a real dongle.
+EZSP version: the NCP speaks **EZSPv13** (EmberZNet 7.4.4, what most lab dongles ship, e.g. a
+ZBT-1/SkyConnect as Home Assistant's flasher leaves it) by default, or 14 (8.0.2) and 16-19
+(``protocol_version=``, ``han-ota emulate ezsp --ezsp-version``). 14 and later share
+every layout emulated here (sl_Status throughout, the status first in responses); 13
+carries EmberStatus/EzspStatus codes (``status.py``) and the older messaging layouts
+(``layouts.py``), and bellows runs its v13 code for it. bellows opens with a
+legacy-format ``version(4)``; the NCP answers its version and bellows re-negotiates in
+the extended frame format, as with a real dongle.
+
+ASH is the firmware's (simplicity_sdk platform/service/legacy_ncp_ash/src/ash-ncp.c): a
+window of 5, Cancel before the RSTACK or ERROR of a start, ERROR to every frame until
+the host's RST, a reboot of ``reboot_delay`` (1 s, ASH_REBOOT_DELAY) before each RSTACK,
+and a watchdog reset signalled as Cancel + ERROR(0x03), never an unsolicited RSTACK.
 
 Emulated commands (all others get ``invalidCommand`` and a WARNING, and are listed in
 ``server.ncp.unhandled``): version, nop, echo, callback, getLibraryStatus, getValue,
@@ -32,19 +36,23 @@ getCurrentSecurityState, exportKey, getNetworkKeyInfo, importTransientKey,
 importLinkKey, exportLinkKeyByIndex, findKeyTableEntry, eraseKeyTableEntry,
 getTokenData/setTokenData (NV3 node data, trust center, network management),
 getChildData, setChildData, lookupNodeIdByEui64, lookupEui64ByNodeId,
-getExtendedTimeout, setExtendedTimeout, replaceAddressTableEntry, getAddressTableInfo,
-removeDevice, sendUnicast, sendBroadcast, sendMulticast.
+getExtendedTimeout, setExtendedTimeout, replaceAddressTableEntry, getAddressTableInfo
+(14+) or getAddressTableRemoteNodeId/Eui64 (13), removeDevice, sendUnicast,
+sendBroadcast, sendMulticast.
 Callbacks: stackStatusHandler, messageSentHandler, incomingMessageHandler,
-trustCenterJoinHandler, childJoinHandler, energyScanResultHandler, scanCompleteHandler.
+trustCenterJoinHandler, childJoinHandler, energyScanResultHandler, scanCompleteHandler,
+incomingRouteRecordHandler (a source route learnt: ``EmberNcp.learn_source_route``).
+Unicasts longer than the stack takes (82, less 9 APS-encrypted, less 2 + 2 per relay)
+are refused with MESSAGE_TOO_LONG (``EmberNcp.max_payload``).
 The stack answers the ZDO requests EmberZNet answers itself (Node/Power/Simple/Active EP
 descriptors, Match_Desc, NWK/IEEE address of the coordinator), see
 ``radios/coordinator_zdo.py`` (``EMBERZNET``).
 """
 
-from .ash import RESET_POWER_ON, RESET_SOFTWARE, RESET_WATCHDOG
+from .ash import RESET_POWER_ON, RESET_SOFTWARE, RESET_WATCHDOG, AshConfig
 from .faults import Faults
 from .frames import SUPPORTED_VERSIONS
-from .ncp import EmberNcp, HanStart, JoinedDevice, NetworkSettings
+from .ncp import DEFAULT_PROTOCOL_VERSION, EmberNcp, HanStart, JoinedDevice, NetworkSettings
 from .server import (
     EzspServer,
     PtyEzspServer,
@@ -55,6 +63,8 @@ from .server import (
 )
 
 __all__ = [
+    "AshConfig",
+    "DEFAULT_PROTOCOL_VERSION",
     "RESET_POWER_ON",
     "RESET_SOFTWARE",
     "RESET_WATCHDOG",

@@ -10,10 +10,22 @@ Pieces, bottom up:
   wire) and the data-field randomisation (LFSR seeded 0x42, taps 0xB8);
 * :class:`AshDecoder`, which cuts a byte stream into frames and honours Cancel,
   Substitute and XON/XOFF as the specification says;
-* :class:`AshNcp`, the NCP's half of the protocol: RST -> RSTACK, DATA frames numbered
-  modulo 8 with piggy-backed or explicit ACKs, NAK and the reject condition for bad or
-  out-of-sequence frames, retransmission with an adaptive ``t_rx_ack`` and, after too
-  many consecutive ACK timeouts, the ERROR frame and the FAILED state.
+* :class:`AshNcp`, the NCP's half of the protocol as the firmware implements it
+  (simplicity_sdk ``platform/service/legacy_ncp_ash/src/ash-ncp.c``, the same code as
+  gecko_sdk's ``ash-ncp.c`` of EmberZNet 7.x): DATA frames numbered modulo 8 in a window
+  of 5 (``ASH_TX_K``) with piggy-backed or explicit ACKs; NAK and the reject condition
+  for a bad CRC, an out-of-sequence DATA frame or an ackNum outside the frames in
+  flight; retransmission with an adaptive ``t_rx_ack``; ERROR after the fourth
+  consecutive ACK timeout; and resets as the chip does them (:meth:`AshNcp.restart`).
+
+Resets, from ``ashStart()`` and ``ashReceiveFrame()``: RST makes the chip reboot
+(``halReboot``); every start waits ``ASH_REBOOT_DELAY`` (1000 ms, ``reboot_delay``) and
+then sends Cancel (0x1A) and either RSTACK (power-on, external, software, bootloader
+resets: CONNECTED) or, for any other cause (watchdog 0x03, assert), ERROR with the reset
+cause and stays not-connected. Not connected, the NCP answers every frame it reads with
+ERROR until the host's RST; it never sends an RSTACK by itself after a watchdog reset.
+A real RSTACK on the wire: ``1a c1 02 0b 0a 52 7e`` (Koenkk/zigbee-herdsman
+src/adapter/ember/uart/consts.ts, RECD_RSTACK_BYTES).
 
 :class:`AshNcp` is transport-agnostic: it writes through a callable and hands received
 EZSP frames to another; timers use the running asyncio loop.
@@ -57,12 +69,20 @@ RESET_BOOTLOADER = 0x09
 RESET_SOFTWARE = 0x0B
 ERROR_EXCEEDED_MAXIMUM_ACK_TIMEOUT_COUNT = 0x51
 
-# Timing and window parameters of the NCP (UG101 section 4.3 defaults)
-T_RX_ACK_INIT = 1.6
-T_RX_ACK_MIN = 0.4
-T_RX_ACK_MAX = 3.2
-ACK_TIMEOUTS = 4  # consecutive ACK timeouts before the NCP enters the FAILED state
+# Timing and window of the NCP: the firmware's defaults (ash-ncp.h in simplicity_sdk
+# platform/service/legacy_ncp_ash/inc, unchanged since EmberZNet 5), used when the ASH
+# manufacturing token leaves them at 0xFFFF
+T_RX_ACK_INIT = 1.6  # ASH_TIME_DATA_INIT 1600 ms
+T_RX_ACK_MIN = 0.4  # ASH_TIME_DATA_MIN 400 ms
+T_RX_ACK_MAX = 3.2  # ASH_TIME_DATA_MAX 3200 ms
+# ASH_MAX_TIMEOUTS 3: "consecutive ACK timeouts (minus 1) needed to enter the ERROR
+# state" (++ashTimeouts > 3 in ashSendExec): the fourth timeout in a row is fatal
+MAX_TIMEOUTS = 3
+TX_K = 5  # ASH_TX_K: DATA frames the NCP sends before it must wait for an ACK
+REBOOT_DELAY = 1.0  # ASH_REBOOT_DELAY 1000 ms before RSTACK (0 only on sleepy builds)
 MAX_DATA_FIELD = 128  # an EZSP frame carried in one DATA frame
+# Reset causes ashStart() answers with RSTACK; every other one gets ERROR
+RSTACK_RESETS = frozenset({RESET_EXTERNAL, RESET_POWER_ON, RESET_SOFTWARE, RESET_BOOTLOADER})
 
 
 def crc_ccitt(data: bytes) -> int:
@@ -256,7 +276,23 @@ class AshDecoder:
 
 class AshState(enum.Enum):
     CONNECTED = "connected"
-    FAILED = "failed"
+    FAILED = "failed"  # not connected: ERROR to every frame until RST
+    REBOOTING = "rebooting"  # the chip restarts: nothing is read or written
+
+
+@dataclasses.dataclass(frozen=True)
+class AshConfig:
+    """The NCP's ASH parameters (the manufacturing token's fields); firmware defaults."""
+
+    tx_window: int = TX_K
+    reboot_delay: float = REBOOT_DELAY
+    max_timeouts: int = MAX_TIMEOUTS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.tx_window <= 7:
+            raise ValueError("ASH window must be 1..7")
+        if self.reboot_delay < 0:
+            raise ValueError("reboot_delay must be >= 0")
 
 
 @dataclasses.dataclass
@@ -271,8 +307,9 @@ class AshNcp:
     """The NCP side of ASH for one host connection.
 
     ``write(bytes)`` sends raw bytes to the host. ``on_ezsp(bytes)`` receives each
-    in-sequence EZSP frame. ``on_rst()`` is called when the host sends RST: the owner
-    resets the EZSP layer, then this object answers with RSTACK.
+    in-sequence EZSP frame. ``on_rst()`` is called when the host sends RST: the chip
+    reboots, so the owner resets the EZSP layer at once; the RSTACK follows after
+    ``config.reboot_delay``.
     """
 
     def __init__(
@@ -281,20 +318,19 @@ class AshNcp:
         on_ezsp: Callable[[bytes], None],
         on_rst: Callable[[], None],
         *,
-        tx_window: int = 1,
+        config: AshConfig | None = None,
         on_failed: Callable[[int], None] | None = None,
         on_data_frame: Callable[[], None] | None = None,
     ) -> None:
-        if not 1 <= tx_window <= 7:
-            raise ValueError("ASH window must be 1..7")
+        self.config = config if config is not None else AshConfig()
         self._write = write
         self._on_ezsp = on_ezsp
         self._on_rst = on_rst
         self._on_failed = on_failed
         self._on_data_frame = on_data_frame
-        self._tx_window = tx_window
         self._decoder = AshDecoder()
         self.state = AshState.CONNECTED
+        self.error_code: int | None = None  # what ERROR frames carry while FAILED
         self._frm_tx = 0  # number of the next DATA frame we send
         self._ack_rx = 0  # number of the next DATA frame we expect (our ackNum)
         self._outstanding: collections.deque[_Outstanding] = collections.deque()
@@ -303,10 +339,17 @@ class AshNcp:
         self._t_rx_ack = T_RX_ACK_INIT
         self._timeouts = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._reboot: asyncio.TimerHandle | None = None
+        self._reboot_code: int | None = None
         self.stats = collections.Counter()
+        # ("RSTACK" | "ERROR", code) for every reset or failure signalled, oldest first
+        self.signals: list[tuple[str, int]] = []
 
     # -- receiving ---------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self.state is AshState.REBOOTING:
+            self.stats["rx_while_rebooting"] += len(data)
+            return  # the UART is not running yet
         for item in self._decoder.feed(data):
             if isinstance(item, FrameError):
                 self._bad_frame(item)
@@ -317,33 +360,46 @@ class AshNcp:
                 self._bad_frame(exc)
                 continue
             self._frame_received(frame)
+            if self.state is AshState.REBOOTING:
+                return  # an RST: the rest of the buffer is lost with the reboot
 
     def _bad_frame(self, exc: FrameError) -> None:
         self.stats["bad_frames"] += 1
         LOGGER.debug("ASH: discarding bad frame: %s", exc)
-        # A DATA frame we could not read is rejected with a NAK (once per condition)
+        # ashRejectFrame: a DATA frame we could not read (bad CRC, too short) gets a NAK,
+        # once per reject condition; other frames are dropped silently
         if exc.looks_like_data:
             self._enter_reject()
 
     def _frame_received(self, frame: Frame) -> None:
         if frame.kind is FrameKind.RST:
-            LOGGER.debug("ASH: RST received")
+            LOGGER.debug("ASH: RST received, rebooting")
             self.stats["rst"] += 1
             self._on_rst()
-            self.send_rstack(RESET_SOFTWARE)
+            self.restart(RESET_SOFTWARE)
             return
         if self.state is AshState.FAILED:
-            LOGGER.debug("ASH: FAILED state, ignoring %s until RST", frame.kind.value)
+            # ashReceiveFrame: "Reply to any frames received while not connected with ERROR"
+            LOGGER.debug("ASH: not connected, answering %s with ERROR", frame.kind.value)
+            self._send_error()
             return
+        if frame.kind in (FrameKind.DATA, FrameKind.ACK, FrameKind.NAK):
+            if not self._ack_in_range(frame.ack_num):
+                # WITHIN_RANGE(ackRx, ackNum, frmTx) failed: the frame is invalid and,
+                # if it is DATA, rejected with a NAK
+                LOGGER.debug("ASH: %s with ackNum %d outside %d..%d", frame.kind.value,
+                             frame.ack_num, self._ack_base(), self._frm_tx)
+                self.stats["bad_acknum"] += 1
+                if frame.kind is FrameKind.DATA:
+                    self._enter_reject()
+                self._pump()
+                return
+            self._handle_ack_num(frame.ack_num)
         if frame.kind is FrameKind.DATA:
-            self._handle_ack_num(frame.ack_num)
             self._data_received(frame)
-        elif frame.kind is FrameKind.ACK:
-            self._handle_ack_num(frame.ack_num)
         elif frame.kind is FrameKind.NAK:
-            self._handle_ack_num(frame.ack_num)
             self._retransmit_all("NAK")
-        else:
+        elif frame.kind is not FrameKind.ACK:
             LOGGER.warning("ASH: the host sent a %s frame, ignored", frame.kind.value)
         self._pump()
 
@@ -375,16 +431,18 @@ class AshNcp:
         self.stats["nak_tx"] += 1
         self._write(nak_frame(self._ack_rx))
 
+    def _ack_base(self) -> int:
+        """ackRx: the oldest DATA frame in flight, or the next one when none is."""
+        return self._outstanding[0].frm_num if self._outstanding else self._frm_tx
+
+    def _ack_in_range(self, ack_num: int) -> bool:
+        base = self._ack_base()
+        return (ack_num - base) % 8 <= (self._frm_tx - base) % 8
+
     def _handle_ack_num(self, ack_num: int) -> None:
-        numbers = [o.frm_num for o in self._outstanding]
-        if not numbers:
+        acked = (ack_num - self._ack_base()) % 8
+        if not acked:
             return
-        if ack_num in numbers:
-            acked = numbers.index(ack_num)
-        elif ack_num == (numbers[-1] + 1) % 8:
-            acked = len(numbers)
-        else:
-            return  # stale acknowledgement
         now = time.monotonic()
         for _ in range(acked):
             out = self._outstanding.popleft()
@@ -393,9 +451,8 @@ class AshNcp:
                 self._t_rx_ack = min(
                     T_RX_ACK_MAX, max(T_RX_ACK_MIN, self._t_rx_ack * 7 / 8 + measured / 2)
                 )
-        if acked:
-            self._timeouts = 0
-            self._restart_timer()
+        self._timeouts = 0
+        self._restart_timer()
 
     # -- sending -----------------------------------------------------------------
     _ack_pending = False
@@ -410,7 +467,7 @@ class AshNcp:
     def _pump(self) -> None:
         if self.state is not AshState.CONNECTED:
             return
-        while self._queue and len(self._outstanding) < self._tx_window:
+        while self._queue and len(self._outstanding) < self.config.tx_window:
             ezsp = self._queue.popleft()
             out = _Outstanding(self._frm_tx, ezsp, time.monotonic())
             self._frm_tx = (self._frm_tx + 1) % 8
@@ -449,7 +506,7 @@ class AshNcp:
         self._timeouts += 1
         self.stats["ack_timeouts"] += 1
         LOGGER.debug("ASH: no ACK in %.2fs (%d in a row)", self._t_rx_ack, self._timeouts)
-        if self._timeouts > ACK_TIMEOUTS:
+        if self._timeouts > self.config.max_timeouts:
             self.fail(ERROR_EXCEEDED_MAXIMUM_ACK_TIMEOUT_COUNT)
             return
         self._t_rx_ack = min(T_RX_ACK_MAX, self._t_rx_ack * 2)
@@ -457,9 +514,10 @@ class AshNcp:
 
     # -- resets and failures -----------------------------------------------------
     def _clear(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._reboot):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._reboot = None
         self._frm_tx = 0
         self._ack_rx = 0
         self._outstanding.clear()
@@ -469,22 +527,67 @@ class AshNcp:
         self._t_rx_ack = T_RX_ACK_INIT
         self._timeouts = 0
 
-    def send_rstack(self, reset_code: int) -> None:
-        """The NCP (re)started: fresh frame numbers, then RSTACK to the host."""
+    def restart(self, reset_code: int) -> None:
+        """The chip (re)starts for ``reset_code``: silence for ``reboot_delay``, then
+        Cancel + RSTACK(code) for a power-on/external/software/bootloader reset, or
+        Cancel + ERROR(code) (watchdog, assert, ...) and not-connected until RST."""
         self._clear()
-        self.state = AshState.CONNECTED
-        self.stats["rstack_tx"] += 1
-        self._write(rstack_frame(reset_code))
+        self.state = AshState.REBOOTING
+        self._reboot_code = reset_code
+        self.stats["restarts"] += 1
+        loop = asyncio.get_running_loop()
+        self._reboot = loop.call_later(self.config.reboot_delay, self._started)
 
-    def fail(self, error_code: int) -> None:
-        """Enter the FAILED state and tell the host with an ERROR frame."""
-        LOGGER.warning("ASH: NCP entering FAILED state, error 0x%02x", error_code)
+    def _started(self) -> None:
+        self._reboot = None
+        code, self._reboot_code = self._reboot_code, None
+        assert code is not None
+        self._decoder = AshDecoder()  # what was half-received before the reboot is gone
+        if code in RSTACK_RESETS:
+            self.state = AshState.CONNECTED
+            self.error_code = None
+            self.stats["rstack_tx"] += 1
+            self.signals.append(("RSTACK", code))
+            self._write(bytes((CANCEL,)) + rstack_frame(code))
+        else:
+            LOGGER.warning("ASH: NCP restarted after reset 0x%02x: Cancel + ERROR, waiting for RST", code)
+            self._enter_failed(code, cancel=True)
+
+    @property
+    def pending_error(self) -> int | None:
+        """The ERROR code this NCP is in, or will be in once its reboot ends; None when
+        it is (or will be) connected. A new host connection starts where this one was."""
+        if self.state is AshState.REBOOTING:
+            return None if self._reboot_code in RSTACK_RESETS else self._reboot_code
+        return self.error_code if self.state is AshState.FAILED else None
+
+    def enter_failed_quietly(self, error_code: int) -> None:
+        """Start not-connected (the NCP was failed before this host connected)."""
         self._clear()
         self.state = AshState.FAILED
-        self.stats["error_tx"] += 1
-        self._write(error_frame(error_code))
+        self.error_code = error_code
+
+    def fail(self, error_code: int) -> None:
+        """Enter the FAILED state and tell the host with an ERROR frame (no Cancel: the
+        firmware sets only FLG_ERROR after too many ACK timeouts)."""
+        LOGGER.warning("ASH: NCP entering FAILED state, error 0x%02x", error_code)
+        self._clear()
+        self._enter_failed(error_code, cancel=False)
+
+    def _enter_failed(self, error_code: int, *, cancel: bool) -> None:
+        self.state = AshState.FAILED
+        self.error_code = error_code
+        self.signals.append(("ERROR", error_code))
+        if cancel:
+            self._write(bytes((CANCEL,)))
+        self._send_error()
         if self._on_failed is not None:
             self._on_failed(error_code)
+
+    def _send_error(self) -> None:
+        assert self.error_code is not None
+        self.stats["error_tx"] += 1
+        self._write(error_frame(self.error_code))
 
     def close(self) -> None:
         self._clear()

@@ -11,7 +11,9 @@ radios/emulate/fault_options.py, shared with the ZNP emulator).
   so background traffic (a device's own OTA queries, zigpy's replies) does not use up
   the failures meant for the exchange under test.
 * ``reset-after-frames=N``: after N more EZSP command frames from the host, the NCP
-  resets as if its watchdog fired: volatile stack state is lost, it sends RSTACK.
+  resets as if its watchdog fired: volatile stack state is lost and, after its reboot
+  delay, it sends Cancel + ERROR(0x03) and answers nothing but ERROR until the host's
+  RST (ash-ncp.c ``ashStart``; never an unsolicited RSTACK).
 * ``drop-after-frames=N``: after N more command frames the connection is cut (TCP
   socket closed / pty hung up), as when a USB dongle is pulled.
 * ``error-after-frames=N``: after N more command frames the NCP's ASH layer enters the

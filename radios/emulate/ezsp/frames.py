@@ -28,15 +28,18 @@ from typing import Any
 
 import bellows.types as t
 
+from .status import on_wire
+
 LOGGER = logging.getLogger(__name__)
 
 FC_RESPONSE = 0x80
 FC_CALLBACK_ASYNC = 0x10
 FC_HIGH_FORMAT_1 = 0x01
 
-# Versions whose bellows command tables are used; all share the command layouts the
-# emulator implements (13 and older use EmberStatus and other layouts, see ncp.py).
-SUPPORTED_VERSIONS = (14, 16, 17, 18, 19)
+# Versions whose bellows command tables are used: 14 and later share every layout the
+# emulator implements; 13 (EmberZNet 7.4) differs in status codes (status.py) and in
+# the messaging frames' layouts (layouts.py). 12 and older are not emulated.
+SUPPORTED_VERSIONS = (13, 14, 16, 17, 18, 19)
 
 
 class FrameFormat(enum.Enum):
@@ -139,6 +142,7 @@ def encode_fields(cmd: Command, fields: dict[str, Any]) -> bytes:
         missing = set(schema) - set(fields)
         if missing:
             raise EzspFrameError(f"{cmd.name}: missing response fields {sorted(missing)}")
-        return b"".join(type_(fields[name]).serialize() for name, type_ in schema.items())
-    # A Struct response (e.g. getTokenData in v14+)
-    return schema(**fields).serialize()
+        return b"".join(type_(on_wire(fields[name], type_)).serialize() for name, type_ in schema.items())
+    # A Struct response (getTokenData since v9; its status is EmberStatus before v14)
+    types = {field.name: field.type for field in schema.fields}
+    return schema(**{name: on_wire(value, types[name]) for name, value in fields.items()}).serialize()

@@ -11,8 +11,10 @@ State comes in two lifetimes, as on a real dongle:
 
 Command handlers are ``_cmd_<name>`` methods taking the command's parameters by name and
 returning its response fields by name; names follow bellows' EZSPv14+ tables, which is
-what this NCP speaks (see ``frames.SUPPORTED_VERSIONS``). A command without a handler
-is answered with EZSP ``invalidCommand`` and logged at WARNING, so gaps show.
+the NCP's own (see ``frames.SUPPORTED_VERSIONS``); for EZSP 13 the frame codec renames
+fields (``layouts.py``) and turns ``sl_Status`` into EmberStatus/EzspStatus codes
+(``status.py``). A command without a handler is answered with EZSP ``invalidCommand``
+as the firmware encodes it (one EzspStatus byte) and logged at WARNING, so gaps show.
 
 The HAN (``radios.sim.han.SimHan`` or anything with its interface) is the air:
 ``sendUnicast`` becomes ``await han.send(packet)`` in a task, then ``messageSentHandler``;
@@ -38,6 +40,7 @@ import bellows.types as t
 import zigpy.types as zt
 
 from radios.coordinator_zdo import EMBERZNET, Coordinator, Endpoint, ZdoFrame, answer as zdo_answer
+from . import layouts
 from .faults import Faults
 from .frames import (
     SUPPORTED_VERSIONS,
@@ -57,17 +60,33 @@ DEFAULT_EUI64 = zt.EUI64.convert("00:0b:57:ff:fe:4a:10:01")  # Silicon Labs OUI
 DEFAULT_MANUFACTURER_CODE = 0x1002  # Ember, what an EmberZNet sample NCP reports
 STACK_TYPE_ZIGBEE_PRO = 0x02
 COORDINATOR_NWK = 0x0000
+# The EZSP protocol version a new emulator speaks: what most lab dongles ship today.
+# EmberZNet 7.4.x (EZSP 13) is the firmware Home Assistant's ZBT-1/SkyConnect web
+# flasher installs (Koenkk/zigbee2mqtt#22635: a freshly flashed SkyConnect answers 13),
+# while 8.0.x (14) was judged broken by bellows' own maintainer when v14 support landed
+# (zigpy/bellows#631) and shipped on few dongles.
+DEFAULT_PROTOCOL_VERSION = 13
 # emberMaximumApsPayloadLength() for a NWK-secured unicast without source route
+# What the stack accepts for one APS frame (emberAfMaximumApsPayloadLength, Ember AF
+# util.c, with EMBER_AF_MAXIMUM_APS_PAYLOAD_LENGTH 82 under NWK security and these
+# overheads from af.h / config.h): less 9 for APS encryption (auxiliary header 5 + MIC
+# 4), less 2 + 2 per relay when the frame carries a source route. A longer payload is
+# refused at once with MESSAGE_TOO_LONG (EMBER_MESSAGE_TOO_LONG 0x74 on EZSP 13).
 MAX_APS_PAYLOAD = 82
-APS_ENCRYPTION_OVERHEAD = 9  # APS auxiliary header (5) + MIC (4)
+APS_ENCRYPTION_OVERHEAD = 9  # EMBER_AF_APS_ENCRYPTION_OVERHEAD
+SOURCE_ROUTE_OVERHEAD = 2  # EMBER_AF_NWK_SOURCE_ROUTE_OVERHEAD: relay count + relay index
+SOURCE_ROUTE_PER_RELAY = 2  # EMBER_AF_NWK_SOURCE_ROUTE_PER_RELAY_ADDRESS_OVERHEAD
 NULL_NODE_ID = 0xFFFF
 BROADCAST_ADDRESSES = frozenset({0xFFFF, 0xFFFD, 0xFFFC, 0xFFFB})
 EMPTY_EUI64 = zt.EUI64.convert("00:00:00:00:00:00:00:00")
 WILDCARD_EUI64 = zt.EUI64.convert("ff:ff:ff:ff:ff:ff:ff:ff")
 WELL_KNOWN_TCLK = t.KeyData(b"ZigBeeAlliance09")
 
-# (major, minor, patch, special, build) of the EmberZNet release each version belongs to
+# (major, minor, patch, special, build) of the EmberZNet release each version belongs to.
+# 13: 7.4.4.0 build 0, as Nabu Casa's SkyConnect/ZBT-1 firmware reports it (bellows
+# special-cases exactly "7.4.4.0 build 0" in ezsp/__init__.py get_xncp_features).
 STACK_RELEASES = {
+    13: (7, 4, 4, 0, 0),
     14: (8, 0, 2, 0, 401),
     16: (8, 1, 0, 0, 200),
     17: (8, 2, 0, 0, 100),
@@ -128,6 +147,7 @@ DEFAULT_CONFIG: dict[str, int] = {
 }
 
 APP_RECEIVES_SUPPORTED_ZDO_REQUESTS = 0x01
+INVALID_COMMAND_FRAME_ID = 0x0058
 
 
 class HanLike(Protocol):
@@ -265,7 +285,7 @@ class EmberNcp:
         *,
         eui64: zt.EUI64 | str | None = None,
         network: NetworkSettings | None = None,
-        protocol_version: int = 14,
+        protocol_version: int = DEFAULT_PROTOCOL_VERSION,
         faults: Faults | None = None,
         han_start: HanStart | str = HanStart.PERMIT,
         stack_zdo: bool = True,
@@ -336,6 +356,9 @@ class EmberNcp:
         self.manufacturer_code = DEFAULT_MANUFACTURER_CODE
         self.radio_power: int | None = None
         self.concentrator = False
+        # The source route table (RAM, CONFIG_SOURCE_ROUTE_TABLE_SIZE): destination ->
+        # relays nearest the destination first, as Route Records carry them; lost at reset
+        self.source_routes: dict[int, tuple[int, ...]] = {}
         self.aps_counter = int.from_bytes(os.urandom(1), "little")
         self.boot_time = time.monotonic()
         self._last_seq = 0
@@ -447,17 +470,19 @@ class EmberNcp:
             return
         if self.negotiated is None:
             self._invalid_command(frame, f"{cmd.name} before the version was negotiated",
-                                  status=t.sl_Status.INVALID_STATE)
+                                  reason=t.EzspStatus.ERROR_VERSION_NOT_SET)
             return
         handler = getattr(self, f"_cmd_{cmd.name}", None)
         if handler is None:
             self._invalid_command(frame, f"{cmd.name} is not emulated", gap=True)
             return
         try:
-            params = decode_params(cmd, frame.params)
+            params = layouts.handler_params(self.version, cmd.name, decode_params(cmd, frame.params))
         except Exception as exc:  # noqa: BLE001 - a malformed command must not kill the NCP
             LOGGER.warning("EZSP NCP: %s: bad parameters %s: %s", cmd.name, frame.params.hex(), exc)
-            self._invalid_command(frame, f"{cmd.name}: bad parameters", status=t.sl_Status.INVALID_PARAMETER, gap=True)
+            # (which EzspStatus the firmware gives short parameters is our guess)
+            self._invalid_command(frame, f"{cmd.name}: bad parameters",
+                                  reason=t.EzspStatus.ERROR_INVALID_VALUE, gap=True)
             return
         self.command_log.append(cmd.name)
         LOGGER.debug("EZSP NCP: <- %s %s", cmd.name, params)
@@ -469,13 +494,17 @@ class EmberNcp:
             return
         self._persist()
         LOGGER.debug("EZSP NCP: -> %s %s", cmd.name, fields)
-        self._send(build_ncp_frame(frame.seq, frame.fmt, cmd.frame_id, encode_fields(cmd, fields)))
+        self._send(build_ncp_frame(frame.seq, frame.fmt, cmd.frame_id, self._encode(cmd, fields)))
 
     def _send(self, data: bytes) -> None:
         if self._sink is not None:
             self._sink(data)
 
-    def _invalid_command(self, frame: HostFrame, why: str, *, status: t.sl_Status | None = None,
+    def _encode(self, cmd: Any, fields: dict[str, Any]) -> bytes:
+        return encode_fields(cmd, layouts.wire_fields(self.version, cmd.name, fields))
+
+    def _invalid_command(self, frame: HostFrame, why: str, *,
+                         reason: t.EzspStatus = t.EzspStatus.ERROR_INVALID_FRAME_ID,
                          gap: bool = False) -> None:
         if gap:
             LOGGER.warning("EZSP NCP: NOT EMULATED, answering invalidCommand: %s", why)
@@ -483,10 +512,12 @@ class EmberNcp:
         else:
             LOGGER.info("EZSP NCP: invalidCommand: %s", why)
             self.rejected.append(why)
-        cmd = self.commands["invalidCommand"]
-        status = t.sl_Status.ZIGBEE_EZSP_ERROR if status is None else status
-        self._send(build_ncp_frame(frame.seq, FrameFormat.EXTENDED, cmd.frame_id,
-                                   encode_fields(cmd, {"status": status})))
+        # invalidCommand carries one EzspStatus byte in every protocol version, 14+
+        # included: Silicon Labs' own host reads exactly that byte (simplicity_sdk
+        # protocol/zigbee/app/util/ezsp/ezsp.c, responseReceived), where bellows' v14+
+        # table expects a four-byte sl_status_t and cannot parse the frame.
+        self._send(build_ncp_frame(frame.seq, FrameFormat.EXTENDED, INVALID_COMMAND_FRAME_ID,
+                                   bytes((int(reason),))))
 
     def callback(self, name: str, **fields: Any) -> bool:
         """Send an asynchronous callback; False if no host could receive it."""
@@ -497,7 +528,7 @@ class EmberNcp:
         LOGGER.debug("EZSP NCP: => %s %s", name, fields)
         self.callback_log.append(name)
         self._send(build_ncp_frame(self._last_seq, FrameFormat.EXTENDED, cmd.frame_id,
-                                   encode_fields(cmd, fields), callback=True))
+                                   self._encode(cmd, fields), callback=True))
         return True
 
     def _version_request(self, frame: HostFrame) -> None:
@@ -1090,6 +1121,17 @@ class EmberNcp:
         nwk, eui64, _ = entry
         return {"status": t.sl_Status.OK, "nwk": nwk, "eui64": eui64}
 
+    # EZSP 13 and older read the address table one field at a time (14 replaced these
+    # with getAddressTableInfo); an unused entry reads as EMBER_TABLE_ENTRY_UNUSED_NODE_ID
+    # (0xFFFF) and an EUI64 of zeros (stack/include/ember-types.h).
+    def _cmd_getAddressTableRemoteNodeId(self, addressTableIndex: int) -> dict:
+        entry = self.address_table.get(int(addressTableIndex))
+        return {"nodeId": entry[0] if entry else NULL_NODE_ID}
+
+    def _cmd_getAddressTableRemoteEui64(self, addressTableIndex: int) -> dict:
+        entry = self.address_table.get(int(addressTableIndex))
+        return {"eui64": entry[1] if entry else EMPTY_EUI64}
+
     def _cmd_removeDevice(self, destShort, destLong, targetLong) -> dict:
         self.nvram.devices.pop(zt.EUI64(targetLong), None)
         return {"status": t.sl_Status.OK}
@@ -1099,10 +1141,29 @@ class EmberNcp:
         self.aps_counter = (self.aps_counter + 1) & 0xFF
         return self.aps_counter
 
-    def _max_payload(self, aps_frame: t.EmberApsFrame) -> int:
+    def max_payload(self, aps_frame: t.EmberApsFrame, destination: int | None = None) -> int:
+        """The longest APS payload the stack sends in one frame to ``destination``."""
+        limit = MAX_APS_PAYLOAD
         if t.EmberApsOption.APS_OPTION_ENCRYPTION in aps_frame.options:
-            return MAX_APS_PAYLOAD - APS_ENCRYPTION_OVERHEAD
-        return MAX_APS_PAYLOAD
+            limit -= APS_ENCRYPTION_OVERHEAD
+        relays = self.source_routes.get(destination, ()) if destination is not None else ()
+        if relays:
+            limit -= SOURCE_ROUTE_OVERHEAD + SOURCE_ROUTE_PER_RELAY * len(relays)
+        return limit
+
+    def learn_source_route(self, nwk: int, relays: tuple[int, ...] | list[int]) -> None:
+        """A Route Record from ``nwk`` reached us through ``relays`` (nearest the device
+        first): the stack keeps the source route and tells the host
+        (incomingRouteRecordHandler, which bellows hands to zigpy as the device's relays)."""
+        relays = tuple(int(r) for r in relays)
+        if relays:
+            self.source_routes[int(nwk)] = relays
+        else:
+            self.source_routes.pop(int(nwk), None)
+        dev = self._device_by_nwk(int(nwk))
+        self.callback("incomingRouteRecordHandler", source=int(nwk),
+                      sourceEui=dev.ieee if dev else WILDCARD_EUI64, lastHopLqi=0xFF,
+                      lastHopRssi=-40, relayList=[t.EmberNodeId(r) for r in relays])
 
     def _outgoing_packet(self, dst: zt.AddrModeAddress, aps_frame: t.EmberApsFrame,
                          message: bytes, radius: int = 0) -> zt.ZigbeePacket:
@@ -1148,7 +1209,7 @@ class EmberNcp:
             return {"status": t.sl_Status.INVALID_PARAMETER, "sequence": 0}
         if destination in BROADCAST_ADDRESSES:
             return {"status": t.sl_Status.INVALID_PARAMETER, "sequence": 0}
-        if len(message) > self._max_payload(aps_frame):
+        if len(message) > self.max_payload(aps_frame, destination):
             return {"status": t.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
         sequence = self._next_aps_counter()
         aps = aps_frame.replace(sequence=sequence)
@@ -1221,7 +1282,7 @@ class EmberNcp:
             return {"status": t.sl_Status.NETWORK_DOWN, "sequence": 0}
         if int(destination) not in BROADCAST_ADDRESSES:
             return {"status": t.sl_Status.INVALID_PARAMETER, "sequence": 0}
-        if len(message) > self._max_payload(aps_frame):
+        if len(message) > self.max_payload(aps_frame):
             return {"status": t.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
         with_alias = alias != NULL_NODE_ID
         seq = int(sequence) if with_alias else self._next_aps_counter()
@@ -1236,7 +1297,7 @@ class EmberNcp:
     def _cmd_sendMulticast(self, aps_frame, hops, broadcast_addr, alias, sequence, message_tag, message) -> dict:
         if not self.network_up:
             return {"status": t.sl_Status.NETWORK_DOWN, "sequence": 0}
-        if len(message) > self._max_payload(aps_frame):
+        if len(message) > self.max_payload(aps_frame):
             return {"status": t.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
         with_alias = alias != NULL_NODE_ID
         seq = int(sequence) if with_alias else self._next_aps_counter()
@@ -1295,6 +1356,7 @@ class EmberNcp:
             return
 
         nwk, ieee = self._resolve_src(packet)
+        self._route_record(nwk, message_type)
         message = bytes(packet.data.serialize())
         options = t.EmberApsOption.APS_OPTION_NONE
         # The air passes a frame on as APS-secured only once the coordinator's key
@@ -1345,6 +1407,17 @@ class EmberNcp:
                 rssi=packet.rssi if packet.rssi is not None else -40,
                 timestamp=self._uptime_ms(), message=message,
             )
+
+    def _route_record(self, nwk: int, message_type: t.EmberIncomingMessageType) -> None:
+        """A device more than one hop away sends a Route Record with its unicasts to the
+        concentrator; the HAN says which relays a device is behind, if it models hops
+        (``han.relays_of(nwk)``, optional)."""
+        relays_of = getattr(self.han, "relays_of", None)
+        if relays_of is None or message_type != t.EmberIncomingMessageType.INCOMING_UNICAST:
+            return
+        relays = tuple(relays_of(nwk))
+        if relays != self.source_routes.get(nwk, ()):
+            self.learn_source_route(nwk, relays)
 
     def _stack_zdo_reply(self, requester: int, request: t.EmberApsFrame, reply: ZdoFrame) -> None:
         aps = t.EmberApsFrame(

@@ -38,16 +38,21 @@ PTY_POLL_INTERVAL = 0.02
 class _Session:
     """One host connection: its ASH state, bound to the NCP while it lasts."""
 
-    def __init__(self, server: EzspServer, write, close, name: str, tx_window: int) -> None:
+    def __init__(self, server: EzspServer, write, close, name: str, config: ash.AshConfig,
+                 failed_with: int | None = None) -> None:
         self.server = server
         self.name = name
         self._write_raw = write
         self._close = close
         self.closed = False
         self.ash = ash.AshNcp(
-            self._write, server.ncp.handle_frame, server.ncp.power_cycle,
-            tx_window=tx_window,
+            self._write, server.ncp.handle_frame, server.ncp.power_cycle, config=config,
         )
+        self.ash.signals = server.ash_signals
+        if failed_with is not None:
+            # The dongle stays not-connected across the host closing and reopening the
+            # port: only an RST brings it back (ash-ncp.c keeps its flags until reboot)
+            self.ash.enter_failed_quietly(failed_with)
         server.ncp.attach(self.ash.send)
 
     def _write(self, data: bytes) -> None:
@@ -62,6 +67,7 @@ class _Session:
         if self.closed:
             return
         self.closed = True
+        self.server._failed_with = self.ash.pending_error
         self.ash.close()
         self.server.ncp.detach(self.ash.send)
         self.server._session_lost(self)
@@ -75,10 +81,13 @@ class _Session:
 class EzspServer:
     """A running emulator: ``path`` is what to give bellows as the device path."""
 
-    def __init__(self, ncp: EmberNcp, faults: Faults, *, tx_window: int = 1) -> None:
+    def __init__(self, ncp: EmberNcp, faults: Faults, *, ash_config: ash.AshConfig | None = None) -> None:
         self.ncp = ncp
         self.faults = faults
-        self.tx_window = tx_window
+        self.ash_config = ash_config if ash_config is not None else ash.AshConfig()
+        self._failed_with: int | None = None  # the NCP's ASH error while no host is attached
+        # Every RSTACK/ERROR the NCP signalled, over all host connections (ash.AshNcp.signals)
+        self.ash_signals: list[tuple[str, int]] = []
         self.path: str = ""
         self.connections = 0  # host connections accepted so far
         self.session: _Session | None = None
@@ -95,11 +104,15 @@ class EzspServer:
 
     # -- faults --------------------------------------------------------------------
     def reset_ncp(self, reset_code: int = ash.RESET_WATCHDOG) -> None:
-        """The NCP resets by itself (watchdog): RSTACK to the host, stack state lost."""
+        """The NCP resets by itself: stack state lost; after its reboot delay a watchdog
+        (or assert) reset is signalled as Cancel + ERROR(code) and the NCP waits for the
+        host's RST; a power-on or software reset as Cancel + RSTACK (see ash.py)."""
         LOGGER.warning("EZSP emulator: NCP reset (code 0x%02x)", reset_code)
         self.ncp.power_cycle()
         if self.session is not None:
-            self.session.ash.send_rstack(reset_code)
+            self.session.ash.restart(reset_code)
+        elif reset_code not in ash.RSTACK_RESETS:
+            self._failed_with = reset_code
 
     def drop_connection(self) -> None:
         """The link to the host goes away (cable pulled / socket closed)."""
@@ -117,7 +130,7 @@ class EzspServer:
         if self.session is not None:
             LOGGER.warning("EZSP emulator: new host connection replaces %s", self.session.name)
             self.session.drop()
-        self.session = _Session(self, write, close, name, self.tx_window)
+        self.session = _Session(self, write, close, name, self.ash_config, self._failed_with)
         self.connections += 1
         LOGGER.info("EZSP emulator: host connected (%s), connection #%d", name, self.connections)
         asyncio.get_running_loop().create_task(self._notify())
@@ -175,9 +188,9 @@ class TcpEzspServer(EzspServer):
 class PtyEzspServer(EzspServer):
     """The NCP behind a pseudo-terminal: ``path`` is the slave device (or ``symlink``)."""
 
-    def __init__(self, ncp: EmberNcp, faults: Faults, *, tx_window: int = 1,
+    def __init__(self, ncp: EmberNcp, faults: Faults, *, ash_config: ash.AshConfig | None = None,
                  symlink: str | None = None) -> None:
-        super().__init__(ncp, faults, tx_window=tx_window)
+        super().__init__(ncp, faults, ash_config=ash_config)
         self.symlink = symlink
         self.pty_name = ""
         self._master: int | None = None
@@ -338,17 +351,19 @@ async def serve_ezsp(
     han: HanLike | None,
     *,
     faults: Faults | str | Iterable[str] | None = None,
-    tx_window: int = 1,
+    ash_config: ash.AshConfig | None = None,
     **ncp_options: Any,
 ) -> TcpEzspServer:
     """Serve an emulated NCP in front of ``han`` on TCP (``port=0``: any free port).
 
+    ``ash_config`` (:class:`~.ash.AshConfig`): the NCP's ASH window, reboot delay and
+    timeouts, the firmware's by default (tests shorten ``reboot_delay``).
     ``ncp_options`` go to :class:`~.ncp.EmberNcp`: ``eui64``, ``network`` (a
     :class:`~.ncp.NetworkSettings` to start already formed), ``protocol_version``,
     ``han_start``, ``stack_zdo``, ``delivery_delay``.
     """
     faults = _faults(faults)
-    server = TcpEzspServer(_make_ncp(han, faults, ncp_options), faults, tx_window=tx_window)
+    server = TcpEzspServer(_make_ncp(han, faults, ncp_options), faults, ash_config=ash_config)
     await server.start(host, port)
     return server
 
@@ -358,13 +373,13 @@ async def serve_ezsp_pty(
     *,
     faults: Faults | str | Iterable[str] | None = None,
     symlink: str | None = None,
-    tx_window: int = 1,
+    ash_config: ash.AshConfig | None = None,
     **ncp_options: Any,
 ) -> tuple[str, PtyEzspServer]:
     """Serve an emulated NCP on a new pty; returns (device path, server)."""
     faults = _faults(faults)
     server = PtyEzspServer(_make_ncp(han, faults, ncp_options), faults,
-                           tx_window=tx_window, symlink=symlink)
+                           ash_config=ash_config, symlink=symlink)
     server.start()
     return server.path, server
 
