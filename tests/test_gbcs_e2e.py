@@ -55,13 +55,20 @@ def cs06(key: ec.EllipticCurvePrivateKey, device: str, image: str, counter: int,
 
 
 def write_config(root: Path, bench: Bench, ieee: str, kind: str, activation: str) -> Config:
-    """A config file as a lab writes one: the hub's identity, the RTDS supplier, the
-    device with its `activation` and its certificate (printed by the simulated device)."""
+    """The config file, the device's certificate as the simulated device prints it."""
+    (root / "device.pem").write_text(bench.device(ieee).gbcs_certificate_pem)
+    return load_config(gbcs_config(root, ieee, kind, activation))
+
+
+def gbcs_config(root: Path, ieee: str, kind: str, activation: str, extra: str = "") -> Path:
+    """A config file as a lab writes one: the hub's identity (written here), the RTDS
+    supplier, the device with its `activation` and its certificate (device.pem)."""
     key_pem, cert_pem = generate_supplier_identity(EntityId.parse(HUB_ID), role="CHF")
     (root / "hub.key").write_bytes(key_pem)
     (root / "hub.pem").write_bytes(cert_pem)
-    (root / "device.pem").write_text(bench.device(ieee).gbcs_certificate_pem)
-    (root / "config.toml").write_text(
+    (root / "state").mkdir(exist_ok=True)
+    path = root / "config.toml"
+    path.write_text(
         f"""\
 state_dir = "state"
 control_socket = "run/control.sock"
@@ -83,10 +90,9 @@ kind = "{kind}"
 supplier = "{SUPPLIER}"
 activation = "{activation}"
 gbcs_certificate = "device.pem"
-"""
+{extra}"""
     )
-    (root / "state").mkdir(exist_ok=True)
-    return load_config(root / "config.toml")
+    return path
 
 
 async def messages(daemon: Any, device: str) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ the device's own activation and its signed response (code 0) kept as "valid".
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,17 +26,16 @@ from eui64 import Eui64
 from gateway.audit import verify_log
 from gateway.config import load_config
 from gateway.crashpoint import HUB_ALERT_POINTS, TUNNEL_POINTS
-from gateway.gbcs.ids import EntityId
-from gateway.gbcs.sign import generate_supplier_identity, load_signing_key, sign_activation
-from gateway.image import load_image
+from gateway.gbcs.sign import load_signing_key
 from gateway.store import StateStore
 from han_ota.client import DaemonError
 from radios.sim.gbcs import generate_identity
 from test_daemon_kill import start_daemon
 from test_daemon_restart import radio_up, wait_until
+from test_gbcs_e2e import cs06 as signed_cs06
+from test_gbcs_e2e import gbcs_config
 
 DATA = Path(__file__).parent / "data" / "gbcs"
-SUPPLIER = "90B3D51F30010000"
 HCALCS = "00:db:12:34:56:78:90:a0"
 IMAGE = DATA / "sr11.1-firmware-image.bin"
 NEW = 0xACDCACDC
@@ -44,35 +44,13 @@ NEW = 0xACDCACDC
 @pytest.fixture
 def bench_dir() -> Any:
     root = Path(tempfile.mkdtemp(prefix="hoek", dir="/tmp"))
-    (root / "state").mkdir()
-    key_pem, cert_pem = generate_supplier_identity(EntityId.parse("00DB1234567890A2"), role="CHF")
-    (root / "hub.key").write_bytes(key_pem)
-    (root / "hub.pem").write_bytes(cert_pem)
     # The device's own identity in files: the device rebuilt after the kill signs with the same key.
     device = generate_identity(Eui64.parse(HCALCS), "simulated HCALCS")
     (root / "device.key").write_bytes(
         device.signing_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     (root / "device.pem").write_text(device.certificate_pem)
-    (root / "config.toml").write_text(
-        f"""\
-state_dir = "state"
-control_socket = "run/control.sock"
-[ota]
-rate_bytes_per_s = 1000000
-burst_bytes = 100000
-[hub]
-signing_key = "hub.key"
-certificate = "hub.pem"
-[[supplier]]
-id = "{SUPPLIER}"
-certificate = "{DATA / 'supplier-90b3d51f30010000-ds.pem'}"
-[[device]]
-ieee = "{HCALCS}"
-kind = "hcalcs"
-supplier = "{SUPPLIER}"
-activation = "tunnel"
-gbcs_certificate = "device.pem"
+    sim = f"""\
 [[sim_device]]
 kind = "hcalcs"
 ieee = "{HCALCS}"
@@ -87,15 +65,14 @@ supplier_key = "{DATA / 'supplier-90b3d51f30010000-ds.pem'}"
 gbcs_key = "{root / 'device.key'}"
 gbcs_cert = "{root / 'device.pem'}"
 """
-    )
+    gbcs_config(root, HCALCS, "hcalcs", "tunnel", sim)
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
 
 def cs06(counter: int) -> str:
-    key = load_signing_key((DATA / "supplier-90b3d51f30010000-ds.key").read_bytes())
-    digest = load_image(IMAGE).manufacturer_image_hash
-    return sign_activation(key, originator=EntityId.parse(SUPPLIER), device=EntityId.parse(HCALCS), image_hash=digest, counter=counter).hex()
+    """A CS06 for the image's real hash, signed with the RTDS supplier key the device trusts."""
+    return signed_cs06(load_signing_key((DATA / "supplier-90b3d51f30010000-ds.key").read_bytes()), HCALCS, IMAGE.name, counter).hex()
 
 
 def kept(root: Path) -> list[Any]:
@@ -115,13 +92,20 @@ def assert_each_once(messages: list[Any]) -> None:
     assert len(set(keys)) == len(keys), keys
 
 
-def run_until_killed(proc: Any, root: Path, body: Any) -> None:
+def killed_at(root: Path, point: str, body: Any) -> None:
+    """A first daemon that dies at ``point`` while ``body(client)`` drives it."""
+    cfg = load_config(root / "config.toml")
+    first = start_daemon(root, "first.log", crash_at=point)
     try:
-        body()
-    except (DaemonError, OSError):
-        pass  # the daemon died answering: the point was reached
-    proc.wait(60)
-    assert proc.returncode == 137, (root / "first.log").read_text()[-3000:]
+        client = wait_until(lambda: radio_up(cfg), 30, "the first daemon's radio", first)
+        with contextlib.suppress(DaemonError, OSError):  # the daemon may die answering
+            body(client)
+        first.wait(60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+    assert first.returncode == 137, (root / "first.log").read_text()[-3000:]
 
 
 def activated_after_restart(root: Path, command: str, counter: int) -> list[Any]:
@@ -149,21 +133,14 @@ def activated_after_restart(root: Path, command: str, counter: int) -> list[Any]
 
 @pytest.mark.parametrize("point", TUNNEL_POINTS)
 def test_killed_between_the_forward_and_the_response(bench_dir: Path, point: str) -> None:
-    cfg = load_config(bench_dir / "config.toml")
-    first = start_daemon(bench_dir, "first.log", crash_at=point)
     command = cs06(5001)
-    try:
-        def body() -> None:
-            client = wait_until(lambda: radio_up(cfg), 30, "the first daemon's radio", first)
-            client.push(IMAGE, HCALCS)
-            client.wait_job("1", ("held",), timeout=60)
-            client.activate(command, HCALCS)
 
-        run_until_killed(first, bench_dir, body)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait(10)
+    def body(client: Any) -> None:
+        client.push(IMAGE, HCALCS)
+        client.wait_job("1", ("held",), timeout=60)
+        client.activate(command, HCALCS)
+
+    killed_at(bench_dir, point, body)
     before = kept(bench_dir)
     [out] = [m for m in before if m.direction.value == "out"]
     assert out.data is not None and out.data.hex() == command and out.status == "recorded"
@@ -184,18 +161,7 @@ def test_killed_between_the_forward_and_the_response(bench_dir: Path, point: str
 
 @pytest.mark.parametrize("point", HUB_ALERT_POINTS)
 def test_killed_while_signing_the_ccs08_of_a_gbcs_device(bench_dir: Path, point: str) -> None:
-    cfg = load_config(bench_dir / "config.toml")
-    first = start_daemon(bench_dir, "first.log", crash_at=point)
-    try:
-        def body() -> None:
-            client = wait_until(lambda: radio_up(cfg), 30, "the first daemon's radio", first)
-            client.push(IMAGE, HCALCS)
-
-        run_until_killed(first, bench_dir, body)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait(10)
+    killed_at(bench_dir, point, lambda client: client.push(IMAGE, HCALCS))
     before = kept(bench_dir)
     [reserved] = [m for m in before if m.direction.value == "hub"]
     assert reserved.status == "reserved" and hub_counter(bench_dir) == (reserved.counter, None)
