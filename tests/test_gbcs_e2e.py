@@ -29,6 +29,8 @@ from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import generate_supplier_identity, load_signing_key, sign_activation
 from gateway.image import load_image
 from gateway.ota import events as ev
+from han_ota.daemon import Daemon, DaemonStartError
+from han_ota.hub_alerts import device_keys_of
 from radios.sim.gbcs import read_message
 from test_daemon import Bench, short_dir, started, wait_for  # noqa: F401 (short_dir: a fixture)
 
@@ -237,3 +239,21 @@ async def test_ppmid_one_step_ccs08_then_its_cs09(short_dir: Path, key: Any, fai
     finally:
         await daemon.stop()
         await bench.close()
+
+
+def test_the_gbcs_certificate_key_is_a_path_beside_the_config(tmp_path: Path) -> None:
+    bench = Bench(HCALCS_SPEC)
+    cfg = write_config(tmp_path, bench, HCALCS, "hcalcs", "tunnel")
+    [device] = cfg.devices
+    assert device.gbcs_certificate == tmp_path / "device.pem"
+    [(entity, public)] = device_keys_of(cfg).items()
+    assert str(entity) == "00DB1234567890A0"
+    assert public.public_numbers() == bench.device(HCALCS).gbcs.certificate.public_key().public_numbers()
+
+
+async def test_a_gbcs_certificate_that_cannot_be_read_stops_the_start_naming_it(short_dir: Path) -> None:
+    cfg = write_config(short_dir, Bench(HCALCS_SPEC), HCALCS, "hcalcs", "tunnel")
+    (short_dir / "device.pem").write_text("not a certificate\n")
+    with pytest.raises(DaemonStartError, match="gbcs_certificate") as caught:
+        await Daemon(cfg).start()
+    assert "device.pem" in str(caught.value)
