@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zigpy.types as zt
 from cryptography.hazmat.primitives.asymmetric import ec
+from typer.testing import CliRunner
 
 from gateway.config import Config, load_config
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import generate_supplier_identity, load_signing_key, sign_activation
 from gateway.image import load_image
 from gateway.ota import events as ev
+from han_ota.cli import _mount, app
 from han_ota.daemon import Daemon, DaemonStartError
 from han_ota.hub_alerts import device_keys_of
 from radios.sim.gbcs import read_message
@@ -120,6 +123,11 @@ async def wait_message(daemon: Any, device: str, match: Any, what: str, timeout:
     return found[0]
 
 
+def cli(*args: str) -> Any:
+    _mount()
+    return CliRunner().invoke(app, list(args))
+
+
 def content(message: dict[str, Any]) -> bytes:
     """The message's content, read with the simulated devices' reader (not the hub's)."""
     return read_message(bytes.fromhex(message["hex"])).content
@@ -170,6 +178,11 @@ async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir
         kept = {m["hex"] for m in daemon.job_view(job)["messages"]}
         assert {ccs08["hex"], fdra["hex"], out[0]["hex"], response["hex"]} <= kept
         assert device.events("gbcs_activate") and not device.events("gbcs_note")
+        # And as `han-ota messages` prints them.
+        printed = await asyncio.to_thread(cli, "messages", "--config", str(daemon.config.source), "--device", HCALCS, "--json")
+        assert printed.exit_code == 0, printed.output
+        lines = [json.loads(line) for line in printed.output.splitlines()]
+        assert (response["id"], "valid", response["hex"]) in [(m["id"], m["signature"], m["hex"]) for m in lines]
     finally:
         await daemon.stop()
         await bench.close()
