@@ -28,6 +28,7 @@ STRICT = [
     "gateway/se",  # the crypto and the Key Establishment cluster (ke_frames, ke_server)
     "gateway/tunnel/frames.py",
     "gateway/tunnel/client.py",
+    "gateway/traffic.py",  # the background-traffic meter and its frames
     "radios/coordinator_zdo.py",
     "radios/sim/aps_fragments.py",
     "radios/sim/tunnel_server.py",
@@ -35,6 +36,8 @@ STRICT = [
     "radios/emulate/ezsp/status.py",
     "radios/emulate/ezsp/layouts.py",
     "radios/ezsp_guard.py",
+    "radios/emulate/znp/firmware.py",
+    "radios/emulate/znp/timing.py",
     "radios/sim/gbcs",  # the simulated devices' own GBCS reader, signer and peer
 ]
 
