@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -248,15 +249,6 @@ class _EzspSender:
                 del self.app._pending_requests[key]
 
 
-class _HugeData(bytes):
-    """AF.DataRequestExt's Data for a stored message: the length, none of the bytes."""
-
-    length = 0
-
-    def serialize(self) -> bytes:
-        return self.length.to_bytes(2, "little")
-
-
 class _ZnpSender:
     """TI's host side of huge AF messages, through zigpy-znp's own request API."""
 
@@ -332,7 +324,12 @@ class _ZnpSender:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro, name="znp: huge incoming message")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            LOGGER.error("ZNP: a long incoming message failed", exc_info=task.exception())
 
     async def _incoming_ext(self, payload: bytes) -> None:
         """An AF.IncomingMsgExt: read its fields, fetch a held message's data, and hand
@@ -367,14 +364,20 @@ class _ZnpSender:
             return
         fields.pop("SrcPanId")
         fields["SecurityUse"] = bool(fields["SecurityUse"])  # a uint8 here, a Bool in IncomingMsg
-        message = c.AF.IncomingMsg.Callback(SrcAddr=source.address, Data=t.ShortBytes(data), **fields)
+        # The AF.IncomingMsg it stands for: only read by on_af_message, and one zigpy-znp
+        # could not build (its Data is a one-byte-length field)
+        message = types.SimpleNamespace(SrcAddr=source.address, Data=data, **fields)
         await self.app.on_af_message(message)
 
 
 def _huge(length: int, t: Any) -> Any:
-    data = type("HugeData", (_HugeData, t.LongBytes), {})(b"")
-    data.length = length
-    return data
+    """AF.DataRequestExt's Data for a stored message: the length, none of the bytes."""
+
+    class HugeData(t.LongBytes):  # type: ignore[misc, name-defined]
+        def serialize(self) -> bytes:
+            return length.to_bytes(2, "little")
+
+    return HugeData(b"")
 
 
 def parse_incoming_ext(payload: bytes) -> tuple[dict[str, Any], int, bool]:

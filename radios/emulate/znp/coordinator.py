@@ -59,6 +59,7 @@ from radios.coordinator_zdo import ZSTACK, ChangeChannel, Coordinator, Endpoint,
 from radios.coordinator_zdo import answer as zdo_answer
 
 from . import mt
+from .fragments import HugeMessages
 from .faults import Faults
 from .nvram import NvStore, legacy
 
@@ -183,6 +184,7 @@ class ZnpCoordinator:
         self.install_codes: dict[t.EUI64, bytes] = {}
         self.join_uses_install_code = False
         self.children: dict[t.EUI64, Child] = {}
+        self.huge = HugeMessages(self)  # MT_AF's stored request and held messages (fragments.py)
         self._deferred = []
         for task in list(self._tasks):
             if task is not self._han_task:
@@ -261,6 +263,8 @@ class ZnpCoordinator:
             LOGGER.error("ZNP emulator: host sent a frame of type %d, ignoring: %r", frame.type, frame)
             return
 
+        if self.huge.take_request(frame):
+            return  # a huge AF.DataRequestExt: its data follows in AF.DataStore
         cls = mt.lookup_command(frame)
         if cls is None or cls.Req is not cls:
             name = f"unknown command cmd0=0x{frame.cmd0:02X} cmd1=0x{frame.cmd1:02X}"
@@ -362,6 +366,8 @@ class ZnpCoordinator:
                 c.AF.DataRequest.Req: self._af_data_request,
                 c.AF.DataRequestExt.Req: self._af_data_request,
                 c.AF.DataRequestSrcRtg.Req: self._af_data_request,
+                c.AF.DataStore.Req: lambda r: self.huge.data_store(r),  # self.huge is new at each boot
+                c.AF.DataRetrieve.Req: lambda r: self.huge.data_retrieve(r),
                 # ZDO
                 c.ZDO.MsgCallbackRegister.Req: self._zdo_msg_cb_register,
                 c.ZDO.MsgCallbackRemove.Req: self._zdo_msg_cb_remove,
@@ -1169,7 +1175,7 @@ class ZnpCoordinator:
 
         data = bytes(packet.data.serialize())
         if len(data) > MAX_INCOMING_MSG_DATA:
-            self._gap(f"AF.IncomingMsgExt for a {len(data)}-byte frame from 0x{src_nwk:04X} (dropped)")
+            self.huge.hold(packet, src_nwk=src_nwk, group=group, broadcast=broadcast, data=data)
             return
 
         tsn = packet.tsn if packet.tsn is not None else 0
