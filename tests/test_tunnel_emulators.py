@@ -6,60 +6,11 @@ radios/emulate/*/fragments.py in the firmware)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import zigpy.types as zt
 
-from gateway.se.security import SecurityRegistry
-from gateway.tunnel.service import TunnelService
-from radios.emulate.ezsp.server import running_ezsp_emulator
-from radios.emulate.znp.server import running_znp_emulator
-from radios.select import open_app
-from radios.sim.spec import parse_sim_device
-
-HCALCS = "00:db:12:34:56:78:90:a3"
-IEEE = zt.EUI64.convert(HCALCS)
-RADIOS = [
-    pytest.param("ezsp", {}, id="ezsp13"),
-    pytest.param("ezsp", {"protocol_version": 14}, id="ezsp14"),
-    pytest.param("znp", {}, id="znp"),
-]
-
-
-@contextlib.asynccontextmanager
-async def tunnel_through(kind: str, options: dict[str, Any]) -> AsyncIterator[tuple[TunnelService, Any, Any]]:
-    """(the hub's tunnel service, the simulated HCALCS, the emulator) with the tunnel's
-    server found and the device interviewed."""
-    emulator = running_ezsp_emulator if kind == "ezsp" else running_znp_emulator
-    async with emulator([parse_sim_device(f"hcalcs:{HCALCS}:query_delay=3600")], **options) as (path, server):
-        app = await open_app(kind, path=path)
-        service = TunnelService(app, SecurityRegistry())
-        try:
-            await app.permit(60)
-            async with asyncio.timeout(20):
-                while not ((d := app.devices.get(IEEE)) is not None and d.is_initialized and d.model):
-                    await asyncio.sleep(0.05)
-            await service.start()
-            han = server.han if kind == "ezsp" else server.coordinator.han
-            yield service, han.devices[IEEE], server
-        finally:
-            await service.close()
-            await app.shutdown()
-
-
-def reversing(device: Any) -> list[bytes]:
-    """The device answers each message with its body reversed (and keeps what it got)."""
-    received: list[bytes] = []
-
-    def handler(data: bytes) -> list[bytes]:
-        received.append(data)
-        return [b"\xdf" + data[1:][::-1]]
-
-    device.tunnel_handler = handler
-    return received
+from tunnel_emulator_support import IEEE, RADIOS, fragmented, reversing, tunnel_through
 
 
 @pytest.mark.parametrize("kind", ["ezsp", "znp"])
@@ -71,10 +22,6 @@ async def test_a_short_gbcs_message_crosses_the_tunnel_both_ways(kind: str) -> N
         assert reply == b"\xdf" + message[1:][::-1]
         assert service.tunnel_state(IEEE)["endpoint"] == 2
         assert not device.events("aps_fragmented")
-
-
-def fragmented(device: Any, downlink: bool) -> list[Any]:
-    return [e.detail for e in device.events("aps_fragmented") if e.detail["downlink"] is downlink]
 
 
 @pytest.mark.parametrize(("kind", "options"), RADIOS)
@@ -103,3 +50,15 @@ async def test_a_1400_byte_gbcs_message_crosses_the_tunnel_both_ways(kind: str, 
             coordinator = server.coordinator
             assert coordinator.requests["AF.DataStore"] >= 2 and coordinator.requests["AF.DataRetrieve"] >= 2
             assert not coordinator.unimplemented
+
+
+async def test_on_ezsp14_a_1400_byte_message_reaches_the_device() -> None:
+    """The downlink half on EZSP 14 (the reply is bellows' bug, see RADIOS)."""
+    async with tunnel_through("ezsp", {"protocol_version": 14}) as (service, device, server):
+        received: list[bytes] = []
+        device.tunnel_handler = lambda data: received.append(data) or []
+        message = b"\xdd" + bytes(i % 251 for i in range(1, 1400))
+        await service.send(IEEE, message, timeout=60)
+        assert received == [message]
+        (down,) = fragmented(device, downlink=True)
+        assert down["delivered"] and server.ncp.fragments.blocks_from_host == down["blocks"] == 18

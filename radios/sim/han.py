@@ -35,6 +35,11 @@ APS layer (the device's, or the coordinator's before the host hears of it) hands
 the reassembled ASDU. Every fragmented exchange is recorded on the device
 ("aps_fragmented", and "aps_fragment_retry" per resent window). A broadcast or group
 frame that long is refused ("message too long"): fragmentation is unicast only.
+Two hooks for a coordinator whose host does the cutting and the reassembly (EmberZNet:
+radios/emulate/ezsp/fragments.py): ``await han.send_fragment_window(packet, blocks)``
+puts one window of host-cut blocks on the air (the device reassembles across windows),
+and ``attach(..., on_fragment=callback(packet, block, total))`` hands each block of a
+fragmented uplink up as it lands instead of the whole ASDU.
 
 APS security (the coordinator's key table lives here, since the air is where frames
 are secured and checked)::

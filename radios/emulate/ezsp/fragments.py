@@ -31,15 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import bellows.types as t
 import zigpy.types as zt
 
 from radios.sim.aps_fragments import Fragment
-
-if TYPE_CHECKING:
-    from .ncp import EmberNcp
 
 LOGGER = logging.getLogger(__name__)
 
@@ -71,11 +68,12 @@ class _Outgoing:
 class NcpFragments:
     """The stack's side of the host's fragmented unicasts, one per NCP (volatile)."""
 
-    def __init__(self, ncp: EmberNcp) -> None:
+    def __init__(self, ncp: Any) -> None:  # the EmberNcp (ncp.py imports this module)
         self.ncp = ncp
         self._outgoing: dict[tuple[int, int], _Outgoing] = {}
         #: (sender, APS sequence, groupId) of every fragment ack the host sent
         self.host_acks: list[tuple[int, int, int]] = []
+        self.blocks_from_host = 0  # sendUnicast calls with the fragment option
 
     @staticmethod
     def is_fragment(aps: t.EmberApsFrame) -> bool:
@@ -89,6 +87,7 @@ class NcpFragments:
     def submit(self, message_type: Any, nwk_field: int, destination: int, aps: t.EmberApsFrame, tag: int,
                message: bytes) -> None:
         """One block the host gave ``sendUnicast`` (already answered OK, sequence set)."""
+        self.blocks_from_host += 1
         count, index = int(aps.groupId) >> 8, int(aps.groupId) & 0xFF
         key = (destination, int(aps.sequence))
         entry = self._outgoing.get(key)

@@ -22,6 +22,8 @@ What the firmware does, and we do, for the host (zigpy-znp):
   when an existing network is resumed from NV, exactly as real firmware reports it);
 * AF.Register, AF.DataRequest/DataRequestExt/DataRequestSrcRtg -> SRSP, then (unicast,
   non-ZDO) AF.DataConfirm with SUCCESS or the delivery failure;
+* messages longer than one MT frame: AF.DataRequestExt announcing the length, then
+  AF.DataStore; AF.IncomingMsgExt holding the data for AF.DataRetrieve (fragments.py);
 * incoming traffic: AF.IncomingMsg; ZDO frames as ZDO.MsgCbIncoming (after the host's
   ZDO.MsgCallbackRegister), plus ZDO.EndDeviceAnnceInd and ZDO.MgmtPermitJoinRsp;
 * joins: ZDO.TCDevInd, the device's own Device_annce, NV address-manager and hashed

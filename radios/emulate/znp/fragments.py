@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zigpy.types as t
 import zigpy_znp.commands as c
 import zigpy_znp.types as zt
 
 from . import mt
-
-if TYPE_CHECKING:
-    from .coordinator import ZnpCoordinator
 
 LOGGER = logging.getLogger(__name__)
 
@@ -46,7 +43,7 @@ _REQUEST_EXT_HEADER = int(c.AF.DataRequestExt.Req.header)
 class HugeMessages:
     """The coordinator's one stored outgoing request and its held incoming messages."""
 
-    def __init__(self, coordinator: ZnpCoordinator) -> None:
+    def __init__(self, coordinator: Any) -> None:  # the ZnpCoordinator (coordinator.py imports this module)
         self.coordinator = coordinator
         self._request: dict[str, Any] | None = None  # the announced request's fields
         self._length = 0
