@@ -332,8 +332,11 @@ class EmberNcp:
         self._han_task: asyncio.Task | None = None
         self._boot()
         if han is not None:
-            # EmberZNet hands fragmented uplinks to the host block by block (fragments.py)
-            han.attach(uplink=self._uplink, on_join=self._on_join, on_fragment=self._on_fragment)
+            if hasattr(han, "send_fragment_window"):
+                # EmberZNet hands fragmented uplinks to the host block by block (fragments.py)
+                han.attach(uplink=self._uplink, on_join=self._on_join, on_fragment=self._on_fragment)
+            else:
+                han.attach(uplink=self._uplink, on_join=self._on_join)
             self._publish_key_table()  # a key table loaded from nvram_path
 
     # ==================================================================== lifecycle
