@@ -18,7 +18,8 @@ with ``sendUnicast``, ``EMBER_APS_OPTION_FRAGMENT`` and ``groupId`` =
 returned; ``emAfFragmentationMessageSent`` counts each block's ``messageSentHandler``,
 sends the next window when the window is confirmed and gives up at the first failure.
 Lost blocks are resent by the stack's APS (apscMaxFrameRetries), not by the host.
-Incoming fragments bellows already reassembles and acks (bellows/ezsp/protocol.py).
+Incoming fragments bellows already reassembles and acks (bellows/ezsp/protocol.py), but
+only on EZSP 13 and older: see `_mend_bellows_reassembly`.
 
 Z-Stack (ZNP): the stack fragments itself; only the MT frame (250 bytes) is too small.
 TI's host (ZAP, components/zap/zap_af.c ``AF_DataRequest``/``afStore``/``afRetrieve``)
@@ -133,7 +134,14 @@ def install_fragmentation(app: ControllerApplication) -> Callable[[], None]:
     fragments on its air). Returns the function that removes the layer."""
     if hasattr(app, "_ezsp"):
         ezsp = _EzspSender(app)
-        return _install(app, ezsp.send, ezsp.too_long)
+        remove_tx = _install(app, ezsp.send, ezsp.too_long)
+        remove_rx = _mend_bellows_reassembly(app)
+
+        def remove_ezsp() -> None:
+            remove_tx()
+            remove_rx()
+
+        return remove_ezsp
     if hasattr(app, "_znp"):
         sender = _ZnpSender(app)
         remove_rx = sender.install_receiver()
@@ -247,6 +255,74 @@ class _EzspSender:
         for key, future in confirmations:
             if self.app._pending_requests.get(key) is future:
                 del self.app._pending_requests[key]
+
+
+def _mend_bellows_reassembly(app: Any) -> Callable[[], None]:
+    """bellows 1.2.1 reassembles incoming fragments (ezsp/protocol.py) with EZSP 13's
+    field positions on every version: from EZSP 14 on, its ``result[4]`` (the sender) is
+    the binding index and ``result[7]`` (the data) the RSSI, and the reassembled message
+    fails to parse. On 14+ fragmented incomingMessageHandler frames are taken before
+    bellows' own handling and reassembled and acked with bellows' own FragmentManager and
+    ``_send_fragment_ack``, by field name; everything else goes to bellows untouched."""
+    ezsp = app._ezsp
+    protocol = getattr(ezsp, "_protocol", None)
+    if protocol is None or getattr(ezsp, "ezsp_version", 0) < 14 or not hasattr(protocol, "_fragment_manager"):
+        return lambda: None
+    mended = _V14Reassembly(protocol)
+    ezsp._protocol = mended
+
+    def remove() -> None:
+        if ezsp._protocol is mended:
+            ezsp._protocol = protocol
+        mended.close()
+
+    return remove
+
+
+class _V14Reassembly:
+    """bellows' EZSP 14+ protocol object with incoming fragments reassembled by name
+    (see `_mend_bellows_reassembly`); any other attribute is the protocol's own."""
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._incoming_id, _, self._rx_schema = protocol.COMMANDS["incomingMessageHandler"]
+        self._acks: set[asyncio.Task[Any]] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol, name)
+
+    def close(self) -> None:
+        for task in list(self._acks):
+            task.cancel()
+
+    def __call__(self, data: bytes) -> None:
+        import bellows.types as t
+
+        protocol = self._protocol
+        _, frame_id, params = protocol._ezsp_frame_rx(data)
+        if frame_id != self._incoming_id:
+            return protocol(data)
+        result, _ = t.deserialize_dict(params, self._rx_schema)
+        aps = result["aps_frame"]
+        if not aps.options & t.EmberApsOption.APS_OPTION_FRAGMENT:
+            return protocol(data)
+        nwk = result["nwk"]
+        complete, whole, count, index = protocol._fragment_manager.handle_incoming_fragment(
+            sender_nwk=nwk, aps_sequence=aps.sequence, profile_id=aps.profileId, cluster_id=aps.clusterId,
+            fragment_count=(aps.groupId >> 8) & 0xFF, fragment_index=aps.groupId & 0xFF, payload=result["message"],
+        )
+        ack = asyncio.get_running_loop().create_task(protocol._send_fragment_ack(nwk, aps, count, index))
+        self._acks.add(ack)
+        ack.add_done_callback(self._ack_done)
+        if complete:
+            result["message"] = whole
+            protocol._handle_callback("incomingMessageHandler", list(result.values()))
+        return None
+
+    def _ack_done(self, task: asyncio.Task[Any]) -> None:
+        self._acks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            LOGGER.warning("EZSP: a fragment ack failed: %s", task.exception())
 
 
 class _ZnpSender:

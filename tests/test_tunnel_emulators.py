@@ -51,14 +51,3 @@ async def test_a_1400_byte_gbcs_message_crosses_the_tunnel_both_ways(kind: str, 
             assert coordinator.requests["AF.DataStore"] >= 2 and coordinator.requests["AF.DataRetrieve"] >= 2
             assert not coordinator.unimplemented
 
-
-async def test_on_ezsp14_a_1400_byte_message_reaches_the_device() -> None:
-    """The downlink half on EZSP 14 (the reply is bellows' bug, see RADIOS)."""
-    async with tunnel_through("ezsp", {"protocol_version": 14}) as (service, device, server):
-        received: list[bytes] = []
-        device.tunnel_handler = lambda data: received.append(data) or []
-        message = b"\xdd" + bytes(i % 251 for i in range(1, 1400))
-        await service.send(IEEE, message, timeout=60)
-        assert received == [message]
-        (down,) = fragmented(device, downlink=True)
-        assert down["delivered"] and server.ncp.fragments.blocks_from_host == down["blocks"] == 18

@@ -22,10 +22,7 @@ HCALCS = "00:db:12:34:56:78:90:a3"
 IEEE = zt.EUI64.convert(HCALCS)
 RADIOS = [
     pytest.param("ezsp", {}, id="ezsp13"),
-    pytest.param("ezsp", {"protocol_version": 14}, id="ezsp14", marks=pytest.mark.xfail(strict=True, reason=(
-        "bellows 1.2.1 reassembles incoming fragments with EZSP 13's field positions (ezsp/protocol.py: "
-        "sender = result[4], data = result[7]); from EZSP 14 those are binding_index and rssi, so a "
-        "fragmented reply never reaches zigpy (the downlink is fine)"))),
+    pytest.param("ezsp", {"protocol_version": 14}, id="ezsp14"),
     pytest.param("znp", {}, id="znp"),
 ]
 
