@@ -24,6 +24,7 @@ from gateway.se.material import decode_material
 from gateway.se.ke_server import HubIdentity, KeConfig, TrustedCa
 from gateway.se.security import SecurityMode
 from gateway.se.suites import suite as se_suite
+from gateway.traffic import KINDS as TRAFFIC_KINDS, MAX_SIZE as TRAFFIC_MAX_SIZE, MIN_SIZE as TRAFFIC_MIN_SIZE
 
 DEFAULT_CONFIG_PATH = Path("/etc/han-ota/config.toml")
 RADIO_KINDS = ("sim", "ezsp", "znp")
@@ -117,6 +118,21 @@ class DeviceConfig:
         return self.activation in ("upgrade-end", "both")
 
 
+@dataclass(frozen=True)
+class SimTrafficConfig:
+    """One [[sim_traffic]] table (issue 15): background messages on the simulated HAN."""
+
+    #: None: every simulated device.
+    device: Eui64 | None
+    kind: str  # "metering" (device -> hub report), "price" (hub -> device PublishPrice), "tunnel" (hub -> device over the GBCS tunnel)
+    period_s: float
+    size: int  # APS payload bytes
+
+
+#: A background message's size when the table gives none.
+DEFAULT_TRAFFIC_SIZE = {"metering": 40, "price": 40, "tunnel": 200}
+
+
 #: The suites a hub may offer and the suffix of their keys in [key_establishment].
 KE_SUITE_CURVES = {2: "283k1", 1: "163k1"}
 
@@ -179,6 +195,8 @@ class Config:
     key_establishment: KeyEstablishmentConfig | None = None
     #: The [hub] table; its defaults when the file has none (unsigned alerts).
     hub: HubConfig = HubConfig()
+    #: [[sim_traffic]]: background traffic on the simulated HAN (sim radio only).
+    sim_traffic: tuple[SimTrafficConfig, ...] = ()
 
     def security_modes(self) -> dict[zt.EUI64, SecurityMode]:
         """The devices whose `security` is set, keyed as ``SecurityRegistry`` keys them."""
@@ -209,7 +227,7 @@ def load_config(path: Path | str) -> Config:
     return parse_config(data, base=path.parent, source=path)
 
 
-_TOP_KEYS = {"state_dir", "control_socket", "control_tcp", "radio", "ota", "supplier", "device", "sim_device", "key_establishment", "hub"}
+_TOP_KEYS = {"state_dir", "control_socket", "control_tcp", "radio", "ota", "supplier", "device", "sim_device", "key_establishment", "hub", "sim_traffic"}
 _SECURITY_MODES = {m.value: m for m in (SecurityMode.SE, SecurityMode.INSTALL_CODE)}
 ACTIVATION_MODES = ("tunnel", "upgrade-end", "both")
 DEFAULT_ACTIVATION = {"hcalcs": "both", "ppmid": "upgrade-end"}
@@ -308,6 +326,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
     sim_devices = tuple(dict(entry) for entry in _array(data, "sim_device", src))
     key_establishment = _parse_key_establishment(data["key_establishment"], rel, src) if "key_establishment" in data else None
     hub = _parse_hub(_table(data, "hub", src), rel, src)
+    sim_traffic = tuple(_parse_sim_traffic(f"sim_traffic[{i}]", entry, src) for i, entry in enumerate(_array(data, "sim_traffic", src)))
     return Config(
         source=source,
         state_dir=state_dir,
@@ -321,6 +340,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
         sim_devices=sim_devices,
         key_establishment=key_establishment,
         hub=hub,
+        sim_traffic=sim_traffic,
     )
 
 
@@ -553,3 +573,53 @@ def _positive_number(value: object, key: str, src: str | None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ConfigError(key, value, "expected a positive number of seconds", src)
     return float(value)
+
+
+def parse_sim_traffic(text: str) -> SimTrafficConfig:
+    """``--sim-traffic KIND:PERIOD[:size=N][:device=IEEE|all]``, read as the table it stands for."""
+    kind, _, rest = text.partition(":")
+    period_text, _, options = rest.partition(":")
+    try:
+        period: object = float(period_text)
+    except ValueError:
+        period = period_text
+    entry: dict[str, Any] = {"kind": kind, "period": period}
+    key = None
+    for part in options.split(":") if options else []:
+        if "=" in part:
+            key, value = part.split("=", 1)
+            entry[key] = value
+        elif key is not None:
+            entry[key] += ":" + part  # an IEEE address in colon pairs
+        else:
+            raise ConfigError("--sim-traffic", text, "expected KIND:PERIOD[:size=N][:device=IEEE|all], e.g. metering:10:size=40")
+    if "size" in entry:
+        entry["size"] = int(entry["size"]) if str(entry["size"]).isdigit() else entry["size"]
+    return _parse_sim_traffic("--sim-traffic", entry, None)
+
+
+def _parse_sim_traffic(key: str, entry: Mapping[str, Any], src: str | None) -> SimTrafficConfig:
+    _no_unknown(entry, {"device", "kind", "period", "size"}, key + ".", src)
+    kind = entry.get("kind")
+    if kind not in TRAFFIC_KINDS:
+        raise ConfigError(
+            f"{key}.kind", kind,
+            "expected \"metering\" (the device's Metering 0x0702 report), \"price\" (the hub's Price 0x0700 PublishPrice) "
+            "or \"tunnel\" (a GBCS-sized message over the device's GBCS tunnel)",
+            src,
+        )
+    device = entry.get("device", "all")
+    ieee = None
+    if device != "all":
+        if not isinstance(device, str):
+            raise ConfigError(f"{key}.device", device, "expected \"all\" or a simulated device's IEEE address", src)
+        ieee = parse_eui64(device, f"{key}.device")
+    if "period" not in entry:
+        raise ConfigError(f"{key}.period", None, "required: seconds between two messages of each device", src)
+    period = _positive_number(entry["period"], f"{key}.period", src)
+    size = entry.get("size", DEFAULT_TRAFFIC_SIZE[kind])
+    low, high = TRAFFIC_MIN_SIZE[kind], TRAFFIC_MAX_SIZE[kind]
+    if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
+        what = "the GBCS message's length" if kind == "tunnel" else "the message's APS payload"
+        raise ConfigError(f"{key}.size", size, f"expected {what} in bytes, {low}..{high} for {kind}", src)
+    return SimTrafficConfig(device=ieee, kind=kind, period_s=period, size=size)

@@ -35,7 +35,7 @@ def _mount() -> None:
 SIM_DEVICE_HELP = (
     "A simulated device KIND:IEEE[:key=value...] (repeatable). KIND ppmid or hcalcs; keys: manufacturer_code, "
     "image_type, file_version, hardware_version, max_data_size, page_requests, page_size, sleepy_poll (s), loss (0-1), "
-    "link (instant|realistic), self_activate_after, min_block_period_ms, timeout_policy, activation_policy, "
+    "hops (1-6: radio hops to the coordinator), link (instant|realistic), self_activate_after, min_block_period_ms, timeout_policy, activation_policy, "
     "activation_fails, corrupt, supplier_key (PEM: verify the GBCS supplier signature, of images and of CS06); "
     "GBCS: entity_id (16 hex digits; default the IEEE), gbcs_key and gbcs_cert (PEM: the device's own P-256 "
     "signing key and certificate; generated when absent), supplier_id (when supplier_key names none), acb_id."

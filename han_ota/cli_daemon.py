@@ -83,12 +83,20 @@ def _client(cfg: Config, *, as_json: bool = False) -> Client:
 def run(
     config: ConfigOption = None,
     sim_device: Annotated[list[str], typer.Option("--sim-device", help="A simulated device KIND:IEEE[:key=value...] (repeatable; added to the config's [[sim_device]] tables). See `han-ota push --help` for the keys.")] = [],  # noqa: B006 - typer reads the default
+    sim_traffic: Annotated[list[str], typer.Option("--sim-traffic", help="Background traffic on the simulated HAN, KIND:PERIOD[:size=N][:device=IEEE|all] (KIND metering, price or tunnel; repeatable; added to the config's [[sim_traffic]] tables).")] = [],  # noqa: B006 - typer reads the default
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv includes the radio libraries).")] = 0,
 ) -> None:
     """Run the gateway daemon: radio, jobs, activation gate and the control socket."""
+    import dataclasses
+
+    from gateway.config import ConfigError, parse_sim_traffic
     from han_ota.daemon import DaemonStartError, run_daemon
 
     cfg = _config(config)
+    try:
+        cfg = dataclasses.replace(cfg, sim_traffic=cfg.sim_traffic + tuple(parse_sim_traffic(text) for text in sim_traffic))
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_FAILED)
     _setup_logging(verbose)
     try:
         code = asyncio.run(run_daemon(cfg, sim_device))

@@ -308,7 +308,8 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def _emulate(kind: str, listen: str, sim_device: list[str], fault: list[str], link: str, han_start: str, pty: bool, config: Optional[Path], json_out: bool, verbose: int,
-             ezsp_version: Optional[int] = None) -> None:
+             ezsp_version: Optional[int] = None,
+             failure_timing: Optional[list[str]] = None) -> None:
     from radios.sim.link import LinkModel
     from radios.sim.spec import SimDeviceSpec, SimSpecError, parse_sim_device
 
@@ -340,8 +341,17 @@ def _emulate(kind: str, listen: str, sim_device: list[str], fault: list[str], li
             _fail(f"--ezsp-version {ezsp_version}: give one of {', '.join(map(str, SUPPORTED_VERSIONS))}", EXIT_USAGE, as_json=json_out)
         ncp_options["protocol_version"] = ezsp_version
     model = LinkModel.instant() if link == "instant" else LinkModel.realistic()
+    znp_options: dict[str, Any] = {}
+    if failure_timing:
+        from radios.emulate.znp import FailureTiming, TimingSpecError
+
+        try:
+            znp_options["failure_timing"] = FailureTiming.parse(failure_timing, scale=model.scale)
+        except TimingSpecError as exc:
+            _fail(f"--failure-timing: {exc}", EXIT_USAGE, as_json=json_out)
     try:
-        asyncio.run(serve_emulator(kind, host, port, specs, model, faults, han_start=han_start, pty=pty, json_out=json_out, ncp_options=ncp_options))
+        asyncio.run(serve_emulator(kind, host, port, specs, model, faults, han_start=han_start, pty=pty, json_out=json_out,
+                                   ncp_options=ncp_options, znp_options=znp_options))
     except OSError as exc:
         _fail(f"cannot listen on {listen}: {exc.strerror or exc}", EXIT_FAILED, as_json=json_out)
     except KeyboardInterrupt:
@@ -358,9 +368,11 @@ def _faults(kind: str, options: list[str]) -> Any:
 
 async def serve_emulator(kind: str, host: str, port: int, specs: list[Any], link: Any, faults: Any, *, han_start: str = "up", pty: bool = False,
                          json_out: bool = False, ready: Optional[asyncio.Event] = None, stop: Optional[asyncio.Event] = None, out: Any = None,
-                         ncp_options: Optional[dict[str, Any]] = None) -> None:
+                         ncp_options: Optional[dict[str, Any]] = None,
+                         znp_options: Optional[dict[str, Any]] = None) -> None:
     """Run one emulator until SIGINT/SIGTERM (or ``stop``); print where it listens.
-    ``ncp_options`` go to the EZSP emulator's NCP (``protocol_version``)."""
+    ``ncp_options`` go to the EZSP emulator's NCP (``protocol_version``), ``znp_options``
+    to the Z-Stack emulator's coordinator (``failure_timing``)."""
     from radios.sim.han import SimHan
 
     out = out or sys.stdout
@@ -370,10 +382,11 @@ async def serve_emulator(kind: str, host: str, port: int, specs: list[Any], link
         from radios.emulate.znp import serve_znp, serve_znp_pty
 
         mode = {"up": "ready", "permit": "permit", "manual": "manual"}[han_start]
+        options = znp_options or {}
         if pty:
-            path, server = await serve_znp_pty(han, faults=faults, han_start=mode)
+            path, server = await serve_znp_pty(han, faults=faults, han_start=mode, **options)
         else:
-            server = await serve_znp(host, port, han, faults=faults, han_start=mode)
+            server = await serve_znp(host, port, han, faults=faults, han_start=mode, **options)
             path = server.url
     else:
         from radios.emulate.ezsp import serve_ezsp, serve_ezsp_pty
@@ -436,6 +449,7 @@ LinkOption = Annotated[str, typer.Option("--link", help="instant, or realistic (
 HanStartOption = Annotated[str, typer.Option("--han-start", help="When the devices power up and join: up (when the gateway starts the network), permit (when it permits joining), manual (never).")]
 PtyOption = Annotated[bool, typer.Option("--pty", help="Serve on a pseudo-terminal (a /dev/pts path, like a USB dongle) instead of TCP.")]
 EmulateJsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON line {radio, path, devices} when ready.")]
+ZnpFailureTimingOption = Annotated[list[str], typer.Option("--failure-timing", help="How long the stack takes to report a failed unicast, NAME=SECONDS (repeatable or comma-joined): mac_attempt, mac_retries, nwk_retries, nwk_retry_delay, aps_ack_wait, aps_retries, route_discovery, indirect_timeout [default: Z-Stack's own with --link realistic, none with instant].")]
 ZnpFaultOption = Annotated[list[str], typer.Option("--fault", help="Inject a fault (repeatable or comma-joined): fail-deliveries=N[:STATUS], reset-after-frames=N, drop-after-frames=N.")]
 EzspFaultOption = Annotated[list[str], typer.Option("--fault", help="Inject a fault (repeatable or comma-joined): fail-deliveries=N, reset-after-frames=N, drop-after-frames=N, error-after-frames=N.")]
 EzspVersionOption = Annotated[Optional[int], typer.Option("--ezsp-version", help="EZSP protocol version the NCP speaks: 13 (EmberZNet 7.4), 14 (8.0), 16, 17, 18 or 19 [default: 13, what most lab dongles ship].", show_default=False)]
@@ -444,10 +458,11 @@ EzspVersionOption = Annotated[Optional[int], typer.Option("--ezsp-version", help
 @emulate_app.command("znp")
 def emulate_znp(listen: ListenOption = "127.0.0.1:0", sim_device: SimDeviceOption = [], fault: ZnpFaultOption = [],  # noqa: B006
                 link: LinkOption = "instant", han_start: HanStartOption = "up", pty: PtyOption = False, config: ConfigOption = None,
-                json_out: EmulateJsonOption = False, verbose: VerboseOption = 0) -> None:
+                json_out: EmulateJsonOption = False, verbose: VerboseOption = 0,
+                failure_timing: ZnpFailureTimingOption = []) -> None:  # noqa: B006
     """Run an emulated TI Z-Stack 3.30 coordinator (for zigpy-znp) with simulated PPMID/HCALCS
     devices behind it, until Ctrl-C: a virtual dongle to dry-run scripts against."""
-    _emulate("znp", listen, sim_device, fault, link, han_start, pty, config, json_out, verbose)
+    _emulate("znp", listen, sim_device, fault, link, han_start, pty, config, json_out, verbose, failure_timing=failure_timing)
 
 
 @emulate_app.command("ezsp")
@@ -456,7 +471,7 @@ def emulate_ezsp(listen: ListenOption = "127.0.0.1:0", sim_device: SimDeviceOpti
                  json_out: EmulateJsonOption = False, verbose: VerboseOption = 0, ezsp_version: EzspVersionOption = None) -> None:
     """Run an emulated Silicon Labs EmberZNet NCP (EZSP over ASH, for bellows) with simulated
     PPMID/HCALCS devices behind it, until Ctrl-C: a virtual dongle to dry-run scripts against."""
-    _emulate("ezsp", listen, sim_device, fault, link, han_start, pty, config, json_out, verbose, ezsp_version)
+    _emulate("ezsp", listen, sim_device, fault, link, han_start, pty, config, json_out, verbose, ezsp_version=ezsp_version)
 
 
 # ------------------------------------------------------------------------------ mounting

@@ -87,6 +87,7 @@ from han_ota.control import ControlServer, ControlSocketError, HttpError
 from han_ota.hub_alerts import HubMessages, start_hub_messages
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
 from han_ota.tunnels import CommandRefused, DaemonTunnels
+from han_ota.traffic import DaemonTraffic
 from han_ota.statedir import StateDirError, StateDirLock, ensure_state_dir
 from radios.supervisor import RadioSupervisor
 from radios.sim.spec import SimDeviceSpec, SimNetworkError, sim_network
@@ -276,6 +277,8 @@ class Daemon:
         self.hub: HubMessages | None = None
         #: The GBCS tunnels to the devices (han_ota/tunnels.py).
         self.tunnels = DaemonTunnels(config, self.security, audit=self._audit)
+        #: [[sim_traffic]]: background traffic on the simulated HAN, measured (han_ota/traffic.py).
+        self.traffic = DaemonTraffic(config.sim_traffic, audit=self._audit, tunnels=self.tunnels)
         self.activation: _DaemonActivation | None = None
         self.control: ControlServer | None = None
         self.started_wall = time.time()
@@ -360,6 +363,7 @@ class Daemon:
             await self.control.close()
         self._persist_all(force=True)
         await self.tunnels.close()  # CloseTunnel while the radio still works
+        await self.traffic.close()
         # Radio off first: detaching the sessions would hand the devices to zigpy's own
         # OTA handler, which answers ABORT (a device then erases its partial download).
         await close_key_establishment(self.ke_service)
@@ -546,6 +550,7 @@ class Daemon:
             await self.engine.rebind(app)
         await self._start_key_establishment(app)
         await self.tunnels.radio_up(app)
+        await self.traffic.radio_up(app)
         self.radio.reconnects = self.supervisor.reconnects
         self.radio.up = True
         self.radio.since = time.time()

@@ -17,13 +17,18 @@ ezsp`` as subprocesses; lost deliveries; an NCP reset (which bellows reports as
 ``radios.supervisor.RadioSupervisor`` with the engine following (the reset signalled as
 the firmware does: Cancel + ERROR(0x03) after a 1 s reboot, silence until RST); a device
 that gave up during a long outage being brought back by the session's Image Notify (a
-nudge); and the payload limit behind a relay.
+nudge); the payload limit behind a relay; a push to a device behind a relay in blocks
+that fit, and one shrinking its blocks after MESSAGE_TOO_LONG; retries and the stall
+timeout at EmberZNet's failure timing (scaled).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -38,6 +43,7 @@ from gateway.engine import Engine
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import sign_activation
 from gateway.image_build import build_image
+from gateway.ota import events as ev
 from gateway.ota.events import SessionState
 from radios.emulate.ezsp import RESET_SOFTWARE, RESET_WATCHDOG, AshConfig, NetworkSettings, running_ezsp_emulator
 from radios.han_services import permit_with_install_code
@@ -343,4 +349,103 @@ async def test_a_device_behind_a_relay_gets_frames_that_fit_its_source_route(ezs
                 profileId=0x0104, clusterId=0x0019, sourceEndpoint=1, destinationEndpoint=1,
                 options=bt.EmberApsOption.APS_OPTION_ENCRYPTION, groupId=0, sequence=0), device.nwk) == 69
         finally:
+            await app.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def engine_on_emulator(ezsp_version: int, ota):
+    """(server, app, engine, sent): an engine on bellows on a fresh emulator with the
+    HCALCS joined; ``sent`` gets (offset, data bytes) of every Image Block Response the
+    radio took, as the engine saw them."""
+    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
+        app = await open_and_join(path)
+        engine = Engine(app, ota)
+        sent: list[tuple[int, int]] = []
+        engine.add_observer(lambda job, action: sent.append((action.file_offset, len(action.data))) if isinstance(action, ev.SendImageBlock) else None)
+        try:
+            yield server, app, engine, sent
+        finally:
+            await engine.close()
+            await app.shutdown()
+
+
+async def test_push_to_a_device_behind_a_relay_completes_with_blocks_that_fit(supplier, ezsp_version, caplog):
+    """Issue 14: the route is known (bellows passed the NCP's Route Record to zigpy as
+    the device's relays) before the push: every block is sized for it, none is refused,
+    and the log says which size was chosen and why."""
+    _, config = supplier
+    fw = make_image(size=6000)
+    async with engine_on_emulator(ezsp_version, config.ota) as (server, app, engine, sent):
+        device = app.devices[HCALCS_IEEE]
+        server.ncp.learn_source_route(device.nwk, [0x7A01])
+        await support.wait_until(lambda: device.relays == [0x7A01])
+        with caplog.at_level(logging.INFO, logger="han_ota.ota"):
+            job = engine.push(fw, HCALCS_IEEE)
+            assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
+        assert job.session.offset == fw.size and sum(n for _, n in sent) >= fw.size
+        assert {n for _, n in sent[:-1]} == {61} and server.ncp.refused_too_long == []
+        assert any("block_size: blocks of at most 61 bytes: NWK security only, 1 relay, EZSP limit 82" in r.getMessage()
+                   for r in caplog.records)
+
+
+async def test_message_too_long_mid_transfer_shrinks_the_block_and_the_transfer_completes(supplier, ezsp_version, caplog):
+    """The NCP learns a two-relay route mid-transfer that the host never hears of: the next
+    63-byte block is refused with MESSAGE_TOO_LONG, the session shrinks (a relay assumed
+    at a time: 61, still refused, then 59) and serves the same request again; the rest
+    of the image goes in 59-byte blocks and the push reaches HELD."""
+    _, config = supplier
+    fw = make_image(size=9000)
+    async with engine_on_emulator(ezsp_version, config.ota) as (server, app, engine, sent):
+        device = app.devices[HCALCS_IEEE]
+        with caplog.at_level(logging.INFO):
+            job = engine.push(fw, HCALCS_IEEE)
+            await wait_offset(job, 3000)
+            server.ncp.learn_source_route(device.nwk, [0x7A01, 0x7A02], announce=False)
+            assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
+        assert job.session.offset == fw.size and device.relays is None
+        refused = [length - 17 for _, length, _ in server.ncp.refused_too_long]
+        assert refused == [63, 61]  # each refused size once: the session never re-sends one
+        sizes = [n for _, n in sent]
+        assert 63 in sizes and sizes[-2] == 59 and set(sizes[sizes.index(59):-1]) == {59}
+        assert job.session.radio_block_limit == 59
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("block of 63 bytes at offset" in m and "refused by the radio as too long" in m for m in messages)
+        assert any("blocks of at most 59 bytes: NWK security only, 2 relays assumed (direct known), EZSP limit 82" in m for m in messages)
+
+
+# ----------------------------------------------------------------------------- realistic failure timing
+
+
+async def test_retries_and_stall_timeout_hold_at_real_failure_timing(supplier, ezsp_version):
+    """Issue 14: on a timed link the NCP reports lost unicasts after EmberZNet's APS
+    retries and route discoveries (6.3 s at scale 1), not at once. Everything scaled by
+    0.1 (the air, the NCP's failure timing, the gateway's 120 s stall timeout): the
+    device re-asks long before the NCP reports each loss, the session serves it while
+    the lost frame is still in flight, and the push reaches HELD without stalling."""
+    from radios.emulate.ezsp import FailureTiming
+    from radios.sim.link import LinkModel
+
+    scale = 0.1
+    _, config = supplier
+    ota = dataclasses.replace(config.ota, stall_timeout_s=120.0 * scale)
+    fw = make_image(size=9000)
+    link = LinkModel.realistic(scale=scale, uart_baud=None)
+    async with running_ezsp_emulator([hcalcs_spec(FAST_DEVICE)], link, network=formed(), protocol_version=ezsp_version,
+                                     ash_config=AshConfig(reboot_delay=0.1)) as (path, server):
+        assert server.ncp.failure_timing == FailureTiming(scale=scale)
+        app = await open_and_join(path)
+        engine = Engine(app, ota)
+        try:
+            sim = server.han.devices[HCALCS_IEEE]
+            job = engine.push(fw, HCALCS_IEEE)
+            await wait_offset(job, 3000, timeout=60)
+            server.faults.fail_next_deliveries(4, nwk=sim.nwk, cluster=0x0019)
+            assert await engine.wait(job, {SessionState.HELD}, timeout=90) is SessionState.HELD
+            delays = [after for nwk, after in server.ncp.failed_unicasts if nwk == sim.nwk]
+            assert len(delays) == 4 and min(delays) >= FailureTiming(scale=scale).failure_delay_s
+            assert sim.counters.retries >= 4 and job.session.offset == fw.size
+            # Every lost frame's late outcome came back (the hold answers come and go).
+            await support.wait_until(lambda: engine.pacer.inflight == 0, timeout=10)
+        finally:
+            await engine.close()
             await app.shutdown()

@@ -125,6 +125,46 @@ async def test_full_push_hold_then_verified_cs06_activates(supplier):
             await app.shutdown()
 
 
+async def test_push_to_a_device_behind_a_relay_in_blocks_that_fit_the_source_routed_frame(supplier):
+    """Behind one relay, Z-Stack's frame carries a source route (2 + 2 bytes): 78 bytes of
+    payload, so a 63-byte block (80 bytes of Image Block Response) is refused with
+    INVALID_PARAMETER and a 61-byte one fits. The route is the stack's: learnt from the
+    device's route records (ZDO.SrcRtgInd to the host)."""
+    import dataclasses
+
+    from radios.emulate.znp import firmware
+
+    key, config = supplier
+    fw = make_image(key, size=2048)
+    relay = 0x7001
+    assert firmware.af_mtu(aps_secure=False, relays=1) == 78 < 17 + 63
+    async with running_znp_emulator([hcalcs_spec(FAST_DEVICE)]) as (path, server):
+        coord = server.coordinator
+        # the HAN's optional hops extra: every device is behind the relay
+        coord.han.relays_of = lambda nwk: (relay,)
+        app = await open_app("znp", path=path)
+        # No block_cap: the gateway sizes blocks from Z-Stack's limit for the device
+        # (radios/limits.py, 82 - 2 - 2 - 17 = 61 behind one relay; issue 14).
+        engine = Engine(app, config.ota)
+        try:
+            device = await wait_known(app)
+            job = engine.push(fw, HCALCS_IEEE, activation="command")
+            assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
+            assert job.session.offset == fw.size
+            # the concentrator's table holds the route (zigpy may hear the first route record
+            # before it knows the device; the stack sends with the route either way)
+            assert coord.source_routes[int(device.nwk)] == (relay,)
+            # The first route record may reach zigpy before the device does (then zigpy
+            # keeps no relays): the first 63-byte block is refused with INVALID_PARAMETER
+            # and the session shrinks to 61; never more than that one refusal.
+            assert coord.payloads_refused <= 1
+            assert job.session.radio_block_limit == 61
+            assert coord.unimplemented == []
+        finally:
+            await engine.close()
+            await app.shutdown()
+
+
 # ----------------------------------------------------------------------------- CLI path
 
 

@@ -169,6 +169,8 @@ SAMPLE_EVENTS: dict[type, Any] = {
     ev.UnsupportedCommandReceived: ev.UnsupportedCommandReceived(56, 0x08),
     ev.FrameDelivered: ev.FrameDelivered(),
     ev.FrameNotDelivered: ev.FrameNotDelivered("no ack"),
+    ev.BlockLimitSet: ev.BlockLimitSet(50, "50 bytes: NWK security only, 1 relay, EZSP limit 82"),
+    ev.BlockTooLong: ev.BlockTooLong(57, 0, 63, 50, "50 bytes: NWK security only, 2 relays assumed"),
 }
 NO_IMAGE = (ev.SendQueryNextImageResponse, Status.NO_IMAGE_AVAILABLE)
 OFFER = (ev.SendQueryNextImageResponse, Status.SUCCESS)
@@ -213,6 +215,10 @@ for _s in ALL_STATES:
     EXPECTED[(_s, ev.UnsupportedCommandReceived)] = (UNSUP, _s)
     for _kind in (ev.FrameDelivered, ev.FrameNotDelivered):
         EXPECTED[(_s, _kind)] = (SILENT, _s)
+    # The radio's block limit (issue 14): noted in every state; a block refused as too
+    # long is served again, smaller, to the same request while transferring.
+    EXPECTED[(_s, ev.BlockLimitSet)] = (NOTE, _s)
+    EXPECTED[(_s, ev.BlockTooLong)] = (BLOCK, T) if _s is T else (NOTE, _s)
 
 
 def test_expectations_cover_every_state_and_event() -> None:

@@ -85,6 +85,9 @@ def events(size: int) -> st.SearchStrategy[Any]:
         st.builds(ev.UnsupportedCommandReceived, tsns, st.sampled_from([0x08, 0x0A, 0x42])),
         st.just(ev.FRAME_DELIVERED),
         st.builds(ev.FrameNotDelivered, st.text(max_size=10)),
+        # The radio's block limit and a block refused as too long (issue 14).
+        st.builds(ev.BlockLimitSet, st.integers(1, 80), st.text(max_size=10)),
+        st.builds(ev.BlockTooLong, tsns | st.none(), offsets, st.integers(1, 70), st.integers(1, 80), st.text(max_size=10)),
     )
 
 
@@ -228,6 +231,10 @@ def test_random_sequences(scenario: tuple[OtaSession, list[tuple[float, Any]]]) 
                 assert tsn_answers[0].tsn == step.tsn
             elif isinstance(step, ev.ImagePageRequested):
                 assert len(tsn_answers) <= 1
+            elif isinstance(step, ev.BlockTooLong):
+                # At most the refused block again, to the same request, and smaller.
+                assert all(isinstance(a, ev.SendImageBlock) and a.tsn == step.tsn and a.file_offset == step.file_offset
+                           and len(a.data) < step.size for a in tsn_answers), (step, acts)
             else:
                 assert tsn_answers == []
 
@@ -237,6 +244,7 @@ def test_random_sequences(scenario: tuple[OtaSession, list[tuple[float, Any]]]) 
                 assert activated, (step, acts)
             if isinstance(a, ev.SendImageBlock):
                 assert 1 <= len(a.data) <= s.config.effective_block_cap
+                assert s.radio_block_limit is None or len(a.data) <= s.radio_block_limit, (step, a)
                 assert a.data == s.image.data[a.file_offset : a.file_offset + len(a.data)]
                 assert (a.manufacturer_code, a.image_type, a.file_version) == (MFR, ITYPE, NEW)
             if isinstance(a, ev.SendWaitForData):

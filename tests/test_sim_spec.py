@@ -101,6 +101,7 @@ EVERY_KEY = {
     "fast_poll": ("0.25", 0.25),
     "join_fast_poll": ("10", 10.0),
     "loss": ("0.1", 0.1),
+    "hops": ("2", 2),
     "link": ("realistic", "realistic"),
     "nwk": ("0xBEEF", 0xBEEF),
     "seed": ("42", 42),

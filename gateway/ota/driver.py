@@ -44,6 +44,15 @@ key) is sent nothing at all (``withheld_frames``; an Image Notify then fails as
 undelivered) and what it sends on the cluster is not fed to its session
 (``blocked_frames``). The flags live on the binding, refreshed by the registry's
 listener, so the per-block path reads an attribute rather than hashing an EUI64.
+
+Block size (issue 14): before a device's request reaches its session, the driver checks
+the radio's limit for that device (gateway/ota/limits.py: the radio family's numbers
+from radios/limits.py, the device's APS security, ``len(device.relays)`` as the radio
+library reported its route) and, when it changed, tells the session (``BlockLimitSet``:
+the session notes the size chosen and why, so the log and the audit say it). A block the
+radio refuses as too long anyway (EZSP MESSAGE_TOO_LONG; the stack learnt a route the
+host has not heard of) is answered by ``BlockTooLong`` with a smaller limit instead of
+``FrameNotDelivered``: the session serves it again, smaller.
 """
 
 from __future__ import annotations
@@ -64,7 +73,9 @@ from zigpy.device import Device
 
 from gateway.ota import codec
 from gateway.ota import events as ev
+from gateway.ota.limits import BlockLimit, after_too_long, block_limit
 from gateway.se.security import DeviceSecurity, SecurityRegistry, arrived_unsecured
+from radios.limits import PayloadLimits, for_app
 from radios.tap import install_packet_tap
 
 LOGGER = logging.getLogger(__name__)
@@ -120,6 +131,12 @@ class _Binding:
     aps: bool = False
     allowed: bool = True
     why_not: str | None = None
+    #: (APS-encrypted, relays) the session's block limit was last set for.
+    limit_for: tuple[bool, int] | None = None
+
+
+class _TooLong(Exception):
+    """The radio refused a frame as longer than it can send to the device."""
 
 
 class OtaDriver:
@@ -130,8 +147,11 @@ class OtaDriver:
         observer: Observer | None = None,
         aps_encryption: bool = False,
         security: SecurityRegistry | None = None,
+        radio_limits: PayloadLimits | None = None,
     ) -> None:
         self._app = app
+        #: The radio family's payload limits (radios/limits.py), by the app's library.
+        self.radio_limits = radio_limits if radio_limits is not None else for_app(app)
         self._observer = observer
         self._bindings: dict[zt.EUI64, _Binding] = {}
         self._loop = asyncio.get_running_loop()
@@ -373,12 +393,32 @@ class OtaDriver:
             return
         if isinstance(decoded, codec.NotForSession):
             return
+        if isinstance(decoded, _SIZED_REQUESTS):
+            self._check_block_limit(device, binding)
         try:
             actions = binding.session.handle(decoded, self._loop.time())
         except Exception:  # a session bug must not take the radio listener down
             LOGGER.exception("%s: OTA session failed on %r", device.ieee, decoded)
             return
         self._execute(device.ieee, binding, actions)
+
+    def _check_block_limit(self, device: Device, binding: _Binding) -> None:
+        """Tell the session the radio's block limit when the device's security or route
+        changed since it was last told (a tuple compare per request otherwise)."""
+        key = (binding.aps, len(device.relays or ()))
+        if key == binding.limit_for:
+            return
+        binding.limit_for = key
+        limit = block_limit(self.radio_limits, aps_encrypted=key[0], relays=key[1])
+        self._feed_limit(device.ieee, binding, ev.BlockLimitSet(limit.size, limit.why))
+
+    def _feed_limit(self, ieee: zt.EUI64, binding: _Binding, event: ev.BlockLimitSet) -> None:
+        try:
+            actions = binding.session.handle(event, self._loop.time())
+        except Exception:
+            LOGGER.exception("%s: OTA session failed on %r", ieee, event)
+            return
+        self._execute(ieee, binding, actions)
 
     def _drop_unreadable(self, src: object, why: codec.Unparseable, data: bytes) -> None:
         # A fuzzing or faulty device can send thousands: one warning line, then debug.
@@ -469,19 +509,37 @@ class OtaDriver:
     async def _send_one(
         self, ieee: zt.EUI64, binding: _Binding, data: bytes, seq: int, action: ev.Action, tx_options: zt.TransmitOptions | None,
     ) -> None:
+        too_long: ev.BlockTooLong | None = None
         try:
             error = await self._send(ieee, binding, data, seq, tx_options)
+        except _TooLong as exc:
+            error = str(exc)
+            if isinstance(action, ev.SendImageBlock):
+                too_long = self._too_long(ieee, binding, action, tx_options)
         except Exception as exc:  # a radio library's own failure (a closed link): the frame is lost
             LOGGER.warning("%s: OTA frame (seq %d) not sent: %s: %s", ieee, seq, type(exc).__name__, exc)
             error = f"{type(exc).__name__}: {exc}"
-        self._outcome(ieee, binding.session, action, error)
+        self._outcome(ieee, binding.session, action, error, too_long)
         if error is None:
             self._observe(ieee, binding, action)
 
-    def _outcome(self, ieee: zt.EUI64, session: Session, action: ev.Action, error: str | None) -> None:
+    def _too_long(self, ieee: zt.EUI64, binding: _Binding, action: ev.SendImageBlock, tx_options: zt.TransmitOptions | None) -> ev.BlockTooLong:
+        """The outcome of a block the radio refused as too long: a smaller limit."""
+        device = binding.device or self._app.devices.get(ieee)
+        relays = len(device.relays or ()) if device is not None else 0
+        aps = tx_options is not None and zt.TransmitOptions.APS_Encryption in tx_options
+        limit: BlockLimit = after_too_long(self.radio_limits, aps_encrypted=aps, relays=relays, refused=len(action.data))
+        LOGGER.warning("%s: the radio refused a %d-byte block at offset %d as too long; blocks of at most %s",
+                       ieee, len(action.data), action.file_offset, limit.why)
+        return ev.BlockTooLong(action.tsn, action.file_offset, len(action.data), limit.size, limit.why)
+
+    def _outcome(self, ieee: zt.EUI64, session: Session, action: ev.Action, error: str | None,
+                 too_long: ev.BlockTooLong | None = None) -> None:
         """Hand a frame's send outcome back to the session that made it (SEND_OUTCOMES)."""
-        if isinstance(action, ev.SendImageNotify):
-            event: ev.Event = ev.NotifyDelivered() if error is None else ev.NotifyFailed(error)
+        if too_long is not None:
+            event: ev.Event = too_long
+        elif isinstance(action, ev.SendImageNotify):
+            event = ev.NotifyDelivered() if error is None else ev.NotifyFailed(error)
         else:
             event = ev.FRAME_DELIVERED if error is None else ev.FrameNotDelivered(error)
         binding = self._bindings.get(ieee)
@@ -513,6 +571,8 @@ class OtaDriver:
         try:
             await self._app.send_packet(packet)
         except (zigpy.exceptions.DeliveryError, asyncio.TimeoutError, zigpy.exceptions.ZigbeeException) as exc:
+            if self.radio_limits.refused_as_too_long(exc):
+                raise _TooLong(str(exc) or type(exc).__name__) from exc
             LOGGER.info("%s: OTA frame (seq %d) not delivered: %s", ieee, seq, exc)
             return str(exc) or type(exc).__name__
         return None
@@ -575,6 +635,10 @@ class OtaDriver:
         device = self._app.devices.get(ieee)
         if device is not None:
             device.ota_in_progress = value
+
+
+# Requests after which blocks follow: the session must know the limit before it answers.
+_SIZED_REQUESTS = (ev.QueryNextImageRequested, ev.ImageBlockRequested, ev.ImagePageRequested)
 
 
 def _endpoints(device: Device) -> list[tuple[int, Any]]:

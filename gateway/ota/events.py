@@ -203,6 +203,33 @@ class FrameNotDelivered:
 FRAME_DELIVERED = FrameDelivered()
 
 
+@dataclass(frozen=True)
+class BlockLimitSet:
+    """The radio's limit for this device's frames, from the driver (gateway/ota/limits.py):
+    Image Block Responses carry at most ``limit`` data bytes from now on. ``why`` names
+    what it comes from ("52 bytes: APS-encrypted, 1 relay, EZSP limit 82"). Sent before
+    the device's first request and whenever its security or route changes."""
+
+    limit: int
+    why: str
+
+
+@dataclass(frozen=True)
+class BlockTooLong:
+    """A send outcome: the radio refused the Image Block Response (``tsn``, None for a
+    page block, ``file_offset``, ``size`` data bytes) as longer than it can send to the
+    device (EZSP MESSAGE_TOO_LONG, Z-Stack INVALID_PARAMETER); serve at most ``limit``
+    from now on, for the reason ``why``. Answers that frame in place of
+    FrameNotDelivered: the session serves the block again, smaller, instead of the device
+    asking for the same frame for ever."""
+
+    tsn: int | None
+    file_offset: int
+    size: int
+    limit: int
+    why: str
+
+
 Event = (
     QueryNextImageRequested
     | ImageBlockRequested
@@ -217,6 +244,8 @@ Event = (
     | NotifyFailed
     | FrameDelivered
     | FrameNotDelivered
+    | BlockLimitSet
+    | BlockTooLong
 )
 
 #: Send outcomes: every frame action the session returns (``FrameAction``) is answered
@@ -224,7 +253,8 @@ Event = (
 #: for Image Notify, FrameDelivered/FrameNotDelivered for the rest -- also when the frame
 #: was never sent (withheld, not encodable, cancelled). The session counts each frame in
 #: flight on its pacer from the moment it returns it until its outcome comes back.
-SEND_OUTCOMES: tuple[type, ...] = (NotifyDelivered, NotifyFailed, FrameDelivered, FrameNotDelivered)
+#: A block the radio refused as too long is answered by BlockTooLong instead.
+SEND_OUTCOMES: tuple[type, ...] = (NotifyDelivered, NotifyFailed, FrameDelivered, FrameNotDelivered, BlockTooLong)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -345,6 +375,8 @@ class NoteKind(enum.Enum):
     DISCARD = "discard"  # Upgrade End Request answered ABORT: the device must drop that image
     # Issue 17 item 1:
     NUDGE = "nudge"  # Image Notify to a transfer silent since the radio came back (resume)
+    # Issue 14 item 2:
+    BLOCK_SIZE = "block_size"  # the block size chosen for the device's frames, and why
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ from gateway.ota.events import (
     Attribute,
     AttributeReadFailed,
     AttributesRead,
+    BlockLimitSet,
+    BlockTooLong,
     FRAME_ACTION_TYPES,
     SEND_OUTCOMES,
     DeviceCommand,
@@ -230,6 +232,9 @@ class OtaSession:
         self._now = 0.0
         self._cell: Cell | None = None
         self._out: list[Action] = []
+        #: The radio's limit for this device's blocks (BlockLimitSet, BlockTooLong), and why.
+        self.radio_block_limit: int | None = None
+        self.radio_block_why: str | None = None
         self._block_cap = config.effective_block_cap
 
     def __repr__(self) -> str:
@@ -355,9 +360,16 @@ class OtaSession:
         they were; the device asks for the rest by offset.
         """
         self.config = replace(self.config, aps_encryption=on)
-        self._block_cap = self.config.effective_block_cap
+        self._apply_block_cap()
+
+    def _apply_block_cap(self) -> None:
+        # The configured frame budget and the radio's limit, whichever is smaller.
+        cap = self.config.effective_block_cap
+        if self.radio_block_limit is not None:
+            cap = min(cap, self.radio_block_limit)
+        self._block_cap = cap
         if self._page is not None:
-            self._page.cap = min(self._page.cap, self._block_cap)
+            self._page.cap = min(self._page.cap, cap)
 
     # ------------------------------------------------------------------ persistence
 
@@ -676,11 +688,57 @@ class OtaSession:
         outcome = "delivered" if isinstance(ev, NotifyDelivered) else f"not delivered ({ev.reason})"
         self._note(NoteKind.IGNORED, f"Image Notify {outcome} after the push moved on: it is {self.state.value}", self._offset_or_none())
 
-    def _frame_done(self, ev: NotifyDelivered | NotifyFailed | FrameDelivered | FrameNotDelivered) -> None:
+    def _frame_done(self, ev: NotifyDelivered | NotifyFailed | FrameDelivered | FrameNotDelivered | BlockTooLong) -> None:
         # The frame's count in flight ends (it began when the session returned it). A
         # lost frame changes nothing else: the device asks again for what it missed.
         if self.pacer is not None:
             self.pacer.sent_finished(self._now)
+
+    # ------------------------------------------------------------------ block size (issue 14)
+
+    def _set_block_limit(self, ev: BlockLimitSet) -> None:
+        first = self.radio_block_limit is None
+        before = self._block_cap
+        self.radio_block_limit, self.radio_block_why = max(1, ev.limit), ev.why
+        self._apply_block_cap()
+        if first or self._block_cap != before:
+            self._note(NoteKind.BLOCK_SIZE, self._block_size_reason(), self._offset_or_none())
+
+    def _block_size_reason(self) -> str:
+        cap = self._block_cap
+        if self.radio_block_limit is not None and cap == self.radio_block_limit:
+            return f"blocks of at most {self.radio_block_why}"
+        return f"blocks of at most {cap} bytes: the configured cap (the radio allows {self.radio_block_why})"
+
+    def _block_too_long(self, ev: BlockTooLong) -> None:
+        self._frame_done(ev)
+        limit = max(1, min(ev.limit, ev.size - 1))
+        self.radio_block_limit = limit if self.radio_block_limit is None else min(self.radio_block_limit, limit)
+        self.radio_block_why = ev.why
+        self._apply_block_cap()
+        self._note(
+            NoteKind.BLOCK_SIZE,
+            f"block of {ev.size} bytes at offset {ev.file_offset} refused by the radio as too long; {self._block_size_reason()}",
+            ev.file_offset,
+            warning=True,
+        )
+        size = min(self._block_cap, self.image.size - ev.file_offset)
+        if self.state is not T or self._parked or not 0 < size < ev.size:
+            return  # the device asks again for what it missed
+        # The refused frame never left the radio: answer the same request with the
+        # smaller block, paced as any other; a page goes on from the refused block.
+        if self.offset == ev.file_offset + ev.size:
+            self.offset = ev.file_offset  # the refused block's bytes were never sent
+        page = self._page
+        if ev.tsn is None and page is not None and page.next_offset == ev.file_offset + ev.size:
+            page.next_offset = ev.file_offset
+            self._send_page_block()
+            return
+        if self._grant(size) > 0:
+            return
+        data = self.image.data[ev.file_offset : ev.file_offset + size]
+        self._emit(SendImageBlock(ev.tsn, *self._image_ids(), ev.file_offset, data))
+        self._sent(ev.file_offset, data)
 
     # ------------------------------------------------------------------ park, resume, nudges
 

@@ -80,6 +80,8 @@ from gateway.ota.events import (
     AttributeReadFailed,
     Event,
     AttributesRead,
+    BlockLimitSet,
+    BlockTooLong,
     FrameDelivered,
     FrameNotDelivered,
     ImageBlockRequested,
@@ -256,6 +258,10 @@ for _state in _ALL_STATES:
     # Send outcomes end a frame's count on the pacer whatever the state.
     TRANSITIONS[_state][FrameDelivered] = _cell("_frame_done")
     TRANSITIONS[_state][FrameNotDelivered] = _cell("_frame_done")
+    # The radio's block limit (issue 14): taken in every state, never a move; a block
+    # refused as too long ends its count too, and is served again smaller if transferring.
+    TRANSITIONS[_state][BlockLimitSet] = _cell("_set_block_limit")
+    TRANSITIONS[_state][BlockTooLong] = _cell("_block_too_long")
     # The radio went away and came back: every push, ended ones included (their
     # devices may still ask), is parked and resumed.
     TRANSITIONS[_state][Call.PARK] = _cell("_park")

@@ -163,6 +163,7 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
         self._permit_until = 0.0
         self._link_keys: dict[t.EUI64, t.KeyData] = {}
         self._zdo_answers: set[asyncio.Task[Any]] = set()
+        self._routes: dict[int, tuple[int, ...]] = {}  # the source route last told to zigpy, per device
         sim = self._config.get(CONF_SIM) or {}
         self._radio_ieee = parse_ieee(sim.get("coordinator_ieee", DEFAULT_COORDINATOR_IEEE))
 
@@ -345,9 +346,23 @@ class SimControllerApplication(zigpy.application.ControllerApplication):
             )
 
     def _on_uplink(self, packet: t.ZigbeePacket) -> None:
+        self._note_route(packet)
         if packet.profile_id == 0 and packet.dst_ep == 0 and packet.cluster_id == zdo_t.ZDOCmd.Match_Desc_req:
             self._answer_match_desc(packet)
         self.packet_received(packet)
+
+    def _note_route(self, packet: t.ZigbeePacket) -> None:
+        """A frame from a device behind routers: its route, as the real stacks tell the
+        host before the frame (EZSP incomingRouteRecordHandler, Z-Stack ZDO.SrcRtgInd),
+        and only when it is new or changed."""
+        if packet.src is None or packet.src.addr_mode != t.AddrMode.NWK:
+            return
+        nwk = int(packet.src.address)
+        relays = self.han.relays_of(nwk)
+        if self._routes.get(nwk, ()) == relays:
+            return
+        self._routes[nwk] = relays
+        self.handle_relays(nwk=t.NWK(nwk), relays=[t.NWK(r) for r in relays])
 
     def _answer_match_desc(self, packet: t.ZigbeePacket) -> None:
         """A device's Match_Desc_req, answered from the registered endpoints as EmberZNet

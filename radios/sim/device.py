@@ -699,6 +699,12 @@ class SimDevice:
             payload=t.List[foundation.Attribute]([record]).serialize(),
         )
 
+    def send_zcl_frame(self, cluster: int, frame: Callable[[int], bytes]) -> None:
+        """A ZCL frame built elsewhere (the background traffic, traffic.py) from endpoint 1
+        to the hub's, through the one transmit queue: ``frame(tsn)`` gives its bytes."""
+        tsn = self._next_tsn()
+        self._uplink(profile=self.spec.profile, cluster=cluster, src_ep=ENDPOINT, dst_ep=self._server_ep, tsn=tsn, data=frame(tsn))
+
     def _default_response(self, packet: t.ZigbeePacket, hdr: foundation.ZCLHeader, status: Status, broadcast: bool) -> None:
         # ZCL 2.5.12.2: never to a broadcast, never to a Default Response.
         if broadcast or (hdr.frame_control.is_general and hdr.command_id == GC.Default_Response):

@@ -82,7 +82,7 @@ import zigpy.types as t
 
 from .aps_fragments import Fragment, FragmentAck, Reassembly, split
 from .device import SimDevice
-from .link import Channel, LinkModel
+from .link import Channel, LinkModel, MacAttempt
 from .spec import SimDeviceSpec
 
 __all__ = ["DeliveryResult", "SimHan"]
@@ -287,6 +287,30 @@ class SimHan:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    def _over_hops(self, device: SimDevice, when: float, psdu: int, loss: float) -> MacAttempt:
+        """One PSDU between the coordinator and ``device`` over its ``hops``: each relay
+        sends it again on the same channel (with its own MAC retries); lost at any hop,
+        lost. The device's loss stands for its own link; the relays' links are clean."""
+        attempt = self.link.mac_transmit(self.channel, when, psdu, loss, device.link_rng)
+        tries = attempt.attempts
+        for _ in range(device.spec.hops - 1):
+            if not attempt.delivered:
+                break
+            attempt = self.link.mac_transmit(self.channel, attempt.end, psdu, 0.0, device.link_rng)
+            tries += attempt.attempts
+        return MacAttempt(attempt.delivered, attempt.end, tries)
+
+    def relays_of(self, nwk: int) -> tuple[int, ...]:
+        """The routers between the coordinator and the device at ``nwk``, nearest the
+        device first (as a source route lists them): what the emulators announce
+        (EZSP incomingRouteRecordHandler, Z-Stack ZDO.SrcRtgInd). Empty for a neighbour."""
+        device = self._by_nwk.get(int(nwk))
+        if device is None or device.spec.hops <= 1:
+            return ()
+        # Routers of our own making, above the devices' addresses: 0xF000 + 8 * slot + i.
+        slot = sorted(self._by_nwk).index(int(nwk)) % 0x1FF
+        return tuple(0xF000 + 8 * slot + i for i in range(device.spec.hops - 1))
+
     def _frames(self, payload_len: int) -> list[int]:
         return self.link.data_psdus(payload_len)
 
@@ -312,7 +336,7 @@ class SimHan:
                 attempt = self.link.mac_transmit(self.channel, when, psdu, 1.0, device.link_rng)
                 await self._sleep_until(attempt.end)
                 return DeliveryResult(False, "no ack")
-            attempt = self.link.mac_transmit(self.channel, when, psdu, device.spec.loss, device.link_rng)
+            attempt = self._over_hops(device, when, psdu, device.spec.loss)
             when = attempt.end
             if not attempt.delivered:
                 device.record("downlink_lost", cluster=packet.cluster_id, attempts=attempt.attempts)
@@ -324,7 +348,7 @@ class SimHan:
             # sender's stack reports a delivery failure (APS retries are not modelled).
             await self._sleep_until(when)
             return DeliveryResult(False, "no aps ack")
-        ack = self.link.mac_transmit(self.channel, when, self.link.aps_ack_psdu, device.spec.loss, device.link_rng)
+        ack = self._over_hops(device, when, self.link.aps_ack_psdu, device.spec.loss)
         await self._sleep_until(ack.end)
         if not ack.delivered:
             device.record("aps_ack_lost", cluster=packet.cluster_id)
@@ -432,7 +456,7 @@ class SimHan:
             await self._sleep_until(when)
             return ok
         for psdu in self._frames(payload_len):
-            attempt = self.link.mac_transmit(self.channel, when, psdu, device.spec.loss, device.link_rng)
+            attempt = self._over_hops(device, when, psdu, device.spec.loss)
             when = attempt.end
             if not attempt.delivered:
                 await self._sleep_until(when)
@@ -451,7 +475,7 @@ class SimHan:
             loop.call_at(host_at, self._to_host, packet.replace(tx_options=tx_options))
         # The coordinator's APS ack back to the device (its loss is not the device's concern
         # here: no APS retries are modelled).
-        ack = self.link.mac_transmit(self.channel, when, self.link.aps_ack_psdu, device.spec.loss, device.link_rng)
+        ack = self._over_hops(device, when, self.link.aps_ack_psdu, device.spec.loss)
         await self._sleep_until(ack.end)
         return True
 
@@ -522,7 +546,7 @@ class SimHan:
         for attempt in range(link.aps_max_frame_retries + 1):
             for fragment in missing:
                 loss = device.spec.loss if device.online else 1.0
-                tx = link.mac_transmit(self.channel, when, link.fragment_psdu(len(fragment.part), secured), loss, device.link_rng)
+                tx = self._over_hops(device, when, link.fragment_psdu(len(fragment.part), secured), loss)
                 when = tx.end
                 if tx.delivered and accepts and (device.online or not downlink):
                     rx.receive(fragment.to_bytes())
@@ -531,7 +555,7 @@ class SimHan:
             if not accepts or not (device.online or not downlink):
                 break  # nothing will ack: the sender's ack wait runs out
             ack = rx.ack(window[0].block, len(window))
-            back = link.mac_transmit(self.channel, when, link.fragment_ack_psdu, device.spec.loss, device.link_rng)
+            back = self._over_hops(device, when, link.fragment_ack_psdu, device.spec.loss)
             when = back.end
             if back.delivered:
                 got = FragmentAck.parse(ack.to_bytes()).blocks()

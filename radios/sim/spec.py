@@ -470,6 +470,10 @@ class SimDeviceSpec:
     fast_poll: float = 0.25
     join_fast_poll: float = 30.0
     loss: float = 0.0
+    # Radio hops between the coordinator and the device (1: its neighbour). Each frame
+    # is sent once per hop on the one channel, and the coordinator learns the route's
+    # relays (SimHan.relays_of, what the emulators report as source routes).
+    hops: int = 1
     link: str = "instant"
     nwk: int | None = None
     seed: int | None = None
@@ -618,6 +622,7 @@ _KEYS: Final[dict[str, Callable[[str, object], Any]]] = {
     "fast_poll": _float_range(0, math.inf, lo_open=True),
     "join_fast_poll": _float_range(0, math.inf),
     "loss": _float_range(0.0, 1.0),
+    "hops": _int_range(1, 6),
     "link": _choice("instant", "realistic"),
     "nwk": _opt_int_range(0x0001, 0xFFF7),
     "seed": _opt_int_range(0, 2**63 - 1),

@@ -43,6 +43,7 @@ from radios.coordinator_zdo import EMBERZNET, Coordinator, Endpoint, ZdoFrame, a
 from . import layouts
 from .faults import Faults
 from .fragments import FRAGMENTATION_OVERHEAD, NcpFragments
+from .failure_timing import FailureTiming
 from .frames import (
     SUPPORTED_VERSIONS,
     EzspFrameError,
@@ -292,6 +293,7 @@ class EmberNcp:
         stack_zdo: bool = True,
         delivery_delay: float = 0.0,
         nvram_path: str | os.PathLike | None = None,
+        failure_timing: FailureTiming | None = None,
     ) -> None:
         if protocol_version not in SUPPORTED_VERSIONS:
             raise ValueError(
@@ -319,6 +321,11 @@ class EmberNcp:
         self.han_started = False
         self.stack_zdo = stack_zdo
         self.delivery_delay = delivery_delay
+        # When a lost unicast is reported (failure_timing.py): EmberZNet's seconds on a
+        # timed HAN link (--link realistic), at once on an instant one, unless given.
+        self.failure_timing = failure_timing if failure_timing is not None else FailureTiming.for_link(getattr(han, "link", None))
+        #: Unicasts reported lost: (destination, seconds from sendUnicast to the report).
+        self.failed_unicasts: list[tuple[int, float]] = []
         # Commands answered with invalidCommand: not emulated (gaps) / refused by the
         # protocol state (e.g. a command before the version was negotiated)
         self.unhandled: list[str] = []
@@ -365,6 +372,8 @@ class EmberNcp:
         # The source route table (RAM, CONFIG_SOURCE_ROUTE_TABLE_SIZE): destination ->
         # relays nearest the destination first, as Route Records carry them; lost at reset
         self.source_routes: dict[int, tuple[int, ...]] = {}
+        #: Unicasts refused as longer than max_payload: (destination, length, limit).
+        self.refused_too_long: list[tuple[int, int, int]] = []
         self.aps_counter = int.from_bytes(os.urandom(1), "little")
         self.boot_time = time.monotonic()
         self._last_seq = 0
@@ -1159,15 +1168,19 @@ class EmberNcp:
             limit -= SOURCE_ROUTE_OVERHEAD + SOURCE_ROUTE_PER_RELAY * len(relays)
         return limit
 
-    def learn_source_route(self, nwk: int, relays: tuple[int, ...] | list[int]) -> None:
+    def learn_source_route(self, nwk: int, relays: tuple[int, ...] | list[int], *, announce: bool = True) -> None:
         """A Route Record from ``nwk`` reached us through ``relays`` (nearest the device
         first): the stack keeps the source route and tells the host
-        (incomingRouteRecordHandler, which bellows hands to zigpy as the device's relays)."""
+        (incomingRouteRecordHandler, which bellows hands to zigpy as the device's relays).
+        ``announce`` False: the host never hears of it (a callback lost, or one bellows
+        dropped for a device it did not know yet), so it cannot size frames for it."""
         relays = tuple(int(r) for r in relays)
         if relays:
             self.source_routes[int(nwk)] = relays
         else:
             self.source_routes.pop(int(nwk), None)
+        if not announce:
+            return
         dev = self._device_by_nwk(int(nwk))
         self.callback("incomingRouteRecordHandler", source=int(nwk),
                       sourceEui=dev.ieee if dev else WILDCARD_EUI64, lastHopLqi=0xFF,
@@ -1217,7 +1230,9 @@ class EmberNcp:
             return {"status": t.sl_Status.INVALID_PARAMETER, "sequence": 0}
         if destination in BROADCAST_ADDRESSES:
             return {"status": t.sl_Status.INVALID_PARAMETER, "sequence": 0}
-        if len(message) > self.max_payload(aps_frame, destination):
+        limit = self.max_payload(aps_frame, destination)
+        if len(message) > limit:
+            self.refused_too_long.append((destination, len(message), limit))
             return {"status": t.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
         # A fragment after the first keeps the message's APS counter (fragments.py)
         sequence = int(aps_frame.sequence) if self.fragments.later_block(aps_frame) else self._next_aps_counter()
@@ -1233,6 +1248,7 @@ class EmberNcp:
 
     async def _deliver_unicast(self, message_type, nwk_field: int, destination: int,
                                aps: t.EmberApsFrame, tag: int, message: bytes) -> None:
+        started = asyncio.get_running_loop().time()
         if self.delivery_delay:
             await asyncio.sleep(self.delivery_delay)
         status = t.sl_Status.OK
@@ -1258,6 +1274,13 @@ class EmberNcp:
                     LOGGER.debug("EZSP NCP: delivery to 0x%04x failed: %s",
                                  destination, getattr(result, "reason", result))
                     status = t.sl_Status.ZIGBEE_DELIVERY_FAILED
+        if status != t.sl_Status.OK and destination != COORDINATOR_NWK:
+            # The stack reports the loss once its APS retries (and the route discoveries
+            # between them) are spent; the air's MAC retries are already behind us.
+            left = self.failure_timing.failure_delay_s - (asyncio.get_running_loop().time() - started)
+            if left > 0:
+                await asyncio.sleep(left)
+            self.failed_unicasts.append((destination, asyncio.get_running_loop().time() - started))
         if status == t.sl_Status.OK:
             self._count(t.EmberCounterType.COUNTER_MAC_TX_UNICAST_SUCCESS)
             self._count(t.EmberCounterType.COUNTER_APS_DATA_TX_UNICAST_SUCCESS)

@@ -360,7 +360,9 @@ async def serve_ezsp(
     timeouts, the firmware's by default (tests shorten ``reboot_delay``).
     ``ncp_options`` go to :class:`~.ncp.EmberNcp`: ``eui64``, ``network`` (a
     :class:`~.ncp.NetworkSettings` to start already formed), ``protocol_version``,
-    ``han_start``, ``stack_zdo``, ``delivery_delay``.
+    ``han_start``, ``stack_zdo``, ``delivery_delay``, ``failure_timing`` (a
+    :class:`~.failure_timing.FailureTiming`; by default from the HAN link: EmberZNet's
+    seconds on a timed one, none on an instant one).
     """
     faults = _faults(faults)
     server = TcpEzspServer(_make_ncp(han, faults, ncp_options), faults, ash_config=ash_config)

@@ -7,6 +7,7 @@ emulated and server.py for the transports.
 
 from .coordinator import DEFAULT_IEEE, ZnpCoordinator
 from .faults import Faults, FaultSpecError
+from .timing import FailureTiming, TimingSpecError
 from .server import (
     PtyZnpServer,
     TcpZnpServer,
@@ -18,10 +19,12 @@ from .server import (
 
 __all__ = [
     "DEFAULT_IEEE",
+    "FailureTiming",
     "Faults",
     "FaultSpecError",
     "PtyZnpServer",
     "TcpZnpServer",
+    "TimingSpecError",
     "ZnpCoordinator",
     "ZnpServer",
     "running_znp_emulator",

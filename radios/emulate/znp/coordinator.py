@@ -37,6 +37,13 @@ What the firmware does, and we do, for the host (zigpy-znp):
   Mgmt_Permit_Joining) are answered by "our" ZDO, as Z-Stack's ZDO does
   (radios/coordinator_zdo.py, ``ZSTACK``).
 
+* as the shipped firmware answers (firmware.py, each value with its source): SYS.Version
+  (9 bytes), SYS.Ping (1625), SYS.StackTune/SetTxPower (the MAC's status), SYS.ResetInd
+  (reason 0), AF.IncomingMsg (TSN 0, MAC timestamp, last hop, radius left), ZDO.SrcRtgInd
+  before a routed device's unicasts, AF payloads over one frame refused with
+  INVALID_PARAMETER; failures confirmed after the stack's retries on a timed air
+  (timing.py).
+
 Anything else gets an RPC error SRSP (or a ZDO NOT_SUPPORTED) and an ERROR log line, and
 is recorded in ``ZnpCoordinator.unimplemented`` so tests can assert there were no gaps.
 """
@@ -48,6 +55,7 @@ import collections
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,38 +68,20 @@ from zigpy_znp.types.nvids import ExNvIds, NvSysIds, OsalNvIds
 from radios.coordinator_zdo import ZSTACK, ChangeChannel, Coordinator, Endpoint, EnergyScan, Handling, PermitJoining
 from radios.coordinator_zdo import answer as zdo_answer
 
-from . import mt
+from . import firmware, mt
 from .fragments import HugeMessages
 from .faults import Faults
+from .timing import FailureTiming
 from .nvram import NvStore, legacy
 
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_IEEE = t.EUI64.convert("00:12:4b:00:2a:5e:c0:01")  # TI OUI
 
-#: SYS.Version of a CC2652 running Z-Stack 3.30 (product 1 = "Z-Stack 3.x.0")
-VERSION = dict(
-    TransportRev=2,
-    ProductId=1,
-    MajorRel=2,
-    MinorRel=7,
-    MaintRel=1,
-    CodeRevision=20230507,
-    BootloaderBuildType=c.sys.BootloaderBuildType.NON_BOOTLOADER_BUILD,
-    BootloaderRevision=0xFFFFFFFF,
-)
-
-CAPABILITIES = (
-    zt.MTCapabilities.SYS
-    | zt.MTCapabilities.MAC
-    | zt.MTCapabilities.AF
-    | zt.MTCapabilities.ZDO
-    | zt.MTCapabilities.SAPI
-    | zt.MTCapabilities.UTIL
-    | zt.MTCapabilities.APP
-    | zt.MTCapabilities.GP
-    | zt.MTCapabilities.APP_CNF
-)
+#: SYS.Version, SYS.Ping and SYS.ResetInd as Koenkk's 20230507 build answers them
+#: (the values and their sources: firmware.py)
+VERSION_PAYLOAD = firmware.version_payload()
+CAPABILITIES = zt.MTCapabilities(firmware.CAPABILITIES)
 
 #: When the emulator powers the SimHan up:
 #: "ready"  - once the host has started the network and issued its first permit-join
@@ -141,6 +131,8 @@ class ZnpCoordinator:
         faults: Faults | None = None,
         han_start: str = "ready",
         link_key_entries: int = ZDSECMGR_ENTRY_MAX,
+        failure_timing: FailureTiming | None = None,
+        aps_fragmentation: bool = True,
     ) -> None:
         if han_start not in HAN_START_MODES:
             raise ValueError(f"han_start must be one of {HAN_START_MODES}, not {han_start!r}")
@@ -151,6 +143,18 @@ class ZnpCoordinator:
         self.link_key_entries = link_key_entries
         self.faults = faults if faults is not None else Faults()
         self.han = han
+        #: Z-Stack built with ZIGBEE_FRAGMENTATION (APSF; issue 13 needs it): AF_DataRequest
+        #: hands a unicast over afDataReqMTU to apsfSendFragmented (stack/af/af.c) and the
+        #: air fragments it; without, it is refused (firmware.py, ``_too_long``)
+        self.aps_fragmentation = aps_fragmentation
+        #: how long a failed unicast takes to be confirmed (timing.py): by default the
+        #: real stack's retries and route discovery when the air is timed (``--link
+        #: realistic``), at the air's scale; none with an instant air
+        if failure_timing is None:
+            link = getattr(han, "link", None)
+            failure_timing = (FailureTiming.realistic(scale=link.scale)
+                              if link is not None and getattr(link, "timed", False) else FailureTiming.instant())
+        self.failure_timing = failure_timing
         self.han_start = han_start
         self._han_task: asyncio.Task | None = None
         self._han_started_by_us = False
@@ -165,6 +169,8 @@ class ZnpCoordinator:
         self.requests: collections.Counter[str] = collections.Counter()
         self.resets = 0
         self.formations = 0
+        #: AF data requests refused as longer than one frame carries (for tests)
+        self.payloads_refused = 0
         self.host_frames = 0
         self._power_on()
 
@@ -174,6 +180,10 @@ class ZnpCoordinator:
     # ================================================================ RAM state ====
     def _power_on(self) -> None:
         """Everything the firmware keeps in RAM, as after a (re)boot."""
+        self.booted_at = time.monotonic()  # the MAC timestamps count from here
+        self.stack_tune = firmware.StackTuneState()
+        #: the concentrator's source route table (RAM): relays per destination NWK
+        self.source_routes: dict[int, tuple[int, ...]] = {}
         self.nwk_frame_counter = 0  # restored from NV when the network starts
         self._counter_changes = 0
         self._counter_restored = False
@@ -233,7 +243,11 @@ class ZnpCoordinator:
         self._write(frame.encode())
 
     def send(self, command) -> None:
-        """Send an SRSP or AREQ (a zigpy-znp command object) to the host now."""
+        """Send an SRSP or AREQ (a zigpy-znp command object, or a frame built as bytes
+        where the firmware's layout is not the schema's) to the host now."""
+        if isinstance(command, mt.MtFrame):
+            self._send_frame(command)
+            return
         LOGGER.debug("ZNP emulator sends %s", command)
         self._send_frame(mt.encode(command))
 
@@ -324,7 +338,8 @@ class ZnpCoordinator:
                 c.SYS.GetExtAddr.Req: lambda r: c.SYS.GetExtAddr.Rsp(ExtAddr=self.ieee),
                 c.SYS.SetExtAddr.Req: self._sys_set_ext_addr,
                 c.SYS.Random.Req: lambda r: c.SYS.Random.Rsp(Value=random.getrandbits(16)),
-                c.SYS.SetTxPower.Req: lambda r: c.SYS.SetTxPower.Rsp(StatusOrPower=zt.Status.SUCCESS),
+                c.SYS.SetTxPower.Req: self._sys_set_tx_power,
+                c.SYS.StackTune.Req: self._sys_stack_tune,
                 c.SYS.OSALNVItemInit.Req: self._osal_item_init,
                 c.SYS.OSALNVRead.Req: self._osal_read,
                 c.SYS.OSALNVReadExt.Req: self._osal_read,
@@ -388,8 +403,21 @@ class ZnpCoordinator:
     def _sys_ping(self, req):
         return c.SYS.Ping.Rsp(Capabilities=CAPABILITIES)
 
-    def _sys_version(self, req):
-        return c.SYS.Version.Rsp(**VERSION)
+    def _sys_version(self, req) -> mt.MtFrame:
+        # Built as bytes: zigpy-znp's schema would serialise the optional
+        # BootloaderBuildType/BootloaderRevision the real firmware does not send
+        return mt.MtFrame(cmd0=(mt.CmdType.SRSP << 5) | 0x01, cmd1=0x02, data=VERSION_PAYLOAD)
+
+    def _sys_stack_tune(self, req):
+        return c.SYS.StackTune.Rsp(Value=self.stack_tune.tune(int(req.Operation), int(req.Value)))
+
+    def _sys_set_tx_power(self, req):
+        # MT_SysSetTxPower: MAC_MlmeSetReq(MAC_PHY_TRANSMIT_POWER_SIGNED) -> its status
+        status = firmware.tx_power_status(int(req.TXPower) & 0xFF)
+        if status == firmware.Z_SUCCESS:
+            self.stack_tune.tx_power = int(req.TXPower)
+        # the status byte travels in zigpy-znp's signed StatusOrPower field
+        return c.SYS.SetTxPower.Rsp(StatusOrPower=status - 256 if status > 127 else status)
 
     def _sys_set_ext_addr(self, req):
         self.nv.put(OsalNvIds.EXTADDR, req.ExtAddr)
@@ -415,16 +443,10 @@ class ZnpCoordinator:
 
         async def indicate():
             await asyncio.sleep(RESET_TIME)
-            self.send(
-                c.SYS.ResetInd.Callback(
-                    Reason=reason,
-                    TransportRev=VERSION["TransportRev"],
-                    ProductId=VERSION["ProductId"],
-                    MajorRel=VERSION["MajorRel"],
-                    MinorRel=VERSION["MinorRel"],
-                    MaintRel=VERSION["MaintRel"],
-                )
-            )
+            # MT_SysResetInd: reason 0 on the CC26xx whatever the cause, then the
+            # first five MTVersionString bytes (SDK mt_sys.c)
+            self._send_frame(mt.MtFrame(cmd0=(mt.CmdType.AREQ << 5) | 0x01, cmd1=0x80,
+                                        data=bytes([firmware.RESET_REASON]) + VERSION_PAYLOAD[:5]))
 
         self._spawn(indicate(), "reset-indication")
 
@@ -498,6 +520,10 @@ class ZnpCoordinator:
                 key = (NvSysIds.ZSTACK, ExNvIds.NWK_SEC_MATERIAL_TABLE, sub)
                 break
         self.nv.put(0, zt.NwkSecMaterialDesc(FrameCounter=self.nwk_frame_counter, ExtendedPanID=epid), key=key)
+        # ZCD_NV_NWKKEY keeps the active key with the same counter (a formed CC2652R's
+        # NV: NWKKEY's counter equals NWK_SEC_MATERIAL_TABLE[0]'s)
+        active = self.nv.get(OsalNvIds.NWK_ACTIVE_KEY_INFO, zt.NwkKeyDesc)
+        self.nv.put(OsalNvIds.NWKKEY, zt.NwkActiveKeyItems(Active=active, FrameCounter=self.nwk_frame_counter))
 
     def _load_frame_counter(self) -> None:
         """Once per boot, as ZDApp_RestoreNwkSecMaterial: the counters used since the
@@ -731,6 +757,11 @@ class ZnpCoordinator:
                 nwk = child.nwk
             dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(nwk))
 
+        source_route = list(req.SourceRoute) if isinstance(req, c.AF.DataRequestSrcRtg.Req) else None
+        refusal = self._too_long(req, dst, source_route)
+        if refusal is not None:
+            return Rsp(Status=refusal)
+
         profile = 0x0000 if req.SrcEndpoint == 0 else self.endpoints[req.SrcEndpoint].profile
         tx_options = t.TransmitOptions.NONE
         if req.Options & c.af.TransmitOptions.ACK_REQUEST:
@@ -743,7 +774,7 @@ class ZnpCoordinator:
             src_ep=req.SrcEndpoint,
             dst=dst,
             dst_ep=req.DstEndpoint,
-            source_route=list(req.SourceRoute) if isinstance(req, c.AF.DataRequestSrcRtg.Req) else None,
+            source_route=source_route,
             tsn=req.TSN,
             profile_id=profile,
             cluster_id=req.ClusterId,
@@ -779,11 +810,35 @@ class ZnpCoordinator:
 
         return Rsp(Status=zt.Status.SUCCESS)
 
+    def _too_long(self, req, dst: t.AddrModeAddress, source_route: list[int] | None) -> zt.Status | None:
+        """AF_DataRequest's refusal of a payload over afDataReqMTU (firmware.py): the
+        SRSP says INVALID_PARAMETER, nothing is sent, no AF.DataConfirm follows.
+        The MTU counts APS security (ENABLE_SECURITY) and the source route the NWK
+        header will carry: the one the host gave, else the concentrator's own.
+        With APS fragmentation a unicast that long is fragmented, not refused."""
+        if self.aps_fragmentation and dst.addr_mode == t.AddrMode.NWK:
+            return None
+        if source_route is not None:
+            relays = len(source_route)
+        elif dst.addr_mode == t.AddrMode.NWK:
+            relays = len(self.source_routes.get(int(dst.address), ()))
+        else:
+            relays = 0
+        secure = bool(req.Options & c.af.TransmitOptions.ENABLE_SECURITY)
+        limit = firmware.af_mtu(aps_secure=secure, relays=relays)
+        if len(req.Data) <= limit:
+            return None
+        LOGGER.warning("ZNP emulator: %d-byte payload to %s refused: over the %d bytes one frame carries "
+                       "(APS security %s, %d relay(s))", len(req.Data), dst, limit, "on" if secure else "off", relays)
+        self.payloads_refused += 1
+        return zt.Status(firmware.AF_INVALID_PARAMETER)
+
     async def _confirm_later(self, endpoint: int, tsn: int, status: zt.Status) -> None:
-        await asyncio.sleep(CALLBACK_GAP)
+        await asyncio.sleep(max(CALLBACK_GAP, self.failure_timing.failure_delay(int(status))))
         self.send(c.AF.DataConfirm.Callback(Status=status, Endpoint=endpoint, TSN=tsn))
 
     async def _deliver(self, packet: t.ZigbeePacket, *, confirm: bool, multicast: bool = False) -> None:
+        started = time.monotonic()
         if self.han is None:
             status = zt.Status.MAC_NO_ACK if not multicast else zt.Status.SUCCESS
             unicast = packet.dst.addr_mode in (t.AddrMode.NWK, t.AddrMode.IEEE)
@@ -801,6 +856,11 @@ class ZnpCoordinator:
                     LOGGER.info("ZNP emulator: delivery TSN %d to %s failed: %s -> %s",
                                 packet.tsn, packet.dst, getattr(result, "reason", None), status.name)
         if confirm:
+            if status != zt.Status.SUCCESS:
+                # the stack's retries and route discovery take seconds (timing.py)
+                wait = self.failure_timing.failure_delay(int(status)) - (time.monotonic() - started)
+                if wait > 0:
+                    await asyncio.sleep(wait)
             self.send(c.AF.DataConfirm.Callback(Status=status, Endpoint=packet.src_ep, TSN=packet.tsn))
 
     @staticmethod
@@ -842,6 +902,8 @@ class ZnpCoordinator:
             LOGGER.warning("ZNP emulator: no security manager entry left for %s's link key", ieee)
             return c.ZDO.SetLinkKey.Rsp(Status=zt.Status.BUFFER_FULL)
         self.aps_link_keys[ieee] = t.KeyData(req.LinkKeyData)
+        nwk = int(req.NWK)
+        self._persist_link_keys({ieee: nwk} if nwk < 0xFFF8 else {})
         self._publish_link_keys()
         LOGGER.info("ZNP emulator: APS link key set for %s (0x%04X)", ieee, req.NWK)
         return c.ZDO.SetLinkKey.Rsp(Status=zt.Status.SUCCESS)
@@ -850,8 +912,31 @@ class ZnpCoordinator:
         # MT_ZdoRemoveLinkKey answers ZNwkUnknownDevice for a device without a key
         if self.aps_link_keys.pop(t.EUI64(req.IEEE), None) is None:
             return c.ZDO.RemoveLinkKey.Rsp(Status=zt.Status.NWK_UNKNOWN_DEVICE)
+        self._persist_link_keys({})
         self._publish_link_keys()
         return c.ZDO.RemoveLinkKey.Rsp(Status=zt.Status.SUCCESS)
+
+    def _persist_link_keys(self, nwks: dict[t.EUI64, int]) -> None:
+        """ZDSecMgr's NV: each key in APS_KEY_DATA_TABLE[n] (key, tx and rx counters) and
+        an APS_LINK_KEY_TABLE entry (address manager index of the device, n,
+        AuthenticatedCBCK), the device's address entry marked a security user, as a
+        formed CC2652R's NV holds them (zigpy-znp tests/nvram/CC2652R-ZStack4.formed.json).
+        zigpy-znp reads them back as its key table (read_unhashed_link_keys)."""
+        entries = []
+        for slot, (ieee, key) in enumerate(self.aps_link_keys.items()):
+            index = self._address_entry(ieee, nwks.get(ieee), zt.AddrMgrUserType.Security)
+            if index is None:
+                continue
+            self.nv.put(0, zt.APSKeyDataTableEntry(Key=key, TxFrameCounter=0, RxFrameCounter=0),
+                        key=(NvSysIds.ZSTACK, ExNvIds.APS_KEY_DATA_TABLE, slot))
+            entries.append(zt.APSLinkKeyTableEntry(AddressManagerIndex=index, LinkKeyNvId=slot,
+                                                   AuthenticationState=zt.AuthenticationOption.AuthenticatedCBCK))
+        for slot in range(len(self.aps_link_keys), len(self.nv.table(ExNvIds.APS_KEY_DATA_TABLE))):
+            self.nv.put(0, zt.APSKeyDataTableEntry(Key=t.KeyData(bytes(16)), TxFrameCounter=0, RxFrameCounter=0),
+                        key=(NvSysIds.ZSTACK, ExNvIds.APS_KEY_DATA_TABLE, slot))
+        raw = zt.APSLinkKeyTable(entries).serialize(align=mt.ALIGN_STRUCTS)
+        size = len(self.nv.items[legacy(OsalNvIds.APS_LINK_KEY_TABLE)])
+        self.nv.update(legacy(OsalNvIds.APS_LINK_KEY_TABLE), raw.ljust(size, b"\x00"))
 
     def _publish_link_keys(self) -> None:
         """The air secures frames with the coordinator's keys (a SimHan's optional extras)."""
@@ -1065,7 +1150,10 @@ class ZnpCoordinator:
         if ieee not in self.children and not self.permitting:
             LOGGER.info("ZNP emulator: %s joins while permit-join is off (pre-commissioned bench device)", ieee)
         self._add_child(ieee, nwk)
-        self.send(c.ZDO.TCDevInd.Callback(SrcNwk=nwk, SrcIEEE=ieee, ParentNwk=0x0000))
+        relays = self._relays_of(int(nwk))
+        # the trust centre hears of a join through the parent (the last relay)
+        # (its route record comes with its first unicast to us, not with the join)
+        self.send(c.ZDO.TCDevInd.Callback(SrcNwk=nwk, SrcIEEE=ieee, ParentNwk=relays[-1] if relays else 0x0000))
 
     def _add_child(self, ieee: t.EUI64, nwk: t.NWK) -> None:
         # A moved device loses its old short address
@@ -1076,20 +1164,8 @@ class ZnpCoordinator:
 
     def _store_device(self, ieee: t.EUI64, nwk: int) -> None:
         """Address manager entry + hashed TC link key, as the trust center persists them."""
-        entries = self.nv.table(ExNvIds.ADDRMGR)
-        target = None
-        for sub, raw in enumerate(entries):
-            entry, _ = zt.AddrMgrEntry.deserialize(bytes(raw), align=mt.ALIGN_STRUCTS)
-            if entry.extAddr == ieee:
-                target = sub
-                break
-            if target is None and entry.extAddr == t.EUI64.convert("FF:FF:FF:FF:FF:FF:FF:FF"):
-                target = sub
-        if target is None:
-            LOGGER.error("ZNP emulator: address manager table full, %s not persisted", ieee)
+        if self._address_entry(ieee, nwk, zt.AddrMgrUserType.Assoc | zt.AddrMgrUserType.Security) is None:
             return
-        entry = zt.AddrMgrEntry(type=zt.AddrMgrUserType.Assoc | zt.AddrMgrUserType.Security, nwkAddr=nwk, extAddr=ieee)
-        self.nv.put(0, entry, key=(NvSysIds.ZSTACK, ExNvIds.ADDRMGR, target))
 
         tclk = self.nv.table(ExNvIds.TCLK_TABLE)
         slot = None
@@ -1106,6 +1182,27 @@ class ZnpCoordinator:
         dev = zt.TCLKDevEntry(txFrmCntr=0, rxFrmCntr=0, extAddr=ieee, keyAttributes=zt.KeyAttributes.VERIFIED_KEY,
                               keyType=zt.KeyType.NONE, SeedShift_IcIndex=0)
         self.nv.put(0, dev, key=(NvSysIds.ZSTACK, ExNvIds.TCLK_TABLE, slot))
+
+    def _address_entry(self, ieee: t.EUI64, nwk: int | None, user: zt.AddrMgrUserType) -> int | None:
+        """The address manager's entry for ``ieee`` (found or taken), with ``user`` added
+        to its users and ``nwk`` (None: the one it has): its index, or None when full."""
+        empty = t.EUI64.convert("FF:FF:FF:FF:FF:FF:FF:FF")
+        target = None
+        users = zt.AddrMgrUserType(0)
+        known = 0xFFFE
+        for sub, raw in enumerate(self.nv.table(ExNvIds.ADDRMGR)):
+            entry, _ = zt.AddrMgrEntry.deserialize(bytes(raw), align=mt.ALIGN_STRUCTS)
+            if entry.extAddr == ieee:
+                target, users, known = sub, entry.type, int(entry.nwkAddr)
+                break
+            if target is None and entry.extAddr == empty:
+                target = sub
+        if target is None:
+            LOGGER.error("ZNP emulator: address manager table full, %s not persisted", ieee)
+            return None
+        entry = zt.AddrMgrEntry(type=users | user, nwkAddr=known if nwk is None else nwk, extAddr=ieee)
+        self.nv.put(0, entry, key=(NvSysIds.ZSTACK, ExNvIds.ADDRMGR, target))
+        return target
 
     def _restore_children(self) -> None:
         """On network start the firmware rebuilds its association table from NV."""
@@ -1141,6 +1238,8 @@ class ZnpCoordinator:
         tsn, body = data[0], data[1:]
         cluster = int(packet.cluster_id)
         broadcast = packet.dst is not None and packet.dst.addr_mode == t.AddrMode.Broadcast
+        if not broadcast:
+            self._route_record(src_nwk)
 
         if cluster == zdo_t.ZDOCmd.Device_annce:
             try:
@@ -1176,11 +1275,14 @@ class ZnpCoordinator:
             return
 
         data = bytes(packet.data.serialize())
+        relays = self._route_record(src_nwk) if not (group or broadcast) else ()
         if len(data) > MAX_INCOMING_MSG_DATA:
-            self.huge.hold(packet, src_nwk=src_nwk, group=group, broadcast=broadcast, data=data)
+            self.huge.hold(packet, src_nwk=src_nwk, group=group, broadcast=broadcast, data=data,
+                           timestamp=firmware.incoming_timestamp(time.monotonic() - self.booted_at),
+                           tsn=firmware.INCOMING_TSN, mac_src=relays[-1] if relays else src_nwk,
+                           radius=firmware.result_radius(packet.radius, len(relays)))
             return
 
-        tsn = packet.tsn if packet.tsn is not None else 0
         self.send(
             c.AF.IncomingMsg.Callback(
                 GroupId=group,
@@ -1193,13 +1295,46 @@ class ZnpCoordinator:
                 # the air passes a frame on as APS-secured only once the coordinator's
                 # key verified it (radios/sim/han.py)
                 SecurityUse=t.TransmitOptions.APS_Encryption in packet.tx_options,
-                TimeStamp=int(asyncio.get_running_loop().time() * 1000) & 0xFFFFFFFF,
-                TSN=tsn,
+                # TSN, TimeStamp, MacSrcAddr and MsgResultRadius as a real coordinator
+                # fills them (firmware.py: always 0; MAC backoffs since boot; the last
+                # hop; the radius left after every hop)
+                TimeStamp=firmware.incoming_timestamp(time.monotonic() - self.booted_at),
+                TSN=firmware.INCOMING_TSN,
                 Data=zt.ShortBytes(data),
-                MacSrcAddr=src_nwk,
-                MsgResultRadius=packet.radius or 0,
+                MacSrcAddr=relays[-1] if relays else src_nwk,
+                MsgResultRadius=firmware.result_radius(packet.radius, len(relays)),
             )
         )
+
+    # ============================================================ source routes ====
+    def _relays_of(self, nwk: int) -> tuple[int, ...]:
+        """The relays a device's frames come through, device side first, if the HAN
+        models hops (``han.relays_of(nwk)``, optional, as for the EZSP emulator)."""
+        relays_of = getattr(self.han, "relays_of", None)
+        if relays_of is None:
+            return self.source_routes.get(nwk, ())
+        return tuple(int(r) for r in relays_of(nwk))
+
+    def _route_record(self, nwk: int) -> tuple[int, ...]:
+        """A device behind relays sends a Route Record to the concentrator with its
+        unicast; Z-Stack's NWK hands each one to ZDO_SrcRtgIndCB, and MT_ZDO
+        (MT_ZdoSrcRtgCB, ZDO.SrcRtgInd) tells the host, before the data frame it
+        precedes. Told here once per new or changed route."""
+        relays = self._relays_of(nwk)
+        if relays and relays != self.source_routes.get(nwk):
+            self.learn_source_route(nwk, relays)
+        elif not relays:
+            # now a neighbour (it sends no route record): the stale source route goes
+            self.source_routes.pop(nwk, None)
+        return relays
+
+    def learn_source_route(self, nwk: int, relays: tuple[int, ...] | list[int]) -> None:
+        """The concentrator learns (or is told, by a test) the relays to ``nwk``:
+        its source route table takes them and the host gets ZDO.SrcRtgInd."""
+        relays = tuple(int(r) for r in relays)
+        self.source_routes[int(nwk)] = relays
+        LOGGER.info("ZNP emulator: route to 0x%04X through %s", nwk, ", ".join(f"0x{r:04X}" for r in relays) or "no relay")
+        self.send(c.ZDO.SrcRtgInd.Callback(DstAddr=int(nwk), Relays=[t.NWK(r) for r in relays]))
 
     # ================================================================ lifecycle ====
     async def close(self) -> None:

@@ -21,7 +21,6 @@ answers to a second huge request while one is stored (refused here).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -100,9 +99,11 @@ class HugeMessages:
 
     # -- incoming ----------------------------------------------------------------------
 
-    def hold(self, packet: t.ZigbeePacket, *, src_nwk: int, group: int, broadcast: bool, data: bytes) -> None:
-        """A message too long for AF.IncomingMsg: AF.IncomingMsgExt without its data."""
-        timestamp = int(asyncio.get_running_loop().time() * 1000) & 0xFFFFFFFF
+    def hold(self, packet: t.ZigbeePacket, *, src_nwk: int, group: int, broadcast: bool, data: bytes,
+             timestamp: int, tsn: int, mac_src: int, radius: int) -> None:
+        """A message too long for AF.IncomingMsg: AF.IncomingMsgExt without its data
+        (the other fields as the coordinator fills AF.IncomingMsg's)."""
+        timestamp &= 0xFFFFFFFF
         while timestamp in self._held:  # the host names a held message by its timestamp
             timestamp = (timestamp + 1) & 0xFFFFFFFF
         self._held[timestamp] = data
@@ -112,8 +113,7 @@ class HugeMessages:
             SrcEndpoint=packet.src_ep, SrcPanId=self.coordinator.nib.nwkPanId, DstEndpoint=packet.dst_ep,
             WasBroadcast=broadcast, LQI=packet.lqi if packet.lqi is not None else 200,
             SecurityUse=int(t.TransmitOptions.APS_Encryption in packet.tx_options), TimeStamp=timestamp,
-            TSN=packet.tsn if packet.tsn is not None else 0, Data=zt.LongBytes(b""), MacSrcAddr=src_nwk,
-            MsgResultRadius=packet.radius or 0,
+            TSN=tsn, Data=zt.LongBytes(b""), MacSrcAddr=mac_src, MsgResultRadius=radius,
         )
         frame = mt.encode(announce)
         # The data field: its length, none of its bytes (then MacSrcAddr and the radius)

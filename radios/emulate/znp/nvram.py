@@ -36,14 +36,21 @@ MAX_READ_CHUNK = 244
 #: TI's compiled-in default network key (f8wConfig.cfg DEFAULT_KEY).
 TI_DEFAULT_KEY = bytes([1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 13])
 
-#: Entries pre-created per extended table (firmware compile-time sizes; ours are small).
+#: Entries pre-created per extended table, as a formed CC2652R's NV has them (zigpy-znp
+#: tests/nvram/CC2652R-ZStack4.formed.json: ADDRMGR 0x0000-0x0100, TCLK_TABLE 200 =
+#: ZDSECMGR_TC_DEVICE_MAX in Koenkk's preinclude.h, APS_KEY_DATA_TABLE 3 =
+#: ZDSECMGR_ENTRY_MAX, NWK_SEC_MATERIAL_TABLE 5). zigpy-znp walks a table until a sub
+#: id does not exist, and writes every entry when it forms or restores a network.
 TABLE_SIZES = {
-    ExNvIds.ADDRMGR: 32,
-    ExNvIds.TCLK_TABLE: 32,
-    ExNvIds.APS_KEY_DATA_TABLE: 16,
-    ExNvIds.NWK_SEC_MATERIAL_TABLE: 4,
+    ExNvIds.ADDRMGR: 257,
+    ExNvIds.TCLK_TABLE: 200,
+    ExNvIds.APS_KEY_DATA_TABLE: 3,
+    ExNvIds.NWK_SEC_MATERIAL_TABLE: 5,
 }
-APS_LINK_KEY_TABLE_CAPACITY = 16
+#: ZCD_NV_APS_LINK_KEY_TABLE: a uint16 count and ZDSECMGR_ENTRY_MAX (3) entries of 6
+#: aligned bytes (AddressManagerIndex, LinkKeyNvId, AuthenticationState): 20 bytes
+#: (the same NV dump).
+APS_LINK_KEY_TABLE_CAPACITY = 3
 
 #: Items reset by StartupOptions.ClearState (network state).
 STATE_ITEMS = {
@@ -69,15 +76,20 @@ def _ser(value) -> bytes:
 
 
 def default_nib(channel_list: zt.Channels) -> zt.NIB:
-    """A factory NIB of a CC26x2 coordinator that has not formed a network."""
+    """A factory NIB of a CC26x2 coordinator that has not formed a network.
+
+    The stack's compile-time values are those of a formed CC2652R (zigpy-znp
+    tests/nvram/CC2652R-ZStack4.formed.json): MaxChildren/MaxRouters 51, MaxDepth 15,
+    RouteDiscoveryTime 13 (Koenkk's ROUTE_DISCOVERY_TIME), nwkRouterAgeLimit 5
+    (NWK_ROUTE_AGE_LIMIT), scanDuration 4."""
     empty_key = zt.NwkKeyDesc(KeySeqNum=0, Key=zt.KeyData(bytes(16)))
     return zt.NIB(
         SequenceNum=0,
         PassiveAckTimeout=5,
         MaxBroadcastRetries=2,
-        MaxChildren=0,
-        MaxDepth=20,
-        MaxRouters=0,
+        MaxChildren=51,
+        MaxDepth=15,
+        MaxRouters=51,
         dummyNeighborTable=0,
         BroadcastDeliveryTime=30,
         ReportConstantCost=0,
@@ -89,7 +101,7 @@ def default_nib(channel_list: zt.Channels) -> zt.NIB:
         CapabilityFlags=0x8F,
         TransactionPersistenceTime=7,
         nwkProtocolVersion=2,
-        RouteDiscoveryTime=5,
+        RouteDiscoveryTime=13,
         RouteExpiryTime=30,
         nwkDevAddress=0xFFFE,
         nwkLogicalChannel=0,
@@ -100,7 +112,7 @@ def default_nib(channel_list: zt.Channels) -> zt.NIB:
         channelList=channel_list,
         beaconOrder=15,
         superFrameOrder=15,
-        scanDuration=0,
+        scanDuration=4,
         battLifeExt=0,
         allocatedRouterAddresses=0,
         allocatedEndDeviceAddresses=0,
@@ -112,7 +124,7 @@ def default_nib(channel_list: zt.Channels) -> zt.NIB:
         spare3=0,
         spare4=0,
         nwkLinkStatusPeriod=15,
-        nwkRouterAgeLimit=3,
+        nwkRouterAgeLimit=5,
         nwkUseMultiCast=False,
         nwkIsConcentrator=True,
         nwkConcentratorDiscoveryTime=120,
@@ -152,10 +164,12 @@ class NvStore:
     def _legacy_defaults(self) -> dict[int, bytes]:
         return {
             OsalNvIds.EXTADDR: _ser(self.hw_ieee),
-            OsalNvIds.BOOTCOUNTER: _ser(zt.uint16_t(0)),
             OsalNvIds.STARTUP_OPTION: _ser(zt.StartupOptions.NONE),
             OsalNvIds.NIB: _ser(default_nib(DEFAULT_CHANLIST)),
-            OsalNvIds.POLL_RATE: _ser(zt.uint32_t(3000)),
+            OsalNvIds.START_DELAY: _ser(zt.uint8_t(10)),
+            # Z-Stack 3.30's poll rate table (40 bytes) and the old 16-bit item beside it
+            OsalNvIds.POLL_RATE: bytes(40),
+            OsalNvIds.POLL_RATE_OLD16: _ser(zt.uint16_t(0)),
             OsalNvIds.DATA_RETRIES: _ser(zt.uint8_t(2)),
             OsalNvIds.POLL_FAILURE_RETRIES: _ser(zt.uint8_t(2)),
             OsalNvIds.STACK_PROFILE: _ser(zt.uint8_t(2)),
@@ -177,7 +191,7 @@ class NvStore:
             OsalNvIds.ROUTER_OFF_ASSOC_CLEANUP: _ser(zt.Bool(False)),
             OsalNvIds.NWK_LEAVE_REQ_ALLOWED: _ser(zt.Bool(True)),
             OsalNvIds.NWK_CHILD_AGE_ENABLE: _ser(zt.Bool(True)),
-            OsalNvIds.GROUP_TABLE: bytes(4),
+            OsalNvIds.GROUP_TABLE: bytes(2) + b"\xff" * 20,  # no group, empty slots
             OsalNvIds.APS_FRAME_RETRIES: _ser(zt.uint8_t(3)),
             OsalNvIds.APS_ACK_WAIT_DURATION: _ser(zt.uint16_t(6000)),
             OsalNvIds.APS_ACK_WAIT_MULTIPLIER: _ser(zt.uint8_t(2)),
@@ -194,10 +208,8 @@ class NvStore:
             OsalNvIds.END_DEV_TIMEOUT_VALUE: _ser(zt.uint8_t(8)),
             OsalNvIds.END_DEV_CONFIGURATION: _ser(zt.uint8_t(0)),
             OsalNvIds.BDBNODEISONANETWORK: _ser(zt.uint8_t(0)),
-            OsalNvIds.SECURITY_LEVEL: _ser(zt.uint8_t(5)),
             OsalNvIds.PRECFGKEY: TI_DEFAULT_KEY,
             OsalNvIds.PRECFGKEYS_ENABLE: _ser(zt.Bool(True)),
-            OsalNvIds.SECURITY_MODE: _ser(zt.uint8_t(1)),
             OsalNvIds.SECURE_PERMIT_JOIN: _ser(zt.Bool(True)),
             OsalNvIds.APS_LINK_KEY_TYPE: _ser(zt.uint8_t(1)),
             OsalNvIds.APS_ALLOW_R19_SECURITY: _ser(zt.uint8_t(0)),
@@ -209,8 +221,11 @@ class NvStore:
             OsalNvIds.LEAVE_CTRL: _ser(zt.uint8_t(0)),
             OsalNvIds.SCAN_DURATION: _ser(zt.uint8_t(4)),
             OsalNvIds.LOGICAL_TYPE: _ser(zt.DeviceLogicalType.Coordinator),
-            OsalNvIds.NWKMGR_MIN_TX: _ser(zt.uint16_t(20)),
-            OsalNvIds.NWKMGR_ADDR: _ser(zt.NWK(0x0000)),
+            OsalNvIds.NWKMGR_MIN_TX: _ser(zt.uint8_t(0)),  # ZDNWKMGR_MIN_TRANSMISSIONS 0 (preinclude.h)
+            OsalNvIds.NWK_PARENT_INFO: _ser(zt.uint8_t(1)),
+            OsalNvIds.SAPI_ENDPOINT: _ser(zt.uint8_t(0xE0)),
+            # ZCD_NV_NWKKEY: the active key and its frame counter (written when forming)
+            OsalNvIds.NWKKEY: _ser(zt.NwkActiveKeyItems(Active=zconst.EMPTY_KEY, FrameCounter=0)),
             OsalNvIds.ZDO_DIRECT_CB: _ser(zt.Bool(False)),
             OsalNvIds.TCLK_SEED: self.factory_tclk_seed,
         }
