@@ -56,3 +56,21 @@ async def test_a_lost_block_is_resent_and_the_message_arrives(kind: str, options
         if kind == "ezsp":
             # The host cut and sent each block once: the resend was the stack's
             assert server.ncp.fragments.blocks_from_host == 18
+
+
+def test_the_znp_stack_refuses_stores_and_retrieves_that_name_nothing() -> None:
+    """MT_AF's huge-data commands out of turn: a store with no announced request, past
+    its announced length, a retrieve of a message nobody holds, one longer than a frame."""
+    import zigpy_znp.commands as c
+    import zigpy_znp.types as zt
+
+    from radios.emulate.znp.coordinator import ZnpCoordinator
+
+    huge = ZnpCoordinator().huge
+    assert huge.data_store(c.AF.DataStore.Req(Index=0, Data=b"abc")).Status == zt.Status.FAILURE
+    assert huge.data_retrieve(c.AF.DataRetrieve.Req(TimeStamp=1, Index=0, Length=10)).Status == zt.Status.FAILURE
+    huge._held[7] = bytes(300)
+    assert huge.data_retrieve(c.AF.DataRetrieve.Req(TimeStamp=7, Index=0, Length=249)).Status == zt.Status.INVALID_PARAMETER
+    assert bytes(huge.data_retrieve(c.AF.DataRetrieve.Req(TimeStamp=7, Index=290, Length=248)).Data) == bytes(10)
+    assert huge.data_retrieve(c.AF.DataRetrieve.Req(TimeStamp=7, Index=0, Length=0)).Status == zt.Status.SUCCESS
+    assert 7 not in huge._held  # freed by the zero-length retrieve
