@@ -102,6 +102,9 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
             if ota:
                 kw["ota"] = ota
             plan.append(Scenario(f"many{n}/{label}", "many_devices", kw, loop=args.loop))
+    # Issue 15: an urgent push among 20 bulk ones at low priority (target: within 1.3x alone).
+    plan.append(Scenario("priority20/ours", "priority_under_bulk",
+                         {"n_bulk": 20, "link": "realistic", "image_size": many, "scale": s}, loop=args.loop))
     hub_n = 10 if args.quick else 50
     hub_size = (32 if args.quick else args.hub_kib) * KIB
     # Hub cost: the simulated HAN runs in a child process (radios/sim/remote.py), so the
@@ -159,7 +162,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         lateness = scenarios.timer_lateness_ms(loop, samples=60)
         fn = {"one_device": scenarios.one_device, "many_devices": scenarios.many_devices, "null_radio": scenarios.null_radio,
-              "real_driver": scenarios.real_driver}[spec["kind"]]
+              "real_driver": scenarios.real_driver, "priority_under_bulk": scenarios.priority_under_bulk}[spec["kind"]]
         t = time.perf_counter()
         kwargs = dict(spec["kwargs"])
         if kwargs.get("remote"):
@@ -264,6 +267,12 @@ def evaluate(results: dict[str, dict[str, Any]], bnd: dict[str, dict[str, Any]])
                 f"bound {b['seconds']:.1f} s ({b['block']}-byte blocks); frames-only bound {b['frames_only_seconds']:.1f} s gives "
                 f"{ours['seconds_to_end'] / b['frames_only_seconds']:.2f}x; bound at our {b['own_block']}-byte cap {b['own_block_seconds']:.1f} s gives "
                 f"{ours['seconds_to_end'] / b['own_block_seconds']:.2f}x")
+    pr = results.get("priority20/ours")
+    if pr is not None:  # issue 15
+        ratio = pr.get("urgent_ratio")
+        add("urgent push among 20 bulk (low): time / alone", _f(ratio, "{:.2f}x"), "<= 1.3x", None if ratio is None else ratio <= 1.3 and pr["bulk_all_finished"],
+            f"alone {_f(pr.get('urgent_alone_s'), '{:.1f}')} s, under bulk {_f(pr.get('urgent_under_bulk_s'), '{:.1f}')} s; "
+            f"bulk finished {pr['bulk_completed']} of {pr['bulk_devices']}, slowest {_f(pr.get('bulk_slowest_s'), '{:.1f}')} s")
     many = sorted({int(k[4:].split("/")[0]) for k in results if k.startswith("many")})
     if many:
         n = many[-1]

@@ -686,6 +686,86 @@ async def many_devices(
         await app.shutdown()
 
 
+async def priority_under_bulk(
+    n_bulk: int = 20,
+    link: str = "realistic",
+    image_size: int = 16 * 1024,
+    *,
+    scale: float = 1.0,
+    ota: dict[str, Any] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Issue 15: an urgent push (priority high) to one device alone, then the same push
+    to another device while ``n_bulk`` devices take a bulk push at priority low. The
+    issue's target: the urgent one finishes within 1.3 times its time alone
+    (``urgent_ratio``), and every bulk job still finishes. Times end at each device's
+    Upgrade End Request SUCCESS, as in ``many_devices``."""
+    from gateway.ota.priority import PRIORITY_NAMES
+
+    high, low = PRIORITY_NAMES["high"], PRIORITY_NAMES["low"]
+    lm = make_link(link, scale)
+    run = await _network(n_bulk + 2, False, lm)
+    app = run.app
+    loop = asyncio.get_running_loop()
+    watcher = Watcher(run.sims)
+    config = OtaConfig(**(ota or {}))
+    image = parse_image(image_bytes(image_size))
+    block = model.max_block(lm, run.sims.spec(run.sims.ieees[0]).max_data_size)
+    cap = model.capacity(lm, block)
+    if timeout is None:
+        timeout = 600.0 if not lm.timed else max(60.0, 2.5 * (n_bulk + 1) * image_size / cap.bytes_per_s * lm.scale)
+    alone_dev, urgent_dev, *bulk = run.sims.ieees
+    engine = Engine(app, config)
+    result: dict[str, Any] = {"link": link, "scale": lm.scale if lm.timed else None, "image_size": image_size, "bulk_devices": n_bulk,
+                              "ota_config": {"rate_bytes_per_s": config.rate_bytes_per_s, "han_share": config.han_share,
+                                             "burst_bytes": config.burst_bytes}}
+    try:
+        def ended(ieee: zt.EUI64) -> bool:
+            w = watcher.seen[ieee]
+            return w.end_at is not None or w.failed is not None
+
+        t0 = loop.time()
+        engine.push(image, alone_dev, priority=high)
+        await watcher.until(lambda: ended(alone_dev), timeout)
+        alone_end = watcher.seen[alone_dev].end_at
+        alone = None if alone_end is None else _seconds(run, alone_end - t0)
+
+        jobs = {ieee: engine.push(image, ieee, priority=low) for ieee in bulk}
+        # The urgent push lands on a busy channel: once the bulk transfers are running.
+        await watcher.until(lambda: sum(1 for i in bulk if watcher.seen[i].first_block_at is not None) >= len(bulk) // 2, timeout)
+        t1 = loop.time()
+        urgent_job = engine.push(image, urgent_dev, priority=high)
+        await watcher.until(lambda: ended(urgent_dev), timeout)
+        urgent_end = watcher.seen[urgent_dev].end_at
+        urgent = None if urgent_end is None else _seconds(run, urgent_end - t1)
+        await watcher.until(lambda: all(ended(i) or jobs[i].state in ev.END_STATES for i in bulk), timeout, interval=0.1)
+        bulk_times: list[float] = []
+        for ieee in bulk:
+            end = watcher.seen[ieee].end_at
+            seconds = None if end is None else _seconds(run, end - t1)
+            if seconds is not None:
+                bulk_times.append(seconds)
+        ratio = urgent / alone if urgent is not None and alone else None
+        result.update(
+            urgent_alone_s=alone,
+            urgent_under_bulk_s=urgent,
+            urgent_ratio=ratio,
+            urgent_within_1_3x=ratio is not None and ratio <= 1.3,
+            urgent_state=urgent_job.state.value,
+            bulk_completed=len(bulk_times),
+            bulk_all_finished=len(bulk_times) == n_bulk,
+            bulk_slowest_s=max(bulk_times) if bulk_times else None,
+            bulk_median_s=statistics.median(bulk_times) if bulk_times else None,
+            capacity=cap.as_dict(),
+            events=watcher.counts_from({}, {}),
+            timeout_s=timeout,
+        )
+        return result
+    finally:
+        await engine.close()
+        await app.shutdown()
+
+
 async def null_radio(n: int = 50, image_size: int = 64 * 1024, *, batch: int = 3) -> dict[str, Any]:
     """The floor responder (bench/floor.py) on a radio that costs nothing: what zigpy's
     radio interface and asyncio alone cost per frame, with no radio driver or device.

@@ -350,6 +350,10 @@ class ActivationService:
             if action.device_status == ev.Status.INVALID_IMAGE:
                 self._outcome(job, *gate_outcome(gate.device_verification_outcome(False, reason)))
             self._outcome(job, *gate_outcome(gate.transfer_outcome(False, reason)))
+        elif new in (ev.SessionState.CANCELLED, ev.SessionState.SUPERSEDED):
+            # Its scheduled activation goes with it: kept by device, it would otherwise
+            # release the next push's image at the old command's time (issue 15).
+            self._drop_schedule(job)
         elif action.old is ev.SessionState.ACTIVATED and new in (ev.SessionState.CONFIRMED, ev.SessionState.FAILED):
             future = self._activated_by.pop(job.id, "now") == "future"
             confirmed = new is ev.SessionState.CONFIRMED
@@ -400,21 +404,22 @@ class ActivationService:
         return verdict
 
     def _discarded(self, verdict: Verdict, ieee: zt.EUI64) -> Verdict:
-        """Say so when the command names the image of a push cancelled on this device:
-        cancelling made the device discard it (Default Response ABORT), so it is not
-        held, whatever the device holds now."""
+        """Say so when the command names the image of a push cancelled or superseded on
+        this device: that made the device discard it (Default Response ABORT), so it is
+        not held, whatever the device holds now."""
         body = verdict.command.activation if verdict.command is not None else None
         if body is None or verdict.reason not in (Reason.NO_IMAGE_HELD, Reason.HASH_MISMATCH):
             return verdict
         cancelled = [
             j for j in self.engine.jobs()
-            if j.ieee == ieee and j.state is ev.SessionState.CANCELLED and j.image.manufacturer_image_hash == body.image_hash
+            if j.ieee == ieee and j.state in (ev.SessionState.CANCELLED, ev.SessionState.SUPERSEDED) and j.image.manufacturer_image_hash == body.image_hash
         ]
         if not cancelled:
             return verdict
         job = cancelled[-1]
+        how = f"cancel of job {job.id}" if job.state is ev.SessionState.CANCELLED else f"job {job.id} being superseded by job {job.superseded_by}"
         why = (
-            f"image {body.image_hash.hex().upper()} is no longer held: it was discarded by cancel of job {job.id} "
+            f"image {body.image_hash.hex().upper()} is no longer held: it was discarded by {how} "
             f"(the device is told to drop it); push it again to activate it"
         )
         return _verdict_like(verdict, verdict.reason, f"{why}; {verdict.message}")

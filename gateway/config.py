@@ -24,6 +24,8 @@ from gateway.se.material import decode_material
 from gateway.se.ke_server import HubIdentity, KeConfig, TrustedCa
 from gateway.se.security import SecurityMode
 from gateway.se.suites import suite as se_suite
+from gateway.ota.priority import PriorityError, parse_priority
+from gateway.ota.windows import TrafficWindows, WindowError
 from gateway.traffic import KINDS as TRAFFIC_KINDS, MAX_SIZE as TRAFFIC_MAX_SIZE, MIN_SIZE as TRAFFIC_MIN_SIZE
 
 DEFAULT_CONFIG_PATH = Path("/etc/han-ota/config.toml")
@@ -77,6 +79,21 @@ class OtaConfig:
     rate_bytes_per_s: float = 5400.0
     burst_bytes: int = 4096
     max_inflight: int = 64
+    # Issue 15. The most of the channel (rate_bytes_per_s) OTA may take: the pacer's
+    # budget is rate_bytes_per_s * han_share, leaving the rest to other HAN traffic.
+    han_share: float = 1.0
+    # Traffic windows (gateway/ota/windows.py), checked when read; empty: always open.
+    windows: tuple[str, ...] = ()
+    # Each device kind's default push priority (gateway/ota/priority.py), 0..9.
+    priority_ppmid: int = 5
+    priority_hcalcs: int = 5
+
+    @property
+    def budget_bytes_per_s(self) -> float:
+        return self.rate_bytes_per_s * self.han_share
+
+    def default_priority(self, kind: str) -> int:
+        return self.priority_ppmid if kind == "ppmid" else self.priority_hcalcs
 
 
 @dataclass(frozen=True)
@@ -108,6 +125,9 @@ class DeviceConfig:
     #: "both". Unset: "both" for an HCALCS, "upgrade-end" for a PPMID (the hub manages
     #: a PPMID's activation itself, SECMP0007).
     activation: str = "both"
+    #: The `gbcs_certificate` key (issue 13): the device's GBCS digital-signing
+    #: certificate (PEM), so its responses and alerts are judged "valid", not "unknown signer".
+    gbcs_certificate: Path | None = None
 
     @property
     def forwards(self) -> bool:
@@ -278,7 +298,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
     devices = []
     for i, entry in enumerate(_array(data, "device", src)):
         key = f"device[{i}]"
-        _no_unknown(entry, {"ieee", "kind", "supplier", "stall_timeout", "security", "activation"}, key + ".", src)
+        _no_unknown(entry, {"ieee", "kind", "supplier", "stall_timeout", "security", "activation", "gbcs_certificate"}, key + ".", src)
         if not isinstance(entry.get("ieee"), str):
             raise ConfigError(f"{key}.ieee", entry.get("ieee"), "expected a string such as \"00:db:12:34:56:78:90:a0\"", src)
         try:
@@ -311,11 +331,13 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
                 "(the hub's Upgrade End Response releases it) or \"both\"",
                 src,
             )
+        gbcs_cert = entry.get("gbcs_certificate")
         devices.append(
             DeviceConfig(
                 ieee=ieee, kind=kind, supplier=supplier, stall_timeout_s=stall,
                 security=_SECURITY_MODES[security] if security is not None else SecurityMode.AUTO,
                 activation=activation,
+                gbcs_certificate=None if gbcs_cert is None else rel(f"{key}.gbcs_certificate", gbcs_cert),
             )
         )
     seen = [d.ieee for d in devices]
@@ -381,7 +403,8 @@ def _parse_radio(t: Mapping[str, Any], rel: Any, src: str | None) -> RadioConfig
 
 
 def _parse_ota(t: Mapping[str, Any], src: str | None) -> OtaConfig:
-    _no_unknown(t, {"block_cap", "aps_encryption", "stall_timeout", "rate_bytes_per_s", "burst_bytes", "max_inflight"}, "ota.", src)
+    known = {"block_cap", "aps_encryption", "stall_timeout", "rate_bytes_per_s", "burst_bytes", "max_inflight"}
+    _no_unknown(t, known | {"han_share", "windows", "priority_ppmid", "priority_hcalcs"}, "ota.", src)
     d = OtaConfig()
     cap = t.get("block_cap", d.block_cap)
     if not isinstance(cap, int) or not 1 <= cap <= 63:
@@ -402,7 +425,30 @@ def _parse_ota(t: Mapping[str, Any], src: str | None) -> OtaConfig:
         rate_bytes_per_s=_positive_number(t.get("rate_bytes_per_s", d.rate_bytes_per_s), "ota.rate_bytes_per_s", src),
         burst_bytes=burst,
         max_inflight=inflight,
+        **_parse_ota_trials(t, d, src),
     )
+
+
+def _parse_ota_trials(t: Mapping[str, Any], d: OtaConfig, src: str | None) -> dict[str, Any]:
+    """[ota] han_share, windows, priority_ppmid, priority_hcalcs (issue 15)."""
+    share = t.get("han_share", d.han_share)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise ConfigError("ota.han_share", share, "expected a share of the channel above 0 and at most 1, e.g. 0.5", src)
+    windows = t.get("windows", list(d.windows))
+    if not isinstance(windows, list):
+        raise ConfigError("ota.windows", windows, 'expected a list such as ["01:00-05:00", "22:00-02:00Z"]', src)
+    try:
+        TrafficWindows.parse(windows)
+    except WindowError as exc:
+        raise ConfigError("ota.windows", windows, str(exc), src) from None
+    out: dict[str, Any] = {"han_share": float(share), "windows": tuple(w.strip() for w in windows)}
+    for key in ("priority_ppmid", "priority_hcalcs"):
+        value = t.get(key, getattr(d, key))
+        try:
+            out[key] = parse_priority(value, f"ota.{key}")
+        except PriorityError as exc:
+            raise ConfigError(f"ota.{key}", value, str(exc), src) from None
+    return out
 
 
 def _parse_key_establishment(t: object, rel: Any, src: str | None) -> KeyEstablishmentConfig:

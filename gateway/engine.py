@@ -23,6 +23,21 @@ silent (``OtaSession.resume``). ``follow(supervisor)`` wires both to a
 ``radios.supervisor.RadioSupervisor``'s hooks. A job restored from the store after a
 restart (``restore``) is resumed the same way. Snapshots are the engine's to make and
 read (``snapshot``, ``restore``): its callers store them as they are.
+
+Priorities (issue 15, ``gateway.ota.priority``): every job has one, and the session
+passes it to the pacer, which serves higher ones first when the budget is short. A
+push to a device that has a live job is admitted by ``admission``: it supersedes that
+job (``OtaSession.supersede``: the job ends SUPERSEDED, its image is handed on to the
+new session as one the device must discard, as after a cancel), waits queued (its
+session exists but is attached to nothing; ``Job.queued_behind``), or is refused.
+When a device's job ends, the first of its queue (highest priority, then oldest)
+starts, inheriting the discard duty. Observers hear of queueing as ``QueueChanged``.
+
+Traffic windows (``gateway.ota.windows``, ``[ota] windows``): while closed, the pacer
+is paused (running transfers get WAIT_FOR_DATA, held devices are still answered) and
+new jobs stay PENDING unstarted, their reason the window; one timer, armed for the
+next change, reopens the pacer and starts them. ``[ota] han_share`` scales the
+pacer's budget.
 """
 
 from __future__ import annotations
@@ -44,9 +59,12 @@ from eui64 import Eui64
 from gateway.config import OtaConfig
 from gateway.image import FirmwareImage
 from gateway.ota import events as ev
+from gateway.ota.events import END_STATES
 from gateway.ota.driver import OtaDriver
 from gateway.ota.pacing import Pacer
+from gateway.ota.priority import DEFAULT_PRIORITY, Admission, admit, priority_label
 from gateway.ota.session import ImageInfo, OtaSession, SessionConfig
+from gateway.ota.windows import TrafficWindows
 from gateway.se.security import DeviceSecurity, SecurityRegistry
 
 LOGGER = logging.getLogger("han_ota.ota")
@@ -58,8 +76,22 @@ NUDGES = 3
 # What the engine adds to a session's snapshot: what it needs to rebuild the session's config.
 SNAPSHOT_ENGINE_KEY = "daemon"  # the name snapshots in existing stores carry
 
-# (job, action) for every note, progress and state change; the daemon audits these.
-JobObserver = Callable[["Job", ev.Action], None]
+#: States a job's push can be superseded in: before activation (the device is not yet
+#: applying the image).
+YIELDING_STATES = frozenset({ev.SessionState.PENDING, ev.SessionState.TRANSFERRING, ev.SessionState.HELD, ev.SessionState.SCHEDULED})
+
+
+@dataclass(frozen=True)
+class QueueChanged:
+    """Engine news about a job's place: ``queued`` behind job ``behind``, or (queued
+    False) taken from the queue and started."""
+
+    queued: bool
+    behind: str | None = None
+
+
+# (job, action) for every note, progress and state change, and queue news; the daemon audits these.
+JobObserver = Callable[["Job", "ev.Action | QueueChanged"], None]
 
 
 class EngineError(RuntimeError):
@@ -86,6 +118,21 @@ class Job:
     waiting: str | None = None
     #: The device's security when last seen (`DeviceSecurity.to_dict`), for status.
     security: dict[str, Any] | None = None
+    #: gateway.ota.priority: 0..9, higher first.
+    priority: int = DEFAULT_PRIORITY
+    #: While queued: the job it waits behind (the device's live job when it was queued).
+    queued_behind: str | None = None
+    #: The job that superseded this one.
+    superseded_by: str | None = None
+
+    @property
+    def queued(self) -> bool:
+        return self.queued_behind is not None
+
+    @property
+    def state_name(self) -> str:
+        """The state status shows: the session's, or ``queued``."""
+        return "queued" if self.queued else self.state.value
 
     @property
     def state(self) -> ev.SessionState:
@@ -132,12 +179,14 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         end = self.finished if self.finished is not None else time.monotonic()
         rate, eta = self.rate_and_eta()
-        ended = self.state in (ev.SessionState.FAILED, ev.SessionState.CANCELLED)
+        ended = self.state in (ev.SessionState.FAILED, ev.SessionState.CANCELLED, ev.SessionState.SUPERSEDED)
         waiting = self.waiting if self.state is ev.SessionState.PENDING else None
+        if self.queued:
+            waiting = f"queued behind job {self.queued_behind} (priority {priority_label(self.priority)})"
         out = {
             "job": self.id,
             "device": str(Eui64.from_air(self.ieee)),
-            "state": self.state.value,
+            "state": self.state_name,
             "reason": self.session.reason if ended else waiting,
             "detail": waiting or self.session.reason,
             "manufacturer_code": self.image.manufacturer_code,
@@ -154,6 +203,9 @@ class Job:
             "manufacturer_image_hash": self.image.manufacturer_image_hash.hex(),
             "image": str(self.image_path) if self.image_path else None,
             "warnings": list(self.warnings),
+            "priority": self.priority,
+            "queued_behind": self.queued_behind,
+            "superseded_by": self.superseded_by,
         }
         if self.security is not None:
             out["security"] = dict(self.security)
@@ -185,10 +237,12 @@ class Engine:
         security: SecurityRegistry | None = None,
         nudge_after_s: float = NUDGE_AFTER_S,
         nudges: int = NUDGES,
+        windows: TrafficWindows | None = None,
+        wall_clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.app = app
         self.ota = ota
-        self.pacer = Pacer(bytes_per_s=ota.rate_bytes_per_s, burst_bytes=ota.burst_bytes, max_inflight=ota.max_inflight)
+        self.pacer = Pacer(bytes_per_s=ota.budget_bytes_per_s, burst_bytes=ota.burst_bytes, max_inflight=ota.max_inflight)
         #: Every device's HAN security; without a config's modes every device is AUTO,
         #: which before any key establishment is today's (install-code) behaviour.
         self.security = security if security is not None else SecurityRegistry()
@@ -209,6 +263,16 @@ class Engine:
         # hash, by EUI64 a repr of it.
         self._by_session: dict[object, Job] = {}
         self._ids = itertools.count(1)
+        #: Jobs waiting for their device, per device: highest priority first, then oldest.
+        self._queues: dict[zt.EUI64, list[Job]] = {}
+        self.windows = windows if windows is not None else TrafficWindows.parse(ota.windows)
+        self._wall = wall_clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.window_open = True
+        #: When the window state next changes (UTC), None if never.
+        self.window_change: dt.datetime | None = None
+        self._window_timer: asyncio.TimerHandle | None = None
+        if self.windows:
+            self.refresh_windows()
 
     def add_observer(self, observer: JobObserver) -> None:
         self._observers.append(observer)
@@ -226,6 +290,15 @@ class Engine:
         kwargs.update(self._session_overrides)
         return SessionConfig(**kwargs)
 
+    def admission(self, ieee: zt.EUI64, priority: int = DEFAULT_PRIORITY, *, replace: bool = False) -> tuple[Admission, Job | None]:
+        """What a push of ``priority`` to ``ieee`` would do (``gateway.ota.priority.admit``),
+        and to which live job; ``push`` decides the same way."""
+        current = self._by_device.get(ieee)
+        live = current if current is not None and not current.done else None
+        if live is None:
+            return Admission.START, None
+        return admit(priority, live.priority, replace=replace, current_can_yield=live.state in YIELDING_STATES), live
+
     def push(
         self,
         image: FirmwareImage,
@@ -237,37 +310,109 @@ class Engine:
         job_id: str | None = None,
         allow_unknown: bool = False,
         allow_downgrade: bool = False,
+        priority: int = DEFAULT_PRIORITY,
+        replace: bool = False,
     ) -> Job:
         """Start a job. ``allow_unknown``: a device the radio has not seen yet may still
         join or announce itself; its job stays pending until it queries.
-        ``allow_downgrade``: serve a device that runs a newer version (else refused)."""
-        current = self._by_device.get(ieee)
-        if current is not None and not current.done:
-            raise EngineError(f"{ieee} already has job {current.id} in state {current.state.value}; cancel it first (han-ota cancel {current.id})")
+        ``allow_downgrade``: serve a device that runs a newer version (else refused).
+        ``priority`` and ``replace``: a device with a live job (see ``admission``):
+        supersede it, queue behind it, or refuse (EngineError)."""
+        admission, live = self.admission(ieee, priority, replace=replace)
+        if admission is Admission.REFUSE:
+            assert live is not None
+            raise EngineError(
+                f"{ieee} already has job {live.id} in state {live.state.value} at the same priority ({priority_label(priority)}); "
+                f"cancel it first (han-ota cancel {live.id}), or push with --replace to supersede it"
+            )
         if ieee not in self.app.devices and not allow_unknown:
             known = ", ".join(str(d) for d in self.app.devices if d != self.app.state.node_info.ieee) or "none"
             raise EngineError(f"{ieee} is not on this network (known devices: {known}); check --device, or let it join first")
-        # The device may still hold the image of a cancelled push before this one: this
-        # session answers it from now on (one session per device), so it takes over the
-        # duty to make the device discard that image before it can take ours.
-        discard = current.session.discard_images if current is not None else frozenset()
-        session = OtaSession(Eui64.from_air(ieee), image_info(image), self.session_config(stall_timeout_s, ieee), self.pacer, discard=discard, allow_downgrade=allow_downgrade)
-        job = Job(id=job_id or f"J{next(self._ids):04d}", ieee=ieee, image=image, session=session, image_path=image_path, activation=activation)
+        job_id = job_id or f"J{next(self._ids):04d}"
+        if admission is Admission.SUPERSEDE:
+            assert live is not None
+            why = f"superseded by job {job_id} (priority {priority_label(priority)} over {priority_label(live.priority)})"
+            live.superseded_by = job_id
+            self._run(live, lambda now: live.session.supersede(now, why))
+        session = OtaSession(
+            Eui64.from_air(ieee),
+            image_info(image),
+            self.session_config(stall_timeout_s, ieee),
+            self.pacer,
+            allow_downgrade=allow_downgrade,
+            priority=priority,
+        )
+        job = Job(id=job_id, ieee=ieee, image=image, session=session, image_path=image_path, activation=activation, priority=priority)
         self._jobs[job.id] = job
-        self._by_device[ieee] = job
         self._by_session[session] = job
-        self._log(job, logging.INFO, "job accepted: %s bytes, activation=%s", image.size, activation)
-        security = self.security.get(ieee)
-        job.security = security.to_dict()
-        if security.ota_allowed:
-            self.driver.attach(ieee, session)
-        else:
-            # Attached unstarted: not one OTA frame goes before the key (the driver
-            # drops what the device sends meanwhile); _security_changed starts it.
-            job.waiting = security.waiting_reason
-            self._log(job, logging.INFO, "waiting: %s", job.waiting)
-            self.driver.attach(ieee, session, start=False)
+        self._log(job, logging.INFO, "job accepted: %s bytes, activation=%s, priority %s", image.size, activation, priority_label(priority))
+        if admission is Admission.QUEUE:
+            assert live is not None
+            self._enqueue(job, live)
+            return job
+        self._take_device(job)
         return job
+
+    def _take_device(self, job: Job) -> None:
+        """``job`` becomes its device's job: attached, and started unless it must wait.
+
+        The device may still hold the image of a cancelled or superseded push before
+        this one: this session answers it from now on (one session per device), so it
+        takes over the duty to make the device discard that image before it can take ours."""
+        previous = self._by_device.get(job.ieee)
+        if previous is not None and previous is not job:
+            job.session.discard_images = job.session.discard_images | previous.session.discard_images
+        self._by_device[job.ieee] = job
+        security = self.security.get(job.ieee)
+        job.security = security.to_dict()
+        job.waiting = self._waiting_reason(job.ieee)
+        if job.waiting is None:
+            self.driver.attach(job.ieee, job.session)
+        else:
+            # Attached unstarted: before the key not one OTA frame goes (the driver drops
+            # what the device sends meanwhile); _security_changed or the window starts it.
+            self._log(job, logging.INFO, "waiting: %s", job.waiting)
+            self.driver.attach(job.ieee, job.session, start=False)
+
+    def _waiting_reason(self, ieee: zt.EUI64) -> str | None:
+        """Why a job for ``ieee`` may not start now (security first, then the window), or None."""
+        security = self.security.get(ieee)
+        if not security.ota_allowed:
+            return security.waiting_reason
+        if not self.window_open:
+            opens = "" if self.window_change is None else f"; opens {self.window_change.isoformat(timespec='minutes')}"
+            return f"outside the traffic windows ({self.windows.describe()}){opens}"
+        return None
+
+    def _enqueue(self, job: Job, behind: Job) -> None:
+        queue = self._queues.setdefault(job.ieee, [])
+        job.queued_behind = behind.id
+        # Highest priority first; among equals, the oldest (insertion after them).
+        at = next((i for i, other in enumerate(queue) if other.priority < job.priority), len(queue))
+        queue.insert(at, job)
+        self._log(job, logging.INFO, "queued behind job %s (priority %s, place %d)", behind.id, priority_label(behind.priority), at + 1)
+        self._tell(job, QueueChanged(True, behind.id))
+
+    def queue(self, ieee: zt.EUI64) -> list[Job]:
+        """The jobs waiting for ``ieee``, in the order they will start."""
+        return list(self._queues.get(ieee, ()))
+
+    def _start_next(self, ieee: zt.EUI64) -> None:
+        current = self._by_device.get(ieee)
+        if current is not None and not current.done:
+            return
+        if self._parked:
+            return  # the radio is away: resume_parked starts it
+        queue = self._queues.get(ieee)
+        if not queue:
+            return
+        job = queue.pop(0)
+        if not queue:
+            del self._queues[ieee]
+        job.queued_behind = None
+        self._log(job, logging.INFO, "device free: starting from the queue")
+        self._take_device(job)
+        self._tell(job, QueueChanged(False))
 
     def adopt(self, job: Job, *, start: bool = False) -> Job:
         """Take over a job whose session was restored (daemon restart), without an Image
@@ -281,8 +426,9 @@ class Engine:
         self._by_session[job.session] = job
         security = self.security.get(job.ieee)
         job.security = security.to_dict()
-        if start and not security.ota_allowed:
-            job.waiting = security.waiting_reason
+        waiting = self._waiting_reason(job.ieee)
+        if start and waiting is not None:
+            job.waiting = waiting
             start = False
         self.driver.attach(job.ieee, job.session, start=start)
         if not start:
@@ -304,11 +450,27 @@ class Engine:
         *,
         image_path: Path | None = None,
         activation: str = "none",
+        priority: int = DEFAULT_PRIORITY,
+        queued: bool = False,
     ) -> Job:
         """Bring back a job kept by ``snapshot`` (after a restart) and take it over
         (``adopt``). Without a snapshot (accepted, stopped before one was taken) nothing
-        that matters was sent: the push starts over with an Image Notify. Raises
+        that matters was sent: the push starts over with an Image Notify. A ``queued``
+        job (never started) queues again behind its device's live job, or starts if
+        the device is free: restore the live jobs first. Raises
         ``gateway.ota.session.LocalProtocolError`` for a snapshot of another image."""
+        if queued:
+            session = OtaSession(Eui64.from_air(ieee), image_info(image), self.session_config(None, ieee), self.pacer, priority=priority)
+            job = Job(id=job_id, ieee=ieee, image=image, session=session, image_path=image_path, activation=activation, priority=priority)
+            self._jobs[job.id] = job
+            self._by_session[session] = job
+            _, live = self.admission(ieee, priority)
+            if live is not None:
+                self._enqueue(job, live)
+            else:
+                self._take_device(job)
+                self._tell(job, QueueChanged(False))
+            return job
         stall = None
         if isinstance(snap, dict) and isinstance(snap.get(SNAPSHOT_ENGINE_KEY), dict):
             stall = snap[SNAPSHOT_ENGINE_KEY].get("stall_timeout_s")
@@ -317,7 +479,8 @@ class Engine:
             session = OtaSession(Eui64.from_air(ieee), image_info(image), config, self.pacer)
         else:
             session = OtaSession.restore(snap, image_info(image), config, self.pacer, now=asyncio.get_running_loop().time())
-        job = Job(id=job_id, ieee=ieee, image=image, session=session, image_path=image_path, activation=activation)
+        session.priority = priority
+        job = Job(id=job_id, ieee=ieee, image=image, session=session, image_path=image_path, activation=activation, priority=priority)
         return self.adopt(job, start=snap is None)
 
     # ------------------------------------------------------------------ radio outages
@@ -358,6 +521,8 @@ class Engine:
             self._resume(job)
             resumed.append(job)
             self._log(job, logging.WARNING, "re-attached at offset %d (%s) after reconnect", job.session.offset, job.state.value)
+        for ieee in list(self._queues):  # a device freed while the radio was away
+            self._start_next(ieee)
         return resumed
 
     def follow(self, supervisor: Any) -> None:
@@ -419,6 +584,16 @@ class Engine:
         job = self.job(job_id)
         if job.done:
             raise EngineError(f"job {job_id} has already ended ({job.state.value})")
+        if job.queued:
+            # Never started, nothing went out: it leaves the queue and ends.
+            queue = self._queues.get(job.ieee, [])
+            if job in queue:
+                queue.remove(job)
+                if not queue:
+                    self._queues.pop(job.ieee, None)
+            job.queued_behind = None
+            self.driver.run_unbound(job.ieee, job.session, lambda now: job.session.cancel(now, reason))
+            return job
         self._run(job, lambda now: job.session.cancel(now, reason))
         return job
 
@@ -451,7 +626,45 @@ class Engine:
 
     async def close(self) -> None:
         self._unlisten()
+        if self._window_timer is not None:
+            self._window_timer.cancel()
         await self.driver.close()
+
+    # ------------------------------------------------------------------ traffic windows
+
+    def refresh_windows(self) -> None:
+        """Apply the window state now and arm the one timer for its next change (the
+        timer calls this; so may a caller that knows the wall clock was stepped)."""
+        now_utc = self._wall()
+        loop = asyncio.get_running_loop()
+        was, self.window_open = self.window_open, self.windows.is_open(now_utc)
+        self.window_change = self.windows.next_change(now_utc)
+        after = None if self.window_change is None else max(0.0, (self.window_change - now_utc).total_seconds())
+        if self.window_open:
+            self.pacer.unpause()
+        else:
+            # Until the opening: requests get WAIT_FOR_DATA up to then (a timer fires too).
+            self.pacer.pause(loop.time(), None if after is None else loop.time() + after)
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+        # Past the change by a little: a timer may fire a hair early on the loop's clock.
+        self._window_timer = None if after is None else loop.call_later(after + 0.05, self.refresh_windows)
+        if self.window_open and not was:
+            LOGGER.info("traffic window open (%s): transfers run", self.windows.describe())
+            for job in list(self._by_device.values()):
+                self._start_waiting(job)
+        elif not self.window_open and was:
+            LOGGER.info("outside the traffic windows (%s): transfers paused with WAIT_FOR_DATA until %s", self.windows.describe(), self.window_change)
+
+    def _start_waiting(self, job: Job) -> None:
+        """Start ``job`` if it waited and nothing holds it back any more."""
+        if job.done or job.waiting is None or self.driver.session(job.ieee) is not job.session:
+            return
+        job.waiting = self._waiting_reason(job.ieee)
+        if job.waiting is None and job.state is ev.SessionState.PENDING:
+            self._log(job, logging.INFO, "starting: nothing holds the push back any more")
+            self.driver.run(job.ieee, lambda now: job.session.start(now))
+        job.changed.set()
 
     # ------------------------------------------------------------------ security
 
@@ -469,10 +682,8 @@ class Engine:
             job.changed.set()
             return
         if security.ota_allowed:
-            job.waiting = None
-            self._log(job, logging.INFO, "device allowed OTA (key establishment %s): starting", security.state.value)
-            if self.driver.session(ieee) is job.session:
-                self.driver.run(ieee, lambda now: job.session.start(now))
+            self._log(job, logging.INFO, "device allowed OTA (key establishment %s)", security.state.value)
+            self._start_waiting(job)
         else:
             job.waiting = security.waiting_reason
             self._log(job, logging.INFO, "still waiting: %s", job.waiting)
@@ -497,6 +708,12 @@ class Engine:
                 self._log(job, level, "%s: %s", action.kind.value, action.message, offset=action.offset)
         elif isinstance(action, ev.StateChanged):
             self._log(job, logging.INFO, "state %s -> %s%s", action.old.value, action.new.value, f" ({action.reason})" if action.reason else "")
+        self._tell(job, action)
+        if isinstance(action, ev.StateChanged) and action.new in END_STATES and self._by_device.get(ieee) is job and ieee in self._queues:
+            # Not from inside the driver's handling of this session's actions.
+            asyncio.get_running_loop().call_soon(self._start_next, ieee)
+
+    def _tell(self, job: Job, action: ev.Action | QueueChanged) -> None:
         for watcher in self._observers:
             try:
                 watcher(job, action)

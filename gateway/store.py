@@ -14,7 +14,8 @@ fsyncs the WAL at every commit; that is one fsync per call, cheap at our rate.
 WAL also lets ``han-ota status`` read while the daemon writes.
 
 Invariants kept here rather than trusted to callers: at most one active (not
-confirmed/failed/cancelled) job per device; a job that reached an end state never
+confirmed/failed/cancelled/superseded), not queued job per device (queued jobs wait
+for it, issue 15); a job that reached an end state never
 leaves it; a job that reaches an end state loses its scheduled activation in the
 same transaction; anti-replay counters only ever increase; the hub's own originator
 counter only ever increases, and a counter reserved for a message is never handed out
@@ -39,8 +40,9 @@ from eui64 import Eui64
 from gateway.gbcs.messages import MessageInfo, read_message
 from gateway.gbcs.trust import TrustStore
 from gateway.ota.events import END_STATES, SessionState
+from gateway.ota.priority import DEFAULT_PRIORITY, PriorityError, parse_priority
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_FILENAME = "state.sqlite3"
 BUSY_TIMEOUT_MS = 5000  # a CLI reader may hold the lock briefly; wait rather than fail
 
@@ -153,9 +155,16 @@ class JobRecord:
     kind: JobKind
     activation: ActivationRequest
     created_utc: dt.datetime
+    priority: int = DEFAULT_PRIORITY  # gateway.ota.priority, 0..9
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", normalize_ieee(self.device))
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise ValueError(f"priority must be an integer, got {self.priority!r}")
+        try:
+            parse_priority(self.priority)
+        except PriorityError as exc:
+            raise ValueError(str(exc)) from None
         digest = str(self.image_sha256).lower()
         if len(digest) != 64 or not _HEX.fullmatch(digest):
             raise ValueError(f"image_sha256 must be 64 hex digits, got {self.image_sha256!r}")
@@ -178,6 +187,8 @@ class Job:
     offset: int  # bytes of the image the device has acknowledged fetching
     session_snapshot: dict[str, Any] | None  # OtaSession.snapshot(), for restore after a restart
     updated_utc: dt.datetime
+    #: Waiting behind the device's active job (issue 15); never started.
+    queued: bool = False
 
     @property
     def active(self) -> bool:
@@ -511,7 +522,25 @@ def _migrate_to_4(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3, 4: _migrate_to_4}
+
+def _migrate_priorities(conn: sqlite3.Connection) -> None:
+    # Issue 15: each job's priority, and whether it waits queued behind the device's
+    # active job. A queued job is active but does not hold the device, and a superseded
+    # one has ended: the one-active-job index is remade to say both (its states written
+    # out here, as they stand in this step).
+    conn.execute(f"ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT {DEFAULT_PRIORITY} CHECK (priority BETWEEN 0 AND 9)")
+    conn.execute("ALTER TABLE jobs ADD COLUMN queued INTEGER NOT NULL DEFAULT 0 CHECK (queued IN (0, 1))")
+    conn.execute("DROP INDEX jobs_one_active_per_device")
+    conn.execute(
+        "CREATE UNIQUE INDEX jobs_one_active_per_device ON jobs (device) "
+        "WHERE state NOT IN ('cancelled', 'confirmed', 'failed', 'superseded') AND queued = 0"
+    )
+
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3, 4: _migrate_to_4, 5: _migrate_priorities,
+}
 
 
 # --------------------------------------------------------------------------- the store
@@ -660,8 +689,11 @@ class StateStore:
 
     # ------------------------------------------------------------------ jobs
 
-    def create_job(self, record: JobRecord) -> int:
-        """Store a new job in state ``pending``; returns its id. Raises DeviceBusy if the device has an active one."""
+    def create_job(self, record: JobRecord, *, queued: bool = False, supersede: int | None = None, reason: str | None = None) -> int:
+        """Store a new job in state ``pending``; returns its id. Raises DeviceBusy if the
+        device has an active (not queued) job, unless the new one is ``queued`` behind it
+        or ``supersede`` names it: that job becomes ``superseded`` (with ``reason``) in
+        the same transaction, so that the device is never without its job nor with two."""
         if not isinstance(record, JobRecord):
             raise TypeError(f"create_job takes a JobRecord, got {type(record).__name__}")
         now = _to_text(self._clock())
@@ -669,10 +701,14 @@ class StateStore:
 
         def body(conn: sqlite3.Connection) -> int:
             busy = conn.execute(
-                f"SELECT job_id, state FROM jobs WHERE device = ? AND state NOT IN ({_placeholders(_END_VALUES)})",
+                f"SELECT job_id, state FROM jobs WHERE device = ? AND queued = 0 AND state NOT IN ({_placeholders(_END_VALUES)})",
                 (record.device, *_END_VALUES),
             ).fetchone()
-            if busy is not None:
+            if busy is not None and supersede is not None and busy[0] == supersede:
+                conn.execute("UPDATE jobs SET state = ?, reason = ?, updated_utc = ? WHERE job_id = ?", (SessionState.SUPERSEDED.value, reason, now, supersede))
+                _after_update(conn, supersede, SessionState.SUPERSEDED, now, changed=True)
+                busy = None
+            if busy is not None and not queued:
                 raise DeviceBusy(
                     f"device {record.device} already has active job {busy[0]} ({busy[1]}); cancel it or wait "
                     "for it to finish before creating another",
@@ -681,8 +717,8 @@ class StateStore:
             cursor = conn.execute(
                 """INSERT INTO jobs (device, image_path, image_sha256, manufacturer_code, image_type,
                        file_version, size, kind, activation, created_utc, state, reason, byte_offset,
-                       session_snapshot, updated_utc)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, NULL, ?)""",
+                       session_snapshot, updated_utc, priority, queued)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, NULL, ?, ?, ?)""",
                 (
                     record.device,
                     record.image_path,
@@ -696,6 +732,8 @@ class StateStore:
                     _to_text(record.created_utc),
                     SessionState.PENDING.value,
                     now,
+                    record.priority,
+                    int(queued),
                 ),
             )
             job_id = int(cursor.lastrowid or 0)
@@ -715,8 +753,12 @@ class StateStore:
         reason: str | None = None,
         offset: int | None = None,
         session_snapshot: Mapping[str, Any] | None = None,
+        queued: bool | None = None,
     ) -> Job:
         """Record where a job stands; returns the job as stored.
+
+        ``queued`` False: a queued job takes its device (DeviceBusy if another active
+        job still holds it); None keeps it as it is.
 
         ``reason`` describes the new state and replaces the old one (None clears it);
         ``offset`` and ``session_snapshot`` left as None keep their stored values.
@@ -739,22 +781,17 @@ class StateStore:
                     f"job {job_id} is {old.value} and cannot become {state.value}; create a new job instead",
                     path=self.path,
                 )
-            conn.execute(
-                """UPDATE jobs SET state = ?, reason = ?, byte_offset = COALESCE(?, byte_offset),
-                       session_snapshot = COALESCE(?, session_snapshot), updated_utc = ?
-                   WHERE job_id = ?""",
-                (state.value, reason, offset, snapshot, now, job_id),
-            )
-            if state is not old:
+            try:
                 conn.execute(
-                    """INSERT INTO job_history (job_id, seq, state, reason, byte_offset, at_utc)
-                       SELECT job_id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_history WHERE job_id = ?),
-                              state, reason, byte_offset, ?
-                       FROM jobs WHERE job_id = ?""",
-                    (job_id, now, job_id),
+                    """UPDATE jobs SET state = ?, reason = ?, byte_offset = COALESCE(?, byte_offset),
+                           session_snapshot = COALESCE(?, session_snapshot), updated_utc = ?,
+                           queued = COALESCE(?, queued)
+                       WHERE job_id = ?""",
+                    (state.value, reason, offset, snapshot, now, None if queued is None else int(queued), job_id),
                 )
-            if state in END_STATES:
-                conn.execute("DELETE FROM schedules WHERE job_id = ?", (job_id,))
+            except sqlite3.IntegrityError as e:
+                raise DeviceBusy(f"job {job_id} cannot take its device: another active job holds it ({e})", path=self.path) from e
+            _after_update(conn, job_id, state, now, changed=state is not old)
             return self._job_from_row(conn.execute(f"{_JOB_SELECT} WHERE job_id = ?", (job_id,)).fetchone())
 
         return self._write(body)
@@ -803,6 +840,7 @@ class StateStore:
             kind=JobKind(row[8]),
             activation=ActivationRequest(ActivationMode(activation["mode"]), activation.get("command_hex")),
             created_utc=_from_text(row[10]),
+            priority=row[16],
         )
         return Job(
             job_id=row[0],
@@ -812,6 +850,7 @@ class StateStore:
             offset=row[13],
             session_snapshot=None if row[14] is None else json.loads(row[14]),
             updated_utc=_from_text(row[15]),
+            queued=bool(row[17]),
         )
 
     # ------------------------------------------------------------------ scheduled activations
@@ -1243,8 +1282,22 @@ def read_audit_anchor(path: str | os.PathLike[str]) -> tuple[int, str] | None:
 
 _JOB_SELECT = (
     "SELECT job_id, device, image_path, image_sha256, manufacturer_code, image_type, file_version, size, kind, "
-    "activation, created_utc, state, reason, byte_offset, session_snapshot, updated_utc FROM jobs"
+    "activation, created_utc, state, reason, byte_offset, session_snapshot, updated_utc, priority, queued FROM jobs"
 )
+
+
+def _after_update(conn: sqlite3.Connection, job_id: int, state: SessionState, now: str, *, changed: bool) -> None:
+    """A job's row was updated: its history gains the new state, and an ended job loses its schedule."""
+    if changed:
+        conn.execute(
+            """INSERT INTO job_history (job_id, seq, state, reason, byte_offset, at_utc)
+               SELECT job_id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_history WHERE job_id = ?),
+                      state, reason, byte_offset, ?
+               FROM jobs WHERE job_id = ?""",
+            (job_id, now, job_id),
+        )
+    if state in END_STATES:
+        conn.execute("DELETE FROM schedules WHERE job_id = ?", (job_id,))
 
 
 def _upsert_schedule(conn: sqlite3.Connection, job_id: int, at: str, command: str, now: str) -> None:

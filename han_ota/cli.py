@@ -107,6 +107,10 @@ def push(
     activate_now: bool = typer.Option(False, "--activate-now", help="Release the hold at once, without supplier authority (lab images only; logged as such)."),
     activation: Optional[Path] = typer.Option(None, "--activation", help="A CS06 Activate Firmware command (file: hex text, base64 or raw): verified before any block is sent, acted on when the device is held (PPMID one-step flow)."),
     allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Install the image even on a device that runs a newer version (refused otherwise; logged as a warning)."),
+    priority: Optional[str] = typer.Option(
+        None, "--priority", metavar="N|high|normal|low", help="0 to 9, higher first (high 9, normal 5, low 1; default: [ota] priority_<kind>). Over a device's job of lower priority it supersedes it; below it, it waits queued."
+    ),
+    replace: bool = typer.Option(False, "--replace", help="Supersede the device's job even at the same priority (its image is discarded)."),
     wait: bool = typer.Option(False, "--wait", help="With a running daemon: wait for the job with a progress bar instead of returning its id at once."),
     in_process: bool = typer.Option(False, "--in-process", help="Run the push in this process even when a daemon is running."),
     stall_timeout: Optional[float] = typer.Option(None, "--stall-timeout", help="Seconds without a request from the device before the transfer fails (sleepy devices are slow)."),
@@ -123,6 +127,7 @@ def push(
     """
     from han_ota.push import PushRequest, final_line, run_push
     from gateway.engine import EngineError
+    from gateway.ota.priority import PriorityError, parse_priority
     from radios.select import RadioError
 
     setup_logging(verbose)
@@ -137,12 +142,16 @@ def push(
         origin = "--radio" if radio else f"radio.kind in {cfg.source}"
         raise fail(f"--sim-device needs the simulated radio, but {origin} is {radio or cfg.radio.kind!r}: add --radio sim, or drop --sim-device")
     command = read_command(activation, json_out, failed) if activation is not None else None
+    try:
+        level = None if priority is None else parse_priority(priority, "--priority")
+    except PriorityError as exc:
+        raise input_error(str(exc), json_out, failed) from None
     if not (in_process or radio or path or sim_device):
         from han_ota.client import find_daemon
 
         client = find_daemon(cfg)
         if client is not None:
-            _push_via_daemon(client, image, device, command, activate_now, stall_timeout, wait, timeout, json_out, config, allow_downgrade)
+            _push_via_daemon(client, image, device, command, activate_now, stall_timeout, wait, timeout, json_out, config, allow_downgrade, priority=level, replace=replace)
             return
     counters = None
     if command is not None or cfg.hub != type(cfg.hub)():  # [hub]: its alert counter lives there too
@@ -157,6 +166,7 @@ def push(
         sim_devices=sim_device,
         activate_now=activate_now,
         allow_downgrade=allow_downgrade,
+        priority=level,
         activation=command,
         counters=counters,
         stall_timeout_s=stall_timeout,
@@ -197,13 +207,13 @@ def _counter_store(cfg: Config):  # type: ignore[no-untyped-def]
         raise fail(f"cannot open the state directory {describe(cfg)} for anti-replay counters: {exc}") from None
 
 
-def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes], activate_now: bool, stall_timeout: Optional[float], wait: bool, timeout: Optional[float], json_out: bool, config: Optional[Path], allow_downgrade: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _push_via_daemon(client, image: Path, device: str, command: Optional[bytes], activate_now: bool, stall_timeout: Optional[float], wait: bool, timeout: Optional[float], json_out: bool, config: Optional[Path], allow_downgrade: bool = False, *, priority: Optional[int] = None, replace: bool = False) -> None:  # type: ignore[no-untyped-def]
     from han_ota.cli_app import hint
     from han_ota.client import DaemonError
     from han_ota.follow import follow_job
 
     try:
-        job = client.push(image, device, activation=command.hex().upper() if command else None, activate_now=activate_now, stall_timeout=stall_timeout, allow_downgrade=allow_downgrade)
+        job = client.push(image, device, activation=command.hex().upper() if command else None, activate_now=activate_now, stall_timeout=stall_timeout, allow_downgrade=allow_downgrade, priority=priority, replace=replace)
     except DaemonError as exc:
         if json_out:
             typer.echo(json.dumps({"device": device, "state": "failed", "reason": str(exc), "error": str(exc)}))

@@ -27,6 +27,7 @@ import typer
 
 from eui64 import Eui64, Eui64Error
 from gateway.config import Config, ConfigError, load_config
+from gateway.ota.priority import priority_label
 from han_ota.cli_app import new_app, print_json
 from han_ota.client import Client, DaemonError, elsewhere, find_daemon, resolve_config
 from han_ota.statedir import describe, with_state_dir
@@ -545,6 +546,10 @@ def config_check(
             "rate_bytes_per_s": cfg.ota.rate_bytes_per_s,
             "burst_bytes": cfg.ota.burst_bytes,
             "max_inflight": cfg.ota.max_inflight,
+            "han_share": cfg.ota.han_share,
+            "windows": list(cfg.ota.windows),
+            "priority_ppmid": cfg.ota.priority_ppmid,
+            "priority_hcalcs": cfg.ota.priority_hcalcs,
         },
         "suppliers": [{"id": s.id, "anchor": str(s.anchor)} for s in cfg.suppliers],
         "devices": [{"ieee": str(d.ieee), "kind": d.kind, "supplier": d.supplier} for d in cfg.devices],
@@ -561,7 +566,10 @@ def config_check(
     radio = cfg.radio.kind + (f" at {cfg.radio.path}" if cfg.radio.path else "") + (f", {cfg.radio.baudrate} baud" if cfg.radio.baudrate else "")
     typer.echo(f"  radio           {radio}")
     o = cfg.ota
-    typer.echo(f"  ota             blocks <= {o.block_cap} B, {o.rate_bytes_per_s:g} B/s budget, stall timeout {o.stall_timeout_s:g} s, APS encryption {'on' if o.aps_encryption else 'off'}")
+    budget = f"{o.rate_bytes_per_s:g} B/s budget" if o.han_share == 1 else f"{o.budget_bytes_per_s:g} B/s budget ({o.han_share:g} of {o.rate_bytes_per_s:g} B/s)"
+    typer.echo(f"  ota             blocks <= {o.block_cap} B, {budget}, stall timeout {o.stall_timeout_s:g} s, APS encryption {'on' if o.aps_encryption else 'off'}")
+    typer.echo(f"  windows         {', '.join(o.windows) or 'none (transfers at any time)'}")
+    typer.echo(f"  priorities      ppmid {priority_label(o.priority_ppmid)}, hcalcs {priority_label(o.priority_hcalcs)} by default")
     typer.echo(f"  suppliers       {', '.join(s.id for s in cfg.suppliers) or 'none (no activation command can be verified)'}")
     typer.echo(f"  devices         {len(cfg.devices)} configured" + "".join(f"\n                  {str(d.ieee)} {d.kind} supplier {d.supplier or '-'}" for d in cfg.devices))
     if cfg.radio.kind == "sim":

@@ -166,8 +166,8 @@ def _read_store(directory: Path) -> list[StoredJob]:
     for j in jobs:
         r = j.record
         image = ImageRef(r.manufacturer_code, r.image_type, r.file_version, r.size, r.image_sha256)
-        identity = JobIdentity(r.device, r.kind.value, image, r.activation.mode.value)
-        out.append(StoredJob(j.job_id, identity, j.state.value, j.reason, r.created_utc))
+        identity = JobIdentity(r.device, r.kind.value, image, r.activation.mode.value, str(r.priority))
+        out.append(StoredJob(j.job_id, identity, "queued" if j.queued else j.state.value, j.reason, r.created_utc))
     return out
 
 

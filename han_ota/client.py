@@ -120,6 +120,8 @@ class Client:
         activate_now: bool = False,
         stall_timeout: float | None = None,
         allow_downgrade: bool = False,
+        priority: int | str | None = None,
+        replace: bool = False,
     ) -> dict[str, Any]:
         """Start a job; returns the job object. The image path is sent absolute: the
         daemon reads it, so it must be readable by the service user."""
@@ -132,6 +134,10 @@ class Client:
         }
         if allow_downgrade:  # only when asked: a daemon from before it refuses unknown keys
             body["allow_downgrade"] = True
+        if priority is not None:  # likewise
+            body["priority"] = priority
+        if replace:
+            body["replace"] = True
         return self._call("POST", "/v1/push", body)["job"]
 
     def activate(self, command: str, device: str | None = None) -> dict[str, Any]:

@@ -47,6 +47,8 @@ from urllib.parse import parse_qsl, unquote
 
 import h11
 
+from gateway.ota.priority import PriorityError, parse_priority
+
 LOGGER = logging.getLogger("han_ota.control")
 
 API_PREFIX = "/v1"
@@ -469,7 +471,7 @@ class ControlApi(Protocol):
 
     async def status(self) -> tuple[int, Any]: ...
     async def devices(self) -> tuple[int, Any]: ...
-    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None, allow_downgrade: bool = False) -> tuple[int, Any]: ...
+    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None, allow_downgrade: bool = False, priority: int | None = None, replace: bool = False) -> tuple[int, Any]: ...
     async def activate(self, command: str, device: str | None) -> tuple[int, Any]: ...
     async def gbcs_send(self, command: str, device: str | None, timeout: float | None) -> tuple[int, Any]: ...
     async def job(self, job_id: str) -> tuple[int, Any]: ...
@@ -516,7 +518,7 @@ async def dispatch(api: ControlApi, request: Request) -> tuple[int, Any]:
         return await api.messages(request.query.get("device") or None, after, MESSAGES_LIMIT_DEFAULT if limit is None else limit)
     body = request.json()
     if handler == "push":
-        no_unknown_keys(body, {"image", "device", "activation", "activate_now", "stall_timeout", "allow_downgrade"})
+        no_unknown_keys(body, {"image", "device", "activation", "activate_now", "stall_timeout", "allow_downgrade", "priority", "replace"})
         image = require_str(body, "image")
         device = require_str(body, "device")
         activation = require_str(body, "activation", optional=True)
@@ -524,7 +526,16 @@ async def dispatch(api: ControlApi, request: Request) -> tuple[int, Any]:
         if activation is not None and activate_now:
             raise HttpError(400, "give either 'activation' (a signed CS06 command) or 'activate_now', not both")
         assert image is not None and device is not None
-        return await api.push(image, device, activation, activate_now, require_seconds(body, "stall_timeout"), require_bool(body, "allow_downgrade"))
+        # Passed only when given, as the other optional keys are to older ControlApi implementations.
+        extra: dict[str, Any] = {}
+        if body.get("priority") is not None:
+            try:
+                extra["priority"] = parse_priority(body["priority"], "'priority'")
+            except PriorityError as exc:
+                raise HttpError(400, str(exc)) from None
+        if require_bool(body, "replace"):
+            extra["replace"] = True
+        return await api.push(image, device, activation, activate_now, require_seconds(body, "stall_timeout"), require_bool(body, "allow_downgrade"), **extra)
     if handler == "activate":
         no_unknown_keys(body, {"command", "device"})
         command = require_str(body, "command")

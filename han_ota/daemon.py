@@ -65,13 +65,15 @@ from gateway.activation import ActivationService, SubmitResult, check_image_sign
 from gateway.audit import AuditError, AuditLog
 from gateway.config import Config, ConfigError, parse_eui64
 from gateway.crashpoint import crashpoint
-from gateway.engine import NUDGE_AFTER_S, Engine, EngineError, Job
+from gateway.engine import NUDGE_AFTER_S, Engine, EngineError, Job, QueueChanged
 from gateway.files import NotRegularFile, open_regular
 from gateway.gbcs.command import decode_hex_text
 from gateway.gbcs.errors import GbcsError
 from gateway.gbcs.trust import TrustStore
 from gateway.image import FirmwareImage, ImageError, parse_image
+from gateway.gbcs.codes import ResponseCode
 from gateway.ota import events as ev
+from gateway.ota.priority import Admission, priority_label
 from gateway.se.security import SecurityRegistry
 from gateway.store import (
     ActivationMode,
@@ -84,7 +86,7 @@ from gateway.store import (
 )
 from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
-from han_ota.hub_alerts import HubMessages, start_hub_messages
+from han_ota.hub_alerts import HubMessages, device_keys_of, start_hub_messages
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
 from han_ota.tunnels import CommandRefused, DaemonTunnels
 from han_ota.traffic import DaemonTraffic
@@ -313,12 +315,21 @@ class Daemon:
         except Exception as exc:  # TrustError, OSError: a supplier file named in the config
             self._close_state()
             raise DaemonStartError(f"{self.config.source or 'config'}: [[supplier]] trust anchors cannot be loaded: {exc}") from None
+        try:
+            device_keys = device_keys_of(self.config)
+        except Exception as exc:  # GbcsUsageError naming the file
+            self._close_state()
+            raise DaemonStartError(f"{self.config.source or 'config'}: [[device]] gbcs_certificate cannot be loaded: {exc}") from None
         self._audit("daemon.start", version=version(), pid=os.getpid(), config=str(self.config.source) if self.config.source else None, radio=self.radio.kind, state_dir=str(self.config.state_dir))
         try:  # before the radio: alerts a crash left reserved are finished first
-            self.hub = await start_hub_messages(self.config, self.store, trust=self._trust, audit=self._audit, durable_job_id=_store_id)
+            self.hub = await start_hub_messages(
+                self.config, self.store, trust=self._trust, audit=self._audit, durable_job_id=_store_id, device_keys=device_keys
+            )
         except OSError as exc:  # the GFI feed's port
             self._close_state()
             raise DaemonStartError(f"[hub] gfi_feed = {self.config.hub.gfi_feed!r} cannot listen: {exc.strerror or exc}") from None
+        # Every message the tunnels carry is kept, audited, shown and fed (han_ota/hub_alerts.py).
+        self.tunnels.add_listener(self.hub.record)
         self.control = ControlServer(self, self.config.control_socket, self.config.control_tcp)
         try:
             await self.control.start()
@@ -617,7 +628,8 @@ class Daemon:
         for rec in records:
             if not rec.active and rec.record.device not in busy:
                 last_ended[rec.record.device] = rec  # creation order: the last one wins
-        for rec in active:
+        # Jobs holding their device first: the queued ones queue behind them again.
+        for rec in sorted(active, key=lambda r: (r.queued, r.job_id)):
             try:
                 self._resume_one(rec)
             except Exception as exc:
@@ -690,7 +702,9 @@ class Daemon:
         start = rec.session_snapshot is None
         mode = record.activation.mode.value
         self._tracks[str(rec.job_id)] = _Track(kind=record.kind.value, persisted_offset=rec.offset, persisted_at=time.monotonic())
-        job = self.engine.restore(str(rec.job_id), ieee, image, rec.session_snapshot, image_path=path, activation=mode)
+        job = self.engine.restore(
+            str(rec.job_id), ieee, image, rec.session_snapshot, image_path=path, activation=mode, priority=record.priority, queued=rec.queued
+        )
         session = job.session
         self._audit("job.restored", ieee, job=rec.job_id, state=job.state.value, offset=session.offset, size=image.size, notify=start)
         LOGGER.info("job %s (%s): resumed %s at offset %d of %d", job.id, ieee, job.state.value, session.offset, image.size)
@@ -719,12 +733,23 @@ class Daemon:
 
     # ------------------------------------------------------------------ observation
 
-    def _on_job_action(self, job: Job, action: ev.Action) -> None:
+    def _on_job_action(self, job: Job, action: ev.Action | QueueChanged) -> None:
         number = _store_id(job)
         track = self._tracks.setdefault(job.id, _Track(kind="hcalcs"))
-        if isinstance(action, ev.StateChanged):
+        if isinstance(action, QueueChanged):
+            # The report's timeline reads queued as a state of its own.
+            old, new = ("pending", "queued") if action.queued else ("queued", "pending")
+            reason = f"queued behind job {action.behind}" if action.queued else "device free: started from the queue"
+            self._audit("job.state", job.ieee, job=number, old=old, new=new, reason=reason, offset=job.session.offset)
+            self._persist(job)
+            self._refresh_status()
+        elif isinstance(action, ev.StateChanged):
             self._audit("job.state", job.ieee, job=number, old=action.old.value, new=action.new.value, reason=action.reason, offset=job.session.offset)
             self._persist(job)
+            if action.new is ev.SessionState.SUPERSEDED:
+                # Its outcome in GBCS terms: no image held (CCS08-style response code 1),
+                # the device told to discard it.
+                self._on_outcome(job, "superseded", f"image discarded: {action.reason}", int(ResponseCode.NO_IMAGE_HELD), None)
             if action.new is ev.SessionState.HELD and job.activation == "now":
                 asyncio.get_running_loop().call_soon(self._activate_now, job)
             self._refresh_status()
@@ -807,6 +832,7 @@ class Daemon:
                 reason=job.session.reason,
                 offset=offset,
                 session_snapshot=self.engine.snapshot(job),
+                queued=job.queued,
             )
         except StoreError as exc:
             track.dirty = True
@@ -857,11 +883,11 @@ class Daemon:
     # ------------------------------------------------------------------ status
 
     def _counts(self) -> dict[str, int]:
-        counts = {"transferring": 0, "pending": 0, "held": 0, "scheduled": 0, "activated": 0}
+        counts = {"transferring": 0, "pending": 0, "held": 0, "scheduled": 0, "activated": 0, "queued": 0}
         jobs = list(self.engine.jobs()) if self.engine is not None else []
         for job in jobs:
-            if job.state.value in counts:
-                counts[job.state.value] += 1
+            if job.state_name in counts:
+                counts[job.state_name] += 1
         return counts
 
     def _summary(self) -> str:
@@ -870,6 +896,8 @@ class Daemon:
         text = f"{radio}; {c['transferring']} transferring, {c['pending']} pending, {c['held']} held, {c['scheduled']} scheduled"
         if c["activated"]:
             text += f", {c['activated']} activating"
+        if c["queued"]:
+            text += f", {c['queued']} queued"
         if self.store_error:
             text += "; STORE WRITE FAILING"
         if self.audit_error:
@@ -924,7 +952,8 @@ class Daemon:
             "job": str(rec.job_id),
             "device": r.device,
             "kind": r.kind.value,
-            "state": rec.state.value,
+            "state": "queued" if rec.queued else rec.state.value,
+            "priority": r.priority,
             "reason": rec.reason,
             "manufacturer_code": r.manufacturer_code,
             "image_type": r.image_type,
@@ -1019,7 +1048,7 @@ class Daemon:
                 )
         return 200, {"radio": self.radio.to_dict(), "devices": out}
 
-    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None, allow_downgrade: bool = False) -> tuple[int, Any]:
+    async def push(self, image: str, device: str, activation: str | None, activate_now: bool, stall_timeout: float | None, allow_downgrade: bool = False, priority: int | None = None, replace: bool = False) -> tuple[int, Any]:
         if self._stopped:
             raise HttpError(503, "the daemon is stopping")
         ieee = _parse_device(device)
@@ -1037,9 +1066,8 @@ class Daemon:
             raise HttpError(422, f"{source}: image refused before any block was sent: {signature.message}")
         if not self.radio.up or self.engine is None or self.app is None or self.activation is None:
             raise HttpError(503, f"the radio ({self.radio.kind}) is not up{f': {self.radio.last_error}' if self.radio.last_error else ''}; try again when `{self._cli('status')}` shows it up")
-        current = self.engine.job_for_device(ieee)
-        if current is not None and not current.done:
-            raise HttpError(409, f"{ieee} already has job {current.id} ({current.state.value}); cancel it first (`{self._cli(f'cancel {current.id}')}`) or follow it (`{self._cli(f'wait {current.id}')}`)")
+        priority = self.config.ota.default_priority(self._kind_of(ieee, firmware)) if priority is None else priority
+        self._admit(ieee, priority, replace)  # refused before the image is copied
         unknown = ieee not in self.app.devices
         if unknown and self.radio.kind == "sim":
             known = ", ".join(str(d) for d in self.app.devices if d != self.app.state.node_info.ieee) or "none"
@@ -1080,12 +1108,20 @@ class Daemon:
             kind=JobKind(kind),
             activation=request,
             created_utc=dt.datetime.now(dt.timezone.utc),
+            priority=priority,
         )
         assert self.store is not None
         if self._stopped or not self.radio.up:  # it went while we read and copied the image
             raise HttpError(503, "the daemon is stopping or the radio went away; push again shortly")
+        admission, live = self._admit(ieee, priority, replace)  # again: jobs may have moved meanwhile
+        superseded = int(live.id) if admission is Admission.SUPERSEDE and live is not None else None
         try:
-            job_number = self.store.create_job(record)
+            job_number = self.store.create_job(
+                record,
+                queued=admission is Admission.QUEUE,
+                supersede=superseded,
+                reason=f"superseded by a push of priority {priority_label(priority)}",
+            )
         except DeviceBusy as exc:
             raise HttpError(409, str(exc)) from None
         except StoreError as exc:
@@ -1106,12 +1142,25 @@ class Daemon:
             kind=kind,
             activation=request.mode.value,
             signature=signature.verdict,
+            priority=priority,
+            supersedes=superseded,
         )
         device_cfg = self.config.device(Eui64.from_air(ieee))
         stall = stall_timeout or (device_cfg.stall_timeout_s if device_cfg else None)
         self._tracks[str(job_number)] = _Track(kind=kind)
         try:
-            job = self.engine.push(firmware, ieee, image_path=stored_path, stall_timeout_s=stall, activation=request.mode.value, job_id=str(job_number), allow_unknown=unknown, allow_downgrade=allow_downgrade)
+            job = self.engine.push(
+                firmware,
+                ieee,
+                image_path=stored_path,
+                stall_timeout_s=stall,
+                activation=request.mode.value,
+                job_id=str(job_number),
+                allow_unknown=unknown,
+                allow_downgrade=allow_downgrade,
+                priority=priority,
+                replace=replace,
+            )
         except EngineError as exc:
             self._fail_stored(job_number, str(ieee), f"not started: {exc}")
             raise HttpError(409, str(exc)) from None
@@ -1131,6 +1180,19 @@ class Daemon:
         self._persist(job)
         self._refresh_status()
         return 202, {"job": self.job_view(job)}
+
+    def _admit(self, ieee: zt.EUI64, priority: int, replace: bool) -> tuple[Admission, Job | None]:
+        """The engine's admission of a push, or 409 for a device busy at the same priority."""
+        assert self.engine is not None
+        admission, live = self.engine.admission(ieee, priority, replace=replace)
+        if admission is Admission.REFUSE and live is not None:
+            raise HttpError(
+                409,
+                f"{ieee} already has job {live.id} ({live.state.value}) at the same priority ({priority_label(priority)}); "
+                f"cancel it first (`{self._cli(f'cancel {live.id}')}`), follow it (`{self._cli(f'wait {live.id}')}`), "
+                "or push with --replace (or a higher --priority) to supersede it",
+            )
+        return admission, live
 
     async def activate(self, command: str, device: str | None) -> tuple[int, Any]:
         ieee = None if device is None else _parse_device(device)

@@ -49,6 +49,9 @@ class PushRequest:
     sim_devices: Sequence[str] = ()
     activate_now: bool = False
     allow_downgrade: bool = False
+    #: gateway.ota.priority (None: the config's default for the device's kind). One push
+    #: per process has no job to supersede or queue behind; the priority is the job's all the same.
+    priority: int | None = None
     #: A CS06 (raw bytes, as read_command decodes them) to verify before any block and act on at the hold.
     activation: bytes | None = None
     #: Where accepted counters are kept (a StateStore); None keeps them in memory.
@@ -200,7 +203,9 @@ async def run_push(req: PushRequest, *, stream: Any = None) -> PushOutcome:
         device_cfg = req.config.device(parse_eui64(req.device))
         stall = req.stall_timeout_s or (device_cfg.stall_timeout_s if device_cfg else None)
         mode = wanted_mode(req)
-        job = engine.push(image, ieee, image_path=req.image, stall_timeout_s=stall, activation=mode, allow_downgrade=req.allow_downgrade)
+        kind = device_cfg.kind if device_cfg is not None else image.device_kind
+        priority = req.config.ota.default_priority(kind) if req.priority is None else req.priority
+        job = engine.push(image, ieee, image_path=req.image, stall_timeout_s=stall, activation=mode, allow_downgrade=req.allow_downgrade, priority=priority)
         if signature.verdict == "not_checked":
             LOGGER.warning("%s job=%s %s", ieee, job.id, signature.message)
             job.warnings.append(signature.message)

@@ -8,7 +8,7 @@ of the image, and a new push to it goes through. Every wait is on an event, boun
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -60,11 +60,14 @@ def config(tmp_path: Path) -> Config:
 
 
 @asynccontextmanager
-async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Any, Engine, ActivationService]]:
-    app = await open_app("sim", sim_devices=[parse_sim_device(DEVICE)])
-    engine = Engine(app, FAST, session_overrides=dict(notify_interval_s=0.5, notify_attempts=100))
+async def gateway(
+    tmp_path: Path, ota: OtaConfig = FAST, devices: Sequence[str] = (DEVICE,), cfg: Config | None = None
+) -> AsyncIterator[tuple[Any, Engine, ActivationService]]:
+    """The sim app, an engine and the activation gate (also tests/test_priority_e2e.py's, with its devices)."""
+    app = await open_app("sim", sim_devices=[parse_sim_device(d) for d in devices])
+    engine = Engine(app, ota, session_overrides=dict(notify_interval_s=0.5, notify_attempts=100))
     store = StateStore.in_state_dir(tmp_path)
-    service = ActivationService(engine, config(tmp_path), store)
+    service = ActivationService(engine, cfg or config(tmp_path), store)
     try:
         yield app, engine, service
     finally:

@@ -214,8 +214,8 @@ async def test_status_devices_cancel_and_log_through_the_daemon(short_dir: Path)
         assert status.exit_code == 0, status.output
         header, table = status.output.splitlines()[0], status.output.splitlines()[1:]
         assert "radio sim up" in header
-        assert table[0].split() == ["JOB", "DEVICE", "KIND", "STATE", "PROGRESS", "RATE", "ETA", "REASON"]
-        assert table[1].split()[:4] == ["1", HCALCS, "hcalcs", "transferring"] and "%" in table[1]
+        assert table[0].split() == ["JOB", "DEVICE", "KIND", "STATE", "PROGRESS", "RATE", "ETA", "PRIORITY", "REASON"]  # every job has a priority (issue 15)
+        assert table[1].split()[:4] == ["1", HCALCS, "hcalcs", "transferring"] and "%" in table[1] and table[1].split()[-1] == "5"
         as_json = json.loads((await asyncio.to_thread(invoke, "status", "--json", "--config", str(path))).output)
         assert as_json["jobs"][0]["state"] == "transferring" and as_json["daemon"]["radio"]["up"] is True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -232,6 +233,7 @@ def simulate(
     greedy: frozenset[int] = frozenset(),
     honour_period: bool = True,
     turnaround: float = 0.02,
+    priorities: Sequence[int] = (),
 ) -> list[int]:
     """N simulated clients, one session each, sharing `pacer`; returns each offset.
 
@@ -240,7 +242,7 @@ def simulate(
     period to the delay, then waits at least the period between requests). Greedy
     clients ignore both: 20 ms after a block, 50 ms after a refusal."""
     image = ImageInfo(MFR, ITYPE, NEW, bytes(size))
-    sessions = [OtaSession(bytes([i + 1] * 8), image, SessionConfig(), pacer) for i in range(n_devices)]
+    sessions = [OtaSession(bytes([i + 1] * 8), image, SessionConfig(), pacer, priority=priorities[i] if priorities else 0) for i in range(n_devices)]
     offsets = [0] * n_devices
     period = [0.0] * n_devices
     queue: list[tuple[float, int]] = []
@@ -318,7 +320,7 @@ def test_without_fairness_a_greedy_device_would_starve_others() -> None:
     after a refill wins) the greedy device takes nearly everything."""
 
     class PlainBucket(Pacer):
-        def grant(self, device_key: Any, nbytes: int, now: float) -> float:
+        def grant(self, device_key: Any, nbytes: int, now: float, priority: int = 0) -> float:
             self._refill(now)
             if self._tokens >= nbytes:
                 self._tokens -= nbytes
@@ -334,3 +336,160 @@ def test_without_fairness_a_greedy_device_would_starve_others() -> None:
 def test_unpaced_sessions_are_never_told_to_wait() -> None:
     offsets = simulate(3, None, 5.0, size=5000)
     assert offsets == [5000, 5000, 5000]
+
+
+# --------------------------------------------------------------------------- priorities (issue 15)
+
+
+def test_a_high_priority_device_is_not_slowed_by_twenty_low_ones() -> None:
+    """One urgent device among twenty bulk ones, all saturating a tight budget: it
+    gets nearly what it gets alone, and the bulk devices still share the rest."""
+    size = 10**6
+    alone = simulate(1, Pacer(bytes_per_s=RATE, burst_bytes=BURST * 4, max_inflight=8), DURATION, size=size, priorities=(9,))[0]
+    pacer = Pacer(bytes_per_s=RATE, burst_bytes=BURST * 4, max_inflight=8)
+    offsets = simulate(21, pacer, DURATION, size=size, priorities=(9,) + (1,) * 20)
+    urgent, bulk = offsets[0], offsets[1:]
+    assert urgent >= 0.8 * alone, (urgent, alone)
+    assert sum(offsets) <= BURST * 4 + RATE * DURATION
+    # Without priorities it would get a 21st of the budget.
+    assert urgent > 5 * max(bulk), offsets
+
+
+def test_low_priority_devices_are_served_when_the_high_one_leaves_room() -> None:
+    """Budget to spare: the background devices take the surplus (nobody waits needlessly)."""
+    pacer = Pacer(bytes_per_s=100_000, burst_bytes=4096, max_inflight=64)
+    offsets = simulate(3, pacer, 10.0, size=20_000, priorities=(9, 1, 1))
+    assert offsets == [20_000, 20_000, 20_000]
+
+
+def test_background_device_takes_surplus_only_and_never_reserves() -> None:
+    p = Pacer(bytes_per_s=100, burst_bytes=200, max_inflight=8)
+    assert p.grant("urgent", 63, 0.0, priority=9) == 0.0  # tokens 137
+    assert p.top_priority(0.0) == 9
+    # Background: needs 63 + headroom (100) in the budget; 137 is short. Told to come
+    # back no sooner than background_retry_s.
+    assert p.grant("bulk", 63, 0.0, priority=1) == p.background_retry_s == 4.0
+    assert not p.reserved("bulk") and p.tokens(0.0) == pytest.approx(137)  # nothing charged
+    # The urgent device is still served from what the bulk one left.
+    assert p.grant("urgent", 63, 0.0, priority=9) == 0.0
+    # Once the urgent device leaves, the bulk one is the top class and shares as before.
+    p.forget("urgent")
+    assert p.top_priority(0.0) == 1
+    assert p.grant("bulk", 63, 0.0, priority=1) == 0.0  # 74 left: within its share now
+    assert p.grant("bulk", 63, 0.0, priority=1) > 0 and p.reserved("bulk")  # and it may queue
+
+
+def test_background_devices_leave_room_in_the_radio_queue() -> None:
+    p = Pacer(bytes_per_s=10**6, burst_bytes=10**5, max_inflight=8)
+    assert p.background_inflight == 2  # a quarter
+    p.grant("urgent", 63, 0.0, priority=9)
+    for _ in range(2):
+        p.sent_started(0.0)
+    assert p.grant("bulk", 63, 0.0, priority=1) == p.background_retry_s
+    assert p.grant("urgent", 63, 0.0, priority=9) == 0.0  # six slots left for it
+
+
+def test_background_devices_together_take_at_most_their_share() -> None:
+    """However many, however fast they ask: background_share of the budget (plus its
+    small burst), while the urgent device idles and leaves surplus galore."""
+    p = Pacer(bytes_per_s=10_000, burst_bytes=4000, max_inflight=64, background_share=0.25)
+    p.grant("urgent", 63, 0.0, priority=9)
+    granted, now = 0, 0.0
+    while now < 20.0:
+        for key in range(20):
+            if p.grant(key, 63, now, priority=1) == 0.0:
+                granted += 63
+        p.grant("urgent", 0, now, priority=9)  # still active, asking for nothing
+        now += 0.01
+    assert granted <= p.background_burst + 0.25 * 10_000 * 20.0
+    assert granted >= 0.9 * 0.25 * 10_000 * 20.0
+
+
+def test_equal_priorities_keep_the_equal_shares() -> None:
+    same = simulate(6, Pacer(bytes_per_s=RATE, burst_bytes=BURST, max_inflight=8), DURATION, size=10**6, priorities=(3,) * 6)
+    plain = simulate(6, Pacer(bytes_per_s=RATE, burst_bytes=BURST, max_inflight=8), DURATION, size=10**6)
+    assert same == plain
+
+
+def test_share_is_among_the_top_priority_only() -> None:
+    p = Pacer(bytes_per_s=600, burst_bytes=4096, max_inflight=8)
+    for key in ("a", "b", "c"):
+        p.grant(key, 10, 0.0, priority=1)
+    assert p.share(0.0) == pytest.approx(200)
+    p.grant("urgent", 10, 0.0, priority=9)
+    assert p.share(0.0) == pytest.approx(600)
+    assert p.active_devices(0.0) == 4
+
+
+def test_a_device_changing_priority_moves_class() -> None:
+    p = Pacer(bytes_per_s=600, burst_bytes=4096, max_inflight=8)
+    p.grant("a", 10, 0.0, priority=9)
+    p.grant("b", 10, 0.0, priority=1)
+    p.grant("a", 10, 0.1, priority=1)
+    assert p.top_priority(0.1) == 1 and p.share(0.1) == pytest.approx(300)
+
+
+def test_priorities_pruned_with_their_devices() -> None:
+    p = Pacer(bytes_per_s=600, burst_bytes=4096, max_inflight=8, active_window_s=5.0)
+    p.grant("urgent", 10, 0.0, priority=9)
+    p.grant("bulk", 10, 0.0, priority=1)
+    p.grant("bulk", 10, 6.0, priority=1)
+    assert p.top_priority(6.0) == 1  # the urgent device has not asked for 6 s
+
+
+# --------------------------------------------------------------------------- pauses (traffic windows)
+
+
+def test_paused_pacer_grants_nothing_and_charges_nothing() -> None:
+    p = Pacer(bytes_per_s=100, burst_bytes=1000, max_inflight=8, pause_retry_s=30.0)
+    p.pause(0.0, until=100.0)
+    assert p.paused
+    assert p.grant("a", 63, 0.0, priority=9) == 30.0  # at most pause_retry_s ahead
+    assert p.grant("a", 63, 90.0) == pytest.approx(10.0)  # the pause's end, when sooner
+    assert p.tokens(90.0) == pytest.approx(1000)
+    assert p.grant("a", 63, 100.0) == 0.0 and not p.paused  # ended by itself
+
+
+def test_pause_without_an_end_until_unpaused() -> None:
+    p = Pacer(bytes_per_s=100, burst_bytes=1000, max_inflight=8, pause_retry_s=7.0)
+    p.pause(0.0)
+    assert p.grant("a", 63, 10**6) == 7.0
+    p.unpause()
+    assert p.grant("a", 63, 10**6) == 0.0
+
+
+def test_paused_session_answers_wait_for_data_and_held_devices_stay_answered() -> None:
+    p = Pacer(bytes_per_s=10**6, burst_bytes=10**5, max_inflight=8, pause_retry_s=30.0)
+    s = OtaSession(bytes(8), ImageInfo(MFR, ITYPE, NEW, bytes(100)), SessionConfig(), p)
+    s.handle(ev.QueryNextImageRequested(0, MFR, ITYPE, OLD), 0.0)
+    p.pause(0.0)
+    acts = s.handle(ev.ImageBlockRequested(1, MFR, ITYPE, NEW, 0, 63), 1.0)
+    (wait,) = [a for a in acts if isinstance(a, ev.SendWaitForData)]
+    assert wait.delay_s == 30 and not [a for a in acts if isinstance(a, ev.SendImageBlock)]
+    p.unpause()
+    for offset in (0, 63):
+        assert [a for a in s.handle(ev.ImageBlockRequested(2, MFR, ITYPE, NEW, offset, 63), 2.0) if isinstance(a, ev.SendImageBlock)]
+    p.pause(3.0)
+    acts = s.handle(ev.UpgradeEndRequested(3, 0, MFR, ITYPE, NEW), 3.0)
+    assert [a for a in acts if isinstance(a, ev.SendUpgradeEndResponse)][0].hold is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.floats(0, 2.0), st.integers(0, 4), st.integers(1, 63), st.sampled_from([1, 5, 9]), st.booleans()),
+        min_size=1,
+        max_size=150,
+    )
+)
+def test_priorities_never_exceed_the_budget(steps: list[tuple[float, int, int, int, bool]]) -> None:
+    """The budget invariant holds with mixed priorities and pauses."""
+    p = Pacer(bytes_per_s=500, burst_bytes=300, max_inflight=4)
+    now, granted, t0 = 0.0, 0, 0.0
+    for dt_, key, nbytes, priority, flip in steps:
+        now += dt_
+        if flip:
+            p.unpause() if p.paused else p.pause(now, until=now + 1.0)
+        if p.grant(key, nbytes, now, priority) == 0.0:
+            granted += nbytes
+        assert granted <= 300 + 500 * (now - t0) + 1e-6

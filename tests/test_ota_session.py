@@ -26,7 +26,7 @@ from gateway.ota.state import (
     RemoteProtocolError,
 )
 
-P, T, H, S, A, C, F, X = (
+P, T, H, S, A, C, F, X, V = (
     SessionState.PENDING,
     SessionState.TRANSFERRING,
     SessionState.HELD,
@@ -35,8 +35,9 @@ P, T, H, S, A, C, F, X = (
     SessionState.CONFIRMED,
     SessionState.FAILED,
     SessionState.CANCELLED,
+    SessionState.SUPERSEDED,
 )
-ALL_STATES = (P, T, H, S, A, C, F, X)
+ALL_STATES = (P, T, H, S, A, C, F, X, V)
 
 MFR, ITYPE, OLD, NEW = 0x121D, 0x0001, 0x00000001, 0x00000002
 IEEE = "00:0d:6f:00:0a:bc:de:f0"
@@ -123,6 +124,9 @@ def session_in(state: SessionState, size: int = 100, **kw: Any) -> OtaSession:
     if state is X:
         s.cancel(1.0, "operator")
         return s
+    if state is V:
+        s.supersede(1.0, "superseded by a push of higher priority")
+        return s
     if state is F:
         s.handle(query(mfr=0x1234), 1.0)
         return s
@@ -190,17 +194,17 @@ NOTE = (ev.Note, None)
 EXPECTED: dict[tuple[SessionState, type], tuple[Any, SessionState] | str] = {}
 for _s, _answer, _next in [
     (P, OFFER, T), (T, OFFER, T), (H, OFFER, H), (S, OFFER, S),
-    (A, NO_IMAGE, A), (C, NO_IMAGE, C), (F, NO_IMAGE, F), (X, NO_IMAGE, X),
+    (A, NO_IMAGE, A), (C, NO_IMAGE, C), (F, NO_IMAGE, F), (X, NO_IMAGE, X), (V, NO_IMAGE, V),
 ]:
     EXPECTED[(_s, ev.QueryNextImageRequested)] = (_answer, _next)
 for _kind in (ev.ImageBlockRequested, ev.ImagePageRequested):
     for _s in (P, T, H, S):
         EXPECTED[(_s, _kind)] = (BLOCK, T)
-    for _s in (A, C, F, X):
+    for _s in (A, C, F, X, V):
         EXPECTED[(_s, _kind)] = (ABORT, _s)
 for _s, _answer, _next in [
     (P, HOLD, H), (T, HOLD, H), (H, HOLD, H), (S, HOLD, S),
-    (A, ACTIVATION, A), (C, ACTIVATION, C), (F, HOLD, F), (X, DISCARD, X),
+    (A, ACTIVATION, A), (C, ACTIVATION, C), (F, HOLD, F), (X, DISCARD, X), (V, DISCARD, V),
 ]:
     EXPECTED[(_s, ev.UpgradeEndRequested)] = (_answer, _next)
 for _s in ALL_STATES:
@@ -280,10 +284,11 @@ CALLS_ALLOWED = {
     Call.SCHEDULE: {H, S},
     Call.UNSCHEDULE: {S},
     Call.CANCEL: {P, T, H, S, A},
+    Call.SUPERSEDE: {P, T, H, S},
     Call.PARK: set(ALL_STATES),
     Call.RESUME: set(ALL_STATES),
 }
-CALL_RESULT = {Call.ACTIVATE: A, Call.SCHEDULE: S, Call.UNSCHEDULE: H, Call.CANCEL: X}
+CALL_RESULT = {Call.ACTIVATE: A, Call.SCHEDULE: S, Call.UNSCHEDULE: H, Call.CANCEL: X, Call.SUPERSEDE: V}
 
 
 def invoke(s: OtaSession, call: Call, now: float) -> list[Any]:
@@ -299,6 +304,8 @@ def invoke(s: OtaSession, call: Call, now: float) -> list[Any]:
         return s.park(now)
     if call is Call.RESUME:
         return s.resume(now, nudge_after_s=5.0, nudges=3)
+    if call is Call.SUPERSEDE:
+        return s.supersede(now, "superseded")
     return s.cancel(now, "operator")
 
 

@@ -25,6 +25,8 @@ STRICT = [
     "gateway/ota/limits.py",  # block size from the radio's limit (issue 14)
     "gateway/ota/pacing.py",
     "gateway/ota/session.py",
+    "gateway/ota/priority.py",
+    "gateway/ota/windows.py",
     "gateway/ota/state.py",
     "gateway/se",  # the crypto and the Key Establishment cluster (ke_frames, ke_server)
     "gateway/tunnel/frames.py",

@@ -70,9 +70,12 @@ class SessionState(enum.Enum):
     CONFIRMED = "confirmed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Replaced by a push of higher priority (or equal, with --replace): ended as a
+    # cancel is, the device made to discard the image (issue 15).
+    SUPERSEDED = "superseded"
 
 
-END_STATES = frozenset({SessionState.CONFIRMED, SessionState.FAILED, SessionState.CANCELLED})
+END_STATES = frozenset({SessionState.CONFIRMED, SessionState.FAILED, SessionState.CANCELLED, SessionState.SUPERSEDED})
 
 
 # --------------------------------------------------------------------------- inputs

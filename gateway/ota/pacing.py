@@ -52,6 +52,30 @@ little airtime and never lets the budget be exceeded. Frames waiting on the radi
 are not queued in order: a device refused only because ``max_inflight`` frames are
 in flight is told to retry after ``inflight_retry_s`` (keeping any reservation).
 
+Priorities
+~~~~~~~~~~
+Each grant names the asking session's priority (``gateway.ota.priority``). The equal
+shares of rule 1 are shares among the devices of the highest priority that asked
+within ``active_window_s``: those are served and queued exactly as above, as if the
+others were not there. A device below that priority is background: it takes surplus
+only, like an over-share device (the budget must hold ``headroom`` bytes more than it
+asks), never holds a reservation, and all background devices together take at most
+``background_share`` of the budget (a bucket of their own) and a quarter of
+``max_inflight``, and a refused one is told to come back no sooner than
+``background_retry_s`` (every refusal is a request and an answer on the air). The budget is the channel's capacity: surplus alone would let the
+bulk fill the channel, and the urgent device's every block would then queue behind
+theirs on the radio (measured in bench/scenarios.py ``priority_under_bulk``: nine
+times slower with 20 bulk devices). So when the budget is short, higher priorities
+are served first and lower ones are answered WAIT_FOR_DATA with a delay; once no
+higher priority is active, the others share the budget as before.
+
+Pauses
+~~~~~~
+``pause(now, until)`` stops every grant (a traffic window closed, ``gateway.ota.windows``):
+each request is told to come back when the pause ends (``until``, monotonic seconds, or
+``pause_retry_s`` if not known), at most ``pause_retry_s`` ahead so that the device keeps
+asking and no stall timeout runs out. ``unpause()`` ends it. Nothing is spent meanwhile.
+
 Invariant (tested): the bytes granted up to any time t never exceed
 ``burst_bytes + bytes_per_s * (t - t0)``, t0 being the pacer's first use.
 """
@@ -83,6 +107,7 @@ class _Device:
     last_seen: float
     ready_at: float | None = None  # a reservation: granted at or after this time
     expires_at: float = 0.0
+    priority: int = 0
 
 
 class Pacer:
@@ -97,6 +122,9 @@ class Pacer:
         reservation_grace_s: float = 10.0,
         inflight_retry_s: float = 0.25,
         active_window_s: float = 30.0,
+        pause_retry_s: float = 30.0,
+        background_share: float = 0.25,
+        background_retry_s: float = 4.0,
     ) -> None:
         if not (isinstance(bytes_per_s, (int, float)) and math.isfinite(bytes_per_s) and bytes_per_s > 0):
             raise ValueError(f"bytes_per_s must be a positive number, not {bytes_per_s!r}")
@@ -108,6 +136,8 @@ class Pacer:
             ("reservation_grace_s", reservation_grace_s),
             ("inflight_retry_s", inflight_retry_s),
             ("active_window_s", active_window_s),
+            ("pause_retry_s", pause_retry_s),
+            ("background_retry_s", background_retry_s),
         ):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
@@ -117,6 +147,23 @@ class Pacer:
         self.reservation_grace_s = float(reservation_grace_s)
         self.inflight_retry_s = float(inflight_retry_s)
         self.active_window_s = float(active_window_s)
+        self.pause_retry_s = float(pause_retry_s)
+        #: The shortest wait a refused background device is given: each refusal is a
+        #: request and an answer on the air the urgent device needs.
+        self.background_retry_s = float(background_retry_s)
+        if not (isinstance(background_share, (int, float)) and 0 < background_share <= 1):
+            raise ValueError(f"background_share must be a share above 0 and at most 1, not {background_share!r}")
+        #: Frames in flight at which background (lower-priority) devices are refused.
+        self.background_inflight = max(1, max_inflight // 4)
+        #: The background devices' own bucket: background_share of the budget, a quarter burst.
+        self.background_bytes_per_s = self.bytes_per_s * float(background_share)
+        self.background_burst = max(1, burst_bytes // 4)
+        self._bg_tokens = float(self.background_burst)
+        self._bg_refilled_at: float | None = None
+        #: While paused: None, or when the pause ends (math.inf: not known).
+        self._paused_until: float | None = None
+        # Active devices per priority: the highest key is the class that shares the budget.
+        self._by_priority: dict[int, int] = {}
         #: Bytes an over-share device must leave in the budget for the others.
         self.headroom = burst_bytes // 2
         self._tokens = float(burst_bytes)
@@ -148,29 +195,60 @@ class Pacer:
         return len(self._devices)
 
     def share(self, now: float, *, joining: bool = False) -> float:
-        """Each active device's share of the budget, in bytes per second."""
-        return self.bytes_per_s / max(1, self.active_devices(now) + (1 if joining else 0))
+        """Each active device's share of the budget, in bytes per second (the devices of
+        the highest priority share it; see the module doc)."""
+        self._prune(now)
+        return self.bytes_per_s / max(1, self._top_count() + (1 if joining else 0))
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_until is not None
+
+    def pause(self, now: float, until: float | None = None) -> None:
+        """Grant nothing until ``unpause`` (or ``until``, monotonic seconds: then by itself)."""
+        self._refill(now)
+        self._paused_until = math.inf if until is None else float(until)
+
+    def unpause(self) -> None:
+        self._paused_until = None
+
+    def top_priority(self, now: float) -> int | None:
+        """The highest priority among the active devices, or None when none is."""
+        self._prune(now)
+        return max(self._by_priority) if self._by_priority else None
 
     # ------------------------------------------------------------------ the budget
 
-    def grant(self, device_key: Hashable, nbytes: int, now: float) -> float:
-        """0.0 (and the bytes are spent) when ``device_key`` may send ``nbytes`` now,
-        else the seconds until it may (see the module doc for who waits how long)."""
+    def grant(self, device_key: Hashable, nbytes: int, now: float, priority: int = 0) -> float:
+        """0.0 (and the bytes are spent) when ``device_key`` (asking at ``priority``) may
+        send ``nbytes`` now, else the seconds until it may (see the module doc for who
+        waits how long)."""
         if nbytes < 0:
             raise ValueError(f"nbytes must not be negative, not {nbytes}")
         self._refill(now)
         self._prune(now)
+        if self._paused_until is not None:
+            if now < self._paused_until:
+                return max(_EPSILON_S * 2, min(self._paused_until - now, self.pause_retry_s))
+            self._paused_until = None
         device = self._devices.get(device_key)
         if device is None:
-            device = self._devices[device_key] = _Device(float(self.burst_bytes), now, now)
+            device = self._devices[device_key] = _Device(float(self.burst_bytes), now, now, priority=priority)
+            self._count(priority, +1)
+        elif device.priority != priority:
+            self._count(device.priority, -1)
+            self._count(priority, +1)
+            device.priority = priority
         device.last_seen = now
         # A new device, or a clock that stepped back, can bring the next scan forward.
         if now + self.active_window_s < self._next_prune:
             self._next_prune = now + self.active_window_s
-        share = self.bytes_per_s / len(self._devices)
+        share = self.bytes_per_s / self._top_count()
         device.allowance = min(float(self.burst_bytes), device.allowance + max(0.0, now - device.refilled_at) * share)
         device.refilled_at = now
         saturated = self._inflight >= self.max_inflight
+        if priority < max(self._by_priority):
+            return self._background(device, nbytes)
 
         if device.ready_at is not None:  # a reservation: already charged
             if device.ready_at - now > _EPSILON_S:
@@ -202,6 +280,25 @@ class Pacer:
         wait = min((nbytes - device.allowance) / share, (need - self._tokens) / self.bytes_per_s)
         return max(wait, self.inflight_retry_s) if saturated else wait
 
+    def _background(self, device: _Device, nbytes: int) -> float:
+        """A device below the top priority: surplus only, no reservation (module doc)."""
+        device.ready_at = None  # a reservation made while it was on top is given up
+        need = min(nbytes + self.headroom, self.burst_bytes)
+        if self._inflight >= self.background_inflight:
+            return self.background_retry_s
+        now = device.refilled_at
+        if self._bg_refilled_at is not None and now > self._bg_refilled_at:
+            rate = self.background_bytes_per_s
+            self._bg_tokens = min(float(self.background_burst), self._bg_tokens + (now - self._bg_refilled_at) * rate)
+        self._bg_refilled_at = now if self._bg_refilled_at is None else max(now, self._bg_refilled_at)
+        bg_need = min(nbytes, self.background_burst)
+        if self._tokens + _EPSILON_BYTES >= need and self._bg_tokens + _EPSILON_BYTES >= bg_need:
+            self._spend(device, nbytes)
+            self._bg_tokens -= nbytes
+            return 0.0
+        wait = max((need - self._tokens) / self.bytes_per_s, (bg_need - self._bg_tokens) / self.background_bytes_per_s)
+        return max(self.background_retry_s, wait)
+
     def suggested_period_ms(self, device_key: Hashable, nbytes: int, now: float) -> int:
         """A MinimumBlockPeriod (ms) at which blocks of ``nbytes`` stay within the
         device's fair share with ``SHARE_SLACK`` to spare, as a u16."""
@@ -226,9 +323,21 @@ class Pacer:
     def forget(self, device_key: Hashable) -> None:
         """Drop a device's share and reservation (its session ended). The bytes of a
         dropped reservation stay spent."""
-        self._devices.pop(device_key, None)
+        device = self._devices.pop(device_key, None)
+        if device is not None:
+            self._count(device.priority, -1)
 
     # ------------------------------------------------------------------ internals
+
+    def _count(self, priority: int, delta: int) -> None:
+        left = self._by_priority.get(priority, 0) + delta
+        if left > 0:
+            self._by_priority[priority] = left
+        else:
+            self._by_priority.pop(priority, None)
+
+    def _top_count(self) -> int:
+        return self._by_priority[max(self._by_priority)] if self._by_priority else 0
 
     def _spend(self, device: _Device, nbytes: int) -> None:
         self._tokens -= nbytes
@@ -255,7 +364,7 @@ class Pacer:
             return
         horizon = now - self.active_window_s
         for key in [k for k, d in self._devices.items() if d.last_seen < horizon and (d.ready_at is None or d.expires_at < now)]:
-            del self._devices[key]
+            self._count(self._devices.pop(key).priority, -1)
         next_prune = math.inf
         for device in self._devices.values():
             if device.ready_at is not None and device.expires_at < now:

@@ -166,6 +166,7 @@ class OtaSession:
         device_key: Hashable | None = None,
         allow_downgrade: bool = False,
         discard: Iterable[ImageIds] = (),
+        priority: int = 0,
     ) -> None:
         #: Over-the-air order, as ``bytes(zigpy EUI64)`` and image destinations hold it
         #: (``Eui64.of``: bytes are over-the-air order, text is written order).
@@ -177,6 +178,8 @@ class OtaSession:
         self.allow_downgrade = allow_downgrade
         #: The key of this device's share of the pacer (default: its IEEE bytes).
         self.device_key: Hashable = device_key if device_key is not None else self.device_ieee
+        #: The push's priority (gateway.ota.priority): the pacer serves higher ones first.
+        self.priority = priority
 
         self.state = SessionState.PENDING
         #: Why the session is in its state (the reason of the last StateChanged).
@@ -323,6 +326,13 @@ class OtaSession:
         Default Response ABORT (the client discards the image): cancelling never
         lets a device activate. Raises ``LocalProtocolError`` in an end state."""
         return self._call(Call.CANCEL, now, reason)
+
+    def supersede(self, now: float, reason: str) -> list[Action]:
+        """End the push because a push of higher priority takes the device: as ``cancel``
+        (block requests ABORT, the image discarded on the device's next Upgrade End),
+        ending SUPERSEDED. Only before activation: raises ``LocalProtocolError`` from
+        ACTIVATED and the end states."""
+        return self._call(Call.SUPERSEDE, now, reason)
 
     def park(self, now: float) -> list[Action]:
         """The radio is going away: freeze every timer (as seconds left) until ``resume``.
@@ -518,7 +528,7 @@ class OtaSession:
     def _call(self, call: Call, now: float, *args: Any, cell: Cell | None = None) -> list[Action]:
         if cell is None:
             cell = call_cell(self.state, call)  # raises before anything changes
-        if self._parked and call not in (Call.PARK, Call.RESUME, Call.CANCEL):
+        if self._parked and call not in (Call.PARK, Call.RESUME, Call.CANCEL, Call.SUPERSEDE):
             raise LocalProtocolError(f"cannot {call.value} a parked push (the radio is away): it resumes when the radio is back")
         self._tick(now)
         return self._run(cell, *args)
@@ -921,6 +931,11 @@ class OtaSession:
         else:
             self._emit(SendDefaultResponse(ev.tsn, int(command), err.status))
         self._note(NoteKind.WARNING, f"{command.name.lower().replace('_', ' ')} request refused ({err.status.name}): {err.message}", ev.file_offset)
+        if self.state is P and isinstance(err, WrongImageRequested):
+            # The device was downloading another image (a push this one superseded) and
+            # drops it on this ABORT: tell it of ours now, not at the next notify interval
+            # (ZCL OTA: a client that hears a unicast Image Notify queries).
+            self._send_notify()
 
     def _enter_transfer(self, ev: ImageBlockRequested | ImagePageRequested) -> None:
         if self.state is P:
@@ -945,7 +960,7 @@ class OtaSession:
         self._fresh = False
 
     def _grant(self, nbytes: int) -> float:
-        return 0.0 if self.pacer is None else self.pacer.grant(self.device_key, nbytes, self._now)
+        return 0.0 if self.pacer is None else self.pacer.grant(self.device_key, nbytes, self._now, self.priority)
 
     def _sent(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
@@ -977,8 +992,11 @@ class OtaSession:
         wait = self._grant(size)
         if wait > 0:
             # ZCL OTA, Image Block Response WAIT_FOR_DATA (11.13.8.1): ask again after
-            # request time, and no faster than the minimum block period suggested.
-            delay = min(self.config.max_wait_for_data_s, max(1, math.ceil(wait)))
+            # request time, and no faster than the minimum block period suggested. Never
+            # as long as half the stall timeout: a long pause (a closed traffic window)
+            # must not fail the push by our own doing.
+            cap = min(self.config.max_wait_for_data_s, max(1, int(self.config.stall_timeout_s // 2)))
+            delay = min(cap, max(1, math.ceil(wait)))
             period = self._suggested_period_ms(size)
             self._emit(SendWaitForData(ev.tsn, delay, period))
             self._note(
@@ -1030,6 +1048,8 @@ class OtaSession:
         wait = self._grant(size)
         if wait > 0:
             page.due = self._now + wait
+            # The device waits for our blocks: our deferral (a paused pacer) is not its silence.
+            self._stall_at = max(self._stall_at or 0.0, page.due + self.config.stall_timeout_s)
             self._note(NoteKind.PACING, f"radio budget spent: page block at offset {page.next_offset} deferred {wait:.3f} s", page.next_offset)
             return
         data = self.image.data[page.next_offset : page.next_offset + size]
@@ -1097,13 +1117,17 @@ class OtaSession:
             return False
         self._emit(SendDefaultResponse(ev.tsn, int(DeviceCommand.UPGRADE_END), Status.ABORT))
         self.discard_requests += 1
-        whose = "this push's image, cancelled" if ids == self._image_ids() else "the image of a cancelled push"
+        ended = "superseded" if self.state is SessionState.SUPERSEDED else "cancelled"
+        whose = f"this push's image, {ended}" if ids == self._image_ids() else "the image of a cancelled or superseded push"
         self._note(
             NoteKind.DISCARD,
             "device holds {}: Upgrade End answered ABORT (#{}) so that it discards manufacturer 0x{:04X}, "
             "image type 0x{:04X}, version 0x{:08X} and queries again".format(whose, self.discard_requests, *ids),
             self._offset_or_none(),
         )
+        if self.state is P:
+            # It goes back to normal operation now: tell it of our image at once.
+            self._send_notify()
         return True
 
     def _downloading_again(self) -> None:
@@ -1285,10 +1309,17 @@ class OtaSession:
     def _cancel(self, reason: str) -> None:
         if self.state is A:
             self._note(NoteKind.WARNING, "activation was already sent: cancelling stops the confirmation, not the device")
-        self._set_state(SessionState.CANCELLED, reason)
+        self._end_discarding(SessionState.CANCELLED, "cancelled", reason)
+
+    def _supersede(self, reason: str) -> None:
+        self._end_discarding(SessionState.SUPERSEDED, "superseded", reason)
+
+    def _end_discarding(self, state: SessionState, verb: str, reason: str) -> None:
+        """Cancel and supersede: the push ends and the device is to drop the image."""
+        self._set_state(state, reason)
         self.discard_images = self.discard_images | {self._image_ids()}
         then = "; its next Upgrade End Request for the image will be answered ABORT, so that it discards it" if self._was_held else ""
-        self._note(NoteKind.CANCEL, f"push cancelled: {reason}{then}", self._offset_or_none())
+        self._note(NoteKind.CANCEL, f"push {verb}: {reason}{then}", self._offset_or_none())
 
 
 def _check_table() -> None:

@@ -11,8 +11,9 @@ One ``OtaSession`` pushes one image to one device. Its life::
     HELD, SCHEDULED ── activate ──▶ ACTIVATED ── new version reported ──▶ CONFIRMED
     any live state ── mismatch, stall, failure status for this image, old version ──▶ FAILED
     any live state ── cancel ──▶ CANCELLED
+    PENDING, TRANSFERRING, HELD, SCHEDULED ── supersede ──▶ SUPERSEDED
 
-CONFIRMED, FAILED and CANCELLED are the end states (``END_STATES``); the session
+CONFIRMED, FAILED, CANCELLED and SUPERSEDED are the end states (``END_STATES``); the session
 still answers every request in them.
 
 Cancelling also gives the session a duty that no state shows: the device may hold
@@ -23,7 +24,10 @@ that activates. A push that follows a cancelled one to the same device inherits 
 duty (the engine passes ``discard``), because it now answers the device; it ends when
 the device downloads the same image from this push again. Cancelling never
 activates; a cancelled device ends up without the image instead of holding it for
-ever, and a new push to it can go through.
+ever, and a new push to it can go through. ``supersede`` (a push of higher priority
+takes the device) ends a push the same way, in its own end state so that status and
+the report can tell the two apart; not from ACTIVATED, whose image the device is
+already applying.
 
 The device drives everything but the calls the caller makes: ``start`` (Image
 Notify), ``activate`` and ``schedule``/``unschedule`` (the activation gate),
@@ -153,6 +157,7 @@ class Call(enum.Enum):
     SCHEDULE = "schedule"
     UNSCHEDULE = "unschedule"
     CANCEL = "cancel"
+    SUPERSEDE = "supersede"
     PARK = "park"
     RESUME = "resume"
     TIMER = "timer"
@@ -178,6 +183,7 @@ A = SessionState.ACTIVATED
 C = SessionState.CONFIRMED
 F = SessionState.FAILED
 X = SessionState.CANCELLED
+V = SessionState.SUPERSEDED
 
 
 def _cell(handler: str, *next_states: SessionState) -> Cell:
@@ -200,6 +206,7 @@ _QUERY: dict[SessionState, Cell] = {
     C: _cell("_refuse_query"),
     F: _cell("_refuse_query"),
     X: _cell("_refuse_query"),
+    V: _cell("_refuse_query"),
 }
 
 # Devices resume at any offset (power cycle, gateway restart), even without a new
@@ -213,6 +220,7 @@ _BLOCK: dict[SessionState, Cell] = {
     C: _cell("_abort_block"),
     F: _cell("_abort_block"),
     X: _cell("_abort_block"),
+    V: _cell("_abort_block"),
 }
 _PAGE: dict[SessionState, Cell] = {
     P: _cell("_serve_page", T),
@@ -223,6 +231,7 @@ _PAGE: dict[SessionState, Cell] = {
     C: _cell("_abort_block"),
     F: _cell("_abort_block"),
     X: _cell("_abort_block"),
+    V: _cell("_abort_block"),
 }
 
 # ZCL OTA, Upgrade End Request, effect on receipt: a SUCCESS end request gets an
@@ -239,9 +248,10 @@ _END: dict[SessionState, Cell] = {
     C: _cell("_end_after_activation"),
     F: _cell("_end_after_close"),
     X: _cell("_end_after_close"),
+    V: _cell("_end_after_close"),
 }
 
-_ALL_STATES = (P, T, H, S, A, C, F, X)
+_ALL_STATES = (P, T, H, S, A, C, F, X, V)
 
 TRANSITIONS: dict[SessionState, dict[Trigger, Cell]] = {state: {} for state in _ALL_STATES}
 for _state in _ALL_STATES:
@@ -270,6 +280,8 @@ for _state in _ALL_STATES:
 for _state in (P, T, H, S, A):
     TRANSITIONS[_state][AttributeReadFailed] = _cell("_note_read_failed")
     TRANSITIONS[_state][Call.CANCEL] = _cell("_cancel", X)
+for _state in (P, T, H, S):
+    TRANSITIONS[_state][Call.SUPERSEDE] = _cell("_supersede", V)
 TRANSITIONS[P][AttributesRead] = _cell("_record_attributes")
 TRANSITIONS[T][AttributesRead] = _cell("_record_attributes")
 TRANSITIONS[H][AttributesRead] = _cell("_record_attributes", F)
@@ -282,7 +294,7 @@ TRANSITIONS[A][AttributesRead] = _cell("_confirm_by_attributes", C, F)
 for _state in (P, T):
     TRANSITIONS[_state][NotifyDelivered] = _cell("_note_notify_delivered")
     TRANSITIONS[_state][NotifyFailed] = _cell("_note_notify_failed")
-for _state in (H, S, A, C, F, X):
+for _state in (H, S, A, C, F, X, V):
     TRANSITIONS[_state][NotifyDelivered] = _cell("_note_notify_late")
     TRANSITIONS[_state][NotifyFailed] = _cell("_note_notify_late")
 

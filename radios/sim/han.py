@@ -72,7 +72,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 import logging
 import types
@@ -127,6 +127,17 @@ def _nwk_for(ieee: t.EUI64, taken: set[int]) -> t.NWK:
             return t.NWK(nwk)
         nwk = (nwk * 0x9E37 + 0x79B9) & 0xFFFF
     raise ValueError("no free NWK address")  # pragma: no cover
+
+
+def relays_for(nwks: Iterable[int], nwk: int, hops: int) -> tuple[int, ...]:
+    """The routers (our own making, above the devices' addresses: 0xF000 + 8 * slot + i)
+    between the coordinator and the device at ``nwk``, ``hops`` away, nearest the device
+    first; ``nwks``: every device's address on the HAN. One rule for the HAN in this
+    process and the hub's view of one in a child (remote.py)."""
+    if hops <= 1:
+        return ()
+    slot = sorted(int(n) for n in nwks).index(nwk) % 0x1FF
+    return tuple(0xF000 + 8 * slot + i for i in range(hops - 1))
 
 
 class SimHan:
@@ -305,11 +316,7 @@ class SimHan:
         device first (as a source route lists them): what the emulators announce
         (EZSP incomingRouteRecordHandler, Z-Stack ZDO.SrcRtgInd). Empty for a neighbour."""
         device = self._by_nwk.get(int(nwk))
-        if device is None or device.spec.hops <= 1:
-            return ()
-        # Routers of our own making, above the devices' addresses: 0xF000 + 8 * slot + i.
-        slot = sorted(self._by_nwk).index(int(nwk)) % 0x1FF
-        return tuple(0xF000 + 8 * slot + i for i in range(device.spec.hops - 1))
+        return () if device is None else relays_for(self._by_nwk, int(nwk), device.spec.hops)
 
     def _frames(self, payload_len: int) -> list[int]:
         return self.link.data_psdus(payload_len)

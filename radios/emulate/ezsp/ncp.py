@@ -372,6 +372,7 @@ class EmberNcp:
         # The source route table (RAM, CONFIG_SOURCE_ROUTE_TABLE_SIZE): destination ->
         # relays nearest the destination first, as Route Records carry them; lost at reset
         self.source_routes: dict[int, tuple[int, ...]] = {}
+        self._routes_from_han: set[int] = set()  # source routes the HAN's hops gave, not a test
         #: Unicasts refused as longer than max_payload: (destination, length, limit).
         self.refused_too_long: list[tuple[int, int, int]] = []
         self.aps_counter = int.from_bytes(os.urandom(1), "little")
@@ -1461,8 +1462,15 @@ class EmberNcp:
         if relays_of is None or message_type != t.EmberIncomingMessageType.INCOMING_UNICAST:
             return
         relays = tuple(relays_of(nwk))
-        if relays != self.source_routes.get(nwk, ()):
-            self.learn_source_route(nwk, relays)
+        # The HAN's hops decide the route, except that a device it has next to us keeps a
+        # route a test taught the stack (learn_source_route) until the HAN says otherwise.
+        if relays == self.source_routes.get(nwk, ()) or not (relays or nwk in self._routes_from_han):
+            return
+        self.learn_source_route(nwk, relays)
+        if relays:
+            self._routes_from_han.add(nwk)
+        else:
+            self._routes_from_han.discard(nwk)
 
     def _stack_zdo_reply(self, requester: int, request: t.EmberApsFrame, reply: ZdoFrame) -> None:
         aps = t.EmberApsFrame(
