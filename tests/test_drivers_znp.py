@@ -138,7 +138,8 @@ async def test_push_to_a_device_behind_a_relay_in_blocks_that_fit_the_source_rou
     fw = make_image(key, size=2048)
     relay = 0x7001
     assert firmware.af_mtu(aps_secure=False, relays=1) == 78 < 17 + 63
-    async with running_znp_emulator([hcalcs_spec(FAST_DEVICE)]) as (path, server):
+    # Firmware without APS fragmentation: the too-long block is refused, not fragmented
+    async with running_znp_emulator([hcalcs_spec(FAST_DEVICE)], aps_fragmentation=False) as (path, server):
         coord = server.coordinator
         # the HAN's optional hops extra: every device is behind the relay
         coord.han.relays_of = lambda nwk: (relay,)
