@@ -125,6 +125,9 @@ class DeviceConfig:
     #: "both". Unset: "both" for an HCALCS, "upgrade-end" for a PPMID (the hub manages
     #: a PPMID's activation itself, SECMP0007).
     activation: str = "both"
+    #: The `gbcs_certificate` key (issue 13): the device's GBCS digital-signing
+    #: certificate (PEM), so its responses and alerts are judged "valid", not "unknown signer".
+    gbcs_certificate: Path | None = None
 
     @property
     def forwards(self) -> bool:
@@ -295,7 +298,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
     devices = []
     for i, entry in enumerate(_array(data, "device", src)):
         key = f"device[{i}]"
-        _no_unknown(entry, {"ieee", "kind", "supplier", "stall_timeout", "security", "activation"}, key + ".", src)
+        _no_unknown(entry, {"ieee", "kind", "supplier", "stall_timeout", "security", "activation", "gbcs_certificate"}, key + ".", src)
         if not isinstance(entry.get("ieee"), str):
             raise ConfigError(f"{key}.ieee", entry.get("ieee"), "expected a string such as \"00:db:12:34:56:78:90:a0\"", src)
         try:
@@ -328,11 +331,13 @@ def parse_config(data: Mapping[str, Any], *, base: Path = Path("."), source: Pat
                 "(the hub's Upgrade End Response releases it) or \"both\"",
                 src,
             )
+        gbcs_cert = entry.get("gbcs_certificate")
         devices.append(
             DeviceConfig(
                 ieee=ieee, kind=kind, supplier=supplier, stall_timeout_s=stall,
                 security=_SECURITY_MODES[security] if security is not None else SecurityMode.AUTO,
                 activation=activation,
+                gbcs_certificate=None if gbcs_cert is None else rel(f"{key}.gbcs_certificate", gbcs_cert),
             )
         )
     seen = [d.ieee for d in devices]

@@ -16,7 +16,10 @@ SUBMIT_POINTS = ("submit.verified", "submit.accepted", "submit.acted", "submit.a
 #: The hub's own alert (han_ota/hub_alerts.py): its counter reserved, then its bytes signed
 #: but not yet recorded (issue 13).
 HUB_ALERT_POINTS = ("hub_alert.reserved", "hub_alert.signed")
-POINTS = frozenset(SUBMIT_POINTS + HUB_ALERT_POINTS)
+#: A command forwarded over the GBCS tunnel (han_ota/tunnels.py): kept in the store but
+#: not yet sent, then acknowledged by the device with its response not yet in (issue 13).
+TUNNEL_POINTS = ("tunnel.recorded", "tunnel.acknowledged")
+POINTS = frozenset(SUBMIT_POINTS + HUB_ALERT_POINTS + TUNNEL_POINTS)
 
 
 def crashpoint(name: str) -> None:

@@ -86,7 +86,7 @@ from gateway.store import (
 )
 from han_ota import sdnotify
 from han_ota.control import ControlServer, ControlSocketError, HttpError
-from han_ota.hub_alerts import HubMessages, start_hub_messages
+from han_ota.hub_alerts import HubMessages, device_keys_of, start_hub_messages
 from han_ota.security import KeyEstablishmentUnavailable, close_key_establishment, start_key_establishment
 from han_ota.tunnels import CommandRefused, DaemonTunnels
 from han_ota.traffic import DaemonTraffic
@@ -315,12 +315,21 @@ class Daemon:
         except Exception as exc:  # TrustError, OSError: a supplier file named in the config
             self._close_state()
             raise DaemonStartError(f"{self.config.source or 'config'}: [[supplier]] trust anchors cannot be loaded: {exc}") from None
+        try:
+            device_keys = device_keys_of(self.config)
+        except Exception as exc:  # GbcsUsageError naming the file
+            self._close_state()
+            raise DaemonStartError(f"{self.config.source or 'config'}: [[device]] gbcs_certificate cannot be loaded: {exc}") from None
         self._audit("daemon.start", version=version(), pid=os.getpid(), config=str(self.config.source) if self.config.source else None, radio=self.radio.kind, state_dir=str(self.config.state_dir))
         try:  # before the radio: alerts a crash left reserved are finished first
-            self.hub = await start_hub_messages(self.config, self.store, trust=self._trust, audit=self._audit, durable_job_id=_store_id)
+            self.hub = await start_hub_messages(
+                self.config, self.store, trust=self._trust, audit=self._audit, durable_job_id=_store_id, device_keys=device_keys
+            )
         except OSError as exc:  # the GFI feed's port
             self._close_state()
             raise DaemonStartError(f"[hub] gfi_feed = {self.config.hub.gfi_feed!r} cannot listen: {exc.strerror or exc}") from None
+        # Every message the tunnels carry is kept, audited, shown and fed (han_ota/hub_alerts.py).
+        self.tunnels.add_listener(self.hub.record)
         self.control = ControlServer(self, self.config.control_socket, self.config.control_tcp)
         try:
             await self.control.start()

@@ -40,7 +40,7 @@ from gateway.engine import Job
 from gateway.gbcs.alerts import FirmwareTransferAlert, TransferResponse, build_transfer_alert
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.messages import read_message
-from gateway.gbcs.trust import TrustStore
+from gateway.gbcs.trust import TrustStore, read_anchor
 from gateway.ota import events as ev
 from gateway.store import MessageDirection, StateStore, StoredMessage, StoreError
 from han_ota.gfi_feed import GfiFeed
@@ -81,6 +81,18 @@ def known_keys(config: Config, suppliers: TrustStore, devices: Mapping[EntityId,
     if hub.key is None or hub.entity_id is None:
         return known
     return known.with_anchor(EntityId.parse(hub.entity_id), hub.key.public_key())
+
+
+def device_keys_of(config: Config) -> dict[EntityId, Any]:
+    """The devices' keys from their `[[device]] gbcs_certificate`, by entity id: the one
+    the certificate names, else the device's IEEE address. GbcsUsageError names a file
+    that cannot be read."""
+    keys: dict[EntityId, Any] = {}
+    for device in config.devices:
+        if device.gbcs_certificate is not None:
+            anchor = read_anchor(device.gbcs_certificate)
+            keys[anchor.entity_id or EntityId.parse(device.ieee.hex())] = anchor.public_key
+    return keys
 
 
 def counter_floor(now: dt.datetime) -> int:
@@ -322,4 +334,4 @@ def _coordinator_ieee(engine: Any) -> object:
     return None if ieee is None or ieee == zt.EUI64.convert("00:00:00:00:00:00:00:00") else ieee
 
 
-__all__ = ["AUDIT_EVENT", "HubMessages", "hub_summary", "known_keys", "start_hub_messages", "transfer_outcome"]
+__all__ = ["AUDIT_EVENT", "HubMessages", "device_keys_of", "hub_summary", "known_keys", "start_hub_messages", "transfer_outcome"]

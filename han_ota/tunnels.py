@@ -12,6 +12,13 @@ it is (every Upgrade End Request still gets 0xFFFFFFFF; the device releases itse
 What comes back is seen by ``on_message`` listeners (the message store plugs in with
 ``add_listener``) and audited (gbcs.tunnel: direction, device, length, SHA-256).
 
+Listeners see a forwarded command ("out") when it is handed to the tunnel, before the
+device has it, so a kill between the send and the device's response loses no message
+from the store (a forward that then fails is audited, gbcs.forward_failed); the
+device's acknowledgement is the gbcs.tunnel "out" record. Messages from the device
+("in") as they arrive. Crash points (gateway/crashpoint.py TUNNEL_POINTS): the command
+kept but not yet sent, and acknowledged with its response not yet in.
+
 ``send_command`` is `han-ota gbcs send`: a CS06 goes through the gate first (and is
 forwarded whatever the device's `activation` says, the user asked for it); any other
 GBCS command (CS08 Read Firmware Version, say) is checked to be a well-formed command
@@ -32,6 +39,7 @@ import zigpy.types as zt
 
 from eui64 import Eui64
 from gateway.config import Config
+from gateway.crashpoint import crashpoint
 from gateway.gbcs.codes import CraFlag
 from gateway.gbcs.command import parse_command
 from gateway.gbcs.errors import GbcsError
@@ -88,10 +96,16 @@ class DaemonTunnels:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _on_message(self, direction: str, ieee: zt.EUI64, data: bytes) -> None:
-        device = str(ieee)
-        self.recent.append({"direction": direction, "device": device, "hex": data.hex().upper()})
+        """The service's report: a message in, or one out acknowledged by the device."""
         if self._audit is not None:
             self._audit("gbcs.tunnel", ieee, direction=direction, length=len(data), sha256=hashlib.sha256(data).hexdigest())
+        if direction == "out":
+            crashpoint("tunnel.acknowledged")  # the device has it; its response is not in yet
+            return  # the listeners had it when it was handed over (_forward)
+        self._tell(direction, ieee, data)
+
+    def _tell(self, direction: str, ieee: zt.EUI64, data: bytes) -> None:
+        self.recent.append({"direction": direction, "device": str(ieee), "hex": data.hex().upper()})
         for listener in list(self._listeners):
             try:
                 listener(direction, ieee, data)
@@ -132,6 +146,8 @@ class DaemonTunnels:
     async def _forward(self, ieee: zt.EUI64, command: bytes, timeout: float) -> bytes | None:
         if self.service is None:
             raise TunnelSendError("the radio is not up: no tunnel")
+        self._tell("out", ieee, command)  # kept before it leaves: see the module docstring
+        crashpoint("tunnel.recorded")
         try:
             return await self.service.request(ieee, command, timeout)
         except TunnelSendError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 from zigpy.application import ControllerApplication
 
 from radios.closing import shutdown_app
+from radios.fragmentation import install_fragmentation
 from radios.han_services import apply_han_config
 
 LOGGER = logging.getLogger(__name__)
@@ -152,6 +153,9 @@ async def open_app(
             _keep_endpoints_across_resets(app)
     try:
         await app.startup(auto_form=True)
+        # Messages longer than one frame, as each stack's host sends (and, for Z-Stack,
+        # receives) them: neither bellows nor zigpy-znp does (radios/fragmentation.py)
+        install_fragmentation(app)
         if on_started is not None:
             await on_started(app)
     except BaseException as exc:

@@ -34,7 +34,8 @@ from test_emulate_znp import (  # noqa: F401 (han_emulator is a fixture)
 
 @pytest.fixture
 async def emulator():
-    server = await serve_znp("127.0.0.1", 0, None)
+    # Firmware without APS fragmentation (ZIGBEE_FRAGMENTATION): long unicasts refused
+    server = await serve_znp("127.0.0.1", 0, None, aps_fragmentation=False)
     try:
         yield server
     finally:

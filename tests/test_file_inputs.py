@@ -185,7 +185,7 @@ async def test_an_image_copy_error_is_507_only_when_the_disk_is_full(
 async def test_a_store_error_whose_text_says_full_is_not_taken_for_a_full_disk(daemon: Daemon, short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert daemon.store is not None
 
-    def create_job(_record: Any) -> int:
+    def create_job(_record: Any, **_options: Any) -> int:
         try:
             raise sqlite3.OperationalError("disk I/O error")
         except sqlite3.Error as exc:

@@ -19,7 +19,7 @@ from typing import Any
 import zigpy.exceptions
 import zigpy.types as zt
 
-from gateway.config import load_config
+from gateway.config import DeviceConfig, load_config
 from gateway.engine import Engine, Job
 from gateway.ota import events as ev
 from gateway.ota.config import MAX_BLOCK_DATA, MAX_BLOCK_DATA_APS_ENCRYPTED
@@ -283,17 +283,6 @@ async def test_install_code_device_is_served_as_before() -> None:
 # --------------------------------------------------------------------------- the daemon
 
 
-@dataclass(frozen=True)
-class SeDevice:
-    """A [[device]] table with `security` (DeviceConfig gains the field on h-se-hub's branch)."""
-
-    ieee: Any
-    kind: str = "hcalcs"
-    supplier: str | None = None
-    stall_timeout_s: float | None = None
-    security: SecurityMode = SecurityMode.SE
-
-
 async def test_daemon_keeps_an_se_push_pending_shows_security_and_audits_key_events(tmp_path_factory: Any) -> None:
     import asyncio
     import shutil
@@ -308,7 +297,7 @@ async def test_daemon_keeps_an_se_push_pending_shows_security_and_audits_key_eve
     root = Path(tempfile.mkdtemp(prefix="hoa", dir="/tmp"))  # a short Unix socket path
     bench = Bench(f"hcalcs:{HCALCS}:{FAST}")
     try:
-        cfg = make_config(root, devices=(SeDevice(Eui64.parse(HCALCS)),))
+        cfg = make_config(root, devices=(DeviceConfig(ieee=Eui64.parse(HCALCS), kind="hcalcs", security=SecurityMode.SE),))
         fw = daemon_image(root)
         daemon = await started(cfg, bench)
         client = Client(cfg.control_socket, timeout=5)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,10 @@ async def test_a_verified_cs06_is_forwarded_unchanged_and_its_response_printed(s
             assert job.state is ev.SessionState.HELD and device.current_file_version == 0xACDCACDB
         else:
             await wait_for(lambda: job.state is ev.SessionState.CONFIRMED, 30, "the release by Upgrade End Response")
-        names = [r.event for r in events(cfg)]
-        assert names.count("gbcs.tunnel") == 2  # out and in, audited
+        # Out and in, audited; the device's receipt alert (0x8F72) after its download is in too.
+        carried = [(r.fields["direction"], r.fields["sha256"]) for r in events(cfg) if r.event == "gbcs.tunnel"]
+        assert carried.count(("out", hashlib.sha256(command).hexdigest())) == 1
+        assert ("in", hashlib.sha256(b"\xdf\x09" + command[2:12]).hexdigest()) in carried
     finally:
         await daemon.stop()
         await bench.close()

@@ -41,6 +41,16 @@ back over the tunnel; by default the message is only kept in ``device.tunnel_mes
 ``device.tunnel_send(data)`` sends one of the device's own. A power cycle forgets the
 tunnel (RAM).
 
+The device's GBCS (issue 13, gbcs/peer.py): ``device.gbcs``, a `GbcsPeer` built once per
+device from its spec (counters, held image and pending activation outlive a reboot, as
+in a meter's non-volatile memory), is the tunnel handler. A finished download gives its
+Firmware Distribution Receipt Alert and, if the image passed the checks, is held for a
+CS06; a server abort drops it. A CS06 the peer accepts reboots the device into the held
+download (the same path as the Upgrade End Response's release) once its response is on
+the air; a future-dated one runs on a wall-clock (POSIX UTC) timer, re-armed at every
+power-on. After an activation reboot the peer hears how it went (a PPMID's CS09).
+``device.gbcs_certificate_pem`` is its certificate, for a hub or a test to trust.
+
 Observability: ``device.history`` (a list of `SimEvent`: loop time, kind, details),
 ``device.counters`` (OTA client counters plus radio ones), ``device.state``,
 ``device.current_file_version``, and `wait_for` / `wait_for_event` for tests.
@@ -54,6 +64,7 @@ import contextlib
 from dataclasses import dataclass, field
 import logging
 import random
+import time
 from typing import Any, Final, Protocol
 
 import zigpy.types as t
@@ -63,6 +74,7 @@ import zigpy.zdo.types as zdo_t
 
 from eui64 import Eui64
 
+from .gbcs import GbcsPeer, PeerOutput, peer_for_spec, receipt_hash
 from .key_establishment import CLUSTER_KEY_ESTABLISHMENT
 from .ota_client import (
     Activate,
@@ -201,9 +213,13 @@ class SimDevice:
         self._ke_rng = random.Random(seed ^ 0xCB4E_0800)
         self._ke_seed = seed ^ 0x1D_0800
         self._credentials: Credentials | None = None
-        # The GBCS tunnel: H-simgbcs's GBCS content plugs in as tunnel_handler.
+        # The GBCS tunnel; its handler is the device's GBCS peer (a test may replace it).
         self.tunnel_messages: list[bytes] = []
-        self.tunnel_handler: Callable[[bytes], list[bytes]] = self._keep_tunnel_message
+        self.gbcs: GbcsPeer = peer_for_spec(spec)
+        self.tunnel_handler: Callable[[bytes], list[bytes]] = self._gbcs_message
+        self._gbcs_timer: asyncio.TimerHandle | None = None
+        # Set by an activation reboot (did the image take?), told to the peer at the next boot.
+        self._activated: bool | None = None
         self.tunnel = TunnelServer(
             handler=lambda data: self.tunnel_handler(data),
             faults=TunnelFaults(spec.tunnel_busy, spec.tunnel_no_ids, spec.tunnel_drop, spec.tunnel_refuse),
@@ -215,6 +231,11 @@ class SimDevice:
 
     def __repr__(self) -> str:
         return f"<SimDevice {self.spec.kind} {self.ieee} nwk=0x{self.nwk:04X} v=0x{self.current_file_version:08X} {self.state}>"
+
+    @property
+    def gbcs_certificate_pem(self) -> str:
+        """The device's GBCS digital-signing certificate (PEM): what a hub trusts it by."""
+        return self.gbcs.certificate_pem
 
     @property
     def current_file_version(self) -> int:
@@ -356,6 +377,11 @@ class SimDevice:
         self._spawn(self._inbox_worker())
         self._spawn(self._outbox_worker())
         self._join(rejoin=self.radio.boots > 1)
+        if self._activated is not None:
+            ok, self._activated = self._activated, None
+            for message in self.gbcs.on_activated(ok, time.time()):
+                self.tunnel_send(message)  # sent once the hub opens the tunnel again
+        self._rearm_gbcs()
         if self.awaiting_key:
             self._start_registration()
         else:
@@ -368,7 +394,7 @@ class SimDevice:
     def _start_ota(self, now: float) -> None:
         """The OTA client: at boot, or for an SE device once it holds its link key
         (it does not query for images before it is registered)."""
-        self.client = OtaClient(self._client_config(), self.flash, self.rng, self.counters, self.record)
+        self.client = OtaClient(self._client_config(), self.flash, self.rng, self.counters, self._client_event)
         if self._report_version_on_boot:
             self._report_version_on_boot = False
             self._send_report_version()
@@ -463,6 +489,9 @@ class SimDevice:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._gbcs_timer is not None:
+            self._gbcs_timer.cancel()
+            self._gbcs_timer = None
         for task in list(self._tasks):
             task.cancel()
         self._tasks.clear()
@@ -501,6 +530,7 @@ class SimDevice:
             self.record("activation_failed", kept=self.flash.current_file_version, image=action.file_version)
         else:
             self.flash.current_file_version = action.file_version
+        self._activated = not self.spec.activation_fails
         self.flash.erase()
         self._report_version_on_boot = True
         self.record(
@@ -630,6 +660,7 @@ class SimDevice:
             if not ok:
                 self.radio.uplink_lost += 1
                 self.record("uplink_lost", cluster=packet.cluster_id, data=packet.data.serialize().hex())
+            outbox.task_done()  # _activate_after_sending waits for the queue to drain
 
     def _send_zdo(self, command: int, tsn: int, payload: bytes) -> None:
         self._uplink(
@@ -1214,10 +1245,65 @@ class SimDevice:
 
     # -- the GBCS tunnel ----------------------------------------------------------------
 
-    def _keep_tunnel_message(self, data: bytes) -> list[bytes]:
-        """The default tunnel handler: keep the message, answer nothing."""
+    # -- the device's GBCS ----------------------------------------------------------------
+
+    def _gbcs_message(self, data: bytes) -> list[bytes]:
+        """The tunnel handler: the message goes to the peer, its replies back over the tunnel."""
         self.tunnel_messages.append(bytes(data))
-        return []
+        out = self.gbcs.on_message(data, time.time())
+        self._gbcs_apply(out)
+        return list(out.replies)
+
+    def _gbcs_apply(self, out: PeerOutput) -> None:
+        for note in out.notes:
+            self.record("gbcs_note", note=note)
+        if out.activate is not None and out.firmware_version is not None:
+            version = int.from_bytes(out.firmware_version, "big")
+            self.record("gbcs_activate", file_version=version, image_hash=out.activate.hex())
+            self._spawn(self._activate_after_sending(version), lifecycle=True)
+        self._rearm_gbcs()
+
+    async def _activate_after_sending(self, file_version: int) -> None:
+        """Reboot into the held download once what the device queued (its CS06 response,
+        its 0x00CA alert) is on the air: a power-off would drop the queue."""
+        outbox = self._outbox
+        if outbox is not None:
+            await outbox.join()
+        if self.powered and self._outbox is outbox:
+            self._activate(Activate(file_version, self_activated=False))
+
+    def _rearm_gbcs(self) -> None:
+        if self._gbcs_timer is not None:
+            self._gbcs_timer.cancel()
+            self._gbcs_timer = None
+        due = self.gbcs.get_timer()
+        if due is not None and self.powered:
+            # GBCS dates are wall-clock dates: the peer's timer is POSIX UTC, not loop time.
+            self._gbcs_timer = asyncio.get_running_loop().call_later(max(0.0, due - time.time()), self._on_gbcs_timer)
+
+    def _on_gbcs_timer(self) -> None:
+        self._gbcs_timer = None
+        if not self.powered:
+            return
+        out = self.gbcs.handle_timer(time.time())
+        for message in out.replies:
+            self.tunnel_send(message)
+        self._gbcs_apply(out)
+
+    def _client_event(self, kind: str, **detail: Any) -> None:
+        """The OTA client's record, and what its downloads mean to the peer (called
+        before the client erases a refused image, so the hash is of what arrived)."""
+        self.record(kind, **detail)
+        if kind in ("download_complete", "verify_failed"):
+            ok = kind == "download_complete"
+            image_hash = receipt_hash(bytes(self.flash.data))
+            for message in self.gbcs.on_image_downloaded(image_hash, ok, time.time()):
+                self.tunnel_send(message)
+            target = self.flash.target
+            if ok and target is not None:
+                self.gbcs.hold_image(image_hash, target.file_version.to_bytes(4, "big"))
+        elif kind == "server_abort":
+            self.gbcs.drop_image()
 
     def _handle_tunnel(self, packet: t.ZigbeePacket, hdr: foundation.ZCLHeader, payload: bytes, broadcast: bool) -> None:
         if broadcast or packet.src is None:

@@ -35,6 +35,11 @@ APS layer (the device's, or the coordinator's before the host hears of it) hands
 the reassembled ASDU. Every fragmented exchange is recorded on the device
 ("aps_fragmented", and "aps_fragment_retry" per resent window). A broadcast or group
 frame that long is refused ("message too long"): fragmentation is unicast only.
+Two hooks for a coordinator whose host does the cutting and the reassembly (EmberZNet:
+radios/emulate/ezsp/fragments.py): ``await han.send_fragment_window(packet, blocks)``
+puts one window of host-cut blocks on the air (the device reassembles across windows),
+and ``attach(..., on_fragment=callback(packet, block, total))`` hands each block of a
+fragmented uplink up as it lands instead of the whole ASDU.
 
 APS security (the coordinator's key table lives here, since the air is where frames
 are secured and checked)::
@@ -65,8 +70,9 @@ device). Keys are never logged.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 import logging
 import types
@@ -74,7 +80,7 @@ from typing import Any, Final
 
 import zigpy.types as t
 
-from .aps_fragments import FragmentAck, Reassembly, split
+from .aps_fragments import Fragment, FragmentAck, Reassembly, split
 from .device import SimDevice
 from .link import Channel, LinkModel, MacAttempt
 from .spec import SimDeviceSpec
@@ -85,6 +91,9 @@ LOGGER = logging.getLogger(__name__)
 
 UplinkCallback = Callable[[t.ZigbeePacket], None]
 JoinCallback = Callable[[t.EUI64, t.NWK], None]
+#: One received block of a fragmented uplink: the packet (its data the block's part),
+#: the block number, and the block count (known from the first block only, else None)
+FragmentCallback = Callable[[t.ZigbeePacket, int, "int | None"], None]
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,17 @@ def _nwk_for(ieee: t.EUI64, taken: set[int]) -> t.NWK:
     raise ValueError("no free NWK address")  # pragma: no cover
 
 
+def relays_for(nwks: Iterable[int], nwk: int, hops: int) -> tuple[int, ...]:
+    """The routers (our own making, above the devices' addresses: 0xF000 + 8 * slot + i)
+    between the coordinator and the device at ``nwk``, ``hops`` away, nearest the device
+    first; ``nwks``: every device's address on the HAN. One rule for the HAN in this
+    process and the hub's view of one in a child (remote.py)."""
+    if hops <= 1:
+        return ()
+    slot = sorted(int(n) for n in nwks).index(nwk) % 0x1FF
+    return tuple(0xF000 + 8 * slot + i for i in range(hops - 1))
+
+
 class SimHan:
     """The air and the devices. See the module docstring for the contract."""
 
@@ -138,6 +158,8 @@ class SimHan:
         self._devices: dict[t.EUI64, SimDevice] = {}
         self._by_nwk: dict[int, SimDevice] = {}
         self._uplink: UplinkCallback | None = None
+        self._on_fragment: FragmentCallback | None = None
+        self._host_cut: dict[tuple[t.EUI64, int | None], Reassembly] = {}
         self._on_join: JoinCallback | None = None
         self._indirect: dict[t.EUI64, deque[_Indirect]] = {}
         self._started = False
@@ -172,9 +194,14 @@ class SimHan:
     def device_by_nwk(self, nwk: int) -> SimDevice | None:
         return self._by_nwk.get(nwk)
 
-    def attach(self, uplink: UplinkCallback, on_join: JoinCallback | None = None) -> None:
+    def attach(self, uplink: UplinkCallback, on_join: JoinCallback | None = None,
+               on_fragment: FragmentCallback | None = None) -> None:
+        """``on_fragment``: the coordinator hands fragmented uplinks to its host block by
+        block (EmberZNet: the host's fragmentation library reassembles) instead of
+        whole (Z-Stack, the sim app); see `FragmentCallback`."""
         self._uplink = uplink
         self._on_join = on_join
+        self._on_fragment = on_fragment
 
     async def start(self) -> None:
         """Power every device up (each joins and sends Device_annce)."""
@@ -289,11 +316,7 @@ class SimHan:
         device first (as a source route lists them): what the emulators announce
         (EZSP incomingRouteRecordHandler, Z-Stack ZDO.SrcRtgInd). Empty for a neighbour."""
         device = self._by_nwk.get(int(nwk))
-        if device is None or device.spec.hops <= 1:
-            return ()
-        # Routers of our own making, above the devices' addresses: 0xF000 + 8 * slot + i.
-        slot = sorted(self._by_nwk).index(int(nwk)) % 0x1FF
-        return tuple(0xF000 + 8 * slot + i for i in range(device.spec.hops - 1))
+        return () if device is None else relays_for(self._by_nwk, int(nwk), device.spec.hops)
 
     def _frames(self, payload_len: int) -> list[int]:
         return self.link.data_psdus(payload_len)
@@ -425,9 +448,14 @@ class SimHan:
         when = loop.time()
         accepts = aps_key is None or aps_key == self._coordinator_key(device.ieee)
         if payload_len > self.link.frame_capacity(aps_key is not None) and accepts:
-            # The coordinator's APS layer reassembles before the host hears of it.
-            whole, ok, when = self._fragmented(device, data, when, aps_key is not None, True, downlink=False)
-            if whole is not None:
+            # The coordinator's APS layer reassembles before the host hears of it,
+            # unless its host does (on_fragment): then each block goes up as it lands.
+            on_block = None
+            if self._on_fragment is not None:
+                on_block = functools.partial(self._block_to_host, loop, packet, aps_key is not None)
+            whole, ok, when = self._fragmented(device, data, when, aps_key is not None, True, downlink=False,
+                                               on_block=on_block)
+            if whole is not None and on_block is None:
                 packet = packet.replace(data=t.SerializableBytes(whole))
                 secured = t.TransmitOptions.APS_Encryption if aps_key is not None else t.TransmitOptions.NONE
                 tx_options = (packet.tx_options & ~t.TransmitOptions.APS_Encryption) | secured
@@ -458,6 +486,28 @@ class SimHan:
         await self._sleep_until(ack.end)
         return True
 
+    def _block_to_host(self, loop: asyncio.AbstractEventLoop, packet: t.ZigbeePacket, secured: bool,
+                       fragment: Fragment, at: float) -> None:
+        secured_option = t.TransmitOptions.APS_Encryption if secured else t.TransmitOptions.NONE
+        block = packet.replace(data=t.SerializableBytes(fragment.part),
+                               tx_options=(packet.tx_options & ~t.TransmitOptions.APS_Encryption) | secured_option)
+        total = fragment.total if fragment.block == 0 else None  # only the first block says
+        host_at = self._uart(self.uart_rx, at, len(fragment.part))
+        # In order: the loop's timers do not keep the order of equal times (instant link)
+        if host_at <= loop.time():
+            loop.call_soon(self._fragment_up, block, fragment.block, total)
+        else:
+            loop.call_at(host_at, self._fragment_up, block, fragment.block, total)
+
+    def _fragment_up(self, packet: t.ZigbeePacket, block: int, total: int | None) -> None:
+        self.frames_up += 1
+        if self._on_fragment is None:
+            return
+        try:
+            self._on_fragment(packet, block, total)
+        except Exception:  # the coordinator's bug must not kill the air
+            LOGGER.exception("SimHan: fragment callback failed for %r", packet)
+
     def _to_host(self, packet: t.ZigbeePacket) -> None:
         self.frames_up += 1
         if self._uplink is None:
@@ -469,44 +519,96 @@ class SimHan:
             LOGGER.exception("SimHan: uplink callback failed for %r", packet)
 
     def _fragmented(
-        self, device: SimDevice, asdu: bytes, when: float, secured: bool, accepts: bool, *, downlink: bool
+        self, device: SimDevice, asdu: bytes, when: float, secured: bool, accepts: bool, *, downlink: bool,
+        on_block: Callable[[Fragment, float], None] | None = None,
     ) -> tuple[bytes | None, bool, float]:
         """One fragmented unicast between the coordinator and ``device`` (either way),
         window by window (aps_fragments.py). Returns the reassembled ASDU (None unless
         every block got in), whether the sender saw every window acked, and when it
         knows. ``accepts``: the receiver can unsecure the blocks (else it drops them
-        and acks nothing, as for a single frame)."""
+        and acks nothing, as for a single frame). ``on_block(fragment, at)``: each block
+        the receiver got, when it got it (a coordinator that hands blocks up one by one)."""
         link = self.link
         fragments = split(asdu, link.fragment_part_size(secured))
         rx = Reassembly()
         acked_all = True
         for first in range(0, len(fragments), link.aps_window):
-            window = fragments[first : first + link.aps_window]
-            missing = window
-            for attempt in range(link.aps_max_frame_retries + 1):
-                for fragment in missing:
-                    loss = device.spec.loss if device.online else 1.0
-                    tx = self._over_hops(device, when, link.fragment_psdu(len(fragment.part), secured), loss)
-                    when = tx.end
-                    if tx.delivered and accepts and (device.online or not downlink):
-                        rx.receive(fragment.to_bytes())
-                if not accepts or not (device.online or not downlink):
-                    break  # nothing will ack: the sender's ack wait runs out
-                ack = rx.ack(window[0].block, len(window))
-                back = self._over_hops(device, when, link.fragment_ack_psdu, device.spec.loss)
-                when = back.end
-                if back.delivered:
-                    got = FragmentAck.parse(ack.to_bytes()).blocks()
-                    missing = [f for f in window if f.block not in got]
-                if not missing:
-                    break
-                device.record("aps_fragment_retry", downlink=downlink, first_block=window[0].block, attempt=attempt + 1)
+            missing, when = self._window(device, rx, fragments[first : first + link.aps_window], when, secured,
+                                         accepts, downlink=downlink, on_block=on_block)
             if missing:
                 acked_all = False
                 break
         whole = rx.complete()
         device.record("aps_fragmented", downlink=downlink, blocks=len(fragments), length=len(asdu), delivered=whole is not None)
         return whole, acked_all and whole is not None, when
+
+    def _window(
+        self, device: SimDevice, rx: Reassembly, window: Sequence[Fragment], when: float, secured: bool,
+        accepts: bool, *, downlink: bool, on_block: Callable[[Fragment, float], None] | None = None,
+    ) -> tuple[list[Fragment], float]:
+        """One window's blocks, its ack and its resends; returns the blocks never acked
+        (all of them when nothing will ack) and when the sender knows."""
+        link = self.link
+        missing = list(window)
+        for attempt in range(link.aps_max_frame_retries + 1):
+            for fragment in missing:
+                loss = device.spec.loss if device.online else 1.0
+                tx = self._over_hops(device, when, link.fragment_psdu(len(fragment.part), secured), loss)
+                when = tx.end
+                if tx.delivered and accepts and (device.online or not downlink):
+                    rx.receive(fragment.to_bytes())
+                    if on_block is not None:
+                        on_block(fragment, when)
+            if not accepts or not (device.online or not downlink):
+                break  # nothing will ack: the sender's ack wait runs out
+            ack = rx.ack(window[0].block, len(window))
+            back = self._over_hops(device, when, link.fragment_ack_psdu, device.spec.loss)
+            when = back.end
+            if back.delivered:
+                got = FragmentAck.parse(ack.to_bytes()).blocks()
+                missing = [f for f in window if f.block not in got]
+            if not missing:
+                break
+            device.record("aps_fragment_retry", downlink=downlink, first_block=window[0].block, attempt=attempt + 1)
+        return missing, when
+
+    async def send_fragment_window(self, packet: t.ZigbeePacket, blocks: Sequence[Fragment]) -> DeliveryResult:
+        """One window of a fragmented unicast whose blocks the coordinator's host cut
+        (EmberZNet: the host's fragmentation library sends each block with
+        EMBER_APS_OPTION_FRAGMENT; radios/emulate/ezsp/fragments.py). ``packet`` says
+        where (its data is ignored), ``blocks`` are one window, numbered with the total.
+        The device's reassembly lasts across the windows of one (device, tsn) and hands
+        the ASDU up once complete. Ok when the device acked every block of the window."""
+        loop = asyncio.get_running_loop()
+        dst = packet.dst
+        device = None
+        if dst is not None and dst.addr_mode == t.AddrMode.NWK:
+            device = self._by_nwk.get(int(dst.address))
+        elif dst is not None and dst.addr_mode == t.AddrMode.IEEE:
+            device = self._devices.get(dst.address)
+        ready = self._uart(self.uart_tx, loop.time(), sum(len(b.part) for b in blocks))
+        if device is None or not blocks:
+            await self._sleep_until(ready)
+            return DeliveryResult(False, "unknown destination" if device is None else "no blocks")
+        if device.spec.is_sleepy:
+            # Indirect fragments are not modelled: a parent holds whole frames only here.
+            await self._sleep_until(ready)
+            return DeliveryResult(False, "fragments to a sleepy device not modelled")
+        aps_key = self._coordinator_key(device.ieee) if t.TransmitOptions.APS_Encryption in packet.tx_options else None
+        accepts = aps_key is None or device.aps_key_matches(aps_key)
+        key = (device.ieee, packet.tsn)
+        rx = self._host_cut.setdefault(key, Reassembly())
+        missing, when = self._window(device, rx, blocks, ready, aps_key is not None, accepts, downlink=True)
+        whole = rx.complete()
+        if whole is not None or missing:
+            del self._host_cut[key]
+        if whole is not None:
+            device.record("aps_fragmented", downlink=True, blocks=rx.total, length=len(whole), delivered=True)
+            loop.call_at(when, self._deliver, device, packet.replace(data=t.SerializableBytes(whole)), False, aps_key)
+        await self._sleep_until(when)
+        if not missing:
+            return DeliveryResult(True)
+        return DeliveryResult(False, "no ack" if not device.online else "no aps ack")
 
     def _device_joined(self, device: SimDevice) -> None:
         if self._on_join is not None:

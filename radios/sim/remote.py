@@ -57,7 +57,7 @@ import zigpy.exceptions
 import zigpy.types as t
 
 from .app import CONF_SIM, SIM_PATH_PREFIX, SimControllerApplication, SimNvram, link_from_config
-from .han import DeliveryResult, SimHan
+from .han import DeliveryResult, SimHan, relays_for
 from .link import LinkModel
 from .spec import SimDeviceSpec
 
@@ -767,6 +767,11 @@ class RemoteHan:
 
     def device_by_nwk(self, nwk: int) -> RemoteDevice | None:
         return self._by_nwk.get(nwk)
+
+    def relays_of(self, nwk: int) -> tuple[int, ...]:
+        """The routers the child's HAN puts between the coordinator and ``nwk`` (SimHan.relays_of)."""
+        device = self._by_nwk.get(int(nwk))
+        return () if device is None else relays_for(self._by_nwk, int(nwk), device.spec.hops)
 
     def specs(self) -> list[SimDeviceSpec]:
         return list(self._specs)

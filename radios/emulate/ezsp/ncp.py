@@ -42,6 +42,7 @@ import zigpy.types as zt
 from radios.coordinator_zdo import EMBERZNET, Coordinator, Endpoint, ZdoFrame, answer as zdo_answer
 from . import layouts
 from .faults import Faults
+from .fragments import FRAGMENTATION_OVERHEAD, NcpFragments
 from .failure_timing import FailureTiming
 from .frames import (
     SUPPORTED_VERSIONS,
@@ -338,7 +339,11 @@ class EmberNcp:
         self._han_task: asyncio.Task | None = None
         self._boot()
         if han is not None:
-            han.attach(uplink=self._uplink, on_join=self._on_join)
+            if hasattr(han, "send_fragment_window"):
+                # EmberZNet hands fragmented uplinks to the host block by block (fragments.py)
+                han.attach(uplink=self._uplink, on_join=self._on_join, on_fragment=self._on_fragment)
+            else:
+                han.attach(uplink=self._uplink, on_join=self._on_join)
             self._publish_key_table()  # a key table loaded from nvram_path
 
     # ==================================================================== lifecycle
@@ -349,6 +354,7 @@ class EmberNcp:
         self.stack_initialised = False  # configuration is frozen once the stack runs
         self.endpoints: dict[int, Endpoint] = {}
         self.config: dict[str, int] = dict(DEFAULT_CONFIG)
+        self.fragments = NcpFragments(self)  # the host's fragmented unicasts in flight
         self.values: dict[int, bytes] = {
             t.EzspValueId.VALUE_FORCE_TX_AFTER_FAILED_CCA_ATTEMPTS: b"\x00",
         }
@@ -1156,6 +1162,8 @@ class EmberNcp:
         limit = MAX_APS_PAYLOAD
         if t.EmberApsOption.APS_OPTION_ENCRYPTION in aps_frame.options:
             limit -= APS_ENCRYPTION_OVERHEAD
+        if t.EmberApsOption.APS_OPTION_FRAGMENT in aps_frame.options:
+            limit -= FRAGMENTATION_OVERHEAD
         relays = self.source_routes.get(destination, ()) if destination is not None else ()
         if relays:
             limit -= SOURCE_ROUTE_OVERHEAD + SOURCE_ROUTE_PER_RELAY * len(relays)
@@ -1227,8 +1235,12 @@ class EmberNcp:
         if len(message) > limit:
             self.refused_too_long.append((destination, len(message), limit))
             return {"status": t.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
-        sequence = self._next_aps_counter()
+        # A fragment after the first keeps the message's APS counter (fragments.py)
+        sequence = int(aps_frame.sequence) if self.fragments.later_block(aps_frame) else self._next_aps_counter()
         aps = aps_frame.replace(sequence=sequence)
+        if self.fragments.is_fragment(aps):
+            self.fragments.submit(message_type, int(nwk), destination, aps, int(message_tag), bytes(message))
+            return {"status": t.sl_Status.OK, "sequence": sequence}
         self._spawn(
             self._deliver_unicast(message_type, int(nwk), destination, aps, int(message_tag), bytes(message)),
             f"unicast to 0x{destination:04x}",
@@ -1338,6 +1350,12 @@ class EmberNcp:
         """A packet on the air for the coordinator (called by the HAN)."""
         self._receive(packet)
 
+    def _on_fragment(self, packet: zt.ZigbeePacket, block: int, total: int | None) -> None:
+        self.fragments.incoming(packet, block, total)
+
+    def _cmd_sendReply(self, sender, apsFrame, messageContents) -> dict:
+        return self.fragments.send_reply(sender, apsFrame, bytes(messageContents))
+
     def _resolve_src(self, packet: zt.ZigbeePacket) -> tuple[int, zt.EUI64 | None]:
         src = packet.src
         if src is None:
@@ -1351,7 +1369,8 @@ class EmberNcp:
         dev = self._device_by_nwk(nwk)
         return nwk, (dev.ieee if dev else None)
 
-    def _receive(self, packet: zt.ZigbeePacket) -> None:
+    def _receive(self, packet: zt.ZigbeePacket, fragment_group: int | None = None) -> None:
+        """``fragment_group``: the packet is one block of a fragmented unicast (fragments.py)."""
         if not self.network_up:
             LOGGER.debug("EZSP NCP: network down, packet from the air dropped: %s", packet)
             return
@@ -1387,6 +1406,9 @@ class EmberNcp:
         # verified it; EmberZNet then reports APS_OPTION_ENCRYPTION in the apsFrame.
         if zt.TransmitOptions.APS_Encryption in packet.tx_options:
             options |= t.EmberApsOption.APS_OPTION_ENCRYPTION
+        if fragment_group is not None:
+            options |= t.EmberApsOption.APS_OPTION_FRAGMENT
+            group = fragment_group
         aps = t.EmberApsFrame(
             profileId=packet.profile_id, clusterId=packet.cluster_id,
             sourceEndpoint=packet.src_ep or 0, destinationEndpoint=packet.dst_ep or 0,

@@ -22,6 +22,8 @@ What the firmware does, and we do, for the host (zigpy-znp):
   when an existing network is resumed from NV, exactly as real firmware reports it);
 * AF.Register, AF.DataRequest/DataRequestExt/DataRequestSrcRtg -> SRSP, then (unicast,
   non-ZDO) AF.DataConfirm with SUCCESS or the delivery failure;
+* messages longer than one MT frame: AF.DataRequestExt announcing the length, then
+  AF.DataStore; AF.IncomingMsgExt holding the data for AF.DataRetrieve (fragments.py);
 * incoming traffic: AF.IncomingMsg; ZDO frames as ZDO.MsgCbIncoming (after the host's
   ZDO.MsgCallbackRegister), plus ZDO.EndDeviceAnnceInd and ZDO.MgmtPermitJoinRsp;
 * joins: ZDO.TCDevInd, the device's own Device_annce, NV address-manager and hashed
@@ -67,6 +69,7 @@ from radios.coordinator_zdo import ZSTACK, ChangeChannel, Coordinator, Endpoint,
 from radios.coordinator_zdo import answer as zdo_answer
 
 from . import firmware, mt
+from .fragments import HugeMessages
 from .faults import Faults
 from .timing import FailureTiming
 from .nvram import NvStore, legacy
@@ -129,6 +132,7 @@ class ZnpCoordinator:
         han_start: str = "ready",
         link_key_entries: int = ZDSECMGR_ENTRY_MAX,
         failure_timing: FailureTiming | None = None,
+        aps_fragmentation: bool = True,
     ) -> None:
         if han_start not in HAN_START_MODES:
             raise ValueError(f"han_start must be one of {HAN_START_MODES}, not {han_start!r}")
@@ -139,6 +143,10 @@ class ZnpCoordinator:
         self.link_key_entries = link_key_entries
         self.faults = faults if faults is not None else Faults()
         self.han = han
+        #: Z-Stack built with ZIGBEE_FRAGMENTATION (APSF; issue 13 needs it): AF_DataRequest
+        #: hands a unicast over afDataReqMTU to apsfSendFragmented (stack/af/af.c) and the
+        #: air fragments it; without, it is refused (firmware.py, ``_too_long``)
+        self.aps_fragmentation = aps_fragmentation
         #: how long a failed unicast takes to be confirmed (timing.py): by default the
         #: real stack's retries and route discovery when the air is timed (``--link
         #: realistic``), at the air's scale; none with an instant air
@@ -188,6 +196,7 @@ class ZnpCoordinator:
         self.install_codes: dict[t.EUI64, bytes] = {}
         self.join_uses_install_code = False
         self.children: dict[t.EUI64, Child] = {}
+        self.huge = HugeMessages(self)  # MT_AF's stored request and held messages (fragments.py)
         self._deferred = []
         for task in list(self._tasks):
             if task is not self._han_task:
@@ -270,6 +279,8 @@ class ZnpCoordinator:
             LOGGER.error("ZNP emulator: host sent a frame of type %d, ignoring: %r", frame.type, frame)
             return
 
+        if self.huge.take_request(frame):
+            return  # a huge AF.DataRequestExt: its data follows in AF.DataStore
         cls = mt.lookup_command(frame)
         if cls is None or cls.Req is not cls:
             name = f"unknown command cmd0=0x{frame.cmd0:02X} cmd1=0x{frame.cmd1:02X}"
@@ -372,6 +383,8 @@ class ZnpCoordinator:
                 c.AF.DataRequest.Req: self._af_data_request,
                 c.AF.DataRequestExt.Req: self._af_data_request,
                 c.AF.DataRequestSrcRtg.Req: self._af_data_request,
+                c.AF.DataStore.Req: lambda r: self.huge.data_store(r),  # self.huge is new at each boot
+                c.AF.DataRetrieve.Req: lambda r: self.huge.data_retrieve(r),
                 # ZDO
                 c.ZDO.MsgCallbackRegister.Req: self._zdo_msg_cb_register,
                 c.ZDO.MsgCallbackRemove.Req: self._zdo_msg_cb_remove,
@@ -801,7 +814,10 @@ class ZnpCoordinator:
         """AF_DataRequest's refusal of a payload over afDataReqMTU (firmware.py): the
         SRSP says INVALID_PARAMETER, nothing is sent, no AF.DataConfirm follows.
         The MTU counts APS security (ENABLE_SECURITY) and the source route the NWK
-        header will carry: the one the host gave, else the concentrator's own."""
+        header will carry: the one the host gave, else the concentrator's own.
+        With APS fragmentation a unicast that long is fragmented, not refused."""
+        if self.aps_fragmentation and dst.addr_mode == t.AddrMode.NWK:
+            return None
         if source_route is not None:
             relays = len(source_route)
         elif dst.addr_mode == t.AddrMode.NWK:
@@ -1259,11 +1275,14 @@ class ZnpCoordinator:
             return
 
         data = bytes(packet.data.serialize())
+        relays = self._route_record(src_nwk) if not (group or broadcast) else ()
         if len(data) > MAX_INCOMING_MSG_DATA:
-            self._gap(f"AF.IncomingMsgExt for a {len(data)}-byte frame from 0x{src_nwk:04X} (dropped)")
+            self.huge.hold(packet, src_nwk=src_nwk, group=group, broadcast=broadcast, data=data,
+                           timestamp=firmware.incoming_timestamp(time.monotonic() - self.booted_at),
+                           tsn=firmware.INCOMING_TSN, mac_src=relays[-1] if relays else src_nwk,
+                           radius=firmware.result_radius(packet.radius, len(relays)))
             return
 
-        relays = self._route_record(src_nwk) if not (group or broadcast) else ()
         self.send(
             c.AF.IncomingMsg.Callback(
                 GroupId=group,
