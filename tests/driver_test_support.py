@@ -98,14 +98,17 @@ class Radio:
     def __repr__(self) -> str:
         return self.name
 
-    def emulator(self, specs: list[Any], *, reboot_delay: float = 0.1) -> Any:
+    def emulator(self, specs: list[Any], *, reboot_delay: float = 0.1, refuse_too_long: bool = False) -> Any:
         """A fresh emulator with ``specs`` behind it: (path, server). The EZSP NCP starts
         with a formed network (bellows would spend ~8 s forming one per test) and reboots
-        in ``reboot_delay`` (the firmware's 1 s where the reset's timing matters)."""
+        in ``reboot_delay`` (the firmware's 1 s where the reset's timing matters).
+        ``refuse_too_long``: a Z-Stack build without APS fragmentation, which refuses a
+        payload longer than one frame (INVALID_PARAMETER) as EmberZNet's NCP always does
+        (its fragmentation is the host's), instead of fragmenting it."""
         if self.family == "znp":
             from radios.emulate.znp import running_znp_emulator
 
-            return running_znp_emulator(specs)
+            return running_znp_emulator(specs, **({"aps_fragmentation": False} if refuse_too_long else {}))
         from radios.emulate.ezsp import AshConfig, NetworkSettings, running_ezsp_emulator
 
         return running_ezsp_emulator(specs, network=NetworkSettings(channel=20, pan_id=0x4D2B),
