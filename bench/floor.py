@@ -41,14 +41,16 @@ class FloorResponder:
     """Answers the OTA requests of the devices it was started for, with ``image``.
 
     Query Next Image: SUCCESS with the image. Image Block Request: the block at the
-    offset asked, at most min(maximum data size, 63, rest of the image) bytes. Upgrade
+    offset asked, at most min(maximum data size, ``block_cap`` (63), rest of the image) bytes. Upgrade
     End Request with status SUCCESS: upgrade now. Every other frame of a started device
     on the OTA cluster (client to server, cluster-specific) is taken and not answered;
     frames of other devices go on to zigpy.
     """
 
-    def __init__(self, app: Any, image: FirmwareImage) -> None:
+    def __init__(self, app: Any, image: FirmwareImage, *, block_cap: int = BLOCK_CAP) -> None:
         self._app = app
+        #: The most image bytes per block (less behind a relay: the stack's limit).
+        self._block_cap = block_cap
         self._data = image.data
         self._size = image.size
         self._ids = (image.manufacturer_code, image.image_type, image.file_version)
@@ -99,7 +101,7 @@ class FloorResponder:
         request = codec.decode_device_frame(data)
         if isinstance(request, ev.ImageBlockRequested):
             offset = request.file_offset
-            size = min(request.maximum_data_size, BLOCK_CAP, self._size - offset)
+            size = min(request.maximum_data_size, self._block_cap, self._size - offset)
             if size <= 0:
                 return True
             answer: ev.Action = ev.SendImageBlock(request.tsn, *self._ids, offset, self._data[offset : offset + size])

@@ -70,6 +70,15 @@ class Scenario:
     log: list[str] = field(default_factory=list)
 
 
+DRIVER_IMPLS = ("ours", "zigpy", "floor")
+DRIVER_LIBRARY = {"ezsp": "bellows", "znp": "zigpy-znp"}
+
+
+def driver_realistic(radio: str, hops: int, impl: str) -> str:
+    """The name of a real-driver run at realistic timing (section 4)."""
+    return f"driver-rt/{radio}/{hops}hop/{impl}"
+
+
 def plan(args: argparse.Namespace) -> list[Scenario]:
     s = args.scale
     plan: list[Scenario] = []
@@ -134,6 +143,17 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
     for radio in ("ezsp", "znp"):
         plan.append(Scenario(f"driver/{radio}", "real_driver", {"radio": radio, "image_size": hub_size, "ota": UNPACED},
                              loop=args.loop, exclusive=True))
+    # Issue 14: the same libraries at realistic timing, the device one hop and two hops
+    # away (behind one relay: every frame source-routed, blocks sized to the stack's
+    # limit), ours against zigpy's update_firmware and the floor (bench/floor.py)
+    # through the same library on the same emulator, for the hub CPU per MiB side by side.
+    drv = (8 if args.quick else args.driver_kib) * KIB
+    for radio in ("ezsp", "znp"):
+        for hops in (1, 2):
+            for impl in DRIVER_IMPLS:
+                plan.append(Scenario(driver_realistic(radio, hops, impl), "real_driver",
+                                     {"radio": radio, "impl": impl, "link": "realistic", "scale": s, "hops": hops, "image_size": drv},
+                                     loop=args.loop))
     if args.only:
         plan = [p for p in plan if any(p.name.startswith(o) for o in args.only)]
     return plan
@@ -446,6 +466,7 @@ def render(scs: list[Scenario], results: dict[str, dict[str, Any]], bnd: dict[st
                 w(f"   {sc.name:<14}median {_f(t.get('median_ms'), '{:.3f}')} ms, p99 {_f(t.get('p99_ms'), '{:.3f}')} ms over {t.get('n')} answers{ours};"
                   f" CPU {_f(r['cpu_s'] / (r['turnaround']['served_bytes'] / MIB) if r['turnaround']['served_bytes'] else None, '{:.2f}')} s/MiB")
         w("")
+    out.extend(_driver_section(results))
     w("Targets (this run)")
     for t in targets:
         w(f"   {t['verdict']:<5} {t['target']:<58} {t['value']:>16}  (want {t['wanted']}){'  ' + t['note'] if t['note'] else ''}")
@@ -471,6 +492,41 @@ def render(scs: list[Scenario], results: dict[str, dict[str, Any]], bnd: dict[st
                     f"{_f(us, '{:.0f}')} us per block in {lib} (and the zigpy types it uses), our gateway {_f(gw, '{:.2f}')} s/MiB;"
                     f" one push to the emulated coordinator in-process, CPU split by sampling (scenarios.real_driver){done}"))
     return "\n".join(out)
+
+
+def _driver_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Section 4: the real radio libraries at realistic timing, one row per radio and hops."""
+    rows: list[str] = []
+    for radio in ("ezsp", "znp"):
+        for hops in (1, 2):
+            r = {impl: results.get(driver_realistic(radio, hops, impl)) for impl in DRIVER_IMPLS}
+            ours, zigpy, floor = r["ours"], r["zigpy"], r["floor"]
+            if ours is None and zigpy is None and floor is None:
+                continue
+
+            def col(x: dict[str, Any] | None, key: str, fmt: str) -> str:
+                return _f(None if x is None else x.get(key), fmt)
+
+            speed = (zigpy["seconds_to_end"] / ours["seconds_to_end"]
+                     if ours and zigpy and ours["completed"] and zigpy["completed"] and ours["seconds_to_end"] else None)
+            above = (ours["hub_cpu_s_per_mib"] - floor["hub_cpu_s_per_mib"]
+                     if ours and floor and ours.get("hub_cpu_s_per_mib") is not None and floor.get("hub_cpu_s_per_mib") is not None else None)
+            size = next((x["image_size"] // KIB for x in r.values() if x), 0)
+            bad = [f"{impl} failed: {x.get('failed')}" for impl, x in r.items() if x is not None and not x.get("completed")]
+            bad += [f"{impl} did not run" for impl, x in r.items() if x is None]
+            lib = (ours or {}).get("cpu_s_per_mib_by_owner", {}).get("radio library")
+            rows.append(f"   {DRIVER_LIBRARY[radio]:<10}{hops:>5}{size:>5}{col(ours, 'seconds_to_end', '{:.1f}'):>8}{col(zigpy, 'seconds_to_end', '{:.1f}'):>8}"
+                        f"{_f(speed, '{:.2f}x'):>8}{col(ours, 'mean_block', '{:.1f}'):>7}{col(zigpy, 'mean_block', '{:.1f}'):>7}"
+                        f"{col(ours, 'hub_cpu_s_per_mib', '{:.2f}'):>8}{col(zigpy, 'hub_cpu_s_per_mib', '{:.2f}'):>8}{col(floor, 'hub_cpu_s_per_mib', '{:.2f}'):>8}"
+                        f"{_f(above, '{:+.2f}'):>8}{_f(lib, '{:.2f}'):>8}  {'; '.join(bad)}")
+    if not rows:
+        return []
+    return ["4. Through the real radio libraries, realistic link (scenarios.real_driver; the emulated coordinator in-process;",
+            "   times in real seconds to Upgrade End Request SUCCESS; hub CPU = the process less the device side (emulator and",
+            "   simulated device), by sampling; floor = bench/floor.py through the same library; 2 hops = behind one relay)",
+            f"   {'library':<10}{'hops':>5}{'KiB':>5}{'ours s':>8}{'zigpy s':>8}{'z/ours':>8}{'blk o':>7}{'blk z':>7}"
+            f"{'hub o':>8}{'hub z':>8}{'floor':>8}{'o-floor':>8}{'lib o':>8}  (hub and lib: CPU s per MiB)",
+            *rows, ""]
 
 
 def _info(what: str, value: float | None, note: str) -> str:
@@ -514,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one-kib", type=int, default=256, help="image size for the one-device runs (full run)")
     ap.add_argument("--many-kib", type=int, default=16, help="image size per device for the 10- and 50-device runs (full run)")
     ap.add_argument("--hub-kib", type=int, default=64, help="image size per device for the 50-session hub-cost run on the instant link")
+    ap.add_argument("--driver-kib", type=int, default=256,
+                    help="image size for the real-driver runs at realistic timing, one and two hops (full run; 8 with --quick)")
     ap.add_argument("--jobs", type=int, default=None,
                     help="scenarios run at once (default 1; 2 with --quick); the hub-cost runs always run alone")
     ap.add_argument("--only", action="extend", nargs="+", default=[], metavar="PREFIX",

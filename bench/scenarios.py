@@ -861,54 +861,122 @@ DRIVER_OWNERS: dict[str, tuple[str, ...]] = {
 }
 
 
-async def real_driver(radio: str = "ezsp", image_size: int = 64 * 1024, *, ota: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Our push to one HCALCS through unmodified bellows (``ezsp``) or zigpy-znp
-    (``znp``) and the emulated coordinator (radios/emulate) in this process, instant
-    link, to Upgrade End Request SUCCESS. The CPU of the transfer is split by whose
-    code ran (`DRIVER_OWNERS`): the device side (emulator, simulated device) is not the
-    hub's; the radio library is what a hub pays for a real radio on top of zigpy."""
+async def real_driver(
+    radio: str = "ezsp",
+    image_size: int = 64 * 1024,
+    *,
+    impl: str = "ours",
+    link: str = "instant",
+    scale: float = 1.0,
+    hops: int = 1,
+    ota: dict[str, Any] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """One push to one HCALCS through unmodified bellows (``ezsp``) or zigpy-znp
+    (``znp``) and the emulated coordinator (radios/emulate) in this process, to Upgrade
+    End Request SUCCESS. ``impl``: ``"ours"`` (the Engine), ``"zigpy"`` (zigpy's
+    ``update_firmware`` on the same emulator) or ``"floor"`` (bench/floor.py, the
+    do-nothing responder through the same library). ``link``: the HAN's air (instant or
+    realistic, at ``scale``); ``hops``: the device's radio hops from the coordinator (2:
+    behind one relay, so every frame carries a source route). The CPU of the transfer is
+    split by whose code ran (`DRIVER_OWNERS`): the device side (emulator, simulated
+    device) is not the hub's; the rest is (``hub_cpu_s_per_mib``), and the radio library
+    is what a hub pays for a real radio on top of zigpy."""
+    from dataclasses import replace
+
     from radios.emulate.ezsp import NetworkSettings, running_ezsp_emulator
     from radios.emulate.znp import running_znp_emulator
+    from radios.limits import for_app
     from radios.select import open_app
 
-    specs = device_specs(1, False)
+    if impl not in ("ours", "zigpy", "floor"):
+        raise ValueError(f"impl {impl!r}: ours, zigpy or floor")
+    lm = make_link(link, scale)
+    specs = [replace(spec, hops=hops) for spec in device_specs(1, False)]
     ieee = specs[0].ieee
     if radio == "ezsp":
-        emulator = running_ezsp_emulator(specs, network=NetworkSettings(channel=20, pan_id=0x4D2B))
+        emulator = running_ezsp_emulator(specs, lm, network=NetworkSettings(channel=20, pan_id=0x4D2B))
     elif radio == "znp":
-        emulator = running_znp_emulator(specs)
+        emulator = running_znp_emulator(specs, lm)
     else:
         raise ValueError(f"radio {radio!r}: ezsp or znp")
-    image = parse_image(image_bytes(image_size))
+    if timeout is None:
+        # Ten times the realistic one-hop push per hop (about 0.45 s per KiB), at least 10 minutes.
+        timeout = max(600.0, 10 * 0.45 * hops * image_size / 1024 * (lm.scale if lm.timed else 0.0))
+    data = image_bytes(image_size)
+    image = parse_image(data)
+    engine: Engine | None = None
+    floor: FloorResponder | None = None
+    task: asyncio.Task[Any] | None = None
+    job: Any = None
     async with emulator as (path, server):
         han = server.han if radio == "ezsp" else server.coordinator.han
         app = await open_app(radio, path=path)
-        engine = Engine(app, OtaConfig(**(ota or {})))
         sampler = OwnerSampler(DRIVER_OWNERS)
+        floor_block: int | None = None
         try:
             if radio == "ezsp":
                 await app.permit(60)
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(60):
                 while not (ieee in app.devices and app.devices[ieee].is_initialized):
                     await asyncio.sleep(0.05)
             device = han.devices[ieee]
+            if impl == "ours":
+                engine = Engine(app, OtaConfig(**(ota or {})))
+            elif impl == "floor":
+                # The floor sizes its blocks to what the stack takes to this device
+                # (radios/limits.py), or every block behind a relay would be refused.
+                fit = for_app(app).max_payload(aps_encrypted=False, relays=hops - 1) - model.ZCL_BLOCK_RESPONSE_OVERHEAD
+                floor_block = min(FLOOR_BLOCK, fit)
+                floor = FloorResponder(app, image, block_cap=floor_block)
+            zimage = zigpy_image(data) if impl == "zigpy" else None
             sampler.start()
             cpu0, t0 = cpu_seconds(), time.perf_counter()
-            job = engine.push(image, ieee)
-            async with asyncio.timeout(600):
-                while device.counters.downloads_completed < 1 and job.state not in ev.END_STATES:
-                    await asyncio.sleep(0.01)
+            if engine is not None:
+                job = engine.push(image, ieee)
+            elif floor is not None:
+                floor.start(ieee)
+            else:
+                task = asyncio.get_running_loop().create_task(app.devices[ieee].update_firmware(zimage))
+
+            def ended() -> bool:
+                return device.counters.downloads_completed >= 1 or (job is not None and job.state in ev.END_STATES) or (
+                    task is not None and task.done())
+
+            try:
+                async with asyncio.timeout(timeout):
+                    while not ended():
+                        await asyncio.sleep(0.01)
+            except TimeoutError:
+                pass
             cpu, wall = cpu_seconds() - cpu0, time.perf_counter() - t0
         finally:
             share = sampler.stop()
-            await engine.close()
+            if task is not None and not task.done():
+                task.cancel()
+            if engine is not None:
+                await engine.close()
+            if floor is not None:
+                floor.close()
             await app.shutdown()
     blocks = device.counters.blocks_received
     mib = image.size / 2**20
+    hub_share = 1.0 - share.get("device side", 0.0) if share else None
+    completed = device.counters.downloads_completed >= 1
     return {
-        "radio": radio, "image_size": image.size, "completed": device.counters.downloads_completed >= 1,
-        "state": job.state.value, "blocks": blocks, "cpu_s": cpu, "wall_s": wall,
+        "radio": radio, "impl": impl, "link": link, "scale": lm.scale if lm.timed else None, "hops": hops,
+        "image_size": image.size, "completed": completed,
+        "failed": None if completed else (f"job {job.state.value}" if job is not None and job.state in ev.END_STATES
+                                          else f"update_firmware returned {task.result()!r}" if task is not None and task.done() and not task.cancelled() and task.exception() is None
+                                          else f"update_firmware raised {task.exception()!r}" if task is not None and task.done() and not task.cancelled()
+                                          else "no Upgrade End Request SUCCESS in time"),
+        "state": None if job is None else job.state.value, "blocks": blocks,
+        "mean_block": image.size / blocks if blocks else None, "floor_block": floor_block,
+        "cpu_s": cpu, "wall_s": wall,
+        # A realistic link at scale s runs s times real time (as `_seconds`).
+        "seconds_to_end": wall / lm.scale if lm.timed and lm.scale else wall,
         "cpu_s_per_mib": cpu / mib, "share": share,
+        "hub_cpu_s_per_mib": None if hub_share is None else cpu * hub_share / mib,
         "cpu_s_per_mib_by_owner": {k: cpu * v / mib for k, v in share.items()},
         "us_per_block_by_owner": {k: 1e6 * cpu * v / blocks for k, v in share.items()} if blocks else {},
     }

@@ -343,12 +343,23 @@ def _emulate(kind: str, listen: str, sim_device: list[str], fault: list[str], li
     model = LinkModel.instant() if link == "instant" else LinkModel.realistic()
     znp_options: dict[str, Any] = {}
     if failure_timing:
-        from radios.emulate.znp import FailureTiming, TimingSpecError
+        # Each emulator's own model (its own names), read by one parser
+        # (radios/emulate/failure_timing.py); the option goes where each takes it.
+        from radios.emulate.failure_timing import TimingSpecError
 
+        if kind == "znp":
+            from radios.emulate.znp import FailureTiming as ZnpTiming
+
+            timing_model: Any = ZnpTiming
+        else:
+            from radios.emulate.ezsp import FailureTiming as EzspTiming
+
+            timing_model = EzspTiming
         try:
-            znp_options["failure_timing"] = FailureTiming.parse(failure_timing, scale=model.scale)
+            timing = timing_model.parse(failure_timing, scale=model.scale)
         except TimingSpecError as exc:
             _fail(f"--failure-timing: {exc}", EXIT_USAGE, as_json=json_out)
+        (znp_options if kind == "znp" else ncp_options)["failure_timing"] = timing
     try:
         asyncio.run(serve_emulator(kind, host, port, specs, model, faults, han_start=han_start, pty=pty, json_out=json_out,
                                    ncp_options=ncp_options, znp_options=znp_options))
@@ -371,7 +382,7 @@ async def serve_emulator(kind: str, host: str, port: int, specs: list[Any], link
                          ncp_options: Optional[dict[str, Any]] = None,
                          znp_options: Optional[dict[str, Any]] = None) -> None:
     """Run one emulator until SIGINT/SIGTERM (or ``stop``); print where it listens.
-    ``ncp_options`` go to the EZSP emulator's NCP (``protocol_version``), ``znp_options``
+    ``ncp_options`` go to the EZSP emulator's NCP (``protocol_version``, ``failure_timing``), ``znp_options``
     to the Z-Stack emulator's coordinator (``failure_timing``)."""
     from radios.sim.han import SimHan
 
@@ -452,6 +463,7 @@ EmulateJsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON 
 ZnpFailureTimingOption = Annotated[list[str], typer.Option("--failure-timing", help="How long the stack takes to report a failed unicast, NAME=SECONDS (repeatable or comma-joined): mac_attempt, mac_retries, nwk_retries, nwk_retry_delay, aps_ack_wait, aps_retries, route_discovery, indirect_timeout [default: Z-Stack's own with --link realistic, none with instant].")]
 ZnpFaultOption = Annotated[list[str], typer.Option("--fault", help="Inject a fault (repeatable or comma-joined): fail-deliveries=N[:STATUS], reset-after-frames=N, drop-after-frames=N.")]
 EzspFaultOption = Annotated[list[str], typer.Option("--fault", help="Inject a fault (repeatable or comma-joined): fail-deliveries=N, reset-after-frames=N, drop-after-frames=N, error-after-frames=N.")]
+EzspFailureTimingOption = Annotated[list[str], typer.Option("--failure-timing", help="How long the NCP takes to report a lost unicast, NAME=VALUE (repeatable or comma-joined): aps_ack_timeout_s, aps_transmissions, route_discovery_s [default: EmberZNet's own with --link realistic, none with instant].")]
 EzspVersionOption = Annotated[Optional[int], typer.Option("--ezsp-version", help="EZSP protocol version the NCP speaks: 13 (EmberZNet 7.4), 14 (8.0), 16, 17, 18 or 19 [default: 13, what most lab dongles ship].", show_default=False)]
 
 
@@ -468,10 +480,12 @@ def emulate_znp(listen: ListenOption = "127.0.0.1:0", sim_device: SimDeviceOptio
 @emulate_app.command("ezsp")
 def emulate_ezsp(listen: ListenOption = "127.0.0.1:0", sim_device: SimDeviceOption = [], fault: EzspFaultOption = [],  # noqa: B006
                  link: LinkOption = "instant", han_start: HanStartOption = "up", pty: PtyOption = False, config: ConfigOption = None,
-                 json_out: EmulateJsonOption = False, verbose: VerboseOption = 0, ezsp_version: EzspVersionOption = None) -> None:
+                 json_out: EmulateJsonOption = False, verbose: VerboseOption = 0, ezsp_version: EzspVersionOption = None,
+                 failure_timing: EzspFailureTimingOption = []) -> None:  # noqa: B006
     """Run an emulated Silicon Labs EmberZNet NCP (EZSP over ASH, for bellows) with simulated
     PPMID/HCALCS devices behind it, until Ctrl-C: a virtual dongle to dry-run scripts against."""
-    _emulate("ezsp", listen, sim_device, fault, link, han_start, pty, config, json_out, verbose, ezsp_version=ezsp_version)
+    _emulate("ezsp", listen, sim_device, fault, link, han_start, pty, config, json_out, verbose, ezsp_version=ezsp_version,
+             failure_timing=failure_timing)
 
 
 # ------------------------------------------------------------------------------ mounting

@@ -139,3 +139,16 @@ async def test_real_driver_push_completes_and_splits_its_cpu(radio: str) -> None
     assert r["cpu_s"] > 0 and abs(sum(r["share"].values()) - 1.0) < 1e-9
     assert set(r["share"]) <= {"device side", "radio library", "gateway", "other"}
     assert r["cpu_s_per_mib_by_owner"].get("radio library", 0) > 0
+
+
+@pytest.mark.parametrize(("radio", "impl"), [("ezsp", "floor"), ("znp", "zigpy")])
+async def test_real_driver_two_hops_away_completes_for_zigpy_and_the_floor(radio: str, impl: str) -> None:
+    # driver-rt/* (issue 14): zigpy's update_firmware and the floor through the real
+    # library to a device behind one relay; the floor's blocks fit the source-routed
+    # frame (82 - 4 - 17 = 61), or the stack would refuse every one of them.
+    r = await scenarios.real_driver(radio, 4096, impl=impl, hops=2)
+    assert r["completed"] is True and r["failed"] is None and r["hops"] == 2 and r["impl"] == impl
+    assert r["mean_block"] <= (61 if impl == "floor" else 50) and r["hub_cpu_s_per_mib"] > 0
+    assert (r["floor_block"] == 61) if impl == "floor" else r["floor_block"] is None
+    section = "\n".join(render([], {f"driver-rt/{radio}/2hop/{impl}": r}, {}, []).splitlines())
+    assert "4. Through the real radio libraries" in section and f"{impl} did not run" not in section

@@ -1,25 +1,17 @@
-"""The gateway through the REAL bellows 1.2.1 driver, against the EZSP NCP emulator.
+"""The gateway through the REAL bellows 1.2.1 driver, against the EZSP NCP emulator: what
+is particular to it. The driver tests every radio shares (start-up, join and install
+codes, a full push with the hold and a gated activation, lost deliveries, a watchdog
+reset signalled as the firmware does and a dropped link, a device two hops away) are
+tests/test_drivers.py, run on EZSP 13 and 14 and on Z-Stack.
 
-As tests/test_drivers_znp.py, for Silicon Labs radios: ``radios.select.open_app("ezsp",
-path="socket://127.0.0.1:PORT")`` on a fresh emulator per test with a simulated HCALCS
-behind it; nothing in bellows or zigpy is patched. The HCALCS joins when the gateway
-permits joining (as a new device on a bench does); the emulated NCP starts with a
-formed network so bellows does not spend ~8 s forming one per test (the CLI test forms
-one, as a new dongle would).
-
-Every test but the CLI ones runs on EZSP 13 (EmberZNet 7.4, the emulator's default) and
-14 (8.0): bellows runs different code for each (the ``ezsp_version`` fixture).
-
-Covered: start-up, join and interview; a full push with the hold and a CS06-gated
-activation confirmed by the device; ``han-ota emulate ezsp`` + ``han-ota push --radio
-ezsp`` as subprocesses; lost deliveries; an NCP reset (which bellows reports as
-``connection_lost``) and a dropped connection mid-transfer, recovered by
-``radios.supervisor.RadioSupervisor`` with the engine following (the reset signalled as
-the firmware does: Cancel + ERROR(0x03) after a 1 s reboot, silence until RST); a device
-that gave up during a long outage being brought back by the session's Image Notify (a
-nudge); the payload limit behind a relay; a push to a device behind a relay in blocks
-that fit, and one shrinking its blocks after MESSAGE_TOO_LONG; retries and the stall
-timeout at EmberZNet's failure timing (scaled).
+Here, each on EZSP 13 (EmberZNet 7.4, the emulator's default) and 14 (8.0) but the CLI
+ones (the ``ezsp_version`` fixture): ``han-ota emulate ezsp`` + ``han-ota push --radio
+ezsp`` as subprocesses; a device that gave up during a long outage being brought back
+by the session's Image Notify (a nudge); the payload limit behind a relay the NCP
+learnt (MESSAGE_TOO_LONG at once) and a session shrinking its blocks after
+MESSAGE_TOO_LONG; retries and the stall timeout at EmberZNet's failure timing (scaled).
+The emulated NCP starts with a formed network so bellows does not spend ~8 s forming
+one per test (the CLI test forms one, as a new dongle would).
 """
 
 from __future__ import annotations
@@ -38,20 +30,16 @@ import bellows.types as bt
 import pytest
 import zigpy.types as zt
 
-from gateway.activation import ActivationService, MemoryCounters
 from gateway.engine import Engine
-from gateway.gbcs.ids import EntityId
-from gateway.gbcs.sign import sign_activation
 from gateway.image_build import build_image
 from gateway.ota import events as ev
 from gateway.ota.events import SessionState
-from radios.emulate.ezsp import RESET_SOFTWARE, RESET_WATCHDOG, AshConfig, NetworkSettings, running_ezsp_emulator
-from radios.han_services import permit_with_install_code
+from radios.emulate.ezsp import AshConfig, NetworkSettings, running_ezsp_emulator
 from radios.select import open_app
 from radios.supervisor import RadioSupervisor
 
 import driver_test_support as support
-from driver_test_support import FAST_DEVICE, MANUFACTURER, SUPPLIER, lab_supplier, wait_offset
+from driver_test_support import FAST_DEVICE, MANUFACTURER, lab_supplier, wait_offset
 
 EXIT_USAGE = 2  # han-ota: a usage error
 HCALCS = "00:db:12:34:56:78:90:b0"
@@ -101,62 +89,6 @@ def make_image(key=None, size: int = 8192, version: int = 2):
     return support.make_image(key, size, version, step=11)
 
 
-# ----------------------------------------------------------------------------- start-up
-
-
-async def test_startup_hcalcs_joins_and_is_interviewed(ezsp_version):
-    async with emulator(ezsp_version, [hcalcs_spec()]) as (path, server):
-        app = await open_and_join(path)
-        try:
-            assert app._ezsp.ezsp_version == ezsp_version
-            device = app.devices[HCALCS_IEEE]
-            sim = server.han.devices[HCALCS_IEEE]
-            assert app.state.network_info.channel == 20 and app.state.network_info.pan_id == 0x4D2B
-            assert device.nwk == sim.nwk and (device.manufacturer, device.model) == ("GFI", "HCALCS")
-            assert device.node_desc.is_router and 0x0019 in device.endpoints[1].out_clusters
-            assert "trustCenterJoinHandler" in server.ncp.callback_log
-
-            # Install-code joining for the next device: bellows hands the NCP the derived key
-            newcomer = zt.EUI64.convert("00:db:12:34:56:78:90:bf")
-            key = await permit_with_install_code(app, newcomer, "83FED3407A939723A5C639B26916D505C3B5", time_s=30)
-            assert str(key) == "66:b6:90:09:81:e1:ee:3c:a4:20:6b:6b:86:1c:02:bb"
-            assert server.ncp.transient_keys[newcomer] == key
-            assert server.ncp.unhandled == []
-        finally:
-            await app.shutdown()
-
-
-# ----------------------------------------------------------------------------- full push
-
-
-async def test_full_push_hold_then_verified_cs06_activates(supplier, ezsp_version):
-    key, config = supplier
-    fw = make_image(key)
-    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
-        app = await open_and_join(path)
-        engine = Engine(app, config.ota)
-        outcomes: list[tuple[str, int | None]] = []
-        service = ActivationService(engine, config, MemoryCounters(), on_outcome=lambda job, step, msg, rc, alert: outcomes.append((step, rc)))
-        try:
-            sim = server.han.devices[HCALCS_IEEE]
-            job = engine.push(fw, HCALCS_IEEE, activation="command")
-            assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
-            await sim.wait_for(lambda d: d.state == "holding", timeout=5)
-            await sim.wait_for(lambda d: d.counters.upgrade_end_answered >= 3, timeout=10)
-            assert sim.current_file_version == 1 and sim.counters.activations == 0 and job.state is SessionState.HELD
-
-            cmd = sign_activation(key, originator=EntityId.parse(SUPPLIER), device=EntityId.parse(HCALCS), image_hash=fw.manufacturer_image_hash, counter=21)
-            result = service.submit(cmd)
-            assert result.accepted, result.message
-            assert await engine.wait(job, {SessionState.CONFIRMED}, timeout=30) is SessionState.CONFIRMED
-            assert sim.current_file_version == 2 == job.session.device_file_version
-            assert [rc for step, rc in outcomes if step == "activation"] == [0]
-            assert "sendUnicast" in server.ncp.command_log and server.ncp.unhandled == []
-        finally:
-            await engine.close()
-            await app.shutdown()
-
-
 # ----------------------------------------------------------------------------- CLI path
 
 
@@ -203,74 +135,6 @@ def test_cli_emulate_refuses_an_ezsp_version_it_does_not_emulate():
 
 
 # ----------------------------------------------------------------------------- faults
-
-
-async def test_lost_deliveries_mid_transfer_device_retries_and_transfer_finishes(supplier, ezsp_version):
-    _, config = supplier
-    fw = make_image(size=12000)
-    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)]) as (path, server):
-        app = await open_and_join(path)
-        engine = Engine(app, config.ota)
-        try:
-            sim = server.han.devices[HCALCS_IEEE]
-            job = engine.push(fw, HCALCS_IEEE)
-            await wait_offset(job, 3000)
-            # The next 4 unicasts of this device's OTA cluster fail (messageSentHandler with
-            # ZIGBEE_DELIVERY_FAILED; nothing reaches the air); the device asks again.
-            server.faults.fail_next_deliveries(4, nwk=sim.nwk, cluster=0x0019)
-            assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
-            assert server.faults.history.count("delivery-failed") == 4
-            assert sim.counters.retries >= 1 and job.session.offset == fw.size
-        finally:
-            await engine.close()
-            await app.shutdown()
-
-
-@pytest.mark.parametrize("fault", ["reset", "drop"])
-async def test_ncp_fault_mid_transfer_gateway_reconnects_and_transfer_finishes(supplier, tmp_path, fault, ezsp_version):
-    """A watchdog reset is signalled as the NCP firmware does it: after its 1 s reboot,
-    Cancel + ERROR(0x03), then silence until the host's RST (no RSTACK by itself)."""
-    _, config = supplier
-    fw = make_image(size=16000)
-    async with emulator(ezsp_version, [hcalcs_spec(FAST_DEVICE)], reboot_delay=1.0 if fault == "reset" else 0.1) as (path, server):
-        database = tmp_path / "zigbee.db"
-        first = await open_and_join(path, database=database)
-        made = [first]
-
-        async def factory():
-            if made:
-                return made.pop()
-            return await open_app("ezsp", path=path, database=database)
-
-        supervisor = RadioSupervisor(factory, name="ezsp", backoff=(0.2, 0.5, 1.0))
-        app = await supervisor.start()
-        engine = Engine(app, config.ota)
-        engine.follow(supervisor)
-        try:
-            sim = server.han.devices[HCALCS_IEEE]
-            job = engine.push(fw, HCALCS_IEEE)
-            await wait_offset(job, 4000)
-            before = job.session.offset
-            if fault == "reset":
-                server.faults.reset_now()  # the NCP's watchdog: stack state lost, ERROR(0x03)
-            else:
-                server.faults.drop_now()  # the link goes away
-            new_app = await supervisor.reconnected(1, timeout=30)
-            assert new_app is not app and engine.app is new_app and engine.rebinds == 1
-            assert HCALCS_IEEE in new_app.devices
-            assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
-            assert job.session.offset == fw.size > before
-            await sim.wait_for(lambda d: d.state == "holding", timeout=5)
-            assert fault in server.faults.history
-            assert [e.kind for e in supervisor.events][:3] == ["up", "lost", "reconnected"]
-            if fault == "reset":  # ERROR(watchdog), then an RSTACK only for the host's RST
-                signals = server.ash_signals
-                after = signals[signals.index(("ERROR", RESET_WATCHDOG)) + 1:]
-                assert after[:1] == [("RSTACK", RESET_SOFTWARE)] and ("RSTACK", RESET_WATCHDOG) not in signals
-            assert server.connections == 2 and server.ncp.unhandled == []
-        finally:
-            await engine.close()
-            await supervisor.close()
 
 
 async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier, tmp_path, ezsp_version):
@@ -367,25 +231,6 @@ async def engine_on_emulator(ezsp_version: int, ota):
         finally:
             await engine.close()
             await app.shutdown()
-
-
-async def test_push_to_a_device_behind_a_relay_completes_with_blocks_that_fit(supplier, ezsp_version, caplog):
-    """Issue 14: the route is known (bellows passed the NCP's Route Record to zigpy as
-    the device's relays) before the push: every block is sized for it, none is refused,
-    and the log says which size was chosen and why."""
-    _, config = supplier
-    fw = make_image(size=6000)
-    async with engine_on_emulator(ezsp_version, config.ota) as (server, app, engine, sent):
-        device = app.devices[HCALCS_IEEE]
-        server.ncp.learn_source_route(device.nwk, [0x7A01])
-        await support.wait_until(lambda: device.relays == [0x7A01])
-        with caplog.at_level(logging.INFO, logger="han_ota.ota"):
-            job = engine.push(fw, HCALCS_IEEE)
-            assert await engine.wait(job, {SessionState.HELD}, timeout=45) is SessionState.HELD
-        assert job.session.offset == fw.size and sum(n for _, n in sent) >= fw.size
-        assert {n for _, n in sent[:-1]} == {61} and server.ncp.refused_too_long == []
-        assert any("block_size: blocks of at most 61 bytes: NWK security only, 1 relay, EZSP limit 82" in r.getMessage()
-                   for r in caplog.records)
 
 
 async def test_message_too_long_mid_transfer_shrinks_the_block_and_the_transfer_completes(supplier, ezsp_version, caplog):

@@ -90,3 +90,77 @@ async def test_a_lost_unicast_is_reported_after_the_stacks_retries(ezsp_version:
             assert nwk == device.nwk and after >= FailureTiming(scale=0.1).failure_delay_s
         finally:
             await app.shutdown()
+
+
+# ------------------------------------------------ --failure-timing (one parser) ----
+
+
+def test_the_option_sets_emberznets_own_fields_at_the_links_scale() -> None:
+    parsed = FailureTiming.parse(["aps_ack_timeout_s=0.5", "aps-transmissions=2,route_discovery_s=0.25"], scale=0.5)
+    assert parsed == FailureTiming(aps_ack_timeout_s=0.5, aps_transmissions=2, route_discovery_s=0.25, scale=0.5)
+    assert parsed.failure_delay_s == pytest.approx(0.5 * (2 * 0.5 + 1 * 0.25))
+    assert FailureTiming.parse(None) == FailureTiming()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("aps_ack_timeout_s", r"'aps_ack_timeout_s': no '='.*one of aps_ack_timeout_s, aps_transmissions, route_discovery_s$"),
+     ("aps_ack_wait=1", r"unknown key 'aps_ack_wait'; give NAME=VALUE with NAME one of aps_ack_timeout_s, aps_transmissions"),
+     ("scale=2", r"unknown key 'scale'"),
+     ("aps_transmissions=1.5", r"aps_transmissions: '1.5' is not a number \(a whole number\)"),
+     ("route_discovery_s=x", r"route_discovery_s: 'x' is not a number"),
+     ("route_discovery_s=-1", r"route_discovery_s must not be negative"),
+     ("aps_transmissions=0", r"aps_transmissions must be at least 1")],
+)
+def test_refusals_name_the_key_and_the_allowed_names(spec: str, message: str) -> None:
+    from radios.emulate.ezsp import TimingSpecError
+
+    with pytest.raises(TimingSpecError, match=message):
+        FailureTiming.parse(spec)
+
+
+def test_both_emulators_share_the_parser_and_keep_their_own_names() -> None:
+    from radios.emulate import failure_timing
+    from radios.emulate.ezsp import TimingSpecError as EzspError
+    from radios.emulate.znp import FailureTiming as ZnpTiming, TimingSpecError as ZnpError
+
+    assert EzspError is ZnpError is failure_timing.TimingSpecError
+    with pytest.raises(ZnpError, match="unknown key 'aps_ack_timeout_s'.*one of mac_attempt, "):
+        ZnpTiming.parse("aps_ack_timeout_s=1")
+    with pytest.raises(EzspError, match="unknown key 'aps_ack_wait'"):
+        FailureTiming.parse("aps_ack_wait=1")
+
+
+@pytest.mark.parametrize("kind", ["ezsp", "znp"])
+def test_emulate_failure_timing_reaches_each_emulator(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from han_ota import cli_radio
+
+    seen: dict[str, object] = {}
+
+    async def serve(*args: object, ncp_options: dict[str, object], znp_options: dict[str, object], **kw: object) -> None:
+        seen.update(ncp=ncp_options, znp=znp_options)
+
+    monkeypatch.setattr(cli_radio, "serve_emulator", serve)
+    spec = "aps_transmissions=2" if kind == "ezsp" else "aps_retries=1"
+    result = CliRunner().invoke(cli_radio.standalone, ["emulate", kind, "--link", "realistic", "--failure-timing", spec])
+    assert result.exit_code == 0, result.output
+    if kind == "ezsp":
+        assert seen["ncp"] == {"failure_timing": FailureTiming(aps_transmissions=2)}
+        assert seen["znp"] == {}
+    else:
+        from radios.emulate.znp import FailureTiming as ZnpTiming
+
+        assert seen["znp"] == {"failure_timing": ZnpTiming(aps_retries=1)}
+
+
+def test_emulate_ezsp_failure_timing_refusal_is_a_usage_error() -> None:
+    from typer.testing import CliRunner
+
+    from han_ota import cli_radio
+
+    result = CliRunner().invoke(cli_radio.standalone, ["emulate", "ezsp", "--failure-timing", "bogus=1"])
+    assert result.exit_code == 2
+    assert "--failure-timing: failure timing 'bogus=1': unknown key 'bogus'" in result.output
+    assert "aps_ack_timeout_s, aps_transmissions, route_discovery_s" in result.output

@@ -53,7 +53,7 @@ descriptors, Match_Desc, NWK/IEEE address of the coordinator), see
 """
 
 from .ash import RESET_POWER_ON, RESET_SOFTWARE, RESET_WATCHDOG, AshConfig
-from .failure_timing import FailureTiming
+from .failure_timing import FailureTiming, TimingSpecError
 from .faults import Faults
 from .frames import SUPPORTED_VERSIONS
 from .ncp import DEFAULT_PROTOCOL_VERSION, EmberNcp, HanStart, JoinedDevice, NetworkSettings
@@ -78,6 +78,7 @@ __all__ = [
     "FailureTiming",
     "Faults",
     "HanStart",
+    "TimingSpecError",
     "JoinedDevice",
     "NetworkSettings",
     "PtyEzspServer",

@@ -29,10 +29,13 @@ field, so a test or a bench run can set its own model.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["APS_ACK_TIMEOUT_S", "FailureTiming"]
+from ..failure_timing import TimingSpecError, parse_failure_timing
+
+__all__ = ["APS_ACK_TIMEOUT_S", "FailureTiming", "TimingSpecError"]
 
 #: emberApsAckTimeoutMs: 50 ms per hop x EMBER_MAX_HOPS 30 + 100 ms terminal security.
 APS_ACK_TIMEOUT_S = (50 * 30 + 100) / 1000.0
@@ -70,6 +73,13 @@ class FailureTiming:
         if link is None or not getattr(link, "timed", False):
             return cls.instant()
         return cls(scale=float(getattr(link, "scale", 1.0)))
+
+    @classmethod
+    def parse(cls, specs: str | Iterable[str] | None, *, scale: float = 1.0) -> FailureTiming:
+        """``han-ota emulate ezsp --failure-timing``: ``NAME=VALUE`` parts, comma-joined
+        or repeated, NAME one of this class's fields but ``scale``, e.g.
+        ``aps_ack_timeout_s=0.5,aps_transmissions=2`` (radios/emulate/failure_timing.py)."""
+        return parse_failure_timing(cls, specs, scale=scale)
 
     def replace(self, **changes: Any) -> FailureTiming:
         return replace(self, **changes)

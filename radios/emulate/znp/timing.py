@@ -27,15 +27,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from ..failure_timing import TimingSpecError, parse_failure_timing
+
 #: zigpy-znp's Status codes for the failures (zigpy_znp.types.Status)
 MAC_NO_ACK = 0xE9
 MAC_TRANSACTION_EXPIRED = 0xF0
 APS_NO_ACK = 0xB7
 NWK_NO_ROUTE = 0xCD
-
-
-class TimingSpecError(ValueError):
-    """A ``--failure-timing`` option that cannot be read (names the part and why)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,26 +84,9 @@ class FailureTiming:
     @classmethod
     def parse(cls, specs: str | Iterable[str] | None, *, scale: float = 1.0) -> FailureTiming:
         """``NAME=SECONDS`` (or a count for ``*_retries``), comma-joined or repeated;
-        the names are this class's fields, e.g. ``aps_ack_wait=0.5,route_discovery=2``."""
-        fields = {f.name: f.type for f in dataclasses.fields(cls) if f.name not in ("scale", "enabled")}
-        if specs is None:
-            texts: list[str] = []
-        elif isinstance(specs, str):
-            texts = [specs]
-        else:
-            texts = list(specs)
-        values: dict[str, float | int] = {}
-        for text in texts:
-            for part in filter(None, (p.strip() for p in text.split(","))):
-                name, sep, raw = part.partition("=")
-                name = name.strip().replace("-", "_")
-                if not sep or name not in fields:
-                    raise TimingSpecError(f"failure timing {part!r}: give NAME=VALUE with NAME one of {', '.join(fields)}")
-                try:
-                    number: float | int = int(raw) if name.endswith("_retries") else float(raw)
-                except ValueError:
-                    raise TimingSpecError(f"failure timing {part!r}: {raw!r} is not a number") from None
-                if number < 0:
-                    raise TimingSpecError(f"failure timing {part!r}: must not be negative")
-                values[name] = number
-        return cls(scale=scale, **values)  # type: ignore[arg-type]
+        the names are this class's fields, e.g. ``aps_ack_wait=0.5,route_discovery=2``
+        (radios/emulate/failure_timing.py reads them)."""
+        return parse_failure_timing(cls, specs, fixed=("scale", "enabled"), scale=scale)
+
+
+__all__ = ["APS_NO_ACK", "FailureTiming", "MAC_NO_ACK", "MAC_TRANSACTION_EXPIRED", "NWK_NO_ROUTE", "TimingSpecError"]
