@@ -42,6 +42,8 @@ STRICT = [
     "radios/limits.py",  # each radio family's payload limit (issue 14)
     "radios/emulate/znp/firmware.py",
     "radios/emulate/znp/timing.py",
+    "radios/emulate/failure_timing.py",
+    "radios/emulate/ezsp/failure_timing.py",
     "radios/sim/gbcs",  # the simulated devices' own GBCS reader, signer and peer
 ]
 
