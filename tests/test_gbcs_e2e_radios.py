@@ -59,7 +59,9 @@ async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir
             response = await wait_message(daemon, HCALCS, is_code("in", 0x0012, "response"), "the CS06 response", timeout=60)
             assert (response["signature"], response["counter"], response["originator"]) == ("valid", 5001, "00DB1234567890A0")
             assert content(response) == bytes.fromhex(f"30090201000404{NEW:08X}")
-            # Forwarded once, unchanged, and the device got exactly that.
+            # Each message once: the device's two, the hub's alert, the forward (unchanged).
+            kept = [(m["direction"], m["code"]) for m in await messages(daemon, HCALCS)]
+            assert sorted(kept) == [("hub", 0x0128), ("in", 0x0012), ("in", 0x00CF), ("out", 0x0012)], kept
             assert [m["hex"] for m in await messages(daemon, HCALCS) if m["direction"] == "out"] == [command.hex().upper()]
             assert device.tunnel_messages == [command]
             # As `han-ota messages` prints it.
