@@ -31,7 +31,7 @@ IMAGE = "sr11.1-firmware-image.bin"
 
 @pytest.mark.parametrize("kind", ["ezsp", "znp"])
 async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir: Path, key: Any, kind: str) -> None:
-    emulator = running_ezsp_emulator if kind == "ezsp" else running_znp_emulator
+    emulator: Any = running_ezsp_emulator if kind == "ezsp" else running_znp_emulator
     async with emulator([parse_sim_device(HCALCS_SPEC)]) as (path, server):
         device = (server.han if kind == "ezsp" else server.coordinator.han).devices[IEEE]
         (short_dir / "device.pem").write_text(device.gbcs_certificate_pem)
@@ -42,7 +42,9 @@ async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir
             await daemon.wait_radio(60)
             status, body = await daemon.push(str(DATA / IMAGE), HCALCS, None, False, None)
             assert status == 202, body
-            await wait_for(lambda: (j := daemon.engine.job_for_device(IEEE)) is not None and j.state is ev.SessionState.HELD, 180, "the hold")
+            engine = daemon.engine
+            assert engine is not None
+            await wait_for(lambda: (j := engine.job_for_device(IEEE)) is not None and j.state is ev.SessionState.HELD, 180, "the hold")
             # The hub's CCS08 (0x8F8A, response 0) and the device's own 0x8F72 with the hash it computed.
             ccs08 = await wait_message(daemon, HCALCS, is_code("hub", 0x0128), "CCS08", timeout=60)
             assert ccs08["signature"] == "valid" and ccs08["details"]["alert_code"] == "0x8F8A" and ccs08["details"]["response_code"] == 0
