@@ -153,6 +153,8 @@ async def open_app(
             _keep_endpoints_across_resets(app)
     try:
         await app.startup(auto_form=True)
+        if kind == "ezsp":
+            _one_callback_handler(app)
         # Messages longer than one frame, as each stack's host sends (and, for Z-Stack,
         # receives) them: neither bellows nor zigpy-znp does (radios/fragmentation.py)
         install_fragmentation(app)
@@ -186,6 +188,23 @@ def _keep_endpoints_across_resets(app: Any) -> None:
         await app.register_endpoints()
 
     app._reset = reset_then_register
+
+
+def _one_callback_handler(app: Any) -> None:
+    """bellows' start_network registers its NCP callback handler each time it runs, and
+    zigpy's first start on a blank dongle runs it twice (once for the energy scan, once
+    on the channel picked): every callback, so every incoming message, then reached
+    zigpy twice until the next start (the hub stored each GBCS message it received twice
+    and answered each OTA request twice). Keep the first registration only."""
+    callbacks = getattr(getattr(app, "_ezsp", None), "_callbacks", None)
+    handler = getattr(app, "ezsp_callback_handler", None)
+    if not isinstance(callbacks, dict) or handler is None:
+        return  # another bellows: nothing to fix
+    repeated = [key for key, cb in callbacks.items() if cb == handler][1:]
+    for key in repeated:
+        del callbacks[key]
+    if repeated:
+        LOGGER.debug("bellows had registered its callback handler %d times; kept one", len(repeated) + 1)
 
 
 async def _close(app: ControllerApplication) -> None:
