@@ -51,6 +51,8 @@ import zigpy.exceptions
 import zigpy.types as zt
 from zigpy.application import ControllerApplication
 
+from radios.limits import EZSP as EZSP_LIMITS
+
 LOGGER = logging.getLogger(__name__)
 
 __all__ = [
@@ -59,9 +61,7 @@ __all__ = [
 ]
 
 MAX_BLOCKS: Final = 255  # the block count is one byte (groupId high byte, the air's first block)
-EZSP_MAX_APS_PAYLOAD: Final = 82  # EMBER_AF_MAXIMUM_APS_PAYLOAD_LENGTH under NWK security
 EZSP_FRAGMENTATION_OVERHEAD: Final = 2  # EMBER_AF_APS_FRAGMENTATION_OVERHEAD (af.h)
-EZSP_APS_ENCRYPTION_OVERHEAD: Final = 9  # EMBER_AF_APS_ENCRYPTION_OVERHEAD (af.h)
 EZSP_SEND_TIMEOUT_S: Final = 3.0 * 4  # bellows' MESSAGE_SEND_TIMEOUT_MAINS, times the APS attempts
 MT_RPC_DATA_MAX: Final = 250
 ZNP_REQUEST_EXT_HEADER: Final = 20  # ZAP_AF_REQ_MSG_HDR: DataRequestExt's fields before the data
@@ -189,7 +189,7 @@ class _EzspSender:
         if packet.dst is None or packet.dst.addr_mode not in (zt.AddrMode.NWK, zt.AddrMode.IEEE):
             return False
         secured = zt.TransmitOptions.APS_Encryption in packet.tx_options
-        return len(packet.data.serialize()) > EZSP_MAX_APS_PAYLOAD - (EZSP_APS_ENCRYPTION_OVERHEAD if secured else 0)
+        return len(packet.data.serialize()) > EZSP_LIMITS.max_payload(aps_encrypted=secured, relays=0)
 
     async def _window_size(self) -> int:
         if self._window is None:
@@ -203,7 +203,7 @@ class _EzspSender:
 
     async def _part_size(self, secured: bool) -> int:
         (length,) = await self.app._ezsp.maximumPayloadLength()
-        return int(length) - (EZSP_APS_ENCRYPTION_OVERHEAD if secured else 0) - EZSP_FRAGMENTATION_OVERHEAD
+        return int(length) - (EZSP_LIMITS.aps_encryption_overhead if secured else 0) - EZSP_FRAGMENTATION_OVERHEAD
 
     async def send(self, packet: zt.ZigbeePacket) -> None:
         import bellows.types as t
