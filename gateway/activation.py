@@ -27,7 +27,7 @@ from eui64 import Eui64
 from gateway import gate
 from gateway.config import Config
 from gateway.crashpoint import crashpoint
-from gateway.engine import Engine, Job
+from gateway.engine import Engine, Job, QueueChanged
 from gateway.gbcs.codes import Reason
 from gateway.gbcs.command import SignedCommand, decode_hex_text, parse_command
 from gateway.gbcs.errors import GbcsError, GbcsUsageError
@@ -143,6 +143,10 @@ class SubmitResult:
 
 # (job or None, step, message, response code, alert code): one GBCS-terms record.
 OutcomeHook = Callable[[Job | None, str, str, int | None, int | None], None]
+# (job, command hex, the service's own act, "the kept decision is done"): how an
+# accepted decision is carried out; the default runs the act. The daemon's hook
+# releases and/or forwards over the tunnel, as the device's `activation` says.
+CarryOutHook = Callable[[Job, str, Callable[[], None], Callable[[], None]], None]
 
 
 @dataclass
@@ -176,7 +180,16 @@ class ActivationService:
         on_outcome: OutcomeHook | None = None,
         on_schedule: Callable[[Job, dt.datetime | None, str | None], None] | None = None,
         durable_job_id: Callable[[Job], int | None] | None = None,
+        before_submit: Callable[[bytes | str, zt.EUI64 | None], None] | None = None,
+        on_submitted: Callable[[SubmitResult], None] | None = None,
+        carry_out: CarryOutHook | None = None,
+        may_fire: Callable[[zt.EUI64], bool] | None = None,
     ) -> None:
+        """The hooks, all optional, extend the service without subclassing it:
+        ``before_submit``/``on_submitted`` see every submitted command and its result
+        (armed one-step submits included); ``carry_out`` decides how an accepted
+        decision is carried out; ``may_fire`` returning False holds a schedule that
+        fell due back until ``fire_deferred``."""
         self.engine = engine
         self.config = config
         self.counters = counters
@@ -186,6 +199,11 @@ class ActivationService:
         self._on_schedule = on_schedule
         # The counter store's id for a job it keeps (the daemon's); None for in-process jobs.
         self._durable_job_id = durable_job_id or (lambda job: None)
+        self._before_submit = before_submit
+        self._on_submitted = on_submitted
+        self._carry_out = carry_out
+        self._may_fire = may_fire
+        self._deferred: set[zt.EUI64] = set()  # due while may_fire said no
         self._schedules: dict[zt.EUI64, _Schedule] = {}
         self._armed: dict[str, _Armed] = {}
         self._activated_by: dict[str, str] = {}  # job id -> "now" | "future"
@@ -216,6 +234,14 @@ class ActivationService:
 
     def submit(self, command: bytes | str, *, device: zt.EUI64 | None = None) -> SubmitResult:
         """Verify a command for a held device and act on it."""
+        if self._before_submit is not None:
+            self._before_submit(command, device)
+        result = self._submit(command, device)
+        if self._on_submitted is not None:
+            self._on_submitted(result)
+        return result
+
+    def _submit(self, command: bytes | str, device: zt.EUI64 | None) -> SubmitResult:
         try:
             cmd = parse_command(_as_bytes(command))
         except GbcsError as exc:
@@ -246,7 +272,10 @@ class ActivationService:
         self._record(job, "command", result)
         if decision.accepted and job is not None:
             crashpoint("submit.accepted")
-            self._act(job, decision, command_hex)
+            if self._carry_out is not None:
+                self._carry_out(job, command_hex, lambda: self._act(job, decision, command_hex), lambda: self._carried_out(job))
+            else:
+                self._act(job, decision, command_hex)
             crashpoint("submit.acted")
         return result
 
@@ -310,7 +339,16 @@ class ActivationService:
         sched = self._schedules.get(ieee)
         return None if sched is None else sched.at
 
+    def fire_deferred(self) -> None:
+        """Run the schedules that fell due while ``may_fire`` held them back."""
+        due, self._deferred = self._deferred, set()
+        for ieee in due:
+            self._fire(ieee)
+
     def _fire(self, ieee: zt.EUI64) -> None:
+        if self._may_fire is not None and not self._may_fire(ieee):
+            self._deferred.add(ieee)
+            return
         sched = self._schedules.pop(ieee, None)
         job = self.engine.job_for_device(ieee)
         if sched is None or job is None:
@@ -333,7 +371,7 @@ class ActivationService:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _watch(self, job: Job, action: ev.Action) -> None:
+    def _watch(self, job: Job, action: ev.Action | QueueChanged) -> None:
         if not isinstance(action, ev.StateChanged):
             return
         new = action.new

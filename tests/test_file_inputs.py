@@ -30,6 +30,7 @@ from gateway.store import StoreError
 from han_ota import cli, cli_gbcs, cli_image
 from han_ota.client import Client, DaemonError
 from han_ota.daemon import IMAGES_DIR, Daemon
+from han_ota.daemon.images import keep_image
 from radios.sim.testing import build_ota_image
 
 HCALCS = "00:11:22:33:44:55:66:77"
@@ -134,7 +135,7 @@ def test_fifty_concurrent_copies_of_one_image_all_succeed_intact(short_dir: Path
 
     def keep() -> Path:
         start.wait(timeout=30)
-        return d._keep_image(data, digest)
+        return keep_image(d.config.state_dir, data, digest)
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         results = [f.result(timeout=60) for f in [pool.submit(keep) for _ in range(50)]]

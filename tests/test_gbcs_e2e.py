@@ -101,7 +101,7 @@ gbcs_certificate = "device.pem"
 
 
 async def messages(daemon: Any, device: str) -> list[dict[str, Any]]:
-    status, body = await daemon.messages(device, None, 500)
+    status, body = await daemon.api.messages(device, None, 500)
     assert status == 200
     return list(body["messages"])
 
@@ -141,7 +141,7 @@ async def hcalcs_held(root: Path, activation: str = "tunnel") -> tuple[Any, Benc
     bench = Bench(HCALCS_SPEC)
     cfg = write_config(root, bench, HCALCS, "hcalcs", activation)
     daemon = await started(cfg, bench)
-    status, _ = await daemon.push(str(DATA / "sr11.1-firmware-image.bin"), HCALCS, None, False, None)
+    status, _ = await daemon.api.push(str(DATA / "sr11.1-firmware-image.bin"), HCALCS, None, False, None)
     assert status == 202
     ieee = zt.EUI64.convert(HCALCS)
     await wait_for(lambda: (j := daemon.engine.job_for_device(ieee)) is not None and j.state is ev.SessionState.HELD, 30, "the hold")
@@ -164,7 +164,7 @@ async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir
         assert body[:5] == bytes.fromhex("0109018F72") and body[-34:] == b"\x09\x20" + image_hash
 
         command = cs06(key, HCALCS, "sr11.1-firmware-image.bin", 5001)
-        status, result = await daemon.activate(command.hex(), HCALCS)
+        status, result = await daemon.api.activate(command.hex(), HCALCS)
         assert status == 200 and result["accepted"], result
         # The device verified it, rebooted into the held image and answered: code 0, the new version.
         await wait_for(lambda: device.current_file_version == NEW, 30, "the device's own activation")
@@ -175,7 +175,7 @@ async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir
         out = [m for m in await messages(daemon, HCALCS) if m["direction"] == "out"]
         assert [m["hex"] for m in out] == [command.hex().upper()]
         assert device.tunnel_messages == [command]
-        kept = {m["hex"] for m in daemon.job_view(job)["messages"]}
+        kept = {m["hex"] for m in daemon.views.job_view(job)["messages"]}
         assert {ccs08["hex"], fdra["hex"], out[0]["hex"], response["hex"]} <= kept
         assert device.events("gbcs_activate") and not device.events("gbcs_note")
         # And as `han-ota messages` prints them.
@@ -194,7 +194,7 @@ async def test_the_rtds_placeholder_hash_command_is_refused_and_never_reaches_th
         device = bench.device(HCALCS)
         await wait_for(lambda: daemon.tunnels.state(job.ieee)["state"] == "open", 15, "the tunnel")
         rtds = (DATA / "cs06-immediate-success-command.hex").read_text().strip()
-        status, result = await daemon.activate(rtds, HCALCS)
+        status, result = await daemon.api.activate(rtds, HCALCS)
         assert not result["accepted"] and result["response_code"] == 2, result  # hash mismatch
         await asyncio.sleep(0.5)  # a forward would have reached the device by now (a check for nothing)
         assert device.tunnel_messages == [] and device.current_file_version == OLD
@@ -211,7 +211,7 @@ async def test_a_future_dated_cs06_gives_the_8f66_alert_at_its_time(short_dir: P
         device = bench.device(HCALCS)
         at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=4)
         command = cs06(key, HCALCS, "sr11.1-firmware-image.bin", 6001, execution_time=at)
-        status, result = await daemon.activate(command.hex(), HCALCS)
+        status, result = await daemon.api.activate(command.hex(), HCALCS)
         assert status == 200 and result["accepted"], result
         # First the response "accepted" (NULL), the image still held.
         accepted = await wait_message(daemon, HCALCS, is_code("in", 0x0012, "response"), "the CS06 response")
@@ -236,7 +236,7 @@ async def test_ppmid_one_step_ccs08_then_its_cs09(short_dir: Path, key: Any, fai
     daemon = await started(cfg, bench)
     try:
         command = cs06(key, PPMID, "sr11.4-ppmid-firmware-image.bin", 7001)
-        status, body = await daemon.push(str(DATA / "sr11.4-ppmid-firmware-image.bin"), PPMID, command.hex(), False, None)
+        status, body = await daemon.api.push(str(DATA / "sr11.4-ppmid-firmware-image.bin"), PPMID, command.hex(), False, None)
         assert status == 202, body
         ccs08 = await wait_message(daemon, PPMID, is_code("hub", 0x0128), "CCS08")
         assert ccs08["details"]["alert_code"] == "0x8F8A" and ccs08["signature"] == "valid"

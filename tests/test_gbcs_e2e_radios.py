@@ -40,7 +40,7 @@ async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir
         await daemon.start()
         try:
             await daemon.wait_radio(60)
-            status, body = await daemon.push(str(DATA / IMAGE), HCALCS, None, False, None)
+            status, body = await daemon.api.push(str(DATA / IMAGE), HCALCS, None, False, None)
             assert status == 202, body
             engine = daemon.engine
             assert engine is not None
@@ -55,7 +55,7 @@ async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir
 
             assert device.current_file_version == OLD  # held, not yet running
             command = cs06(key, HCALCS, IMAGE, 5001)
-            status, result = await daemon.activate(command.hex(), HCALCS)
+            status, result = await daemon.api.activate(command.hex(), HCALCS)
             assert status == 200 and result["accepted"], result
             await wait_for(lambda: device.current_file_version == NEW, 60, "the device's own activation")
             response = await wait_message(daemon, HCALCS, is_code("in", 0x0012, "response"), "the CS06 response", timeout=60)

@@ -321,7 +321,7 @@ async def test_daemon_keeps_an_se_push_pending_shows_security_and_audits_key_eve
 
             # What KeyEstablishmentService does on success, then its audit event.
             await establish(daemon.app, daemon.security)
-            daemon._ke_event("ke.established", IEEE, suite=2, seconds=1.5)
+            daemon.journal.ke_event("ke.established", IEEE, suite=2, seconds=1.5)
             held = await call(client.wait_job, job["job"], ("held",), timeout=30)
             assert held["state"] == "held" and held["security"]["aps_security"] is True
             assert security_cell((await call(client.devices))[0]["security"]) == "se aps s2"

@@ -150,7 +150,7 @@ async def test_a_start_verifies_from_its_checkpoint_and_the_older_records_in_the
         async with asyncio.timeout(30):  # ... and the rest right after
             while daemon.chain_error is None:
                 await asyncio.sleep(0.02)
-        audit = (await daemon.status())[1]["daemon"]["audit"]
+        audit = (await daemon.api.status())[1]["daemon"]["audit"]
         assert audit["ok"] is False and "broken at record 2" in audit["chain_error"]
         assert "han-ota log --seal" in audit["chain_error"]
     finally:
@@ -170,7 +170,7 @@ async def test_the_store_anchors_the_head_on_every_append(root: Path) -> None:
     try:
         assert daemon.audit is not None and daemon.store is not None
         assert daemon.store.audit_anchor() == daemon.audit.head()
-        status = (await daemon.status())[1]["daemon"]["audit"]
+        status = (await daemon.api.status())[1]["daemon"]["audit"]
         assert status["ok"] is True and status["warning"] is None
     finally:
         await daemon.stop("test")

@@ -49,7 +49,7 @@ async def held_daemon(root: Path, activation: str) -> tuple[Any, Bench, Any]:
     )
     bench = Bench(SPEC)
     daemon = await started(cfg, bench, session_overrides=dict(confirm_read_after_s=0.2, confirm_timeout_s=20))
-    status, _ = await daemon.push(str(DATA / "sr11.1-firmware-image.bin"), HCALCS, None, False, None)
+    status, _ = await daemon.api.push(str(DATA / "sr11.1-firmware-image.bin"), HCALCS, None, False, None)
     assert status == 202
     await wait_for(lambda: (j := daemon.engine.job_for_device(IEEE)) is not None and j.state is ev.SessionState.HELD, 30, "the hold")
     await wait_for(lambda: daemon.tunnels.state(IEEE)["state"] == "open", 15, "the tunnel")
@@ -76,7 +76,7 @@ async def test_a_verified_cs06_is_forwarded_unchanged_and_its_response_printed(s
         device = bench.device(HCALCS)
         got = answering(device)
         command = cs06(key, 1001)
-        status, result = await daemon.gbcs_send(command.hex(), HCALCS, 20)
+        status, result = await daemon.api.gbcs_send(command.hex(), HCALCS, 20)
         assert status == 200 and result["forwarded"], result
         assert result["verdict"]["accepted"] and result["message_code"] == "0x0012"
         assert got == [command]  # unchanged, once
@@ -102,7 +102,7 @@ async def test_activation_tunnel_forwards_what_activate_submits_and_keeps_the_ho
     try:
         got = answering(bench.device(HCALCS))
         command = cs06(key, 1002)
-        status, result = await daemon.activate(command.hex(), HCALCS)
+        status, result = await daemon.api.activate(command.hex(), HCALCS)
         assert result["accepted"], result
         await wait_for(lambda: got == [command], 15, "the forwarded CS06")
         assert daemon.engine.job_for_device(IEEE).state is ev.SessionState.HELD
@@ -116,7 +116,7 @@ async def test_activation_upgrade_end_forwards_nothing(short_dir: Path, key: Any
     try:
         got = answering(bench.device(HCALCS))
         job = daemon.engine.job_for_device(IEEE)
-        status, result = await daemon.activate(cs06(key, 1003).hex(), HCALCS)
+        status, result = await daemon.api.activate(cs06(key, 1003).hex(), HCALCS)
         assert result["accepted"], result
         await wait_for(lambda: job.state is ev.SessionState.CONFIRMED, 30, "the release")
         assert got == []
@@ -130,15 +130,15 @@ async def test_a_refused_command_never_reaches_the_device(short_dir: Path) -> No
     try:
         got = answering(bench.device(HCALCS))
         vector = (DATA / "cs06-immediate-success-command.hex").read_text()  # the RTDS placeholder hash
-        status, result = await daemon.gbcs_send(vector, HCALCS, 5)
+        status, result = await daemon.api.gbcs_send(vector, HCALCS, 5)
         assert (status, result["forwarded"], result["verdict"]["reason"]) == (200, False, "hash mismatch")
         await asyncio.sleep(0.5)
         assert got == [] and daemon.engine.job_for_device(IEEE).state is ev.SessionState.HELD
         with pytest.raises(HttpError, match="not forwarded: the command is addressed to"):
-            await daemon.gbcs_send(vector, "00:db:12:34:56:78:90:a9", 5)
+            await daemon.api.gbcs_send(vector, "00:db:12:34:56:78:90:a9", 5)
         response = (DATA / "cs06-immediate-success-response.hex").read_text()
         with pytest.raises(HttpError, match="a response, not a command"):
-            await daemon.gbcs_send(response, None, 5)
+            await daemon.api.gbcs_send(response, None, 5)
     finally:
         await daemon.stop()
         await bench.close()
@@ -179,7 +179,7 @@ async def test_a_restarted_daemon_opens_the_tunnel_again(short_dir: Path, key: A
         await wait_for(lambda: (j := daemon.engine.job_for_device(IEEE)) is not None and j.state is ev.SessionState.HELD, 30, "the resumed hold")
         got = answering(device)
         command = cs06(key, 1004)  # ECDSA: each signing differs
-        status, result = await daemon.gbcs_send(command.hex(), HCALCS, 20)
+        status, result = await daemon.api.gbcs_send(command.hex(), HCALCS, 20)
         assert result["forwarded"] and got == [command], result
     finally:
         await daemon.stop()
