@@ -466,7 +466,8 @@ def no_unknown_keys(body: Mapping[str, Any], allowed: set[str]) -> None:
 
 
 class ControlApi(Protocol):
-    """What the server calls; the daemon implements it. Each returns (status, JSON body)
+    """What the server calls; the daemon's handlers implement it
+    (``han_ota.daemon.handlers.ControlHandlers``). Each returns (status, JSON body)
     and raises HttpError for refusals."""
 
     async def status(self) -> tuple[int, Any]: ...

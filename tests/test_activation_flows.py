@@ -51,14 +51,14 @@ def config(tmp_path: Path) -> Config:
 
 
 @asynccontextmanager
-async def gateway(tmp_path: Path, *specs: str) -> AsyncIterator[tuple[Any, Engine, ActivationService, list[tuple[str, int | None, int | None]]]]:
+async def gateway(tmp_path: Path, *specs: str, **hooks: Any) -> AsyncIterator[tuple[Any, Engine, ActivationService, list[tuple[str, int | None, int | None]]]]:
     # The SR 11.1 sample image: manufacturer 0x121D, type 0, version 0xACDCACDC, hw 0x1111-0x1211.
     texts = specs or (f"hcalcs:{HCALCS}:manufacturer_code=0x121D:image_type=0:file_version=0xACDCACDB:hardware_version=0x1111",)
     app = await open_app("sim", sim_devices=[parse_sim_device(t) for t in texts])
     engine = Engine(app, FAST, session_overrides=dict(confirm_read_after_s=0.2, confirm_timeout_s=20))
     store = StateStore.in_state_dir(tmp_path)
     outcomes: list[tuple[str, int | None, int | None]] = []
-    service = ActivationService(engine, config(tmp_path), store, on_outcome=lambda job, step, msg, rc, alert: outcomes.append((step, rc, alert)))
+    service = ActivationService(engine, config(tmp_path), store, on_outcome=lambda job, step, msg, rc, alert: outcomes.append((step, rc, alert)), **hooks)
     try:
         yield app, engine, service, outcomes
     finally:
@@ -162,6 +162,44 @@ async def test_future_dated_activation_waits_for_its_time_and_cancellation_remov
         assert service.submit(sign(key, h, 3, execution_time=soon)).decision == "schedule"
         await asyncio.sleep(0.5)
         assert job.state is ev.SessionState.SCHEDULED, "the hold continues until the execution time"
+        assert await engine.wait(job, {ev.SessionState.CONFIRMED}, timeout=30) is ev.SessionState.CONFIRMED
+        assert ("activation", 0, 0x8F66) in outcomes
+
+
+async def test_hooks_see_every_command_carry_out_each_decision_and_hold_back_a_due_schedule(tmp_path: Path, key) -> None:
+    """The daemon extends the service through these (han_ota/daemon/lifecycle.py)."""
+    image = load_image(DATA / "sr11.1-firmware-image.bin")
+    seen: list[tuple[str, object]] = []
+    carried: list[str] = []
+    asked = asyncio.Event()
+    radio_up = False
+
+    def carry_out(job: Job, command_hex: str, act: Any, done: Any) -> None:
+        carried.append(command_hex)
+        act()
+
+    def may_fire(ieee: zt.EUI64) -> bool:
+        asked.set()
+        return radio_up
+
+    hooks = dict(
+        before_submit=lambda command, device: seen.append(("before", device)),
+        on_submitted=lambda result: seen.append(("after", result.reason)),
+        carry_out=carry_out,
+        may_fire=may_fire,
+    )
+    async with gateway(tmp_path, **hooks) as (app, engine, service, outcomes):
+        job = await held(engine, image)
+        assert not service.submit(b"\xdd\x00", device=IEEE).accepted
+        command = sign(key, image.manufacturer_image_hash, 1, execution_time=utc_now() + dt.timedelta(seconds=1))
+        assert service.submit(command).decision == "schedule"
+        assert seen == [("before", IEEE), ("after", "malformed command"), ("before", None), ("after", "ok")]
+        assert carried == [command.hex().upper()], "only an accepted decision is carried out"
+        assert job.state is ev.SessionState.SCHEDULED
+        await asyncio.wait_for(asked.wait(), 30)
+        assert job.state is ev.SessionState.SCHEDULED, "held back: may_fire said no"
+        radio_up = True
+        service.fire_deferred()
         assert await engine.wait(job, {ev.SessionState.CONFIRMED}, timeout=30) is ev.SessionState.CONFIRMED
         assert ("activation", 0, 0x8F66) in outcomes
 

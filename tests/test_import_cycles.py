@@ -93,3 +93,13 @@ def test_relative_imports_are_resolved() -> None:
 
 def test_no_import_cycles() -> None:
     assert cycles(graph()) == []
+
+
+def test_the_daemons_parts_do_not_reach_back_into_its_lifecycle() -> None:
+    """han_ota/daemon/ is composed, not a class split over modules: the parts (journal,
+    recovery, status, handlers, ...) are given what they need, and none imports the
+    Daemon that owns them."""
+    edges = graph()
+    parts = {name for name in edges if name.startswith("han_ota.daemon.") and name != "han_ota.daemon.lifecycle"}
+    assert {"han_ota.daemon.journal", "han_ota.daemon.recovery", "han_ota.daemon.status", "han_ota.daemon.handlers"} <= parts
+    assert {name: edges[name] & {"han_ota.daemon", "han_ota.daemon.lifecycle"} for name in parts} == {name: set() for name in parts}

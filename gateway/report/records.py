@@ -1,6 +1,6 @@
 """The trial's records, typed: parsed once from the audit log (and the store's jobs).
 
-The report reads what the daemon already writes (han_ota/daemon.py): ``job.accepted``,
+The report reads what the daemon already writes (han_ota/daemon/journal.py): ``job.accepted``,
 ``job.state``, ``job.progress``, ``job.nudge``, the session's notes (``ota.<kind>``),
 the frames of interest it sent (``ota.sent``) and the GBCS outcomes (``gbcs.<step>``).
 Each record the report uses is checked as it is read: one it cannot read is refused,
@@ -267,7 +267,7 @@ class _Reader:
         return float(value)
 
     def alert_code(self) -> int | None:
-        # Written as "0x8F8A" (han_ota/daemon.py); an integer is taken too.
+        # Written as "0x8F8A" (han_ota/daemon/journal.py); an integer is taken too.
         value = self.row.get("alert_code")
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
