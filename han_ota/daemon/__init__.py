@@ -46,7 +46,6 @@ what it needs):
 - ``images``: the kept copies of pushed images.
 """
 
-
 from han_ota.daemon.images import IMAGES_DIR
 from han_ota.daemon.lifecycle import BACKOFF_S, Daemon, rebind_engine, run_daemon
 from han_ota.daemon.recovery import restore_job
