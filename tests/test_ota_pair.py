@@ -8,7 +8,8 @@ with the devices' real timers (5 s response timeout, 60 s hold interval, a day h
 run in milliseconds, and a lossy air is a seeded random draw that replays exactly.
 
 What the pair shows that neither side's own tests can: the two state machines agree
-on the protocol end to end -- through frame loss and duplicated frames, through power
+on the protocol end to end -- through a tight radio budget (WAIT_FOR_DATA and the
+MinimumBlockPeriod the session suggests), through frame loss and duplicated frames, through power
 cycles mid-transfer (the device resumes from its offset in flash), through a radio
 outage the device gives up in (the session's nudge brings it back), and through the
 hold (every Upgrade End Request answered with upgrade time 0xFFFFFFFF, so a device
@@ -37,6 +38,7 @@ from gateway.ota import codec
 from gateway.ota import events as ev
 from gateway.ota.config import ImageInfo, SessionConfig
 from gateway.ota.events import NoteKind, SessionState
+from gateway.ota.pacing import Pacer
 from gateway.ota.session import OtaSession
 from radios.sim.ota_client import Activate, ClientConfig, ClientState, Counters, Flash, OtaClient, Refuse, SendCommand
 from radios.sim.testing import build_ota_image
@@ -287,8 +289,8 @@ class Pair:
 
 
 def pair(size: int = 4000, *, loss: float = 0.0, duplicate: float = 0.0, seed: int = 1,
-         session_config: SessionConfig | None = None, **device: Any) -> Pair:
-    session = OtaSession(bytes(IEEE), image(size), session_config or SessionConfig())
+         session_config: SessionConfig | None = None, pacer: Pacer | None = None, **device: Any) -> Pair:
+    session = OtaSession(bytes(IEEE), image(size), session_config or SessionConfig(), pacer)
     p = Pair(session, Device(client_config(**device)), Air(random.Random(seed), loss, duplicate))
     p.start()
     return p
@@ -337,6 +339,19 @@ def test_page_requests_fetch_the_whole_image() -> None:
     assert p.device.counters.page_requests_sent >= 6000 // 512
     assert p.device.counters.block_requests_sent == 0
     assert any(n.kind is NoteKind.PAGE for n in p.notes)
+
+
+def test_a_tight_radio_budget_paces_the_device_and_the_transfer_still_completes() -> None:
+    """300 bytes/s for the radio: the session answers WAIT_FOR_DATA (with a suggested
+    MinimumBlockPeriod, which this client adopts) and the device comes back when told;
+    the whole image takes at least what the budget allows, and arrives whole."""
+    p = pair(4000, pacer=Pacer(bytes_per_s=300, burst_bytes=256, max_inflight=1))
+    started = p.now
+    p.run_until(lambda: held(p), limit_s=3600)
+    assert_received_whole_image(p)
+    assert p.device.counters.wait_for_data >= 1 and p.device.client is not None
+    assert p.device.client.minimum_block_period_ms > 0  # adopted from the session's WAIT_FOR_DATA
+    assert p.now - started >= (p.session.image.size - 256) / 300
 
 
 # ----------------------------------------------------------------------------- a bad air
