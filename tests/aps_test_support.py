@@ -1,5 +1,5 @@
-"""What the APS-security tests share across radios (test_sim_aps.py, test_keys_ezsp.py,
-test_keys_znp.py): two simulated HCALCS, frames sent as the gateway's driver sends them
+"""What the APS-security tests share across radios (test_sim_aps.py, test_keys.py): two
+simulated HCALCS, frames sent as the gateway's driver sends them
 (``app.send_packet``), and a look at what zigpy receives (a packet tap)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What tests/test_drivers_ezsp.py and tests/test_drivers_znp.py share: the simulated
+"""What the driver tests (tests/test_drivers.py, test_drivers_ezsp.py, test_keys.py) share: the simulated
 HCALCS behind the emulated coordinator, a lab supplier, images, and waits."""
 
 from __future__ import annotations

@@ -11,15 +11,22 @@ reports) is `driver_test_support.Radio`; the ``radio`` fixture runs each test on
 Covered: start-up, join and interview; a full push with the hold and a CS06-gated
 activation confirmed by the device; lost deliveries; a radio reset (signalled as the
 firmware does) and a dropped link mid-transfer, recovered by
-``radios.supervisor.RadioSupervisor`` with the engine following; a push to a device two
-hops away (``hops=2``: behind one relay, every frame source-routed) in blocks that fit.
-Radio-specific behaviour (ASH, the EZSP payload limit checks, NV, MT, the CLI paths)
-stays in tests/test_drivers_ezsp.py, tests/test_drivers_znp.py and the emulator tests.
+``radios.supervisor.RadioSupervisor`` with the engine following; a device that gave up
+during a long outage nudged back by the session; a push to a device two hops away
+(``hops=2``: behind one relay, every frame source-routed) in blocks that fit; the CLI
+path (``han-ota emulate`` and ``han-ota push`` as subprocesses, on EZSP 14 and Z-Stack).
+Radio-specific behaviour (ASH, the EZSP payload limit checks, NV, MT) stays in
+tests/test_drivers_ezsp.py and the emulator tests.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
+import sys
+from pathlib import Path
 
 import pytest
 import zigpy.types as zt
@@ -28,13 +35,16 @@ from gateway.activation import ActivationService, MemoryCounters
 from gateway.engine import Engine
 from gateway.gbcs.ids import EntityId
 from gateway.gbcs.sign import sign_activation
+from gateway.image_build import build_image
 from gateway.ota import events as ev
 from gateway.ota.events import SessionState
 from radios.han_services import permit_with_install_code
 from radios.supervisor import RadioSupervisor
 
 import driver_test_support as support
-from driver_test_support import FAST_DEVICE, HCALCS, HCALCS_IEEE, RADIOS, SUPPLIER, Radio, lab_supplier, wait_offset
+from driver_test_support import FAST_DEVICE, HCALCS, HCALCS_IEEE, MANUFACTURER, RADIOS, SUPPLIER, Radio, lab_supplier, wait_offset
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(params=RADIOS)
@@ -229,3 +239,98 @@ async def test_radio_fault_mid_transfer_gateway_reconnects_and_transfer_finishes
         finally:
             await engine.close()
             await supervisor.close()
+
+
+async def test_device_that_gave_up_during_a_long_outage_is_nudged_back(supplier, tmp_path, radio):
+    """The radio is away longer than the device keeps retrying (here 0.2 s x 2): the device
+    goes idle with its partial image; after the reconnect the session's Image Notify (a nudge) makes
+    it query, and it resumes at its offset instead of starting over."""
+    _, config = supplier
+    fw = make_image(size=16000)
+    spec = hcalcs_spec("response_timeout=0.2:max_retries=2:query_delay=3600:notify_delay=0")
+    async with radio.emulator([spec]) as (path, server):
+        database = tmp_path / "zigbee.db"
+        made = [await radio.open_and_join(path, database=database)]
+        away = asyncio.Event()
+
+        async def factory():
+            if made:
+                return made.pop()
+            await away.wait()  # the dongle is still unplugged
+            return await radio.open(path, database=database)
+
+        supervisor = RadioSupervisor(factory, name=radio.family, backoff=(0.2,))
+        app = await supervisor.start()
+        engine = Engine(app, config.ota)
+        engine.follow(supervisor)
+        engine.nudge_after_s = 0.5
+        try:
+            sim = radio.han(server).devices[HCALCS_IEEE]
+            job = engine.push(fw, HCALCS_IEEE)
+            await wait_offset(job, 4000)
+            radio.inject(server, "drop")
+            await sim.wait_for(lambda d: d.counters.gave_up >= 1, timeout=10)
+            partial = sim.file_offset
+            assert partial >= 3000 and sim.state == "idle"  # (the block in flight at the drop is lost)
+            away.set()
+            await supervisor.reconnected(1, timeout=30)
+            assert await engine.wait(job, {SessionState.HELD}, timeout=30) is SessionState.HELD
+            assert job.session.nudge_attempt >= 1  # the session's Image Notify after the silence
+            assert sim.counters.resumed >= 1  # picked up at its offset, did not start over
+            assert job.session.offset == fw.size
+        finally:
+            await engine.close()
+            await supervisor.close()
+
+
+# ----------------------------------------------------------------------------- CLI path
+
+
+async def _read_json_line(stream: asyncio.StreamReader, timeout: float = 20.0) -> dict:
+    async with asyncio.timeout(timeout):
+        while True:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError("the emulator exited before printing where it listens")
+            text = line.decode().strip()
+            if text.startswith("{"):
+                return json.loads(text)
+
+
+@pytest.mark.parametrize(("kind", "options"), [("ezsp", ["--ezsp-version", "14"]), ("znp", [])], ids=["ezsp14", "znp"])
+async def test_cli_emulate_then_push_leaves_device_held(tmp_path, kind, options):
+    """`han-ota emulate KIND` and `han-ota push ... --radio KIND --path socket://...`, both
+    as subprocesses: the way a lab dry-runs a script against a virtual dongle (the EZSP
+    NCP forms its network first, as a new dongle would)."""
+    image = tmp_path / "hcalcs-v2.ota"
+    image.write_bytes(build_image(bytes(range(256)) * 12, manufacturer_code=MANUFACTURER, image_type=0, file_version=2, min_hw=0x1111, max_hw=0x1211))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "control.sock"}"\n')
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    han_ota = str(Path(sys.executable).with_name("han-ota"))
+    emulator = await asyncio.create_subprocess_exec(
+        han_ota, "emulate", kind, "--listen", "127.0.0.1:0", "--json", *options,
+        "--sim-device", f"hcalcs:{HCALCS}:file_version=1:hardware_version=0x1111",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT, env=env,
+    )
+    try:
+        ready = await _read_json_line(emulator.stdout)
+        assert ready["radio"] == kind and ready["path"].startswith("socket://127.0.0.1:")
+        assert ready["devices"] == [{"kind": "hcalcs", "ieee": HCALCS}]
+        push = await asyncio.create_subprocess_exec(
+            han_ota, "push", str(image), "--device", HCALCS, "--radio", kind, "--path", ready["path"],
+            "--config", str(cfg), "--timeout", "60", "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env=env,
+        )
+        async with asyncio.timeout(90):
+            out, err = await push.communicate()
+        assert push.returncode == 0, err.decode()[-2000:]
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        assert result["state"] == "held"
+        assert result["device"] == HCALCS and result["bytes"] == result["size"] == image.stat().st_size
+        assert result["held_requests"] >= 1 and result["file_version"] == 2
+    finally:
+        if emulator.returncode is None:
+            emulator.send_signal(2)  # Ctrl-C: the emulator closes and exits 0
+            async with asyncio.timeout(10):
+                assert await emulator.wait() == 0
