@@ -103,7 +103,7 @@ class Pair:
     """The hub's responder and the device's initiator joined in memory with a fake clock:
     each side's frames go straight to the other; the hub's ``Compute`` works run at once,
     as the asyncio layer would run them in its executor. ``steps`` collects the seconds
-    each heavy step took (tests/test_se_pair.py drives the same pair without looking)."""
+    each heavy step took (tests/gateway/se/test_se_pair.py drives the same pair without looking)."""
 
     server: ks.KeServer
     client: kc.KeyEstablishmentClient

@@ -6,7 +6,7 @@ Runs every scenario in a fresh Python process (so peak RSS and CPU time belong t
 that scenario alone; the hub-cost scenarios put the simulated HAN in a further child
 process, so that theirs are the hub's alone), one after the other, prints a table with PASS/MISS against
 the targets, and writes all numbers as JSON. What is measured and how:
-docs/benchmark.md. Not part of the test suite (tests/test_bench_smoke.py only
+docs/benchmark.md. Not part of the test suite (tests/system/test_bench_smoke.py only
 checks that the code path works).
 """
 

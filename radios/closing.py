@@ -5,7 +5,7 @@ once, without waiting for them. bellows shields every frame it sends
 (``AshProtocol.send_data`` runs ``_send_data_frame`` in its own task under
 ``asyncio.shield``): cancelling the caller leaves that frame in flight, and closing
 the port under it ends the task with ``RuntimeError('Connection has been closed')``
-that nobody retrieves (seen after one-shot EZSP pushes: tests/test_push_shutdown.py,
+that nobody retrieves (seen after one-shot EZSP pushes: tests/han_ota/test_push_shutdown.py,
 1 run in 3). So first cancel and await those tasks, then let the frames already
 handed to the radio library get their ACK, with a bound, then shut down.
 """

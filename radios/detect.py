@@ -66,7 +66,7 @@ class KnownDongle:
         return not self.products or (product or "").strip() in self.products
 
 
-# Keep in step with udev/99-han-ota.rules (tests/test_radio_detect.py checks both ways).
+# Keep in step with udev/99-han-ota.rules (tests/radios/test_radio_detect.py checks both ways).
 KNOWN_DONGLES: tuple[KnownDongle, ...] = (
     KnownDongle("Sonoff ZBDongle-P", 0x10C4, (0xEA60,), "znp", ("Sonoff Zigbee 3.0 USB Dongle Plus",), udev_name="zbdongle-p",
                 note="TI CC2652P behind a CP2102N"),

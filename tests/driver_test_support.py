@@ -1,4 +1,4 @@
-"""What the driver tests (tests/test_drivers.py, test_drivers_ezsp.py, test_keys.py) share: the simulated
+"""What the driver tests (tests/radios/emulate/test_drivers.py, test_drivers_ezsp.py, test_keys.py) share: the simulated
 HCALCS behind the emulated coordinator, a lab supplier, images, and waits."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def make_image(key: Any = None, size: int = 8192, version: int = 2, *, step: int
 
 # ------------------------------------------------------------------ one body, three radios
 #
-# tests/test_drivers.py runs the same driver tests through bellows on EZSP 13 and 14 and
+# tests/radios/emulate/test_drivers.py runs the same driver tests through bellows on EZSP 13 and 14 and
 # through zigpy-znp; `Radio` is everything that differs between the two emulators
 # (start, fault injection names, what each reports), so that the tests say it once.
 

@@ -1,4 +1,4 @@
-// For tests/test_hub_alerts_parser.py: runs Smart DCC's gbcs-parser (its built dist/index.js, argv[2]) on one message.
+// For tests/han_ota/test_hub_alerts_parser.py: runs Smart DCC's gbcs-parser (its built dist/index.js, argv[2]) on one message.
 // Reads {"hex": ..., "keys": {"EUI": "PEM"}} on stdin; prints the parser's minimized JSON.
 const { createPublicKey } = require('node:crypto')
 const parser = require(process.argv[2])

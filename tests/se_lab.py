@@ -1,4 +1,4 @@
-"""A Smart Energy lab on disk, as tests/test_se_push.py and tests/test_se_daemon.py use
+"""A Smart Energy lab on disk, as tests/system/test_se_push.py and tests/system/test_se_daemon.py use
 it: a test CA, the hub's certificate for the coordinator and the device's own, the
 [key_establishment] table and ``security = "se"`` in a config.toml, and the simulated
 PPMID's spec naming its own files."""

@@ -93,7 +93,7 @@ _EPSILON_BYTES = 1e-6
 
 # The suggested MinimumBlockPeriod asks for 1/1.25 = 80 % of a fair share. Run at
 # exactly the budget, jitter makes refusals frequent, and each costs the device at
-# least a whole second (WAIT_FOR_DATA's unit); in simulation (tests/test_ota_pacing.py)
+# least a whole second (WAIT_FOR_DATA's unit); in simulation (tests/gateway/ota/test_ota_pacing.py)
 # 1.25 gave six saturating devices more throughput than 1.0 or 1.5.
 SHARE_SLACK = 1.25
 
