@@ -188,7 +188,7 @@ async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir
         await bench.close()
 
 
-async def test_the_rtds_placeholder_hash_command_is_refused_and_never_reaches_the_device(short_dir: Path) -> None:
+async def test_the_rtds_placeholder_hash_command_is_refused_and_never_reaches_the_device(short_dir: Path, key: Any) -> None:
     daemon, bench, job = await hcalcs_held(short_dir)
     try:
         device = bench.device(HCALCS)
@@ -196,10 +196,16 @@ async def test_the_rtds_placeholder_hash_command_is_refused_and_never_reaches_th
         rtds = (DATA / "cs06-immediate-success-command.hex").read_text().strip()
         status, result = await daemon.api.activate(rtds, HCALCS)
         assert not result["accepted"] and result["response_code"] == 2, result  # hash mismatch
-        await asyncio.sleep(0.5)  # a forward would have reached the device by now (a check for nothing)
-        assert device.tunnel_messages == [] and device.current_file_version == OLD
         assert [m for m in await messages(daemon, HCALCS) if m["direction"] == "out"] == []
-        assert job.state is ev.SessionState.HELD
+        assert job.state is ev.SessionState.HELD and device.current_file_version == OLD
+        # The tunnel carries messages in order: once a later command has reached the device,
+        # a forward of the refused one would have reached it before.
+        command = cs06(key, HCALCS, "sr11.1-firmware-image.bin", 5001)
+        status, result = await daemon.api.activate(command.hex(), HCALCS)
+        assert status == 200 and result["accepted"], result
+        await wait_message(daemon, HCALCS, is_code("in", 0x0012, "response"), "the CS06 response")
+        assert device.tunnel_messages == [command]
+        assert [m["hex"] for m in await messages(daemon, HCALCS) if m["direction"] == "out"] == [command.hex().upper()]
     finally:
         await daemon.stop()
         await bench.close()

@@ -3,11 +3,14 @@ by default, and zigpy-znp): the HCALCS flow of tests/system/test_gbcs_e2e.py. Pu
 sr11.1-firmware-image.bin -> the hub's CCS08 0x8F8A and the device's 0x8F72 receipt
 alert; a CS06 for the real hash -> forwarded over the tunnel (APS-fragmented where the
 stack must) -> the device activates by itself and its signed response (code 0, the new
-version) is in the daemon's messages with signature "valid"."""
+version) is in the daemon's messages with signature "valid". The RTDS placeholder-hash
+CS06 is refused by the gate and never reaches the device; a future-dated CS06 gives the
+device's 0x00CA 0x8F66 alert at its time."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -71,5 +74,56 @@ async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir
             assert printed.exit_code == 0, printed.output
             lines = [json.loads(line) for line in printed.output.splitlines()]
             assert (response["id"], "valid", response["hex"]) in [(m["id"], m["signature"], m["hex"]) for m in lines]
+        finally:
+            await daemon.stop()
+
+
+@pytest.mark.parametrize("kind", ["ezsp", "znp"])
+async def test_the_placeholder_command_never_reaches_the_device_and_a_future_dated_one_alerts_at_its_time(short_dir: Path, key: Any, kind: str) -> None:
+    """The RTDS placeholder-hash CS06 is refused by the gate and never forwarded; a
+    future-dated CS06 for the real hash is, and at its time the device sends its 0x00CA
+    0x8F66 alert and activates. The later command is also the proof for the first: the
+    tunnel carries messages in order, so had the refused one been forwarded, the device
+    would have seen it before the one it did see."""
+    emulator: Any = running_ezsp_emulator if kind == "ezsp" else running_znp_emulator
+    async with emulator([parse_sim_device(HCALCS_SPEC)]) as (path, server):
+        device = (server.han if kind == "ezsp" else server.coordinator.han).devices[IEEE]
+        (short_dir / "device.pem").write_text(device.gbcs_certificate_pem)
+        cfg = load_config(gbcs_config(short_dir, HCALCS, "hcalcs", "tunnel", extra=f'[radio]\nkind = "{kind}"\npath = "{path}"\n'))
+        daemon = Daemon(cfg)
+        await daemon.start()
+        try:
+            await daemon.wait_radio(60)
+            status, body = await daemon.api.push(str(DATA / IMAGE), HCALCS, None, False, None)
+            assert status == 202, body
+            engine = daemon.engine
+            assert engine is not None
+            await wait_for(lambda: (j := engine.job_for_device(IEEE)) is not None and j.state is ev.SessionState.HELD, 180, "the hold")
+            await wait_for(lambda: daemon.tunnels.state(IEEE)["state"] == "open", 60, "the tunnel")
+
+            rtds = (DATA / "cs06-immediate-success-command.hex").read_text().strip()
+            status, result = await daemon.api.activate(rtds, HCALCS)
+            assert not result["accepted"] and result["response_code"] == 2, result  # hash mismatch
+
+            at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=5)
+            command = cs06(key, HCALCS, IMAGE, 6001, execution_time=at)
+            status, result = await daemon.api.activate(command.hex(), HCALCS)
+            assert status == 200 and result["accepted"], result
+            accepted = await wait_message(daemon, HCALCS, is_code("in", 0x0012, "response"), "the CS06 response", timeout=60)
+            assert content(accepted) == b"\x05\x00" and accepted["signature"] == "valid"  # NULL: accepted, pending
+            # The device side: one TransferData reached its GBCS handler, the future-dated command, never the refused one.
+            assert device.tunnel_messages == [command]
+            assert rtds.upper() not in [m["hex"] for m in await messages(daemon, HCALCS)]
+            if dt.datetime.now(dt.timezone.utc) < at:
+                assert device.current_file_version == OLD  # held until its time
+
+            alert = await wait_message(daemon, HCALCS, is_code("in", 0x00CA, "alert"), "the 0x00CA alert", timeout=60)
+            assert dt.datetime.now(dt.timezone.utc) >= at
+            stamp = at.strftime("%Y%m%d%H%M%SZ").encode()
+            expected = bytes.fromhex("30250203008F66180F") + stamp + bytes.fromhex(f"020217713009020100 0404{NEW:08X}".replace(" ", ""))
+            assert content(alert) == expected and alert["signature"] == "valid" and alert["recipient"] == SUPPLIER
+            await wait_for(lambda: device.current_file_version == NEW, 60, "the activation at its time")
+            assert device.tunnel_messages == [command]
+            assert [m["hex"] for m in await messages(daemon, HCALCS) if m["direction"] == "out"] == [command.hex().upper()]
         finally:
             await daemon.stop()
