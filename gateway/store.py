@@ -1162,6 +1162,20 @@ class StateStore:
         self._write(body)
         return self.get_message(message_id)
 
+    def annotate_message(self, message_id: int, details: Mapping[str, Any]) -> StoredMessage:
+        """Merge ``details`` into a kept message's details, in one transaction (a forwarded
+        command's re-forward after a restart, say); its bytes and header are never changed."""
+
+        def body(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT details FROM messages WHERE message_id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no message {message_id} in {self.path}", path=self.path)
+            merged = {**(json.loads(row[0]) if row[0] else {}), **details}
+            conn.execute("UPDATE messages SET details = ? WHERE message_id = ?", (_dump_json(merged, "details"), message_id))
+
+        self._write(body)
+        return self.get_message(message_id)
+
     def hub_counter(self) -> tuple[int, int | None] | None:
         """(last reserved, last committed) of the hub's originator counter; None before the first."""
         row = self._read(lambda c: c.execute("SELECT reserved, committed FROM hub_counter WHERE id = 1").fetchone())

@@ -18,6 +18,9 @@ Wiring only; the bytes are gateway.gbcs.alerts', the rows gateway.store's. One
   fields: no alert lost, no counter used twice, none ever lower than one before.
 - ``record`` keeps any other message (H-tunnel's on_message: direction "in" | "out"),
   judged against the keys the hub knows: the suppliers' anchors and its own certificate.
+- ``unanswered_forwards`` finds the commands forwarded before a kill that no response of
+  their device answers; the daemon sends each again once (han_ota/tunnels.py ``reforward``),
+  without a second "out" row, and ``mark_reforwarded`` notes it in the row's details.
 
 Every kept message is audited (``gbcs.message``) and written to the GFI feed when one
 is configured. Without a ``[hub]`` signing key the alerts are unsigned (``start``
@@ -49,6 +52,8 @@ LOGGER = logging.getLogger("han_ota.hub_alerts")
 
 #: What a message's audit record is called.
 AUDIT_EVENT = "gbcs.message"
+#: A kept forward's details key: when a restart forwarded it again (``unanswered_forwards``).
+REFORWARDED = "reforwarded_utc"
 #: The hub's id when [hub] names none and the coordinator's IEEE is not known.
 FALLBACK_HUB_ID = "0000000000000000"
 
@@ -257,6 +262,29 @@ class HubMessages:
             view = self.store.record_message(direction, device, bytes(data), job_id, known=self.known).to_dict()
         return self._kept(view, ieee, job_id, bytes(data), engine_job)
 
+    def unanswered_forwards(self) -> list[StoredMessage]:
+        """Commands the hub forwarded ("out") that no response of their device answers (same
+        message code and counter) and that no earlier restart forwarded again: what a kill
+        between a forward and its response left (``DaemonTunnels.reforward``). Oldest first."""
+        if self.store is None:
+            return []
+        try:
+            kept = self.store.list_messages()
+        except StoreError as exc:
+            LOGGER.error("the kept forwards cannot be read, none is forwarded again: %s", exc)
+            return []
+        answered = {(m.device, m.message_code, m.counter) for m in kept if m.direction is MessageDirection.IN and m.cra == "response"}
+        return [
+            m for m in kept
+            if m.direction is MessageDirection.OUT and m.cra == "command" and m.data is not None and m.device is not None
+            and REFORWARDED not in (m.details or {}) and (m.device, m.message_code, m.counter) not in answered
+        ]
+
+    def mark_reforwarded(self, message_id: int) -> None:
+        """The device acknowledged the re-forward of kept command ``message_id``: never again."""
+        if self.store is not None:
+            self.store.annotate_message(message_id, {REFORWARDED: self._clock().isoformat()})
+
     def _unstored(self, direction: MessageDirection, ieee: object, data: bytes, details: Mapping[str, Any] | None) -> dict[str, Any]:
         info = read_message(data, self.known)
         return StoredMessage.unstored(info, direction, None if ieee is None else _device(ieee), self._clock(), details).to_dict()
@@ -334,4 +362,4 @@ def _coordinator_ieee(engine: Any) -> object:
     return None if ieee is None or ieee == zt.EUI64.convert("00:00:00:00:00:00:00:00") else ieee
 
 
-__all__ = ["AUDIT_EVENT", "HubMessages", "device_keys_of", "hub_summary", "known_keys", "start_hub_messages", "transfer_outcome"]
+__all__ = ["AUDIT_EVENT", "REFORWARDED", "HubMessages", "device_keys_of", "hub_summary", "known_keys", "start_hub_messages", "transfer_outcome"]

@@ -17,7 +17,8 @@ device has it, so a kill between the send and the device's response loses no mes
 from the store (a forward that then fails is audited, gbcs.forward_failed); the
 device's acknowledgement is the gbcs.tunnel "out" record. Messages from the device
 ("in") as they arrive. Crash points (gateway/crashpoint.py TUNNEL_POINTS): the command
-kept but not yet sent, and acknowledged with its response not yet in.
+kept but not yet sent, and acknowledged with its response not yet in. After a restart
+``reforward`` sends each kept command no response answers again, once (see there).
 
 ``send_command`` is `han-ota gbcs send`: a CS06 goes through the gate first (and is
 forwarded whatever the device's `activation` says, the user asked for it); any other
@@ -32,7 +33,7 @@ import asyncio
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import zigpy.types as zt
@@ -50,6 +51,8 @@ LOGGER = logging.getLogger("han_ota.tunnels")
 
 #: How long `gbcs send` waits for the device's answer by default.
 RESPONSE_TIMEOUT_S = 60.0
+#: How long a re-forward after a restart waits for the device's tunnel and acknowledgement.
+REFORWARD_TIMEOUT_S = 300.0
 RECENT = 200
 
 Audit = Callable[..., object]
@@ -155,6 +158,39 @@ class DaemonTunnels:
             if self._audit is not None:
                 self._audit("gbcs.forward_failed", ieee, length=len(command), reason=str(exc))
             raise
+
+    def reforward(self, pending: Iterable[Any], done: Callable[[int], None], timeout: float = REFORWARD_TIMEOUT_S) -> None:
+        """After a restart: send each kept command in ``pending`` (rows of
+        ``HubMessages.unanswered_forwards``) again, unchanged, once its tunnel is open. A real
+        device outlives the daemon, and a command forwarded before a kill may never have
+        reached it (or its response was lost with the daemon: the device refuses the
+        replayed counter). No second "out" row: the kept one is the message; ``done(id)``
+        notes the device's acknowledgement in it, so a later restart does not send it again.
+        A re-forward that fails is audited (gbcs.reforward_failed) and tried at the next start."""
+        for row in pending:
+            ieee = zt.EUI64(Eui64.parse(row.device).air)
+            task = asyncio.get_running_loop().create_task(self._reforward(ieee, row, done, timeout))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _reforward(self, ieee: zt.EUI64, row: Any, done: Callable[[int], None], timeout: float) -> None:
+        data = bytes(row.data)
+        LOGGER.warning("%s: command %s (counter %s) was forwarded before a stop and never answered: forwarding it again", ieee, row.message_id, row.counter)
+        if self._audit is not None:
+            self._audit("gbcs.reforward", ieee, message_id=row.message_id, length=len(data), sha256=hashlib.sha256(data).hexdigest())
+        try:
+            if self.service is None:
+                raise TunnelSendError("the radio is not up: no tunnel")
+            await self.service.send(ieee, data, timeout)
+        except TunnelSendError as exc:
+            LOGGER.warning("%s: command %s was not forwarded again: %s", ieee, row.message_id, exc)
+            if self._audit is not None:
+                self._audit("gbcs.reforward_failed", ieee, message_id=row.message_id, reason=str(exc))
+            return
+        try:
+            done(row.message_id)
+        except Exception:  # the store: logged; the next start sends it again, which the device refuses as a replay
+            LOGGER.exception("%s: the re-forward of command %s could not be noted", ieee, row.message_id)
 
     async def send_command(self, activation: Any, raw: bytes, device: zt.EUI64 | None, timeout: float = RESPONSE_TIMEOUT_S) -> dict[str, Any]:
         """`han-ota gbcs send`: see the module docstring. Raises ``CommandRefused``."""

@@ -354,6 +354,8 @@ class Daemon:
         self.journal.write("radio.up", kind=self.radio.kind, reconnects=self.radio.reconnects)
         if first:
             self.recovery.resume_jobs()
+            if rt.hub is not None:  # forwarded before a kill, never answered: again, once (han_ota/tunnels.py)
+                self.tunnels.reforward(rt.hub.unanswered_forwards(), rt.hub.mark_reforwarded)
         else:
             self._unpark()
         self._after_radio_up()

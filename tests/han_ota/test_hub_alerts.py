@@ -382,3 +382,38 @@ async def test_push_to_a_simulated_device_emits_8f8a_in_its_json(short_dir: Path
         assert (alert.alert_code, alert.response_code, alert.firmware_version) == (0x8F8A, 0, 2)
         [kept] = store.list_messages(device=DEVICE)
         assert kept.to_dict()["hex"] == msg["hex"] and kept.job_id is None  # a push's job is not the store's
+
+
+def test_unanswered_forwards_are_those_no_response_of_their_device_answers_and_never_reforwarded(tmp_path: Path, hub_files: tuple[Path, Path]) -> None:
+    """Issue 13: what a restart forwards again (han_ota/tunnels.py ``reforward``)."""
+    from eui64 import Eui64
+    from gateway.gbcs.sign import sign_activation
+    from han_ota.hub_alerts import REFORWARDED
+    from radios.sim.gbcs.signer import signed_message
+
+    supplier = EntityId.parse("90B3D51F30010000")
+    key = load_signing_key(generate_supplier_identity(supplier)[0])
+    commands = [
+        sign_activation(key, originator=supplier, device=EntityId.parse("00DB1234567890A4"), image_hash=b"\x11" * 32, counter=n) for n in (1, 2, 3, 4)
+    ]
+
+    def response(counter: int) -> bytes:
+        return signed_message(
+            cra_flag=0x02, counter=counter, originator=Eui64.parse(DEVICE), recipient=Eui64.parse("90B3D51F30010000"),
+            message_code=0x0012, content=bytes.fromhex("300902010004040000000A"), key=None,
+        )
+
+    other = "00:db:12:34:56:78:90:a0"
+    with StateStore.in_state_dir(tmp_path) as store:
+        hub = HubMessages(hub_config(hub_files), store, trust=TrustStore())
+        ids = [hub.record("out", DEVICE, command)["id"] for command in commands]
+        hub.record("in", DEVICE, response(1))  # answers command 1
+        hub.record("in", other, response(3))  # another device's: answers nothing of this one
+        hub.record("in", DEVICE, commands[3])  # not a response
+        assert [m.message_id for m in hub.unanswered_forwards()] == ids[1:]
+        hub.mark_reforwarded(ids[1])
+        assert [m.message_id for m in hub.unanswered_forwards()] == ids[2:]
+        marked = store.get_message(ids[1])
+        assert REFORWARDED in (marked.details or {}) and marked.data == commands[1]  # the row's bytes untouched
+        assert [m.message_id for m in hub.unanswered_forwards()] == ids[2:]
+    assert HubMessages(hub_config(hub_files), None, trust=TrustStore()).unanswered_forwards() == []
