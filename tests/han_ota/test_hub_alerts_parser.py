@@ -1,5 +1,7 @@
 """Smart DCC's own parser (SmartDCCInnovation/gbcs-parser) reads the hub's CCS08 and
-finds its signature valid with the hub's certificate.
+finds its signature valid with the hub's certificate; and it reads every response and
+alert the simulated devices send (radios/sim/gbcs) and finds each signature valid with
+the certificate the device prints (issue 13).
 
 The parser is TypeScript and not part of this project: the test runs when a built copy
 is on this machine and is skipped otherwise. To build one (Node 20 or later)::
@@ -26,6 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gateway.gbcs import sign_activation
+from radios.sim.gbcs import GbcsPeer, generate_identity
+from radios.sim.gbcs.signer import signed_message
+from sim_gbcs_support import ACB as SIM_ACB
+from sim_gbcs_support import ESME, PPMID, SR11_1_HASH, SUPPLIER, T2015, cert_key, supplier_private_key
 
 from gateway.gbcs.alerts import FirmwareTransferAlert, TransferResponse, build_transfer_alert
 from gateway.gbcs.ids import EntityId
@@ -90,3 +98,70 @@ def test_the_parser_finds_a_changed_alert_invalid(hub: tuple[Any, bytes]) -> Non
     message[-66] ^= 0x01  # the response code, under the signature
     parsed = parse(entry, bytes(message), {str(HUB): cert})
     assert parsed["Signature"]["Valid"]["notes"] == "false"
+
+
+def _device(kind: str) -> GbcsPeer:
+    entity = ESME if kind == "hcalcs" else PPMID
+    ident = generate_identity(entity, f"simulated {kind}")
+    return GbcsPeer(kind, entity, ident.signing_key, ident.certificate, {SUPPLIER: cert_key("supplier-90b3d51f30010000-ds.pem")}, bytes.fromhex("00000001"), originator_counter=10)
+
+
+def _cs06(counter: int, **kw: Any) -> bytes:
+    return sign_activation(supplier_private_key(), originator=EntityId(SUPPLIER.written), device=EntityId(ESME.written), image_hash=SR11_1_HASH, counter=counter, **kw)
+
+
+def _device_message(name: str) -> tuple[GbcsPeer, bytes]:
+    """One message a simulated device sends, as it sends it."""
+    new = bytes.fromhex("00000002")
+    device = _device("ppmid" if name in ("cs09", "cs08 response") else "hcalcs")
+    device.hold_image(SR11_1_HASH, new)
+    if name == "receipt 0x8F72":
+        return device, device.on_image_downloaded(SR11_1_HASH, True, T2015)[0]
+    if name == "receipt 0x8F1C":
+        return device, device.on_image_downloaded(b"\x22" * 32, False, T2015)[0]
+    if name == "cs06 response":
+        return device, device.on_message(_cs06(11), T2015).replies[0]
+    if name in ("cs06 accepted", "0x00CA alert"):
+        accepted = device.on_message(_cs06(11, execution_time=dt.datetime(2015, 1, 1, 0, 10, tzinfo=dt.timezone.utc)), T2015).replies[0]
+        return device, accepted if name == "cs06 accepted" else device.handle_timer(T2015 + 600).replies[0]
+    if name == "cs09":
+        return device, device.on_activated(True, T2015)[0]
+    assert name == "cs08 response"
+    cs08 = signed_message(cra_flag=1, counter=42, originator=SIM_ACB, recipient=device.entity_id, message_code=0x0129, content=b"\x05\x00", key=None)
+    return device, device.on_message(cs08, T2015).replies[0]
+
+
+# name: (CRA flag as the parser names it, message code, what the payload holds (a key and its notes, or the raw bytes' tail))
+DEVICE_MESSAGES = {
+    "receipt 0x8F72": ("Alert", "00 CF", ("Alert Code", "Firmware Verification Successful")),
+    "receipt 0x8F1C": ("Alert", "00 CF", ("Alert Code", None)),
+    "cs06 response": ("Response", "00 12", ("Execution Outcome", None)),
+    "cs06 accepted": ("Response", "00 12", ("Command Accepted", None)),
+    "0x00CA alert": ("Alert", "00 CA", ("Activate Firmware Alert", None)),
+    "cs09": ("Alert", "01 2B", None),  # not in the parser's table: its content shown raw
+    "cs08 response": ("Response", "01 29", None),
+}
+
+
+@pytest.mark.parametrize("name", list(DEVICE_MESSAGES))
+def test_the_parser_reads_the_simulated_devices_messages_and_their_signatures_are_valid(name: str) -> None:
+    entry = parser_entry()
+    device, message = _device_message(name)
+    keys = {device.entity_id.written.hex().upper(): device.certificate_pem.encode()}
+    parsed = parse(entry, message, keys)
+    header, payload, signature = parsed["Grouping Header"], parsed["Payload"], parsed["Signature"]
+    cra, code, field = DEVICE_MESSAGES[name]
+    assert header["CRA Flag"]["notes"] == cra
+    assert header["Other Information Length"]["children"]["Message Code"]["hex"] == code
+    assert header["Originator System Title"]["hex"] == "08 " + " ".join(f"{b:02X}" for b in device.entity_id.written)
+    if field is not None:
+        key, notes = field
+        assert key in payload, payload
+        if notes is not None:
+            assert payload[key]["notes"] == notes
+    assert signature["Valid"]["notes"] == "true", (name, signature)
+    # And one changed byte under the signature makes it invalid for the parser too.
+    changed = bytearray(message)
+    changed[-1] ^= 0x01  # in the signature: the structure stays readable
+    reparsed = parse(entry, bytes(changed), keys)
+    assert reparsed["Signature"]["Valid"]["notes"] == "false"
