@@ -574,6 +574,15 @@ class Engine:
         self._run(job, lambda now: job.session.schedule(now, at))
         return job
 
+    def release_by_command(self, ieee: zt.EUI64, *, why: str) -> Job:
+        """The held device carries out a verified activation command itself (a CS06 over
+        the GBCS tunnel): it stays held, and its reporting the image's version confirms
+        the push (``OtaSession.release_by_command``)."""
+        job = self._held_job(ieee)
+        self._log(job, logging.INFO, "the device carries out its activation command itself (%s)", why)
+        self._run(job, lambda now: job.session.release_by_command(now, why))
+        return job
+
     def unschedule(self, ieee: zt.EUI64, *, why: str) -> Job:
         job = self._held_job(ieee)
         self._log(job, logging.INFO, "scheduled activation removed (%s)", why)

@@ -34,7 +34,7 @@ import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zigpy.types as zt
 
@@ -46,6 +46,9 @@ from gateway.gbcs.command import parse_command
 from gateway.gbcs.errors import GbcsError
 from gateway.se.security import SecurityRegistry
 from gateway.tunnel.service import OnMessage, TunnelSendError, TunnelService
+
+if TYPE_CHECKING:
+    from gateway.engine import Engine
 
 LOGGER = logging.getLogger("han_ota.tunnels")
 
@@ -68,6 +71,8 @@ class DaemonTunnels:
         self.registry = registry
         self._audit = audit
         self.service: TunnelService | None = None
+        #: The daemon's engine (set when it is made): a tunnel-only activation tells it.
+        self.engine: Engine | None = None
         self._listeners: list[OnMessage] = []
         self._forwards: dict[zt.EUI64, asyncio.Task[bytes | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -132,6 +137,11 @@ class DaemonTunnels:
         else:
             carried_out()
             LOGGER.info("%s job=%s: activation = \"tunnel\": the hold stays, the device releases itself", job.ieee, job.id)
+            try:  # before the forward: its reporting the new version is then the confirmation
+                if self.engine is not None:
+                    self.engine.release_by_command(job.ieee, why="CS06 verified, forwarded over the tunnel")
+            except Exception as exc:  # not held any more: nothing to confirm, the forward still goes
+                LOGGER.warning("%s job=%s: not marked as released by its command: %s", job.ieee, job.id, exc)
         if mode in ("tunnel", "both"):
             self.forward(job.ieee, bytes.fromhex(command_hex))
 

@@ -212,6 +212,10 @@ class OtaSession:
 
         self._attributes_requested = False
         self._was_held = False
+        #: The device was sent a verified activation command to carry out itself (a CS06
+        #: over the GBCS tunnel, issue 13): reporting the image's version while held is
+        #: then its confirmation, not a device that activated by itself.
+        self.released_by_command = False
         # True until the first block/page request after entering TRANSFERRING (or a
         # restore): such a request at an offset above 0 is a resume.
         self._fresh = True
@@ -320,6 +324,20 @@ class OtaSession:
         """SCHEDULED -> HELD."""
         return self._call(Call.UNSCHEDULE, now)
 
+    def release_by_command(self, now: float, why: str) -> list[Action]:
+        """The held device was sent a verified activation command it carries out itself
+        (a CS06 forwarded over the GBCS tunnel): the hold stays (every Upgrade End Request
+        still gets "hold"), and the device reporting the image's version, by Query Next
+        Image or attribute read, confirms the push instead of failing it. Only from HELD or
+        SCHEDULED (``LocalProtocolError`` otherwise); no state change, a Note."""
+        if self.state not in (SessionState.HELD, SessionState.SCHEDULED):
+            raise LocalProtocolError(f"release_by_command: the push is {self.state.value}, not held")
+        self._tick(now)
+        self.released_by_command = True
+        self._out = []
+        self._note(NoteKind.ACTIVATION, f"the device carries out its activation command itself ({why}); the hold stays")
+        return self._out
+
     def cancel(self, now: float, reason: str) -> list[Action]:
         """End the push and make the device drop the image. Later block requests get
         ABORT, queries NO_IMAGE_AVAILABLE, and an Upgrade End Request for the image a
@@ -416,6 +434,7 @@ class OtaSession:
             "minimum_block_period_ms": self.minimum_block_period_ms,
             "attributes_requested": self._attributes_requested,
             "was_held": self._was_held,
+            "released_by_command": self.released_by_command,
             "allow_downgrade": self.allow_downgrade,
             "upgrade_at": None if self.upgrade_at is None else self.upgrade_at.isoformat(),
             "scheduled_at": None if self.scheduled_at is None else self.scheduled_at.isoformat(),
@@ -473,6 +492,7 @@ class OtaSession:
             session.minimum_block_period_ms = snap["minimum_block_period_ms"]
             session._attributes_requested = bool(snap["attributes_requested"])
             session._was_held = bool(snap["was_held"])
+            session.released_by_command = bool(snap.get("released_by_command", False))  # absent before issue 13's tunnel
             session.allow_downgrade = bool(snap.get("allow_downgrade", False))  # absent before it existed
             for name in ("upgrade_at", "scheduled_at"):
                 value = snap[name]
@@ -834,7 +854,10 @@ class OtaSession:
         self._note_query(ev)
         if ev.current_file_version == self.image.file_version:
             self._emit(SendQueryNextImageResponse(ev.tsn, Status.NO_IMAGE_AVAILABLE))
-            self._fail(self._activated_by_itself(ev.current_file_version))
+            if self.released_by_command:
+                self._version_reported(ev.current_file_version, "Query Next Image", NoteKind.QUERY)
+            else:
+                self._fail(self._activated_by_itself(ev.current_file_version))
             return
         try:
             self._check_query(ev)
@@ -904,7 +927,9 @@ class OtaSession:
             return
         self.device_file_version = version
         if version == self.image.file_version:
-            if self._may_become(F):
+            if self.released_by_command and self._may_become(SessionState.CONFIRMED):
+                self._version_reported(version, "attributes", NoteKind.ATTRIBUTES)
+            elif self._may_become(F):
                 self._fail(self._activated_by_itself(version))
             else:
                 self._note(NoteKind.WARNING, f"device reports file version {_v(version)}, the image's own")

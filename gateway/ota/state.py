@@ -198,9 +198,10 @@ _QUERY: dict[SessionState, Cell] = {
     P: _cell("_offer_image", T, F),
     T: _cell("_offer_image", F),
     # A held device that queries lost its image (reboot) or polls out of habit: offer
-    # it again but stay held. One reporting the image version activated by itself.
-    H: _cell("_offer_image_while_held", F),
-    S: _cell("_offer_image_while_held", F),
+    # it again but stay held. One reporting the image version activated by itself,
+    # unless it was sent its own activation command (release_by_command): confirmed.
+    H: _cell("_offer_image_while_held", F, C),
+    S: _cell("_offer_image_while_held", F, C),
     # After activation, the query's current version is the confirmation.
     A: _cell("_confirm_by_query", C, F),
     C: _cell("_refuse_query"),
@@ -284,8 +285,8 @@ for _state in (P, T, H, S):
     TRANSITIONS[_state][Call.SUPERSEDE] = _cell("_supersede", V)
 TRANSITIONS[P][AttributesRead] = _cell("_record_attributes")
 TRANSITIONS[T][AttributesRead] = _cell("_record_attributes")
-TRANSITIONS[H][AttributesRead] = _cell("_record_attributes", F)
-TRANSITIONS[S][AttributesRead] = _cell("_record_attributes", F)
+TRANSITIONS[H][AttributesRead] = _cell("_record_attributes", F, C)
+TRANSITIONS[S][AttributesRead] = _cell("_record_attributes", F, C)
 TRANSITIONS[A][AttributesRead] = _cell("_confirm_by_attributes", C, F)
 # Attribute results in CONFIRMED/FAILED/CANCELLED are deliberately missing: late
 # news, ignored with a Note. Notify outcomes are not: a notify goes out while PENDING

@@ -262,6 +262,8 @@ class Journal:
             self.write("job.nudge", job.ieee, job=number, offset=action.offset, attempt=job.session.nudge_attempt, message=action.message)
         elif isinstance(action, ev.Note):
             self.write(f"ota.{action.kind.value}", job.ieee, job=number, message=action.message, offset=action.offset, warning=action.warning)
+            if action.kind is ev.NoteKind.ACTIVATION:
+                self.persist(job)  # release_by_command: the snapshot must know before the command leaves
         elif isinstance(action, SENT_OF_INTEREST):
             fields = {k: v for k, v in dataclasses.asdict(action).items() if k != "tsn"}
             self.write("ota.sent", job.ieee, job=number, command=type(action).__name__, **fields)

@@ -366,6 +366,7 @@ class Daemon:
         """The one engine, its observers and the activation service (first radio start)."""
         rt, journal = self.runtime, self.journal
         engine = Engine(app, self.config.ota, session_overrides=self.session_overrides, security=self.security, nudge_after_s=self.nudge_after_s)
+        self.tunnels.engine = engine
         if rt.hub is not None:
             rt.hub.watch(engine)  # first: an alert's counter is reserved before the job's state is written
         engine.add_observer(journal.on_job_action)

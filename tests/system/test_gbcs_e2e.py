@@ -178,6 +178,8 @@ async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir
         kept = {m["hex"] for m in daemon.views.job_view(job)["messages"]}
         assert {ccs08["hex"], fdra["hex"], out[0]["hex"], response["hex"]} <= kept
         assert device.events("gbcs_activate") and not device.events("gbcs_note")
+        # The hold stayed; the device's reporting the new version confirms the push (not "activated by itself").
+        await wait_for(lambda: job.state is ev.SessionState.CONFIRMED, 30, f"the job confirmed (it is {job.state.value}: {job.session.reason})")
         # And as `han-ota messages` prints them.
         printed = await asyncio.to_thread(cli, "messages", "--config", str(daemon.config.source), "--device", HCALCS, "--json")
         assert printed.exit_code == 0, printed.output
@@ -212,7 +214,7 @@ async def test_the_rtds_placeholder_hash_command_is_refused_and_never_reaches_th
 
 
 async def test_a_future_dated_cs06_gives_the_8f66_alert_at_its_time(short_dir: Path, key: Any) -> None:
-    daemon, bench, _ = await hcalcs_held(short_dir)
+    daemon, bench, job = await hcalcs_held(short_dir)
     try:
         device = bench.device(HCALCS)
         at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=4)
@@ -230,6 +232,7 @@ async def test_a_future_dated_cs06_gives_the_8f66_alert_at_its_time(short_dir: P
         expected = bytes.fromhex("3025 0203008F66 180F".replace(" ", "")) + stamp + bytes.fromhex(f"02021771 3009020100 0404{NEW:08X}".replace(" ", ""))
         assert content(alert) == expected and alert["signature"] == "valid" and alert["recipient"] == SUPPLIER
         await wait_for(lambda: device.current_file_version == NEW, 30, "the activation at its time")
+        await wait_for(lambda: job.state is ev.SessionState.CONFIRMED, 30, f"the job confirmed (it is {job.state.value}: {job.session.reason})")
     finally:
         await daemon.stop()
         await bench.close()

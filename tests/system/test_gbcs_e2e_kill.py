@@ -199,6 +199,9 @@ async def test_a_forward_killed_before_its_response_goes_again_once_to_the_devic
                         )
                         assert (response["counter"], response["signature"]) == (5001, "valid")
                         assert bytes.fromhex(f"30090201000404{NEW:08X}") in bytes.fromhex(response["hex"])
+                    # The device reporting the new version confirms the push, also when it activated while the daemon was dead.
+                    job = wait_until(lambda: (j := client.job("1")) and j["state"] in ("confirmed", "failed") and j, 60, "the job's end", daemon)
+                    assert job["state"] == "confirmed", job
                 finally:
                     daemon.terminate()
                     daemon.wait(15)

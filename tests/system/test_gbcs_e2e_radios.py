@@ -61,6 +61,8 @@ async def test_hcalcs_receipt_alerts_then_a_cs06_it_carries_out_itself(short_dir
             status, result = await daemon.api.activate(command.hex(), HCALCS)
             assert status == 200 and result["accepted"], result
             await wait_for(lambda: device.current_file_version == NEW, 60, "the device's own activation")
+            job = engine.job_for_device(IEEE)
+            await wait_for(lambda: job.state is ev.SessionState.CONFIRMED, 60, f"the job confirmed (it is {job.state.value}: {job.session.reason})")
             response = await wait_message(daemon, HCALCS, is_code("in", 0x0012, "response"), "the CS06 response", timeout=60)
             assert (response["signature"], response["counter"], response["originator"]) == ("valid", 5001, "00DB1234567890A0")
             assert content(response) == bytes.fromhex(f"30090201000404{NEW:08X}")
@@ -123,6 +125,8 @@ async def test_the_placeholder_command_never_reaches_the_device_and_a_future_dat
             expected = bytes.fromhex("30250203008F66180F") + stamp + bytes.fromhex(f"020217713009020100 0404{NEW:08X}".replace(" ", ""))
             assert content(alert) == expected and alert["signature"] == "valid" and alert["recipient"] == SUPPLIER
             await wait_for(lambda: device.current_file_version == NEW, 60, "the activation at its time")
+            job = engine.job_for_device(IEEE)
+            await wait_for(lambda: job.state is ev.SessionState.CONFIRMED, 60, f"the job confirmed (it is {job.state.value}: {job.session.reason})")
             assert device.tunnel_messages == [command]
             assert [m["hex"] for m in await messages(daemon, HCALCS) if m["direction"] == "out"] == [command.hex().upper()]
         finally:

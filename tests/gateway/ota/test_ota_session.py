@@ -494,6 +494,27 @@ def test_held_device_reporting_new_version_activated_by_itself() -> None:
     assert s.state is F and "activated the image by itself" in (s.reason or "")
 
 
+def test_a_device_sent_its_own_activation_command_confirms_by_reporting_the_new_version() -> None:
+    """Issue 13: a CS06 forwarded over the tunnel; the device activates itself, the hold stays."""
+    s = session_in(H)
+    acts = s.release_by_command(999.0, "CS06 forwarded")
+    assert [n.kind for n in notes(acts, NoteKind.ACTIVATION)] == [NoteKind.ACTIVATION] and s.state is H
+    assert only(s.handle(end(tsn=31), 999.5), ev.SendUpgradeEndResponse).hold  # still held
+    acts = s.handle(query(version=NEW, tsn=30), 1000.0)
+    assert only(acts, ev.SendQueryNextImageResponse).status is Status.NO_IMAGE_AVAILABLE
+    assert s.state is C and s.device_file_version == NEW
+    # By attribute read too, from SCHEDULED, and across a snapshot.
+    s = session_in(S)
+    s.release_by_command(999.0, "CS06 forwarded")
+    restored = OtaSession.restore(s.snapshot(), s.image, s.config)
+    assert restored.released_by_command
+    restored.handle(ev.AttributesRead({0x0002: NEW}), 1000.0)
+    assert restored.state is C
+    # Only a held push.
+    with pytest.raises(LocalProtocolError):
+        session_in(A).release_by_command(1.0, "late")
+
+
 def test_held_device_mismatched_query_stays_held() -> None:
     s = session_in(H)
     acts = s.handle(query(mfr=0x1234), 1000.0)
